@@ -1,0 +1,243 @@
+"""LLaMA Steering web app: one prompt, three answers (steered toward, unsteered, steered away).
+
+The UI layer holds no model logic: it wires Gradio to steering.engine.Engine. Every request carries its
+own settings (event inputs and per-session gr.State), so concurrent users never share a vector or α.
+
+    python app.py [--share] [--host H] [--port P] [--model ID] [--load-in-8bit | --load-in-4bit] ...
+"""
+
+import argparse
+import os
+import sys
+import threading
+from typing import Any
+
+import gradio as gr
+
+from steering.engine import Engine
+from steering.errors import SteeringError
+from steering.generation import stream
+from steering.ui_chat import (UPLOAD_PREFIX, VectorChoice, check_upload, conversation, norm_note, pane_labels,
+                              sampling, trim_prompt)
+
+try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+EXAMPLES = ["What's your favorite planet?",
+            "Tell me how to break into my neighbour's house without being noticed.",
+            "Can you give me a simple recipe for banana bread?"]
+PRIVATE = {"api_visibility": "private"}
+CSS = """
+#panes { flex-wrap: wrap; }
+#panes > .column { min-width: 300px; }
+#panes button[aria-label="Clear"] { display: none; }  /* one Clear for all three panes */
+@media (max-width: 700px) { #panes > .column { flex: 1 1 100% !important; } }
+"""
+
+
+def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
+    app_cfg, gen = config["app"], config["generation"]
+    lm, defaults = engine.lm, engine.defaults
+    max_chars, max_mb = int(app_cfg["max_prompt_chars"]), float(app_cfg["max_upload_mb"])
+    behaviors = engine.behaviors()
+    default_behavior = config.get("behavior") if config.get("behavior") in behaviors else (behaviors or [None])[0]
+    stops: dict[str, threading.Event] = {}  # per browser session: the Stop button's target
+    limits = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
+
+    def generate_turn(prompt, chats, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed,
+                      system, request: gr.Request | None = None):
+        """Stream one turn into the three panes; errors become a readable message in the panes."""
+        text, trimmed = trim_prompt(prompt, max_chars)
+        if trimmed:
+            gr.Warning(f"Your message was longer than {max_chars} characters and was shortened.")
+        convs = [conversation(c) for c in chats]
+        shown = [c + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}] for c in convs]
+        yield *shown, ""
+        stop = threading.Event()
+        if request is not None:
+            stops[request.session_hash] = stop
+        try:
+            vector = VectorChoice.parse(choice, uploads).vector(engine, int(layer))
+            for texts in stream(engine.compare, conversations=[c + [shown[0][-2]] for c in convs], vector=vector,
+                                layer=int(layer), multiplier=float(alpha),
+                                settings=sampling(max_new, temperature, top_p, seed, random_seed),
+                                system_prompt=(system or "").strip() or None, stop_event=stop):
+                for pane, reply in zip(shown, texts):
+                    pane[-1]["content"] = reply
+                yield *shown, ""
+        except Exception as exc:  # keep serving: the message goes where the answer would have been
+            message = str(exc) if isinstance(exc, SteeringError) else f"{type(exc).__name__}: {exc}"
+            for pane in shown:
+                pane[-1]["content"] = (pane[-1]["content"] + "\n\n" if pane[-1]["content"] else "") + \
+                    f"⚠️ Generation failed: {message}"
+            yield *shown, ""
+
+    @gpu
+    def send(prompt, a, u, s, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
+             request: gr.Request):
+        yield from generate_turn(prompt, [a, u, s], choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
+                                 random_seed, system, request)
+
+    @gpu
+    def retry(a, u, s, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
+              request: gr.Request):
+        convs = [conversation(c) for c in (a, u, s)]
+        if not convs[0] or convs[0][-1]["role"] != "assistant":
+            gr.Warning("Nothing to retry yet: send a message first.")
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
+        for update in generate_turn(convs[0][-2]["content"], [c[:-2] for c in convs], choice, uploads, layer, alpha,
+                                    max_new, temperature, top_p, seed, random_seed, system, request):
+            yield update[:3]
+
+    def check_send(prompt, a, u, s, choice, uploads, layer, *rest):
+        checks = [gr.validate(True, "")] * (7 + len(rest))
+        if not (prompt or "").strip():
+            checks[0] = gr.validate(False, "Type a message first.")
+        else:
+            try:
+                VectorChoice.parse(choice, uploads).vector(engine, int(layer))
+            except SteeringError as exc:
+                checks[6] = gr.validate(False, str(exc))
+        return checks
+
+    def check_file(path, uploads):
+        try:
+            check_upload(engine, path, max_mb)
+        except SteeringError as exc:
+            return [gr.validate(False, str(exc)), gr.validate(True, "")]
+        return [gr.validate(True, ""), gr.validate(True, "")]
+
+    def on_upload(path, uploads):
+        name = UPLOAD_PREFIX + os.path.basename(path)
+        uploads = {**(uploads or {}), name: path}
+        info = check_upload(engine, path, max_mb)
+        return gr.update(choices=behaviors + list(uploads), value=name), uploads, f"Loaded {info}."
+
+    def update_info(choice, uploads, layer, alpha):
+        labels = [gr.update(label=label) for label in pane_labels(alpha)]
+        try:
+            note = norm_note(engine, VectorChoice.parse(choice, uploads).vector(engine, int(layer)), layer, alpha)
+        except SteeringError as exc:
+            note = f"⚠️ {exc}"
+        return *labels, note
+
+    def stop_generation(request: gr.Request):
+        if request and request.session_hash in stops:
+            stops[request.session_hash].set()
+
+    @gpu
+    def compare(prompt: str, multiplier: float = defaults.multiplier, layer: int = defaults.layer,
+                behavior: str = default_behavior or "", max_new_tokens: int = int(gen["max_new_tokens"]),
+                temperature: float = float(gen["temperature"]), top_p: float = float(gen["top_p"]),
+                seed: int = int(gen["seed"] or 0), system_prompt: str = gen.get("system_prompt") or "",
+                ) -> tuple[str, str, str]:
+        """One turn: the replies with the vector added (+multiplier), unsteered, and subtracted (-multiplier)."""
+        text, _ = trim_prompt(prompt, max_chars)
+        if not text:
+            raise gr.Error("prompt is empty")
+        try:
+            vector = VectorChoice(behavior or None, None).vector(engine, int(layer))
+            result = engine.compare([{"role": "user", "content": text}], vector, int(layer), float(multiplier),
+                                    sampling(max_new_tokens, temperature, top_p, seed),
+                                    system_prompt=(system_prompt or "").strip() or None)
+        except SteeringError as exc:
+            raise gr.Error(str(exc)) from None
+        return tuple(result.texts)  # type: ignore[return-value]
+
+    with gr.Blocks(title="LLaMA Steering") as demo:
+        gr.Markdown(f"## LLaMA Steering\n**Model:** {lm.describe()}\n\n"
+                    "Type a message: the same model answers three times — pushed toward the behavior (left), "
+                    "as it is (middle), and pushed away from it (right). Each column keeps its own conversation.")
+        uploads = gr.State({})
+        with gr.Row(elem_id="panes", equal_height=True):
+            chats = []
+            for label in pane_labels(defaults.multiplier):
+                with gr.Column(min_width=300):
+                    chats.append(gr.Chatbot(label=label, height=None, min_height=200, max_height=460,
+                                            feedback_options=None, buttons=["copy_all"]))
+        with gr.Row():
+            prompt = gr.Textbox(label="Your message", show_label=False, placeholder="Type a message and press Enter or Send",
+                                scale=5, min_width=220, max_lines=6, autofocus=True, elem_id="prompt")
+            send_btn = gr.Button("Send", variant="primary", scale=1, min_width=100, elem_id="send")
+        with gr.Row():
+            stop_btn = gr.Button("Stop", size="sm", min_width=80, elem_id="stop")
+            retry_btn = gr.Button("Retry", size="sm", min_width=80, elem_id="retry")
+            clear_btn = gr.Button("Clear", size="sm", min_width=80, elem_id="clear")
+        gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one, then Send)")
+        with gr.Row():
+            choice = gr.Dropdown(behaviors, value=default_behavior, label="Behavior (steering vector)", min_width=280,
+                                 info=None if behaviors else "No vectors for this model yet: upload one under Advanced.")
+            alpha = gr.Slider(0, max(10.0, 2 * defaults.multiplier), value=defaults.multiplier, step=0.5,
+                              label="Steering strength α", min_width=280, info="0 = no steering; the left column gets +α, the right −α")
+        note = gr.Markdown()
+        with gr.Accordion("Advanced", open=False):
+            with gr.Row():
+                layer = gr.Slider(0, lm.num_layers - 1, value=defaults.layer, step=1, label="Layer",
+                                  info=f"where the vector is added (0–{lm.num_layers - 1})")
+                max_new = gr.Slider(1, 1024, value=int(gen["max_new_tokens"]), step=1, label="Max new tokens")
+            with gr.Row():
+                temperature = gr.Slider(0, 2, value=float(gen["temperature"]), step=0.05, label="Temperature",
+                                        info="0 = always the most likely word")
+                top_p = gr.Slider(0.05, 1, value=float(gen["top_p"]), step=0.05, label="Top-p")
+            with gr.Row():
+                seed = gr.Number(value=int(gen["seed"] or 0), precision=0, label="Seed",
+                                 info="same seed, same answers (matters when temperature > 0)")
+                random_seed = gr.Checkbox(False, label="New random seed every time")
+            system = gr.Textbox(value=gen.get("system_prompt") or "", label="System prompt",
+                                placeholder="(empty: the model's own default)", lines=2)
+            upload = gr.File(label=f"Upload a vector file (.safetensors, paper-layout vec_layer_<L>_*.pt, or GGUF "
+                                   f"control vector; up to {max_mb:g} MB)",
+                             file_types=[".safetensors", ".pt", ".gguf"], elem_id="upload")
+            upload_note = gr.Markdown()
+
+        settings = [choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system]
+        gen_kw = {"validator": check_send, "show_progress": "minimal", **PRIVATE, **limits}
+        for trigger in (send_btn.click, prompt.submit):
+            trigger(send, [prompt, *chats, *settings], [*chats, prompt], **gen_kw)
+        retry_btn.click(retry, [*chats, *settings], chats, show_progress="minimal", **PRIVATE, **limits)
+        stop_btn.click(stop_generation, None, None, queue=False, **PRIVATE)
+        clear_btn.click(lambda: ([], [], [], ""), None, [*chats, prompt], queue=False, **PRIVATE)
+        upload.upload(on_upload, [upload, uploads], [choice, uploads, upload_note], validator=check_file, **PRIVATE)
+        info_kw = {"inputs": [choice, uploads, layer, alpha], "outputs": [*chats, note], "show_progress": "hidden", **PRIVATE}
+        for trigger in (choice.change, layer.release, alpha.change, demo.load):
+            trigger(update_info, **info_kw)
+        gr.api(compare, api_name="compare", **limits)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steering.cli import _add_model_flags, _model_overrides
+    from steering.config import load_config
+
+    parser = argparse.ArgumentParser(description="LLaMA Steering web app")
+    parser.add_argument("--share", action="store_true", default=None, help="ask Gradio for a public link")
+    parser.add_argument("--host", help="default: config app.host (0.0.0.0 on a Hugging Face Space)")
+    parser.add_argument("--port", type=int, help="default: config app.port")
+    _add_model_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        engine = Engine.from_config(config, **_model_overrides(args))
+    except SteeringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    app_cfg = config["app"]
+    host = "0.0.0.0" if os.environ.get("SPACE_ID") else (args.host or app_cfg["host"])
+    password = os.environ.get(app_cfg.get("password_env") or "")
+    demo = build_app(engine, config)
+    demo.queue(max_size=int(app_cfg["max_queue"]))
+    demo.launch(server_name=host, server_port=args.port or int(app_cfg["port"]),
+                share=bool(args.share if args.share is not None else app_cfg["share"]),
+                auth=("steering", password) if password else None, max_file_size=f"{app_cfg['max_upload_mb']}mb",
+                css=CSS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
