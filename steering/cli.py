@@ -171,16 +171,21 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
     vector, layer = _steering_choice(engine, args)
     settings = _sampling(args, config)
     out = Path(args.out)
+    system_prompt = _system_prompt(args, config)
     for multiplier in args.multipliers:
         results = []
-        for question in tqdm(questions, desc=f"x{multiplier:g}", unit="q"):
-            texts = engine.compare([{"role": "user", "content": question}], vector, layer, multiplier, settings,
-                                   system_prompt=_system_prompt(args, config)).texts
-            results.append({"question": question, "added": texts[0], "subtracted": texts[2], "unsteered": texts[1]})
+        with tqdm(total=len(questions), desc=f"x{multiplier:g}", unit="q") as bar:
+            for start in range(0, len(questions), args.batch_size):
+                chunk = questions[start:start + args.batch_size]
+                for question, texts in zip(chunk, engine.compare_batch(chunk, vector, layer, multiplier, settings,
+                                                                       system_prompt=system_prompt)):
+                    results.append({"question": question, "added": texts["added"],
+                                    "subtracted": texts["subtracted"], "unsteered": texts["unsteered"]})
+                bar.update(len(chunk))
         payload = {"settings": {"model": engine.lm.name, "behavior": args.behavior, "layer": layer,
                                 "multiplier": multiplier, "read_mode": _read_mode_of(engine, args),
                                 "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
-                                "temperature": settings.temperature},
+                                "temperature": settings.temperature, "batch_size": args.batch_size},
                    "results": results}
         path = out / f"test_results_x{multiplier:g}.json"
         text = json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
@@ -268,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--behavior", default=None)
     p.add_argument("--vector")
     p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--batch-size", type=int, default=8, help="questions per batch (3 rows each)")
     _add_sampling_flags(p)
     p.set_defaults(func=cmd_test)
 
@@ -292,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands living in their own modules (evaluation, benchmark) register here.
-_EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = []
+_EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
+]
 
 
 def _quiet_libraries() -> None:
@@ -307,8 +314,11 @@ def _quiet_libraries() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # weight-loading bars; our own long work keeps its bars
     except ImportError:
         pass
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("steering").setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

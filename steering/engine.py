@@ -129,6 +129,26 @@ class Engine:
                 settings=settings, system_prompt=system_prompt, on_text=on_text, stop_event=stop_event,
             )
 
+    def compare_batch(
+        self,
+        prompts: Sequence[str],
+        vector: torch.Tensor,
+        layer: int,
+        multiplier: float,
+        settings: SamplingSettings,
+        system_prompt: str | None = None,
+    ) -> list[dict[str, str]]:
+        """compare() for many single-turn prompts at once: 3 rows per prompt in one batch."""
+        check_layer(layer, self.lm.num_layers)
+        conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
+        with self.lm.lock:
+            texts = generate(
+                self.lm.model, self.lm.tokenizer, conversations,
+                multipliers=[sign * multiplier for _ in prompts for sign in SIGNS],
+                steer=SteeringSpec(layer, vector), settings=settings, system_prompt=system_prompt,
+            ).texts
+        return [dict(zip(VARIANTS, texts[i:i + 3])) for i in range(0, len(texts), 3)]
+
     def plain(self, conversation: Sequence[Message], settings: SamplingSettings,
               system_prompt: str | None = None) -> str:
         """One unsteered reply, no hook at all (the reference the unsteered pane must equal)."""

@@ -1,8 +1,9 @@
 """Building CAA steering vectors: mean difference of activations over contrastive A/B pairs.
 
-Batched and padding-aware. The two prompts of a pair share every token up to the answer, so the
-shared prefix is run once and only the differing answer tokens are run for each side, on top of
-the prefix's KV cache. The LM head and the layers past the deepest requested one are skipped.
+Batched and padding-aware. The prompts of a batch share the chat template's opening, and the two
+prompts of a pair share every token up to the answer: shared tokens are run once and only the
+differing answer tokens are run for each side, on top of the KV cache. Tokens after the last read
+position, the LM head and the layers past the deepest requested one are skipped.
 """
 
 from __future__ import annotations
@@ -25,17 +26,27 @@ class PairTokens:
     shared: int  # length of the common token prefix that is computed once
 
 
+def _through_last_read(side: ContrastTokens) -> ContrastTokens:
+    # Causal attention: tokens after the last read position cannot change what is read.
+    return ContrastTokens(side.input_ids[: max(side.read_positions) + 1], side.read_positions)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
                    system_prompt: str | None = None) -> list[PairTokens]:
     pairs = []
     for item in items:
-        pos = contrast_tokens(tokenizer, item, item.matching, read_mode, system_prompt)
-        neg = contrast_tokens(tokenizer, item, item.not_matching, read_mode, system_prompt)
-        shared = 0
-        limit = min(len(pos.input_ids), len(neg.input_ids)) - 1  # leave each side at least one own token
-        while shared < limit and pos.input_ids[shared] == neg.input_ids[shared]:
-            shared += 1
-        pairs.append(PairTokens(pos, neg, shared))
+        pos = _through_last_read(contrast_tokens(tokenizer, item, item.matching, read_mode, system_prompt))
+        neg = _through_last_read(contrast_tokens(tokenizer, item, item.not_matching, read_mode, system_prompt))
+        # leave each side at least one token of its own
+        limit = min(len(pos.input_ids), len(neg.input_ids)) - 1
+        pairs.append(PairTokens(pos, neg, _common_prefix(pos.input_ids, neg.input_ids, limit)))
     return pairs
 
 
@@ -51,66 +62,87 @@ def _segment_means(records: torch.Tensor, segments: torch.Tensor, count: int) ->
 
 
 @torch.inference_mode()
-def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[int], pad_id: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """For one batch of pairs: {layer: (positive means, negative means)}, each (pairs, hidden)."""
+def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[int],
+                     pad_id: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """For one batch of pairs: {layer: (positive means, negative means)}, each (pairs, hidden).
+
+    Three stages share one KV cache: (0) the prefix common to every prompt of the batch (system
+    prompt, template) once; (1) each pair's own shared prefix (its question), once per pair;
+    (2) each side's answer tokens. Every token is computed once, and results match running each
+    prompt on its own (the attention mask hides the padding between stages).
+    """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
     n = len(pairs)
-    width = max(p.shared for p in pairs)
     sides = [side for p in pairs for side in (p.positive, p.negative)]  # row 2i: positive, 2i+1: negative
-    suffix_width = max(len(s.input_ids) - p.shared for p in pairs for s in (p.positive, p.negative))
+    first_read = min(min(side.read_positions) for side in sides)
+    common = min(first_read, min(p.shared for p in pairs))
+    for side in sides[1:]:
+        common = _common_prefix(sides[0].input_ids, side.input_ids, common)
 
+    # stage 1: the rest of each pair's shared prefix, left padded (pads sit between stages 0 and 1)
+    width = max(p.shared for p in pairs) - common
     prefix_ids = torch.full((n, width), pad_id, dtype=torch.long)
     prefix_mask = torch.zeros((n, width), dtype=torch.long)
+    prefix_pos = torch.full((n, width), common, dtype=torch.long)
+    # stage 2: each side's own tokens, right padded (pads come after every read)
+    suffix_width = max(len(s.input_ids) - p.shared for p in pairs for s in (p.positive, p.negative))
     suffix_ids = torch.full((2 * n, suffix_width), pad_id, dtype=torch.long)
     suffix_mask = torch.zeros((2 * n, suffix_width), dtype=torch.long)
     suffix_pos = torch.zeros((2 * n, suffix_width), dtype=torch.long)
-    prefix_reads: list[tuple[int, int, int]] = []  # (prefix row, column, segment)
+    prefix_reads: list[tuple[int, int, int]] = []  # (stage-1 row, column, segment)
     suffix_reads: list[tuple[int, int, int]] = []
     for i, pair in enumerate(pairs):
-        start = width - pair.shared  # left padding of the shared prefix
-        prefix_ids[i, start:] = torch.tensor(pair.positive.input_ids[: pair.shared])
+        own_prefix = pair.positive.input_ids[common: pair.shared]
+        start = width - len(own_prefix)
+        prefix_ids[i, start:] = torch.tensor(own_prefix, dtype=torch.long)
         prefix_mask[i, start:] = 1
+        prefix_pos[i, start:] = torch.arange(common, pair.shared)
         for j, side in enumerate((pair.positive, pair.negative)):
             row = 2 * i + j
             own = side.input_ids[pair.shared:]
-            suffix_ids[row, : len(own)] = torch.tensor(own)  # right padding: pads come after every read
+            suffix_ids[row, : len(own)] = torch.tensor(own, dtype=torch.long)
             suffix_mask[row, : len(own)] = 1
             suffix_pos[row] = pair.shared + torch.arange(suffix_width)
             for position in side.read_positions:
                 if position < pair.shared:
-                    prefix_reads.append((i, start + position, row))
+                    prefix_reads.append((i, start + position - common, row))
                 else:
                     suffix_reads.append((row, position - pair.shared, row))
 
-    results: dict[int, torch.Tensor] = {}
+    def rows_cols(reads: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor([r[0] for r in reads], dtype=torch.long),
+                torch.tensor([r[1] for r in reads], dtype=torch.long))
+
+    records: list[dict[int, torch.Tensor]] = []
     with recording(model, layers) as recorder:
         cache = DynamicCache(config=model.config)
-        if width > 0:
-            prefix_rows = torch.tensor([r[0] for r in prefix_reads], dtype=torch.long)
-            prefix_cols = torch.tensor([r[1] for r in prefix_reads], dtype=torch.long)
-            recorder.select(prefix_rows, prefix_cols)
-            run_truncated(model, input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
-                          position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device),
+        mask = torch.ones((1, common), dtype=torch.long)
+        if common > 0:
+            recorder.select(*rows_cols([]))
+            run_truncated(model, input_ids=torch.tensor([sides[0].input_ids[:common]], device=device),
+                          attention_mask=mask.to(device), position_ids=torch.arange(common, device=device)[None],
                           cache=cache, use_cache=True)
-            prefix_records = recorder.records
-            cache.batch_repeat_interleave(2)
-        else:
-            prefix_records = {}
-        recorder.select(torch.tensor([r[0] for r in suffix_reads], dtype=torch.long),
-                        torch.tensor([r[1] for r in suffix_reads], dtype=torch.long))
-        mask = torch.cat([prefix_mask.repeat_interleave(2, dim=0), suffix_mask], dim=-1)
+            cache.batch_repeat_interleave(n)
+        mask = torch.cat([mask.expand(n, -1), prefix_mask], dim=-1)
+        if width > 0:
+            recorder.select(*rows_cols(prefix_reads))
+            run_truncated(model, input_ids=prefix_ids.to(device), attention_mask=mask.to(device),
+                          position_ids=prefix_pos.to(device), cache=cache, use_cache=True)
+            records.append(recorder.records)
+        cache.batch_repeat_interleave(2)
+        mask = torch.cat([mask.repeat_interleave(2, dim=0), suffix_mask], dim=-1)
+        recorder.select(*rows_cols(suffix_reads))
         run_truncated(model, input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
                       position_ids=suffix_pos.to(device), cache=cache, use_cache=True)
-        suffix_records = recorder.records
+        records.append(recorder.records)
 
-    segments = torch.tensor([r[2] for r in prefix_reads] + [r[2] for r in suffix_reads], dtype=torch.long)
+    segments = torch.tensor([r[2] for r in prefix_reads + suffix_reads], dtype=torch.long)
     out = {}
     for layer in recorder.layers:
-        parts = [prefix_records[layer]] if prefix_reads else []
-        records = torch.cat(parts + [suffix_records[layer]], dim=0)
-        means = _segment_means(records, segments, 2 * n)
+        stacked = torch.cat([part[layer] for part in records], dim=0)
+        means = _segment_means(stacked, segments, 2 * n)
         out[layer] = (means[0::2], means[1::2])
     return out
 

@@ -102,7 +102,7 @@ def embedded_model_dir(progress: bool = True) -> tuple[Path, bool]:
     gguf = embedded_gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    log.info("dequantizing %s once into %s", gguf.name, target)
+    log.info("preparing the embedded model once: dequantizing %s into %s (about 20 s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = gguf_model.config
