@@ -36,7 +36,11 @@ CSS = """
 #panes { flex-wrap: wrap; }
 #panes > .column { min-width: 300px; }
 #panes button[aria-label="Clear"] { display: none; }  /* one Clear for all three panes */
-@media (max-width: 700px) { #panes > .column { flex: 1 1 100% !important; } }
+#panes label[data-testid="block-label"] { position: sticky; top: 0; z-index: 5; font-size: var(--text-md); }
+@media (max-width: 700px) {
+  #panes > .column { flex: 1 1 100% !important; }
+  #panes [id^="pane-"] { min-height: 120px !important; }  /* the message box stays in view on a phone */
+}
 """
 
 
@@ -106,18 +110,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 checks[6] = gr.validate(False, str(exc))
         return checks
 
-    def check_file(path, uploads):
-        try:
-            check_upload(engine, path, max_mb)
-        except SteeringError as exc:
-            return [gr.validate(False, str(exc)), gr.validate(True, "")]
-        return [gr.validate(True, ""), gr.validate(True, "")]
-
     def on_upload(path, uploads):
+        """Check the file at once: a file that doesn't fit is removed again, with the reason under it."""
+        try:
+            info = check_upload(engine, path, max_mb)
+        except SteeringError as exc:
+            return None, gr.skip(), gr.skip(), f"⚠️ **Not loaded:** {exc}"
         name = UPLOAD_PREFIX + os.path.basename(path)
         uploads = {**(uploads or {}), name: path}
-        info = check_upload(engine, path, max_mb)
-        return gr.update(choices=behaviors + list(uploads), value=name), uploads, f"Loaded {info}."
+        return gr.skip(), gr.update(choices=behaviors + list(uploads), value=name), uploads, \
+            f"Loaded {info}; it is now selected under Behavior."
 
     def update_info(choice, uploads, layer, alpha):
         labels = [gr.update(label=label) for label in pane_labels(alpha)]
@@ -152,15 +154,15 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
 
     with gr.Blocks(title="LLaMA Steering") as demo:
         gr.Markdown(f"## LLaMA Steering\n**Model:** {lm.describe()}\n\n"
-                    "Type a message: the same model answers three times — pushed toward the behavior (left), "
-                    "as it is (middle), and pushed away from it (right). Each column keeps its own conversation.")
+                    "Type a message: the same model answers three times — pushed toward the behavior (+α), "
+                    "as it is, and pushed away from it (−α). Each answer keeps its own conversation.")
         uploads = gr.State({})
         with gr.Row(elem_id="panes", equal_height=True):
             chats = []
-            for label in pane_labels(defaults.multiplier):
+            for label, key in zip(pane_labels(defaults.multiplier), ("added", "unsteered", "subtracted")):
                 with gr.Column(min_width=300):
                     chats.append(gr.Chatbot(label=label, height=None, min_height=200, max_height=460,
-                                            feedback_options=None, buttons=["copy_all"]))
+                                            feedback_options=None, buttons=["copy_all"], elem_id=f"pane-{key}"))
         with gr.Row():
             prompt = gr.Textbox(label="Your message", show_label=False, placeholder="Type a message and press Enter or Send",
                                 scale=5, min_width=220, max_lines=6, autofocus=True, elem_id="prompt")
@@ -180,7 +182,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             with gr.Row():
                 layer = gr.Slider(0, lm.num_layers - 1, value=defaults.layer, step=1, label="Layer",
                                   info=f"where the vector is added (0–{lm.num_layers - 1})")
-                max_new = gr.Slider(1, 1024, value=int(gen["max_new_tokens"]), step=1, label="Max new tokens")
+                max_new = gr.Slider(1, 1024, value=int(gen["max_new_tokens"]), step=1, label="Max new tokens",
+                                    elem_id="max-new-tokens")
             with gr.Row():
                 temperature = gr.Slider(0, 2, value=float(gen["temperature"]), step=0.05, label="Temperature",
                                         info="0 = always the most likely word")
@@ -191,8 +194,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 random_seed = gr.Checkbox(False, label="New random seed every time")
             system = gr.Textbox(value=gen.get("system_prompt") or "", label="System prompt",
                                 placeholder="(empty: the model's own default)", lines=2)
-            upload = gr.File(label=f"Upload a vector file (.safetensors, paper-layout vec_layer_<L>_*.pt, or GGUF "
-                                   f"control vector; up to {max_mb:g} MB)",
+            gr.Markdown(f"**Your own vector** (optional): this project's `.safetensors`, one `vec_layer_<L>_<model>.pt` "
+                        f"file in the CAA paper's layout, or a GGUF control vector (`.gguf`), up to {max_mb:g} MB.")
+            upload = gr.File(label="Upload a vector file",
                              file_types=[".safetensors", ".pt", ".gguf"], elem_id="upload")
             upload_note = gr.Markdown()
 
@@ -203,7 +207,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         retry_btn.click(retry, [*chats, *settings], chats, show_progress="minimal", **PRIVATE, **limits)
         stop_btn.click(stop_generation, None, None, queue=False, **PRIVATE)
         clear_btn.click(lambda: ([], [], [], ""), None, [*chats, prompt], queue=False, **PRIVATE)
-        upload.upload(on_upload, [upload, uploads], [choice, uploads, upload_note], validator=check_file, **PRIVATE)
+        upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
         info_kw = {"inputs": [choice, uploads, layer, alpha], "outputs": [*chats, note], "show_progress": "hidden", **PRIVATE}
         for trigger in (choice.change, layer.release, alpha.change, demo.load):
             trigger(update_info, **info_kw)

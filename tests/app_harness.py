@@ -1,0 +1,38 @@
+"""Launch the web app in-process on a free local port (shared by the app test modules)."""
+
+from __future__ import annotations
+
+import copy
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_app(engine: Any, **generation: Any) -> Iterator[str]:
+    """The app on the given engine, its `generation` config section overridden; yields the local URL."""
+    import app
+
+    config = copy.deepcopy(engine.config)
+    config["generation"].update(generation)
+    demo = app.build_app(engine, config)
+    demo.queue(max_size=int(config["app"]["max_queue"]))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False,
+                css=app.CSS)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

@@ -1,0 +1,128 @@
+"""The web app in Chromium (Playwright): send, empty-prompt message, Stop, desktop and phone screenshots."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from app_harness import ROOT, running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _browser_or_skip():
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} not found (apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            reason = "playwright is not installed"
+    if reason:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def app_url(embedded_engine):
+    _browser_or_skip()
+    with running_app(embedded_engine, max_new_tokens=16) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(120_000)
+        page.goto(app_url)
+        page.wait_for_selector("#prompt textarea")
+        yield page
+        browser.close()
+
+
+def bot_texts(page) -> list[str]:
+    """The latest assistant message of each pane ('' while empty)."""
+    return page.evaluate("""panes => panes.map(id => {
+        const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
+        return bots.length ? bots[bots.length - 1].innerText.trim() : '';
+    })""", list(PANES))
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def test_empty_prompt_shows_message_and_leaves_panes(page):
+    page.locator("#prompt textarea").fill("   ")
+    page.locator("#send").click()
+    page.get_by_text("Type a message first.").wait_for(timeout=15_000)
+    assert bot_texts(page) == ["", "", ""]
+
+
+def test_send_fills_all_three_panes(page, embedded_engine):
+    page.locator("#prompt textarea").fill("What's your favorite planet?")
+    start = time.monotonic()
+    page.locator("#send").click()
+    wait_for(lambda: any(bot_texts(page)), 120, "the first token")
+    first_token = time.monotonic() - start
+    wait_for(lambda: all(bot_texts(page)), 120, "all three panes")
+    wait_for(lambda: not embedded_engine.lm.lock.locked(), 120, "the generation to finish")
+    time.sleep(0.5)
+    texts = bot_texts(page)
+    print(f"\nSend -> first token in the browser: {first_token:.2f}s; replies: {texts}")
+    assert all(texts)
+    assert page.get_by_text("Type a message first.").count() == 0  # the old validation message is gone
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        time.sleep(0.5)
+        boxes = [page.locator(pane).bounding_box() for pane in PANES]
+        assert boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"], "the panes stack on a phone"
+        assert max(box["width"] for box in boxes) <= 390
+        page.screenshot(path=str(ARTIFACTS / "app-phone.png"), full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def test_stop_halts_the_model(page, embedded_engine):
+    page.locator("#clear").click()
+    wait_for(lambda: bot_texts(page) == ["", "", ""], 10, "Clear")
+    page.get_by_text("Advanced").click()
+    tokens = page.locator("#max-new-tokens input[type=number]")
+    tokens.fill("1024")
+    tokens.press("Tab")
+    page.locator("#prompt textarea").fill("Write a very long story about a dragon who learns to bake bread.")
+    page.locator("#send").click()
+    wait_for(lambda: min(len(t) for t in bot_texts(page)) > 20, 120, "text to start streaming")
+    assert embedded_engine.lm.lock.locked(), "the generation should still be running"
+    page.locator("#stop").click()
+    # the model itself stops: the engine's lock is released long before 1024 tokens
+    wait_for(lambda: not embedded_engine.lm.lock.locked(), 10, "the model to stop")
+    time.sleep(1.0)
+    stopped = bot_texts(page)
+    time.sleep(2.0)
+    assert bot_texts(page) == stopped, "text kept growing after Stop"
+    assert max(len(t.split()) for t in stopped) < 500
