@@ -208,38 +208,50 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         stop_btn.click(stop_generation, None, None, queue=False, **PRIVATE)
         clear_btn.click(lambda: ([], [], [], ""), None, [*chats, prompt], queue=False, **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
-        info_kw = {"inputs": [choice, uploads, layer, alpha], "outputs": [*chats, note], "show_progress": "hidden", **PRIVATE}
+        info_kw = {"inputs": [choice, uploads, layer, alpha], "outputs": [*chats, note], "show_progress": "hidden",
+                   **PRIVATE}
         for trigger in (choice.change, layer.release, alpha.change, demo.load):
             trigger(update_info, **info_kw)
         gr.api(compare, api_name="compare", **limits)
-    return demo
+    return demo.queue(max_size=int(app_cfg["max_queue"]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from steering.cli import _add_model_flags, _model_overrides
-    from steering.config import load_config
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from steering.cli import _add_model_flags
 
     parser = argparse.ArgumentParser(description="LLaMA Steering web app")
     parser.add_argument("--share", action="store_true", default=None, help="ask Gradio for a public link")
-    parser.add_argument("--host", help="default: config app.host (0.0.0.0 on a Hugging Face Space)")
+    parser.add_argument("--host", help="default: config app.host (always 0.0.0.0 on a Hugging Face Space)")
     parser.add_argument("--port", type=int, help="default: config app.port")
     _add_model_flags(parser)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os.environ) -> dict[str, Any]:
+    """demo.launch(...) arguments: flags over config.yaml; a Space (SPACE_ID set) must listen on 0.0.0.0."""
+    password = environ.get(app_cfg.get("password_env") or "")
+    return {
+        "server_name": "0.0.0.0" if environ.get("SPACE_ID") else (args.host or app_cfg["host"]),
+        "server_port": args.port or int(app_cfg["port"]),
+        "share": bool(args.share if args.share is not None else app_cfg["share"]),
+        "auth": ("steering", password) if password else None,
+        "max_file_size": f"{app_cfg['max_upload_mb']}mb",
+        "css": CSS,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from steering.cli import _model_overrides
+    from steering.config import load_config
+
+    args = parse_args(argv)
     try:
         config = load_config(args.config)
         engine = Engine.from_config(config, **_model_overrides(args))
     except SteeringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    app_cfg = config["app"]
-    host = "0.0.0.0" if os.environ.get("SPACE_ID") else (args.host or app_cfg["host"])
-    password = os.environ.get(app_cfg.get("password_env") or "")
-    demo = build_app(engine, config)
-    demo.queue(max_size=int(app_cfg["max_queue"]))
-    demo.launch(server_name=host, server_port=args.port or int(app_cfg["port"]),
-                share=bool(args.share if args.share is not None else app_cfg["share"]),
-                auth=("steering", password) if password else None, max_file_size=f"{app_cfg['max_upload_mb']}mb",
-                css=CSS)
+    build_app(engine, config).launch(**launch_options(args, config["app"]))
     return 0
 
 

@@ -28,10 +28,9 @@ def running_app(engine: Any, **generation: Any) -> Iterator[str]:
     config = copy.deepcopy(engine.config)
     config["generation"].update(generation)
     demo = app.build_app(engine, config)
-    demo.queue(max_size=int(config["app"]["max_queue"]))
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, share=False,
-                css=app.CSS)
+    options = app.launch_options(app.parse_args(["--host", "127.0.0.1", "--port", str(port)]), config["app"], {})
+    demo.launch(**{**options, "share": False}, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

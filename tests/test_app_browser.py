@@ -107,6 +107,19 @@ def test_send_fills_all_three_panes(page, embedded_engine):
         page.set_viewport_size({"width": 1400, "height": 900})
 
 
+def test_failed_generation_shows_message_and_app_keeps_serving(page, embedded_engine, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(embedded_engine, "compare", broken)
+    page.locator("#prompt textarea").fill("Hello again")
+    page.locator("#send").click()
+    wait_for(lambda: all("Generation failed" in t for t in bot_texts(page)), 60, "the error message in the panes")
+    assert all("RuntimeError: out of memory (simulated)" in t for t in bot_texts(page))
+    # the earlier turn is still there: the panes were not blanked
+    assert page.locator("#pane-added [data-testid='bot']").count() == 2
+
+
 def test_stop_halts_the_model(page, embedded_engine):
     page.locator("#clear").click()
     wait_for(lambda: bot_texts(page) == ["", "", ""], 10, "Clear")
