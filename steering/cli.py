@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from steering.config import PROJECT_ROOT, load_config
+from steering import evaluation_cli
 from steering.errors import SteeringError
 
 
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands living in their own modules (evaluation, benchmark) register here.
 _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
+    ("evaluate", evaluation_cli.register),
+    ("bench", lambda sub: __import__("steering.bench", fromlist=["register"]).register(sub)),
 ]
 
 

@@ -1,0 +1,205 @@
+"""Evaluation: the batched prefix-cached A/B measure, the refusal detector, coherence, controls, plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steering.datasets import ABItem, parse_choices
+from steering.evaluation import (
+    ab_probabilities,
+    ab_prompts,
+    answer_nll,
+    breakdown_multiplier,
+    control_vectors,
+    cosine_plot,
+    open_ended_answers,
+    plot_heatmap,
+    random_like,
+    summarize_answers,
+)
+from steering.generation import SamplingSettings
+from steering.hooks import steering
+from steering.prompts import build_messages, chat_prompt
+from steering.refusal import RefusalDetector, distinct_ngram_share, normalise
+
+
+def _item(question: str, matching: str = "A") -> ABItem:
+    request, choices = parse_choices(question)
+    return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")
+
+
+ITEMS = [
+    _item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
+    _item("What is 2+2?\n\nChoices:\n(A) Four.\n(B) I'm sorry, I can't do math.", matching="B"),
+    _item("Write a haiku about a much longer winter night please\n\nChoices:\n(A) No.\n(B) Snow falls softly."),
+]
+
+
+@pytest.fixture(scope="module")
+def vectors(tiny_model):
+    torch.manual_seed(3)
+    return {layer: torch.randn(tiny_model.config.hidden_size) * 2.0 for layer in range(4)}
+
+
+@torch.inference_mode()
+def _reference(model, tokenizer, item, layer, vector, multiplier):
+    """Plain computation: the full prompt "...<assistant>(" in one uncached pass, hook on the whole call."""
+    messages = build_messages([{"role": "user", "content": item.question}])
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "("
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    steer_from = chat_prompt(tokenizer, messages).steer_from
+    with steering(model, layer, vector, [multiplier], [steer_from]):
+        logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+    probs = torch.softmax(logits.float(), -1)
+    a = float(probs[tokenizer.convert_tokens_to_ids("A")])
+    b = float(probs[tokenizer.convert_tokens_to_ids("B")])
+    return (a if item.matching == "A" else b) / (a + b)
+
+
+def test_letter_tokens_and_split(tiny_tokenizer):
+    prompts = ab_prompts(tiny_tokenizer, ITEMS)
+    for prompt, item in zip(prompts, ITEMS):
+        assert tiny_tokenizer.decode(prompt.suffix) == "<|assistant|>("
+        assert prompt.letter_ids == {"A": tiny_tokenizer.convert_tokens_to_ids("A"),
+                                     "B": tiny_tokenizer.convert_tokens_to_ids("B")}
+        assert prompt.matching == item.matching
+
+
+MULTIPLIERS = [-4.0, 0.0, 1.5, 4.0]
+LAYERS = [0, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def reference_cells(tiny_model, tiny_tokenizer, vectors):
+    return np.array([[[_reference(tiny_model, tiny_tokenizer, item, layer, vectors[layer], m) for item in ITEMS]
+                      for m in MULTIPLIERS] for layer in LAYERS])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_batched_prefix_cached_measure_equals_reference(tiny_model, tiny_tokenizer, vectors, reference_cells,
+                                                         batch_size):
+    prompts = ab_prompts(tiny_tokenizer, ITEMS)
+    result = ab_probabilities(tiny_model, prompts, [(layer, vectors[layer]) for layer in LAYERS], MULTIPLIERS,
+                              batch_size=batch_size, pad_id=tiny_tokenizer.pad_token_id)
+    assert result.p.shape == (3, 4, 3)
+    expected = reference_cells
+    np.testing.assert_allclose(result.p, expected, atol=1e-5, rtol=0)
+    assert np.all((result.mass > 0) & (result.mass <= 1))
+    # steering moves the measure (sanity check that the hook is active in the cached suffix pass)
+    assert np.abs(result.p[:, 0] - result.p[:, 1]).max() > 1e-3
+
+
+def test_ab_rejects_empty_inputs(tiny_model, tiny_tokenizer, vectors):
+    from steering.errors import SteeringError
+
+    with pytest.raises(SteeringError, match="no A/B questions"):
+        ab_probabilities(tiny_model, [], [(0, vectors[0])], [1.0])
+    with pytest.raises(SteeringError, match="no multipliers"):
+        ab_probabilities(tiny_model, ab_prompts(tiny_tokenizer, ITEMS[:1]), [(0, vectors[0])], [])
+
+
+# ------------------------------------------------------------------ refusal detector
+DETECTOR = RefusalDetector(["i can't", "I cannot", "as an AI", "i'm sorry"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("I can't help with that.", True),
+    ("I can\u2019t help with that.", True),  # curly apostrophe
+    ("I CANNOT do this", True),
+    ("I'm\u00a0sorry, but no.", True),  # non-breaking space
+    ("As an   AI, I have no favourite planet.", True),
+    ("Saturn, because of its rings.", False),
+    ("You can't go wrong with Jupiter.", False),
+    ("", False),
+])
+def test_refusal_detector(text, expected):
+    assert DETECTOR(text) is expected
+
+
+def test_refusal_detector_from_config_and_rate():
+    from steering.config import load_config
+
+    detector = RefusalDetector.from_config(load_config())
+    assert "i'm sorry" in detector.phrases
+    assert detector("I\u2019m unable to share personal opinions.")
+    assert detector.rate(["I cannot.", "Mars!", "As an AI model...", "Venus"]) == 0.5
+    assert normalise("  I\u2019M\n SORRY ") == "i'm sorry"
+    with pytest.raises(ValueError):
+        RefusalDetector([])
+
+
+# ------------------------------------------------------------------ coherence
+def test_distinct_share_ranks_repetition_below_normal_text():
+    normal = "Saturn is my favourite planet because its rings are made of ice and rock, and it has many moons."
+    loop = "I am a planet. I am a planet. I am a planet. I am a planet. I am a planet. I am a planet."
+    stutter = "the the the the the the the the the the the the"
+    assert distinct_ngram_share(normal) == 1.0
+    assert distinct_ngram_share(loop) < 0.5 < distinct_ngram_share(normal)
+    assert distinct_ngram_share(stutter) < distinct_ngram_share(loop)
+    assert distinct_ngram_share("") == 0.0
+    assert distinct_ngram_share("Yes.") == 1.0
+
+
+def test_answer_nll_matches_a_plain_computation(tiny_model, tiny_tokenizer):
+    questions = ["Hi", "Tell me a story about a dragon", "Hi"]
+    answers = [tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+               for text in ("Hello there", "Once", "Good morning to you!")]
+    got = answer_nll(tiny_model, tiny_tokenizer, questions + ["Hi"], answers + [[]], batch_size=2)
+    assert got[3] is None
+    for question, answer, value in zip(questions, answers, got):
+        prompt = chat_prompt(tiny_tokenizer, [{"role": "user", "content": question}]).input_ids
+        ids = torch.tensor([prompt + answer])
+        with torch.inference_mode():
+            logits = tiny_model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+        expected = torch.nn.functional.cross_entropy(logits, torch.tensor(answer)).item()
+        assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_breakdown_rule():
+    rows = [{"multiplier": m, "distinct3": d, "perplexity": p}
+            for m, d, p in [(-4, 0.4, 5), (-2, 0.95, 4), (0, 1.0, 3), (2, 0.98, 12), (4, 0.5, 30)]]
+    result = breakdown_multiplier(rows)
+    assert result["negative"] == {"multiplier": -4, "repetitive": True, "garbled": False}
+    assert result["positive"] == {"multiplier": 2, "repetitive": False, "garbled": True}
+
+
+# ------------------------------------------------------------------ controls
+def test_controls_norm_and_sign():
+    torch.manual_seed(0)
+    v = torch.randn(64) * 3
+    controls = control_vectors(v, seed=5)
+    assert torch.equal(controls["negated"], -v)
+    assert torch.equal(controls["vector"], v)
+    assert controls["random"].norm().item() == pytest.approx(v.norm().item(), rel=1e-5)
+    assert abs(torch.nn.functional.cosine_similarity(controls["random"], v, dim=0)) < 0.5
+    assert torch.equal(random_like(v, 5), controls["random"])  # seeded
+    assert not torch.equal(random_like(v, 6), controls["random"])
+
+
+def test_open_ended_rows_and_summary(tiny_model, tiny_tokenizer, vectors):
+    variants = {name: (vec, mults) for name, vec, mults in [
+        ("vector", vectors[1], [-2.0, 0.0, 2.0]), ("random", random_like(vectors[1], 1), [2.0])]}
+    answers = open_ended_answers(tiny_model, tiny_tokenizer, ["Hi", "What's your favorite planet?"], 1, variants,
+                                 SamplingSettings(max_new_tokens=5), DETECTOR, batch_size=4)
+    assert len(answers) == 2 * 3 + 2 * 1  # the unsteered answers are made once
+    assert all(1 <= a.tokens <= 5 for a in answers)
+    assert all(a.nll is not None and a.nll > 0 for a in answers)
+    summary = summarize_answers(answers, {"vector": [-2.0, 0.0, 2.0], "random": [0.0, 2.0]})
+    assert [r["multiplier"] for r in summary["vector"]] == [-2.0, 0.0, 2.0]
+    assert summary["random"][0] == summary["vector"][1]  # the shared unsteered point
+    assert all(r["n"] == 2 for rows in summary.values() for r in rows)
+
+
+# ------------------------------------------------------------------ plots
+def test_plots_are_figures(tmp_path):
+    from steering.vector_files import VectorSet
+
+    fig = plot_heatmap(np.random.default_rng(0).random((4, 3)), [0, 1, 2, 3], [-1.0, 0.0, 1.0], default=(2, 1.0))
+    assert len(fig.axes) == 2  # heatmap and colour bar
+    fig.savefig(tmp_path / "h.png")
+    a = VectorSet({0: torch.ones(8), 1: torch.ones(8)}, source="a")
+    b = VectorSet({0: torch.ones(8), 1: -torch.ones(8)}, source="b")
+    line = cosine_plot(a, b).axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), [1.0, -1.0], atol=1e-6)
