@@ -121,13 +121,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         return gr.skip(), gr.update(choices=behaviors + list(uploads), value=name), uploads, \
             f"Loaded {info}; it is now selected under Behavior."
 
-    def update_info(choice, uploads, layer, alpha):
-        labels = [gr.update(label=label) for label in pane_labels(alpha)]
+    def update_note(choice, uploads, layer, alpha):
         try:
-            note = norm_note(engine, VectorChoice.parse(choice, uploads).vector(engine, int(layer)), layer, alpha)
+            return norm_note(engine, VectorChoice.parse(choice, uploads).vector(engine, int(layer)), layer, alpha)
         except SteeringError as exc:
-            note = f"⚠️ {exc}"
-        return *labels, note
+            return f"⚠️ {exc}"
 
     def stop_generation(request: gr.Request):
         if request and request.session_hash in stops:
@@ -208,10 +206,10 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         stop_btn.click(stop_generation, None, None, queue=False, **PRIVATE)
         clear_btn.click(lambda: ([], [], [], ""), None, [*chats, prompt], queue=False, **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
-        info_kw = {"inputs": [choice, uploads, layer, alpha], "outputs": [*chats, note], "show_progress": "hidden",
-                   **PRIVATE}
-        for trigger in (choice.change, layer.release, alpha.change, demo.load):
-            trigger(update_info, **info_kw)
+        alpha.change(lambda a: [gr.update(label=label) for label in pane_labels(a)], alpha, chats, queue=False,
+                     show_progress="hidden", **PRIVATE)
+        for trigger in (choice.change, layer.change, alpha.change, demo.load):
+            trigger(update_note, [choice, uploads, layer, alpha], note, show_progress="hidden", **PRIVATE)
         gr.api(compare, api_name="compare", **limits)
     return demo.queue(max_size=int(app_cfg["max_queue"]))
 

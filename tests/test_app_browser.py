@@ -80,6 +80,19 @@ def test_empty_prompt_shows_message_and_leaves_panes(page):
     assert bot_texts(page) == ["", "", ""]
 
 
+def test_alpha_shows_in_labels_and_relative_norm(page):
+    page.get_by_text("Vector size at layer 9:").wait_for(timeout=60_000)
+    alpha = page.get_by_label("number input for Steering strength α")
+    alpha.fill("5")
+    alpha.press("Enter")
+    page.get_by_text("Added steering (+α = +5)").wait_for(timeout=15_000)
+    page.get_by_text("Subtracted steering (−α = −5)").wait_for(timeout=15_000)
+    page.get_by_text("so α = 5 adds").wait_for(timeout=30_000)
+    alpha.fill("3")
+    alpha.press("Enter")
+    page.get_by_text("Added steering (+α = +3)").wait_for(timeout=15_000)
+
+
 def test_send_fills_all_three_panes(page, embedded_engine):
     page.locator("#prompt textarea").fill("What's your favorite planet?")
     start = time.monotonic()
