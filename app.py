@@ -61,10 +61,10 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             gr.Warning(f"Your message was longer than {max_chars} characters and was shortened.")
         convs = [conversation(c) for c in chats]
         shown = [c + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}] for c in convs]
-        yield *shown, ""
         stop = threading.Event()
-        if request is not None:
-            stops[request.session_hash] = stop
+        session = request.session_hash if request is not None else None
+        stops[session] = stop
+        yield *shown, ""
         try:
             vector = VectorChoice.parse(choice, uploads).vector(engine, int(layer))
             for texts in stream(engine.compare, conversations=[c + [shown[0][-2]] for c in convs], vector=vector,
@@ -80,6 +80,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 pane[-1]["content"] = (pane[-1]["content"] + "\n\n" if pane[-1]["content"] else "") + \
                     f"⚠️ Generation failed: {message}"
             yield *shown, ""
+        finally:
+            if stops.get(session) is stop:
+                del stops[session]
 
     @gpu
     def send(prompt, a, u, s, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
@@ -162,8 +165,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     chats.append(gr.Chatbot(label=label, height=None, min_height=200, max_height=460,
                                             feedback_options=None, buttons=["copy_all"], elem_id=f"pane-{key}"))
         with gr.Row():
-            prompt = gr.Textbox(label="Your message", show_label=False, placeholder="Type a message and press Enter or Send",
-                                scale=5, min_width=220, max_lines=6, autofocus=True, elem_id="prompt")
+            prompt = gr.Textbox(label="Your message", show_label=False, scale=5,
+                                placeholder="Type a message and press Enter or Send", min_width=220, max_lines=6,
+                                autofocus=True, elem_id="prompt")
             send_btn = gr.Button("Send", variant="primary", scale=1, min_width=100, elem_id="send")
         with gr.Row():
             stop_btn = gr.Button("Stop", size="sm", min_width=80, elem_id="stop")
@@ -172,9 +176,10 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one, then Send)")
         with gr.Row():
             choice = gr.Dropdown(behaviors, value=default_behavior, label="Behavior (steering vector)", min_width=280,
-                                 info=None if behaviors else "No vectors for this model yet: upload one under Advanced.")
+                                 info=None if behaviors else "No vectors for this model yet: upload one (Advanced).")
             alpha = gr.Slider(0, max(10.0, 2 * defaults.multiplier), value=defaults.multiplier, step=0.5,
-                              label="Steering strength α", min_width=280, info="0 = no steering; the left column gets +α, the right −α")
+                              label="Steering strength α", min_width=280,
+                              info="0 = no steering; the first answer gets +α, the last −α")
         note = gr.Markdown()
         with gr.Accordion("Advanced", open=False):
             with gr.Row():
@@ -192,8 +197,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 random_seed = gr.Checkbox(False, label="New random seed every time")
             system = gr.Textbox(value=gen.get("system_prompt") or "", label="System prompt",
                                 placeholder="(empty: the model's own default)", lines=2)
-            gr.Markdown(f"**Your own vector** (optional): this project's `.safetensors`, one `vec_layer_<L>_<model>.pt` "
-                        f"file in the CAA paper's layout, or a GGUF control vector (`.gguf`), up to {max_mb:g} MB.")
+            gr.Markdown(f"**Your own vector** (optional): this project's `.safetensors`, one "
+                        f"`vec_layer_<L>_<model>.pt` file in the CAA paper's layout, or a GGUF control vector "
+                        f"(`.gguf`), up to {max_mb:g} MB.")
             upload = gr.File(label="Upload a vector file",
                              file_types=[".safetensors", ".pt", ".gguf"], elem_id="upload")
             upload_note = gr.Markdown()
