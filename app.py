@@ -110,7 +110,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             try:
                 VectorChoice.parse(choice, uploads).vector(engine, int(layer))
             except SteeringError as exc:
-                checks[6] = gr.validate(False, str(exc))
+                checks[4] = gr.validate(False, str(exc))  # at Behavior: Layer may be folded away
         return checks
 
     def on_upload(path, uploads):
