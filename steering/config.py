@@ -87,7 +87,12 @@ class SteeringDefaults:
 
 def model_defaults(config: dict[str, Any], model_name: str, num_layers: int) -> SteeringDefaults:
     """Read mode, layer and multiplier for a model: its own entry in `models:` or the generic fallback."""
-    entry = config.get("models", {}).get(model_name)
+    models = config.get("models", {})
+    entry = models.get(model_name)
+    if entry is None:  # a hub id whose file name matches an entry, e.g. HuggingFaceTB/SmolLM2-135M-Instruct
+        from steering.models import model_slug
+
+        entry = next((v for k, v in models.items() if model_slug(k) == model_slug(model_name)), None)
     fallback = config["default_model_settings"]
     if entry is None:
         layer = int(round(float(fallback.get("layer_fraction", 0.33)) * num_layers))
