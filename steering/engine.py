@@ -39,6 +39,11 @@ class Engine:
         self.defaults: SteeringDefaults = model_defaults(self.config, self.lm.name, self.lm.num_layers)
         self._vectors: dict[str, VectorSet] = {}
         self._norms: dict[int, float] = {}
+        self._fast: dict[str, Any] = {}  # generate() arguments of the GPU fast path (model.compile)
+        if self.lm.settings.compile:
+            from steering.fast_path import enable_fast_path
+
+            self._fast = enable_fast_path(self.lm)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":
@@ -127,6 +132,7 @@ class Engine:
                 multipliers=[sign * multiplier for sign in SIGNS],
                 steer=SteeringSpec(layer, vector),
                 settings=settings, system_prompt=system_prompt, on_text=on_text, stop_event=stop_event,
+                **self._fast,
             )
 
     def compare_batch(
@@ -154,5 +160,5 @@ class Engine:
         """One unsteered reply, no hook at all (the reference the unsteered pane must equal)."""
         with self.lm.lock:
             result = generate(self.lm.model, self.lm.tokenizer, [list(conversation)], settings=settings,
-                              system_prompt=system_prompt)
+                              system_prompt=system_prompt, **self._fast)
         return result.texts[0]

@@ -9,12 +9,16 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
 from steering.hooks import steering
 from steering.prompts import Message, build_messages, chat_prompt
+
+
+# Queue the next decoding step before reading this one's tokens: None = on CUDA devices only.
+LOOKAHEAD: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,19 @@ def generate(
     on_text: Callable[[list[str]], None] | None = None,
     stop_event: threading.Event | None = None,
     cache_factory: Callable[[int, int], Any] | None = None,
+    decode_forward: Callable[..., Any] | None = None,
+    steering_context: Callable[..., ContextManager[Any]] | None = None,
+    ignore_eos: bool = False,
 ) -> GenerationResult:
-    """Generate one reply per conversation; row i is steered with multipliers[i] x steer.vector."""
+    """Generate one reply per conversation; row i is steered with multipliers[i] x steer.vector.
+
+    Hooks for the fast path (steering/fast_path.py) and the benchmark:
+    `cache_factory(batch, length)` makes the KV cache (a static cache gets an attention mask padded to
+    its full length, so every decoding step has the same shapes); `decode_forward` replaces the model
+    call for the one-token decoding steps (e.g. a compiled forward); `steering_context(model, layer,
+    vector, multipliers, steer_from)` replaces hooks.steering (e.g. a hook registered once);
+    `ignore_eos` generates exactly max_new_tokens per row (equal lengths for timing).
+    """
     if not conversations:
         raise ValueError("no conversations to generate for")
     prompts = [chat_prompt(tokenizer, build_messages(conv, system_prompt)) for conv in conversations]
@@ -98,50 +113,84 @@ def generate(
         attention[row, width - len(prompt.input_ids):] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    total = width + settings.max_new_tokens
     if cache_factory is not None:
-        cache = cache_factory(batch, width + settings.max_new_tokens)
+        cache = cache_factory(batch, total)
     else:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=model.config)
+    # One mask for the whole generation, filled in place: a static cache sees all of it (the columns
+    # not yet written are 0), a dynamic one the prefix that matches what it holds.
+    static = bool(getattr(cache, "is_compileable", False))
+    mask_len = int(cache.get_max_length()) if static else total
+    if mask_len < total:
+        raise ValueError(f"the cache holds {mask_len} tokens, the generation needs {total}")
+    full_mask = torch.zeros((batch, mask_len), dtype=torch.long, device=device)
+    full_mask[:, :width] = attention
+    step_forward = decode_forward if decode_forward is not None else model
     generator = None
     if settings.temperature > 0:
         generator = torch.Generator(device=device)
         generator.manual_seed(settings.seed if settings.seed is not None else torch.seed())
-    eos = eos_token_ids(model, tokenizer)
+    eos = set() if ignore_eos else eos_token_ids(model, tokenizer)
     generated: list[list[int]] = [[] for _ in range(batch)]
     finished = [False] * batch
     stopped = False
+    texts = _StreamingText(tokenizer, batch) if on_text is not None else None
 
     def run() -> None:
-        nonlocal input_ids, attention, positions, stopped
-        for _ in range(settings.max_new_tokens):
+        nonlocal stopped
+        ids, pos, length = input_ids, positions, width
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        pad = torch.tensor(pad_id, device=device)
+        eos_ids = torch.tensor(sorted(eos), dtype=torch.long, device=device) if eos else None
+
+        def launch(step: int) -> torch.Tensor:
+            """Queue one forward pass and the token choice; the next inputs are built on the device."""
+            nonlocal ids, pos, length, done
+            if step > 0:
+                full_mask[:, length] = 1  # the token fed now sits at cache index `length`
+                length += 1
+            forward = model if step == 0 else step_forward
+            out = forward(input_ids=ids, attention_mask=full_mask if static else full_mask[:, :length],
+                          position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+            chosen = _next_tokens(out.logits[:, -1, :].float(), settings, generator)
+            ids = torch.where(done, pad, chosen).unsqueeze(-1)  # finished rows are fed padding
+            pos = pos[:, -1:] + 1
+            if eos_ids is not None:
+                done = done | torch.isin(chosen, eos_ids)
+            return chosen
+
+        # On a GPU the next step is queued before this step's tokens are read (.tolist(), the one host
+        # sync per step), so streaming and bookkeeping overlap the GPU's work instead of stalling it.
+        lookahead = LOOKAHEAD if LOOKAHEAD is not None else device.type == "cuda"
+        pending: torch.Tensor | None = None
+        for step in range(settings.max_new_tokens):
             if stop_event is not None and stop_event.is_set():
                 stopped = True
                 return
-            out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                        cache=cache, use_cache=True, logits_to_keep=1)
-            tokens = _next_tokens(out.logits[:, -1, :].float(), settings, generator).tolist()
+            chosen = pending if pending is not None else launch(step)
+            pending = launch(step + 1) if lookahead and step + 1 < settings.max_new_tokens else None
+            tokens = chosen.tolist()
             for row, token in enumerate(tokens):
                 if finished[row]:
-                    tokens[row] = pad_id
-                elif token in eos:
+                    continue
+                if token in eos:
                     finished[row] = True
                 else:
                     generated[row].append(token)
-            if on_text is not None:
-                on_text(_decode(tokenizer, generated))
+            if texts is not None:
+                on_text(texts.update(generated))
             if all(finished):
                 return
-            input_ids = torch.tensor(tokens, device=device).unsqueeze(-1)
-            attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=-1)
-            positions = positions[:, -1:] + 1
 
     if steer is not None:
         factors = list(multipliers) if multipliers is not None else [1.0] * batch
         if len(factors) != batch:
             raise ValueError(f"{len(factors)} multipliers for {batch} conversations")
-        with steering(model, steer.layer, steer.vector, factors, [p.steer_from for p in prompts]):
+        context = steering_context if steering_context is not None else steering
+        with context(model, steer.layer, steer.vector, factors, [p.steer_from for p in prompts]):
             run()
     else:
         run()
@@ -150,6 +199,38 @@ def generate(
 
 def _decode(tokenizer: Any, generated: list[list[int]]) -> list[str]:
     return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+
+
+class _StreamingText:
+    """Each row's text while it grows, decoding only the new tokens (not the whole row) per step.
+
+    The usual incremental detokenizer: decode a short window before the new tokens and after them,
+    and append the difference; wait while the tail is an incomplete UTF-8 sequence (up to 4 tokens). The final texts
+    of a generation come from a full decode (_decode), so streaming never changes the result.
+    """
+
+    def __init__(self, tokenizer: Any, batch: int) -> None:
+        self.tokenizer = tokenizer
+        self.text = [""] * batch
+        self.prefix = [0] * batch  # start of the context window
+        self.read = [0] * batch  # tokens already turned into text
+        self.shown = [""] * batch
+
+    def update(self, generated: list[list[int]]) -> list[str]:
+        for row, ids in enumerate(generated):
+            if len(ids) == self.read[row]:
+                continue
+            decode = self.tokenizer.decode
+            before = decode(ids[self.prefix[row]:self.read[row]], skip_special_tokens=True)
+            after = decode(ids[self.prefix[row]:], skip_special_tokens=True)
+            # wait (a few tokens at most) while the tail is an incomplete UTF-8 character
+            pending = len(ids) - self.read[row]
+            if len(after) > len(before) and (not after.endswith("\ufffd") or pending >= 4):
+                self.text[row] += after[len(before):]
+                self.prefix[row] = self.read[row]
+                self.read[row] = len(ids)
+                self.shown[row] = self.text[row].strip()
+        return list(self.shown)
 
 
 def stream(generate_call: Callable[..., GenerationResult], /, **kwargs: Any) -> Iterator[list[str]]:

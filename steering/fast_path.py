@@ -1,0 +1,220 @@
+"""GPU fast path: static KV cache + torch.compile, with steering that never forces a recompile.
+
+`config.yaml: model.compile: true` (or `--compile`) makes the Engine generate through a FastPath:
+
+* The steering hooks are registered once, on every decoder block, before compiling. Their state
+  (the vector, a per-layer gate that selects the steered block, per-row multipliers and the first
+  steered position of each row) lives in tensors updated in place, so moving the alpha slider, the
+  layer or the behavior changes data, not the graph: no recompile. With every multiplier at 0 the
+  hooks add an exact 0, so plain generation goes through the same graph.
+* The KV cache is a transformers StaticCache, one per (batch, length bucket), reused and reset
+  between requests; the attention mask is padded to the cache length, so every decoding step has
+  the same shapes (generation.generate does that for any static cache).
+* The one-token decoding step runs compiled (inductor, CUDA graphs: mode "reduce-overhead"); the
+  prompt (prefill) runs eager, since its length changes with every prompt.
+* warm_up() compiles at start, so the first user does not wait for the compiler.
+
+On a CPU or for tests, `backend="eager"` (graph capture only) or `compile=False` (static cache and
+persistent hooks, no compiler) exercise the same code paths quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
+from steering.layers import check_layer, decoder_layers
+from steering.prompts import Message
+
+log = logging.getLogger(__name__)
+
+
+def _compute_dtype(model: Any) -> torch.dtype:
+    for param in model.parameters():
+        if param.dtype.is_floating_point:
+            return param.dtype
+    return torch.float32
+
+
+class PersistentSteering:
+    """Steering hooks registered once on every block; all state in tensors updated in place.
+
+    Block i adds `gate[i] * multipliers[row] * vector` to its output at positions >= steer_from[row]
+    (the same arithmetic as hooks.SteeringHook). The tensors keep their identity for the lifetime of
+    the object: a compiled graph reads them and is never rebuilt when they change.
+    """
+
+    def __init__(self, model: Any, max_batch: int = 4) -> None:
+        self.model = model
+        self.blocks = decoder_layers(model)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, _compute_dtype(model)
+        hidden = int(model.config.hidden_size)
+        self.max_batch = max_batch
+        self.vector = torch.zeros(hidden, device=self.device, dtype=self.dtype)
+        self.gate = torch.zeros(len(self.blocks), device=self.device, dtype=self.dtype)
+        self.multipliers = torch.zeros(max_batch, device=self.device, dtype=self.dtype)
+        self.steer_from = torch.zeros(max_batch, device=self.device, dtype=torch.long)
+        if self.device.type == "cuda":  # CUDA graphs read these in place instead of copying them
+            for tensor in (self.vector, self.gate, self.multipliers, self.steer_from):
+                torch._dynamo.mark_static_address(tensor)
+        self.handles = [block.register_forward_hook(self._hook(i), with_kwargs=True)
+                        for i, block in enumerate(self.blocks)]
+
+    def _hook(self, index: int) -> Callable[..., Any]:
+        def hook(module: Any, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+            hidden = output[0] if isinstance(output, tuple) else output
+            rows = hidden.shape[0]
+            positions = kwargs.get("position_ids")
+            if positions is None:
+                positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+            active = (positions >= self.steer_from[:rows, None]).to(hidden.dtype)  # (batch, seq)
+            scale = ((self.multipliers[:rows] * self.gate[index])[:, None] * active).unsqueeze(-1)
+            steered = hidden + scale * self.vector
+            if isinstance(output, tuple):
+                return (steered,) + tuple(output[1:])
+            return steered
+        return hook
+
+    def set(self, layer: int, vector: torch.Tensor, multipliers: Sequence[float], steer_from: Sequence[int]) -> None:
+        check_layer(layer, len(self.blocks))
+        rows = len(multipliers)
+        if rows > self.max_batch:
+            raise ValueError(f"{rows} rows, the fast path was built for at most {self.max_batch}")
+        if vector.shape != self.vector.shape:
+            raise ValueError(f"steering vector of shape {tuple(vector.shape)}, the model needs {tuple(self.vector.shape)}")
+        self.vector.copy_(vector.detach().to(self.device, self.dtype))
+        self.gate.zero_()
+        self.gate[layer] = 1
+        self.multipliers.zero_()
+        self.multipliers[:rows] = torch.tensor(list(multipliers), dtype=self.dtype)
+        self.steer_from.zero_()
+        self.steer_from[:rows] = torch.tensor(list(steer_from), dtype=torch.long)
+
+    def clear(self) -> None:
+        self.multipliers.zero_()
+
+    @contextmanager
+    def context(self, model: Any, layer: int, vector: torch.Tensor, multipliers: Sequence[float],
+                steer_from: Sequence[int]) -> Iterator["PersistentSteering"]:
+        """Same signature as hooks.steering, for generation.generate(steering_context=...)."""
+        self.set(layer, vector, multipliers, steer_from)
+        try:
+            yield self
+        finally:
+            self.clear()
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.vector, self.gate, self.multipliers, self.steer_from
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+class FastPath:
+    """Generation with a static KV cache, persistent steering hooks and a compiled decoding step."""
+
+    def __init__(self, model: Any, compile: bool = True, backend: str = "inductor",
+                 mode: str | None = "reduce-overhead", bucket: int = 256, max_batch: int = 4) -> None:
+        self.model = model
+        self.bucket = bucket
+        self.steering = PersistentSteering(model, max_batch)  # hooks first, then compile
+        self._caches: dict[tuple[int, int], Any] = {}
+        self.compiled = compile
+        self.compiles = 0  # graphs built by the compiler (counted by the backend wrapper)
+        if not compile:
+            self.forward: Callable[..., Any] = model.forward
+        elif backend == "inductor":
+            # Count compiles through dynamo's own counter; inductor keeps its CUDA-graph mode.
+            self.forward = torch.compile(model.forward, backend="inductor", mode=mode, dynamic=False)
+        else:
+            inner = backend
+
+            def counting(gm: Any, example_inputs: Any) -> Any:
+                self.compiles += 1
+                from torch._dynamo.backends.registry import lookup_backend
+
+                return lookup_backend(inner)(gm, example_inputs)
+
+            self.forward = torch.compile(model.forward, backend=counting, dynamic=False)
+        self._backend = backend
+
+    # ------------------------------------------------------------------ pieces handed to generate()
+    def cache_length(self, total: int) -> int:
+        return -(-total // self.bucket) * self.bucket
+
+    def cache_factory(self, batch: int, total: int) -> Any:
+        from transformers import StaticCache
+
+        key = (batch, self.cache_length(total))
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = StaticCache(config=self.model.config, max_cache_len=key[1])
+            self._caches[key] = cache
+        else:
+            cache.reset()
+        return cache
+
+    def decode_step(self, **kwargs: Any) -> Any:
+        if self.compiled and self._backend == "inductor" and next(self.model.parameters()).is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.forward(**kwargs)
+
+    def graph_count(self) -> int:
+        """Graphs compiled so far (for the inductor backend: dynamo's unique-graph counter, process-wide)."""
+        if self.compiled and self._backend == "inductor":
+            from torch._dynamo.utils import counters
+
+            return int(counters["stats"]["unique_graphs"])
+        return self.compiles
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, tokenizer: Any, conversations: Sequence[Sequence[Message]],
+                 multipliers: Sequence[float] | None = None, steer: SteeringSpec | None = None,
+                 settings: SamplingSettings = SamplingSettings(), **kwargs: Any) -> GenerationResult:
+        self.steering.clear()
+        return generate(self.model, tokenizer, conversations, multipliers=multipliers, steer=steer,
+                        settings=settings, cache_factory=self.cache_factory, decode_forward=self.decode_step,
+                        steering_context=self.steering.context, **kwargs)
+
+    def warm_up(self, tokenizer: Any, batches: Sequence[int] = (3, 1), layer: int = 0,
+                max_new_tokens: int = 4) -> float:
+        """Compile the decoding step for each batch size (first length bucket) before the first user."""
+        start = time.perf_counter()
+        conversation = [{"role": "user", "content": "Hello"}]
+        vector = torch.zeros(self.steering.vector.shape)
+        for batch in batches:
+            for _ in range(2):  # the second run records/replays the CUDA graph
+                self.generate(tokenizer, [conversation] * batch, multipliers=[1.0] * batch,
+                              steer=SteeringSpec(layer, vector),
+                              settings=SamplingSettings(max_new_tokens=max_new_tokens), ignore_eos=True)
+        seconds = time.perf_counter() - start
+        log.info("fast path warmed up in %.1f s", seconds)
+        return seconds
+
+
+def enable_fast_path(lm: Any) -> dict[str, Any]:
+    """The generate() keyword arguments that route a LoadedModel through a warmed-up FastPath.
+
+    Used by the Engine when `model.compile` is true. CUDA: static cache + torch.compile (CUDA graphs).
+    Elsewhere, or with an 8-/4-bit model, the compiler is skipped (logged): static cache and persistent
+    hooks only, which give the same tokens as the eager path.
+    """
+    use_compiler = lm.device.type == "cuda" and lm.quantization is None
+    if not use_compiler:
+        log.warning("model.compile: torch.compile is used on CUDA with a 16/32-bit model only; "
+                    "running %s with a static cache, without the compiler", lm.describe())
+    fast = FastPath(lm.model, compile=use_compiler)
+    with lm.lock:
+        if use_compiler:
+            fast.warm_up(lm.tokenizer)
+    lm.fast_path = fast
+    return {"cache_factory": fast.cache_factory, "decode_forward": fast.decode_step,
+            "steering_context": fast.steering.context}
