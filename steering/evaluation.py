@@ -19,16 +19,19 @@ plot_open_ended for the other figures).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from steering.datasets import ABItem
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.hooks import steering
+from steering.layers import decoder_layers
 from steering.prompts import build_messages, chat_prompt
 from steering.refusal import RefusalDetector, distinct_ngram_share
 
@@ -123,22 +126,44 @@ def _letter_scores(logits: torch.Tensor, prompts: Sequence[ABPrompt]) -> tuple[n
     return p, mass
 
 
+@contextmanager
+def _layers_from(model: Any, start: int) -> Iterator[bool]:
+    """Run only the decoder blocks from `start` on (the input is then block start-1's output, passed as
+    inputs_embeds). Yields False, changing nothing, for a model whose blocks are not `model.model.layers`."""
+    base = getattr(model, "model", None)
+    blocks = getattr(base, "layers", None)
+    if not isinstance(blocks, nn.ModuleList) or blocks is not decoder_layers(model):
+        yield False
+        return
+    base.layers = nn.ModuleList(list(blocks)[start:])
+    try:
+        yield True
+    finally:
+        base.layers = blocks
+
+
 @torch.inference_mode()
 def ab_probabilities(
     model: Any,
     prompts: Sequence[ABPrompt],
     specs: Sequence[tuple[int, torch.Tensor]],
     multipliers: Sequence[float],
-    batch_size: int = 8,
+    batch_size: int = 16,
     pad_id: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    skip_layers: bool = True,
 ) -> ABResult:
     """The A/B measure for every (layer, vector) spec x multiplier x question.
 
-    Per chunk of questions: the unsteered prefixes run once into a KV cache; the multiplier-0 cells
-    (the same for every spec) run once; then the cache is repeated once per non-zero multiplier and,
-    for each spec, only the steered suffix tokens run (rows = questions x multipliers, one multiplier
-    per row), after which the cache is cropped back to the prefix.
+    Per chunk of questions: the unsteered prefixes run once into a KV cache; the unsteered suffix runs
+    once (the multiplier-0 cells, the same for every spec), keeping each block's output; then the cache
+    is repeated once per non-zero multiplier and, for each spec, only the steered suffix tokens run
+    (rows = questions x multipliers, one multiplier per row), after which the cache is cropped back.
+
+    With skip_layers (default), a spec at layer L starts from block L's recorded unsteered output plus
+    multiplier x vector and runs blocks L+1.. only (blocks 0..L see no steering, so they would repeat
+    the unsteered computation); otherwise the whole model runs with the steering hook on block L.
+    Both give the same numbers (tests/test_evaluation.py checks both against a plain computation).
     """
     from transformers import DynamicCache
 
@@ -148,6 +173,7 @@ def ab_probabilities(
         raise SteeringError("no multipliers to evaluate")
     device = next(model.parameters()).device
     base = getattr(model, "model", model)
+    blocks = decoder_layers(model)
     n_specs, n_mult, n_items = len(specs), len(multipliers), len(prompts)
     p = np.full((n_specs, n_mult, n_items), np.nan)
     mass = np.full((n_specs, n_mult, n_items), np.nan)
@@ -180,16 +206,25 @@ def ab_probabilities(
         base(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
              position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device), cache=cache, use_cache=True)
 
-        def suffix_logits(repeat: int) -> torch.Tensor:
-            out = model(input_ids=suffix_ids.repeat_interleave(repeat, 0).to(device),
-                        attention_mask=mask.repeat_interleave(repeat, 0),
-                        position_ids=suffix_pos.repeat_interleave(repeat, 0).to(device),
-                        cache=cache, use_cache=True, logits_to_keep=1)
-            cache.crop(-span)  # drop the suffix: back to the shared prefix
-            return out.logits[:, -1, :]
+        # the unsteered suffix: the multiplier-0 cells, and each needed block's output for skip_layers
+        outputs: dict[int, torch.Tensor] = {}
 
-        if zero:  # no hook at all: the same for every spec
-            zp, zm = _letter_scores(suffix_logits(1), rows)
+        def keeper(layer: int):
+            def keep(module: Any, args: Any, output: Any) -> None:
+                outputs[layer] = (output[0] if isinstance(output, tuple) else output).detach()
+            return keep
+
+        handles = [blocks[layer].register_forward_hook(keeper(layer))
+                   for layer in sorted({layer for layer, _ in specs})] if skip_layers and nonzero else []
+        try:
+            out = model(input_ids=suffix_ids.to(device), attention_mask=mask, position_ids=suffix_pos.to(device),
+                        cache=cache, use_cache=True, logits_to_keep=1)
+        finally:
+            for handle in handles:
+                handle.remove()
+        cache.crop(-span)  # back to the shared prefix
+        if zero:
+            zp, zm = _letter_scores(out.logits[:, -1, :], rows)
             for j in zero:
                 p[:, j, chunk], mass[:, j, chunk] = zp, zm
         if nonzero:
@@ -197,9 +232,27 @@ def ab_probabilities(
             cache.batch_repeat_interleave(k)
             row_multipliers = torch.tensor([float(multipliers[j]) for j in nonzero]).repeat(q)  # row = i * k + j
             row_prompts = [prompt for prompt in rows for _ in range(k)]
+            row_mask = mask.repeat_interleave(k, 0)
+            row_pos = suffix_pos.repeat_interleave(k, 0).to(device)
             for s, (layer, vector) in enumerate(specs):
-                with steering(model, layer, vector.to(device), row_multipliers, steer_from.repeat_interleave(k)):
-                    sp, sm = _letter_scores(suffix_logits(k), row_prompts)
+                logits = None
+                if skip_layers:
+                    with _layers_from(model, layer + 1) as skipping:
+                        if skipping:
+                            hidden = outputs[layer].repeat_interleave(k, 0)
+                            factors = row_multipliers.to(hidden.device, hidden.dtype)[:, None, None]
+                            embeds = hidden + factors * vector.to(hidden.device, hidden.dtype)
+                            logits = model(inputs_embeds=embeds, attention_mask=row_mask, position_ids=row_pos,
+                                           cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                            for later in range(layer + 1, len(blocks)):
+                                cache.layers[later].crop(-span)
+                if logits is None:
+                    with steering(model, layer, vector.to(device), row_multipliers, steer_from.repeat_interleave(k)):
+                        logits = model(input_ids=suffix_ids.repeat_interleave(k, 0).to(device), attention_mask=row_mask,
+                                       position_ids=row_pos, cache=cache, use_cache=True,
+                                       logits_to_keep=1).logits[:, -1, :]
+                    cache.crop(-span)
+                sp, sm = _letter_scores(logits, row_prompts)
                 p[s][np.ix_(nonzero, chunk)] = sp.reshape(q, k).T
                 mass[s][np.ix_(nonzero, chunk)] = sm.reshape(q, k).T
         done += q
@@ -209,7 +262,7 @@ def ab_probabilities(
 
 
 def ab_sweep(engine: "Engine", vector: Any, layers: Sequence[int], multipliers: Sequence[float],
-             items: Sequence[ABItem], system_prompt: str | None = None, batch_size: int = 8) -> np.ndarray:
+             items: Sequence[ABItem], system_prompt: str | None = None, batch_size: int = 16) -> np.ndarray:
     """Mean normalised p(matching letter) over `items`, shape (len(layers), len(multipliers)).
 
     `vector` is a VectorSet (each layer steered with its own vector), a {layer: tensor} mapping or one

@@ -77,12 +77,12 @@ def reference_cells(tiny_model, tiny_tokenizer, vectors):
                       for m in MULTIPLIERS] for layer in LAYERS])
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 8])
+@pytest.mark.parametrize("batch_size, skip_layers", [(1, True), (2, True), (8, True), (2, False), (8, False)])
 def test_batched_prefix_cached_measure_equals_reference(tiny_model, tiny_tokenizer, vectors, reference_cells,
-                                                         batch_size):
+                                                         batch_size, skip_layers):
     prompts = ab_prompts(tiny_tokenizer, ITEMS)
     result = ab_probabilities(tiny_model, prompts, [(layer, vectors[layer]) for layer in LAYERS], MULTIPLIERS,
-                              batch_size=batch_size, pad_id=tiny_tokenizer.pad_token_id)
+                              batch_size=batch_size, pad_id=tiny_tokenizer.pad_token_id, skip_layers=skip_layers)
     assert result.p.shape == (3, 4, 3)
     expected = reference_cells
     np.testing.assert_allclose(result.p, expected, atol=1e-5, rtol=0)

@@ -1,0 +1,91 @@
+"""`python -m steering evaluate`: bad input gives one line and a non-zero exit; a tiny real sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steering.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(["evaluate", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ab", "no/such/file.json"], "no/such/file.json: file not found"),
+    (["--open-ended", "no/such/open.json"], "no/such/open.json: file not found"),
+    (["--vector", "no/such/vector.safetensors"], "no/such/vector.safetensors: file not found"),
+    (["--limit-ab", "0"], "--limit-ab must be at least 1"),
+    (["--multipliers", "1", "nan"], "--multipliers: multipliers must be finite"),
+])
+def test_bad_input_is_one_line_and_nonzero(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code != 0
+    assert err.count("\n") == 1 and message in err, err
+
+
+def test_bad_number_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--multipliers", "x"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bad_ab_file_content(tmp_path, capsys):
+    bad = tmp_path / "ab.json"
+    bad.write_text('[{"question": "no choices", "answer_matching_behavior": "(A)", '
+                   '"answer_not_matching_behavior": "(B)"}]')
+    code, _, err = _run(capsys, "--ab", str(bad))
+    assert code == 2 and "item 0" in err and err.count("\n") == 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "9", "30"], "layer 30 is out of range: the model has layers 0..29"),
+    (["--layer", "-1"], "layer -1 is out of range"),
+])
+def test_bad_layer(capsys, argv, message):
+    code, _, err = _run(capsys, *argv, "--limit-ab", "1", "--no-open-ended")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.integration
+def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
+    from steering.config import load_config
+    from steering.evaluation_cli import OUTPUTS
+
+    defaults = load_config()["models"]["smollm2-135m-instruct"]
+    layer, m = int(defaults["layer"]), float(defaults["multiplier"])
+    code, out, err = _run(capsys, "--layers", str(layer), str(layer + 6), "--multipliers", str(-m), "0", str(m),
+                          "--limit-ab", "6", "--limit-open", "2", "--max-new-tokens", "6", "--out", str(tmp_path))
+    assert code == 0, err
+    for name in OUTPUTS:
+        assert (tmp_path / name).stat().st_size > 0, name
+    ab = json.loads((tmp_path / "ab_sweep.json").read_text())
+    assert ab["layers"] == [layer, layer + 6] and ab["multipliers"] == [-m, 0.0, m]
+    at_default = ab["p_match"][0]
+    assert at_default[0] < at_default[1] < at_default[2], at_default  # more refusal with a larger multiplier
+    assert ab["controls"]["vector"] == at_default
+    assert ab["controls"]["negated"] == pytest.approx(at_default[::-1], abs=1e-3)  # -v at +a is v at -a
+    open_ended = json.loads((tmp_path / "open_ended.json").read_text())
+    assert len(open_ended["answers"]) == 2 * 3 + 2 * 2  # vector at 3 multipliers, two controls at +m
+    assert {r["multiplier"] for r in open_ended["summary"]["vector"]} == {-m, 0.0, m}
+    assert "# Evaluation: refusal" in out and (tmp_path / "summary.md").read_text() == out
+
+
+@pytest.mark.integration
+def test_layer_skipping_matches_the_hook_on_the_embedded_model(embedded_engine):
+    from steering.datasets import load_ab_dataset
+    from steering.evaluation import _pad_id, ab_probabilities, ab_prompts
+
+    lm = embedded_engine.lm
+    vset = embedded_engine.vectors_for("refusal")
+    prompts = ab_prompts(lm.tokenizer, load_ab_dataset("datasets/refusal/test_ab.json")[:3])
+    specs = [(layer, vset.vector(layer)) for layer in (9, 29)]
+    fast, slow = (ab_probabilities(lm.model, prompts, specs, [-3.0, 0.0, 6.0], pad_id=_pad_id(lm.tokenizer),
+                                   skip_layers=skip) for skip in (True, False))
+    assert abs(fast.p - slow.p).max() < 1e-4
