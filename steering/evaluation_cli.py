@@ -41,11 +41,14 @@ def register(sub: Any) -> None:
     p.add_argument("--multipliers", type=_float, nargs="+",
                    help="A/B sweep multipliers (default: -2m -m -m/2 0 m/2 m 2m, m = the model's default)")
     p.add_argument("--layer", type=int, help="layer of the open-ended run and the controls (default: the model's)")
-    p.add_argument("--open-multipliers", type=_float, nargs="+", help="open-ended multipliers (default: --multipliers)")
+    p.add_argument("--open-multipliers", type=_float, nargs="+",
+                   help="open-ended multipliers (default: --multipliers if given, else -2m -m 0 m 2m)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="open-ended answer length (default 48)")
     p.add_argument("--limit-ab", type=int, help="only the first N A/B questions")
     p.add_argument("--limit-open", type=int, help="only the first N open-ended questions")
     p.add_argument("--no-open-ended", action="store_true", help="A/B sweep only")
+    p.add_argument("--no-ab", action="store_true",
+                   help="open-ended only (the summary reuses --out/ab_sweep.json when it is there)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control vector (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="A/B questions per batch (default 16)")
     p.add_argument("--gen-batch-size", type=int, default=64, help="open-ended rows per batch (default 64)")
@@ -121,7 +124,8 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     vector = vset.vector(layer)
     default_m = engine.defaults.multiplier
     multipliers = args.multipliers or _default_multipliers(default_m)
-    open_multipliers = args.open_multipliers or multipliers
+    m = abs(default_m) or 1.0
+    open_multipliers = sorted(set(args.open_multipliers or args.multipliers or [-2 * m, -m, 0.0, m, 2 * m]))
     system_prompt = _system_prompt(args, config)
     controls = ev.control_vectors(vector, seed=args.seed)
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
@@ -138,36 +142,40 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
          f"{len(multipliers)} multipliers | open-ended: {len(questions)} questions at layer {layer}")
 
     # ------------------------------------------------------------ A/B sweep (+ controls at `layer`)
-    specs = [(l, vset.vector(l)) for l in layers] + [(layer, vector), (layer, controls["random"]),
-                                                      (layer, controls["negated"])]
-    prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt)
-    t0 = time.perf_counter()
-    with lm.lock:
-        ab = ev.ab_probabilities(lm.model, prompts, specs, multipliers, args.batch_size, ev._pad_id(lm.tokenizer),
-                                 on_progress=lambda d, n: _log(f"A/B: {d}/{n} questions"))
-    ab_seconds = time.perf_counter() - t0
-    mean_p, mean_mass = ab.p.mean(-1), ab.mass.mean(-1)
-    n = len(layers)
-    curves = {"vector": mean_p[n], "random": mean_p[n + 1], "negated": mean_p[n + 2]}
-    sweep = mean_p[:n]
-    effect = _effect_by_layer(sweep, multipliers, default_m)
-    ab_payload = {
-        "settings": {**common, "dataset": _display_path(ab_path), "questions": len(items),
-                     "measure": "mean over questions of p(matching letter) / (p(A) + p(B)) at the token after '('",
-                     "seconds": round(ab_seconds, 1)},
-        "layers": list(layers), "multipliers": list(multipliers),
-        "p_match": _rounded(sweep), "letter_mass": _rounded(mean_mass[:n]),
-        "controls": {"layer": layer, **{k: _rounded(v) for k, v in curves.items()}},
-        "effect_by_layer": effect,
-    }
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "ab_sweep.json", ab_payload)
-    default_cell = (engine.defaults.layer, default_m)
-    ev.save_figure(ev.plot_heatmap(sweep, layers, multipliers, default=default_cell,
-                                   title=f"{lm.name} · {args.behavior} · A/B p(match), {len(items)} questions"),
-                   out / "ab_heatmap.png")
-    ev.save_figure(ev.plot_ab_curves(curves, multipliers, layer), out / "ab_controls.png")
-    _log(f"A/B sweep: {ab_seconds:.1f} s; wrote {out / 'ab_sweep.json'}, ab_heatmap.png, ab_controls.png")
+    if args.no_ab:
+        ab_payload = _previous_ab(out / "ab_sweep.json", lm.name)
+    else:
+        specs = [(l, vset.vector(l)) for l in layers] + [(layer, vector), (layer, controls["random"]),
+                                                          (layer, controls["negated"])]
+        prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt)
+        t0 = time.perf_counter()
+        with lm.lock:
+            ab = ev.ab_probabilities(lm.model, prompts, specs, multipliers, args.batch_size, ev._pad_id(lm.tokenizer),
+                                     on_progress=lambda d, n: _log(f"A/B: {d}/{n} questions"))
+        ab_seconds = time.perf_counter() - t0
+        mean_p, mean_mass = ab.p.mean(-1), ab.mass.mean(-1)
+        n = len(layers)
+        curves = {"vector": mean_p[n], "random": mean_p[n + 1], "negated": mean_p[n + 2]}
+        sweep = mean_p[:n]
+        effect = _effect_by_layer(sweep, multipliers, default_m)
+        ab_payload = {
+            "settings": {**common, "dataset": _display_path(ab_path), "questions": len(items),
+                         "measure": "mean over questions of p(matching letter) / (p(A) + p(B)) at the token after '('",
+                         "seconds": round(ab_seconds, 1)},
+            "layers": list(layers), "multipliers": list(multipliers),
+            "p_match": _rounded(sweep), "letter_mass": _rounded(mean_mass[:n]),
+            "controls": {"layer": layer, **{k: _rounded(v) for k, v in curves.items()}},
+            "effect_by_layer": effect,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "ab_sweep.json", ab_payload)
+        default_cell = (engine.defaults.layer, default_m)
+        ev.save_figure(ev.plot_heatmap(sweep, layers, multipliers, default=default_cell,
+                                       title=f"{lm.name} · {args.behavior} · A/B p(match), {len(items)} questions"),
+                       out / "ab_heatmap.png")
+        ev.save_figure(ev.plot_ab_curves(curves, multipliers, layer), out / "ab_controls.png")
+        _log(f"A/B sweep: {ab_seconds:.1f} s; wrote {out / 'ab_sweep.json'}, ab_heatmap.png, ab_controls.png")
 
     # ------------------------------------------------------------ open-ended
     open_payload = None
@@ -209,9 +217,17 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     total = time.perf_counter() - started
     text = _summary_markdown(ab_payload, open_payload, total, np)
     (out / "summary.md").write_text(text, encoding="utf-8")
-    print(text)
+    print(text, end="")
     _log(f"wrote {out / 'summary.md'} ({total:.0f} s in all)")
     return 0
+
+
+def _previous_ab(path: Path, model: str) -> dict | None:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return payload if payload.get("settings", {}).get("model") == model else None
 
 
 def _rounded(values: Any) -> Any:
@@ -240,16 +256,24 @@ def _effect_by_layer(sweep: Any, multipliers: list[float], m: float) -> dict[str
     return {"multiplier": m, "p_plus_minus_p_minus": [round(v, 4) for v in values]}
 
 
-def _summary_markdown(ab: dict, open_ended: dict | None, seconds: float, np: Any) -> str:
+def _summary_markdown(ab: dict | None, open_ended: dict | None, seconds: float, np: Any) -> str:
+    s = (ab or open_ended)["settings"]  # type: ignore[index]
+    head = [f"# Evaluation: {s['behavior']} on {s['model']}", "",
+            f"Vector `{s['vector_file']}` (read mode {s['read_mode']}); default layer {s['default_layer']}, "
+            f"multiplier {s['default_multiplier']:g}; the controls and open-ended answers use layer "
+            f"{s['control_layer']} (vector norm {s['vector_norm']:.1f}, {s['relative_norm']:.2f} x the typical "
+            f"hidden-state norm there). Random control: a seeded Gaussian direction (seed {s['control_seed']}) "
+            f"scaled to the vector's norm; negated control: minus the vector. This run took {seconds:.0f} s."]
+    return "\n".join(head + _ab_markdown(ab, np) + _open_markdown(open_ended)) + "\n"
+
+
+def _ab_markdown(ab: dict | None, np: Any) -> list[str]:
+    if ab is None:
+        return []
     s = ab["settings"]
     layers, mults = ab["layers"], ab["multipliers"]
     sweep = np.array(ab["p_match"])
-    lines = [f"# Evaluation: {s['behavior']} on {s['model']}", "",
-             f"Vector `{s['vector_file']}` (read mode {s['read_mode']}); default layer {s['default_layer']}, "
-             f"multiplier {s['default_multiplier']:g}; the controls and open-ended answers use layer "
-             f"{s['control_layer']} (vector norm {s['vector_norm']:.1f}, {s['relative_norm']:.2f} x the typical "
-             f"hidden-state norm there). Run time {seconds:.0f} s.", "",
-             f"## A/B ({s['questions']} questions of `{s['dataset']}`, {len(layers)} layers x {len(mults)} "
+    lines = ["", f"## A/B ({s['questions']} questions of `{s['dataset']}`, {len(layers)} layers x {len(mults)} "
              f"multipliers, {s['seconds']:.0f} s)", "",
              "Mean p(matching letter) / (p(A) + p(B)) at the token after \"(\"; 0.5 = no preference.", "",
              "| α | " + " | ".join(f"{m:g}" for m in mults) + " |",
@@ -268,6 +292,12 @@ def _summary_markdown(ab: dict, open_ended: dict | None, seconds: float, np: Any
         row = sweep[layers.index(s["default_layer"])]
         lines += ["", f"At the default layer {s['default_layer']}: "
                   + ", ".join(f"α {m:g}: {v:.3f}" for m, v in zip(mults, row)) + "."]
+    lines += ["", "Plots: `ab_heatmap.png` (layer x multiplier, the default outlined), `ab_controls.png`."]
+    return lines
+
+
+def _open_markdown(open_ended: dict | None) -> list[str]:
+    lines: list[str] = []
     if open_ended:
         o = open_ended["settings"]
         lines += ["", f"## Open-ended ({o['questions']} questions of `{o['dataset']}`, layer {o['layer']}, "
@@ -291,5 +321,5 @@ def _summary_markdown(ab: dict, open_ended: dict | None, seconds: float, np: Any
                 described.append(f"none on the {side} side in the tested range")
         lines += ["", "Text breaks down (distinct-3 < 0.85 × unsteered or perplexity > 3 × unsteered) at: "
                   + "; ".join(described) + "."]
-    lines += ["", "Plots: `ab_heatmap.png`, `ab_controls.png`" + (", `open_ended.png`" if open_ended else "") + "."]
-    return "\n".join(lines) + "\n"
+        lines += ["", "Plot: `open_ended.png` (refusal rate, distinct-3 share and perplexity against α)."]
+    return lines
