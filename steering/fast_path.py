@@ -218,3 +218,4 @@ def enable_fast_path(lm: Any) -> dict[str, Any]:
     lm.fast_path = fast
     return {"cache_factory": fast.cache_factory, "decode_forward": fast.decode_step,
             "steering_context": fast.steering.context}
+
