@@ -50,6 +50,10 @@ def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
     return pairs
 
 
+def _own_length(pair: PairTokens) -> int:
+    return max(len(pair.positive.input_ids), len(pair.negative.input_ids)) - pair.shared
+
+
 def mean_difference(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """CAA aggregation: mean over pairs of (behavior - not behavior)."""
     return (positive - negative).mean(dim=0)
@@ -87,7 +91,7 @@ def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[i
     prefix_mask = torch.zeros((n, width), dtype=torch.long)
     prefix_pos = torch.full((n, width), common, dtype=torch.long)
     # stage 2: each side's own tokens, right padded (pads come after every read)
-    suffix_width = max(len(s.input_ids) - p.shared for p in pairs for s in (p.positive, p.negative))
+    suffix_width = max(_own_length(p) for p in pairs)
     suffix_ids = torch.full((2 * n, suffix_width), pad_id, dtype=torch.long)
     suffix_mask = torch.zeros((2 * n, suffix_width), dtype=torch.long)
     suffix_pos = torch.zeros((2 * n, suffix_width), dtype=torch.long)
@@ -159,8 +163,9 @@ def extract_vectors(
 ) -> dict[int, torch.Tensor]:
     """One CAA vector per requested layer from all pairs (float32, on the CPU)."""
     pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt)
-    # Sorting by length keeps padding small; the mean does not depend on the order.
-    order = sorted(range(len(pairs)), key=lambda k: len(pairs[k].positive.input_ids))
+    # Batching pairs of similar answer length, then question length, keeps padding small (the answers
+    # are most of the work in answer-mean mode); the mean does not depend on the order.
+    order = sorted(range(len(pairs)), key=lambda k: (_own_length(pairs[k]), pairs[k].shared))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     positives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     negatives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
