@@ -7,23 +7,10 @@ import torch
 
 
 def make_tiny_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level chat tokenizer: one token per byte, a simple <|role|>...<|end|> template."""
+    from steering.bench import make_byte_tokenizer
 
-    alphabet = ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend)
-    tok.add_special_tokens({"eos_token": "<|end|>", "pad_token": "<pad>",
-                            "additional_special_tokens": ["<|user|>", "<|assistant|>", "<|system|>"]})
-    tok.chat_template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    return tok
+    return make_byte_tokenizer()
 
 
 def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
