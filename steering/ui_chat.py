@@ -100,13 +100,19 @@ class VectorChoice:
             return cls(None, uploads[choice])
         return cls(choice or None, None)
 
-    def vector(self, engine: Any, layer: int) -> torch.Tensor:
+    def vector_set(self, engine: Any) -> Any:
+        """The whole validated VectorSet (all layers) of this choice."""
         if self.upload:
-            vset = engine.load_vector_file(self.upload)
-        elif self.behavior:
-            vset = engine.vectors_for(self.behavior)
-        else:
-            raise SteeringError("choose a steering vector (or upload one under Advanced)")
+            try:
+                return engine.load_vector_file(self.upload)
+            except SteeringError as exc:
+                raise SteeringError(str(exc).replace(str(self.upload), Path(self.upload).name)) from None
+        if self.behavior:
+            return engine.vectors_for(self.behavior)
+        raise SteeringError("choose a steering vector (or upload one under Advanced)")
+
+    def vector(self, engine: Any, layer: int) -> torch.Tensor:
+        vset = self.vector_set(engine)
         try:
             return vset.vector(int(layer))
         except SteeringError as exc:

@@ -1,4 +1,5 @@
-"""The web app in Chromium (Playwright): send, empty-prompt message, Stop, desktop and phone screenshots."""
+"""The web app in Chromium (Playwright): send, empty-prompt message, Stop, desktop and phone screenshots,
+the Calibrate tab (a tiny sweep; a clicked cell sets the chat's layer and α)."""
 
 from __future__ import annotations
 
@@ -152,3 +153,31 @@ def test_stop_halts_the_model(page, embedded_engine):
     time.sleep(2.0)
     assert bot_texts(page) == stopped, "text kept growing after Stop"
     assert max(len(t.split()) for t in stopped) < 500
+
+
+def test_calibrate_sweep_cell_sets_chat_layer_and_alpha(page):
+    page.get_by_role("tab", name="Calibrate").click()
+    for box, value in (("#cal-layers textarea", "7, 11"), ("#cal-mults textarea", "-4, 0, 1")):
+        page.locator(box).fill(value)
+    items = page.locator("#cal-items input[type=number]")
+    items.fill("4")
+    items.press("Tab")
+    page.locator("#cal-run").click()
+    page.get_by_text("Swept 2 layers × 3 multipliers on 4 questions").wait_for(timeout=120_000)
+    page.locator("#cal-heatmap img, #cal-heatmap svg, #cal-heatmap canvas").first.wait_for(timeout=30_000)
+    assert page.get_by_text("answers A/B near chance").count() == 1
+    page.locator("#cmp-run").click()  # refusal vs itself: the cosine plot appears
+    page.locator("#cmp-plot img, #cmp-plot svg, #cmp-plot canvas").first.wait_for(timeout=30_000)
+    time.sleep(1.0)  # the plot settles: the page is taller with it
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-calibrate.png"), full_page=True)
+    page.locator("#cal-table [data-testid=cell-1-1]").click()  # layer 11, multiplier -4
+    page.get_by_text("Chat set to layer 11, α = 4").wait_for(timeout=15_000)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Added steering (+α = +4)").wait_for(timeout=15_000)
+    page.get_by_text("Vector size at layer 11:").wait_for(timeout=60_000)
+    layer = page.get_by_label("number input for Layer")
+    if not layer.is_visible():
+        page.get_by_text("Advanced").click()  # still closed when this test runs alone
+    assert layer.input_value() == "11"
+    assert page.get_by_label("number input for Steering strength α").input_value() == "4"

@@ -1,0 +1,193 @@
+"""Plain helpers for the app's Calibrate tab (no Gradio import): the layer x multiplier grid of a small
+A/B sweep, the sweep as a table, a clicked cell as chat settings, and the two vector sets to compare.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from steering.errors import SteeringError
+from steering.ui_chat import VectorChoice, check_upload
+
+MAX_LAYERS, MAX_MULTIPLIERS, MAX_ITEMS = 12, 9, 66
+SMALL_MODEL_NOTE = (
+    "On small models like the embedded SmolLM2-135M the A/B letter probability barely moves (the model answers "
+    "A/B near chance), so judge by the chat panes and the open-ended results too (`results/eval/summary.md`).")
+
+
+def default_layers(default: int, num_layers: int, count: int = 5) -> list[int]:
+    """`count` layers spaced around the default layer (step ~ num_layers / 15), kept inside 0..num_layers-1."""
+    count = max(1, min(count, num_layers))
+    step = max(1, round(num_layers / 15))
+    while step > 1 and (count - 1) * step > num_layers - 1:
+        step -= 1
+    start = default - (count // 2) * step
+    start = min(max(start, 0), num_layers - 1 - (count - 1) * step)
+    return [start + i * step for i in range(count)]
+
+
+def default_multipliers(m: float) -> list[float]:
+    m = abs(float(m)) or 1.0
+    return [-2 * m, -m, 0.0, m, 2 * m]
+
+
+def format_list(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def _items(text: str | None, what: str) -> list[str]:
+    parts = [p for p in re.split(r"[,\s;]+", (text or "").strip()) if p]
+    if not parts:
+        raise SteeringError(f"{what}: enter at least one value, e.g. 5, 7, 9")
+    return parts
+
+
+def parse_layers(text: str | None, num_layers: int) -> list[int]:
+    """'5, 7, 9' -> [5, 7, 9] (sorted, no repeats); a one-line SteeringError for anything else."""
+    layers = set()
+    for part in _items(text, "Layers"):
+        try:
+            layer = int(part)
+        except ValueError:
+            raise SteeringError(f"Layers: '{part}' is not a whole number") from None
+        if not 0 <= layer < num_layers:
+            raise SteeringError(f"Layers: {layer} is out of range: the model has layers 0..{num_layers - 1}")
+        layers.add(layer)
+    if len(layers) > MAX_LAYERS:
+        raise SteeringError(f"Layers: at most {MAX_LAYERS} at once (got {len(layers)})")
+    return sorted(layers)
+
+
+def parse_multipliers(text: str | None) -> list[float]:
+    values = set()
+    for part in _items(text, "Multipliers"):
+        try:
+            value = float(part.replace("−", "-"))
+        except ValueError:
+            raise SteeringError(f"Multipliers: '{part}' is not a number") from None
+        if not math.isfinite(value):
+            raise SteeringError(f"Multipliers: '{part}' is not a finite number")
+        values.add(value)
+    if len(values) > MAX_MULTIPLIERS:
+        raise SteeringError(f"Multipliers: at most {MAX_MULTIPLIERS} at once (got {len(values)})")
+    return sorted(values)
+
+
+def datasets_dir(config: dict[str, Any]) -> Path:
+    from steering.config import PROJECT_ROOT
+
+    return PROJECT_ROOT / config.get("datasets_dir", "datasets")
+
+
+def ab_behaviors(datasets_dir: str | Path) -> list[str]:
+    """Behaviors with A/B test questions (datasets/<behavior>/test_ab.json)."""
+    return sorted(p.parent.name for p in Path(datasets_dir).glob("*/test_ab.json"))
+
+
+def ab_items(datasets_dir: str | Path, behavior: str | None, count: int) -> list[Any]:
+    from steering.datasets import load_ab_dataset
+
+    if not behavior:
+        raise SteeringError("choose which behavior's A/B questions to use")
+    path = Path(datasets_dir) / behavior / "test_ab.json"
+    if not path.exists():
+        raise SteeringError(f"no A/B questions for '{behavior}' ({behavior}/test_ab.json missing)")
+    return load_ab_dataset(path)[: max(1, int(count))]
+
+
+def question_set(choice: str | None, uploads: dict[str, str] | None, current: str | None,
+                 available: Sequence[str]) -> str | None:
+    """The A/B questions that go with the chat tab's vector: the behavior's own, else those chosen already."""
+    picked = VectorChoice.parse(choice, uploads)
+    return picked.behavior if picked.behavior in available else current
+
+
+@dataclass(frozen=True)
+class Sweep:
+    layers: list[int]
+    multipliers: list[float]
+    values: np.ndarray  # (layers, multipliers): mean p(matching letter)
+
+    def table(self) -> tuple[list[str], list[list[Any]]]:
+        """Headers and rows for a table: one row per layer, one column per multiplier."""
+        headers = ["layer"] + [f"α = {m:g}" for m in self.multipliers]
+        rows = [[layer] + [round(float(v), 3) for v in row] for layer, row in zip(self.layers, self.values)]
+        return headers, rows
+
+    def state(self) -> dict[str, list]:
+        return {"layers": list(self.layers), "multipliers": list(self.multipliers)}
+
+
+def run_sweep(engine: Any, choice: str | None, uploads: dict[str, str] | None, layers_text: str | None,
+              multipliers_text: str | None, behavior: str | None, count: int) -> Sweep:
+    """Check every input first (one-line SteeringError), then run ab_sweep (which takes the model's lock)."""
+    from steering.evaluation import ab_sweep
+
+    layers = parse_layers(layers_text, engine.lm.num_layers)
+    multipliers = parse_multipliers(multipliers_text)
+    vset = VectorChoice.parse(choice, uploads).vector_set(engine)
+    missing = [layer for layer in layers if layer not in vset.vectors]
+    if missing:
+        raise SteeringError(f"the vector has no layer {format_list(missing)} (it has layers "
+                            f"{format_list(vset.layers)})")
+    items = ab_items(datasets_dir(engine.config), behavior, count)
+    values = ab_sweep(engine, vset, layers, multipliers, items)
+    return Sweep(layers, multipliers, np.asarray(values, dtype=float))
+
+
+def cell_setting(index: Sequence[int] | None, state: dict[str, list] | None,
+                 alpha_max: float) -> tuple[int, float, str] | None:
+    """A clicked table cell (row, column) -> the chat tab's (layer, α) and a confirmation line.
+
+    The chat's α slider runs from 0: a negative multiplier is the same setting seen in the −α pane.
+    None for the layer column or when no sweep has run.
+    """
+    if not state or index is None or len(index) < 2:
+        return None
+    row, col = int(index[0]), int(index[1])
+    layers, multipliers = state["layers"], state["multipliers"]
+    if not (0 <= row < len(layers) and 1 <= col <= len(multipliers)):
+        return None
+    layer, multiplier = int(layers[row]), float(multipliers[col - 1])
+    alpha = min(abs(multiplier), float(alpha_max))
+    where = ("the +α pane" if multiplier > 0 else "the −α pane" if multiplier < 0
+             else "all three panes (α = 0: no steering)")
+    clipped = f" (clipped to the slider's maximum {alpha_max:g})" if abs(multiplier) > alpha_max else ""
+    message = (f"✓ Chat set to layer {layer}, α = {alpha:g}{clipped}: multiplier {multiplier:g} is {where}. "
+               "Go to the Chat tab and send a message.")
+    return layer, alpha, message
+
+
+def vector_set_for(engine: Any, choice: str | None, uploads: dict[str, str] | None, path: str | None,
+                   max_mb: float) -> tuple[Any, str]:
+    """The set named by a file just uploaded (checked like the chat's uploads) or else by the dropdown."""
+    if path:
+        check_upload(engine, path, max_mb)
+        return engine.load_vector_file(path), Path(path).name
+    if not choice:
+        raise SteeringError("choose a vector set for both sides (or upload a file)")
+    vset = VectorChoice.parse(choice, uploads).vector_set(engine)
+    return vset, choice
+
+
+def compare_sets(engine: Any, a: tuple[str | None, str | None], b: tuple[str | None, str | None],
+                 uploads: dict[str, str] | None, max_mb: float) -> Any:
+    """cosine_plot of two sets, each given as (dropdown choice, uploaded file path); one-line errors."""
+    from steering.evaluation import cosine_plot
+    from steering.vector_files import cosine_by_layer
+
+    (set_a, name_a), (set_b, name_b) = (vector_set_for(engine, c, uploads, p, max_mb) for c, p in (a, b))
+    try:
+        cosine_by_layer(set_a, set_b)  # no common layer: a SteeringError before any plotting
+    except SteeringError as exc:
+        message = str(exc)
+        for vset, name in ((set_a, name_a), (set_b, name_b)):
+            message = message.replace(vset.source, name) if vset.source else message
+        raise SteeringError(message) from None
+    return cosine_plot(set_a, set_b, labels=(name_a, name_b))

@@ -1,0 +1,126 @@
+"""The Calibrate tab's plain helpers (steering/ui_calibrate.py): no model, no server."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from steering import ui_calibrate
+from steering.errors import SteeringError
+from steering.ui_calibrate import (Sweep, ab_behaviors, ab_items, cell_setting, compare_sets, default_layers,
+                                   default_multipliers, format_list, parse_layers, parse_multipliers, question_set,
+                                   run_sweep)
+from steering.vector_files import VectorSet, load_vectors, save_safetensors
+
+HIDDEN, LAYERS = 8, 30
+
+
+class FakeEngine(SimpleNamespace):
+    def __init__(self, behaviors=None):
+        super().__init__(lm=SimpleNamespace(num_layers=LAYERS), config={}, sets=behaviors or {})
+
+    def load_vector_file(self, path):
+        return load_vectors(path, "m").validate(HIDDEN, LAYERS)
+
+    def vectors_for(self, behavior):
+        return self.sets[behavior]
+
+
+def test_default_grid_is_centred_on_the_default_and_stays_in_range():
+    assert default_layers(9, 30) == [5, 7, 9, 11, 13]
+    assert default_layers(0, 30) == [0, 2, 4, 6, 8]
+    assert default_layers(29, 30) == [21, 23, 25, 27, 29]
+    assert default_layers(2, 4) == [0, 1, 2, 3]  # a 4-layer model: every layer once
+    assert default_layers(13, 32, count=3) == [11, 13, 15]
+    assert default_multipliers(2.0) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert format_list(default_multipliers(1.5)) == "-3, -1.5, 0, 1.5, 3"
+
+
+def test_layer_and_multiplier_lists_are_parsed_with_one_line_errors():
+    assert parse_layers("9, 5 7;7", LAYERS) == [5, 7, 9]
+    assert parse_multipliers("2, -2 0, −1") == [-2.0, -1.0, 0.0, 2.0]
+    with pytest.raises(SteeringError, match="'x' is not a whole number"):
+        parse_layers("5, x", LAYERS)
+    with pytest.raises(SteeringError, match="30 is out of range"):
+        parse_layers("30", LAYERS)
+    with pytest.raises(SteeringError, match="at least one value"):
+        parse_layers("  ", LAYERS)
+    with pytest.raises(SteeringError, match="at most 12"):
+        parse_layers(",".join(map(str, range(13))), LAYERS)
+    with pytest.raises(SteeringError, match="'nan' is not a finite number"):
+        parse_multipliers("1, nan")
+
+
+def test_cell_maps_to_layer_and_alpha():
+    sweep = Sweep([5, 9], [-4.0, 0.0, 2.0, 20.0], np.full((2, 4), 0.5))
+    headers, rows = sweep.table()
+    assert headers == ["layer", "α = -4", "α = 0", "α = 2", "α = 20"]
+    assert rows == [[5, 0.5, 0.5, 0.5, 0.5], [9, 0.5, 0.5, 0.5, 0.5]]
+    state = sweep.state()
+    layer, alpha, message = cell_setting([1, 3], state, alpha_max=10)
+    assert (layer, alpha) == (9, 2.0) and "+α pane" in message
+    layer, alpha, message = cell_setting((0, 1), state, alpha_max=10)
+    assert (layer, alpha) == (5, 4.0) and "−α pane" in message  # the slider starts at 0: −4 is the −α pane
+    assert cell_setting([0, 2], state, 10)[1] == 0.0
+    assert cell_setting([0, 4], state, 10)[1] == 10.0  # clipped to the slider
+    assert cell_setting([0, 0], state, 10) is None  # the layer column
+    assert cell_setting([5, 1], state, 10) is None
+    assert cell_setting([0, 1], None, 10) is None  # no sweep yet
+
+
+def test_questions_follow_the_chat_behavior(tmp_path):
+    for name in ("refusal", "sycophancy"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test_ab.json").write_text(json.dumps([
+            {"question": f"Q{i}\n\nChoices:\n (A) yes\n (B) no", "answer_matching_behavior": "(A)",
+             "answer_not_matching_behavior": "(B)"} for i in range(5)]))
+    (tmp_path / "empty").mkdir()
+    available = ab_behaviors(tmp_path)
+    assert available == ["refusal", "sycophancy"]
+    assert len(ab_items(tmp_path, "refusal", 3)) == 3
+    with pytest.raises(SteeringError, match="no A/B questions for 'empty'"):
+        ab_items(tmp_path, "empty", 3)
+    assert question_set("sycophancy", {}, "refusal", available) == "sycophancy"
+    assert question_set("Uploaded: x.gguf", {"Uploaded: x.gguf": "/tmp/x.gguf"}, "refusal", available) == "refusal"
+
+
+def test_sweep_checks_layers_before_running(monkeypatch):
+    engine = FakeEngine({"refusal": VectorSet({5: torch.ones(HIDDEN), 7: torch.ones(HIDDEN)}, source="refusal")})
+    with pytest.raises(SteeringError, match="no layer 9"):
+        run_sweep(engine, "refusal", {}, "5, 9", "0, 2", "refusal", 4)
+    monkeypatch.setattr(ui_calibrate, "ab_items", lambda d, b, n: ["item"] * n)
+    calls = []
+
+    def fake_sweep(eng, vset, layers, multipliers, items):
+        calls.append((layers, multipliers, len(items)))
+        return np.zeros((len(layers), len(multipliers)))
+
+    import steering.evaluation
+
+    monkeypatch.setattr(steering.evaluation, "ab_sweep", fake_sweep)
+    sweep = run_sweep(engine, "refusal", {}, "7, 5", "2, -2, 0", "refusal", 4)
+    assert calls == [([5, 7], [-2.0, 0.0, 2.0], 4)]
+    assert sweep.values.shape == (2, 3)
+
+
+def test_compare_vectors_validates_both_sides(tmp_path):
+    a = save_safetensors(VectorSet({1: torch.ones(HIDDEN), 2: torch.ones(HIDDEN)}), tmp_path / "a.safetensors")
+    b = save_safetensors(VectorSet({2: -torch.ones(HIDDEN), 3: torch.ones(HIDDEN)}), tmp_path / "b.safetensors")
+    engine = FakeEngine({"refusal": VectorSet({1: torch.ones(HIDDEN)}, source="refusal")})
+    fig = compare_sets(engine, ("refusal", None), (None, str(a)), {}, max_mb=1)
+    assert fig.axes[0].get_title() == "refusal vs a.safetensors"
+    uploads = {"Uploaded: b.safetensors": str(b)}
+    fig = compare_sets(engine, (None, str(a)), ("Uploaded: b.safetensors", None), uploads, max_mb=1)
+    assert list(fig.axes[0].lines[0].get_ydata()) == pytest.approx([-1.0])
+    with pytest.raises(SteeringError, match="^refusal and b.safetensors have no layer in common$"):
+        compare_sets(engine, ("refusal", None), (None, str(b)), {}, max_mb=1)
+    wrong = save_safetensors(VectorSet({1: torch.ones(HIDDEN + 1)}), tmp_path / "wrong.safetensors")
+    with pytest.raises(SteeringError, match="^wrong.safetensors: layer 1: vector size 9") as info:
+        compare_sets(engine, ("refusal", None), (None, str(wrong)), {}, max_mb=1)
+    assert str(tmp_path) not in str(info.value)
+    with pytest.raises(SteeringError, match="choose a vector set"):
+        compare_sets(engine, ("refusal", None), (None, None), {}, max_mb=1)
