@@ -126,14 +126,9 @@ class Engine:
             conversations = [list(conversations)] * 3  # type: ignore[list-item]
         if len(conversations) != 3:
             raise ValueError(f"expected 1 or 3 conversations, got {len(conversations)}")
-        with self.lm.lock:
-            return generate(
-                self.lm.model, self.lm.tokenizer, conversations,  # type: ignore[arg-type]
-                multipliers=[sign * multiplier for sign in SIGNS],
-                steer=SteeringSpec(layer, vector),
-                settings=settings, system_prompt=system_prompt, on_text=on_text, stop_event=stop_event,
-                **self._fast,
-            )
+        return self._generate(conversations, settings, system_prompt,  # type: ignore[arg-type]
+                              multipliers=[sign * multiplier for sign in SIGNS], steer=SteeringSpec(layer, vector),
+                              on_text=on_text, stop_event=stop_event)
 
     def compare_batch(
         self,
@@ -147,18 +142,20 @@ class Engine:
         """compare() for many single-turn prompts at once: 3 rows per prompt in one batch."""
         check_layer(layer, self.lm.num_layers)
         conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
-        with self.lm.lock:
-            texts = generate(
-                self.lm.model, self.lm.tokenizer, conversations,
-                multipliers=[sign * multiplier for _ in prompts for sign in SIGNS],
-                steer=SteeringSpec(layer, vector), settings=settings, system_prompt=system_prompt,
-            ).texts
+        # Many rows at once: the fast path's compiled step is built for the app's few rows, so not here.
+        texts = self._generate(conversations, settings, system_prompt, fast=False,
+                               multipliers=[sign * multiplier for _ in prompts for sign in SIGNS],
+                               steer=SteeringSpec(layer, vector)).texts
         return [dict(zip(VARIANTS, texts[i:i + 3])) for i in range(0, len(texts), 3)]
 
     def plain(self, conversation: Sequence[Message], settings: SamplingSettings,
               system_prompt: str | None = None) -> str:
         """One unsteered reply, no hook at all (the reference the unsteered pane must equal)."""
+        return self._generate([list(conversation)], settings, system_prompt).texts[0]
+
+    def _generate(self, conversations: Sequence[Sequence[Message]], settings: SamplingSettings,
+                  system_prompt: str | None, fast: bool = True, **kwargs: Any) -> GenerationResult:
+        """generate() under the model's lock, through the GPU fast path when it is on."""
         with self.lm.lock:
-            result = generate(self.lm.model, self.lm.tokenizer, [list(conversation)], settings=settings,
-                              system_prompt=system_prompt, **self._fast)
-        return result.texts[0]
+            return generate(self.lm.model, self.lm.tokenizer, conversations, settings=settings,
+                            system_prompt=system_prompt, **(self._fast if fast else {}), **kwargs)
