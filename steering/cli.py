@@ -162,7 +162,7 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from tqdm.auto import tqdm
 
     from steering.datasets import load_open_ended
-    from steering.vector_files import _atomic_write
+    from steering.files import write_json
 
     questions_path = Path(args.questions or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "test_open_ended.json")
     questions = load_open_ended(questions_path)
@@ -189,8 +189,7 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
                                 "temperature": settings.temperature, "batch_size": args.batch_size},
                    "results": results}
         path = out / f"test_results_x{multiplier:g}.json"
-        text = json.dumps(payload, ensure_ascii=False, indent=2) + "\n"
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_json(path, payload)
         print(f"wrote {path}")
     return 0
 

@@ -32,7 +32,7 @@ from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.hooks import steering
 from steering.layers import decoder_layers
-from steering.prompts import build_messages, chat_prompt
+from steering.prompts import build_messages, chat_prompt, common_prefix_length, pad_token_id
 from steering.refusal import RefusalDetector, distinct_ngram_share
 
 if TYPE_CHECKING:
@@ -57,13 +57,6 @@ class ABPrompt:
         return self.prefix + self.suffix
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | None = None) -> list[ABPrompt]:
     """Tokenize the A/B questions for the measure.
 
@@ -79,7 +72,7 @@ def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | Non
         steer_from = chat_prompt(tokenizer, messages).steer_from
         letters = sorted(item.choices)
         versions = {letter: tokenizer(text + f"({letter}", add_special_tokens=False)["input_ids"] for letter in letters}
-        shared = min(_common_prefix(versions[letters[0]], v) for v in versions.values())
+        shared = min(common_prefix_length(versions[letters[0]], v) for v in versions.values())
         ids = versions[letters[0]][:shared]
         if shared >= min(len(v) for v in versions.values()) or shared <= steer_from:
             raise SteeringError(f"A/B item {index}: cannot find the answer-letter tokens after '(' in the prompt")
@@ -276,13 +269,8 @@ def ab_sweep(engine: "Engine", vector: Any, layers: Sequence[int], multipliers: 
     prompts = ab_prompts(lm.tokenizer, items, system_prompt)
     with lm.lock:
         result = ab_probabilities(lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size,
-                                  _pad_id(lm.tokenizer))
+                                  pad_token_id(lm.tokenizer))
     return result.p.mean(axis=-1)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return int(pad or 0)
 
 
 # ============================================================================ controls
@@ -328,7 +316,7 @@ def answer_nll(model: Any, tokenizer: Any, questions: Sequence[str], answers: Se
     device = next(model.parameters()).device
     head = model.get_output_embeddings()
     base = getattr(model, "model", model)
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
     groups: dict[str, list[int]] = {}
     for i, (question, answer) in enumerate(zip(questions, answers)):
         if answer:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from steering.errors import SteeringError
+from steering.files import write_json
+from steering.prompts import pad_token_id
 
 OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.json", "open_ended.png", "summary.md")
 
@@ -151,7 +153,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
         prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt)
         t0 = time.perf_counter()
         with lm.lock:
-            ab = ev.ab_probabilities(lm.model, prompts, specs, multipliers, args.batch_size, ev._pad_id(lm.tokenizer),
+            ab = ev.ab_probabilities(lm.model, prompts, specs, multipliers, args.batch_size, pad_token_id(lm.tokenizer),
                                      on_progress=lambda d, n: _log(f"A/B: {d}/{n} questions"))
         ab_seconds = time.perf_counter() - t0
         mean_p, mean_mass = ab.p.mean(-1), ab.mass.mean(-1)
@@ -169,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
             "effect_by_layer": effect,
         }
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "ab_sweep.json", ab_payload)
+        write_json(out / "ab_sweep.json", ab_payload, indent=1)
         default_cell = (engine.defaults.layer, default_m)
         ev.save_figure(ev.plot_heatmap(sweep, layers, multipliers, default=default_cell,
                                        title=f"{lm.name} · {args.behavior} · A/B p(match), {len(items)} questions"),
@@ -207,7 +209,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
                          "refusal": a.refusal, "distinct3": round(a.distinct3, 4),
                          "nll": None if a.nll is None else round(a.nll, 4), "tokens": a.tokens} for a in answers],
         }
-        _write_json(out / "open_ended.json", open_payload)
+        write_json(out / "open_ended.json", open_payload, indent=1)
         ev.save_figure(ev.plot_open_ended(summary, layer, breakdown=breakdown,
                                           title=f"{lm.name} · {args.behavior} · open-ended answers at layer {layer} "
                                                 f"({len(questions)} questions, {settings.max_new_tokens} tokens)"),
@@ -234,13 +236,6 @@ def _rounded(values: Any) -> Any:
     import numpy as np
 
     return np.round(np.asarray(values, dtype=float), 4).tolist()
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    from steering.vector_files import _atomic_write
-
-    text = json.dumps(payload, ensure_ascii=False, indent=1) + "\n"
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _effect_by_layer(sweep: Any, multipliers: list[float], m: float) -> dict[str, Any]:

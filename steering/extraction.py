@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steering.datasets import ABItem
-from steering.prompts import ContrastTokens, contrast_tokens
+from steering.prompts import ContrastTokens, common_prefix_length, contrast_tokens, pad_token_id
 from steering.record import recording, run_truncated
 
 
@@ -31,13 +31,6 @@ def _through_last_read(side: ContrastTokens) -> ContrastTokens:
     return ContrastTokens(side.input_ids[: max(side.read_positions) + 1], side.read_positions)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    n = 0
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
                    system_prompt: str | None = None) -> list[PairTokens]:
     pairs = []
@@ -46,7 +39,7 @@ def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
         neg = _through_last_read(contrast_tokens(tokenizer, item, item.not_matching, read_mode, system_prompt))
         # leave each side at least one token of its own
         limit = min(len(pos.input_ids), len(neg.input_ids)) - 1
-        pairs.append(PairTokens(pos, neg, _common_prefix(pos.input_ids, neg.input_ids, limit)))
+        pairs.append(PairTokens(pos, neg, common_prefix_length(pos.input_ids, neg.input_ids, limit)))
     return pairs
 
 
@@ -83,7 +76,7 @@ def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[i
     first_read = min(min(side.read_positions) for side in sides)
     common = min(first_read, min(p.shared for p in pairs))
     for side in sides[1:]:
-        common = _common_prefix(sides[0].input_ids, side.input_ids, common)
+        common = common_prefix_length(sides[0].input_ids, side.input_ids, common)
 
     # stage 1: the rest of each pair's shared prefix, left padded (pads sit between stages 0 and 1)
     width = max(p.shared for p in pairs) - common
@@ -166,7 +159,7 @@ def extract_vectors(
     # Batching pairs of similar answer length, then question length, keeps padding small (the answers
     # are most of the work in answer-mean mode); the mean does not depend on the order.
     order = sorted(range(len(pairs)), key=lambda k: (_own_length(pairs[k]), pairs[k].shared))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     positives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     negatives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     with tqdm(total=len(pairs), desc="extracting", unit="pair", disable=not progress) as bar:

@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import torch
 
 from steering.hooks import steering
-from steering.prompts import Message, build_messages, chat_prompt
+from steering.prompts import Message, build_messages, chat_prompt, pad_token_id
 
 
 # Queue the next decoding step before reading this one's tokens: None = on CUDA devices only.
@@ -104,7 +104,7 @@ def generate(
     prompts = [chat_prompt(tokenizer, build_messages(conv, system_prompt)) for conv in conversations]
     batch = len(prompts)
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     width = max(len(p.input_ids) for p in prompts)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     attention = torch.zeros((batch, width), dtype=torch.long)

@@ -15,6 +15,21 @@ Message = dict[str, str]
 READ_MODES = ("letter", "answer-mean")
 
 
+def pad_token_id(tokenizer: Any) -> int:
+    """The padding id: the tokenizer's pad token, else its end-of-sequence token."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad or 0)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int | None = None) -> int:
+    """How many leading tokens a and b share (at most `limit`)."""
+    end = min(len(a), len(b)) if limit is None else min(len(a), len(b), limit)
+    n = 0
+    while n < end and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def build_messages(history: Sequence[Message], system_prompt: str | None = None) -> list[Message]:
     messages = [dict(m) for m in history]
     if system_prompt and (not messages or messages[0]["role"] != "system"):

@@ -9,9 +9,7 @@ Formats:
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Iterable
 import torch
 
 from steering.errors import SteeringError
+from steering.files import atomic_write
 
 _CAA_NAME = re.compile(r"^vec_layer_(\d+)(?:_(.+))?\.pt$")
 _DIRECTION = re.compile(r"^direction\.(\d+)$")
@@ -71,19 +70,6 @@ def _ranges(layers: Iterable[int]) -> str:
     return f"{layers[0]}..{layers[-1]}" if layers and layers == list(range(layers[0], layers[-1] + 1)) else ", ".join(map(str, layers))
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _as_vector(value: object, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise SteeringError(f"{name}: expected a tensor, found {type(value).__name__}")
@@ -102,7 +88,7 @@ def save_safetensors(vset: VectorSet, path: str | Path) -> Path:
     metadata.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     metadata["layers"] = json.dumps(vset.layers)
     tensors = {f"layer.{layer}": vec.detach().float().contiguous().cpu() for layer, vec in vset.vectors.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return path
 
 
@@ -138,7 +124,7 @@ def save_caa_layout(vset: VectorSet, folder: str | Path, model_slug: str) -> lis
     written = []
     for layer, vec in sorted(vset.vectors.items()):
         path = folder / caa_filename(layer, model_slug)
-        _atomic_write(path, lambda tmp, v=vec: torch.save(v.detach().float().cpu().clone(), tmp))
+        atomic_write(path, lambda tmp, v=vec: torch.save(v.detach().float().cpu().clone(), tmp))
         written.append(path)
     return written
 
@@ -191,7 +177,7 @@ def save_gguf(vset: VectorSet, path: str | Path, model_hint: str = "llama") -> P
         writer.write_tensors_to_file()
         writer.close()
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 

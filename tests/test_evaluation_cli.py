@@ -83,13 +83,14 @@ def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
 @pytest.mark.integration
 def test_layer_skipping_matches_the_hook_on_the_embedded_model(embedded_engine):
     from steering.datasets import load_ab_dataset
-    from steering.evaluation import _pad_id, ab_probabilities, ab_prompts
+    from steering.evaluation import ab_probabilities, ab_prompts
+    from steering.prompts import pad_token_id
 
     lm = embedded_engine.lm
     vset = embedded_engine.vectors_for("refusal")
     prompts = ab_prompts(lm.tokenizer, load_ab_dataset("datasets/refusal/test_ab.json")[:3])
     specs = [(layer, vset.vector(layer)) for layer in (9, 29)]
-    fast, slow = (ab_probabilities(lm.model, prompts, specs, [-3.0, 0.0, 6.0], pad_id=_pad_id(lm.tokenizer),
+    fast, slow = (ab_probabilities(lm.model, prompts, specs, [-3.0, 0.0, 6.0], pad_id=pad_token_id(lm.tokenizer),
                                    skip_layers=skip) for skip in (True, False))
     assert abs(fast.p - slow.p).max() < 1e-4
 
