@@ -132,10 +132,27 @@ def bench_generation(model: Any, tokenizer: Any, vector: Any, layer: int, multip
             generate(model, tokenizer, [PROMPT], multipliers=[alpha], steer=steer, settings=settings,
                      ignore_eos=True, **extra)
 
-    times = interleaved({"one": one, "three_batched": three_batched, "three_sequential": three_sequential},
-                        repeats)
+    variants = {"one": one, "three_batched": three_batched, "three_sequential": three_sequential}
+    from steering.cpu_linear import FewRowLinear, standard_linear
+
+    if any(type(module) is FewRowLinear for module in model.modules()):  # the same runs with plain nn.Linear
+        def plain(run: Callable[[], None]) -> Callable[[], None]:
+            def wrapped() -> None:
+                with standard_linear(model):
+                    run()
+            return wrapped
+
+        variants.update(one_standard_linear=plain(one), three_batched_standard_linear=plain(three_batched))
+    times = interleaved(variants, repeats)
     med = {name: _median(values) for name, values in times.items()}
+    standard = {}
+    if "one_standard_linear" in med:
+        standard = {"one_standard_linear_s": med["one_standard_linear"],
+                    "three_batched_standard_linear_s": med["three_batched_standard_linear"],
+                    "three_panes_vs_one_standard_linear":
+                        med["three_batched_standard_linear"] / med["one_standard_linear"]}
     return {
+        **standard,
         "tokens": tokens, "repeats": repeats,
         "one_s": med["one"], "three_batched_s": med["three_batched"], "three_sequential_s": med["three_sequential"],
         "ms_per_token_one": 1000 * med["one"] / tokens,
@@ -359,6 +376,12 @@ def format_cpu_table(r: dict[str, Any]) -> str:
             f"| three rows one after another | {g['three_sequential_s']:.2f} s | | |",
             f"| three panes / one row | {g['three_panes_vs_one']:.2f}x | <= 1.5x | {_met(g['three_panes_vs_one'], 1.5)} |",
             f"| three sequential / one row | {g['sequential_vs_one']:.2f}x | | |",
+        ]
+        if "one_standard_linear_s" in g:
+            lines.append(f"| same with plain nn.Linear (no steering/cpu_linear.py): one row / three panes / ratio "
+                         f"| {g['one_standard_linear_s']:.2f} s / {g['three_batched_standard_linear_s']:.2f} s / "
+                         f"{g['three_panes_vs_one_standard_linear']:.2f}x | | |")
+        lines += [
             f"| first streamed text (Engine.compare) | {g['first_text_s']:.3f} s | <= 1 s | {_met(g['first_text_s'], 1.0)} |",
         ]
     h = r.get("hook")
