@@ -35,6 +35,7 @@ class ModelSettings:
     load_in_8bit: bool = False
     load_in_4bit: bool = False
     compile: bool = False
+    cuda_graphs: bool = True
 
     @classmethod
     def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ModelSettings":
@@ -124,6 +125,20 @@ def embedded_model_dir(progress: bool = True) -> tuple[Path, bool]:
     return target, False
 
 
+# transformers 5.24 renamed forward(past_key_values=) to cache=; older 5.x releases take `cache=` as an
+# unknown keyword and run without a KV cache, so decoding would silently produce wrong text.
+MIN_TRANSFORMERS = "5.24"
+
+
+def check_transformers() -> None:
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
+        raise SteeringError(f"transformers {transformers.__version__} is installed, LLaMA Steering needs "
+                            f">= {MIN_TRANSFORMERS}: pip install -U 'transformers>={MIN_TRANSFORMERS},<6'")
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
@@ -168,6 +183,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     """Load tokenizer and model; every failure a user can cause is a one-line SteeringError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_transformers()
     start = time.perf_counter()
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)

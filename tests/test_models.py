@@ -31,6 +31,14 @@ def test_embedded_package_missing_prints_the_pip_command(monkeypatch):
         models.embedded_model_dir()
 
 
+def test_old_transformers_is_a_one_line_error(monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "5.17.0")
+    with pytest.raises(SteeringError, match=r"transformers 5.17.0 is installed, .* needs >= 5.24"):
+        load_model(ModelSettings())
+
+
 def test_conflicting_and_unknown_settings():
     with pytest.raises(SteeringError, match="choose one of load_in_8bit and load_in_4bit"):
         load_model(ModelSettings(load_in_8bit=True, load_in_4bit=True))
