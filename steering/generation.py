@@ -145,9 +145,17 @@ def generate(
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         pad = torch.tensor(pad_id, device=device)
         eos_ids = torch.tensor(sorted(eos), dtype=torch.long, device=device) if eos else None
+        # On a GPU the next step is queued before this step's tokens are read (the one host sync per
+        # step), so streaming and bookkeeping overlap the GPU's work instead of stalling it.
+        lookahead = LOOKAHEAD if LOOKAHEAD is not None else device.type == "cuda"
 
-        def launch(step: int) -> torch.Tensor:
-            """Queue one forward pass and the token choice; the next inputs are built on the device."""
+        # Each step's tokens go to pinned host memory with an event of their own, so reading them waits
+        # for that step only, not for the next one queued behind it (as a plain .tolist() would).
+        pinned = device.type == "cuda" and lookahead
+        buffers = [torch.empty(batch, dtype=torch.long, pin_memory=True) for _ in range(2)] if pinned else []
+
+        def launch(step: int) -> Callable[[], list[int]]:
+            """Queue one forward pass and the token choice; returns the reader of the chosen tokens."""
             nonlocal ids, pos, length, done
             if step > 0:
                 full_mask[:, length] = 1  # the token fed now sits at cache index `length`
@@ -160,19 +168,26 @@ def generate(
             pos = pos[:, -1:] + 1
             if eos_ids is not None:
                 done = done | torch.isin(chosen, eos_ids)
-            return chosen
+            if not pinned:
+                return chosen.tolist
+            host = buffers[step % 2]  # step k+1 writes the other buffer; step k+2 comes after k is read
+            host.copy_(chosen, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
 
-        # On a GPU the next step is queued before this step's tokens are read (.tolist(), the one host
-        # sync per step), so streaming and bookkeeping overlap the GPU's work instead of stalling it.
-        lookahead = LOOKAHEAD if LOOKAHEAD is not None else device.type == "cuda"
-        pending: torch.Tensor | None = None
+            def read() -> list[int]:
+                ready.synchronize()
+                return host.tolist()
+            return read
+
+        pending: Callable[[], list[int]] | None = None
         for step in range(settings.max_new_tokens):
             if stop_event is not None and stop_event.is_set():
                 stopped = True
                 return
-            chosen = pending if pending is not None else launch(step)
+            read = pending if pending is not None else launch(step)
             pending = launch(step + 1) if lookahead and step + 1 < settings.max_new_tokens else None
-            tokens = chosen.tolist()
+            tokens = read()
             for row, token in enumerate(tokens):
                 if finished[row]:
                     continue
