@@ -51,6 +51,24 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def _timed_steps(run: Callable[[Callable[[list[str]], None]], Any]) -> dict[str, float]:
+    """Time a generation that streams: total, time to the first text (setup + prefill), and decode ms/step."""
+    sync = _sync_fn()
+    stamps: list[float] = []
+    sync()
+    start = time.perf_counter()
+    run(lambda texts: stamps.append(time.perf_counter()))
+    sync()
+    total = time.perf_counter() - start
+    steps = max(len(stamps) - 1, 1)
+    return {"total_s": total, "first_text_s": stamps[0] - start if stamps else total,
+            "decode_ms_per_step": 1000 * (stamps[-1] - stamps[0]) / steps if stamps else 0.0}
+
+
+def _median_steps(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {key: _median([x[key] for x in samples]) for key in samples[0]}
+
+
 def _sync_fn() -> Callable[[], None]:
     import torch
 
@@ -499,6 +517,9 @@ def run_gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     from steering.fast_path import FastPath
     from steering.generation import SamplingSettings, SteeringSpec, generate
 
+    from steering.models import check_transformers
+
+    check_transformers()
     smoke = bool(getattr(args, "smoke", False))  # a tiny shape on the CPU: checks the code path, not speed
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("--synthetic-7b needs a CUDA GPU")
@@ -535,15 +556,41 @@ def run_gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     settings = SamplingSettings(max_new_tokens=tokens)
     prompt3 = [PROMPT] * 3
 
-    def eager3() -> Any:
+    def eager3(on_text: Callable[[list[str]], None] = lambda texts: None) -> Any:
         return generate(model, tokenizer, prompt3, multipliers=[2.0, 0.0, -2.0], steer=steer, settings=settings,
-                        ignore_eos=True, on_text=lambda texts: None)
+                        ignore_eos=True, on_text=on_text)
 
     _log("eager, batch of three")
     eager3()
-    eager_times = [_timed(eager3) for _ in range(repeats)]
+    eager_steps = [_timed_steps(eager3) for _ in range(repeats)]
+    eager_times = [x["total_s"] for x in eager_steps]
     eager_tokens = eager3().token_ids
-    results["eager"] = {"tokens": tokens, "tok_s_per_pane": tokens / _median(eager_times), "raw_s": eager_times}
+    results["eager"] = {"tokens": tokens, "tok_s_per_pane": tokens / _median(eager_times), "raw_s": eager_times,
+                        **_median_steps(eager_steps)}
+
+    _log("static cache + CUDA graphs, no compiler (the default on CUDA)")
+    graphed = FastPath(model, compile=False, cuda_graphs=not smoke)
+
+    def graphed3(on_text: Callable[[list[str]], None] = lambda texts: None, batch: int = 3) -> Any:
+        return graphed.generate(tokenizer, [PROMPT] * batch, multipliers=[2.0, 0.0, -2.0][:batch], steer=steer,
+                                settings=settings, ignore_eos=True, on_text=on_text)
+
+    start = time.perf_counter()
+    graphed3()  # first use: one eager step, one capture, then replays
+    first_use = time.perf_counter() - start
+    graph_steps = [_timed_steps(graphed3) for _ in range(repeats)]
+    graph_one = [_timed(lambda: graphed3(batch=1)) for _ in range(repeats)]
+    graph_tokens = graphed3().token_ids
+    results["cuda_graphs"] = {
+        "tokens": tokens, "tok_s_per_pane": tokens / _median([x["total_s"] for x in graph_steps]),
+        "tok_s_single_row": tokens / _median(graph_one), "first_generation_s": first_use,
+        "captures_s": list(graphed.graphs.capture_seconds) if graphed.graphs else [],
+        "greedy_tokens_equal_to_eager": [sum(a == b for a, b in zip(x, y)) / len(x)
+                                         for x, y in zip(eager_tokens, graph_tokens)],
+        **_median_steps(graph_steps)}
+    graphed.steering.remove()
+    del graphed
+    _log(f"CUDA graphs {results['cuda_graphs']['tok_s_per_pane']:.1f} tok/s/pane")
 
     _log("fast path: hooks, static cache, torch.compile warm-up")
     fast = FastPath(model, compile=True, backend="eager" if smoke else "inductor")
@@ -552,12 +599,14 @@ def run_gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     warm_s = time.perf_counter() - start
     graphs = fast.graph_count()
 
-    def compiled(alphas: Sequence[float], batch: int = 3) -> Any:
+    def compiled(alphas: Sequence[float], batch: int = 3,
+                 on_text: Callable[[list[str]], None] = lambda texts: None) -> Any:
         return fast.generate(tokenizer, [PROMPT] * batch, multipliers=list(alphas)[:batch], steer=steer,
-                             settings=settings, ignore_eos=True, on_text=lambda texts: None)
+                             settings=settings, ignore_eos=True, on_text=on_text)
 
     compiled([2.0, 0.0, -2.0])
-    comp_times = [_timed(lambda: compiled([2.0, 0.0, -2.0])) for _ in range(repeats)]
+    comp_steps = [_timed_steps(lambda on_text: compiled([2.0, 0.0, -2.0], on_text=on_text)) for _ in range(repeats)]
+    comp_times = [x["total_s"] for x in comp_steps]
     comp_tokens = compiled([2.0, 0.0, -2.0]).token_ids
     one_times = [_timed(lambda: compiled([0.0], batch=1)) for _ in range(repeats)]
     for alpha in (0.5, 4.0, -3.0):  # the slider moves: no recompile
@@ -574,7 +623,7 @@ def run_gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
         "tok_s_single_row": tokens / _median(one_times), "three_panes_vs_one": _median(comp_times) / _median(one_times),
         "graphs_after_warm_up": graphs, "graphs_after_alpha_changes": fast.graph_count(),
         "greedy_tokens_equal_to_eager": same, "raw_s": comp_times,
-        "tok_s_per_pane_without_lookahead": tokens / _median(sync_comp),
+        "tok_s_per_pane_without_lookahead": tokens / _median(sync_comp), **_median_steps(comp_steps),
     }
     results["eager"]["tok_s_per_pane_without_lookahead"] = tokens / _median(sync_eager)
     _log(f"eager {results['eager']['tok_s_per_pane']:.1f} tok/s/pane, compiled {results['compiled']['tok_s_per_pane']:.1f}")
@@ -605,9 +654,26 @@ def format_gpu_table(r: dict[str, Any]) -> str:
     lines = [f"GPU: {m.get('gpu')}, torch {m['torch']}, transformers {m.get('transformers')}; random Llama-2-7B shape "
              f"({r['model']['layers']} layers, {r['model']['params'] / 1e9:.2f} B params, fp16 {r['model']['weights_gib']:.1f} GiB)",
              "", "| measurement | value | target | |", "| --- | --- | --- | --- |"]
-    e, k = r["eager"], r["compiled"]
+    e, k, g = r["eager"], r["compiled"], r.get("cuda_graphs")
     lines += [
         f"| eager, batch of three: tok/s per pane | {e['tok_s_per_pane']:.1f} | >= 40 | {_met(e['tok_s_per_pane'], 40, True)} |",
+    ]
+    if g:
+        lines += [
+            f"| static cache + CUDA graphs, no compiler (default on CUDA), batch of three: tok/s per pane "
+            f"| {g['tok_s_per_pane']:.1f} | | |",
+            f"| CUDA graphs: one row tok/s; first generation (warm-up + capture) | {g['tok_s_single_row']:.1f}; "
+            f"{g['first_generation_s']:.2f} s (captures {', '.join(f'{x:.2f}' for x in g['captures_s'])} s) | | |",
+            f"| CUDA graphs: greedy tokens equal to eager (per row) "
+            f"| {', '.join(f'{x:.0%}' for x in g['greedy_tokens_equal_to_eager'])} | | |",
+        ]
+    steps = [(name, x) for name, x in (("eager", e), ("CUDA graphs", g), ("compiled", k)) if x and "decode_ms_per_step" in x]
+    if steps:
+        lines.append("| time to first text (setup + prefill) / decoding ms per step: "
+                     + ", ".join(name for name, _ in steps) + " | "
+                     + "; ".join(f"{x['first_text_s'] * 1000:.0f} ms / {x['decode_ms_per_step']:.2f} ms" for _, x in steps)
+                     + " | | |")
+    lines += [
         f"| static cache + torch.compile, batch of three: tok/s per pane | {k['tok_s_per_pane']:.1f} | >= 125 "
         f"| {_met(k['tok_s_per_pane'], 125, True)} |",
         f"| static cache + torch.compile, one row: tok/s | {k['tok_s_single_row']:.1f} | | |",

@@ -30,6 +30,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load-in-8bit", action="store_true", default=None)
     g.add_argument("--load-in-4bit", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None, help="GPU fast path")
+    g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                   help="GPU without --compile: plain eager decoding instead of CUDA-graph replay")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -41,7 +43,7 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("name", "dtype", "device", "device_map", "load_in_8bit", "load_in_4bit", "compile")
+    keys = ("name", "dtype", "device", "device_map", "load_in_8bit", "load_in_4bit", "compile", "cuda_graphs")
     return {k: getattr(args, k, None) for k in keys}
 
 

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
         "load_in_8bit": False,
         "load_in_4bit": False,
         "compile": False,
+        "cuda_graphs": True,
     },
     "behavior": "refusal",
     "vectors_dir": "vectors",

@@ -39,11 +39,13 @@ class Engine:
         self.defaults: SteeringDefaults = model_defaults(self.config, self.lm.name, self.lm.num_layers)
         self._vectors: dict[str, VectorSet] = {}
         self._norms: dict[int, float] = {}
-        self._fast: dict[str, Any] = {}  # generate() arguments of the GPU fast path (model.compile)
-        if self.lm.settings.compile:
-            from steering.fast_path import enable_fast_path
+        self._fast: dict[str, Any] = {}  # generate() arguments of the GPU fast path (compiled or graphed)
+        from steering.fast_path import enable_fast_path, graphs_supported
 
+        if self.lm.settings.compile:
             self._fast = enable_fast_path(self.lm)
+        elif self.lm.settings.cuda_graphs and graphs_supported(self.lm):
+            self._fast = enable_fast_path(self.lm, compile=False)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":

@@ -14,6 +14,11 @@
   prompt (prefill) runs eager, since its length changes with every prompt.
 * warm_up() compiles at start, so the first user does not wait for the compiler.
 
+Without the compiler (`model.cuda_graphs`, on by default on CUDA): the same static cache and hooks,
+and each decoding step replayed from a CUDA graph captured at the first steps of a (batch, cache
+length, layer): about 0.1 s per capture instead of a minute of compiling, and no per-kernel launch
+cost from Python. Only the steered block's hook runs there, so a new layer is a new capture.
+
 On a CPU or for tests, `backend="eager"` (graph capture only) or `compile=False` (static cache and
 persistent hooks, no compiler) exercise the same code paths quickly.
 """
@@ -49,8 +54,12 @@ class PersistentSteering:
     the object: a compiled graph reads them and is never rebuilt when they change.
     """
 
-    def __init__(self, model: Any, max_batch: int = 4) -> None:
+    def __init__(self, model: Any, max_batch: int = 4, skip_inactive: bool = False) -> None:
         self.model = model
+        # skip_inactive: blocks other than the steered one return at once (eager and CUDA-graph steps);
+        # a compiled graph keeps the gate arithmetic instead, so changing the layer never recompiles.
+        self.skip_inactive = skip_inactive
+        self.layer = 0
         self.blocks = decoder_layers(model)
         param = next(model.parameters())
         self.device, self.dtype = param.device, _compute_dtype(model)
@@ -68,6 +77,8 @@ class PersistentSteering:
 
     def _hook(self, index: int) -> Callable[..., Any]:
         def hook(module: Any, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+            if self.skip_inactive and index != self.layer:
+                return output
             hidden = output[0] if isinstance(output, tuple) else output
             rows = hidden.shape[0]
             positions = kwargs.get("position_ids")
@@ -89,6 +100,7 @@ class PersistentSteering:
         if vector.shape != self.vector.shape:
             raise ValueError(f"steering vector of shape {tuple(vector.shape)}, the model needs {tuple(self.vector.shape)}")
         self.vector.copy_(vector.detach().to(self.device, self.dtype))
+        self.layer = layer
         self.gate.zero_()
         self.gate[layer] = 1
         self.multipliers.zero_()
@@ -118,19 +130,74 @@ class PersistentSteering:
         self.handles = []
 
 
+class CudaGraphSteps:
+    """Decoding steps replayed from CUDA graphs, one per (cache, input shapes, steered layer).
+
+    The first step of a key runs eagerly on a side stream (the warm-up CUDA graphs need), the second is
+    captured and every later one replays it after copying the new inputs into the captured ones. The
+    static cache keeps its tensors and write position on the device and the steering state lives in
+    PersistentSteering's tensors, so a replay sees new multipliers, vectors and cache contents.
+    """
+
+    MAX_GRAPHS = 64
+
+    def __init__(self, model: Any, steering: PersistentSteering) -> None:
+        self.model = model
+        self.steering = steering
+        self.pool = torch.cuda.graph_pool_handle()  # graphs of all keys share one memory pool
+        self.graphs: dict[tuple, tuple[Any, dict[str, Any], Any]] = {}
+        self.warmed: set[tuple] = set()
+        self.capture_seconds: list[float] = []
+
+    def __call__(self, **kwargs: Any) -> Any:
+        key = (id(kwargs["cache"]), self.steering.layer,
+               *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)))
+        entry = self.graphs.get(key)
+        if entry is None:
+            if key not in self.warmed:
+                self.warmed.add(key)
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    out = self.model(**kwargs)
+                torch.cuda.current_stream().wait_stream(side)
+                return out
+            start = time.perf_counter()
+            static = {name: value.clone() if isinstance(value, torch.Tensor) else value
+                      for name, value in kwargs.items()}
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                out = self.model(**static)
+            if len(self.graphs) >= self.MAX_GRAPHS:  # e.g. a long layer sweep: forget the oldest
+                self.graphs.pop(next(iter(self.graphs)))
+            entry = self.graphs[key] = (graph, static, out)
+            self.capture_seconds.append(time.perf_counter() - start)
+        graph, static, out = entry
+        for name, value in kwargs.items():
+            if isinstance(value, torch.Tensor):
+                static[name].copy_(value)
+        graph.replay()
+        return out
+
+
 class FastPath:
-    """Generation with a static KV cache, persistent steering hooks and a compiled decoding step."""
+    """Generation with a static KV cache, persistent steering hooks and a compiled or graphed decoding step."""
 
     def __init__(self, model: Any, compile: bool = True, backend: str = "inductor",
-                 mode: str | None = "reduce-overhead", bucket: int = 256, max_batch: int = 4) -> None:
+                 mode: str | None = "reduce-overhead", bucket: int = 256, max_batch: int = 4,
+                 cuda_graphs: bool = False) -> None:
         self.model = model
         self.bucket = bucket
-        self.steering = PersistentSteering(model, max_batch)  # hooks first, then compile
+        # hooks first, then compile
+        self.steering = PersistentSteering(model, max_batch, skip_inactive=not compile)
         self._caches: dict[tuple[int, int], Any] = {}
         self.compiled = compile
         self.compiles = 0  # graphs built by the compiler (counted by the backend wrapper)
+        self.graphs: CudaGraphSteps | None = None
         if not compile:
             self.forward: Callable[..., Any] = model.forward
+            if cuda_graphs:
+                self.graphs = CudaGraphSteps(model, self.steering)
         elif backend == "inductor":
             # Count compiles through dynamo's own counter; inductor keeps its CUDA-graph mode.
             self.forward = torch.compile(model.forward, backend="inductor", mode=mode, dynamic=False)
@@ -163,6 +230,8 @@ class FastPath:
         return cache
 
     def decode_step(self, **kwargs: Any) -> Any:
+        if self.graphs is not None:
+            return self.graphs(**kwargs)
         if self.compiled and self._backend == "inductor" and next(self.model.parameters()).is_cuda:
             torch.compiler.cudagraph_mark_step_begin()
         return self.forward(**kwargs)
@@ -200,18 +269,24 @@ class FastPath:
         return seconds
 
 
-def enable_fast_path(lm: Any) -> dict[str, Any]:
+def graphs_supported(lm: Any) -> bool:
+    """CUDA graphs and the compiler: a CUDA model in 16/32 bits (bitsandbytes layers sync with the host)."""
+    return lm.device.type == "cuda" and lm.quantization is None
+
+
+def enable_fast_path(lm: Any, compile: bool = True) -> dict[str, Any]:
     """The generate() keyword arguments that route a LoadedModel through a warmed-up FastPath.
 
-    Used by the Engine when `model.compile` is true. CUDA: static cache + torch.compile (CUDA graphs).
-    Elsewhere, or with an 8-/4-bit model, the compiler is skipped (logged): static cache and persistent
-    hooks only, which give the same tokens as the eager path.
+    Used by the Engine: `model.compile` true gives static cache + torch.compile (CUDA graphs) on CUDA;
+    elsewhere, or with an 8-/4-bit model, the compiler is skipped (logged): static cache and persistent
+    hooks only, which give the same tokens as the eager path. `compile=False` (the Engine's default on
+    CUDA, `model.cuda_graphs`) replays CUDA graphs of the eager decoding step, captured on first use.
     """
-    use_compiler = lm.device.type == "cuda" and lm.quantization is None
-    if not use_compiler:
+    use_compiler = compile and graphs_supported(lm)
+    if compile and not use_compiler:
         log.warning("model.compile: torch.compile is used on CUDA with a 16/32-bit model only; "
                     "running %s with a static cache, without the compiler", lm.describe())
-    fast = FastPath(lm.model, compile=use_compiler)
+    fast = FastPath(lm.model, compile=use_compiler, cuda_graphs=not compile and graphs_supported(lm))
     with lm.lock:
         if use_compiler:
             fast.warm_up(lm.tokenizer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
 
@@ -40,4 +41,8 @@ def test_synthetic_gpu_path_runs_tiny_on_cpu(tmp_path, capsys):
     assert bench.cmd_bench(args, {}) == 0
     out = capsys.readouterr().out
     assert "graphs after warm-up / after 3 alpha changes" in out
+    assert "static cache + CUDA graphs, no compiler" in out and "decoding ms per step" in out
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    assert result["cuda_graphs"]["greedy_tokens_equal_to_eager"] == [1.0, 1.0, 1.0]  # fp32: the same tokens
+    assert result["compiled"]["decode_ms_per_step"] > 0
     assert (tmp_path / "gpu.json").exists() and (tmp_path / "gpu.md").exists()

@@ -147,3 +147,20 @@ def test_lookahead_decoding_gives_the_same_tokens_and_stops_on_time(model, tiny_
         assert result.stopped and result.new_tokens == [3, 3, 3]
     finally:
         model.generation_config.eos_token_id = None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_steps_match_eager_and_follow_alpha_and_layer(tiny_tokenizer, vector):
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(len(tiny_tokenizer)).cuda()
+    fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)
+    convs = [Q1, Q2, Q1]
+    for alphas, layer, vec in (([3.0, 0.0, -3.0], 1, vector), ([1.0, 0.0, -1.0], 1, vector),
+                               ([5.0, 0.0, -5.0], 3, -vector), ([3.0, 0.0, -3.0], 1, vector)):
+        expected = _eager(model, tiny_tokenizer, convs, alphas, layer, vec.cuda())
+        got = fast.generate(tiny_tokenizer, convs, multipliers=alphas, steer=SteeringSpec(layer, vec), settings=GREEDY)
+        assert got.token_ids == expected.token_ids
+    assert len(fast.graphs.graphs) == 2  # one capture per steered layer; alpha and vector are data
+    plain = generate(model, tiny_tokenizer, [Q2], settings=GREEDY)
+    assert fast.generate(tiny_tokenizer, [Q2], settings=GREEDY).token_ids == plain.token_ids
