@@ -1,9 +1,10 @@
 """Building CAA steering vectors: mean difference of activations over contrastive A/B pairs.
 
-Batched and padding-aware. The prompts of a batch share the chat template's opening, and the two
-prompts of a pair share every token up to the answer: shared tokens are run once and only the
-differing answer tokens are run for each side, on top of the KV cache. Tokens after the last read
-position, the LM head and the layers past the deepest requested one are skipped.
+Batched and packed. The prompts of a batch share the chat template's opening, run once into a KV
+cache; the two prompts of a pair share every token up to the answer, so each pair is one packed row
+(question, positive answer, negative answer) with an attention mask that keeps the two answers apart.
+Tokens after the last read position, the LM head and the layers past the deepest requested one are
+skipped.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
     return pairs
 
 
-def _own_length(pair: PairTokens) -> int:
-    return max(len(pair.positive.input_ids), len(pair.negative.input_ids)) - pair.shared
+def _row_length(pair: PairTokens) -> int:
+    # the packed row of a pair: its question once, then both answers
+    return len(pair.positive.input_ids) + len(pair.negative.input_ids) - pair.shared
 
 
 def mean_difference(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
@@ -63,85 +65,65 @@ def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[i
                      pad_id: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """For one batch of pairs: {layer: (positive means, negative means)}, each (pairs, hidden).
 
-    Three stages share one KV cache: (0) the prefix common to every prompt of the batch (system
-    prompt, template) once; (1) each pair's own shared prefix (its question), once per pair;
-    (2) each side's answer tokens. Every token is computed once, and results match running each
-    prompt on its own (the attention mask hides the padding between stages).
+    Two stages share one KV cache: (0) the prefix common to every prompt of the batch (system prompt,
+    template), once; (1) one packed row per pair: its question, then the positive side's own tokens,
+    then the negative side's, each side at its true positions. A 4D attention mask lets each side see
+    the common prefix, the question and its own earlier tokens, never the other side. So every token
+    is computed once, padding is only the tail of the shorter rows, and each read activation equals
+    running that prompt on its own.
     """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
     n = len(pairs)
-    sides = [side for p in pairs for side in (p.positive, p.negative)]  # row 2i: positive, 2i+1: negative
+    sides = [side for p in pairs for side in (p.positive, p.negative)]  # segment 2i: positive, 2i+1: negative
     first_read = min(min(side.read_positions) for side in sides)
     common = min(first_read, min(p.shared for p in pairs))
     for side in sides[1:]:
         common = common_prefix_length(sides[0].input_ids, side.input_ids, common)
 
-    # stage 1: the rest of each pair's shared prefix, left padded (pads sit between stages 0 and 1)
-    width = max(p.shared for p in pairs) - common
-    prefix_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    prefix_mask = torch.zeros((n, width), dtype=torch.long)
-    prefix_pos = torch.full((n, width), common, dtype=torch.long)
-    # stage 2: each side's own tokens, right padded (pads come after every read)
-    suffix_width = max(_own_length(p) for p in pairs)
-    suffix_ids = torch.full((2 * n, suffix_width), pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((2 * n, suffix_width), dtype=torch.long)
-    suffix_pos = torch.zeros((2 * n, suffix_width), dtype=torch.long)
-    prefix_reads: list[tuple[int, int, int]] = []  # (stage-1 row, column, segment)
-    suffix_reads: list[tuple[int, int, int]] = []
+    width = max(_row_length(p) for p in pairs) - common
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.full((n, width), common, dtype=torch.long)
+    # rows attend to the cached common prefix; padding also only to that, so no row is fully masked
+    mask = torch.zeros((n, 1, width, common + width), dtype=torch.bool)
+    mask[..., :common] = True
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    reads: list[tuple[int, int, int]] = []  # (row, column, segment)
     for i, pair in enumerate(pairs):
-        own_prefix = pair.positive.input_ids[common: pair.shared]
-        start = width - len(own_prefix)
-        prefix_ids[i, start:] = torch.tensor(own_prefix, dtype=torch.long)
-        prefix_mask[i, start:] = 1
-        prefix_pos[i, start:] = torch.arange(common, pair.shared)
+        question = pair.positive.input_ids[common: pair.shared]
+        q = len(question)
+        ids[i, :q] = torch.tensor(question, dtype=torch.long)
+        positions[i, :q] = torch.arange(common, pair.shared)
+        mask[i, 0, :q, common: common + q] = causal[:q, :q]
+        start = q
         for j, side in enumerate((pair.positive, pair.negative)):
-            row = 2 * i + j
             own = side.input_ids[pair.shared:]
-            suffix_ids[row, : len(own)] = torch.tensor(own, dtype=torch.long)
-            suffix_mask[row, : len(own)] = 1
-            suffix_pos[row] = pair.shared + torch.arange(suffix_width)
+            span = slice(start, start + len(own))
+            ids[i, span] = torch.tensor(own, dtype=torch.long)
+            positions[i, span] = torch.arange(pair.shared, pair.shared + len(own))
+            mask[i, 0, span, common: common + q] = True
+            mask[i, 0, span, common + start: common + start + len(own)] = causal[:len(own), :len(own)]
             for position in side.read_positions:
-                if position < pair.shared:
-                    prefix_reads.append((i, start + position - common, row))
-                else:
-                    suffix_reads.append((row, position - pair.shared, row))
+                column = position - common if position < pair.shared else start + position - pair.shared
+                reads.append((i, column, 2 * i + j))
+            start += len(own)
 
-    def rows_cols(reads: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.tensor([r[0] for r in reads], dtype=torch.long),
-                torch.tensor([r[1] for r in reads], dtype=torch.long))
-
-    records: list[dict[int, torch.Tensor]] = []
     with recording(model, layers) as recorder:
         cache = DynamicCache(config=model.config)
-        mask = torch.ones((1, common), dtype=torch.long)
         if common > 0:
-            recorder.select(*rows_cols([]))
+            recorder.select(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
             run_truncated(model, input_ids=torch.tensor([sides[0].input_ids[:common]], device=device),
-                          attention_mask=mask.to(device), position_ids=torch.arange(common, device=device)[None],
-                          cache=cache, use_cache=True)
+                          attention_mask=torch.ones((1, common), dtype=torch.long, device=device),
+                          position_ids=torch.arange(common, device=device)[None], cache=cache, use_cache=True)
             cache.batch_repeat_interleave(n)
-        mask = torch.cat([mask.expand(n, -1), prefix_mask], dim=-1)
-        if width > 0:
-            recorder.select(*rows_cols(prefix_reads))
-            run_truncated(model, input_ids=prefix_ids.to(device), attention_mask=mask.to(device),
-                          position_ids=prefix_pos.to(device), cache=cache, use_cache=True)
-            records.append(recorder.records)
-        cache.batch_repeat_interleave(2)
-        mask = torch.cat([mask.repeat_interleave(2, dim=0), suffix_mask], dim=-1)
-        recorder.select(*rows_cols(suffix_reads))
-        run_truncated(model, input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
-                      position_ids=suffix_pos.to(device), cache=cache, use_cache=True)
-        records.append(recorder.records)
+        recorder.select(torch.tensor([r[0] for r in reads]), torch.tensor([r[1] for r in reads]))
+        run_truncated(model, input_ids=ids.to(device), attention_mask=mask.to(device),
+                      position_ids=positions.to(device), cache=cache, use_cache=True)
 
-    segments = torch.tensor([r[2] for r in prefix_reads + suffix_reads], dtype=torch.long)
-    out = {}
-    for layer in recorder.layers:
-        stacked = torch.cat([part[layer] for part in records], dim=0)
-        means = _segment_means(stacked, segments, 2 * n)
-        out[layer] = (means[0::2], means[1::2])
-    return out
+    segments = torch.tensor([r[2] for r in reads], dtype=torch.long)
+    return {layer: (means[0::2], means[1::2]) for layer in recorder.layers
+            for means in (_segment_means(recorder.records[layer], segments, 2 * n),)}
 
 
 def extract_vectors(
@@ -156,9 +138,8 @@ def extract_vectors(
 ) -> dict[int, torch.Tensor]:
     """One CAA vector per requested layer from all pairs (float32, on the CPU)."""
     pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt)
-    # Batching pairs of similar answer length, then question length, keeps padding small (the answers
-    # are most of the work in answer-mean mode); the mean does not depend on the order.
-    order = sorted(range(len(pairs)), key=lambda k: (_own_length(pairs[k]), pairs[k].shared))
+    # Batching pairs of similar packed length keeps the padding small; the mean does not depend on the order.
+    order = sorted(range(len(pairs)), key=lambda k: (_row_length(pairs[k]), pairs[k].shared))
     pad_id = pad_token_id(tokenizer)
     positives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     negatives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
