@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import torch
 
 from steering.hooks import steering
-from steering.prompts import Message, build_messages, chat_prompt, pad_token_id
+from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
 
 
 # Queue the next decoding step before reading this one's tokens: None = on CUDA devices only.
@@ -105,12 +105,25 @@ def generate(
     batch = len(prompts)
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)
+    # Rows that begin alike (the app's three panes, a template's system prompt) share that prefix: it
+    # is computed once for all rows, before steering starts (it ends before every row's steer_from),
+    # and its KV cache is copied to each row. A static cache has a fixed batch, so only dynamic ones.
+    shared = 0
+    if batch > 1 and cache_factory is None:
+        shared = min(len(p.input_ids) for p in prompts) - 1  # each row keeps a token of its own
+        if steer is not None:
+            shared = min(shared, min(p.steer_from for p in prompts))
+        for prompt in prompts[1:]:
+            shared = common_prefix_length(prompts[0].input_ids, prompt.input_ids, shared)
     width = max(len(p.input_ids) for p in prompts)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     attention = torch.zeros((batch, width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):  # left padding: every row's last token is at the same index
-        input_ids[row, width - len(prompt.input_ids):] = torch.tensor(prompt.input_ids)
-        attention[row, width - len(prompt.input_ids):] = 1
+    for row, prompt in enumerate(prompts):  # the shared prefix, then the rest left padded: last tokens aligned
+        own = len(prompt.input_ids) - shared
+        input_ids[row, :shared] = torch.tensor(prompt.input_ids[:shared], dtype=torch.long)
+        input_ids[row, width - own:] = torch.tensor(prompt.input_ids[shared:], dtype=torch.long)
+        attention[row, :shared] = 1
+        attention[row, width - own:] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     total = width + settings.max_new_tokens
@@ -120,6 +133,10 @@ def generate(
         from transformers import DynamicCache
 
         cache = DynamicCache(config=model.config)
+        if shared:
+            model(input_ids=input_ids[:1, :shared], attention_mask=attention[:1, :shared],
+                  position_ids=positions[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(batch)
     # One mask for the whole generation, filled in place: a static cache sees all of it (the columns
     # not yet written are 0), a dynamic one the prefix that matches what it holds.
     static = bool(getattr(cache, "is_compileable", False))
@@ -141,7 +158,7 @@ def generate(
 
     def run() -> None:
         nonlocal stopped
-        ids, pos, length = input_ids, positions, width
+        ids, pos, length = input_ids[:, shared:], positions[:, shared:], width
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         pad = torch.tensor(pad_id, device=device)
         eos_ids = torch.tensor(sorted(eos), dtype=torch.long, device=device) if eos else None

@@ -40,6 +40,26 @@ def test_rows_do_not_depend_on_each_other(tiny_model, tiny_tokenizer, vector):
     assert batch.token_ids[1] == alone_second.token_ids[0]
 
 
+def test_shared_prefix_runs_once_and_changes_no_row(tiny_model, tiny_tokenizer, vector):
+    convs = [Q2, Q2[:2] + [{"role": "user", "content": "Another question entirely."}], Q2]
+    alphas = [2.0, 0.0, -2.0]
+    ids = [chat_prompt(tiny_tokenizer, conv).input_ids for conv in convs]
+    shared = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1])) if a != b)
+    shapes = []
+    handle = tiny_model.model.layers[0].register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape[:2])))
+    try:
+        batch = generate(tiny_model, tiny_tokenizer, convs, multipliers=alphas, steer=SteeringSpec(1, vector),
+                         settings=GREEDY)
+    finally:
+        handle.remove()
+    assert shapes[0] == (1, shared)  # the common prefix (history and template), once
+    assert shapes[1] == (3, max(map(len, ids)) - shared)  # then each row's own tokens
+    for row, (conv, alpha) in enumerate(zip(convs, alphas)):
+        alone = generate(tiny_model, tiny_tokenizer, [conv], multipliers=[alpha], steer=SteeringSpec(1, vector),
+                         settings=GREEDY)
+        assert batch.token_ids[row] == alone.token_ids[0]
+
+
 @torch.inference_mode()
 def _uncached_greedy(model, tokenizer, conversation, layer, vector, multiplier, steps):
     """Reference: recompute the whole sequence every step (no KV cache), hook active throughout."""
