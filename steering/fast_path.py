@@ -166,7 +166,8 @@ class CudaGraphSteps:
             static = {name: value.clone() if isinstance(value, torch.Tensor) else value
                       for name, value in kwargs.items()}
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread_local: the app's other threads may touch CUDA while a request thread captures
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 out = self.model(**static)
             if len(self.graphs) >= self.MAX_GRAPHS:  # e.g. a long layer sweep: forget the oldest
                 self.graphs.pop(next(iter(self.graphs)))
