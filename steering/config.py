@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "default_model_settings": {"read_mode": "answer-mean", "layer_fraction": 0.33, "multiplier": 2.0},
     "generation": {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 0, "system_prompt": None},
     "extraction": {"batch_size": 16},
+    "limits": {"max_new_tokens": 1024, "max_prompt_tokens": 4096, "max_abs_multiplier": 100.0,
+               "max_dataset_item_chars": 20000},
     "app": {
         "host": "127.0.0.1",
         "port": 7860,
@@ -71,7 +73,7 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
         raise SteeringError(f"config file {path} is not valid YAML: {detail}") from None
     if not isinstance(data, dict):
         raise SteeringError(f"config file {path}: expected a mapping at the top level, found {type(data).__name__}")
-    for section in ("model", "generation", "extraction", "app", "evaluation", "models"):
+    for section in ("model", "generation", "extraction", "limits", "app", "evaluation", "models"):
         if section in data and not isinstance(data[section], dict):
             raise SteeringError(
                 f"config file {path}: section '{section}' must be a mapping, found {type(data[section]).__name__}"

@@ -1,0 +1,139 @@
+"""Bounds every entry point (app, API, CLI, datasets) checks before the model runs.
+
+One place for the ranges, so the API enforces what the UI's sliders allow and the CLI refuses what the
+app refuses. Every check raises :class:`SteeringError` with a one-line message naming the bad value;
+none of them touches the model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from steering.errors import SteeringError
+
+__all__ = [
+    "Limits",
+    "BEHAVIOR_NAME",
+    "SEED_MAX",
+    "check_behavior_name",
+    "check_finite",
+    "check_multiplier",
+    "check_seed",
+    "check_token_budget",
+]
+
+# Behavior names are names, never paths: lower-case letters, digits, '_' and '-' (at most 64).
+BEHAVIOR_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# torch.Generator.manual_seed takes a 64-bit signed value; larger ones overflow inside torch.
+SEED_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on the work one request may ask for (config section `limits:`).
+
+    Attributes:
+        max_new_tokens: most tokens generated per row (the UI slider's maximum).
+        max_prompt_tokens: most tokens of system prompt + history + message, after the chat template.
+        max_abs_multiplier: largest |α| accepted (beyond it the text is noise on any model).
+        max_dataset_item_chars: longest question / option text a dataset item may have.
+    """
+
+    max_new_tokens: int = 1024
+    max_prompt_tokens: int = 4096
+    max_abs_multiplier: float = 100.0
+    max_dataset_item_chars: int = 20_000
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> Limits:
+        """The `limits:` section of a loaded config (missing keys keep the defaults above)."""
+        section = dict((config or {}).get("limits") or {})
+        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SteeringError(f"config: unknown key(s) in limits: {', '.join(unknown)}")
+        return cls(**section)
+
+
+def check_finite(value: Any, name: str) -> float:
+    """`value` as a float; raises SteeringError when it is not a number, NaN or infinite."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SteeringError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise SteeringError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def check_multiplier(value: Any, limits: Limits = Limits(), name: str = "multiplier") -> float:
+    """A steering multiplier α: finite and |α| <= limits.max_abs_multiplier; raises SteeringError."""
+    number = check_finite(value, name)
+    if abs(number) > limits.max_abs_multiplier:
+        raise SteeringError(
+            f"{name} {number:g} is out of range: expected between {-limits.max_abs_multiplier:g} "
+            f"and {limits.max_abs_multiplier:g}"
+        )
+    return number
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A random seed: an integer in [0, 2**63 - 1]; raises SteeringError otherwise."""
+    if isinstance(value, bool):
+        raise SteeringError(f"{name} must be an integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise SteeringError(f"{name} must be a whole number, got {value!r}")
+        value = int(value)
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        raise SteeringError(f"{name} must be an integer, got {value!r}") from None
+    if not 0 <= seed <= SEED_MAX:
+        raise SteeringError(f"{name} {seed} is out of range: expected 0 to {SEED_MAX}")
+    return seed
+
+
+def check_behavior_name(name: Any) -> str:
+    """A behavior name usable as a folder name: lower-case letters, digits, '_' and '-' only.
+
+    Raises SteeringError for empty names, paths ('../x', '/abs', 'a/b') and anything else.
+    """
+    if not isinstance(name, str) or not BEHAVIOR_NAME.match(name):
+        raise SteeringError(
+            f"behavior name {name!r} is not valid: use lower-case letters, digits, '_' and '-' (e.g. refusal)"
+        )
+    return name
+
+
+def check_token_budget(prompt_tokens: int, max_new_tokens: int, limits: Limits = Limits(),
+                       context_length: int | None = None, what: str = "the prompt") -> None:
+    """Refuse work that exceeds the caps before the model runs.
+
+    Args:
+        prompt_tokens: tokens of the templated prompt (system prompt + history + message).
+        max_new_tokens: tokens asked for per row.
+        limits: the configured caps.
+        context_length: the model's context window in tokens (None: unknown, not checked).
+        what: how the message names the prompt (e.g. "row 2's conversation").
+
+    Raises:
+        SteeringError: max_new_tokens outside [1, limits.max_new_tokens], prompt_tokens over
+            limits.max_prompt_tokens, or prompt + new tokens over the context window.
+    """
+    if not 1 <= max_new_tokens <= limits.max_new_tokens:
+        raise SteeringError(
+            f"max_new_tokens {max_new_tokens} is out of range: expected 1 to {limits.max_new_tokens}"
+        )
+    if prompt_tokens > limits.max_prompt_tokens:
+        raise SteeringError(
+            f"{what} is {prompt_tokens} tokens long (system prompt + history + message); "
+            f"the limit is {limits.max_prompt_tokens}"
+        )
+    if context_length is not None and prompt_tokens + max_new_tokens > context_length:
+        raise SteeringError(
+            f"{what} ({prompt_tokens} tokens) plus {max_new_tokens} new tokens exceeds the model's "
+            f"context of {context_length} tokens"
+        )
