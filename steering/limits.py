@@ -23,6 +23,7 @@ __all__ = [
     "check_multiplier",
     "check_seed",
     "check_token_budget",
+    "model_context_length",
 ]
 
 # Behavior names are names, never paths: lower-case letters, digits, '_' and '-' (at most 64).
@@ -137,3 +138,18 @@ def check_token_budget(prompt_tokens: int, max_new_tokens: int, limits: Limits =
             f"{what} ({prompt_tokens} tokens) plus {max_new_tokens} new tokens exceeds the model's "
             f"context of {context_length} tokens"
         )
+
+
+def model_context_length(model: Any) -> int | None:
+    """The model's context window in tokens, or None when its config does not say.
+
+    Args:
+        model: a transformers model or its config (reads `max_position_embeddings`, else `n_positions`
+            / `max_sequence_length`).
+    """
+    config = getattr(model, "config", model)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
