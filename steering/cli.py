@@ -83,13 +83,18 @@ def _steering_choice(engine, args: argparse.Namespace):
 def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.datasets import file_sha256, load_ab_dataset
     from steering.extraction import extract_vectors
+    from steering.limits import Limits
     from steering.prompts import READ_MODES
-    from steering.vector_files import VectorSet, save_caa_layout, save_gguf, save_safetensors, vector_path
+    from steering.vector_files import (VectorSet, caa_filename, gguf_layers, save_caa_layout, save_gguf,
+                                       save_safetensors, vector_path)
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json")
-    items = load_ab_dataset(dataset)  # validate before the slow model load
+    # validate before the slow model load (answer-mean items are checked again once the default mode is known)
+    items = load_ab_dataset(dataset, args.read_mode, Limits.from_config(config))
     if args.max_pairs:
         items = items[: args.max_pairs]
+    if args.gguf and args.layers:
+        gguf_layers(args.layers, "--gguf")  # a GGUF with no layer left (only layer 0) is refused before the model loads
     engine = _engine(args, config)
     lm = engine.lm
     read_mode = args.read_mode or engine.defaults.read_mode
@@ -115,11 +120,12 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     print(f"wrote {out} ({len(layers)} layers, {len(items)} pairs, read mode {read_mode}, "
           f"{len(items) / seconds:.1f} pairs/s)")
     if args.caa_layout:
-        files = save_caa_layout(vset, out.parent, lm.slug)
-        print(f"wrote {len(files)} files in the paper's layout: {files[0].parent}/vec_layer_<L>_{lm.slug}.pt")
+        files = save_caa_layout(vset, out.parent, lm.name)  # named like the paper's code: hub-id basename
+        print(f"wrote {len(files)} files in the paper's layout: {files[0].parent}/{caa_filename('<L>', lm.name)}")
     if args.gguf:
-        gguf_vset = VectorSet({k: v for k, v in vectors.items() if k > 0}, vset.metadata)
-        print(f"wrote {save_gguf(gguf_vset, out.with_suffix('.gguf'), model_hint='llama')} (llama.cpp control vector)")
+        note = gguf_layers(vset.layers)[1]  # layer 0 is skipped: llama.cpp control vectors have none
+        print(f"wrote {save_gguf(vset, out.with_suffix('.gguf'), model_hint='llama')} (llama.cpp control vector"
+              f"{'; ' + note if note else ''})")
     return 0
 
 
@@ -219,13 +225,17 @@ def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int
 
 
 def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from steering.vector_files import VectorSet, load_vectors, save_gguf
+    from steering.vector_files import VectorSet, gguf_layers, load_vectors, save_gguf
 
+    if args.layers:
+        gguf_layers(args.layers, args.out)  # the one GGUF layer check (also in save_gguf and extract --gguf)
     vset = load_vectors(args.source)
-    layers = args.layers or [layer for layer in vset.layers if layer > 0]
+    layers = args.layers or vset.layers
     chosen = VectorSet({layer: vset.vector(layer) for layer in layers}, vset.metadata)
-    path = save_gguf(chosen, args.out, model_hint=args.model_hint)
-    print(f"wrote {path} ({len(layers)} layers); use: llama-cli -m MODEL.gguf --control-vector {path}")
+    path = save_gguf(chosen, args.out, model_hint=args.model_hint)  # skips layer 0
+    kept, note = gguf_layers(layers)
+    print(f"wrote {path} ({len(kept)} layers{'; ' + note if note else ''}); "
+          f"use: llama-cli -m MODEL.gguf --control-vector {path}")
     return 0
 
 

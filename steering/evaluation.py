@@ -30,9 +30,10 @@ from torch import nn
 from steering.datasets import ABItem
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.hooks import steering
+from steering.hooks import apply_steering, steering, unit_vector
 from steering.layers import decoder_layers
-from steering.prompts import build_messages, chat_prompt, common_prefix_length, pad_token_id
+from steering.limits import model_context_length
+from steering.prompts import answer_letter_tokens, build_messages, chat_prompt, pad_token_id
 from steering.refusal import RefusalDetector, distinct_ngram_share
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class ABPrompt:
     """One A/B question split where steering starts."""
 
     prefix: list[int]  # unsteered: everything through the user's turn
-    suffix: list[int]  # steered: the assistant header and "(" (the position whose next token is read)
+    suffix: list[int]  # steered: the assistant header (or the instruction's last token) and "(" (read next)
     letter_ids: dict[str, int]  # choice letter -> token id of the letter after "("
     matching: str
 
@@ -57,29 +58,47 @@ class ABPrompt:
         return self.prefix + self.suffix
 
 
-def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | None = None) -> list[ABPrompt]:
-    """Tokenize the A/B questions for the measure.
+def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | None = None,
+               context_length: int | None = None) -> list[ABPrompt]:
+    """Tokenize the A/B questions for the measure (Rimsky et al. 2023, section 4).
 
-    The letter tokens come from tokenizing the whole reply "(A", "(B", ...: the prompt is the tokens
-    all versions share and each letter's token is the first one that differs. With SmolLM2 and
-    Llama-2 "(" is its own token and the letters follow; if a tokenizer merged "(A", the prompt
-    would end before it and the merged tokens would be compared instead.
+    Each prompt is the chat prompt the model would answer (steering.prompts.chat_prompt: the same tokens
+    and the same first steered position as in generation) followed by the reply's opening "(", tokenized
+    on its own (prompts.answer_letter_tokens); the letter tokens are those that follow that opening. So
+    the measure does not depend on how the template's last characters and "(A" would tokenize joined
+    (Llama-2's "[/INST](A" merges into "…INST", "](", "A"); with SentencePiece vocabularies the reply
+    reads "[/INST] (", the paper's own prompt.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        items: the A/B items (their choice letters; items without option lines use the two answers' letters).
+        system_prompt: a system prompt for the template (None: the template's default).
+        context_length: the model's context in tokens (steering.limits.model_context_length); a prompt
+            longer than it is refused before the model runs (None: not checked).
+
+    Returns:
+        One ABPrompt per item, in order.
+
+    Raises:
+        SteeringError: naming the item's index, when its letters cannot be told apart as tokens or its
+            prompt does not fit the context.
     """
     prompts = []
+    openings: dict[tuple[str, ...], tuple[list[int], dict[str, int]]] = {}
     for index, item in enumerate(items):
-        messages = build_messages([{"role": "user", "content": item.question}], system_prompt)
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        steer_from = chat_prompt(tokenizer, messages).steer_from
-        letters = sorted(item.choices)
-        versions = {letter: tokenizer(text + f"({letter}", add_special_tokens=False)["input_ids"] for letter in letters}
-        shared = min(common_prefix_length(versions[letters[0]], v) for v in versions.values())
-        ids = versions[letters[0]][:shared]
-        if shared >= min(len(v) for v in versions.values()) or shared <= steer_from:
-            raise SteeringError(f"A/B item {index}: cannot find the answer-letter tokens after '(' in the prompt")
-        letter_ids = {letter: versions[letter][shared] for letter in letters}
-        if len(set(letter_ids.values())) != len(letter_ids):
-            raise SteeringError(f"A/B item {index}: two answer letters map to the same token")
-        prompts.append(ABPrompt(ids[:steer_from], ids[steer_from:], letter_ids, item.matching))
+        letters = tuple(item.letters)
+        if letters not in openings:
+            try:
+                openings[letters] = answer_letter_tokens(tokenizer, letters)
+            except SteeringError as exc:
+                raise SteeringError(f"A/B item {index}: {exc}") from None
+        opening, letter_ids = openings[letters]
+        prompt = chat_prompt(tokenizer, build_messages([{"role": "user", "content": item.question}], system_prompt))
+        ids = prompt.input_ids + opening
+        if context_length is not None and len(ids) > context_length:
+            raise SteeringError(f"A/B item {index}: the prompt is {len(ids)} tokens long; the model's context is "
+                                f"{context_length} tokens")
+        prompts.append(ABPrompt(ids[:prompt.steer_from], ids[prompt.steer_from:], dict(letter_ids), item.matching))
     return prompts
 
 
@@ -233,8 +252,13 @@ def ab_probabilities(
                     with _layers_from(model, layer + 1) as skipping:
                         if skipping:
                             hidden = outputs[layer].repeat_interleave(k, 0)
-                            factors = row_multipliers.to(hidden.device, hidden.dtype)[:, None, None]
-                            embeds = hidden + factors * vector.to(hidden.device, hidden.dtype)
+                            v = vector.to(hidden.device, hidden.dtype)
+                            add = row_multipliers.to(hidden.device, hidden.dtype)
+                            none = torch.zeros_like(add)
+                            # the suffix is all steered positions: active = 1 everywhere
+                            embeds = apply_steering(hidden, v, unit_vector(v), add, none, none,
+                                                    torch.ones(hidden.shape[:2], dtype=hidden.dtype,
+                                                               device=hidden.device))
                             logits = model(inputs_embeds=embeds, attention_mask=row_mask, position_ids=row_pos,
                                            cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
                             for later in range(layer + 1, len(blocks)):
@@ -266,7 +290,7 @@ def ab_sweep(engine: "Engine", vector: Any, layers: Sequence[int], multipliers: 
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)
     lm = engine.lm
-    prompts = ab_prompts(lm.tokenizer, items, system_prompt)
+    prompts = ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model))
     with lm.lock:
         result = ab_probabilities(lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size,
                                   pad_token_id(lm.tokenizer))

@@ -84,6 +84,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.cli import _display_path, _engine, _system_prompt
     from steering.config import PROJECT_ROOT
     from steering.datasets import load_ab_dataset, load_open_ended
+    from steering.limits import Limits, model_context_length
 
     started = time.perf_counter()
     data_dir = PROJECT_ROOT / config["datasets_dir"] / args.behavior
@@ -98,8 +99,9 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     if args.vector and not Path(args.vector).exists():
         raise SteeringError(f"{args.vector}: file not found")
     # validate the inputs before the slow imports and the model load
-    items = load_ab_dataset(ab_path)[: args.limit_ab]
-    questions = [] if args.no_open_ended else load_open_ended(open_path)[: args.limit_open]
+    limits = Limits.from_config(config)
+    items = load_ab_dataset(ab_path, "letter", limits)[: args.limit_ab]
+    questions = [] if args.no_open_ended else load_open_ended(open_path, limits)[: args.limit_open]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SteeringError(f"--out {out}: exists and is not a folder")
@@ -150,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     else:
         specs = [(l, vset.vector(l)) for l in layers] + [(layer, vector), (layer, controls["random"]),
                                                           (layer, controls["negated"])]
-        prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt)
+        prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model))
         t0 = time.perf_counter()
         with lm.lock:
             ab = ev.ab_probabilities(lm.model, prompts, specs, multipliers, args.batch_size, pad_token_id(lm.tokenizer),

@@ -16,6 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steering.datasets import ABItem
+from steering.errors import SteeringError
+from steering.limits import model_context_length
 from steering.prompts import ContrastTokens, common_prefix_length, contrast_tokens, pad_token_id
 from steering.record import recording, run_truncated
 
@@ -33,11 +35,36 @@ def _through_last_read(side: ContrastTokens) -> ContrastTokens:
 
 
 def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
-                   system_prompt: str | None = None) -> list[PairTokens]:
+                   system_prompt: str | None = None, context_length: int | None = None) -> list[PairTokens]:
+    """Tokenize each A/B item's two sides for extraction, checking them before any model runs.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        items: the A/B items.
+        read_mode: "letter" or "answer-mean" (steering.prompts.contrast_tokens).
+        system_prompt: a system prompt for the template (None: the template's default).
+        context_length: the model's context in tokens (steering.limits.model_context_length); None: not checked.
+
+    Returns:
+        One PairTokens per item (each side cut after its last read position).
+
+    Raises:
+        SteeringError: one line naming the item's index and option: an option with no text or one that
+            tokenizes to nothing (answer-mean mode), or a side longer than the model's context.
+    """
     pairs = []
-    for item in items:
-        pos = _through_last_read(contrast_tokens(tokenizer, item, item.matching, read_mode, system_prompt))
-        neg = _through_last_read(contrast_tokens(tokenizer, item, item.not_matching, read_mode, system_prompt))
+    for index, item in enumerate(items):
+        sides = []
+        for letter in (item.matching, item.not_matching):
+            try:
+                side = _through_last_read(contrast_tokens(tokenizer, item, letter, read_mode, system_prompt))
+            except SteeringError as exc:
+                raise SteeringError(f"dataset item {index}: {exc}") from None
+            if context_length is not None and len(side.input_ids) > context_length:
+                raise SteeringError(f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
+                                    f"tokens long; the model's context is {context_length} tokens")
+            sides.append(side)
+        pos, neg = sides
         # leave each side at least one token of its own
         limit = min(len(pos.input_ids), len(neg.input_ids)) - 1
         pairs.append(PairTokens(pos, neg, common_prefix_length(pos.input_ids, neg.input_ids, limit)))
@@ -137,7 +164,7 @@ def extract_vectors(
     progress: bool = True,
 ) -> dict[int, torch.Tensor]:
     """One CAA vector per requested layer from all pairs (float32, on the CPU)."""
-    pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt)
+    pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt, model_context_length(model))
     # Batching pairs of similar packed length keeps the padding small; the mean does not depend on the order.
     order = sorted(range(len(pairs)), key=lambda k: (_row_length(pairs[k]), pairs[k].shared))
     pad_id = pad_token_id(tokenizer)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from steering.datasets import ABItem
+from steering.datasets import READ_MODES, ABItem
+from steering.errors import SteeringError
 
 Message = dict[str, str]
-READ_MODES = ("letter", "answer-mean")
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -45,18 +45,70 @@ def _ids(tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -
 @dataclass(frozen=True)
 class PromptTokens:
     input_ids: list[int]
-    steer_from: int  # first position steered: the token after the end of the user's last instruction
+    steer_from: int  # first position steered: the end of the user's last instruction (see chat_prompt)
 
 
 def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> PromptTokens:
-    """Tokens ready for generation and where steering starts (the assistant part, per the paper)."""
+    """Tokens ready for generation and the first position to steer (Rimsky et al. 2023, section 3).
+
+    The paper steers every position from the end of the user's instruction on: with Llama-2-chat, from
+    the last token of "[/INST]" (the original code's `find_instruction_end_postion`, positions >= it).
+    The rule here, for any template: render the conversation with and without the generation prompt;
+
+    - a template with an assistant header (ChatML, Llama-3, Gemma) renders the user's turn as a prefix
+      of the generation prompt: steering starts at the header, the first token that is not the user's
+      turn (if the header merges with the turn's last characters, at the merged token);
+    - a template without one (Llama-2, Mistral: the prompt ends with "[/INST]") renders both alike, and
+      one whose renderings differ otherwise is not trusted: steering starts at the last prompt token.
+
+    Either way steer_from <= len(input_ids) - 1, so the first generated token is always steered.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        messages: the conversation ({"role", "content"} dicts), ending with the user's turn.
+
+    Returns:
+        PromptTokens: input_ids (the templated prompt, no extra special tokens) and steer_from.
+    """
     messages = list(messages)
-    ids = _ids(tokenizer, messages, add_generation_prompt=True)
-    through_user = _ids(tokenizer, messages, add_generation_prompt=False)
-    # Chat templates render "everything up to the user's turn" as a prefix of the generation prompt;
-    # if a template does not, fall back to steering only the generated tokens.
-    steer_from = len(through_user) if ids[: len(through_user)] == through_user else len(ids)
-    return PromptTokens(ids, steer_from)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    last = max(len(ids) - 1, 0)
+    user_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    if len(user_text) < len(text) and text.startswith(user_text):
+        through_user = tokenizer(user_text, add_special_tokens=False)["input_ids"]
+        return PromptTokens(ids, min(common_prefix_length(ids, through_user), last))
+    return PromptTokens(ids, last)
+
+
+def answer_letter_tokens(tokenizer: Any, letters: Sequence[str]) -> tuple[list[int], dict[str, int]]:
+    """How the reply "(A", "(B", ... starts, tokenized on its own, never joined to the prompt's text.
+
+    Joining the reply to the prompt's text lets a tokenizer merge across the boundary (Llama-2's vocabulary
+    turns "[/INST](A" into "…INST", "](", "A"); tokenized separately, as the model writes a reply after its
+    prompt, SentencePiece vocabularies give the paper's own "[/INST] (A" ("▁(", "A").
+
+    Args:
+        tokenizer: a transformers tokenizer.
+        letters: the choice letters, e.g. ["A", "B"].
+
+    Returns:
+        (opening, letter_ids): the tokens every "(<letter>" shares (usually "(" or "▁("; empty if the
+        vocabulary merges "(A") and, per letter, the first token after them.
+
+    Raises:
+        SteeringError: the letters do not tokenize to distinct tokens after the shared opening.
+    """
+    versions = {letter: tokenizer(f"({letter}", add_special_tokens=False)["input_ids"] for letter in letters}
+    first = versions[letters[0]]
+    shared = min(common_prefix_length(first, v) for v in versions.values())
+    if any(len(v) <= shared for v in versions.values()):
+        raise SteeringError(f"cannot find the answer-letter tokens: \"({letters[0]}\" and the other choices "
+                            "tokenize alike")
+    letter_ids = {letter: v[shared] for letter, v in versions.items()}
+    if len(set(letter_ids.values())) != len(letter_ids):
+        raise SteeringError("two answer letters map to the same token")
+    return first[:shared], letter_ids
 
 
 @dataclass(frozen=True)
@@ -70,19 +122,44 @@ class ContrastTokens:
 def contrast_tokens(
     tokenizer: Any, item: ABItem, letter: str, read_mode: str, system_prompt: str | None = None
 ) -> ContrastTokens:
+    """The tokens of one side of an A/B pair and the positions whose activations CAA averages.
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        item: the A/B item.
+        letter: which answer this side gives ("A", "B", ...).
+        read_mode: "letter" (the paper: the question with its choices as the user turn, "(A)" as the
+            reply, read at the letter token) or "answer-mean" (the question without its choices as the
+            user turn, the option's text as the reply, the mean over the option's tokens).
+        system_prompt: a system prompt for the template (None: the template's default).
+
+    Returns:
+        ContrastTokens: input_ids and read_positions (indices into input_ids, never empty).
+
+    Raises:
+        SteeringError: answer-mean mode and the option has no text, or its text tokenizes to nothing
+            (the message names the option; tokenize_pairs adds the item's index).
+        ValueError: an unknown read mode.
+    """
     if read_mode == "letter":
-        # The paper: the question with its choices as the user turn, "(A)" as the reply,
-        # read at position -2 (the letter token).
-        prefix = tokenizer.apply_chat_template(
-            build_messages([{"role": "user", "content": item.question}], system_prompt),
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        ids = tokenizer(prefix + f"({letter})", add_special_tokens=False)["input_ids"]
-        return ContrastTokens(ids, [len(ids) - 2])
+        # The paper: the question with its choices as the user turn, "(A)" as the reply, read at the
+        # letter token. The reply is tokenized on its own (see answer_letter_tokens), so the read
+        # position is the letter whatever the template's last characters are.
+        prompt = _ids(tokenizer, build_messages([{"role": "user", "content": item.question}], system_prompt), True)
+        through_letter = tokenizer(f"({letter}", add_special_tokens=False)["input_ids"]
+        reply = tokenizer(f"({letter})", add_special_tokens=False)["input_ids"]
+        if reply[: len(through_letter)] != through_letter:  # ")" merged with the letter: stop at the letter
+            reply = through_letter
+        ids = prompt + reply
+        return ContrastTokens(ids, [len(prompt) + len(through_letter) - 1])
     if read_mode == "answer-mean":
         prefix_ids = _ids(tokenizer, build_messages([{"role": "user", "content": item.request}], system_prompt), True)
+        if not item.choices.get(letter, "").strip():
+            raise SteeringError(f"option ({letter}) has no text: answer-mean mode reads the option's tokens "
+                                "(use --read-mode letter, or give every option a text)")
         answer_ids = tokenizer(item.choices[letter], add_special_tokens=False)["input_ids"]
+        if not answer_ids:
+            raise SteeringError(f"option ({letter}) is empty after tokenization: nothing to read in answer-mean mode")
         ids = prefix_ids + answer_ids
         return ContrastTokens(ids, list(range(len(prefix_ids), len(ids))))
     raise ValueError(f"unknown read mode {read_mode!r} (expected one of {', '.join(READ_MODES)})")

@@ -28,7 +28,6 @@ def _write(tmp_path, data, raw=False):
      "item 1: missing key 'answer_not_matching_behavior'"),
     ([GOOD, dict(GOOD, answer_matching_behavior="(C)")], False,
      r"item 1: 'answer_matching_behavior' is \(C\) but the choices are \(A\), \(B\)"),
-    ([dict(GOOD, question="no choices here")], False, "item 0: 'question' has no \"Choices:\" block"),
     ([dict(GOOD, answer_not_matching_behavior="(A)")], False, r"item 0: matching and not-matching"),
 ])
 def test_ab_loader_names_item_and_problem(tmp_path, data, raw, message):
