@@ -60,38 +60,73 @@ class Engine:
         return available_behaviors(self.vectors_dir, self.lm.slug)
 
     def vectors_for(self, behavior: str) -> VectorSet:
-        """The behavior's vector set for this model, loaded once and validated against the model."""
+        """The behavior's vector set for this model, loaded once and validated against the model.
+
+        Args:
+            behavior: a behavior name (steering.limits.check_behavior_name), never a path.
+
+        Raises:
+            SteeringError: invalid name, no vectors, or a file that does not fit the model. The message
+                names no server path and no shell command (it may reach remote callers); the local
+                details (file path, the command that makes the vectors) are in the error's `detail`.
+        """
         if behavior not in self._vectors:
-            path = vector_path(self.vectors_dir, behavior, self.lm.slug)
+            path = vector_path(self.vectors_dir, behavior, self.lm.slug)  # refuses names that are not names
             if not path.exists():
                 known = ", ".join(self.behaviors()) or "none yet"
                 raise SteeringError(
-                    f"no '{behavior}' vectors for {self.lm.name} ({path} missing); known behaviors: {known}; "
-                    f"make them with: python -m steering extract --behavior {behavior}"
+                    f"no '{behavior}' vectors for {self.lm.name}; known behaviors: {known}",
+                    detail=f"{path} is missing; make them with: python -m steering extract --behavior {behavior}",
                 )
-            self._vectors[behavior] = self.validated(load_vectors(path))
+            try:
+                vset = self.validated(load_vectors(path, self.lm.name, label=f"the '{behavior}' vectors"))
+            except SteeringError as exc:
+                raise SteeringError(str(exc), detail=f"file: {path}") from None
+            self._vectors[behavior] = vset
         return self._vectors[behavior]
 
     def validated(self, vset: VectorSet) -> VectorSet:
-        return vset.validate(self.lm.hidden_size, self.lm.num_layers)
+        """`vset` checked against this model: sizes, layers, finite values, and norms bounded relative to
+        the typical hidden-state norm at each layer (vector_files.MAX_RELATIVE_NORM); raises SteeringError."""
+        vset.validate(self.lm.hidden_size, self.lm.num_layers)  # cheap checks before any model run
+        return vset.validate(self.lm.hidden_size, self.lm.num_layers, hidden_norms=self.hidden_norms(vset.layers))
 
-    def load_vector_file(self, path: str | Path) -> VectorSet:
-        return self.validated(load_vectors(path, self.lm.slug))
+    def load_vector_file(self, path: str | Path, label: str | None = None) -> VectorSet:
+        """A vector file or paper-layout folder (picking this model's files), validated against the model.
+
+        Args:
+            path: .safetensors, .gguf, .pt or a folder of vec_layer_<L>_<model>.pt files.
+            label: how messages name the file instead of its path (e.g. the upload's own file name).
+        """
+        return self.validated(load_vectors(path, self.lm.name, label=label))
 
     def forget_vectors(self, behavior: str) -> None:
         self._vectors.pop(behavior, None)
 
     # ------------------------------------------------------------------ norms
-    @torch.inference_mode()
     def hidden_norm(self, layer: int) -> float:
-        """Typical L2 norm of the residual stream at `layer` (mean over tokens of neutral prompts)."""
+        """Typical L2 norm of the residual stream at `layer` (median over tokens of neutral prompts)."""
         check_layer(layer, self.lm.num_layers)
-        if layer not in self._norms:
+        return self.hidden_norms([layer])[layer]
+
+    @torch.inference_mode()
+    def hidden_norms(self, layers: Sequence[int]) -> dict[int, float]:
+        """hidden_norm for several layers, measured in one pass per prompt and cached.
+
+        Args:
+            layers: decoder block indices (0..num_layers - 1).
+
+        Returns:
+            {layer: median L2 norm of that block's output over the tokens of 4 neutral chat prompts,
+            the first token (an attention sink with outsized norm) left out}.
+        """
+        missing = sorted({check_layer(layer, self.lm.num_layers) for layer in layers} - set(self._norms))
+        if missing:
             from steering.record import recording, run_truncated
 
             tok = self.lm.tokenizer
-            norms = []
-            with self.lm.lock, recording(self.lm.model, [layer]) as recorder:
+            norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in missing}
+            with self.lm.lock, recording(self.lm.model, missing) as recorder:
                 for prompt in _NORM_PROMPTS:
                     text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                    add_generation_prompt=True)
@@ -99,9 +134,11 @@ class Engine:
                     # skip the first token: attention-sink tokens have outsized norms
                     recorder.select(torch.zeros(ids.shape[1] - 1, dtype=torch.long), torch.arange(1, ids.shape[1]))
                     run_truncated(self.lm.model, input_ids=ids.to(self.lm.device))
-                    norms.append(recorder.records[layer].norm(dim=-1))
-            self._norms[layer] = float(torch.cat(norms).median())
-        return self._norms[layer]
+                    for layer in missing:
+                        norms[layer].append(recorder.records[layer].norm(dim=-1))
+            for layer in missing:
+                self._norms[layer] = float(torch.cat(norms[layer]).median())
+        return {layer: self._norms[layer] for layer in layers}
 
     def relative_norm(self, vector: torch.Tensor, layer: int) -> float:
         return float(vector.float().norm()) / self.hidden_norm(layer)

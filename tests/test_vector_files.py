@@ -33,7 +33,7 @@ def test_caa_layout_round_trip(tmp_path, vset):
     files = save_caa_layout(vset, tmp_path, "tiny-model")
     assert files[0].name == "vec_layer_1_tiny-model.pt"
     assert torch.load(files[0], weights_only=True).shape == (16,)
-    loaded = load_vectors(tmp_path, model_slug="tiny-model")
+    loaded = load_vectors(tmp_path, "tiny-model")
     assert loaded.layers == vset.layers
     single = load_vectors(files[2])
     assert single.layers == [3] and torch.equal(single.vectors[3], vset.vectors[3])
