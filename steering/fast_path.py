@@ -3,10 +3,11 @@
 `config.yaml: model.compile: true` (or `--compile`) makes the Engine generate through a FastPath:
 
 * The steering hooks are registered once, on every decoder block, before compiling. Their state
-  (the vector, a per-layer gate that selects the steered block, per-row multipliers and the first
-  steered position of each row) lives in tensors updated in place, so moving the alpha slider, the
-  layer or the behavior changes data, not the graph: no recompile. With every multiplier at 0 the
-  hooks add an exact 0, so plain generation goes through the same graph.
+  (a vector per block, zero where the block is not steered, and per block and row the add / project /
+  target of hooks.apply_steering, plus the first steered position of each row) lives in tensors
+  updated in place, so moving the alpha slider, the layer(s), the operator or the behavior changes
+  data, not the graph: no recompile. With add and project at 0 the hooks change nothing (exactly),
+  so plain generation goes through the same graph.
 * The KV cache is a transformers StaticCache, one per (batch, length bucket), reused and reset
   between requests; the attention mask is padded to the cache length, so every decoding step has
   the same shapes (generation.generate does that for any static cache).
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
+from steering.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
 from steering.layers import check_layer, decoder_layers
 from steering.prompts import Message
 
@@ -49,8 +51,9 @@ def _compute_dtype(model: Any) -> torch.dtype:
 class PersistentSteering:
     """Steering hooks registered once on every block; all state in tensors updated in place.
 
-    Block i adds `gate[i] * multipliers[row] * vector` to its output at positions >= steer_from[row]
-    (the same arithmetic as hooks.SteeringHook). The tensors keep their identity for the lifetime of
+    Block i applies hooks.apply_steering (the one steering formula, also used by hooks.SteeringHook) with
+    its own vector and per-row add / project / target, at positions >= steer_from[row]; blocks outside
+    the plan have all three at 0 (an exact no-op). The tensors keep their identity for the lifetime of
     the object: a compiled graph reads them and is never rebuilt when they change.
     """
 
@@ -65,64 +68,97 @@ class PersistentSteering:
         self.device, self.dtype = param.device, _compute_dtype(model)
         hidden = int(model.config.hidden_size)
         self.max_batch = max_batch
-        self.vector = torch.zeros(hidden, device=self.device, dtype=self.dtype)
-        self.gate = torch.zeros(len(self.blocks), device=self.device, dtype=self.dtype)
-        self.multipliers = torch.zeros(max_batch, device=self.device, dtype=self.dtype)
+        self.layers: tuple[int, ...] = (0,)  # the steered layers of the current plan
+        # one vector and its unit direction per block (zero where a block is not steered)
+        self.vectors = torch.zeros(len(self.blocks), hidden, device=self.device, dtype=self.dtype)
+        self.units = torch.zeros_like(self.vectors)
+        # per block and row: hooks.apply_steering's add (compute dtype), project and target (float32)
+        self.add = torch.zeros(len(self.blocks), max_batch, device=self.device, dtype=self.dtype)
+        self.project = torch.zeros(len(self.blocks), max_batch, device=self.device, dtype=torch.float32)
+        self.target = torch.zeros_like(self.project)
         self.steer_from = torch.zeros(max_batch, device=self.device, dtype=torch.long)
         if self.device.type == "cuda":  # CUDA graphs read these in place instead of copying them
-            for tensor in (self.vector, self.gate, self.multipliers, self.steer_from):
+            for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
                 torch._dynamo.mark_static_address(tensor)
         self.handles = [block.register_forward_hook(self._hook(i), with_kwargs=True)
                         for i, block in enumerate(self.blocks)]
 
+    @property
+    def multipliers(self) -> torch.Tensor:
+        """The add term of every block and row, (layers, max_batch) (CAA multipliers)."""
+        return self.add
+
+    @property
+    def vector(self) -> torch.Tensor:
+        """The vector at the first steered layer, (hidden,)."""
+        return self.vectors[self.layer]
+
     def _hook(self, index: int) -> Callable[..., Any]:
         def hook(module: Any, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
-            if self.skip_inactive and index != self.layer:
+            if self.skip_inactive and index not in self.layers:
                 return output
             hidden = output[0] if isinstance(output, tuple) else output
             rows = hidden.shape[0]
             positions = kwargs.get("position_ids")
             if positions is None:
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-            active = (positions >= self.steer_from[:rows, None]).to(hidden.dtype)  # (batch, seq)
-            scale = ((self.multipliers[:rows] * self.gate[index])[:, None] * active).unsqueeze(-1)
-            steered = hidden + scale * self.vector
+            active = steering_active(positions, self.steer_from[:rows], hidden.dtype)  # (batch, seq)
+            steered = apply_steering(hidden, self.vectors[index], self.units[index], self.add[index, :rows],
+                                     self.project[index, :rows], self.target[index, :rows], active)
             if isinstance(output, tuple):
                 return (steered,) + tuple(output[1:])
             return steered
         return hook
 
     def set(self, layer: int, vector: torch.Tensor, multipliers: Sequence[float], steer_from: Sequence[int]) -> None:
+        """Load one generation's steering: `multipliers[row]` x `vector` at `layer`, from `steer_from[row]`."""
         check_layer(layer, len(self.blocks))
-        rows = len(multipliers)
+        self.set_plan(SteeringPlan.addition(layer, vector, list(multipliers)), steer_from)
+
+    def set_plan(self, plan: SteeringPlan, steer_from: Sequence[int]) -> None:
+        """Load one generation's steering plan (hooks.SteeringPlan: per layer a vector and per-row add /
+        project / target), from `steer_from[row]` on; the tensors are filled in place."""
+        hidden = self.vectors.shape[-1]
+        for layer, spec in plan.layers.items():
+            if tuple(spec.vector.shape) != (hidden,):
+                raise ValueError(f"steering vector of shape {tuple(spec.vector.shape)}, the model needs {(hidden,)}")
+        plan.check(len(self.blocks))
+        rows = plan.rows
         if rows > self.max_batch:
             raise ValueError(f"{rows} rows, the fast path was built for at most {self.max_batch}")
-        if vector.shape != self.vector.shape:
-            raise ValueError(f"steering vector of shape {tuple(vector.shape)}, the model needs {tuple(self.vector.shape)}")
-        self.vector.copy_(vector.detach().to(self.device, self.dtype))
-        self.layer = layer
-        self.gate.zero_()
-        self.gate[layer] = 1
-        self.multipliers.zero_()
-        self.multipliers[:rows] = torch.tensor(list(multipliers), dtype=self.dtype)
-        self.steer_from.zero_()
+        for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
+            tensor.zero_()
+        for layer, spec in plan.layers.items():
+            vector = spec.vector.detach().to(self.device, self.dtype)
+            self.vectors[layer] = vector
+            self.units[layer] = unit_vector(vector)
+            self.add[layer, :rows] = spec.add.to(self.device, self.dtype)
+            self.project[layer, :rows] = spec.project.to(self.device, torch.float32)
+            self.target[layer, :rows] = spec.target.to(self.device, torch.float32)
+        self.layers = tuple(sorted(plan.layers))
+        self.layer = self.layers[0]
         self.steer_from[:rows] = torch.tensor(list(steer_from), dtype=torch.long)
 
     def clear(self) -> None:
-        self.multipliers.zero_()
+        self.add.zero_()
+        self.project.zero_()
 
     @contextmanager
-    def context(self, model: Any, layer: int, vector: torch.Tensor, multipliers: Sequence[float],
-                steer_from: Sequence[int]) -> Iterator["PersistentSteering"]:
-        """Same signature as hooks.steering, for generation.generate(steering_context=...)."""
-        self.set(layer, vector, multipliers, steer_from)
+    def context(self, model: Any, plan: SteeringPlan | int, *args: Any) -> Iterator["PersistentSteering"]:
+        """`context(model, plan, steer_from)`, as hooks.steer, for generation.generate(steering_context=...);
+        or `context(model, layer, vector, multipliers, steer_from)`, as hooks.steering (CAA at one layer)."""
+        if isinstance(plan, SteeringPlan):
+            (steer_from,) = args
+            self.set_plan(plan, steer_from)
+        else:
+            self.set(plan, *args)
         try:
             yield self
         finally:
             self.clear()
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.vector, self.gate, self.multipliers, self.steer_from
+        return self.vectors, self.units, self.add, self.project, self.target, self.steer_from
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -150,7 +186,7 @@ class CudaGraphSteps:
         self.capture_seconds: list[float] = []
 
     def __call__(self, **kwargs: Any) -> Any:
-        key = (id(kwargs["cache"]), self.steering.layer,
+        key = (id(kwargs["cache"]), self.steering.layers,
                *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)))
         entry = self.graphs.get(key)
         if entry is None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from steering.hooks import steering
+from steering.hooks import SteeringPlan, plan_from, steer as apply_plan
 from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
 
 
@@ -80,7 +80,7 @@ def generate(
     tokenizer: Any,
     conversations: Sequence[Sequence[Message]],
     multipliers: Sequence[float] | None = None,
-    steer: SteeringSpec | None = None,
+    steer: SteeringSpec | SteeringPlan | None = None,
     settings: SamplingSettings = SamplingSettings(),
     system_prompt: str | None = None,
     on_text: Callable[[list[str]], None] | None = None,
@@ -92,11 +92,14 @@ def generate(
 ) -> GenerationResult:
     """Generate one reply per conversation; row i is steered with multipliers[i] x steer.vector.
 
+    `steer` is a SteeringSpec (CAA addition at one layer, row i with multipliers[i]) or a
+    hooks.SteeringPlan (any operators and layers, per row; then no `multipliers`).
+
     Hooks for the fast path (steering/fast_path.py) and the benchmark:
     `cache_factory(batch, length)` makes the KV cache (a static cache gets an attention mask padded to
     its full length, so every decoding step has the same shapes); `decode_forward` replaces the model
-    call for the one-token decoding steps (e.g. a compiled forward); `steering_context(model, layer,
-    vector, multipliers, steer_from)` replaces hooks.steering (e.g. a hook registered once);
+    call for the one-token decoding steps (e.g. a compiled forward); `steering_context(model, plan,
+    steer_from)` replaces hooks.steer (e.g. hooks registered once);
     `ignore_eos` generates exactly max_new_tokens per row (equal lengths for timing).
     """
     if not conversations:
@@ -218,11 +221,9 @@ def generate(
                 return
 
     if steer is not None:
-        factors = list(multipliers) if multipliers is not None else [1.0] * batch
-        if len(factors) != batch:
-            raise ValueError(f"{len(factors)} multipliers for {batch} conversations")
-        context = steering_context if steering_context is not None else steering
-        with context(model, steer.layer, steer.vector, factors, [p.steer_from for p in prompts]):
+        plan = plan_from(steer, multipliers, batch)  # a SteeringSpec + multipliers is CAA addition
+        context = steering_context if steering_context is not None else apply_plan
+        with context(model, plan, [p.steer_from for p in prompts]):
             run()
     else:
         run()

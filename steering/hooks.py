@@ -1,30 +1,163 @@
-"""The steering operator: a forward hook that adds multiplier[row] x vector to a decoder block's output."""
+"""The steering operators: ONE formula, `apply_steering`, used by the eager hooks (this module), the fast
+path's persistent hooks (steering/fast_path.py) and the evaluation (steering/evaluation.py).
+
+For a decoder block's output h (batch, seq, hidden), a vector v with unit direction u = v / |v| and
+per-row tensors add, project, target (batch,):
+
+    h' = h + active * (add * v + project * (target - h.u) * u)
+
+where `active` (batch, seq) is 1 at the positions a row is steered (absolute position >= steer_from[row]).
+
+* add only (project = 0): Contrastive Activation Addition, h + multiplier * v (Rimsky et al. 2023,
+  arXiv 2312.06681) -- bit for bit what this hook computed before the other operators existed.
+* project = 1, target = t: projection clamp, the component of h along u is set to t (the rest of h is
+  kept); a "projection cap" in published steering demos.
+* project = 1, target = 0: directional ablation, the component along u is removed (Arditi et al. 2024,
+  "Refusal in language models is mediated by a single direction", section 3).
+
+Everything is per row and branch-free (no data-dependent Python control flow), so the same arithmetic
+compiles and is captured in CUDA graphs; a row with add = project = 0 is left exactly unchanged.
+
+A SteeringPlan says what happens at each steered layer: one LayerSteering (vector and per-row
+add / project / target) per layer, so a band of layers and different operators per row (the app's
+added / subtracted panes) are one plan. steering.recipe builds plans from a Recipe.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from steering.errors import SteeringError
 from steering.layers import check_layer, decoder_layers
 
+OPERATORS = ("add", "clamp", "ablate")
 
+
+# ============================================================================ the formula
+def unit_vector(vector: torch.Tensor) -> torch.Tensor:
+    """u = v / |v| (computed in float32, returned in v's dtype); a zero vector gives a zero u (no projection).
+
+    Args: vector (..., hidden). Returns: tensor of the same shape and dtype.
+    """
+    v = vector.detach().float()
+    norm = v.norm(dim=-1, keepdim=True)
+    return torch.where(norm > 0, v / norm.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(v)).to(vector.dtype)
+
+
+def steering_active(positions: torch.Tensor, steer_from: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The (batch, seq) mask of steered positions: 1 where positions >= steer_from[row], else 0.
+
+    Args: positions (batch or 1, seq) absolute token positions (the model's position_ids); steer_from
+    (batch,) first steered position of each row. Returns: (batch, seq) tensor of `dtype`.
+    """
+    return (positions.to(steer_from.device) >= steer_from[:, None]).to(dtype)
+
+
+def apply_steering(hidden: torch.Tensor, vector: torch.Tensor, unit: torch.Tensor, add: torch.Tensor,
+                   project: torch.Tensor, target: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """h' = h + active * (add * v + project * (target - h.u) * u), per row; see the module docstring.
+
+    Args:
+        hidden: (batch, seq, hidden) a block's output.
+        vector: (hidden,) the steering vector v, in hidden's dtype and device.
+        unit: (hidden,) u = v / |v| (unit_vector(v)), same dtype and device.
+        add: (batch,) multiple of v added (CAA multiplier), hidden's dtype.
+        project: (batch,) 0 or 1 (or in between: a partial move toward the target), any float dtype.
+        target: (batch,) the value the component along u is moved to, in hidden-state units.
+        active: (batch, seq) 1 at steered positions, 0 elsewhere (steering_active).
+    Returns: the steered (batch, seq, hidden) tensor, hidden's dtype. Rows with add = project = 0
+    (and positions with active = 0) are returned exactly unchanged. The projection h.u is computed in
+    float32, so a clamp is exact to float32 rounding even for a 16-bit model.
+    """
+    scale = (add[:, None] * active).unsqueeze(-1)  # (batch, seq, 1); the CAA term first, as before
+    steered = hidden + scale * vector
+    along = torch.matmul(hidden.float(), unit.float())  # (batch, seq): h.u
+    coef = project.float()[:, None] * (target.float()[:, None] - along) * active.float()
+    return steered + coef.to(hidden.dtype).unsqueeze(-1) * unit
+
+
+# ============================================================================ plans
+@dataclass
+class LayerSteering:
+    """What one layer does to each row: h' = h + active * (add * v + project * (target - h.u) * u).
+
+    vector (hidden,); add, project, target (batch,) float tensors.
+    """
+
+    vector: torch.Tensor
+    add: torch.Tensor
+    project: torch.Tensor
+    target: torch.Tensor
+
+    @classmethod
+    def build(cls, vector: torch.Tensor, add: Sequence[float] | torch.Tensor,
+              project: Sequence[float] | torch.Tensor | None = None,
+              target: Sequence[float] | torch.Tensor | None = None) -> "LayerSteering":
+        add_t = torch.as_tensor(add, dtype=torch.float32).detach().clone().reshape(-1)
+        zeros = torch.zeros_like(add_t)
+        project_t = zeros.clone() if project is None else torch.as_tensor(project, dtype=torch.float32).detach().clone()
+        target_t = zeros.clone() if target is None else torch.as_tensor(target, dtype=torch.float32).detach().clone()
+        if vector.ndim != 1:
+            raise ValueError(f"steering vector must be 1-D, got shape {tuple(vector.shape)}")
+        if project_t.shape != add_t.shape or target_t.shape != add_t.shape:
+            raise ValueError(f"add, project and target need one value per row: shapes {tuple(add_t.shape)}, "
+                             f"{tuple(project_t.shape)}, {tuple(target_t.shape)}")
+        return cls(vector.detach(), add_t, project_t.reshape(-1), target_t.reshape(-1))
+
+
+@dataclass
+class SteeringPlan:
+    """Steering for one batch: {layer: LayerSteering}. Every layer's tensors have one value per row."""
+
+    layers: dict[int, LayerSteering]
+
+    @classmethod
+    def addition(cls, layer: int, vector: torch.Tensor, multipliers: Sequence[float] | torch.Tensor) -> "SteeringPlan":
+        """CAA: row i adds multipliers[i] x vector at `layer` (the paper's operator)."""
+        return cls({int(layer): LayerSteering.build(vector, multipliers)})
+
+    @property
+    def rows(self) -> int:
+        return int(next(iter(self.layers.values())).add.shape[0]) if self.layers else 0
+
+    def check(self, num_layers: int, rows: int | None = None, hidden_size: int | None = None) -> "SteeringPlan":
+        """Raise SteeringError (layer out of range) or ValueError (shapes) when the plan does not fit."""
+        if not self.layers:
+            raise ValueError("a steering plan needs at least one layer")
+        for layer, spec in self.layers.items():
+            check_layer(layer, num_layers)
+            if rows is not None and spec.add.shape[0] != rows:
+                raise ValueError(f"layer {layer}: {spec.add.shape[0]} rows of steering for a batch of {rows}")
+            if hidden_size is not None and spec.vector.shape[-1] != hidden_size:
+                raise SteeringError(f"layer {layer}: a steering vector of size {spec.vector.shape[-1]}, "
+                                    f"the model's hidden size is {hidden_size}")
+        return self
+
+
+# ============================================================================ eager hooks
 class SteeringHook:
-    """Adds `multipliers[row] * vector` to the output of one block, at positions >= steer_from[row].
+    """Forward hook of one block: apply_steering with per-row add (= `multipliers`), project and target,
+    at positions >= steer_from[row].
 
-    Positions are absolute (the `position_ids` the model receives), so the rule holds in the
-    prefill pass and in every KV-cached decoding step. `multipliers` is a tensor updated in place,
-    so a compiled graph never has to be rebuilt when the user moves the slider.
+    Positions are absolute (the `position_ids` the model receives), so the rule holds in the prefill
+    pass and in every KV-cached decoding step. The per-row tensors are updated in place
+    (set_multipliers), so a compiled graph never has to be rebuilt when the user moves the slider.
     """
 
     def __init__(self, vector: torch.Tensor, multipliers: Sequence[float] | torch.Tensor,
-                 steer_from: Sequence[int] | torch.Tensor) -> None:
-        if vector.ndim != 1:
-            raise ValueError(f"steering vector must be 1-D, got shape {tuple(vector.shape)}")
-        self.vector = vector.detach().float()
-        self.multipliers = torch.as_tensor(multipliers, dtype=torch.float32).clone()
+                 steer_from: Sequence[int] | torch.Tensor, project: Sequence[float] | torch.Tensor | None = None,
+                 target: Sequence[float] | torch.Tensor | None = None) -> None:
+        spec = LayerSteering.build(vector, multipliers, project, target)
+        self.vector = spec.vector.float()
+        self.unit = unit_vector(self.vector)
+        self.multipliers = spec.add  # the add term; the historical name
+        self.project = spec.project
+        self.target = spec.target
         self.steer_from = torch.as_tensor(steer_from, dtype=torch.long).clone()
         self._placed: tuple[torch.device, torch.dtype] | None = None
 
@@ -32,7 +165,10 @@ class SteeringHook:
         # The vector follows the layer's device and dtype (8-bit, 4-bit and device_map models included).
         if self._placed != (hidden.device, hidden.dtype):
             self.vector = self.vector.to(hidden.device, hidden.dtype)
+            self.unit = unit_vector(self.vector)  # from the placed vector, as the fast path does
             self.multipliers = self.multipliers.to(hidden.device, hidden.dtype)
+            self.project = self.project.to(hidden.device, torch.float32)
+            self.target = self.target.to(hidden.device, torch.float32)
             self.steer_from = self.steer_from.to(hidden.device)
             self._placed = (hidden.device, hidden.dtype)
 
@@ -45,12 +181,32 @@ class SteeringHook:
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        active = (positions.to(hidden.device) >= self.steer_from[:, None]).to(hidden.dtype)  # (batch, seq)
-        scale = (self.multipliers[:, None] * active).unsqueeze(-1)  # (batch, seq, 1)
-        steered = hidden + scale * self.vector
+        active = steering_active(positions, self.steer_from, hidden.dtype)  # (batch, seq)
+        steered = apply_steering(hidden, self.vector, self.unit, self.multipliers, self.project, self.target, active)
         if isinstance(output, tuple):
             return (steered,) + tuple(output[1:])
         return steered
+
+
+@contextmanager
+def steer(model: nn.Module, plan: SteeringPlan, steer_from: Sequence[int] | torch.Tensor) -> Iterator[list[SteeringHook]]:
+    """Apply `plan` (one hook per layer of the plan) for the duration of the block; hooks removed on any exit.
+
+    Args: model a causal LM; plan a SteeringPlan with one value per batch row; steer_from (batch,)
+    first steered absolute position per row. Raises SteeringError for a layer out of range.
+    """
+    blocks = decoder_layers(model)
+    plan.check(len(blocks))
+    hooks, handles = [], []
+    try:
+        for layer, spec in sorted(plan.layers.items()):
+            hook = SteeringHook(spec.vector, spec.add, steer_from, spec.project, spec.target)
+            hooks.append(hook)
+            handles.append(blocks[layer].register_forward_hook(hook, with_kwargs=True))
+        yield hooks
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -61,12 +217,33 @@ def steering(
     multipliers: Sequence[float] | torch.Tensor,
     steer_from: Sequence[int] | torch.Tensor,
 ) -> Iterator[SteeringHook]:
-    """Steer `model` at `layer` for the duration of the block; the hook is removed on any exit."""
+    """CAA at one layer (row i adds multipliers[i] x vector) for the duration of the block; the hook is
+    removed on any exit. The paper's operator; `steer` takes any plan."""
     blocks = decoder_layers(model)
     check_layer(layer, len(blocks))
-    hook = SteeringHook(vector, multipliers, steer_from)
-    handle = blocks[layer].register_forward_hook(hook, with_kwargs=True)
-    try:
-        yield hook
-    finally:
-        handle.remove()
+    with steer(model, SteeringPlan.addition(layer, vector, multipliers), steer_from) as hooks:
+        yield hooks[0]
+
+
+def plan_from(steer_spec: Any, multipliers: Sequence[float] | None, batch: int) -> SteeringPlan:
+    """The SteeringPlan of generate()'s `steer` argument: a SteeringPlan as it is, or a SteeringSpec
+    (layer, vector) with per-row `multipliers` (default 1) as CAA addition."""
+    if isinstance(steer_spec, SteeringPlan):
+        if multipliers is not None:
+            raise ValueError("multipliers are part of a SteeringPlan; pass one or the other")
+        if steer_spec.rows != batch:
+            raise ValueError(f"a steering plan for {steer_spec.rows} rows, {batch} conversations")
+        return steer_spec
+    factors = list(multipliers) if multipliers is not None else [1.0] * batch
+    if len(factors) != batch:
+        raise ValueError(f"{len(factors)} multipliers for {batch} conversations")
+    return SteeringPlan.addition(steer_spec.layer, steer_spec.vector, factors)
+
+
+def layer_vectors(source: Any, layers: Sequence[int]) -> Mapping[int, torch.Tensor]:
+    """{layer: vector} from a VectorSet, a {layer: tensor} mapping or one tensor used at every layer."""
+    if isinstance(source, torch.Tensor):
+        return {layer: source for layer in layers}
+    if isinstance(source, Mapping):
+        return {layer: source[layer] for layer in layers}
+    return {layer: source.vector(layer) for layer in layers}
