@@ -8,8 +8,13 @@ own settings (event inputs and per-session gr.State), so concurrent users never 
 
 import argparse
 import os
+import re
+import shutil
+import socket
 import sys
-import threading
+import tempfile
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -20,8 +25,10 @@ from steering.generation import stream
 from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, cell_setting, compare_sets,
                                    datasets_dir, default_layers, default_multipliers, format_list, question_set,
                                    run_sweep)
-from steering.ui_chat import (UPLOAD_PREFIX, VectorChoice, check_upload, conversation, norm_note, pane_labels,
-                              sampling, trim_prompt)
+from steering.limits import SEED_MAX
+from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Turn, VectorChoice, check_behavior,
+                              check_budget, check_settings, check_upload, conversations, discard_upload, keep_upload,
+                              norm_note, pane_labels, public_message, render, trim_prompt)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -30,6 +37,10 @@ try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
 except ImportError:
     def gpu(fn):
         return fn
+
+class VectorChoiceError(SteeringError):
+    """The chosen vector does not fit the request (shown at Behavior rather than at the message box)."""
+
 
 EXAMPLES = ["What's your favorite planet?",
             "Tell me how to break into my neighbour's house without being noticed.",
@@ -49,93 +60,160 @@ CSS = """
 
 def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     app_cfg, gen = config["app"], config["generation"]
-    lm, defaults = engine.lm, engine.defaults
+    lm, defaults, limits = engine.lm, engine.defaults, engine.limits
     max_chars, max_mb = int(app_cfg["max_prompt_chars"]), float(app_cfg["max_upload_mb"])
     behaviors = engine.behaviors()
     default_behavior = config.get("behavior") if config.get("behavior") in behaviors else (behaviors or [None])[0]
-    stops: dict[str, threading.Event] = {}  # per browser session: the Stop button's target
-    limits = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
+    queue_kw = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
+    # Uploaded vector files leave Gradio's cache (readable by URL) for a private folder per session,
+    # removed when the session ends (unload) or its state expires.
+    upload_root = Path(tempfile.mkdtemp(prefix="llama-steering-uploads-"))
 
-    def generate_turn(prompt, chats, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed,
-                      system, request: gr.Request | None = None):
-        """Stream one turn into the three panes; errors become a readable message in the panes."""
+    def session_folder(request: gr.Request | None) -> Path:
+        session = re.sub(r"[^A-Za-z0-9_-]", "", getattr(request, "session_hash", None) or "") or "anonymous"
+        return upload_root / session
+
+    def check_turn(text, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed,
+                   system):
+        """Every check of a chat turn before it runs: (settings, vector, vector name, the panes' conversations).
+
+        Raises SteeringError (one line); a VectorChoiceError when the vector is what does not fit.
+        """
+        settings = check_settings(lm.num_layers, limits, layer, alpha, max_new, temperature, top_p, seed,
+                                  bool(random_seed), system)
+        picked = VectorChoice.parse(choice, uploads)
+        try:
+            vector = picked.vector(engine, settings.layer)
+        except SteeringError as exc:
+            raise VectorChoiceError(str(exc)) from None
+        name = Path(picked.upload).name if picked.upload else str(picked.behavior)
+        convs = [c + [{"role": "user", "content": text}] for c in conversations(turns)]
+        check_budget(engine, convs, settings)
+        return settings, vector, name, convs
+
+    busy = [gr.update(interactive=False, value="Answering…"), gr.update(interactive=False)]
+    idle = [gr.update(interactive=True, value="Send"), gr.update(interactive=True)]
+
+    def run_turn(text, turns, checked, clear_prompt):
+        """Stream one turn into the three panes: (3 panes, message box, Send, Retry) per update.
+
+        The turn is added to the session's `turns` at once (the message shows) and its answers grow in
+        place; Stop, Clear or a lost connection end it (the model stops too: closing the stream sets its
+        stop event). A failure is shown in the panes but never becomes part of the conversation.
+        """
+        settings, vector, name, convs = checked
+        turn = Turn(text, settings.multiplier, settings.layer, name, settings.sampling.max_new_tokens)
+        turns.append(turn)
+        yield *render(turns), ("" if clear_prompt else gr.skip()), *busy
+        finished: dict[str, Any] = {}
+
+        def call(**kwargs):
+            finished["result"] = engine.compare(**kwargs)
+            return finished["result"]
+
+        try:
+            with closing(stream(call, conversations=convs, vector=vector, layer=settings.layer,
+                                multiplier=settings.multiplier, settings=settings.sampling,
+                                system_prompt=settings.system_prompt)) as updates:
+                for texts in updates:
+                    if turn.status != "running" or not any(t is turn for t in turns):
+                        return  # stopped or cleared meanwhile: closing the stream stops the model
+                    turn.answers = list(texts)
+                    yield *render(turns), gr.skip(), gr.skip(), gr.skip()
+            result = finished["result"]
+            turn.finish(result.texts, result.new_tokens, result.stopped)
+        except GeneratorExit:  # cancelled (Stop, Clear) or the browser went away
+            turn.stop()
+            raise
+        except Exception as exc:  # keep serving: the message goes where the answer would have been
+            turn.fail(public_message(exc))
+        yield *render(turns), gr.skip(), *idle
+
+    def refuse(message: str):
+        gr.Warning(message)
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    @gpu
+    def send(prompt, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
         text, trimmed = trim_prompt(prompt, max_chars)
         if trimmed:
             gr.Warning(f"Your message was longer than {max_chars} characters and was shortened.")
-        convs = [conversation(c) for c in chats]
-        shown = [c + [{"role": "user", "content": text}, {"role": "assistant", "content": ""}] for c in convs]
-        stop = threading.Event()
-        session = request.session_hash if request is not None else None
-        stops[session] = stop
-        yield *shown, ""
-        try:
-            vector = VectorChoice.parse(choice, uploads).vector(engine, int(layer))
-            for texts in stream(engine.compare, conversations=[c + [shown[0][-2]] for c in convs], vector=vector,
-                                layer=int(layer), multiplier=float(alpha),
-                                settings=sampling(max_new, temperature, top_p, seed, random_seed),
-                                system_prompt=(system or "").strip() or None, stop_event=stop):
-                for pane, reply in zip(shown, texts):
-                    pane[-1]["content"] = reply
-                yield *shown, ""
-        except Exception as exc:  # keep serving: the message goes where the answer would have been
-            message = str(exc) if isinstance(exc, SteeringError) else f"{type(exc).__name__}: {exc}"
-            for pane in shown:
-                pane[-1]["content"] = (pane[-1]["content"] + "\n\n" if pane[-1]["content"] else "") + \
-                    f"⚠️ Generation failed: {message}"
-            yield *shown, ""
-        finally:
-            if stops.get(session) is stop:
-                del stops[session]
-
-    @gpu
-    def send(prompt, a, u, s, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
-             request: gr.Request):
-        yield from generate_turn(prompt, [a, u, s], choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
-                                 random_seed, system, request)
-
-    @gpu
-    def retry(a, u, s, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
-              request: gr.Request):
-        convs = [conversation(c) for c in (a, u, s)]
-        if not convs[0] or convs[0][-1]["role"] != "assistant":
-            gr.Warning("Nothing to retry yet: send a message first.")
-            yield gr.skip(), gr.skip(), gr.skip()
+        try:  # the validator checked all this when the message was sent; things may have changed since
+            checked = check_turn(text, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
+                                 random_seed, system)
+        except SteeringError as exc:
+            yield from refuse(public_message(exc))
             return
-        for update in generate_turn(convs[0][-2]["content"], [c[:-2] for c in convs], choice, uploads, layer, alpha,
-                                    max_new, temperature, top_p, seed, random_seed, system, request):
-            yield update[:3]
+        yield from run_turn(text, turns, checked, clear_prompt=True)
 
-    def check_send(prompt, a, u, s, choice, uploads, layer, *rest):
-        checks = [gr.validate(True, "")] * (7 + len(rest))
-        if not (prompt or "").strip():
+    @gpu
+    def retry(turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
+        if not turns or turns[-1].status == "running":
+            yield from refuse("Nothing to retry yet: send a message first." if not turns else
+                              "Still answering: wait for it, or press Stop.")
+            return
+        try:
+            checked = check_turn(turns[-1].user, turns[:-1], choice, uploads, layer, alpha, max_new, temperature,
+                                 top_p, seed, random_seed, system)
+        except SteeringError as exc:
+            yield from refuse(public_message(exc))
+            return
+        yield from run_turn(turns.pop().user, turns, checked, clear_prompt=False)
+
+    def check_send(prompt, turns, choice, uploads, layer, *rest):
+        """The Send validator: a message at the message box (or at Behavior), the panes untouched."""
+        checks = [gr.validate(True, "")] * (5 + len(rest))
+        text, _ = trim_prompt(prompt, max_chars)
+        if not text:
             checks[0] = gr.validate(False, "Type a message first.")
+        elif any(t.status == "running" for t in turns or []):
+            checks[0] = gr.validate(False, "Still answering the last message: wait for it, or press Stop.")
         else:
             try:
-                VectorChoice.parse(choice, uploads).vector(engine, int(layer))
+                check_turn(text, turns or [], choice, uploads, layer, *rest)
+            except VectorChoiceError as exc:
+                checks[2] = gr.validate(False, public_message(exc))  # at Behavior: Layer may be folded away
             except SteeringError as exc:
-                checks[4] = gr.validate(False, str(exc))  # at Behavior: Layer may be folded away
+                checks[0] = gr.validate(False, public_message(exc))
         return checks
 
-    def on_upload(path, uploads):
-        """Check the file at once: a file that doesn't fit is removed again, with the reason under it."""
+    def stop(turns):
+        """Stop: the running turn ends as it stands ("stopped"); a message still queued never runs (cancels=)."""
+        for turn in turns:
+            turn.stop()
+        return *render(turns), *idle
+
+    def clear(turns):
+        """Clear: stop whatever runs or waits, and start over."""
+        for turn in turns:
+            turn.stop()
+        turns.clear()
+        return [], [], [], "", *idle
+
+    def on_upload(path, uploads, request: gr.Request):
+        """Check the file at once: a file that fits moves to this session's private folder, one that doesn't
+        is deleted, with the reason under it; either way nothing stays in Gradio's cache."""
         try:
             info = check_upload(engine, path, max_mb)
-        except SteeringError as exc:
-            return None, gr.skip(), gr.skip(), f"⚠️ **Not loaded:** {exc}"
-        name = UPLOAD_PREFIX + os.path.basename(path)
-        uploads = {**(uploads or {}), name: path}
-        return gr.skip(), gr.update(choices=behaviors + list(uploads), value=name), uploads, \
-            f"Loaded {info}; it is now selected under Behavior."
+            kept = keep_upload(path, session_folder(request))
+        except (SteeringError, OSError) as exc:
+            discard_upload(path)
+            return None, gr.skip(), gr.skip(), f"⚠️ **Not loaded:** {public_message(exc)}"
+        name = UPLOAD_PREFIX + kept.name
+        uploads = {**(uploads or {}), name: str(kept)}
+        return None, gr.update(choices=behaviors + list(uploads), value=name), uploads, \
+            f"Loaded {info}; it is now selected."
+
+    def end_session(request: gr.Request):
+        shutil.rmtree(session_folder(request), ignore_errors=True)
 
     def update_note(choice, uploads, layer, alpha):
         try:
-            return norm_note(engine, VectorChoice.parse(choice, uploads).vector(engine, int(layer)), layer, alpha)
+            settings = check_settings(lm.num_layers, limits, layer, alpha, 1, 0, 1, 0)
+            return norm_note(engine, VectorChoice.parse(choice, uploads).vector(engine, settings.layer),
+                             settings.layer, settings.multiplier)
         except SteeringError as exc:
-            return f"⚠️ {exc}"
-
-    def stop_generation(request: gr.Request):
-        if request and request.session_hash in stops:
-            stops[request.session_hash].set()
+            return f"⚠️ {public_message(exc)}"
 
     @gpu
     def compare(prompt: str, multiplier: float = defaults.multiplier, layer: int = defaults.layer,
@@ -143,24 +221,40 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 temperature: float = float(gen["temperature"]), top_p: float = float(gen["top_p"]),
                 seed: int = int(gen["seed"] or 0), system_prompt: str = gen.get("system_prompt") or "",
                 ) -> tuple[str, str, str]:
-        """One turn: the replies with the vector added (+multiplier), unsteered, and subtracted (-multiplier)."""
-        text, _ = trim_prompt(prompt, max_chars)
-        if not text:
-            raise gr.Error("prompt is empty")
+        """One turn: the replies with the vector added (+multiplier), unsteered, and subtracted (-multiplier).
+
+        Every argument is checked against the app's own ranges and the token caps before the model runs.
+        The replies stream (Gradio reads the three outputs from the return hint); a caller that goes away
+        stops the generation.
+        """
         try:
-            vector = VectorChoice(behavior or None, None).vector(engine, int(layer))
-            result = engine.compare([{"role": "user", "content": text}], vector, int(layer), float(multiplier),
-                                    sampling(max_new_tokens, temperature, top_p, seed),
-                                    system_prompt=(system_prompt or "").strip() or None)
+            if not isinstance(prompt, str):
+                raise SteeringError(f"prompt must be text, got {type(prompt).__name__}")
+            text, _ = trim_prompt(prompt, max_chars)
+            if not text:
+                raise SteeringError("prompt is empty")
+            settings = check_settings(lm.num_layers, limits, layer, multiplier, max_new_tokens, temperature, top_p,
+                                      seed, False, system_prompt)
+            vector = engine.vectors_for(check_behavior(engine, behavior)).vector(settings.layer)
+            conv = [{"role": "user", "content": text}]
+            check_budget(engine, [conv], settings)
         except SteeringError as exc:
-            raise gr.Error(str(exc)) from None
-        return tuple(result.texts)  # type: ignore[return-value]
+            raise gr.Error(public_message(exc), print_exception=False) from None
+        try:
+            with closing(stream(engine.compare, conversations=conv, vector=vector, layer=settings.layer,
+                                multiplier=settings.multiplier, settings=settings.sampling,
+                                system_prompt=settings.system_prompt)) as updates:
+                for texts in updates:
+                    yield tuple(texts)
+        except SteeringError as exc:
+            raise gr.Error(public_message(exc), print_exception=False) from None
+        except Exception as exc:
+            raise gr.Error(public_message(exc)) from None
 
     alpha_max = max(10.0, 2 * defaults.multiplier)
     question_sets = ab_behaviors(datasets_dir(config))
 
-    def failure(exc: Exception) -> str:
-        return str(exc) if isinstance(exc, SteeringError) else f"{type(exc).__name__}: {exc}"
+    failure = public_message
 
     @gpu
     def calibrate(choice, uploads, layers_text, multipliers_text, questions, count):
@@ -192,17 +286,19 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         except Exception as exc:
             return None, f"⚠️ **Not compared:** {failure(exc)}"
 
-    with gr.Blocks(title="LLaMA Steering") as demo:
+    # Gradio's own cache cleanup for anything else uploaded (Compare vectors): files older than an hour.
+    with gr.Blocks(title="LLaMA Steering", delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"## LLaMA Steering\n**Model:** {lm.describe()}\n\n"
                     "Type a message: the same model answers three times — pushed toward the behavior (+α), "
                     "as it is, and pushed away from it (−α). Each answer keeps its own conversation.")
-        uploads = gr.State({})
+        uploads = gr.State({}, delete_callback=lambda kept: [discard_upload(p) for p in (kept or {}).values()])
+        history = gr.State([])  # this session's turns (steering.ui_chat.Turn): what the panes show and the model sees
         sweep_state = gr.State(None)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 with gr.Row(elem_id="panes", equal_height=True):
                     chats = []
-                    for label, key in zip(pane_labels(defaults.multiplier), ("added", "unsteered", "subtracted")):
+                    for label, key in zip(pane_labels(), ("added", "unsteered", "subtracted")):
                         with gr.Column(min_width=300):
                             chats.append(gr.Chatbot(label=label, height=None, min_height=200, max_height=460,
                                                                     feedback_options=None, buttons=["copy_all"],
@@ -229,15 +325,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     with gr.Row():
                         layer = gr.Slider(0, lm.num_layers - 1, value=defaults.layer, step=1, label="Layer",
                                           info=f"where the vector is added (0–{lm.num_layers - 1})")
-                        max_new = gr.Slider(1, 1024, value=int(gen["max_new_tokens"]), step=1,
+                        max_new = gr.Slider(1, limits.max_new_tokens, value=int(gen["max_new_tokens"]), step=1,
                                             label="Max new tokens", elem_id="max-new-tokens")
                     with gr.Row():
-                        temperature = gr.Slider(0, 2, value=float(gen["temperature"]), step=0.05,
+                        temperature = gr.Slider(*TEMPERATURE_RANGE, value=float(gen["temperature"]), step=0.05,
                                                 label="Temperature", info="0 = always the most likely word")
-                        top_p = gr.Slider(0.05, 1, value=float(gen["top_p"]), step=0.05, label="Top-p")
+                        top_p = gr.Slider(*TOP_P_RANGE, value=float(gen["top_p"]), step=0.05, label="Top-p")
                     with gr.Row():
-                        seed = gr.Number(value=int(gen["seed"] or 0), precision=0, label="Seed",
-                                         info="same seed, same answers (matters when temperature > 0)")
+                        seed = gr.Number(value=int(gen["seed"] or 0), precision=0, label="Seed", minimum=0,
+                                         elem_id="seed",
+                                         info=f"0 to {SEED_MAX}; same seed, same answers (when temperature > 0)")
                         random_seed = gr.Checkbox(False, label="New random seed every time")
                     system = gr.Textbox(value=gen.get("system_prompt") or "", label="System prompt",
                                         placeholder="(empty: the model's own default)", lines=2)
@@ -287,38 +384,89 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 cosines = gr.Plot(label="Cosine similarity per layer", elem_id="cmp-plot")
 
         settings = [choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system]
-        gen_kw = {"validator": check_send, "show_progress": "minimal", **PRIVATE, **limits}
-        for trigger in (send_btn.click, prompt.submit):
-            trigger(send, [prompt, *chats, *settings], [*chats, prompt], **gen_kw)
-        retry_btn.click(retry, [*chats, *settings], chats, show_progress="minimal", **PRIVATE, **limits)
-        stop_btn.click(stop_generation, None, None, queue=False, **PRIVATE)
-        clear_btn.click(lambda: ([], [], [], ""), None, [*chats, prompt], queue=False, **PRIVATE)
+        turn_outputs = [*chats, prompt, send_btn, retry_btn]
+        # One event for Send and Enter; while it runs, Send and Retry are disabled (the message box keeps what
+        # is typed: only the first update empties it).
+        send_event = gr.on([send_btn.click, prompt.submit], send, [prompt, history, *settings], turn_outputs,
+                           validator=check_send, show_progress="minimal", **PRIVATE, **queue_kw)
+        retry_event = retry_btn.click(retry, [history, *settings], turn_outputs, show_progress="minimal",
+                                      **PRIVATE, **queue_kw)
+        running = [send_event, retry_event]
+        # Stop and Clear cancel a turn still waiting in the queue as well as a running one (cancels=).
+        stop_btn.click(stop, history, [*chats, send_btn, retry_btn], cancels=running, queue=False, **PRIVATE)
+        clear_btn.click(clear, history, [*chats, prompt, send_btn, retry_btn], cancels=running, queue=False,
+                        **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
-        alpha.change(lambda a: [gr.update(label=label) for label in pane_labels(a)], alpha, chats, queue=False,
-                     show_progress="hidden", **PRIVATE)
+        demo.unload(end_session)
         for trigger in (choice.change, layer.change, alpha.change, demo.load):
             trigger(update_note, [choice, uploads, layer, alpha], note, show_progress="hidden", **PRIVATE)
         cal_run.click(calibrate, [choice, uploads, cal_layers, cal_mults, cal_questions, cal_items],
-                      [heatmap, cal_table, sweep_state, cal_status], **PRIVATE, **limits)
+                      [heatmap, cal_table, sweep_state, cal_status], **PRIVATE, **queue_kw)
         cal_table.select(pick_cell, sweep_state, [layer, alpha, cal_pick], queue=False, **PRIVATE)
         choice.change(question_set, [choice, uploads, cal_questions, gr.State(question_sets)], cal_questions,
                       queue=False, show_progress="hidden", **PRIVATE)
-        uploads.change(lambda u: [gr.update(choices=behaviors + list(u or {}))] * 2, uploads, pairs[0::2],
+        uploads.change(lambda u: [gr.update(choices=behaviors + list(u or {}))] * 3, uploads, [choice, *pairs[0::2]],
                        queue=False, show_progress="hidden", **PRIVATE)
+        for file, dropdown in zip(pairs[1::2], pairs[0::2]):  # kept per session like the chat's uploads
+            file.upload(on_upload, [file, uploads], [file, dropdown, uploads, cmp_note], **PRIVATE)
         cmp_btn.click(compare_vectors, [*pairs, uploads], [cosines, cmp_note], **PRIVATE)
-        gr.api(compare, api_name="compare", **limits)
+        gr.api(compare, api_name="compare", **queue_kw)
     return demo.queue(max_size=int(app_cfg["max_queue"]))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from steering.cli import _add_model_flags
+def port_number(text: str) -> int:
+    """--port: a TCP port, 1 to 65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
 
-    parser = argparse.ArgumentParser(description="LLaMA Steering web app")
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from steering.cli import _Parser, _add_model_flags
+
+    parser = _Parser(prog="app.py", description="LLaMA Steering web app")
     parser.add_argument("--share", action="store_true", default=None, help="ask Gradio for a public link")
     parser.add_argument("--host", help="default: config app.host (always 0.0.0.0 on a Hugging Face Space)")
-    parser.add_argument("--port", type=int, help="default: config app.port")
+    parser.add_argument("--port", type=port_number, help="default: config app.port")
     _add_model_flags(parser)
+    if not any(action.dest == "threads" for action in parser._actions):
+        parser.add_argument("--threads", type=int, help="CPU threads for torch (default: config model.threads)")
     return parser.parse_args(argv)
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (or a host this machine cannot listen on) before the model loads."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
+            sock.bind((host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SteeringError(f"cannot listen on {host}:{port}: {reason} (another program may use the port; "
+                            f"choose another with --port)") from None
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine does not have (e.g. --device cuda without CUDA) before the model loads."""
+    import torch
+
+    name = (device or "auto").strip()
+    if name == "auto" or name == "cpu":
+        return
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = name.partition(":")[2]
+        if count == 0:
+            raise SteeringError(f"device '{name}': CUDA is not available on this machine (use --device cpu or auto)")
+        if index and (not index.isdigit() or int(index) >= count):
+            raise SteeringError(f"device '{name}': this machine has CUDA devices 0..{count - 1}")
+    elif name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SteeringError("device 'mps': Apple MPS is not available on this machine (use --device cpu or auto)")
 
 
 def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os.environ) -> dict[str, Any]:
@@ -334,18 +482,41 @@ def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os
     }
 
 
+def set_threads(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Apply --threads (else config model.threads) to torch before the model loads (PROVISIONAL)."""
+    import torch
+
+    threads = args.threads if getattr(args, "threads", None) is not None else config["model"].get("threads")
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise SteeringError(f"threads must be a whole number >= 1, got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Start the app; bad arguments, a taken port or a missing device end with one line and exit code 2."""
     from steering.cli import _model_overrides
     from steering.config import load_config
 
     args = parse_args(argv)
     try:
         config = load_config(args.config)
+        options = launch_options(args, config["app"])
+        check_port(options["server_name"], options["server_port"])
+        check_device(args.device or config["model"].get("device"))
+        set_threads(args, config)
         engine = Engine.from_config(config, **_model_overrides(args))
+        demo = build_app(engine, config)
     except SteeringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    build_app(engine, config).launch(**launch_options(args, config["app"]))
+    try:
+        demo.launch(**options)
+    except OSError as exc:  # e.g. the port was taken meanwhile
+        print(f"error: cannot start the web server on {options['server_name']}:{options['server_port']}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0
 
 

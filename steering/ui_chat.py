@@ -5,7 +5,10 @@ Everything a request needs is passed in explicitly, so two users never share a v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,10 +16,18 @@ import torch
 
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings
+from steering.layers import check_layer
+from steering.limits import Limits, check_behavior_name, check_multiplier, check_seed
 from steering.prompts import Message
 
 UPLOAD_PREFIX = "Uploaded: "
 PANE_TITLES = ("Added steering", "Unsteered", "Subtracted steering")
+SIGNS = (1.0, 0.0, -1.0)  # the panes' multipliers are sign x alpha (the engine's row order)
+# The UI's slider ranges; the API enforces the same ones (max_new_tokens: Limits.max_new_tokens).
+TEMPERATURE_RANGE = (0.0, 2.0)
+TOP_P_RANGE = (0.05, 1.0)
+# A token is rarely longer than this many characters: a longer text is refused before it is tokenized.
+CHARS_PER_TOKEN_BOUND = 16
 
 
 def text_of(content: Any) -> str:
@@ -43,9 +54,9 @@ def conversation(history: Sequence[Any] | None) -> list[Message]:
     return messages
 
 
-def pane_labels(alpha: float) -> tuple[str, str, str]:
-    a = f"{abs(float(alpha)):g}"
-    return (f"{PANE_TITLES[0]} (+α = +{a})", f"{PANE_TITLES[1]} (α = 0)", f"{PANE_TITLES[2]} (−α = −{a})")
+def pane_labels() -> tuple[str, str, str]:
+    """The panes' titles. They carry no number: each answer's caption says which α made it."""
+    return (f"{PANE_TITLES[0]} (+α)", f"{PANE_TITLES[1]} (α = 0)", f"{PANE_TITLES[2]} (−α)")
 
 
 def trim_prompt(prompt: str | None, max_chars: int) -> tuple[str, bool]:
@@ -124,3 +135,218 @@ def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float) -> st
     return (f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, "
             f"so α = {float(alpha):g} adds **{rel * abs(float(alpha)):.2f}×** (too much garbles the text: on the "
             "embedded SmolLM2 it starts to loop from about 0.3× and garbles by 0.6×).")
+
+
+# ---------------------------------------------------------------------------------------------- requests
+def whole_number(value: Any, name: str, low: int, high: int) -> int:
+    """`value` as an int in [low, high]; a one-line SteeringError for fractions, NaN, text or out of range."""
+    if isinstance(value, bool) or value is None:
+        raise SteeringError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise SteeringError(f"{name} must be a whole number, got {value!r}")
+        value = int(value)
+    try:
+        number = int(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise SteeringError(f"{name} must be a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise SteeringError(f"{name} {number} is out of range: expected {low} to {high}")
+    return number
+
+
+def bounded(value: Any, name: str, low: float, high: float) -> float:
+    """`value` as a finite float in [low, high]; a one-line SteeringError otherwise."""
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise SteeringError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise SteeringError(f"{name} {value!r} is out of range: expected {low:g} to {high:g}")
+    return number
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """One request's checked settings: what the app's sliders allow, whatever the caller sent."""
+
+    layer: int
+    multiplier: float
+    sampling: SamplingSettings
+    system_prompt: str | None
+
+
+def check_settings(num_layers: int, limits: Limits, layer: Any, multiplier: Any, max_new_tokens: Any,
+                   temperature: Any, top_p: Any, seed: Any, random_seed: bool = False,
+                   system_prompt: str | None = None) -> TurnSettings:
+    """Check a chat turn's or an API call's settings against the UI's ranges, before the model runs.
+
+    Args:
+        num_layers: the model's decoder layer count (layer must be in 0..num_layers-1).
+        limits: the configured caps (max_new_tokens, |multiplier|).
+        layer, multiplier, max_new_tokens, temperature, top_p, seed: as the UI or a remote caller sent them.
+        random_seed: draw a fresh seed (the seed is then not used).
+        system_prompt: the system prompt text ('' or None: the template's default).
+
+    Returns:
+        TurnSettings with the parsed values.
+
+    Raises:
+        SteeringError: one line naming the first bad value and the accepted range.
+    """
+    layer = whole_number(layer, "layer", 0, num_layers - 1)
+    multiplier = check_multiplier(multiplier, limits, "multiplier (α)")
+    max_new = whole_number(max_new_tokens, "max_new_tokens", 1, limits.max_new_tokens)
+    temperature = bounded(temperature, "temperature", *TEMPERATURE_RANGE)
+    top_p = bounded(top_p, "top_p", *TOP_P_RANGE)
+    seed_value = None if random_seed or seed in (None, "") else check_seed(seed)
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise SteeringError(f"system_prompt must be text, got {type(system_prompt).__name__}")
+    return TurnSettings(layer, multiplier, SamplingSettings(max_new, temperature, top_p, seed_value),
+                        (system_prompt or "").strip() or None)
+
+
+def check_budget(engine: Any, conversations: Sequence[Sequence[Message]], turn: TurnSettings) -> None:
+    """Refuse a turn whose prompt (system prompt + history + message) is over the token caps, unrun.
+
+    A text far longer than the cap could hold (CHARS_PER_TOKEN_BOUND characters a token) is refused
+    without tokenizing it; otherwise each pane's conversation is counted with the chat template
+    (Engine.check_request) against config `limits:` and the model's context.
+    """
+    limit = engine.limits.max_prompt_tokens
+    chars = max(sum(len(m["content"]) for m in conv) for conv in conversations) + len(turn.system_prompt or "")
+    if chars > limit * CHARS_PER_TOKEN_BOUND:
+        raise SteeringError(f"the system prompt, conversation and message are {chars} characters long, more than "
+                            f"the limit of {limit} tokens can hold; shorten them (or Clear the conversation)")
+    engine.check_request(list(conversations), turn.sampling, turn.system_prompt, turn.multiplier)
+
+
+def check_behavior(engine: Any, behavior: Any) -> str:
+    """A behavior name from a remote caller: a valid name with vectors for the loaded model (path-free message)."""
+    if isinstance(behavior, str) and any(sep in behavior for sep in ("/", "\\", "..")):
+        raise SteeringError("behavior must be a name such as 'refusal', not a path")
+    name = check_behavior_name(behavior)
+    known = engine.behaviors()
+    if name not in known:
+        raise SteeringError(f"no '{name}' vectors for this model; known behaviors: {', '.join(known) or 'none'}")
+    return name
+
+
+_ABS_PATH = re.compile(r"(?<![\w.~])(?:[A-Za-z]:\\|/)[^\s'\"()\[\]{},;:]*")
+
+
+def public_message(exc: BaseException | str) -> str:
+    """An error as one line for a remote user: server paths cut to their file name, no shell commands."""
+    text = str(exc) if isinstance(exc, (SteeringError, str)) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    text = _ABS_PATH.sub(lambda m: Path(m.group(0).rstrip("/\\")).name or "…", text)
+    parts = [p for p in text.split("; ") if "python -m " not in p and "pip install" not in p]
+    return "; ".join(parts) or "the request failed"
+
+
+# ------------------------------------------------------------------------------------------------ turns
+def signed(value: float) -> str:
+    return "0" if value == 0 else f"{'+' if value > 0 else '−'}{abs(value):g}"
+
+
+@dataclass
+class Turn:
+    """One message and the three answers it got, with the settings that made them (per session)."""
+
+    user: str
+    multiplier: float
+    layer: int
+    vector: str  # the behavior's name or the uploaded file's name
+    max_new_tokens: int
+    answers: list[str] = field(default_factory=lambda: ["", "", ""])
+    status: str = "running"  # running, done, stopped, failed
+    new_tokens: list[int] = field(default_factory=list)
+    error: str = ""
+
+    def finish(self, texts: Sequence[str], new_tokens: Sequence[int], stopped: bool) -> None:
+        if self.status == "running":
+            self.status = "stopped" if stopped else "done"
+        self.answers, self.new_tokens = list(texts), list(new_tokens)
+
+    def fail(self, message: str) -> None:
+        self.status, self.error = "failed", message
+
+    def stop(self) -> None:
+        if self.status == "running":
+            self.status = "stopped"
+
+    @property
+    def in_conversation(self) -> bool:
+        """Whether the model sees this turn next time: not a failure, not unfinished, not empty."""
+        return self.status == "done" or (self.status == "stopped" and any(self.answers))
+
+    def caption(self, pane: int) -> str:
+        """What made pane `pane`'s answer: α, layer and vector, and why it ended early if it did."""
+        value = SIGNS[pane] * self.multiplier
+        parts = [f"α = 0 (unsteered)"] if value == 0 else \
+            [f"{'+' if SIGNS[pane] > 0 else '−'}α = {signed(value)}", f"layer {self.layer}", self.vector]
+        if self.status == "running":
+            parts.append("writing…")
+        elif self.status == "stopped":
+            parts.append("stopped")
+        elif self.status == "failed":
+            parts.append("failed: not part of the conversation")
+        elif pane < len(self.new_tokens) and self.new_tokens[pane] >= self.max_new_tokens:
+            parts.append(f"cut at the limit of {self.max_new_tokens} new tokens")
+        return " · ".join(parts)
+
+    def shown(self, pane: int) -> str:
+        text = self.answers[pane]
+        if self.status == "failed":
+            text = (text + "\n\n" if text else "") + f"⚠️ Generation failed: {self.error}"
+        return f"{text}\n\n<sub>{self.caption(pane)}</sub>" if text else f"<sub>{self.caption(pane)}</sub>"
+
+
+def render(turns: Sequence[Turn]) -> list[list[Message]]:
+    """The three panes' chat messages (answers with their captions) from a session's turns."""
+    panes: list[list[Message]] = [[], [], []]
+    for turn in turns:
+        for pane, messages in enumerate(panes):
+            messages.append({"role": "user", "content": turn.user})
+            messages.append({"role": "assistant", "content": turn.shown(pane)})
+    return panes
+
+
+def conversations(turns: Sequence[Turn]) -> list[list[Message]]:
+    """What the model sees of each pane: finished turns only, answers without captions, no failures."""
+    convs: list[list[Message]] = [[], [], []]
+    for turn in turns:
+        if turn.in_conversation:
+            for pane, conv in enumerate(convs):
+                conv += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.answers[pane]}]
+    return convs
+
+
+# ---------------------------------------------------------------------------------------------- uploads
+def keep_upload(path: str | Path, folder: str | Path) -> Path:
+    """Move an uploaded file out of Gradio's (URL-readable) cache into a private per-session folder.
+
+    Returns the new path; the cache folder Gradio made for the file is removed when it is left empty.
+    """
+    path, folder = Path(path), Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / path.name
+    counter = 1
+    while target.exists():
+        target = folder / f"{path.stem}-{counter}{path.suffix}"
+        counter += 1
+    shutil.move(str(path), target)
+    discard_upload(path)  # the now empty cache folder
+    return target
+
+
+def discard_upload(path: str | Path | None) -> None:
+    """Delete an uploaded file (if still there) and its folder when that is left empty."""
+    if not path:
+        return
+    path = Path(path)
+    try:
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()  # only succeeds when empty
+    except OSError:
+        pass

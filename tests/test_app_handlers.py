@@ -1,0 +1,201 @@
+"""The app's event handlers (app.build_app) on a tiny random Llama: no server, no browser.
+
+Each handler is taken from the Blocks by name and driven the way Gradio drives it: a generator is
+iterated (one item = one update of the outputs) and closed when Gradio cancels it (Stop, Clear, a lost
+connection). The turns list is the session's gr.State, which Gradio hands to every event by reference.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import pytest
+import torch
+
+import app_harness  # noqa: F401  (puts the project root on sys.path)
+import app
+from steering.config import load_config
+from steering.engine import Engine
+from steering.models import LoadedModel, ModelSettings
+from steering.vector_files import VectorSet, save_safetensors
+from tests.conftest import make_tiny_model
+
+LAYERS, HIDDEN = 4, 64
+SKIP = gr.skip()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_tokenizer):
+    model = make_tiny_model(len(tiny_tokenizer), layers=LAYERS)
+    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
+                     device=torch.device("cpu"), quantization=None, num_layers=LAYERS, hidden_size=HIDDEN,
+                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    return Engine(lm, load_config())
+
+
+@pytest.fixture(scope="module")
+def handlers(engine):
+    demo = app.build_app(engine, engine.config)
+    fns = {}
+    for block_fn in demo.fns.values():
+        name = getattr(block_fn.fn, "__name__", "")
+        fns.setdefault(name, block_fn)
+    return fns
+
+
+@pytest.fixture(scope="module")
+def vector_file(tmp_path_factory):
+    torch.manual_seed(3)
+    vset = VectorSet({layer: torch.randn(HIDDEN) for layer in range(LAYERS)})
+    return str(save_safetensors(vset, tmp_path_factory.mktemp("vec") / "mine.safetensors"))
+
+
+def inputs(vector_file, **changes):
+    """The Send inputs after prompt and turns: choice, uploads, layer, α, max new, temperature, top-p, seed,
+    random seed, system prompt."""
+    values = dict(choice="Uploaded: mine.safetensors", uploads={"Uploaded: mine.safetensors": vector_file},
+                  layer=1, alpha=4.0, max_new=12, temperature=0.0, top_p=1.0, seed=0, random_seed=False, system="")
+    values.update(changes)
+    return list(values.values())
+
+
+def drain(gen):
+    return list(gen)
+
+
+def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vector_file, engine):
+    """Every streamed update used to erase the message box; Send during streaming was silently dropped."""
+    turns: list = []
+    updates = drain(handlers["send"].fn("Hello there", turns, *inputs(vector_file)))
+    assert len(updates) >= 3
+    first, *middle, last = updates
+    assert first[3] == "" and first[4]["interactive"] is False and first[5]["interactive"] is False
+    assert all(u[3] == SKIP for u in middle + [last]), "a streamed update touched the message box"
+    assert last[4]["interactive"] is True and last[4]["value"] == "Send" and last[5]["interactive"] is True
+    assert [t.status for t in turns] == ["done"]
+    assert last[0][-1]["content"].endswith("<sub>+α = +4 · layer 1 · mine.safetensors · cut at the limit of "
+                                           "12 new tokens</sub>")
+    assert last[1][-1]["content"].endswith("<sub>α = 0 (unsteered) · cut at the limit of 12 new tokens</sub>")
+    assert not engine.lm.lock.locked()
+
+
+def started(handlers, vector_file, turns, max_new=400):
+    gen = handlers["send"].fn("Tell me a long story", turns, *inputs(vector_file, max_new=max_new))
+    for _ in range(3):
+        next(gen)
+    return gen
+
+
+def wait_unlocked(engine, seconds=5.0) -> float:
+    start = time.monotonic()
+    while engine.lm.lock.locked():
+        assert time.monotonic() - start < seconds, "the model kept generating"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_stop_ends_the_turn_and_the_model(handlers, vector_file, engine):
+    turns: list = []
+    gen = started(handlers, vector_file, turns)
+    shown = handlers["stop"].fn(turns)
+    assert shown[3]["interactive"] is True  # Send is back
+    assert drain(gen) == []  # the stream ends at its next update without writing over the panes
+    wait_unlocked(engine)
+    assert turns[0].status == "stopped" and 0 < turns[0].new_tokens.__len__() + len(turns[0].answers[0])
+    assert shown[0][-1]["content"] == turns[0].shown(0) and turns[0].caption(0).endswith("· stopped")
+    assert app.conversations(turns)[0][-1]["content"] == turns[0].answers[0]  # what was shown is what is fed back
+
+
+def test_clear_during_streaming_stops_and_clears(handlers, vector_file, engine):
+    """Clear during streaming did nothing and generation ran on (issue 10, item 10)."""
+    turns: list = []
+    gen = started(handlers, vector_file, turns)
+    cleared = handlers["clear"].fn(turns)
+    assert cleared[:4] == ([], [], [], "") and cleared[4]["interactive"] is True
+    assert drain(gen) == [] and turns == []
+    wait_unlocked(engine)
+
+
+def test_cancelling_the_handler_stops_the_model(handlers, vector_file, engine):
+    """What Gradio does on Stop (cancels=) and on a lost connection: it closes the generator."""
+    turns: list = []
+    gen = started(handlers, vector_file, turns)
+    gen.close()
+    assert wait_unlocked(engine) < 5
+    assert turns[0].status == "stopped"
+
+
+def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine, monkeypatch):
+    """A failure's text was stored as the answer and fed back next turn (issue 10, item 10)."""
+    turns: list = []
+    real = engine.compare
+    seen = []
+
+    def broken(*args, **kwargs):
+        raise ValueError("Overflow when unpacking long long")
+
+    monkeypatch.setattr(engine, "compare", broken)
+    last = drain(handlers["send"].fn("First", turns, *inputs(vector_file)))[-1]
+    assert all("⚠️ Generation failed: ValueError: Overflow when unpacking long long" in pane[-1]["content"]
+               for pane in last[:3])
+    assert last[4]["interactive"] is True
+
+    def spy(conversations, *args, **kwargs):
+        seen.append(conversations)
+        return real(conversations, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "compare", spy)
+    drain(handlers["send"].fn("Second", turns, *inputs(vector_file)))
+    assert seen[0] == [[{"role": "user", "content": "Second"}]] * 3
+    assert [t.status for t in turns] == ["failed", "done"]
+    # Retry replaces the last turn, with the settings of now, and still leaves the failure out
+    seen.clear()
+    drain(handlers["retry"].fn(turns, *inputs(vector_file, alpha=1.0)))
+    assert seen[0] == [[{"role": "user", "content": "Second"}]] * 3
+    assert [t.status for t in turns] == ["failed", "done"] and turns[-1].multiplier == 1.0
+
+
+def test_validator_refuses_with_a_message_at_the_message_box(handlers, vector_file, tmp_path):
+    validate = handlers["send"].validator
+    ok = validate("Hi", [], *inputs(vector_file))
+    assert all(check["is_valid"] for check in ok)
+
+    def message(*args, where=0, **changes):
+        checks = validate(*args, *inputs(vector_file, **changes))
+        assert [i for i, c in enumerate(checks) if not c["is_valid"]] == [where]
+        return checks[where]["message"]
+
+    assert message("   ", []) == "Type a message first."
+    assert message("Hi", [], seed=99999999999999999999999).startswith("seed 99999999999999999999999 is out of range")
+    assert message("Hi", [], max_new=1500).startswith("max_new_tokens 1500 is out of range")
+    assert "tokens" in message("Hi", [], system="x" * 5000)  # one token per byte here: over the 4096 cap
+    assert "characters long" in message("Hi", [], system="x" * 100_000)  # refused without tokenizing
+    busy = app.Turn("Hi", 1.0, 1, "v", 8)
+    assert message("Hi", [busy]).startswith("Still answering")
+    one = str(save_safetensors(VectorSet({0: torch.ones(HIDDEN)}), tmp_path / "one.safetensors"))
+    assert message("Hi", [], where=2, uploads={"Uploaded: one.safetensors": one}, choice="Uploaded: one.safetensors",
+                   layer=1).startswith("one.safetensors has no vector for layer 1")
+
+
+def test_upload_leaves_the_cache_and_is_removed_with_the_session(handlers, vector_file, tmp_path):
+    cache = tmp_path / "gradio-cache" / "abc123"
+    cache.mkdir(parents=True)
+    upload = cache / "mine.safetensors"
+    upload.write_bytes(open(vector_file, "rb").read())
+    request = gr.Request(session_hash="session1")
+    file_value, choice, uploads, note = handlers["on_upload"].fn(str(upload), {}, request)
+    assert file_value is None  # the File component lets go of the (now moved) cache copy
+    assert not upload.exists() and not cache.exists()
+    kept = uploads["Uploaded: mine.safetensors"]
+    assert choice["value"] == "Uploaded: mine.safetensors" and note.startswith("Loaded mine.safetensors")
+    assert "gradio-cache" not in kept and open(kept, "rb").read() == open(vector_file, "rb").read()
+    handlers["end_session"].fn(request)  # demo.unload: the session's folder goes
+    assert not __import__("os").path.exists(kept)
+
+    bad = cache / "bad.safetensors"
+    cache.mkdir()
+    bad.write_bytes(b"not a vector file")
+    file_value, _, _, note = handlers["on_upload"].fn(str(bad), {}, request)
+    assert file_value is None and note.startswith("⚠️ **Not loaded:** bad.safetensors") and not bad.exists()
+    assert str(tmp_path) not in note
