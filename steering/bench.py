@@ -343,7 +343,8 @@ def run_cpu_bench(args: argparse.Namespace, config: dict[str, Any]) -> dict[str,
         if "generation" in only:
             _log(f"generation: {args.tokens} tokens x {args.repeats} repeats")
             results["generation"] = bench_generation(lm.model, lm.tokenizer, vector, layer, multiplier, args.tokens,
-                                                     args.repeats, extra=engine._fast)
+                                                     args.repeats,
+                                                     extra=engine.fast_path.generate_kwargs() if engine.fast_path else None)
             results["generation"].update(bench_first_text(engine, vector, layer, multiplier, args.repeats))
         if "hook" in only:
             _log("hook overhead at multiplier 0")

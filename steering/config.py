@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
         "load_in_8bit": False,
         "load_in_4bit": False,
         "compile": False,
+        "compile_backend": "inductor",
         "cuda_graphs": True,
     },
     "behavior": "refusal",

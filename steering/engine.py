@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -11,10 +11,13 @@ import torch
 
 from steering.config import PROJECT_ROOT, SteeringDefaults, model_defaults
 from steering.errors import SteeringError
-from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
+from steering.hooks import SteeringPlan
+from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, check_prompt_budget, generate
 from steering.layers import check_layer
+from steering.limits import Limits, check_multiplier, model_context_length
 from steering.models import LoadedModel, ModelSettings, load_model
-from steering.prompts import Message
+from steering.recipe import Recipe, config_recipe, defaults_path, load_defaults
+from steering.prompts import Message, build_messages, chat_prompt
 from steering.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
 
 # Row order of a comparison batch; the multiplier of each row is sign x alpha.
@@ -36,16 +39,28 @@ class Engine:
     config: dict[str, Any]
 
     def __post_init__(self) -> None:
-        self.defaults: SteeringDefaults = model_defaults(self.config, self.lm.name, self.lm.num_layers)
+        # config.yaml's models: entry; the behavior's tuned defaults file (recipe) takes precedence below
+        self.config_defaults: SteeringDefaults = model_defaults(self.config, self.lm.name, self.lm.num_layers)
+        self.defaults: SteeringDefaults = self.config_defaults
         self._vectors: dict[str, VectorSet] = {}
-        self._norms: dict[int, float] = {}
-        self._fast: dict[str, Any] = {}  # generate() arguments of the GPU fast path (compiled or graphed)
-        from steering.fast_path import enable_fast_path, graphs_supported
+        self._recipes: dict[str, Recipe] = {}
+        try:
+            tuned = self.recipe()
+            self.defaults = replace(self.config_defaults, layer=tuned.layer, multiplier=tuned.strength)
+        except SteeringError as exc:  # a broken defaults file: reported again when a recipe is used
+            import logging
 
+            logging.getLogger(__name__).warning("steering defaults: %s", exc)
+        self._norms: dict[int, float] = {}
+        self.limits = Limits.from_config(self.config)
+        from steering.fast_path import FastPath, enable_fast_path, graphs_supported
+
+        # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks), or None.
+        self.fast_path: FastPath | None = None
         if self.lm.settings.compile:
-            self._fast = enable_fast_path(self.lm)
+            self.fast_path = enable_fast_path(self.lm)
         elif self.lm.settings.cuda_graphs and graphs_supported(self.lm):
-            self._fast = enable_fast_path(self.lm, compile=False)
+            self.fast_path = enable_fast_path(self.lm, compile=False)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":
@@ -102,6 +117,45 @@ class Engine:
 
     def forget_vectors(self, behavior: str) -> None:
         self._vectors.pop(behavior, None)
+        self._recipes.pop(behavior, None)
+
+    # ------------------------------------------------------------------ recipes (steering/recipe.py)
+    def recipe(self, behavior: str | None = None) -> Recipe:
+        """The behavior's steering recipe for this model: its defaults file
+        vectors/<behavior>/<model-slug>.defaults.json (written by `steering tune`) when there is one,
+        else config.yaml's models: entry (CAA addition at one layer). Raises SteeringError for a broken file."""
+        behavior = behavior or str(self.config.get("behavior", "refusal"))
+        if behavior not in self._recipes:
+            found = load_defaults(defaults_path(self.vectors_dir, behavior, self.lm.slug))
+            self._recipes[behavior] = found.recipe if found is not None else config_recipe(
+                self.config_defaults.layer, self.config_defaults.multiplier)
+        return self._recipes[behavior]
+
+    def recipe_vectors(self, recipe: Recipe, behavior: str | None = None) -> VectorSet:
+        """The vector set a recipe names (`recipe.vector`, relative to the project root) or the behavior's."""
+        if recipe.vector:
+            path = Path(recipe.vector)
+            return self.load_vector_file(path if path.is_absolute() else PROJECT_ROOT / path)
+        return self.vectors_for(behavior or str(self.config.get("behavior", "refusal")))
+
+    def steering_plan(self, strengths: Sequence[float], recipe: Recipe | None = None, behavior: str | None = None,
+                      vector: torch.Tensor | None = None, layer: int | None = None,
+                      multiplier: float | None = None) -> SteeringPlan:
+        """The hooks.SteeringPlan for rows of signed strengths x the recipe's strength.
+
+        Args:
+            strengths: per row, a signed factor of the strength (compare: +1, 0, -1).
+            recipe: default self.recipe(behavior); `layer` / `multiplier` replace its anchor layer and
+                strength (in the recipe's unit); `vector` (hidden,) replaces its vector at every layer
+                of the band (e.g. an uploaded file's).
+        Raises: SteeringError for a layer out of range, a multiplier over the cap, missing vectors.
+        """
+        recipe = (recipe or self.recipe(behavior)).with_overrides(layer, multiplier)
+        check_layer(recipe.layer, self.lm.num_layers)
+        strength = check_multiplier(recipe.strength, self.limits)
+        source: Any = vector if vector is not None else self.recipe_vectors(recipe, behavior)
+        return recipe.plan(source, [factor * strength for factor in strengths], self.lm.num_layers,
+                           hidden_norm=self.hidden_norm if recipe.unit == "relative" else None)
 
     # ------------------------------------------------------------------ norms
     def hidden_norm(self, layer: int) -> float:
@@ -144,47 +198,80 @@ class Engine:
         return float(vector.float().norm()) / self.hidden_norm(layer)
 
     # ------------------------------------------------------------------ generation
+    def check_request(self, conversations: Sequence[Sequence[Message]] | Sequence[Message],
+                      settings: SamplingSettings, system_prompt: str | None = None,
+                      multiplier: float | None = None) -> list[int]:
+        """Refuse a request that exceeds the caps, without running the model (for validators).
+
+        Args:
+            conversations: one conversation (a list of messages) or several (one per row).
+            settings: the sampling settings (max_new_tokens is checked).
+            system_prompt: the system prompt the request would use.
+            multiplier: the steering multiplier alpha, when there is one (finite, within the cap).
+
+        Returns:
+            The templated prompt length of each row, in tokens (system prompt + history + message).
+
+        Raises:
+            SteeringError: a one-line message naming what is over which cap (config `limits:`,
+                the model's context of config.max_position_embeddings tokens, |alpha|).
+        """
+        if multiplier is not None:
+            check_multiplier(multiplier, self.limits)
+        if conversations and isinstance(conversations[0], dict):
+            conversations = [list(conversations)]  # type: ignore[list-item]
+        tokens = [len(chat_prompt(self.lm.tokenizer, build_messages(conv, system_prompt)).input_ids)
+                  for conv in conversations]  # type: ignore[arg-type]
+        check_prompt_budget(tokens, settings.max_new_tokens, self.limits, model_context_length(self.lm.model))
+        return tokens
+
     def compare(
         self,
         conversations: Sequence[Sequence[Message]] | Sequence[Message],
-        vector: torch.Tensor,
-        layer: int,
-        multiplier: float,
-        settings: SamplingSettings,
+        vector: torch.Tensor | None = None,
+        layer: int | None = None,
+        multiplier: float | None = None,
+        settings: SamplingSettings | None = None,
         system_prompt: str | None = None,
         on_text: Callable[[list[str]], None] | None = None,
         stop_event: threading.Event | None = None,
+        recipe: Recipe | None = None,
+        behavior: str | None = None,
     ) -> GenerationResult:
         """Added (+alpha), unsteered (0) and subtracted (-alpha) replies as one batch of three rows.
 
         `conversations` is either one conversation (shared by all rows) or three, one per row
-        (the app's panes diverge after the first turn).
+        (the app's panes diverge after the first turn). The steering is `recipe` (default: the
+        behavior's, Engine.recipe: the tuned defaults file, else config.yaml); `layer` and `multiplier`
+        replace its anchor layer and strength, `vector` its vector (see steering_plan). With a
+        one-layer addition recipe this is the paper's +alpha / 0 / -alpha comparison.
         """
-        check_layer(layer, self.lm.num_layers)
+        settings = settings or SamplingSettings()
+        plan = self.steering_plan(SIGNS, recipe, behavior, vector, layer, multiplier)
         if conversations and isinstance(conversations[0], dict):
             conversations = [list(conversations)] * 3  # type: ignore[list-item]
         if len(conversations) != 3:
             raise ValueError(f"expected 1 or 3 conversations, got {len(conversations)}")
         return self._generate(conversations, settings, system_prompt,  # type: ignore[arg-type]
-                              multipliers=[sign * multiplier for sign in SIGNS], steer=SteeringSpec(layer, vector),
-                              on_text=on_text, stop_event=stop_event)
+                              steer=plan, on_text=on_text, stop_event=stop_event)
 
     def compare_batch(
         self,
         prompts: Sequence[str],
-        vector: torch.Tensor,
-        layer: int,
-        multiplier: float,
-        settings: SamplingSettings,
+        vector: torch.Tensor | None = None,
+        layer: int | None = None,
+        multiplier: float | None = None,
+        settings: SamplingSettings | None = None,
         system_prompt: str | None = None,
+        recipe: Recipe | None = None,
+        behavior: str | None = None,
     ) -> list[dict[str, str]]:
         """compare() for many single-turn prompts at once: 3 rows per prompt in one batch."""
-        check_layer(layer, self.lm.num_layers)
+        settings = settings or SamplingSettings()
+        plan = self.steering_plan([sign for _ in prompts for sign in SIGNS], recipe, behavior, vector, layer,
+                                  multiplier)
         conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
-        # Many rows at once: the fast path's compiled step is built for the app's few rows, so not here.
-        texts = self._generate(conversations, settings, system_prompt, fast=False,
-                               multipliers=[sign * multiplier for _ in prompts for sign in SIGNS],
-                               steer=SteeringSpec(layer, vector)).texts
+        texts = self._generate(conversations, settings, system_prompt, steer=plan).texts
         return [dict(zip(VARIANTS, texts[i:i + 3])) for i in range(0, len(texts), 3)]
 
     def plain(self, conversation: Sequence[Message], settings: SamplingSettings,
@@ -193,8 +280,18 @@ class Engine:
         return self._generate([list(conversation)], settings, system_prompt).texts[0]
 
     def _generate(self, conversations: Sequence[Sequence[Message]], settings: SamplingSettings,
-                  system_prompt: str | None, fast: bool = True, **kwargs: Any) -> GenerationResult:
-        """generate() under the model's lock, through the GPU fast path when it is on."""
+                  system_prompt: str | None, **kwargs: Any) -> GenerationResult:
+        """generate() under the model's lock, through the fast path when it is on and takes the batch.
+
+        The token budget (config `limits:` and the model's context) is checked before the lock is taken,
+        so an oversized request is refused at once instead of waiting for (and then holding) the model.
+        A batch the compiled step was not built for runs on the eager path (a compile costs a minute).
+        """
+        self.check_request(conversations, settings, system_prompt)
+        fast = self.fast_path if self.fast_path is not None and self.fast_path.takes(len(conversations)) else None
         with self.lm.lock:
+            if fast is not None:
+                return fast.generate(self.lm.tokenizer, conversations, settings=settings,
+                                     system_prompt=system_prompt, limits=self.limits, **kwargs)
             return generate(self.lm.model, self.lm.tokenizer, conversations, settings=settings,
-                            system_prompt=system_prompt, **(self._fast if fast else {}), **kwargs)
+                            system_prompt=system_prompt, limits=self.limits, **kwargs)

@@ -53,8 +53,14 @@ class PersistentSteering:
 
     Block i applies hooks.apply_steering (the one steering formula, also used by hooks.SteeringHook) with
     its own vector and per-row add / project / target, at positions >= steer_from[row]; blocks outside
-    the plan have all three at 0 (an exact no-op). The tensors keep their identity for the lifetime of
-    the object: a compiled graph reads them and is never rebuilt when they change.
+    the plan have all three at 0 (an exact no-op). The tensors keep their identity while the batch fits
+    them: a compiled graph reads them and is never rebuilt when they change.
+
+    The hooks belong to the fast path's own generation: they act only inside `context(...)` and only
+    on forwards with that generation's batch size. Every other forward of the model (extraction, the
+    A/B evaluation, hidden-state norms, the eager path's generation) passes through untouched, whatever
+    its batch size. A batch larger than the tensors grows them (to the next power of two); `version`
+    counts the growths, so captured CUDA graphs that read the old tensors are dropped.
     """
 
     def __init__(self, model: Any, max_batch: int = 4, skip_inactive: bool = False) -> None:
@@ -63,25 +69,36 @@ class PersistentSteering:
         # a compiled graph keeps the gate arithmetic instead, so changing the layer never recompiles.
         self.skip_inactive = skip_inactive
         self.layer = 0
+        self.active = False  # True only inside context(): the fast path's own generation
+        self.rows = 0  # that generation's batch size
+        self.version = 0  # bumped when the per-row tensors are reallocated for a larger batch
         self.blocks = decoder_layers(model)
         param = next(model.parameters())
         self.device, self.dtype = param.device, _compute_dtype(model)
         hidden = int(model.config.hidden_size)
-        self.max_batch = max_batch
         self.layers: tuple[int, ...] = (0,)  # the steered layers of the current plan
         # one vector and its unit direction per block (zero where a block is not steered)
         self.vectors = torch.zeros(len(self.blocks), hidden, device=self.device, dtype=self.dtype)
         self.units = torch.zeros_like(self.vectors)
-        # per block and row: hooks.apply_steering's add (compute dtype), project and target (float32)
-        self.add = torch.zeros(len(self.blocks), max_batch, device=self.device, dtype=self.dtype)
-        self.project = torch.zeros(len(self.blocks), max_batch, device=self.device, dtype=torch.float32)
-        self.target = torch.zeros_like(self.project)
-        self.steer_from = torch.zeros(max_batch, device=self.device, dtype=torch.long)
-        if self.device.type == "cuda":  # CUDA graphs read these in place instead of copying them
-            for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
-                torch._dynamo.mark_static_address(tensor)
+        self._allocate_rows(max(1, int(max_batch)))
+        self._mark_static(self.vectors, self.units)
         self.handles = [block.register_forward_hook(self._hook(i), with_kwargs=True)
                         for i, block in enumerate(self.blocks)]
+
+    def _mark_static(self, *tensors: torch.Tensor) -> None:
+        if self.device.type == "cuda":  # CUDA graphs read these in place instead of copying them
+            for tensor in tensors:
+                torch._dynamo.mark_static_address(tensor)
+
+    @torch.inference_mode(False)  # grown inside generate(): still normal tensors, updatable outside it
+    def _allocate_rows(self, capacity: int) -> None:
+        self.max_batch = capacity
+        # per block and row: hooks.apply_steering's add (compute dtype), project and target (float32)
+        self.add = torch.zeros(len(self.blocks), capacity, device=self.device, dtype=self.dtype)
+        self.project = torch.zeros(len(self.blocks), capacity, device=self.device, dtype=torch.float32)
+        self.target = torch.zeros_like(self.project)
+        self.steer_from = torch.zeros(capacity, device=self.device, dtype=torch.long)
+        self._mark_static(self.add, self.project, self.target, self.steer_from)
 
     @property
     def multipliers(self) -> torch.Tensor:
@@ -93,12 +110,20 @@ class PersistentSteering:
         """The vector at the first steered layer, (hidden,)."""
         return self.vectors[self.layer]
 
+    def ensure_capacity(self, rows: int) -> None:
+        """Make room for `rows` rows (next power of two); a reallocation bumps `version`."""
+        if rows > self.max_batch:
+            self._allocate_rows(1 << (int(rows) - 1).bit_length())
+            self.version += 1
+
     def _hook(self, index: int) -> Callable[..., Any]:
         def hook(module: Any, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
-            if self.skip_inactive and index not in self.layers:
+            if not self.active or (self.skip_inactive and index not in self.layers):
                 return output
             hidden = output[0] if isinstance(output, tuple) else output
             rows = hidden.shape[0]
+            if rows != self.rows:  # not this generation's forward
+                return output
             positions = kwargs.get("position_ids")
             if positions is None:
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
@@ -124,8 +149,9 @@ class PersistentSteering:
                 raise ValueError(f"steering vector of shape {tuple(spec.vector.shape)}, the model needs {(hidden,)}")
         plan.check(len(self.blocks))
         rows = plan.rows
-        if rows > self.max_batch:
-            raise ValueError(f"{rows} rows, the fast path was built for at most {self.max_batch}")
+        if len(steer_from) != rows:
+            raise ValueError(f"{len(steer_from)} steering start positions for {rows} rows")
+        self.ensure_capacity(rows)
         for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
             tensor.zero_()
         for layer, spec in plan.layers.items():
@@ -138,8 +164,12 @@ class PersistentSteering:
         self.layers = tuple(sorted(plan.layers))
         self.layer = self.layers[0]
         self.steer_from[:rows] = torch.tensor(list(steer_from), dtype=torch.long)
+        self.rows = rows
 
     def clear(self) -> None:
+        """Back to idle: the hooks pass every forward through until the next context()."""
+        self.active = False
+        self.rows = 0
         self.add.zero_()
         self.project.zero_()
 
@@ -152,6 +182,7 @@ class PersistentSteering:
             self.set_plan(plan, steer_from)
         else:
             self.set(plan, *args)
+        self.active = True
         try:
             yield self
         finally:
@@ -164,6 +195,7 @@ class PersistentSteering:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+        self.clear()
 
 
 class CudaGraphSteps:
@@ -184,8 +216,19 @@ class CudaGraphSteps:
         self.graphs: dict[tuple, tuple[Any, dict[str, Any], Any]] = {}
         self.warmed: set[tuple] = set()
         self.capture_seconds: list[float] = []
+        self.version = steering.version
+
+    def forget_cache(self, cache: Any) -> None:
+        """Drop the graphs that write into `cache` (it is being freed; its id may be reused)."""
+        for key in [k for k in self.graphs if k[0] == id(cache)]:
+            del self.graphs[key]
+        self.warmed = {k for k in self.warmed if k[0] != id(cache)}
 
     def __call__(self, **kwargs: Any) -> Any:
+        if self.version != self.steering.version:  # the steering tensors were reallocated (a larger batch)
+            self.graphs.clear()
+            self.warmed.clear()
+            self.version = self.steering.version
         key = (id(kwargs["cache"]), self.steering.layers,
                *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)))
         entry = self.graphs.get(key)
@@ -218,7 +261,15 @@ class CudaGraphSteps:
 
 
 class FastPath:
-    """Generation with a static KV cache, persistent steering hooks and a compiled or graphed decoding step."""
+    """Generation with a static KV cache, persistent steering hooks and a compiled or graphed decoding step.
+
+    Any batch size works: a batch larger than `max_batch` grows the steering tensors (and, compiled,
+    builds a graph for that batch, as any new batch size does). `takes(batch)` says whether a batch is
+    worth routing here: the compiled step only for the batch sizes it was built for (a compile costs a
+    minute with inductor), the CUDA-graph and static-cache steps for any batch.
+    """
+
+    MAX_CACHES = 6  # static caches kept for reuse, least recently used dropped first
 
     def __init__(self, model: Any, compile: bool = True, backend: str = "inductor",
                  mode: str | None = "reduce-overhead", bucket: int = 256, max_batch: int = 4,
@@ -227,6 +278,7 @@ class FastPath:
         self.bucket = bucket
         # hooks first, then compile
         self.steering = PersistentSteering(model, max_batch, skip_inactive=not compile)
+        self.max_batch = max_batch
         self._caches: dict[tuple[int, int], Any] = {}
         self.compiled = compile
         self.compiles = 0  # graphs built by the compiler (counted by the backend wrapper)
@@ -258,13 +310,26 @@ class FastPath:
         from transformers import StaticCache
 
         key = (batch, self.cache_length(total))
-        cache = self._caches.get(key)
+        cache = self._caches.pop(key, None)
         if cache is None:
+            while len(self._caches) >= self.MAX_CACHES:  # bound the memory: forget the least recently used
+                old = self._caches.pop(next(iter(self._caches)))
+                if self.graphs is not None:
+                    self.graphs.forget_cache(old)
             cache = StaticCache(config=self.model.config, max_cache_len=key[1])
-            self._caches[key] = cache
         else:
             cache.reset()
+        self._caches[key] = cache  # most recently used last
         return cache
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The generate() keyword arguments that route a call through this fast path (the benchmark)."""
+        return {"cache_factory": self.cache_factory, "decode_forward": self.decode_step,
+                "steering_context": self.steering.context}
+
+    def takes(self, batch: int) -> bool:
+        """Whether a batch of `batch` rows should run here (see the class docstring)."""
+        return not self.compiled or batch <= self.max_batch
 
     def decode_step(self, **kwargs: Any) -> Any:
         if self.graphs is not None:
@@ -285,7 +350,15 @@ class FastPath:
     def generate(self, tokenizer: Any, conversations: Sequence[Sequence[Message]],
                  multipliers: Sequence[float] | None = None, steer: SteeringSpec | None = None,
                  settings: SamplingSettings = SamplingSettings(), **kwargs: Any) -> GenerationResult:
+        """generate() through the static cache, the persistent hooks and the fast decoding step.
+
+        Unsteered generation (`steer` None) runs with every multiplier at 0, which adds an exact 0:
+        the same graph as steered generation, so plain replies neither recompile nor recapture.
+        """
         self.steering.clear()
+        if steer is None:
+            steer = SteeringSpec(self.steering.layer, torch.zeros_like(self.steering.vector))
+            multipliers = [0.0] * len(conversations)
         return generate(self.model, tokenizer, conversations, multipliers=multipliers, steer=steer,
                         settings=settings, cache_factory=self.cache_factory, decode_forward=self.decode_step,
                         steering_context=self.steering.context, **kwargs)
@@ -311,23 +384,32 @@ def graphs_supported(lm: Any) -> bool:
     return lm.device.type == "cuda" and lm.quantization is None
 
 
-def enable_fast_path(lm: Any, compile: bool = True) -> dict[str, Any]:
-    """The generate() keyword arguments that route a LoadedModel through a warmed-up FastPath.
+def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) -> FastPath:
+    """The LoadedModel's FastPath (made, warmed up and kept as `lm.fast_path` on the first call).
 
-    Used by the Engine: `model.compile` true gives static cache + torch.compile (CUDA graphs) on CUDA;
-    elsewhere, or with an 8-/4-bit model, the compiler is skipped (logged): static cache and persistent
-    hooks only, which give the same tokens as the eager path. `compile=False` (the Engine's default on
-    CUDA, `model.cuda_graphs`) replays CUDA graphs of the eager decoding step, captured on first use.
+    Used by the Engine: `model.compile` true gives static cache + torch.compile with
+    `model.compile_backend` (default inductor, with CUDA graphs). Inductor is used on CUDA with a
+    16/32-bit model only; elsewhere it is skipped (logged): static cache and persistent hooks only,
+    which give the same tokens as the eager path. A lighter backend ("eager": graph capture without code
+    generation, "aot_eager") compiles anywhere, e.g. for tests on the CPU. `compile=False` (the Engine's
+    default on CUDA, `model.cuda_graphs`) replays CUDA graphs of the eager decoding step, captured on
+    first use. A second Engine on the same model reuses its fast path (one set of hooks per model); a
+    different setting replaces it (the old hooks are removed).
     """
-    use_compiler = compile and graphs_supported(lm)
+    backend = backend or getattr(lm.settings, "compile_backend", None) or "inductor"
+    use_compiler = compile and (graphs_supported(lm) if backend == "inductor" else lm.quantization is None)
     if compile and not use_compiler:
-        log.warning("model.compile: torch.compile is used on CUDA with a 16/32-bit model only; "
-                    "running %s with a static cache, without the compiler", lm.describe())
-    fast = FastPath(lm.model, compile=use_compiler, cuda_graphs=not compile and graphs_supported(lm))
+        log.warning("model.compile: torch.compile with %s is used on CUDA with a 16/32-bit model only; "
+                    "running %s with a static cache, without the compiler", backend, lm.describe())
+    cuda_graphs = not compile and graphs_supported(lm)
+    existing = getattr(lm, "fast_path", None)
+    if existing is not None:
+        if (existing.compiled, existing._backend, existing.graphs is not None) == (use_compiler, backend, cuda_graphs):
+            return existing
+        existing.steering.remove()
+    fast = FastPath(lm.model, compile=use_compiler, backend=backend, cuda_graphs=cuda_graphs)
     with lm.lock:
-        if use_compiler:
+        if use_compiler and backend == "inductor":  # a minute of compiling before the first user, not during
             fast.warm_up(lm.tokenizer)
     lm.fast_path = fast
-    return {"cache_factory": fast.cache_factory, "decode_forward": fast.decode_step,
-            "steering_context": fast.steering.context}
-
+    return fast

@@ -14,6 +14,7 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 import torch
 
 from steering.hooks import SteeringPlan, plan_from, steer as apply_plan
+from steering.limits import Limits, check_token_budget, model_context_length
 from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
 
 
@@ -63,15 +64,55 @@ def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def _next_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row: argmax at temperature 0, else a temperature / top-p (nucleus) sample.
+
+    Args:
+        logits: (batch, vocab) last-position logits.
+        settings: temperature and top_p.
+        generator: the generation's random stream; one uniform number is drawn from it per step.
+
+    Every row draws with the same uniform number u (inverse-CDF sampling in vocabulary order): row r
+    takes the first token whose cumulative probability exceeds u. So a row's tokens depend only on its
+    own logits and the seed, not on which other rows share the batch or where it sits: rows that are
+    alike (the unsteered pane and a plain reply, all panes at alpha 0) give the same text, and the
+    panes differ only by steering.
+    """
     if settings.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs > settings.top_p  # keep the smallest nucleus
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    cdf = probs.cumsum(dim=-1)  # (batch, vocab), unnormalised after top-p
+    u = torch.rand(1, generator=generator, device=logits.device, dtype=cdf.dtype)
+    chosen = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous(), right=True).squeeze(-1)
+    # rounding can put u x total at the very end: take the last token with probability > 0 then
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
+    return torch.minimum(chosen, last)
+
+
+def check_prompt_budget(prompt_tokens: Sequence[int], max_new_tokens: int, limits: Limits | None,
+                        context: int | None) -> None:
+    """check_token_budget for each row of a batch (rows named when there are several).
+
+    Args:
+        prompt_tokens: templated prompt length of each row, in tokens.
+        max_new_tokens: tokens asked for per row.
+        limits: the configured caps; None checks the context window only.
+        context: the model's context window in tokens (None: not checked).
+
+    Raises:
+        SteeringError: the first row over a cap, with its length and the cap.
+    """
+    for row, tokens in enumerate(prompt_tokens):
+        what = "the prompt" if len(prompt_tokens) == 1 else f"row {row}'s prompt"
+        if limits is None:
+            check_token_budget(tokens, max_new_tokens, Limits(max_new_tokens=max(max_new_tokens, 1),
+                                                             max_prompt_tokens=max(tokens, 1)), context, what)
+        else:
+            check_token_budget(tokens, max_new_tokens, limits, context, what)
 
 
 @torch.inference_mode()
@@ -89,6 +130,7 @@ def generate(
     decode_forward: Callable[..., Any] | None = None,
     steering_context: Callable[..., ContextManager[Any]] | None = None,
     ignore_eos: bool = False,
+    limits: Limits | None = None,
 ) -> GenerationResult:
     """Generate one reply per conversation; row i is steered with multipliers[i] x steer.vector.
 
@@ -101,10 +143,20 @@ def generate(
     call for the one-token decoding steps (e.g. a compiled forward); `steering_context(model, plan,
     steer_from)` replaces hooks.steer (e.g. hooks registered once);
     `ignore_eos` generates exactly max_new_tokens per row (equal lengths for timing).
+
+    Before the model runs, each row's templated prompt (system prompt + history + message) is counted
+    and checked (check_token_budget): against `limits` when given (the Engine passes the config's), and
+    always against the model's context (config.max_position_embeddings). Sampling (temperature > 0)
+    gives every row the same random stream (see _next_tokens): a row's text does not depend on the batch.
+
+    Raises:
+        SteeringError: a prompt over the limits or the context, before any forward pass.
     """
     if not conversations:
         raise ValueError("no conversations to generate for")
     prompts = [chat_prompt(tokenizer, build_messages(conv, system_prompt)) for conv in conversations]
+    check_prompt_budget([len(p.input_ids) for p in prompts], settings.max_new_tokens, limits,
+                        model_context_length(model))
     batch = len(prompts)
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)

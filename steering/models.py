@@ -35,6 +35,7 @@ class ModelSettings:
     load_in_8bit: bool = False
     load_in_4bit: bool = False
     compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend of the fast path ("eager": cheap, for tests)
     cuda_graphs: bool = True
 
     @classmethod

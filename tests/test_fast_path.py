@@ -36,6 +36,16 @@ def _eager(model, tok, convs, alphas, layer, vector):
     return generate(model, tok, convs, multipliers=alphas, steer=SteeringSpec(layer, vector), settings=GREEDY)
 
 
+# The fast path's variants a CPU can run: static cache + persistent hooks (what `compile: true` gives
+# without inductor) and the same with torch.compile capturing the decoding step (backend "eager").
+FAST_KINDS = {"static": dict(compile=False), "compiled": dict(compile=True, backend="eager")}
+
+
+@pytest.fixture(params=sorted(FAST_KINDS))
+def fast(request, model):
+    return FastPath(model, bucket=64, **FAST_KINDS[request.param])
+
+
 def test_static_cache_path_matches_eager(model, tiny_tokenizer, vector):
     fast = FastPath(model, compile=False, bucket=64)
     for alphas, layer in (([3.0, 0.0, -3.0], 1), ([1.5, 0.0, -1.5], 2)):
@@ -76,6 +86,74 @@ def test_persistent_hooks_are_exact_noops_at_zero(model, tiny_tokenizer, vector)
     finally:
         hooks.remove()
     assert len(model.model.layers[0]._forward_hooks) == 0
+
+
+def test_hooks_act_only_inside_the_fast_paths_own_generation(fast, tiny_tokenizer, vector):
+    """Issue 10 item 3: with the fast path's hooks on the model, every other forward (eager generation,
+    extraction, the A/B evaluation; any batch size) runs as if they were not there."""
+    from tests.conftest import make_tiny_model
+
+    reference = make_tiny_model(len(tiny_tokenizer))  # same weights, no hooks
+    fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=[4.0, 0.0, -4.0], steer=SteeringSpec(1, vector),
+                  settings=GREEDY)
+    model = fast.model
+    ids = torch.randint(0, len(tiny_tokenizer), (9, 10), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for rows in (1, 3, 4, 9):
+            assert torch.equal(model(input_ids=ids[:rows]).logits, reference(input_ids=ids[:rows]).logits)
+    convs = [Q1, Q2] * 3  # 6 rows, eagerly steered with the fast path's hooks registered
+    args = dict(multipliers=[2.0, -2.0, 0.0, 1.0, -1.0, 0.0], steer=SteeringSpec(2, vector), settings=GREEDY)
+    assert generate(model, tiny_tokenizer, convs, **args).token_ids == \
+        generate(reference, tiny_tokenizer, convs, **args).token_ids
+    with pytest.raises(RuntimeError, match="inside"):  # even an exception inside leaves the hooks idle
+        with fast.steering.context(model, 1, vector, [1.0], [0]):
+            raise RuntimeError("inside")
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids[:1]).logits, reference(input_ids=ids[:1]).logits)
+
+
+def test_any_batch_size_runs_on_the_fast_path(fast, tiny_tokenizer, vector):
+    """More rows than max_batch (4) grow the steering tensors; the tokens equal the eager path's."""
+    convs = [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1]
+    for rows in (9, 3, 6):
+        alphas = [(-1.0) ** row * (row % 4) for row in range(rows)]
+        got = fast.generate(tiny_tokenizer, convs[:rows], multipliers=alphas, steer=SteeringSpec(1, vector),
+                            settings=GREEDY)
+        assert got.token_ids == _eager(fast.model, tiny_tokenizer, convs[:rows], alphas, 1, vector).token_ids
+    assert fast.steering.max_batch == 16 and fast.steering.version == 1
+    assert fast.takes(9) == (not fast.compiled)  # compiled: big batches go eager unless asked for directly
+
+
+def test_sampled_rows_share_one_random_stream(fast, tiny_tokenizer, vector):
+    """Issue 10 item 4: at temperature > 0 a row's tokens depend on its logits and the seed only."""
+    settings = SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=0)
+    plain = generate(fast.model, tiny_tokenizer, [Q2], settings=settings).token_ids[0]
+    eager = generate(fast.model, tiny_tokenizer, [Q2] * 3, settings=settings).token_ids
+    assert eager == [plain] * 3
+    mixed = generate(fast.model, tiny_tokenizer, [Q1, Q2, Q1], settings=settings).token_ids
+    assert mixed[1] == plain and mixed[0] == mixed[2] != plain
+    steered = fast.generate(tiny_tokenizer, [Q2] * 3, multipliers=[3.0, 0.0, -3.0], steer=SteeringSpec(1, vector),
+                            settings=settings).token_ids
+    assert steered[1] == plain and steered[0] != plain and steered[2] != plain
+    assert fast.generate(tiny_tokenizer, [Q2], settings=settings).token_ids[0] == plain
+    greedy = generate(fast.model, tiny_tokenizer, [Q2], settings=SamplingSettings(max_new_tokens=12)).token_ids[0]
+    other_seed = generate(fast.model, tiny_tokenizer, [Q2], settings=SamplingSettings(
+        max_new_tokens=12, temperature=0.8, top_p=0.9, seed=1)).token_ids[0]
+    assert plain != greedy and plain != other_seed
+
+
+def test_nucleus_sampling_keeps_to_the_nucleus():
+    """The inverse-CDF draw never picks a token outside the top-p nucleus or of probability 0."""
+    from steering.generation import _next_tokens
+
+    logits = torch.tensor([[5.0, 4.0, 0.0, -1e9], [0.0, 0.0, 0.0, float("-inf")]]).repeat(50, 1)
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        tokens = _next_tokens(logits, SamplingSettings(temperature=1.0, top_p=0.7, seed=0), generator)
+        seen.update((row % 2, int(t)) for row, t in enumerate(tokens.tolist()))
+    assert {t for r, t in seen if r == 0} == {0}  # p = 0.73 for token 0 covers top-p 0.7
+    assert {t for r, t in seen if r == 1} == {0, 1, 2}  # the -inf token never
 
 
 def test_bucketed_static_caches_are_reused(model, tiny_tokenizer):
