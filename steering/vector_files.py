@@ -131,8 +131,14 @@ class VectorSet:
 
 
 def _ranges(layers: Iterable[int]) -> str:
-    layers = sorted(layers)
-    return f"{layers[0]}..{layers[-1]}" if layers and layers == list(range(layers[0], layers[-1] + 1)) else ", ".join(map(str, layers))
+    """'0..8, 10..29' for [0..8, 10..29]; runs shorter than 3 are listed ('1, 2, 5')."""
+    runs: list[list[int]] = []
+    for layer in sorted(set(layers)):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{r[0]}..{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
 def _as_vector(value: object, name: str) -> torch.Tensor:
@@ -363,9 +369,9 @@ def save_gguf(vset: VectorSet, path: str | Path, model_hint: str = "llama") -> P
     import gguf
 
     path = Path(path)
+    _check_writable(vset, path)
     layers, _ = gguf_layers(vset.layers, path)
     chosen = VectorSet({layer: vset.vectors[layer] for layer in layers}, dict(vset.metadata), vset.source)
-    _check_writable(chosen, path)
 
     def write(tmp: str) -> None:
         writer = gguf.GGUFWriter(tmp, "controlvector")
