@@ -1,0 +1,175 @@
+"""Packaging: pyproject.toml and requirements.txt agree, the `steering` command, and where config.yaml and the
+data folders are found from any working folder (steering/config.py's rule)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from steering.config import HOME_ENV, PROJECT_ROOT, data_dir, home, load_config
+from steering.errors import SteeringError
+
+PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+SPACE_EXTRAS = ("app", "quant")  # what the Hugging Face Space installs from requirements.txt, beside the core
+
+
+def _requirements(lines: list[str]) -> dict[str, str]:
+    """{canonical name: specifier} of requirement lines; a name listed twice is an error."""
+    found: dict[str, str] = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name not in found, f"{name} listed twice"
+        found[name] = str(req.specifier)
+    return found
+
+
+def test_requirements_txt_is_the_core_and_space_extras_of_pyproject():
+    project = PYPROJECT["project"]
+    expected = _requirements(project["dependencies"])
+    for extra in SPACE_EXTRAS:
+        for name, spec in _requirements(project["optional-dependencies"][extra]).items():
+            assert expected.setdefault(name, spec) == spec, f"{name}: different ranges in the core and [{extra}]"
+    space = _requirements((PROJECT_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines())
+    assert space == expected
+
+
+def test_extras_and_console_script_are_declared():
+    project = PYPROJECT["project"]
+    assert {"app", "eval", "bench", "dev"} <= set(project["optional-dependencies"])
+    assert project["scripts"] == {"steering": "steering.cli:main"}
+    # the same ranges wherever a package appears (core and every extra)
+    ranges: dict[str, str] = {}
+    for group in [project["dependencies"], *project["optional-dependencies"].values()]:
+        for name, spec in _requirements(group).items():
+            assert ranges.setdefault(name, spec) == spec, f"{name}: two different ranges in pyproject.toml"
+
+
+def _installed_script() -> Path | None:
+    try:
+        dist = importlib.metadata.distribution("llama-steering")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    scripts = [ep for ep in dist.entry_points if ep.group == "console_scripts"]
+    assert [(ep.name, ep.value) for ep in scripts] == [("steering", "steering.cli:main")]
+    return Path(sys.executable).parent / "steering"
+
+
+def test_console_script_from_another_folder_has_the_module_commands(tmp_path):
+    script = _installed_script()
+    if script is None:
+        pytest.skip("llama-steering is not installed in this environment (make install does: pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if k not in (HOME_ENV, "PYTHONPATH")}
+    as_script = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                               timeout=120)
+    as_module = subprocess.run([sys.executable, "-m", "steering", "--help"], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True, timeout=120)
+    assert as_script.returncode == 0, as_script.stderr
+    commands = as_module.stdout.split("{", 1)[1].split("}", 1)[0]
+    assert "chat" in commands and "extract" in commands
+    assert "{" + commands + "}" in as_script.stdout
+
+
+# ---------------------------------------------------------------------------- the folder rule
+@pytest.fixture
+def no_home(monkeypatch):
+    monkeypatch.delenv(HOME_ENV, raising=False)
+
+
+def test_default_is_the_checkout_from_any_folder(no_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert home() == PROJECT_ROOT
+    config = load_config()
+    assert config["vectors_dir"] == str(PROJECT_ROOT / "vectors")
+    assert config["datasets_dir"] == str(PROJECT_ROOT / "datasets")
+    assert config["results_dir"] == str(PROJECT_ROOT / "results")
+    assert (Path(config["datasets_dir"]) / "refusal" / "generate.json").is_file()
+    # the checkout's config.yaml was read (its models: entries are not among the built-in defaults)
+    assert "meta-llama/Llama-2-7b-chat-hf" in config["models"]
+
+
+def test_home_env_holds_config_and_data(tmp_path, monkeypatch):
+    (tmp_path / "config.yaml").write_text("behavior: honesty\nvectors_dir: my_vectors\n", encoding="utf-8")
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    monkeypatch.chdir(PROJECT_ROOT)  # the working folder plays no part
+    config = load_config()
+    assert config["behavior"] == "honesty"
+    assert config["vectors_dir"] == str(tmp_path / "my_vectors")
+    assert config["datasets_dir"] == str(tmp_path / "datasets")
+    assert config["results_dir"] == str(tmp_path / "results")
+
+
+def test_home_env_without_config_gives_the_defaults_there(tmp_path, monkeypatch):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    config = load_config()
+    assert config["models"] == {}
+    assert config["vectors_dir"] == str(tmp_path / "vectors")
+
+
+def test_config_file_paths_are_relative_to_its_folder(no_home, tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    elsewhere = tmp_path / "abs_datasets"
+    (folder / "settings.yaml").write_text(f"vectors_dir: vecs\ndatasets_dir: {elsewhere}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("conf/settings.yaml")  # a relative --config is relative to the working folder
+    assert config["vectors_dir"] == str(folder / "vecs")
+    assert config["datasets_dir"] == str(elsewhere)
+    assert config["results_dir"] == str(PROJECT_ROOT / "results")  # not in the file: the home folder's
+
+
+def test_data_dir_of_a_config_built_in_code(tmp_path, monkeypatch):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))
+    assert data_dir({"vectors_dir": "v"}, "vectors_dir") == tmp_path / "v"
+    assert data_dir({}, "datasets_dir") == tmp_path / "datasets"
+    assert data_dir({"results_dir": "/abs/r"}, "results_dir") == Path("/abs/r")
+
+
+def test_bad_home_and_bad_folder_values_are_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "missing"))
+    with pytest.raises(SteeringError, match=f"{HOME_ENV}=.*missing: not a folder"):
+        load_config()
+    monkeypatch.delenv(HOME_ENV)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vectors_dir: [a, b]\n", encoding="utf-8")
+    with pytest.raises(SteeringError, match=r"bad.yaml: 'vectors_dir' must be a folder path, found \['a', 'b'\]"):
+        load_config(bad)
+
+
+def _cli_elsewhere(cwd: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess:
+    """python -m steering run from `cwd`, with the package importable but not installed (PYTHONPATH)."""
+    env = {k: v for k, v in os.environ.items() if k != HOME_ENV}
+    env.update(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), **env_extra)
+    return subprocess.run([sys.executable, "-m", "steering", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_cli_bad_home_is_one_line(tmp_path):
+    result = _cli_elsewhere(tmp_path, "chat", "--prompt", "hi", **{HOME_ENV: str(tmp_path / "nope")})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {HOME_ENV}={tmp_path / 'nope'}: not a folder "
+                                                  "(it should hold config.yaml and the data folders)"]
+
+
+@pytest.mark.integration
+def test_cli_chat_from_another_folder_finds_config_and_vectors(tmp_path):
+    result = _cli_elsewhere(tmp_path, "chat", "--prompt", "hi", "--max-new-tokens", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"added", "unsteered", "subtracted", "settings"}
+    # the checkout's config.yaml (models: smollm2 layer 9 / tuned defaults) and vectors/refusal were used
+    assert payload["settings"]["behavior"] == "refusal"
+    assert payload["settings"]["max_new_tokens"] == 4
+    assert list(tmp_path.iterdir()) == []  # nothing written in the working folder
