@@ -183,10 +183,6 @@ def test_paper_layout_is_written_with_the_hub_id_basename(tmp_path, vset):
 
 def test_gguf_skips_layer_zero_and_refuses_when_nothing_is_left(tmp_path):
     """Item 8: one check (gguf_layers) for every GGUF writer; no file the loader would reject."""
-    from steering.vector_files import gguf_layers
-
-    assert gguf_layers([0, 1, 2]) == ([1, 2], "layer 0 skipped: llama.cpp control vectors have no layer 0")
-    assert gguf_layers([3]) == ([3], "")
     path = save_gguf(VectorSet({0: torch.ones(4), 1: torch.ones(4), 2: torch.ones(4)}), tmp_path / "a.gguf")
     assert load_vectors(path).layers == [1, 2]
     with pytest.raises(SteeringError, match="cannot hold layer 0 and no other layer was chosen"):
@@ -194,6 +190,10 @@ def test_gguf_skips_layer_zero_and_refuses_when_nothing_is_left(tmp_path):
     with pytest.raises(SteeringError, match="contains no vectors"):
         save_gguf(VectorSet({}), tmp_path / "none.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf"]  # nothing written for the refused ones
+    from steering.vector_files import gguf_layers
+
+    assert gguf_layers([0, 1, 2]) == ([1, 2], "layer 0 skipped: llama.cpp control vectors have no layer 0")
+    assert gguf_layers([3]) == ([3], "")
 
 
 def test_writers_refuse_sets_the_loaders_would_reject(tmp_path):
@@ -240,13 +240,17 @@ def tiny_model_dir(tmp_path_factory):
     return folder
 
 
-def test_extract_gguf_with_only_layer_zero_is_refused_before_the_model_loads(tmp_path):
+def test_extract_gguf_with_only_layer_zero_is_refused_before_the_model_loads(tmp_path, tiny_model_dir):
     """Item 8, extract path: exit 2 and no 192-byte GGUF without vectors (was: exit 0)."""
     out = tmp_path / "v.safetensors"
     line = _one_line_error(_run_cli("extract", "--layers", "0", "--gguf", "--max-pairs", "2", "--out", str(out),
-                                    "--model", str(tmp_path / "no-such-model")))
+                                    "--model", str(tiny_model_dir), "--read-mode", "letter"))
     assert "cannot hold layer 0" in line
     assert not out.with_suffix(".gguf").exists() and not out.exists()
+    # checked before the model loads: a model that cannot be loaded is never reached
+    line = _one_line_error(_run_cli("extract", "--layers", "0", "--gguf", "--max-pairs", "2", "--out", str(out),
+                                    "--model", str(tmp_path / "no-such-model")))
+    assert "cannot hold layer 0" in line
 
 
 def test_extract_gguf_skips_layer_zero_and_says_so(tmp_path, tiny_model_dir):
@@ -324,16 +328,14 @@ def test_absurd_vector_norms_are_refused_without_a_model():
 
 
 def test_engine_refuses_vectors_far_beyond_the_hidden_state_norm(tmp_path):
-    from steering.vector_files import MAX_RELATIVE_NORM
-
     engine = _tiny_engine(tmp_path)
-    typical = engine.hidden_norms([1, 2])
+    typical = {layer: engine.hidden_norm(layer) for layer in (1, 2)}
     direction = torch.randn(64)
     direction /= direction.norm()
     ok = save_safetensors(VectorSet({1: direction * typical[1] * 0.5, 2: direction * typical[2] * 2}),
                           tmp_path / "ok.safetensors")
     assert engine.load_vector_file(ok).layers == [1, 2]
-    scaled = VectorSet({1: direction * typical[1] * 0.5, 2: direction * typical[2] * MAX_RELATIVE_NORM * 3})
+    scaled = VectorSet({1: direction * typical[1] * 0.5, 2: direction * typical[2] * 300})
     bad = save_safetensors(scaled, tmp_path / "bad.safetensors")
     with pytest.raises(SteeringError, match=r"bad.safetensors: layer 2: vector norm .* is 300x the model's typical "
                                             r"hidden-state norm there .*; the limit is 100x"):
