@@ -150,6 +150,10 @@ class Engine:
                 of the band (e.g. an uploaded file's).
         Raises: SteeringError for a layer out of range, a multiplier over the cap, missing vectors.
         """
+        if multiplier is not None:
+            multiplier = check_multiplier(multiplier, self.limits)
+        if layer is not None:
+            check_layer(layer, self.lm.num_layers)
         recipe = (recipe or self.recipe(behavior)).with_overrides(layer, multiplier)
         check_layer(recipe.layer, self.lm.num_layers)
         strength = check_multiplier(recipe.strength, self.limits)
