@@ -714,10 +714,11 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any]) -> int:
         table = format_cpu_table(results)
     print(table)
     if args.json:
+        from steering.files import write_text
+
         path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-        path.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+        write_text(path, json.dumps(results, indent=2, default=str) + "\n")
+        write_text(path.with_suffix(".md"), table + "\n")
         print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

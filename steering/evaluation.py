@@ -401,13 +401,21 @@ def open_ended_answers(
     batch_size: int = 32,
     score: bool = True,
     on_progress: Callable[[int, int], None] | None = None,
+    recipe: Any = None,
+    hidden_norm: Callable[[int], float] | None = None,
 ) -> list[Answer]:
     """Answers to every question for every variant name -> (vector, multipliers), scored.
 
     Rows of one variant run together in batches (generate() steers each row with its own
     multiplier). Multiplier 0 is the same unsteered answer for every variant: it is generated once,
     under the first variant's name.
+
+    Without `recipe`: CAA addition of multiplier x vector at `layer` (the paper's). With a
+    steering.recipe.Recipe: its band (`layer` is then unused), operators and unit; each multiplier is a
+    signed strength in the recipe's unit, the variant's vector (a tensor, or a VectorSet / {layer: tensor}
+    for per-layer vectors) replaces the recipe's; `hidden_norm` (Engine.hidden_norm) for unit "relative".
     """
+    num_layers = len(decoder_layers(model))
     jobs: list[tuple[str, float, str]] = []  # (variant, multiplier, question)
     zero_done = False
     for name, (_, multipliers) in variants.items():
@@ -423,9 +431,12 @@ def open_ended_answers(
         mine = sorted((j for j in jobs if j[0] == name), key=lambda j: len(j[2]))
         for start in range(0, len(mine), batch_size):
             batch = mine[start:start + batch_size]
+            if recipe is None:
+                steer: dict[str, Any] = {"multipliers": [m for _, m, _ in batch], "steer": SteeringSpec(layer, vector)}
+            else:
+                steer = {"steer": recipe.plan(vector, [m for _, m, _ in batch], num_layers, hidden_norm)}
             result = generate(model, tokenizer, [[{"role": "user", "content": q}] for _, _, q in batch],
-                              multipliers=[m for _, m, _ in batch], steer=SteeringSpec(layer, vector),
-                              settings=settings, system_prompt=system_prompt)
+                              settings=settings, system_prompt=system_prompt, **steer)
             for (variant, m, q), text, ids in zip(batch, result.texts, result.token_ids):
                 answers.append(Answer(q, variant, m, text, len(ids), detector(text), distinct_ngram_share(text), None,
                                       list(ids)))
@@ -599,7 +610,10 @@ def cosine_plot(vset_a: "VectorSet", vset_b: "VectorSet", labels: tuple[str, str
 
 
 def save_figure(fig: "Figure", path: Any) -> None:
+    """Save `fig` as an image at `path` (format from the suffix, 130 dpi), atomically (steering.files)."""
     from pathlib import Path
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    from steering.files import atomic_write
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=path.suffix[1:] or None))

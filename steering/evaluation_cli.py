@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from steering.errors import SteeringError
-from steering.files import write_json
+from steering.files import write_json, write_text
 from steering.prompts import pad_token_id
 
 OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.json", "open_ended.png", "summary.md")
@@ -220,7 +220,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     total = time.perf_counter() - started
     text = _summary_markdown(ab_payload, open_payload, total, np)
-    (out / "summary.md").write_text(text, encoding="utf-8")
+    write_text(out / "summary.md", text)
     print(text, end="")
     _log(f"wrote {out / 'summary.md'} ({total:.0f} s in all)")
     return 0

@@ -78,3 +78,18 @@ def test_vector_writers_use_the_same_modes(tmp_path, umask_022):
     os.chmod(written[0], 0o664)
     save_safetensors(vset, written[0])
     assert _mode(written[0]) == 0o664
+
+
+def test_figures_are_written_atomically_with_the_same_modes(tmp_path, umask_022):
+    from matplotlib.figure import Figure
+
+    from steering.evaluation import save_figure
+
+    fig = Figure(figsize=(2, 2))
+    fig.add_subplot().plot([0, 1], [1, 0])
+    path = tmp_path / "plots" / "curve.png"
+    save_figure(fig, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and _mode(path) == 0o644
+    os.chmod(path, 0o664)
+    save_figure(fig, path)
+    assert _mode(path) == 0o664 and [p.name for p in path.parent.iterdir()] == ["curve.png"]
