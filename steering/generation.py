@@ -24,6 +24,10 @@ LOOKAHEAD: bool | None = None
 
 @dataclass(frozen=True)
 class SamplingSettings:
+    """How tokens are chosen: at most `max_new_tokens` per row; temperature 0 = greedy, else softmax at that
+    temperature over the smallest token set of probability >= `top_p` (nucleus); `seed` makes sampling
+    repeatable (None: a fresh seed). Raises ValueError for values out of range."""
+
     max_new_tokens: int = 64
     temperature: float = 0.0  # 0 means greedy decoding
     top_p: float = 1.0
@@ -40,12 +44,18 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class SteeringSpec:
+    """CAA addition at one decoder block: `layer` (0-based block index) and `vector` (hidden_size,), added
+    times each row's multiplier to the block's output (Rimsky et al. 2023, section 3)."""
+
     layer: int
     vector: torch.Tensor
 
 
 @dataclass
 class GenerationResult:
+    """What generate() returns: one reply text per conversation (row), the count and ids of the tokens
+    generated per row, and whether a stop request ended generation early."""
+
     texts: list[str]
     new_tokens: list[int]  # tokens generated per row (end-of-turn excluded)
     stopped: bool = False  # True when a stop request ended generation early
@@ -107,7 +117,7 @@ def check_prompt_budget(prompt_tokens: Sequence[int], max_new_tokens: int, limit
         SteeringError: the first row over a cap, with its length and the cap.
     """
     for row, tokens in enumerate(prompt_tokens):
-        what = "the prompt" if len(prompt_tokens) == 1 else f"row {row}'s prompt"
+        what = "the prompt" if len(set(prompt_tokens)) == 1 else f"row {row}'s prompt"  # e.g. 3 panes, 1 prompt
         if limits is None:
             check_token_budget(tokens, max_new_tokens, Limits(max_new_tokens=max(max_new_tokens, 1),
                                                              max_prompt_tokens=max(tokens, 1)), context, what)
