@@ -80,7 +80,45 @@ def _steering_choice(engine, args: argparse.Namespace):
 
 
 # ---------------------------------------------------------------------------- extract
+def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """extract --method instructions: the refusal direction of Arditi et al. 2024 (mean activation over
+    harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
+    from steering.datasets import file_sha256
+    from steering.extraction import instruction_direction, load_instructions
+    from steering.vector_files import VectorSet, save_safetensors, vector_path
+
+    dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "instructions.json")
+    harmful, harmless = load_instructions(dataset)  # one-line errors before the slow model load
+    if args.max_pairs:
+        harmful, harmless = harmful[: args.max_pairs], harmless[: args.max_pairs]
+    engine = _engine(args, config)
+    lm = engine.lm
+    layers = sorted(set(args.layers)) if args.layers else list(range(lm.num_layers))
+    for layer in layers:
+        if not 0 <= layer < lm.num_layers:
+            raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
+    batch_size = args.batch_size or int(config["extraction"]["batch_size"])
+    start = time.perf_counter()
+    vectors = instruction_direction(lm.model, lm.tokenizer, harmful, harmless, layers, batch_size=batch_size,
+                                    system_prompt=_system_prompt(args, config), positions=args.positions)
+    seconds = time.perf_counter() - start
+    vset = VectorSet(vectors, {
+        "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),
+        "read_mode": f"instructions-{args.positions}", "method": "instructions", "behavior": args.behavior,
+        "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset),
+        "requests": f"{len(harmful)} harmful, {len(harmless)} harmless",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    out = Path(args.out) if args.out else vector_path(engine.vectors_dir, args.behavior, lm.slug)
+    save_safetensors(vset, out)  # atomic: a failed run leaves the old file in place
+    print(f"wrote {out} ({len(layers)} layers, {len(harmful)} harmful / {len(harmless)} harmless requests, "
+          f"method instructions, {args.positions} positions, {seconds:.1f} s)")
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    if getattr(args, "method", "mean-diff") == "instructions":
+        return _extract_instructions(args, config)
     from steering.datasets import file_sha256, load_ab_dataset
     from steering.extraction import extract_vectors
     from steering.limits import Limits
@@ -107,11 +145,11 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     batch_size = args.batch_size or int(config["extraction"]["batch_size"])
     start = time.perf_counter()
     vectors = extract_vectors(lm.model, lm.tokenizer, items, layers, read_mode, batch_size=batch_size,
-                              system_prompt=_system_prompt(args, config))
+                              system_prompt=_system_prompt(args, config), method=args.method)
     seconds = time.perf_counter() - start
     vset = VectorSet(vectors, {
         "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),
-        "read_mode": read_mode, "behavior": args.behavior,
+        "read_mode": read_mode, "method": args.method, "behavior": args.behavior,
         "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset), "pairs": str(len(items)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
@@ -257,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="A/B JSON (default: datasets/<behavior>/generate.json)")
     p.add_argument("--layers", type=int, nargs="+", help="default: all layers")
     p.add_argument("--read-mode", choices=["letter", "answer-mean"])
+    p.add_argument("--method", choices=["mean-diff", "pca", "centered", "instructions"], default="mean-diff",
+                   help="mean-diff (CAA, the default), pca or centered (first principal component of the pair "
+                        "differences, uncentred / mean-centred), instructions (harmful minus harmless requests, "
+                        "Arditi et al. 2024; --dataset defaults to datasets/<behavior>/instructions.json)")
+    p.add_argument("--positions", choices=["post", "last"], default="post",
+                   help="--method instructions: read the post-instruction tokens (default) or the last token")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-pairs", type=int)
     p.add_argument("--out", help="default: vectors/<behavior>/<model-slug>.safetensors")
