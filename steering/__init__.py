@@ -1,6 +1,80 @@
-"""LLaMA Steering: Contrastive Activation Addition (CAA) for chat language models."""
+"""LLaMA Steering: Contrastive Activation Addition (CAA; Rimsky et al. 2023, arXiv 2312.06681) for chat models.
+
+The public Python API (the README's "Python API" section shows it in use)::
+
+    import steering
+
+    lm = steering.load_model(steering.ModelSettings())          # the embedded SmolLM2-135M-Instruct
+    vectors = steering.load_vectors("vectors/refusal/smollm2-135m-instruct.safetensors")
+    result = steering.generate(lm.model, lm.tokenizer, [[{"role": "user", "content": "Hi"}]] * 2,
+                               multipliers=[2.0, -2.0], steer=steering.SteeringSpec(9, vectors.vector(9)))
+
+- Models: load_model, ModelSettings, LoadedModel; configuration: load_config, Limits.
+- Data and extraction: load_ab_dataset, ABItem, extract_vectors.
+- Vector files: VectorSet, load_vectors (safetensors, the paper's .pt layout, GGUF), save_safetensors, save_gguf.
+- Steering: steering (the CAA context manager), steer and SteeringPlan (any operator, any layers), generate,
+  SamplingSettings, SteeringSpec, GenerationResult; Engine (model + vectors + the three-pane comparison).
+- Errors: SteeringError (one-line messages for anything a user can get wrong).
+
+Names are imported on first use, so `import steering` stays light (no torch until a name needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from steering.errors import SteeringError
 
-__all__ = ["SteeringError"]
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "load_config": "steering.config",
+    "Limits": "steering.limits",
+    "ModelSettings": "steering.models",
+    "LoadedModel": "steering.models",
+    "load_model": "steering.models",
+    "ABItem": "steering.datasets",
+    "load_ab_dataset": "steering.datasets",
+    "extract_vectors": "steering.extraction",
+    "VectorSet": "steering.vector_files",
+    "load_vectors": "steering.vector_files",
+    "save_safetensors": "steering.vector_files",
+    "save_gguf": "steering.vector_files",
+    "steering": "steering.hooks",
+    "steer": "steering.hooks",
+    "SteeringPlan": "steering.hooks",
+    "generate": "steering.generation",
+    "SamplingSettings": "steering.generation",
+    "SteeringSpec": "steering.generation",
+    "GenerationResult": "steering.generation",
+    "Engine": "steering.engine",
+}
+
+__all__ = ["SteeringError", *_EXPORTS]
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on first use
+    from steering.config import load_config
+    from steering.datasets import ABItem, load_ab_dataset
+    from steering.engine import Engine
+    from steering.extraction import extract_vectors
+    from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
+    from steering.hooks import SteeringPlan, steer, steering
+    from steering.limits import Limits
+    from steering.models import LoadedModel, ModelSettings, load_model
+    from steering.vector_files import VectorSet, load_vectors, save_gguf, save_safetensors
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562) and keep the name here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'steering' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

