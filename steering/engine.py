@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from steering.config import PROJECT_ROOT, SteeringDefaults, model_defaults
+from steering.config import SteeringDefaults, data_dir, home, model_defaults
 from steering.errors import SteeringError
 from steering.hooks import SteeringPlan
 from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, check_prompt_budget, generate
@@ -73,7 +73,7 @@ class Engine:
     # ------------------------------------------------------------------ vectors
     @property
     def vectors_dir(self) -> Path:
-        return PROJECT_ROOT / self.config.get("vectors_dir", "vectors")
+        return data_dir(self.config, "vectors_dir")  # absolute from load_config; else relative to config.home()
 
     def behaviors(self) -> list[str]:
         return available_behaviors(self.vectors_dir, self.lm.slug)
@@ -136,10 +136,11 @@ class Engine:
         return self._recipes[behavior]
 
     def recipe_vectors(self, recipe: Recipe, behavior: str | None = None) -> VectorSet:
-        """The vector set a recipe names (`recipe.vector`, relative to the project root) or the behavior's."""
+        """The vector set a recipe names (`recipe.vector`, relative to the home folder, config.home()) or the
+        behavior's."""
         if recipe.vector:
             path = Path(recipe.vector)
-            return self.load_vector_file(path if path.is_absolute() else PROJECT_ROOT / path)
+            return self.load_vector_file(path if path.is_absolute() else home() / path)
         return self.vectors_for(behavior or str(self.config.get("behavior", "refusal")))
 
     def steering_plan(self, strengths: Sequence[float], recipe: Recipe | None = None, behavior: str | None = None,

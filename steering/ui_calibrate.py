@@ -80,9 +80,10 @@ def parse_multipliers(text: str | None) -> list[float]:
 
 
 def datasets_dir(config: dict[str, Any]) -> Path:
-    from steering.config import PROJECT_ROOT
+    """The config's datasets folder (absolute; see steering/config.py for where it is)."""
+    from steering.config import data_dir
 
-    return PROJECT_ROOT / config.get("datasets_dir", "datasets")
+    return data_dir(config, "datasets_dir")
 
 
 def ab_behaviors(datasets_dir: str | Path) -> list[str]:
