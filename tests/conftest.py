@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
+
+SHIPPED = ("results", "vectors", "datasets", "config.yaml")  # what the tests must never write
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    files: list[Path] = []
+    for name in SHIPPED:
+        path = root / name
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.exists()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shipped_files_untouched():
+    """Fail the run if any test wrote into the checkout's shipped vectors, results, datasets or config."""
+    root = Path(__file__).resolve().parent.parent
+    before = _snapshot(root)
+    yield
+    after = _snapshot(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"tests changed shipped files: {', '.join(changed[:10])}"
 
 
 def make_tiny_tokenizer():
