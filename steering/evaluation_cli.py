@@ -2,7 +2,7 @@
 
 Kept apart from steering.evaluation so that building the parser (and `--help`) does not import torch.
 
-Outputs in --out (default results/eval/):
+Outputs in --out (default <results_dir>/eval/, config.yaml's results folder: results/ of the checkout):
   ab_sweep.json       mean normalised p(match) per layer x multiplier, controls at the chosen layer
   ab_heatmap.png      the sweep as a heatmap, the default layer/multiplier outlined
   ab_controls.png     p(match) against the multiplier at the chosen layer: vector, random, negated
@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="A/B questions per batch (default 16)")
     p.add_argument("--gen-batch-size", type=int, default=64, help="open-ended rows per batch (default 64)")
     p.add_argument("--system-prompt")
-    p.add_argument("--out", default="results/eval", help="output folder (default results/eval)")
+    p.add_argument("--out", help="output folder (default: <results_dir>/eval, results/eval of the checkout)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -102,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     limits = Limits.from_config(config)
     items = load_ab_dataset(ab_path, "letter", limits)[: args.limit_ab]
     questions = [] if args.no_open_ended else load_open_ended(open_path, limits)[: args.limit_open]
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path(config["results_dir"]) / "eval"
     if out.exists() and not out.is_dir():
         raise SteeringError(f"--out {out}: exists and is not a folder")
 

@@ -223,12 +223,20 @@ class CudaGraphSteps:
         for key in [k for k in self.graphs if k[0] == id(cache)]:
             del self.graphs[key]
         self.warmed = {k for k in self.warmed if k[0] != id(cache)}
+        self._renew_pool()
+
+    def _renew_pool(self) -> None:
+        # A memory pool is released with its last graph; capturing into a released pool's handle fails
+        # (CUDACachingAllocator "use_count > 0" assert), so an empty set of graphs starts a new pool.
+        if not self.graphs:
+            self.pool = torch.cuda.graph_pool_handle()
 
     def __call__(self, **kwargs: Any) -> Any:
         if self.version != self.steering.version:  # the steering tensors were reallocated (a larger batch)
             self.graphs.clear()
             self.warmed.clear()
             self.version = self.steering.version
+            self._renew_pool()
         key = (id(kwargs["cache"]), self.steering.layers,
                *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)))
         entry = self.graphs.get(key)

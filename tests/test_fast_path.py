@@ -242,3 +242,24 @@ def test_cuda_graph_steps_match_eager_and_follow_alpha_and_layer(tiny_tokenizer,
     assert len(fast.graphs.graphs) == 2  # one capture per steered layer; alpha and vector are data
     plain = generate(model, tiny_tokenizer, [Q2], settings=GREEDY)
     assert fast.generate(tiny_tokenizer, [Q2], settings=GREEDY).token_ids == plain.token_ids
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_steps_after_growth_and_cache_eviction(tiny_tokenizer, vector):
+    """A batch beyond the steering tensors (re-capture) and evicted static caches (their graphs dropped):
+    the graphs are captured again into a fresh memory pool and still give the eager tokens."""
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(len(tiny_tokenizer)).cuda()
+    fast = FastPath(model, compile=False, bucket=32, cuda_graphs=True)
+    fast.MAX_CACHES = 2
+    convs = [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1]
+    for rows, tokens in ((3, 10), (9, 10), (3, 10), (3, 40), (9, 40), (3, 10)):
+        alphas = [(-1.0) ** row * (1 + row % 3) for row in range(rows)]
+        settings = SamplingSettings(max_new_tokens=tokens)
+        expected = generate(model, tiny_tokenizer, convs[:rows], multipliers=alphas,
+                            steer=SteeringSpec(1, vector.cuda()), settings=settings)
+        got = fast.generate(tiny_tokenizer, convs[:rows], multipliers=alphas, steer=SteeringSpec(1, vector),
+                            settings=settings)
+        assert got.token_ids == expected.token_ids, (rows, tokens)
+    assert fast.steering.version == 1 and len(fast._caches) == 2

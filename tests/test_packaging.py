@@ -173,3 +173,18 @@ def test_cli_chat_from_another_folder_finds_config_and_vectors(tmp_path):
     assert payload["settings"]["behavior"] == "refusal"
     assert payload["settings"]["max_new_tokens"] == 4
     assert list(tmp_path.iterdir()) == []  # nothing written in the working folder
+
+
+def test_evaluate_writes_into_the_configs_results_folder(tmp_path):
+    """evaluate's default --out is <results_dir>/eval, not results/eval of the working folder: a results_dir
+    that is a file is refused by name before the model loads."""
+    (tmp_path / "blocker").write_text("not a folder", encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"datasets_dir: {PROJECT_ROOT / 'datasets'}\nresults_dir: blocker\n", encoding="utf-8")
+    work = tmp_path / "work"
+    work.mkdir()
+    result = _cli_elsewhere(work, "evaluate", "--config", str(config), "--limit-ab", "1", "--limit-open", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --out {tmp_path / 'blocker' / 'eval'}: {tmp_path / 'blocker'} is a file, not a folder"]
+    assert list(work.iterdir()) == []
