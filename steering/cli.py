@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
     ("evaluate", evaluation_cli.register),
     ("bench", lambda sub: __import__("steering.bench", fromlist=["register"]).register(sub)),
+    ("tune", lambda sub: __import__("steering.tune", fromlist=["register"]).register(sub)),
 ]
 
 

@@ -125,6 +125,33 @@ class SteeringPlan:
     def rows(self) -> int:
         return int(next(iter(self.layers.values())).add.shape[0]) if self.layers else 0
 
+    @classmethod
+    def stack(cls, plans: Sequence["SteeringPlan | None"]) -> "SteeringPlan | None":
+        """One plan for the rows of several plans, in order (None: one unsteered row).
+
+        A layer steered by some of the plans gets their rows' values and 0 (no-op) in the others'; the
+        plans must agree on the vector at every layer they share (ValueError otherwise). Returns None
+        when no plan steers anything (all rows unsteered).
+        """
+        sizes = [1 if plan is None else plan.rows for plan in plans]
+        layers: dict[int, torch.Tensor] = {}
+        for plan in plans:
+            for layer, spec in (plan.layers.items() if plan is not None else ()):
+                known = layers.setdefault(layer, spec.vector)
+                if known is not spec.vector and not torch.equal(known, spec.vector):
+                    raise ValueError(f"layer {layer}: two plans steer it with different vectors")
+        if not layers:
+            return None
+        out = {}
+        for layer, vector in layers.items():
+            parts: dict[str, list[torch.Tensor]] = {"add": [], "project": [], "target": []}
+            for plan, size in zip(plans, sizes):
+                spec = plan.layers.get(layer) if plan is not None else None
+                for name in parts:
+                    parts[name].append(getattr(spec, name) if spec is not None else torch.zeros(size))
+            out[layer] = LayerSteering(vector, *(torch.cat(parts[name]) for name in ("add", "project", "target")))
+        return cls(out)
+
     def check(self, num_layers: int, rows: int | None = None, hidden_size: int | None = None) -> "SteeringPlan":
         """Raise SteeringError (layer out of range) or ValueError (shapes) when the plan does not fit."""
         if not self.layers:

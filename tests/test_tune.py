@@ -1,0 +1,197 @@
+"""`python -m steering tune` (steering/tune.py) on a tiny random Llama: batching, resuming, the winner, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import steering.generation as generation
+from steering.config import load_config
+from steering.errors import SteeringError
+from steering.generation import SamplingSettings
+from steering.recipe import Recipe, load_defaults
+from steering.refusal import RefusalDetector
+from steering.tune import (SearchSpace, VectorSource, choose_winner, run_tune, score_setting, side_jobs,
+                           winner_recipe)
+from steering.vector_files import VectorSet, save_safetensors
+
+QUESTIONS = ["What's your favorite planet?", "Hi", "Tell me about dogs."]
+SETTINGS = SamplingSettings(max_new_tokens=6)
+
+
+class _ParityDetector:
+    """Random weights never refuse: call a reply a refusal when its character codes sum to an even number,
+    a deterministic function of the text that steering moves."""
+
+    phrases = ("(parity)",)
+
+    def __call__(self, text: str) -> bool:
+        return sum(map(ord, text)) % 2 == 0
+
+
+DETECTOR = _ParityDetector()
+
+
+def _vset():
+    torch.manual_seed(3)
+    return VectorSet({layer: torch.randn(64) * 2.0 for layer in range(4)}, {"model": "tiny", "read_mode": "answer-mean"})
+
+
+@pytest.fixture()
+def engine(tmp_path, tiny_tokenizer):
+    from tests.test_engine import PATHS, make_engine
+
+    config = load_config()
+    config["vectors_dir"] = str(tmp_path / "vectors")
+    save_safetensors(_vset(), tmp_path / "vectors" / "refusal" / "tiny.safetensors")
+    return make_engine(tiny_tokenizer, PATHS["eager"], config)
+
+
+def _space(**changes):
+    return SearchSpace(**{"layers": [1, 2], "bands": [1, 2], "plus": ["add", "clamp"], "minus": ["add", "ablate"],
+                          "strengths": [1.0, 3.0], "unit": "multiplier", **changes})
+
+
+def _sources(engine):
+    return [VectorSource(None, "tiny", "a" * 64, "answer-mean", engine.vectors_for("refusal"))]
+
+
+def _count_generate(monkeypatch, fail_at=None):
+    calls = []
+    real = generation.generate
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", counting)
+    return calls
+
+
+def _run(engine, tmp_path, space=None, batch_rows=64, cache="cache.json", context=None):
+    return run_tune(engine, QUESTIONS, _sources(engine), space or _space(), SETTINGS, DETECTOR, tmp_path / cache,
+                    context or {"model": "tiny", "tokens": 6}, batch_rows=batch_rows, progress=False)
+
+
+def test_side_jobs_are_shared_between_settings():
+    settings, needs = side_jobs(_space(), 1)
+    assert len(settings) == 2 * 2 * 2 * 2 * 2  # layers x bands x strengths x plus x minus
+    jobs = {job for pair in needs.values() for job in pair}
+    # plus: layers x bands x strengths x 2 ops; minus: layers x bands x (2 strengths add + 1 ablation)
+    assert len(jobs) == 2 * 2 * 2 * 2 + 2 * 2 * 3
+
+
+def test_rows_batched_together_equal_each_job_alone(engine, tmp_path, monkeypatch):
+    calls = _count_generate(monkeypatch)
+    together = _run(engine, tmp_path, batch_rows=64, cache="a.json")
+    n_jobs = 2 * 2 * 2 * 2 + 2 * 2 * 3
+    assert sum(calls) == (n_jobs + 1) * len(QUESTIONS)  # every job once, plus the unsteered answers
+    assert len(calls) < n_jobs / 2  # many jobs per call (bands of two anchors cannot share a layer's vector)
+    calls.clear()
+    alone = _run(engine, tmp_path, batch_rows=1, cache="b.json")
+    assert len(calls) == n_jobs + 1
+    a = json.loads((tmp_path / "a.json").read_text())["jobs"]
+    b = json.loads((tmp_path / "b.json").read_text())["jobs"]
+    assert a == b
+    assert together.rows == alone.rows
+    assert len({r["added"]["refusal_rate"] for r in together.rows}) > 1, "the steering must move the score"
+
+
+def test_a_rerun_skips_what_is_cached_and_an_interrupted_run_resumes(engine, tmp_path, monkeypatch):
+    first = _run(engine, tmp_path, batch_rows=6)  # two jobs per call
+    calls = _count_generate(monkeypatch)
+    again = _run(engine, tmp_path, batch_rows=6)
+    assert calls == [] and again.generated_rows == 0 and again.rows == first.rows
+    # interrupted in its third call: the first two are kept, the rerun does only the rest
+    calls = _count_generate(monkeypatch, fail_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(engine, tmp_path, batch_rows=6, cache="c.json")
+    done = json.loads((tmp_path / "c.json").read_text())["jobs"]
+    assert len(done) == 1 + 2  # the unsteered answers and the two jobs of the second call
+    calls = _count_generate(monkeypatch)
+    resumed = _run(engine, tmp_path, batch_rows=6, cache="c.json")
+    assert resumed.generated_rows == sum(calls) == first.generated_rows - 3 * len(QUESTIONS)
+    assert resumed.rows == first.rows
+    # another context (e.g. answer length) starts a new cache
+    calls = _count_generate(monkeypatch)
+    _run(engine, tmp_path, batch_rows=6, cache="c.json", context={"model": "tiny", "tokens": 7})
+    assert sum(calls) == first.generated_rows
+
+
+def test_scoring_by_hand():
+    base = {"refusal_rate": 0.1, "distinct3": 1.0, "perplexity": 2.0}
+    plus = {"refusal_rate": 0.9, "distinct3": 0.9, "perplexity": 5.0}
+    minus = {"refusal_rate": 0.0, "distinct3": 0.8, "perplexity": 8.0}  # loops a little, garbled
+    s = score_setting(plus, minus, base)
+    # contrast 0.9; penalties: distinct (0.85 - 0.8) x 2 = 0.1; perplexity ratio 4 -> (4 - 3) / 3
+    assert s["contrast"] == 0.9 and not s["coherent"]
+    assert s["score"] == pytest.approx(0.9 - 0.1 - 1 / 3, abs=1e-4)
+    good = score_setting(plus, {**minus, "distinct3": 0.95, "perplexity": 3.0}, base)
+    assert good["coherent"] and good["score"] == 0.9
+    rows = [{"score": 0.5, "contrast": 0.5, "coherent": False, "setting": {"strength": 1.0}},
+            {"score": 0.3, "contrast": 0.3, "coherent": True, "setting": {"strength": 2.0}},
+            {"score": 0.3, "contrast": 0.3, "coherent": True, "setting": {"strength": 1.0}}]
+    best, coherent = choose_winner(rows)
+    assert coherent and best is rows[2]  # coherent first; equal scores: the smaller strength
+    best, coherent = choose_winner(rows[:1])
+    assert not coherent and best is rows[0]
+
+
+def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypatch, capsys):
+    import steering.cli as cli
+
+    questions = tmp_path / "tune.json"
+    questions.write_text(json.dumps(QUESTIONS))
+    monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
+    monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
+    out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
+    args = ["tune", "--questions", str(questions), "--layers", "1", "2", "--strengths", "1", "3", "--unit",
+            "multiplier", "--max-new-tokens", "6", "--limit", "100"]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    written = load_defaults(out)
+    assert written is not None and "winner:" in printed and "wrote" in printed
+    assert written.info["tuning"]["questions_used"] == 3 and written.info["top"]
+    assert written.recipe.layer in (1, 2) and written.recipe.strength in (1.0, 3.0)
+    assert written.recipe.unit == "multiplier" and written.recipe.vector is None
+    best = written.info["top"][0]
+    assert (best["layer"], best["plus"], best["minus"], best["strength"]) == (
+        written.recipe.layer, written.recipe.plus, written.recipe.minus, written.recipe.strength)
+    assert (tmp_path / "vectors" / "refusal" / "tiny.tune-cache.json").exists()
+    engine.forget_vectors("refusal")
+    assert engine.recipe() == written.recipe  # the engine reads it from now on
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--plus", "boost"], "tune: --plus: unknown operator 'boost' (expected add, clamp, ablate)"),
+    (["--strengths", "-1"], "tune: --strengths must be finite numbers > 0, found -1.0"),
+    (["--bands", "0"], "tune: --bands must be integers >= 1, found 0"),
+    (["--unit", "percent"], "tune: --unit must be one of multiplier, relative, found 'percent'"),
+    (["--layers", "-3"], "layer -3 is out of range"),
+    (["--limit", "0"], "--limit must be at least 1, got 0"),
+    (["--questions", "missing.json"], "missing.json"),
+    (["--behavior", "../x"], "behavior"),
+])
+def test_bad_input_is_one_line_and_exit_2(flags, message, capsys):
+    from steering.cli import main
+
+    assert main(["tune", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_layers_out_of_range_for_the_model(engine, tmp_path):
+    with pytest.raises(SteeringError, match="tune: layer 4 is out of range: the model has layers 0..3"):
+        _run(engine, tmp_path, space=_space(layers=[4]))
+
+
+def test_winner_recipe_round_trip(engine):
+    rows = [{"setting": {"vector": "tiny", "layer": 2, "band": 3, "plus": "clamp", "minus": "ablate",
+                         "strength": 0.2, "unit": "relative"}, "source": 0}]
+    recipe = winner_recipe(rows[0], _sources(engine), _space())
+    assert recipe == Recipe(layer=2, strength=0.2, unit="relative", band=3, plus="clamp", minus="ablate",
+                            method="answer-mean")
