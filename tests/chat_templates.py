@@ -11,7 +11,7 @@ byte-fallback tokens for characters outside its vocabulary (newlines become <0x0
 merges such that "[/INST](A" tokenizes as "…INST", "](", "A" and "(A)" as "▁(", "A)" -- the merges that
 break a measure which tokenizes the prompt and the reply as one string.
 
-Import from tests: `from tests.chat_templates import CASES, sentencepiece_tokenizer, ...`.
+Import from tests (their folder is on sys.path): `from chat_templates import CASES, sentencepiece_tokenizer`.
 """
 
 from __future__ import annotations
