@@ -176,17 +176,35 @@ def main(argv: list[str] | None = None) -> int:
         return {"by_rows": out_rows}
 
     def sampled_panes() -> dict[str, Any]:
-        conv = [{"role": "user", "content": "Tell me about your weekend."}]
         settings = SamplingSettings(max_new_tokens=24, temperature=0.8, top_p=0.9, seed=0)
         vector = vectors[layer]
-        zero = engine.compare(conv, vector, layer, 0.0, settings).token_ids
-        plain = engine._generate([conv], settings, None).token_ids[0]
-        assert zero[0] == zero[1] == zero[2] == plain, "alpha 0: three panes must equal the plain reply"
-        steered = engine.compare(conv, vector, layer, 4.0, settings).token_ids
-        assert steered[1] == plain, "the unsteered pane must equal the plain reply"
-        greedy = engine._generate([conv], SamplingSettings(max_new_tokens=24), None).token_ids[0]
-        return {"alpha0_panes_equal_plain": True, "unsteered_equals_plain_at_alpha4": True,
-                "steered_differs": steered[0] != plain, "sampled_differs_from_greedy": plain != greedy}
+
+        def agree(a: list[int], b: list[int]) -> int:  # leading tokens in common
+            return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+        found: dict[str, Any] = {}
+        failures = []
+        for n, text in enumerate(["Tell me about your weekend.", "What's your favorite planet?",
+                                  "How do I make a cup of tea?"]):
+            conv = [{"role": "user", "content": text}]
+            zero = engine.compare(conv, vector, layer, 0.0, settings).token_ids
+            plain = engine._generate([conv], settings, None).token_ids[0]
+            steered = engine.compare(conv, vector, layer, 4.0, settings).token_ids
+            with lm.lock:  # the eager path, batch of 3 at alpha 0 and batch of 1
+                eager3 = generate(lm.model, lm.tokenizer, [conv] * 3, settings=settings).token_ids
+                eager1 = generate(lm.model, lm.tokenizer, [conv], settings=settings).token_ids[0]
+            found[f"prompt{n}"] = {
+                "alpha0_panes_identical": zero[0] == zero[1] == zero[2],
+                "alpha0_pane_vs_plain_common_tokens": agree(zero[1], plain),
+                "alpha4_unsteered_vs_plain_common_tokens": agree(steered[1], plain),
+                "alpha4_added_vs_plain_common_tokens": agree(steered[0], plain),
+                "eager_rows_identical": eager3[0] == eager3[1] == eager3[2],
+                "eager_batch3_vs_batch1_common_tokens": agree(eager3[0], eager1),
+                "tokens": len(plain)}
+            if not (zero[0] == zero[1] == zero[2] == plain and steered[1] == plain):
+                failures.append(n)
+        assert not failures, f"item 4 not met for prompts {failures}: {found}"
+        return found
 
     def token_budget() -> dict[str, Any]:
         began = time.perf_counter()

@@ -77,30 +77,30 @@ def _next_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: to
     """The next token of each row: argmax at temperature 0, else a temperature / top-p (nucleus) sample.
 
     Args:
-        logits: (batch, vocab) last-position logits.
+        logits: (batch, vocab) last-position logits (float32).
         settings: temperature and top_p.
-        generator: the generation's random stream; one uniform number is drawn from it per step.
+        generator: the generation's random stream; one vector of vocab uniform numbers is drawn per step.
 
-    Every row draws with the same uniform number u (inverse-CDF sampling in vocabulary order): row r
-    takes the first token whose cumulative probability exceeds u. So a row's tokens depend only on its
-    own logits and the seed, not on which other rows share the batch or where it sits: rows that are
-    alike (the unsteered pane and a plain reply, all panes at alpha 0) give the same text, and the
-    panes differ only by steering.
+    Sampling is the Gumbel-max trick, argmax(logits / T + g) with g = -log(-log U) ~ Gumbel(0, 1), which
+    draws from softmax(logits / T) (restricted to the top-p nucleus). Every row uses the same noise g, as if
+    each row had its own generator seeded alike: a row's tokens depend only on its own logits and the
+    seed, not on which other rows share the batch or where it sits. Rows that are alike (the unsteered
+    pane and a plain reply, all panes at alpha 0) give the same text, and the panes differ only by
+    steering. Being an argmax, the choice changes only when two perturbed scores nearly tie, so rounding
+    differences between batch shapes (fp16 GPU kernels) rarely move it, unlike an inverse-CDF draw whose
+    cumulative sum over the whole vocabulary collects them.
     """
     if settings.temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / settings.temperature, dim=-1)
+    scores = logits.float() / settings.temperature
     if settings.top_p < 1.0:
+        probs = torch.softmax(scores, dim=-1)
         sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs > settings.top_p  # keep the smallest nucleus
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    cdf = probs.cumsum(dim=-1)  # (batch, vocab), unnormalised after top-p
-    u = torch.rand(1, generator=generator, device=logits.device, dtype=cdf.dtype)
-    chosen = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous(), right=True).squeeze(-1)
-    # rounding can put u x total at the very end: take the last token with probability > 0 then
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(dim=-1)
-    return torch.minimum(chosen, last)
+        scores = scores.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), float("-inf"))
+    uniform = torch.rand(scores.shape[-1], generator=generator, device=scores.device, dtype=torch.float32)
+    gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(torch.float32).tiny)))
+    return (scores + gumbel).argmax(dim=-1)
 
 
 def check_prompt_budget(prompt_tokens: Sequence[int], max_new_tokens: int, limits: Limits | None,
