@@ -8,7 +8,14 @@ Outputs in --out (default <results_dir>/eval/, config.yaml's results folder: res
   ab_controls.png     p(match) against the multiplier at the chosen layer: vector, random, negated
   open_ended.json     per multiplier: refusal rate, distinct-3 share, perplexity; every answer
   open_ended.png      refusal rate, distinct-3 share and perplexity against the multiplier, with controls
+  reliability.json    per-prompt steerability (Tan et al. 2024): slope of the score against the multiplier
+                      for every A/B question and open-ended question, mean slope, wrong-way share + Wilson CI
+  reliability.png     histograms of those slopes
   summary.md          the numbers above in a few lines
+
+The open-ended run uses the behavior's steering recipe (steering/recipe.py: the tuned defaults file
+vectors/<behavior>/<model>.defaults.json, else config.yaml's CAA addition): its band, operators and
+unit, with multipliers in the recipe's unit; the A/B sweep is CAA addition at one layer per cell.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from steering.errors import SteeringError
 from steering.files import write_json, write_text
 from steering.prompts import pad_token_id
 
-OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.json", "open_ended.png", "summary.md")
+OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.json", "open_ended.png",
+           "reliability.json", "reliability.png", "summary.md")
 
 
 def register(sub: Any) -> None:
@@ -109,6 +117,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     import numpy as np
 
     from steering import evaluation as ev
+    from steering import reliability as rel
     from steering.generation import SamplingSettings
     from steering.layers import check_layer
     from steering.refusal import RefusalDetector
@@ -119,13 +128,15 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
         raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
     engine = _engine(args, config)
     lm = engine.lm
-    vset = engine.load_vector_file(args.vector) if args.vector else engine.vectors_for(args.behavior)
+    recipe = engine.recipe(args.behavior)  # the open-ended run's operators, band and unit
+    vset = engine.load_vector_file(args.vector) if args.vector else engine.recipe_vectors(recipe, args.behavior)
     layers = args.layers if args.layers else vset.layers
     for layer in layers:
         check_layer(layer, lm.num_layers)
         vset.vector(layer)
     layer = check_layer(args.layer if args.layer is not None else engine.defaults.layer, lm.num_layers)
     vector = vset.vector(layer)
+    recipe = recipe.with_overrides(layer=layer)
     default_m = engine.defaults.multiplier
     multipliers = args.multipliers or _default_multipliers(default_m)
     m = abs(default_m) or 1.0
@@ -140,11 +151,12 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
               "default_multiplier": default_m, "control_layer": layer, "control_seed": args.seed,
               "vector_norm": round(float(vector.norm()), 4),
               "relative_norm": round(engine.relative_norm(vector, layer), 4),
-              "system_prompt": system_prompt,
+              "system_prompt": system_prompt, "recipe": recipe.to_dict(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     _log(f"# {lm.describe()}\n# vector {vector_source} | {len(items)} A/B questions x {len(layers)} layers x "
          f"{len(multipliers)} multipliers | open-ended: {len(questions)} questions at layer {layer}")
 
+    reliability: dict[str, Any] = {}  # per-prompt steerability (steering/reliability.py), by measure
     # ------------------------------------------------------------ A/B sweep (+ controls at `layer`)
     out.mkdir(parents=True, exist_ok=True)
     if args.no_ab:
@@ -179,19 +191,22 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
                                        title=f"{lm.name} · {args.behavior} · A/B p(match), {len(items)} questions"),
                        out / "ab_heatmap.png")
         ev.save_figure(ev.plot_ab_curves(curves, multipliers, layer), out / "ab_controls.png")
+        if len(set(multipliers)) > 1:  # per question: p(match) against alpha, the vector at the control layer
+            reliability["A/B"] = rel.summarize(multipliers, ab.p[n].T, "p(matching letter)")
         _log(f"A/B sweep: {ab_seconds:.1f} s; wrote {out / 'ab_sweep.json'}, ab_heatmap.png, ab_controls.png")
 
     # ------------------------------------------------------------ open-ended
     open_payload = None
     if questions:
         positive = [m for m in open_multipliers if m > 0]
-        variants = {"vector": (vector, list(open_multipliers)), "random": (controls["random"], positive),
+        variants = {"vector": (vector if recipe.shared_vector else vset, list(open_multipliers)), "random": (controls["random"], positive),
                     "negated": (controls["negated"], positive)}
         t0 = time.perf_counter()
         with lm.lock:
             answers = ev.open_ended_answers(lm.model, lm.tokenizer, questions, layer, variants, settings, detector,
                                             system_prompt, batch_size=args.gen_batch_size,
-                                            on_progress=lambda d, n: _log(f"open-ended: {d}/{n} answers"))
+                                            on_progress=lambda d, n: _log(f"open-ended: {d}/{n} answers"),
+                                            recipe=recipe, hidden_norm=engine.hidden_norm)
         open_seconds = time.perf_counter() - t0
         summary = ev.summarize_answers(answers, {"vector": open_multipliers, "random": [0.0] + positive,
                                                  "negated": [0.0] + positive})
@@ -217,9 +232,23 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
                                                 f"({len(questions)} questions, {settings.max_new_tokens} tokens)"),
                        out / "open_ended.png")
         _log(f"open-ended: {open_seconds:.1f} s; wrote {out / 'open_ended.json'}, open_ended.png")
+        if len(open_multipliers) > 1:  # per question: refused (1) or not (0) against alpha
+            open_m, _, open_scores = rel.open_ended_scores(answers, "vector")
+            reliability["open-ended"] = rel.summarize(open_m, open_scores, "refusal")
 
+    if reliability:
+        write_json(out / "reliability.json", {
+            "settings": {"model": lm.name, "behavior": args.behavior, "vector_file": vector_source,
+                         "ab_layer": layer, "recipe": recipe.to_dict(),
+                         "method": "per prompt: least-squares slope of the score against the multiplier "
+                                   "(Tan et al. 2024); wrong way = slope < 0, Wilson 95% interval"},
+            **{name: r.to_dict() for name, r in reliability.items()}}, indent=1)
+        ev.save_figure(rel.plot_histograms(reliability, f"{lm.name} · {args.behavior} · per-prompt steerability"),
+                       out / "reliability.png")
     total = time.perf_counter() - started
     text = _summary_markdown(ab_payload, open_payload, total, np)
+    if reliability:
+        text += "\n".join(rel.markdown(reliability)) + "\n"
     write_text(out / "summary.md", text)
     print(text, end="")
     _log(f"wrote {out / 'summary.md'} ({total:.0f} s in all)")
