@@ -75,8 +75,10 @@ def _steering_choice(engine, args: argparse.Namespace):
     from steering.layers import check_layer
 
     layer = check_layer(args.layer if args.layer is not None else engine.defaults.layer, engine.lm.num_layers)
-    vset = engine.load_vector_file(args.vector) if getattr(args, "vector", None) else engine.vectors_for(args.behavior)
-    return vset.vector(layer), layer
+    if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
+        engine.recipe_vectors(engine.recipe(args.behavior), args.behavior).vector(layer)  # checked before generating
+        return None, layer
+    return engine.load_vector_file(args.vector).vector(layer), layer
 
 
 # ---------------------------------------------------------------------------- extract
@@ -184,7 +186,7 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     settings = _sampling(args, config)
     start = time.perf_counter()
     result = engine.compare([{"role": "user", "content": args.prompt}], vector, layer, multiplier, settings,
-                            system_prompt=_system_prompt(args, config))
+                            system_prompt=_system_prompt(args, config), behavior=args.behavior)
     seconds = time.perf_counter() - start
     added, unsteered, subtracted = result.texts
     info = {"model": engine.lm.name, "behavior": args.behavior if not args.vector else args.vector,
@@ -225,14 +227,16 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
             for start in range(0, len(questions), args.batch_size):
                 chunk = questions[start:start + args.batch_size]
                 for question, texts in zip(chunk, engine.compare_batch(chunk, vector, layer, multiplier, settings,
-                                                                       system_prompt=system_prompt)):
+                                                                       system_prompt=system_prompt,
+                                                                       behavior=args.behavior)):
                     results.append({"question": question, "added": texts["added"],
                                     "subtracted": texts["subtracted"], "unsteered": texts["unsteered"]})
                 bar.update(len(chunk))
         payload = {"settings": {"model": engine.lm.name, "behavior": args.behavior, "layer": layer,
                                 "multiplier": multiplier, "read_mode": _read_mode_of(engine, args),
                                 "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
-                                "temperature": settings.temperature, "batch_size": args.batch_size},
+                                "temperature": settings.temperature, "batch_size": args.batch_size,
+                                "recipe": engine.recipe(args.behavior).with_overrides(layer, multiplier).to_dict()},
                    "results": results}
         path = out / f"test_results_x{multiplier:g}.json"
         write_json(path, payload)

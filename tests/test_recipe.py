@@ -175,3 +175,23 @@ def test_a_broken_defaults_file_is_reported_when_used(setup):
     assert engine.defaults == engine.config_defaults
     with pytest.raises(SteeringError, match="tiny.defaults.json: expected an object with a 'recipe' key"):
         engine.compare(Q1, settings=GREEDY)
+
+
+def test_steering_test_command_uses_the_recipe(setup, tmp_path, monkeypatch, tiny_tokenizer):
+    import steering.cli as cli
+
+    make, vectors = setup
+    recipe = Recipe(layer=2, strength=0.4, unit="relative", band=3, plus="clamp", minus="ablate")
+    save_defaults(defaults_path(vectors, "refusal", "tiny"), recipe)
+    engine = make()
+    monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps(["What's your favorite planet?"]))
+    out = tmp_path / "out"
+    assert cli.main(["test", "--questions", str(questions), "--multipliers", "0.4", "--out", str(out),
+                     "--max-new-tokens", "8"]) == 0
+    payload = json.loads((out / "test_results_x0.4.json").read_text())
+    assert payload["settings"]["recipe"] == recipe.to_dict()
+    plan = recipe.plan(engine.vectors_for("refusal"), [0.4, 0.0, -0.4], 4, hidden_norm=engine.hidden_norm)
+    expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3, steer=plan, settings=GREEDY)
+    assert [payload["results"][0][k] for k in ("added", "unsteered", "subtracted")] == expected.texts
