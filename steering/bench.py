@@ -259,7 +259,7 @@ import transformers.models.llama.modeling_llama
 from steering.models import ModelSettings, embedded_model_dir, load_model
 t1 = time.perf_counter()
 args = json.loads(sys.argv[1])
-torch.set_num_threads(args.pop("threads"))
+torch.set_num_threads(args["threads"])  # ModelSettings(threads=) keeps it through load_model
 generate_tokens = args.pop("generate_tokens", 0)
 def _status(key):  # VmHWM / VmRSS in KiB; ru_maxrss would carry the parent's peak across fork + exec
     try:
@@ -329,7 +329,9 @@ def run_cpu_bench(args: argparse.Namespace, config: dict[str, Any]) -> dict[str,
     from steering.cli import _engine
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from steering.models import set_threads
+
+        set_threads(args.threads)
     only = set(args.only or SECTIONS)
     results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
     engine = None
@@ -736,7 +738,6 @@ def register(sub: Any) -> None:
     p.add_argument("--pairs", type=int, default=48, help="A/B pairs for the extraction benchmark")
     p.add_argument("--extract-repeats", type=int, default=3)
     p.add_argument("--load-repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--behavior", default=None)
     p.add_argument("--synthetic-7b", action="store_true",
                    help="GPU: random Llama-2-7B-shaped fp16 model, eager vs compiled fast path, 8-bit, nf4")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,18 +34,25 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", default=None, help="GPU fast path")
     g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                    help="GPU without --compile: plain eager decoding instead of CUDA-graph replay")
+    _add_threads_flag(g)
+
+
+def _add_threads_flag(p: Any) -> None:
+    p.add_argument("--threads", type=_threads, help="torch CPU threads: a count or auto (default: config "
+                                                   "model.threads; auto = half the cores or OMP_NUM_THREADS)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float, help="0 = greedy")
-    p.add_argument("--top-p", type=float)
+    p.add_argument("--temperature", type=_float, help="0 = greedy")
+    p.add_argument("--top-p", type=_float)
     p.add_argument("--seed", type=int)
     p.add_argument("--system-prompt")
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("name", "dtype", "device", "device_map", "load_in_8bit", "load_in_4bit", "compile", "cuda_graphs")
+    keys = ("name", "dtype", "device", "device_map", "load_in_8bit", "load_in_4bit", "compile", "cuda_graphs",
+            "threads")
     return {k: getattr(args, k, None) for k in keys}
 
 
@@ -54,13 +63,29 @@ def _engine(args: argparse.Namespace, config: dict[str, Any]):
 
 
 def _sampling(args: argparse.Namespace, config: dict[str, Any]):
+    """The sampling settings of a command: its flags, else config `generation:`, checked against `limits:`.
+
+    Raises:
+        SteeringError: a value that is not a number, not finite, or out of range (seed outside
+            0..2**63-1, max_new_tokens outside 1..limits.max_new_tokens, temperature < 0, top_p outside (0, 1]).
+    """
     from steering.generation import SamplingSettings
+    from steering.limits import Limits, check_finite, check_seed
 
     gen = config["generation"]
-    pick = lambda name: getattr(args, name, None) if getattr(args, name, None) is not None else gen[name]  # noqa: E731
+
+    def pick(name: str) -> tuple[Any, str]:
+        value = getattr(args, name, None)
+        return (value, _flag(name)) if value is not None else (gen.get(name), f"config generation.{name}")
+
+    (tokens, tokens_name), (seed, seed_name) = pick("max_new_tokens"), pick("seed")
+    if isinstance(tokens, bool) or not isinstance(tokens, int):
+        raise SteeringError(f"{tokens_name} must be a whole number, got {tokens!r}")
+    _check_new_tokens(tokens, Limits.from_config(config), tokens_name)
+    values = {name: check_finite(pick(name)[0], pick(name)[1]) for name in ("temperature", "top_p")}
     try:
-        return SamplingSettings(max_new_tokens=int(pick("max_new_tokens")), temperature=float(pick("temperature")),
-                                top_p=float(pick("top_p")), seed=pick("seed"))
+        return SamplingSettings(max_new_tokens=tokens, temperature=values["temperature"], top_p=values["top_p"],
+                                seed=None if seed is None else check_seed(seed, seed_name))
     except (ValueError, TypeError) as exc:
         raise SteeringError(f"generation settings: {exc}") from None
 
@@ -79,6 +104,121 @@ def _steering_choice(engine, args: argparse.Namespace):
         engine.recipe_vectors(engine.recipe(args.behavior), args.behavior).vector(layer)  # checked before generating
         return None, layer
     return engine.load_vector_file(args.vector).vector(layer), layer
+
+
+# ---------------------------------------------------------------------------- checks before the model loads
+# Flags that count something, in any subcommand: whole numbers >= 1 (a batch size of -3, a limit of 0 or
+# --max-pairs -2, which used to drop the last two pairs, are refused in one line before the model loads).
+COUNT_FLAGS = ("batch_size", "gen_batch_size", "max_pairs", "limit", "limit_ab", "limit_open", "max_new_tokens",
+               "threads", "tokens", "repeats", "hook_repeats", "pairs", "extract_repeats", "load_repeats",
+               "layers_7b")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_new_tokens(value: int, limits: Any, name: str = "--max-new-tokens") -> None:
+    if not 1 <= value <= limits.max_new_tokens:
+        raise SteeringError(f"{name} {value} is out of range: expected 1 to {limits.max_new_tokens} "
+                            "(config limits.max_new_tokens)")
+
+
+def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """Refuse bad flag values of any subcommand in one line, before files are read or a model loads.
+
+    Checked by flag name, so every command (and any later one using the same names) gets the same rules:
+    counts (COUNT_FLAGS) >= 1; --max-new-tokens within config limits.max_new_tokens; --layer/--layers >= 0;
+    --multiplier and every --*multipliers value finite with |value| <= limits.max_abs_multiplier; --seed in
+    0..2**63-1; --temperature finite and >= 0; --top-p finite in (0, 1]; --behavior a name, never a path.
+
+    Raises:
+        SteeringError: the first bad value, named with its flag.
+    """
+    from steering.limits import Limits, check_behavior_name, check_finite, check_multiplier, check_seed
+
+    limits = Limits.from_config(config)
+    values = vars(args)
+    for dest in COUNT_FLAGS:
+        value = values.get(dest)
+        if isinstance(value, int) and value < 1:
+            raise SteeringError(f"{_flag(dest)} must be at least 1, got {value}")
+    if values.get("max_new_tokens") is not None:
+        _check_new_tokens(values["max_new_tokens"], limits)
+    for dest in ("layer", "layers"):
+        for layer in _as_list(values.get(dest)):
+            if layer < 0:
+                raise SteeringError(f"{_flag(dest)}: layer {layer} is out of range: layers count from 0")
+    for dest, value in values.items():
+        if dest == "multiplier" or dest.endswith("multipliers"):
+            for number in _as_list(value):
+                check_multiplier(number, limits, _flag(dest))
+    if values.get("seed") is not None:
+        check_seed(values["seed"], "--seed")
+    if values.get("temperature") is not None and check_finite(values["temperature"], "--temperature") < 0:
+        raise SteeringError(f"--temperature must be 0 (greedy) or more, got {values['temperature']:g}")
+    if values.get("top_p") is not None and not 0 < check_finite(values["top_p"], "--top-p") <= 1:
+        raise SteeringError(f"--top-p must be in (0, 1], got {values['top_p']:g}")
+    if "behavior" in values:
+        check_behavior_name(values["behavior"])
+    if isinstance(values.get("json"), str):  # bench --json FILE: refused now, not after the whole run
+        check_destination(values["json"], "--json")
+
+
+def check_input_file(path: str | Path, flag: str, folder_ok: bool = False) -> Path:
+    """An input path that exists and is a file (or, with `folder_ok`, a folder); one-line errors otherwise."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise SteeringError(f"{path}: file not found")
+        if path.is_dir() and not folder_ok:
+            raise SteeringError(f"{flag} {path}: is a folder, expected a file")
+    except OSError as exc:
+        raise SteeringError(f"{flag} {path}: cannot be read ({exc.strerror or exc})") from None
+    return path
+
+
+def check_destination(path: str | Path, flag: str, folder: bool = False) -> Path:
+    """Refuse a destination that cannot be written, before any slow work starts.
+
+    A file destination must not be a folder; a folder destination must not be a file. Writability is
+    probed by creating (and removing) a temporary file in the nearest folder that exists, which is what
+    the atomic writers will do later (os.access misjudges read-only mounts and root).
+
+    Args:
+        path: the file (or, with `folder`, the folder) that will be written.
+        flag: how the message names it, e.g. "--out".
+        folder: `path` is a folder (created when missing) rather than a file.
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        SteeringError: the destination is of the wrong kind, sits under a file, or cannot be written.
+    """
+    path = Path(path)
+    existing = None
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise SteeringError(f"{flag} {path}: exists and is not a folder")
+        if not folder and path.is_dir():
+            raise SteeringError(f"{flag} {path}: is a folder, expected a file name")
+        existing = (path if folder else path.parent).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise SteeringError(f"{flag} {path}: {existing} is a file, not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".steering-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = f" in {existing}" if existing is not None and existing != path.absolute() else " there"
+        raise SteeringError(f"{flag} {path}: cannot write{where} ({exc.strerror or exc})") from None
+    return path
 
 
 # ---------------------------------------------------------------------------- extract
@@ -129,22 +269,25 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
                                        save_safetensors, vector_path)
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json")
+    check_input_file(dataset, "--dataset")
     # validate before the slow model load (answer-mean items are checked again once the default mode is known)
     items = load_ab_dataset(dataset, args.read_mode, Limits.from_config(config))
     if args.max_pairs:
         items = items[: args.max_pairs]
     if args.gguf and args.layers:
         gguf_layers(args.layers, "--gguf")  # a GGUF with no layer left (only layer 0) is refused before the model loads
+    out = _extract_destination(args, config, len(items))  # checked before the slow model load and extraction
     engine = _engine(args, config)
     lm = engine.lm
     read_mode = args.read_mode or engine.defaults.read_mode
     if read_mode not in READ_MODES:
         raise SteeringError(f"unknown read mode '{read_mode}' (expected {' or '.join(READ_MODES)})")
-    layers = args.layers if args.layers else list(range(lm.num_layers))
+    layers = sorted(set(args.layers)) if args.layers else list(range(lm.num_layers))
     for layer in layers:
         if not 0 <= layer < lm.num_layers:
             raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
     batch_size = args.batch_size or int(config["extraction"]["batch_size"])
+    replaced = _replacement(out, layers, len(items), args.force)  # now with the model's actual layers
     start = time.perf_counter()
     vectors = extract_vectors(lm.model, lm.tokenizer, items, layers, read_mode, batch_size=batch_size,
                               system_prompt=_system_prompt(args, config), method=args.method)
@@ -155,10 +298,11 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
         "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset), "pairs": str(len(items)),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    out = Path(args.out) if args.out else vector_path(engine.vectors_dir, args.behavior, lm.slug)
     save_safetensors(vset, out)  # atomic: a failed run leaves the old file in place
     print(f"wrote {out} ({len(layers)} layers, {len(items)} pairs, read mode {read_mode}, "
           f"{len(items) / seconds:.1f} pairs/s)")
+    if replaced:
+        print(replaced.replace("replaces", "it replaced", 1))
     if args.caa_layout:
         files = save_caa_layout(vset, out.parent, lm.name)  # named like the paper's code: hub-id basename
         print(f"wrote {len(files)} files in the paper's layout: {files[0].parent}/{caa_filename('<L>', lm.name)}")
@@ -167,6 +311,40 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
         print(f"wrote {save_gguf(vset, out.with_suffix('.gguf'), model_hint='llama')} (llama.cpp control vector"
               f"{'; ' + note if note else ''})")
     return 0
+
+
+def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs: int) -> Path:
+    """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
+    model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
+    layers or pairs the new one lacks unless --force (steering.vector_files.replacement_check)."""
+    from steering.config import data_dir
+    from steering.models import ModelSettings, model_slug
+    from steering.vector_files import describe_vector_file, vector_path
+
+    if args.out:
+        out = check_destination(args.out, "--out")
+        if out.suffix.lower() != ".safetensors":
+            raise SteeringError(f"--out {out}: expected a .safetensors file name")
+    else:
+        slug = model_slug(ModelSettings.from_config(config["model"], **_model_overrides(args)).name)  # == lm.slug
+        out = check_destination(vector_path(data_dir(config, "vectors_dir"), args.behavior, slug), "output")
+    if args.gguf:
+        check_destination(out.with_suffix(".gguf"), "--gguf")
+    layers = args.layers
+    if not layers:  # every layer of the model: it loses none of an existing file's (checked again after loading)
+        try:
+            info = describe_vector_file(out)
+        except SteeringError:
+            info = None  # replacement_check below names the problem
+        layers = info.layers if info else []
+    _replacement(out, layers, pairs, args.force)
+    return out
+
+
+def _replacement(out: Path, layers: Sequence[int], pairs: int, force: bool) -> str | None:
+    from steering.vector_files import replacement_check
+
+    return replacement_check(out, layers, pairs, force=force)
 
 
 def _display_path(path: Path) -> str:
@@ -178,12 +356,20 @@ def _display_path(path: Path) -> str:
 
 # ---------------------------------------------------------------------------- chat
 def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    from steering.limits import Limits, check_multiplier
+
     if not args.prompt.strip():
         raise SteeringError("--prompt is empty")
+    settings = _sampling(args, config)  # checked before the model loads
+    if args.vector:
+        check_input_file(args.vector, "--vector", folder_ok=True)
     engine = _engine(args, config)
     vector, layer = _steering_choice(engine, args)
     multiplier = args.multiplier if args.multiplier is not None else engine.defaults.multiplier
-    settings = _sampling(args, config)
+    multiplier = check_multiplier(multiplier, Limits.from_config(config),
+                                  "--multiplier" if args.multiplier is not None else "the default multiplier")
+    # the token budget (config limits:, the model's context) before generating
+    engine.check_request([{"role": "user", "content": args.prompt}], settings, _system_prompt(args, config))
     start = time.perf_counter()
     result = engine.compare([{"role": "user", "content": args.prompt}], vector, layer, multiplier, settings,
                             system_prompt=_system_prompt(args, config), behavior=args.behavior)
@@ -213,14 +399,19 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.files import write_json
 
     questions_path = Path(args.questions or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "test_open_ended.json")
+    check_input_file(questions_path, "--questions")
     questions = load_open_ended(questions_path)
     if args.limit:
         questions = questions[: args.limit]
+    settings = _sampling(args, config)
+    out = check_destination(args.out, "--out", folder=True)  # before the model loads, not after the first answers
+    if args.vector:
+        check_input_file(args.vector, "--vector", folder_ok=True)
     engine = _engine(args, config)
     vector, layer = _steering_choice(engine, args)
-    settings = _sampling(args, config)
-    out = Path(args.out)
     system_prompt = _system_prompt(args, config)
+    # every question's token budget before the first answer (not a failure halfway through the files)
+    engine.check_request([[{"role": "user", "content": q}] for q in questions], settings, system_prompt)
     for multiplier in args.multipliers:
         results = []
         with tqdm(total=len(questions), desc=f"x{multiplier:g}", unit="q") as bar:
@@ -254,7 +445,8 @@ def _read_mode_of(engine, args: argparse.Namespace) -> str:
 def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.vector_files import cosine_by_layer, load_vectors
 
-    a, b = load_vectors(args.a), load_vectors(args.b)
+    a = load_vectors(check_input_file(args.a, "a", folder_ok=True))
+    b = load_vectors(check_input_file(args.b, "b", folder_ok=True))
     cosines = cosine_by_layer(a, b)
     if args.json:
         print(json.dumps({str(k): round(v, 6) for k, v in cosines.items()}, indent=2))
@@ -271,7 +463,8 @@ def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     if args.layers:
         gguf_layers(args.layers, args.out)  # the one GGUF layer check (also in save_gguf and extract --gguf)
-    vset = load_vectors(args.source)
+    check_destination(args.out, "out")  # before reading anything
+    vset = load_vectors(check_input_file(args.source, "source", folder_ok=True))
     layers = args.layers or vset.layers
     chosen = VectorSet({layer: vset.vector(layer) for layer in layers}, vset.metadata)
     path = save_gguf(chosen, args.out, model_hint=args.model_hint)  # skips layer 0
@@ -287,6 +480,16 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, found '{text}'") from None
+
+
+def _threads(text: str) -> int | str:
+    """--threads: a whole number (checked >= 1 with the other counts) or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, found '{text}'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="default: vectors/<behavior>/<model-slug>.safetensors")
     p.add_argument("--caa-layout", action="store_true", help="also write vec_layer_<L>_<model>.pt files")
     p.add_argument("--gguf", action="store_true", help="also write a llama.cpp control vector")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing vector file even when it has layers or pairs the new one lacks")
     p.add_argument("--system-prompt")
     p.set_defaults(func=cmd_extract)
 
@@ -342,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b")
     p.add_argument("--json", action="store_true")
     p.add_argument("--config")
+    _add_threads_flag(p)
     p.set_defaults(func=cmd_compare_vectors)
 
     p = sub.add_parser("export-gguf", help="write a vector set as a llama.cpp control vector")
@@ -350,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, nargs="+")
     p.add_argument("--model-hint", default="llama")
     p.add_argument("--config")
+    _add_threads_flag(p)
     p.set_defaults(func=cmd_export_gguf)
 
     for name, register in _EXTRA_COMMANDS:
@@ -384,16 +591,30 @@ def _quiet_libraries() -> None:
     logging.getLogger("steering").setLevel(logging.INFO)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(getattr(args, "config", None))
         if hasattr(args, "behavior") and args.behavior is None:
             args.behavior = config["behavior"]
+        check_arguments(args, config)  # every flag's range, before files are read or a model loads
         _quiet_libraries()
+        if hasattr(args, "threads"):
+            from steering.models import set_threads
+
+            set_threads(args.threads if args.threads is not None else config["model"].get("threads", "auto"))
         return args.func(args, config)
     except SteeringError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""
+        print(_one_line(f"error: {exc}{detail}"), file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder the checks could not foresee (disk full, removed meanwhile)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(_one_line(f"error: {where}{exc.strerror or exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
         "compile": False,
         "compile_backend": "inductor",
         "cuda_graphs": True,
+        "threads": "auto",
     },
     "behavior": "refusal",
     "vectors_dir": "vectors",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -76,11 +75,12 @@ def _check_count(value: int | None, flag: str) -> None:
         raise SteeringError(f"{flag} must be at least 1, got {value}")
 
 
-def _check_multipliers(values: list[float] | None, flag: str) -> None:
-    if values is not None:
-        bad = [v for v in values if not math.isfinite(v)]
-        if bad:
-            raise SteeringError(f"{flag}: multipliers must be finite numbers, found {bad[0]}")
+def _check_multipliers(values: list[float] | None, flag: str, config: dict[str, Any]) -> None:
+    """Each multiplier finite and within config limits.max_abs_multiplier (steering.limits.check_multiplier)."""
+    from steering.limits import Limits, check_multiplier
+
+    for value in values or []:
+        check_multiplier(value, Limits.from_config(config), flag)
 
 
 def _default_multipliers(m: float) -> list[float]:
@@ -89,7 +89,7 @@ def _default_multipliers(m: float) -> list[float]:
 
 
 def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from steering.cli import _display_path, _engine, _system_prompt
+    from steering.cli import _display_path, _engine, _system_prompt, check_destination, check_input_file
     from steering.config import PROJECT_ROOT
     from steering.datasets import load_ab_dataset, load_open_ended
     from steering.limits import Limits, model_context_length
@@ -102,17 +102,16 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
                         (args.max_new_tokens, "--max-new-tokens"), (args.batch_size, "--batch-size"),
                         (args.gen_batch_size, "--gen-batch-size")):
         _check_count(value, flag)
-    _check_multipliers(args.multipliers, "--multipliers")
-    _check_multipliers(args.open_multipliers, "--open-multipliers")
-    if args.vector and not Path(args.vector).exists():
-        raise SteeringError(f"{args.vector}: file not found")
+    _check_multipliers(args.multipliers, "--multipliers", config)
+    _check_multipliers(args.open_multipliers, "--open-multipliers", config)
+    if args.vector:
+        check_input_file(args.vector, "--vector", folder_ok=True)
     # validate the inputs before the slow imports and the model load
     limits = Limits.from_config(config)
-    items = load_ab_dataset(ab_path, "letter", limits)[: args.limit_ab]
-    questions = [] if args.no_open_ended else load_open_ended(open_path, limits)[: args.limit_open]
-    out = Path(args.out) if args.out else Path(config["results_dir"]) / "eval"
-    if out.exists() and not out.is_dir():
-        raise SteeringError(f"--out {out}: exists and is not a folder")
+    items = load_ab_dataset(check_input_file(ab_path, "--ab"), "letter", limits)[: args.limit_ab]
+    questions = [] if args.no_open_ended else load_open_ended(check_input_file(open_path, "--open-ended"),
+                                                              limits)[: args.limit_open]
+    out = check_destination(args.out or Path(config["results_dir"]) / "eval", "--out", folder=True)
 
     import numpy as np
 
@@ -144,6 +143,8 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     system_prompt = _system_prompt(args, config)
     controls = ev.control_vectors(vector, seed=args.seed)
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    if questions:  # every open-ended question's token budget (config limits:, the context) before any work
+        engine.check_request([[{"role": "user", "content": q}] for q in questions], settings, system_prompt)
     vector_source = _display_path(Path(args.vector)) if args.vector else _display_path(
         engine.vectors_dir / args.behavior / f"{lm.slug}.safetensors")
     common = {"model": lm.name, "behavior": args.behavior, "vector_file": vector_source,

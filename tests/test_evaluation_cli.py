@@ -20,7 +20,15 @@ def _run(capsys, *argv):
     (["--open-ended", "no/such/open.json"], "no/such/open.json: file not found"),
     (["--vector", "no/such/vector.safetensors"], "no/such/vector.safetensors: file not found"),
     (["--limit-ab", "0"], "--limit-ab must be at least 1"),
-    (["--multipliers", "1", "nan"], "--multipliers: multipliers must be finite"),
+    (["--multipliers", "1", "nan"], "--multipliers must be a finite number, got nan"),
+    (["--open-multipliers", "inf"], "--open-multipliers must be a finite number, got inf"),
+    (["--multipliers", "1", "1e30"], "--multipliers 1e+30 is out of range: expected between -100 and 100"),
+    (["--seed", "-1"], "seed -1 is out of range"),
+    (["--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
+    (["--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
+    (["--behavior", "../../x"], "behavior name '../../x' is not valid"),
+    (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write there"),
+    (["--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
 ])
 def test_bad_input_is_one_line_and_nonzero(capsys, argv, message):
     code, out, err = _run(capsys, *argv)
@@ -37,9 +45,10 @@ def test_bad_number_is_an_argparse_error(capsys):
 
 def test_bad_ab_file_content(tmp_path, capsys):
     bad = tmp_path / "ab.json"
-    bad.write_text('[{"question": "no choices", "answer_matching_behavior": "(A)", '
+    # invalid in every read mode: the matching letter is not A or B
+    bad.write_text('[{"question": "Q?\\n\\nChoices:\\n(A) yes\\n(B) no", "answer_matching_behavior": "(C)", '
                    '"answer_not_matching_behavior": "(B)"}]')
-    code, _, err = _run(capsys, "--ab", str(bad))
+    code, _, err = _run(capsys, "--ab", str(bad), "--out", str(tmp_path / "out"))
     assert code == 2 and "item 0" in err and err.count("\n") == 1
 
 
