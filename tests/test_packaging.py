@@ -58,13 +58,14 @@ def test_extras_and_console_script_are_declared():
 
 
 def _installed_script() -> Path | None:
-    try:
-        dist = importlib.metadata.distribution("llama-steering")
-    except importlib.metadata.PackageNotFoundError:
+    """This environment's `steering` script when the package is installed in it (pip install -e .), else None."""
+    script = Path(sys.executable).parent / "steering"
+    if not script.is_file():
         return None
+    dist = importlib.metadata.distribution("llama-steering")
     scripts = [ep for ep in dist.entry_points if ep.group == "console_scripts"]
     assert [(ep.name, ep.value) for ep in scripts] == [("steering", "steering.cli:main")]
-    return Path(sys.executable).parent / "steering"
+    return script
 
 
 def test_console_script_from_another_folder_has_the_module_commands(tmp_path):
