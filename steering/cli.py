@@ -493,7 +493,8 @@ def _threads(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m steering", description="Contrastive Activation Addition for chat models")
+    prog = "steering" if Path(sys.argv[0]).name == "steering" else "python -m steering"  # the installed command
+    parser = _Parser(prog=prog, description="Contrastive Activation Addition for chat models")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("extract", help="build steering vectors from A/B pairs")

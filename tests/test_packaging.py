@@ -78,6 +78,7 @@ def test_console_script_from_another_folder_has_the_module_commands(tmp_path):
     as_module = subprocess.run([sys.executable, "-m", "steering", "--help"], cwd=PROJECT_ROOT, capture_output=True,
                                text=True, timeout=120)
     assert as_script.returncode == 0, as_script.stderr
+    assert as_script.stdout.startswith("usage: steering ") and as_module.stdout.startswith("usage: python -m steering ")
     commands = as_module.stdout.split("{", 1)[1].split("}", 1)[0]
     assert "chat" in commands and "extract" in commands
     assert "{" + commands + "}" in as_script.stdout
