@@ -212,3 +212,20 @@ def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compi
         assert float(fast.steering.add.abs().sum()) == 0.0 and float(fast.steering.project.abs().sum()) == 0.0
     finally:
         fast.steering.remove()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_cuda_graph_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector):
+    from steering.fast_path import FastPath
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(len(tiny_tokenizer)).cuda()
+    fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)
+    try:
+        convs = [Q1, Q1, Q2, Q1]
+        for plan in (_plan(vector), _plan(-vector, layers=(3,)), _plan(vector, layers=(0, 1, 2)), _plan(vector)):
+            eager = generate(model, tiny_tokenizer, convs, steer=plan, settings=GREEDY)
+            assert fast.generate(tiny_tokenizer, convs, steer=plan, settings=GREEDY).token_ids == eager.token_ids
+        assert len(fast.graphs.graphs) == 3  # one capture per set of steered layers; operators and values are data
+    finally:
+        fast.steering.remove()
