@@ -184,11 +184,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         return *render(turns), *idle
 
     def clear(turns):
-        """Clear: stop whatever runs or waits, and start over."""
+        """Clear: stop whatever runs or waits, and start over (a message being typed stays)."""
         for turn in turns:
             turn.stop()
         turns.clear()
-        return [], [], [], "", *idle
+        return [], [], [], *idle
 
     def on_upload(path, uploads, request: gr.Request):
         """Check the file at once: a file that fits moves to this session's private folder, one that doesn't
@@ -394,8 +394,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         running = [send_event, retry_event]
         # Stop and Clear cancel a turn still waiting in the queue as well as a running one (cancels=).
         stop_btn.click(stop, history, [*chats, send_btn, retry_btn], cancels=running, queue=False, **PRIVATE)
-        clear_btn.click(clear, history, [*chats, prompt, send_btn, retry_btn], cancels=running, queue=False,
-                        **PRIVATE)
+        clear_btn.click(clear, history, [*chats, send_btn, retry_btn], cancels=running, queue=False, **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
         demo.unload(end_session)
         for trigger in (choice.change, layer.change, alpha.change, demo.load):
@@ -432,9 +431,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", default=None, help="ask Gradio for a public link")
     parser.add_argument("--host", help="default: config app.host (always 0.0.0.0 on a Hugging Face Space)")
     parser.add_argument("--port", type=port_number, help="default: config app.port")
-    _add_model_flags(parser)
-    if not any(action.dest == "threads" for action in parser._actions):
-        parser.add_argument("--threads", type=int, help="CPU threads for torch (default: config model.threads)")
+    _add_model_flags(parser)  # includes --threads (config model.threads; steering.models.set_threads)
     return parser.parse_args(argv)
 
 
@@ -482,22 +479,11 @@ def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os
     }
 
 
-def set_threads(args: argparse.Namespace, config: dict[str, Any]) -> None:
-    """Apply --threads (else config model.threads) to torch before the model loads (PROVISIONAL)."""
-    import torch
-
-    threads = args.threads if getattr(args, "threads", None) is not None else config["model"].get("threads")
-    if threads is None:
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise SteeringError(f"threads must be a whole number >= 1, got {threads!r}")
-    torch.set_num_threads(threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Start the app; bad arguments, a taken port or a missing device end with one line and exit code 2."""
     from steering.cli import _model_overrides
     from steering.config import load_config
+    from steering.models import set_threads
 
     args = parse_args(argv)
     try:
@@ -505,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         options = launch_options(args, config["app"])
         check_port(options["server_name"], options["server_port"])
         check_device(args.device or config["model"].get("device"))
-        set_threads(args, config)
+        set_threads(args.threads if args.threads is not None else config["model"].get("threads", "auto"))
         engine = Engine.from_config(config, **_model_overrides(args))
         demo = build_app(engine, config)
     except SteeringError as exc:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from app_harness import running_app
@@ -78,3 +81,84 @@ def test_bad_requests_are_one_line_errors_and_the_app_keeps_serving(client):
     with pytest.raises(AppError, match="layer 99"):
         client.predict(PROMPT, 1.0, 99, max_new_tokens=1, api_name="/compare")
     assert all(client.predict(PROMPT, 1.0, max_new_tokens=2, api_name="/compare"))
+
+
+def test_api_enforces_the_ui_ranges(client):
+    """The API accepted max_new_tokens 1500 (the UI stops at 1024) and seeds that overflow (issue 10, item 10)."""
+    from gradio_client.exceptions import AppError
+
+    refused = {
+        "max_new_tokens 1500 is out of range: expected 1 to 1024": dict(max_new_tokens=1500),
+        "seed 99999999999999999999999 is out of range": dict(seed=99999999999999999999999),
+        "temperature 5 is out of range: expected 0 to 2": dict(temperature=5),
+        "top_p 0 is out of range": dict(top_p=0),
+        r"multiplier \(α\) 1e\+30 is out of range": dict(multiplier=1e30),
+    }
+    for message, change in refused.items():
+        with pytest.raises(AppError, match=f"^{message}"):
+            client.predict(PROMPT, **change, api_name="/compare")
+
+
+def post_json(url: str, body: str) -> str:
+    """One raw call of /compare (JSON as given, e.g. with NaN), its whole event stream as text."""
+    import httpx
+
+    response = httpx.post(url + "gradio_api/call/compare", content=body,
+                          headers={"content-type": "application/json"})
+    response.raise_for_status()
+    return httpx.get(url + f"gradio_api/call/compare/{response.json()['event_id']}", timeout=120).text
+
+
+def test_api_refuses_non_finite_multipliers(client):
+    """A NaN or infinite multiplier returned three empty answers (issue 10, item 10)."""
+    for value in ("NaN", "Infinity", "-Infinity"):
+        events = post_json(client.src, f'{{"data": ["{PROMPT}", {value}, 9, "refusal", 4, 0.0, 1.0, 0, ""]}}')
+        assert "event: error" in events and "must be a finite number" in events, events
+        assert "event: complete" not in events
+
+
+def test_api_behavior_is_a_name_and_messages_carry_no_paths(client, embedded_engine):
+    """`behavior` took an absolute path and loaded <folder>/<model>.safetensors from anywhere (issue 10, item 10)."""
+    from gradio_client.exceptions import AppError
+
+    folder = str(embedded_engine.vectors_dir / "refusal")
+    for behavior in (folder, "../vectors/refusal", "refusal/../refusal"):
+        with pytest.raises(AppError, match=r"^behavior must be a name such as 'refusal', not a path$"):
+            client.predict(PROMPT, behavior=behavior, max_new_tokens=1, api_name="/compare")
+    with pytest.raises(AppError) as info:
+        client.predict(PROMPT, behavior="sycophancy", max_new_tokens=1, api_name="/compare")
+    message = str(info.value)
+    assert "sycophancy" in message and "/" not in message and "python -m" not in message
+
+
+def test_api_bounds_the_work_before_the_model_runs(client, embedded_engine):
+    """A 100,000-character system prompt held the only model slot for over 20 minutes (issue 10, item 10)."""
+    from gradio_client.exceptions import AppError
+
+    for system_prompt, expected in (("x " * 50_000, "characters long"), ("hello " * 5_000, "tokens long")):
+        start = time.monotonic()
+        with pytest.raises(AppError, match=expected):
+            client.predict(PROMPT, system_prompt=system_prompt, max_new_tokens=4, api_name="/compare")
+        assert time.monotonic() - start < 10
+    assert not embedded_engine.lm.lock.locked()
+
+
+def test_a_caller_that_goes_away_stops_the_model(client, embedded_engine):
+    """A client that disconnected mid-call left the server generating for 131 s (issue 10, item 10)."""
+    import httpx
+
+    url = client.src
+    body = json.dumps({"data": ["Write a very long story about a dragon.", 2.0, 9, "refusal", 1024, 0.0, 1.0, 0, ""]})
+    event = httpx.post(url + "gradio_api/call/compare", content=body,
+                       headers={"content-type": "application/json"}).json()["event_id"]
+    with httpx.stream("GET", url + f"gradio_api/call/compare/{event}", timeout=120):
+        start = time.monotonic()
+        while not embedded_engine.lm.lock.locked():  # the model is at work
+            assert time.monotonic() - start < 60
+            time.sleep(0.02)
+        time.sleep(0.5)
+    # the connection is closed: the model stops within a few tokens (1024 tokens take far longer)
+    closed = time.monotonic()
+    while embedded_engine.lm.lock.locked():
+        assert time.monotonic() - closed < 10, "the model kept generating for a caller that went away"
+        time.sleep(0.02)

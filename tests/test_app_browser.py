@@ -1,8 +1,11 @@
 """The web app in Chromium (Playwright): send, empty-prompt message, Stop, desktop and phone screenshots,
-the Calibrate tab (a tiny sweep; a clicked cell sets the chat's layer and α)."""
+the message box and the controls while answers stream (typed text kept, Send disabled, Clear stops and
+clears, Stop of a queued message), answer captions, the Calibrate tab (a tiny sweep; a clicked cell sets
+the chat's layer and α)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -57,11 +60,38 @@ def page(app_url):
 
 
 def bot_texts(page) -> list[str]:
-    """The latest assistant message of each pane ('' while empty)."""
+    """The latest assistant message of each pane without its caption ('' while empty)."""
     return page.evaluate("""panes => panes.map(id => {
         const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
-        return bots.length ? bots[bots.length - 1].innerText.trim() : '';
+        if (!bots.length) return '';
+        const copy = bots[bots.length - 1].cloneNode(true);
+        copy.querySelectorAll('sub').forEach(sub => sub.remove());
+        return copy.textContent.trim();
     })""", list(PANES))
+
+
+def captions(page, pane: str = "#pane-added") -> list[str]:
+    """The caption of every answer in a pane, oldest first."""
+    return page.evaluate("""id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""", pane)
+
+
+def user_messages(page) -> int:
+    return page.locator("#pane-added [data-testid='user']").count()
+
+
+def set_max_tokens(page, value: int) -> None:
+    tokens = page.locator("#max-new-tokens input[type=number]")
+    if not tokens.is_visible():
+        page.get_by_text("Advanced").click()
+    tokens.fill(str(value))
+    tokens.press("Tab")
+
+
+def clear_and_wait(page, engine) -> None:
+    page.locator("#clear").click()
+    wait_for(lambda: user_messages(page) == 0, 10, "Clear")
+    wait_for(lambda: not engine.lm.lock.locked(), 15, "the model to stop")
 
 
 def wait_for(condition, timeout: float, what: str, step: float = 0.1):
@@ -81,17 +111,36 @@ def test_empty_prompt_shows_message_and_leaves_panes(page):
     assert bot_texts(page) == ["", "", ""]
 
 
-def test_alpha_shows_in_labels_and_relative_norm(page):
-    page.get_by_text("Vector size at layer 9:").wait_for(timeout=60_000)
+def set_alpha(page, value: float) -> None:
     alpha = page.get_by_label("number input for Steering strength α")
-    alpha.fill("5")
+    alpha.fill(f"{value:g}")
     alpha.press("Enter")
-    page.get_by_text("Added steering (+α = +5)").wait_for(timeout=15_000)
-    page.get_by_text("Subtracted steering (−α = −5)").wait_for(timeout=15_000)
-    page.get_by_text("so α = 5 adds").wait_for(timeout=30_000)
-    alpha.fill("3")
-    alpha.press("Enter")
-    page.get_by_text("Added steering (+α = +3)").wait_for(timeout=15_000)
+    page.get_by_text(f"so α = {value:g} adds").wait_for(timeout=30_000)
+
+
+def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):
+    """Moving α relabelled the panes at once: "+α = +0" stood over text made at α = 2 (issue 10, item 10)."""
+    page.get_by_text("Vector size at layer 9:").wait_for(timeout=60_000)
+    set_alpha(page, 2)
+    page.locator("#prompt textarea").fill("Hi!")
+    page.locator("#send").click()
+    wait_for(lambda: captions(page) == ["+α = +2 · layer 9 · refusal"] or
+             captions(page) == ["+α = +2 · layer 9 · refusal · cut at the limit of 16 new tokens"], 120,
+             "the first answer's caption")
+    set_alpha(page, 0)
+    time.sleep(0.5)
+    assert page.get_by_text("Added steering (+α)", exact=True).count() == 1  # the title carries no number
+    assert captions(page)[0].startswith("+α = +2 · layer 9 · refusal")  # the answer still says what made it
+    assert captions(page, "#pane-unsteered")[0].startswith("α = 0 (unsteered)")
+    set_alpha(page, 5)
+    page.locator("#prompt textarea").fill("And now?")
+    page.locator("#send").click()
+    wait_for(lambda: len(captions(page)) == 2 and "writing" not in captions(page)[1], 120, "the second answer")
+    first, second = captions(page)
+    assert first.startswith("+α = +2 ·") and second.startswith("+α = +5 ·")
+    assert captions(page, "#pane-subtracted")[1].startswith("−α = −5 · layer 9 · refusal")
+    set_alpha(page, 3)
+    clear_and_wait(page, embedded_engine)
 
 
 def test_send_fills_all_three_panes(page, embedded_engine):
@@ -135,12 +184,8 @@ def test_failed_generation_shows_message_and_app_keeps_serving(page, embedded_en
 
 
 def test_stop_halts_the_model(page, embedded_engine):
-    page.locator("#clear").click()
-    wait_for(lambda: bot_texts(page) == ["", "", ""], 10, "Clear")
-    page.get_by_text("Advanced").click()
-    tokens = page.locator("#max-new-tokens input[type=number]")
-    tokens.fill("1024")
-    tokens.press("Tab")
+    clear_and_wait(page, embedded_engine)
+    set_max_tokens(page, 1024)
     page.locator("#prompt textarea").fill("Write a very long story about a dragon who learns to bake bread.")
     page.locator("#send").click()
     wait_for(lambda: min(len(t) for t in bot_texts(page)) > 20, 120, "text to start streaming")
@@ -153,6 +198,63 @@ def test_stop_halts_the_model(page, embedded_engine):
     time.sleep(2.0)
     assert bot_texts(page) == stopped, "text kept growing after Stop"
     assert max(len(t.split()) for t in stopped) < 500
+    assert all(c.endswith("· stopped") for c in captions(page))  # the answer says it was cut by Stop
+
+
+def test_typing_during_streaming_is_kept_send_waits_and_clear_stops(page, embedded_engine):
+    """While answers streamed, typed text was erased by every update, Send was silently dropped and Clear did
+    nothing (issue 10, item 10)."""
+    clear_and_wait(page, embedded_engine)
+    set_max_tokens(page, 1024)
+    box = page.locator("#prompt textarea")
+    box.fill("Write a very long story about a dragon who learns to bake bread.")
+    page.locator("#send").click()
+    wait_for(lambda: min(len(t) for t in bot_texts(page)) > 10, 120, "text to start streaming")
+    box.fill("my next question")
+    grown = bot_texts(page)[0]
+    wait_for(lambda: len(bot_texts(page)[0]) > len(grown) + 20, 60, "more streamed text")
+    assert box.input_value() == "my next question", "a streamed update erased the typed text"
+    send = page.locator("#send")
+    assert send.is_disabled() and send.inner_text().strip() == "Answering…"  # visibly not taking a message
+    box.press("Enter")  # not sent now, not lost
+    time.sleep(1.0)
+    assert user_messages(page) == 1 and box.input_value() == "my next question"
+    page.locator("#clear").click()
+    wait_for(lambda: user_messages(page) == 0, 10, "Clear to empty the panes")
+    wait_for(lambda: not embedded_engine.lm.lock.locked(), 10, "Clear to stop the model")
+    time.sleep(1.0)
+    assert user_messages(page) == 0 and bot_texts(page) == ["", "", ""], "a late update came back after Clear"
+    assert not send.is_disabled() and box.input_value() == "my next question"
+    set_max_tokens(page, 16)
+    box.fill("")
+
+
+def test_stop_while_waiting_in_the_queue_cancels_the_message(page, app_url, embedded_engine, monkeypatch):
+    """Stop pressed while a message still waited in the queue was ignored; it ran in full later (issue 10,
+    item 10)."""
+    import httpx
+
+    clear_and_wait(page, embedded_engine)
+    body = json.dumps({"data": ["Write a very long story about a dragon.", 2.0, 9, "refusal", 1024, 0.0, 1.0, 0,
+                                ""]})
+    event = httpx.post(app_url + "gradio_api/call/compare", content=body,
+                       headers={"content-type": "application/json"}).json()["event_id"]
+    calls = []
+    real = embedded_engine.compare
+    with httpx.stream("GET", app_url + f"gradio_api/call/compare/{event}", timeout=120):
+        wait_for(embedded_engine.lm.lock.locked, 60, "another caller's request to hold the model")
+        monkeypatch.setattr(embedded_engine, "compare", lambda *a, **k: calls.append(1) or real(*a, **k))
+        page.locator("#prompt textarea").fill("Hello?")
+        page.locator("#send").click()
+        time.sleep(1.5)  # queued behind the other caller
+        assert not calls
+        page.locator("#stop").click()
+        time.sleep(1.0)
+    # the other caller went away: the model is free, and the stopped message must not run now
+    wait_for(lambda: not embedded_engine.lm.lock.locked(), 15, "the other request to end")
+    time.sleep(3.0)
+    assert not calls, "the message ran although Stop was pressed while it waited"
+    assert not page.locator("#send").is_disabled()
 
 
 def test_calibrate_sweep_cell_sets_chat_layer_and_alpha(page):
@@ -174,7 +276,6 @@ def test_calibrate_sweep_cell_sets_chat_layer_and_alpha(page):
     page.locator("#cal-table [data-testid=cell-1-1]").click()  # layer 11, multiplier -4
     page.get_by_text("Chat set to layer 11, α = 4").wait_for(timeout=15_000)
     page.get_by_role("tab", name="Chat").click()
-    page.get_by_text("Added steering (+α = +4)").wait_for(timeout=15_000)
     page.get_by_text("Vector size at layer 11:").wait_for(timeout=60_000)
     layer = page.get_by_label("number input for Layer")
     if not layer.is_visible():

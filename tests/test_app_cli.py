@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
+import pytest
+
 import app_harness  # noqa: F401  (puts the project root on sys.path)
 import app
 
@@ -29,3 +33,61 @@ def test_space_binds_all_interfaces_and_password_comes_from_env():
                                  {"SPACE_ID": "user/space", "MY_PASSWORD": "s3cret"})
     assert options["server_name"] == "0.0.0.0"
     assert options["auth"] == ("steering", "s3cret")
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """main() must refuse before it loads a model: loading one here ends the run with a marker error."""
+    from steering.errors import SteeringError
+
+    loads = []
+
+    def load(*args, **kwargs):
+        loads.append(kwargs)
+        raise SteeringError("(test) the model would load now")
+
+    monkeypatch.setattr(app.Engine, "from_config", load)
+    return loads
+
+
+def run_main(argv, capsys) -> tuple[int, str]:
+    try:
+        code = app.main(argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err  # one line
+    return code, err.strip()
+
+
+def test_bad_port_or_device_is_one_line_and_exit_2_before_the_model_loads(no_model, capsys):
+    """A port in use, --port 99999 and --device cuda without CUDA gave tracebacks (issue 10, item 10)."""
+    import torch
+
+    assert run_main(["--port", "99999"], capsys) == (2, "error: app.py: argument --port: expected a port from 1 "
+                                                        "to 65535, got 99999")
+    assert run_main(["--port", "http"], capsys)[0] == 2
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = run_main(["--host", "127.0.0.1", "--port", str(port)], capsys)
+    assert code == 2 and err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and "--port" in err
+    if not torch.cuda.is_available():
+        code, err = run_main(["--port", str(app_harness.free_port()), "--device", "cuda"], capsys)
+        assert (code, err) == (2, "error: device 'cuda': CUDA is not available on this machine (use --device cpu "
+                                  "or auto)")
+    assert not no_model
+
+
+def test_threads_are_set_before_the_model_loads(no_model, capsys, monkeypatch):
+    import torch
+
+    set_to: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: set_to.append(n))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a 2-core machine without OMP_NUM_THREADS
+    port = str(app_harness.free_port())
+    assert run_main(["--port", port, "--threads", "0"], capsys)[0] == 2 and not no_model
+    code, err = run_main(["--port", port, "--threads", "1"], capsys)
+    assert (code, err) == (2, "error: (test) the model would load now")
+    assert set_to == [1] and no_model[0]["threads"] == 1  # set before the model loads, and passed on

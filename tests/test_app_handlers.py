@@ -112,7 +112,7 @@ def test_clear_during_streaming_stops_and_clears(handlers, vector_file, engine):
     turns: list = []
     gen = started(handlers, vector_file, turns)
     cleared = handlers["clear"].fn(turns)
-    assert cleared[:4] == ([], [], [], "") and cleared[4]["interactive"] is True
+    assert cleared[:3] == ([], [], []) and cleared[3]["interactive"] is True
     assert drain(gen) == [] and turns == []
     wait_unlocked(engine)
 
