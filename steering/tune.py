@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 from steering.errors import SteeringError
 
 OPERATORS = ("add", "clamp", "ablate")
-DEFAULT_STRENGTHS = {"multiplier": [1.0, 2.0, 4.0, 8.0], "relative": [0.1, 0.2, 0.3, 0.45]}
+DEFAULT_STRENGTHS = {"multiplier": [1.0, 2.0, 4.0], "relative": [0.1, 0.2, 0.3]}
 CACHE_VERSION = 1
 
 
@@ -380,15 +380,15 @@ def register(sub: Any) -> None:
     _add_model_flags(p)
     p.add_argument("--behavior", default=None)
     p.add_argument("--questions", help="tuning questions (default: datasets/<behavior>/tune_open_ended.json)")
-    p.add_argument("--limit", type=int, default=32,
-                   help="use N questions spread evenly over the file (default 32; more than the file has: all)")
+    p.add_argument("--limit", type=int, default=24,
+                   help="use N questions spread evenly over the file (default 24; more than the file has: all)")
     p.add_argument("--vectors", nargs="+", help="vector files (methods) to try (default: the behavior's file)")
     p.add_argument("--layers", type=int, nargs="+", help="anchor layers (default: the model's layer -2, 0, +2)")
     p.add_argument("--bands", type=int, nargs="+", default=[1], help="band widths (default 1)")
     p.add_argument("--plus", nargs="+", default=["add", "clamp"], help="added-side operators (add clamp ablate)")
     p.add_argument("--minus", nargs="+", default=["add", "ablate"], help="subtracted-side operators")
     p.add_argument("--strengths", type=_float, nargs="+",
-                   help="strengths (default: relative 0.1 0.2 0.3 0.45; multiplier 1 2 4 8)")
+                   help="strengths (default: relative 0.1 0.2 0.3; multiplier 1 2 4)")
     p.add_argument("--unit", default="relative", help="relative (x the hidden-state norm, default) or multiplier")
     p.add_argument("--own-vectors", action="store_true",
                    help="in a band, each layer its own vector (default: the anchor layer's at every layer)")
