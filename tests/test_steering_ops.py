@@ -92,6 +92,18 @@ def test_ablation_zeroes_the_projection(vector):
     assert torch.allclose(out, h - (h @ u)[..., None] * u, atol=1e-5)
 
 
+def test_clamp_in_bfloat16_reaches_the_target_to_bfloat16_precision(vector):
+    h = (_hidden(4) * 10).to(torch.bfloat16)
+    v = vector.to(torch.bfloat16)
+    u = unit_vector(v)
+    targets = torch.tensor([20.0, -7.5, 0.0])
+    out = apply_steering(h, v, u, torch.zeros(3, dtype=torch.bfloat16), torch.ones(3), targets, torch.ones(3, 5))
+    assert out.dtype == torch.bfloat16
+    along = out.float() @ u.float()
+    assert torch.allclose(along, targets[:, None].expand(3, 5), atol=0.6)  # |h| ~ 240: bf16 steps of ~1-2
+    assert (h.float() @ u.float() - targets[:, None]).abs().max() > 5  # it did move
+
+
 def test_rows_with_nothing_to_do_are_exactly_unchanged(vector):
     h = _hidden(2)
     out = apply_steering(h, vector, unit_vector(vector), torch.tensor([0.0, 3.0, 0.0]),
