@@ -74,11 +74,12 @@ def apply_steering(hidden: torch.Tensor, vector: torch.Tensor, unit: torch.Tenso
     (and positions with active = 0) are returned exactly unchanged. The projection h.u is computed in
     float32, so a clamp is exact to float32 rounding even for a 16-bit model.
     """
-    scale = (add[:, None] * active).unsqueeze(-1)  # (batch, seq, 1); the CAA term first, as before
-    steered = hidden + scale * vector
+    dtype = hidden.dtype  # the output keeps hidden's dtype whatever the per-row tensors are (no-op casts in the hooks)
+    scale = (add.to(dtype)[:, None] * active.to(dtype)).unsqueeze(-1)  # (batch, seq, 1); the CAA term first, as before
+    steered = hidden + scale * vector.to(dtype)
     along = torch.matmul(hidden.float(), unit.float())  # (batch, seq): h.u
     coef = project.float()[:, None] * (target.float()[:, None] - along) * active.float()
-    return steered + coef.to(hidden.dtype).unsqueeze(-1) * unit
+    return steered + coef.to(dtype).unsqueeze(-1) * unit.to(dtype)
 
 
 # ============================================================================ plans
