@@ -145,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     if questions:  # every open-ended question's token budget (config limits:, the context) before any work
         engine.check_request([[{"role": "user", "content": q}] for q in questions], settings, system_prompt)
-    vector_source = _display_path(Path(args.vector)) if args.vector else _display_path(
+    vector_source = _display_path(Path(args.vector)) if args.vector else recipe.vector or _display_path(
         engine.vectors_dir / args.behavior / f"{lm.slug}.safetensors")
     common = {"model": lm.name, "behavior": args.behavior, "vector_file": vector_source,
               "read_mode": vset.metadata.get("read_mode", "unknown"), "default_layer": engine.defaults.layer,
