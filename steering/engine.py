@@ -60,11 +60,19 @@ class Engine:
         from steering.fast_path import FastPath, enable_fast_path, graphs_supported
 
         # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks), or None.
+        # A fast path that cannot be set up (a compiler error, say) leaves the model on the eager path.
         self.fast_path: FastPath | None = None
-        if self.lm.settings.compile:
-            self.fast_path = enable_fast_path(self.lm)
-        elif self.lm.settings.cuda_graphs and graphs_supported(self.lm):
-            self.fast_path = enable_fast_path(self.lm, compile=False)
+        try:
+            if self.lm.settings.compile:
+                self.fast_path = enable_fast_path(self.lm)
+            elif self.lm.settings.cuda_graphs and graphs_supported(self.lm):
+                self.fast_path = enable_fast_path(self.lm, compile=False)
+        except Exception as exc:  # noqa: BLE001 -- any setup failure: generation still works, eagerly
+            import logging
+
+            logging.getLogger(__name__).warning("fast path off, generating on the eager path: %s: %s",
+                                                type(exc).__name__, exc)
+            self.fast_path = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":

@@ -415,9 +415,14 @@ def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) 
         if (existing.compiled, existing._backend, existing.graphs is not None) == (use_compiler, backend, cuda_graphs):
             return existing
         existing.steering.remove()
+    lm.fast_path = None
     fast = FastPath(lm.model, compile=use_compiler, backend=backend, cuda_graphs=cuda_graphs)
-    with lm.lock:
-        if use_compiler and backend == "inductor":  # a minute of compiling before the first user, not during
-            fast.warm_up(lm.tokenizer)
+    try:
+        with lm.lock:
+            if use_compiler and backend == "inductor":  # a minute of compiling before the first user, not during
+                fast.warm_up(lm.tokenizer)
+    except BaseException:
+        fast.steering.remove()  # no hooks left behind on the model
+        raise
     lm.fast_path = fast
     return fast

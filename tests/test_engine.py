@@ -156,3 +156,18 @@ def test_a_second_engine_reuses_the_fast_path_hooks(tiny_tokenizer, vector):
     assert second.fast_path is first.fast_path
     assert all(len(block._forward_hooks) == 1 for block in first.lm.model.model.layers)
     assert second.compare(Q1, vector, 1, 2.0, GREEDY).texts == first.compare(Q1, vector, 1, 2.0, GREEDY).texts
+
+
+def test_a_fast_path_that_fails_to_set_up_leaves_the_eager_path(tiny_tokenizer, vector, monkeypatch, caplog):
+    from steering.fast_path import FastPath
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setattr(FastPath, "warm_up", broken)
+    monkeypatch.setattr("steering.fast_path.graphs_supported", lambda lm: True)  # as on a GPU: inductor, warm-up
+    engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="inductor"))
+    assert engine.fast_path is None and engine.lm.fast_path is None
+    assert "compiler exploded" in caplog.text
+    assert all(len(block._forward_hooks) == 0 for block in engine.lm.model.model.layers)
+    assert engine.compare(Q1, vector, 1, 2.0, GREEDY).texts[1] == engine.plain(Q1, GREEDY)

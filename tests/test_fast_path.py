@@ -156,6 +156,20 @@ def test_nucleus_sampling_keeps_to_the_nucleus():
     assert {t for r, t in seen if r == 1} == {0, 1, 2}  # the -inf token never
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampling_draws_from_the_tempered_distribution(temperature):
+    """The shared-noise (Gumbel-max) draw is a sample of softmax(logits / T): frequencies over many steps."""
+    from steering.generation import _next_tokens
+
+    p = torch.tensor([0.5, 0.3, 0.2])
+    logits = p.log().unsqueeze(0)
+    generator = torch.Generator().manual_seed(0)
+    settings = SamplingSettings(temperature=temperature)
+    draws = torch.stack([_next_tokens(logits, settings, generator) for _ in range(4000)]).flatten()
+    expected = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    assert torch.allclose(torch.bincount(draws, minlength=3).float() / 4000, expected, atol=0.03)
+
+
 def test_bucketed_static_caches_are_reused(model, tiny_tokenizer):
     fast = FastPath(model, compile=False, bucket=64)
     fast.generate(tiny_tokenizer, [Q1, Q1, Q1], settings=GREEDY)
