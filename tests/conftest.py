@@ -62,8 +62,16 @@ def tiny_model(tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def embedded_engine():
-    """The embedded SmolLM2 model with the project's config (integration tests)."""
+    """The embedded SmolLM2 model with the project's config (integration tests).
+
+    STEERING_TEST_FAST_PATH=1 runs every test that uses it on the fast path instead (`compile: true` with
+    the cheap `eager` compile backend: persistent hooks, static cache, compiled decoding step), so the
+    suite can be run with the fast path off and on.
+    """
+    import os
+
     from steering.config import load_config
     from steering.engine import Engine
 
-    return Engine.from_config(load_config())
+    fast = os.environ.get("STEERING_TEST_FAST_PATH") == "1"
+    return Engine.from_config(load_config(), **({"compile": True, "compile_backend": "eager"} if fast else {}))

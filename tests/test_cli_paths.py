@@ -27,7 +27,8 @@ def loaded(embedded_engine):
     from steering.models import ModelSettings, load_model
 
     fast = load_model(ModelSettings(compile=True, compile_backend="eager"))
-    return {"eager": embedded_engine.lm, "fast": fast}
+    eager = embedded_engine.lm if not embedded_engine.lm.settings.compile else load_model(ModelSettings())
+    return {"eager": eager, "fast": fast}
 
 
 @pytest.fixture()
