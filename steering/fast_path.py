@@ -320,8 +320,11 @@ class FastPath:
         key = (batch, self.cache_length(total))
         cache = self._caches.pop(key, None)
         if cache is None:
-            while len(self._caches) >= self.MAX_CACHES:  # bound the memory: forget the least recently used
-                old = self._caches.pop(next(iter(self._caches)))
+            # Bound the memory: at most MAX_CACHES caches, the least recently used dropped first, and one
+            # cache of a batch larger than the app's few rows (a `steering test` batch is large and passing).
+            big = [k for k in self._caches if k[0] > self.max_batch] if batch > self.max_batch else []
+            while big or len(self._caches) >= self.MAX_CACHES:
+                old = self._caches.pop(big.pop() if big else next(iter(self._caches)))
                 if self.graphs is not None:
                     self.graphs.forget_cache(old)
             cache = StaticCache(config=self.model.config, max_cache_len=key[1])

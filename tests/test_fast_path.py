@@ -170,6 +170,19 @@ def test_sampling_draws_from_the_tempered_distribution(temperature):
     assert torch.allclose(torch.bincount(draws, minlength=3).float() / 4000, expected, atol=0.03)
 
 
+def test_static_caches_are_bounded(model, tiny_tokenizer):
+    """At most MAX_CACHES caches, and one of a batch beyond max_batch (large batches pass through)."""
+    fast = FastPath(model, compile=False, bucket=32, max_batch=4)
+    settings = SamplingSettings(max_new_tokens=4)
+    for rows in (3, 1, 6, 9, 3):
+        fast.generate(tiny_tokenizer, [Q1] * rows, settings=settings)
+    assert sorted(fast._caches) == [(1, 64), (3, 64), (9, 64)]
+    fast.MAX_CACHES = 2
+    for tokens in (40, 80):
+        fast.generate(tiny_tokenizer, [Q1] * 3, settings=SamplingSettings(max_new_tokens=tokens))
+    assert list(fast._caches) == [(3, 96), (3, 128)]
+
+
 def test_bucketed_static_caches_are_reused(model, tiny_tokenizer):
     fast = FastPath(model, compile=False, bucket=64)
     fast.generate(tiny_tokenizer, [Q1, Q1, Q1], settings=GREEDY)
