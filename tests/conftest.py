@@ -60,18 +60,34 @@ def tiny_model(tiny_tokenizer):
     return make_tiny_model(len(tiny_tokenizer))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fast_path_everywhere():
+    """STEERING_TEST_FAST_PATH=1: every model loaded through the config in this process (the
+    embedded_engine fixture, in-process CLI runs) is on the fast path (`compile: true` with the cheap
+    `eager` compile backend: persistent hooks, static cache, compiled decoding step), so the suite can be
+    run with the fast path off and on. Subprocess CLI runs are not affected."""
+    import os
+    from dataclasses import replace
+
+    if os.environ.get("STEERING_TEST_FAST_PATH") != "1":
+        yield
+        return
+    from steering.models import ModelSettings
+
+    original = ModelSettings.from_config.__func__
+
+    def forced(cls, section, **overrides):
+        return replace(original(cls, section, **overrides), compile=True, compile_backend="eager")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModelSettings, "from_config", classmethod(forced))
+        yield
+
+
 @pytest.fixture(scope="session")
 def embedded_engine():
-    """The embedded SmolLM2 model with the project's config (integration tests).
-
-    STEERING_TEST_FAST_PATH=1 runs every test that uses it on the fast path instead (`compile: true` with
-    the cheap `eager` compile backend: persistent hooks, static cache, compiled decoding step), so the
-    suite can be run with the fast path off and on.
-    """
-    import os
-
+    """The embedded SmolLM2 model with the project's config (integration tests)."""
     from steering.config import load_config
     from steering.engine import Engine
 
-    fast = os.environ.get("STEERING_TEST_FAST_PATH") == "1"
-    return Engine.from_config(load_config(), **({"compile": True, "compile_backend": "eager"} if fast else {}))
+    return Engine.from_config(load_config())
