@@ -91,8 +91,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         check_budget(engine, convs, settings)
         return settings, vector, name, convs
 
-    busy = [gr.update(interactive=False, value="Answering…"), gr.update(interactive=False)]
-    idle = [gr.update(interactive=True, value="Send"), gr.update(interactive=True)]
+    busy = [gr.update(interactive=False), gr.update(interactive=False)]  # Send and Retry, while a turn streams
+    idle = [gr.update(interactive=True), gr.update(interactive=True)]
 
     def run_turn(text, turns, checked, clear_prompt):
         """Stream one turn into the three panes: (3 panes, message box, Send, Retry) per update.

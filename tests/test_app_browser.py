@@ -215,7 +215,7 @@ def test_typing_during_streaming_is_kept_send_waits_and_clear_stops(page, embedd
     wait_for(lambda: len(bot_texts(page)[0]) > len(grown) + 20, 60, "more streamed text")
     assert box.input_value() == "my next question", "a streamed update erased the typed text"
     send = page.locator("#send")
-    assert send.is_disabled() and send.inner_text().strip() == "Answering…"  # visibly not taking a message
+    assert send.is_disabled()  # visibly not taking a message now
     box.press("Enter")  # not sent now, not lost
     time.sleep(1.0)
     assert user_messages(page) == 1 and box.input_value() == "my next question"
