@@ -232,29 +232,33 @@ def test_typing_during_streaming_is_kept_send_waits_and_clear_stops(page, embedd
 def test_stop_while_waiting_in_the_queue_cancels_the_message(page, app_url, embedded_engine, monkeypatch):
     """Stop pressed while a message still waited in the queue was ignored; it ran in full later (issue 10,
     item 10)."""
+    import threading
+
     import httpx
 
     clear_and_wait(page, embedded_engine)
-    body = json.dumps({"data": ["Write a very long story about a dragon.", 2.0, 9, "refusal", 1024, 0.0, 1.0, 0,
-                                ""]})
+    page.get_by_text("Vector size at layer").wait_for(timeout=60_000)  # the page's own use of the model is over
+    # another caller holds the model for a while (about 150 tokens)
+    body = json.dumps({"data": ["Write a long story about a dragon.", 2.0, 9, "refusal", 150, 0.0, 1.0, 0, ""]})
     event = httpx.post(app_url + "gradio_api/call/compare", content=body,
                        headers={"content-type": "application/json"}).json()["event_id"]
+    other = threading.Thread(target=httpx.get, args=(app_url + f"gradio_api/call/compare/{event}",),
+                             kwargs={"timeout": 300}, daemon=True)
+    other.start()
+    wait_for(embedded_engine.lm.lock.locked, 60, "another caller's request to hold the model")
     calls = []
     real = embedded_engine.compare
-    with httpx.stream("GET", app_url + f"gradio_api/call/compare/{event}", timeout=120):
-        wait_for(embedded_engine.lm.lock.locked, 60, "another caller's request to hold the model")
-        monkeypatch.setattr(embedded_engine, "compare", lambda *a, **k: calls.append(1) or real(*a, **k))
-        page.locator("#prompt textarea").fill("Hello?")
-        page.locator("#send").click()
-        time.sleep(1.5)  # queued behind the other caller
-        assert not calls
-        page.locator("#stop").click()
-        time.sleep(1.0)
-    # the other caller went away: the model is free, and the stopped message must not run now
+    monkeypatch.setattr(embedded_engine, "compare", lambda *a, **k: calls.append(1) or real(*a, **k))
+    page.locator("#prompt textarea").fill("Hello?")
+    page.locator("#send").click()
+    time.sleep(1.0)  # queued behind the other caller
+    assert not calls and embedded_engine.lm.lock.locked(), "the other request ended too soon for this test"
+    page.locator("#stop").click()
+    other.join(timeout=120)
     wait_for(lambda: not embedded_engine.lm.lock.locked(), 15, "the other request to end")
-    time.sleep(3.0)
+    time.sleep(3.0)  # the model is free: a message that was not really cancelled would run now
     assert not calls, "the message ran although Stop was pressed while it waited"
-    assert not page.locator("#send").is_disabled()
+    assert user_messages(page) == 0 and not page.locator("#send").is_disabled()
 
 
 def test_calibrate_sweep_cell_sets_chat_layer_and_alpha(page):
