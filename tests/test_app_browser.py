@@ -261,6 +261,34 @@ def test_stop_while_waiting_in_the_queue_cancels_the_message(page, app_url, embe
     assert user_messages(page) == 0 and not page.locator("#send").is_disabled()
 
 
+def test_uploads_leave_gradios_cache_and_go_with_the_session(page, app_url, embedded_engine, tmp_path):
+    """Uploaded vector files stayed in Gradio's temp folder forever, downloadable by URL (issue 10, item 10)."""
+    import glob
+    import tempfile
+    import uuid
+
+    import torch
+
+    from steering.vector_files import VectorSet, save_safetensors
+
+    name = f"probe-{uuid.uuid4().hex[:8]}.safetensors"
+    hidden = embedded_engine.lm.hidden_size
+    save_safetensors(VectorSet({9: torch.full((hidden,), 0.01)}), tmp_path / name)
+    gradio_cache = os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "gradio")
+    own = page.context.browser.new_page()  # a session of its own, closed below
+    try:
+        own.goto(app_url)
+        own.get_by_text("Advanced").click()
+        own.locator("#upload input[type=file]").set_input_files(str(tmp_path / name))
+        own.get_by_text(f"Loaded {name}: layers 9").wait_for(timeout=60_000)
+        assert not glob.glob(os.path.join(gradio_cache, "**", name), recursive=True), "still in Gradio's cache"
+        kept = glob.glob(os.path.join(tempfile.gettempdir(), "llama-steering-uploads-*", "*", name))
+        assert len(kept) == 1 and (os.stat(os.path.dirname(kept[0])).st_mode & 0o077) == 0
+    finally:
+        own.close()
+    wait_for(lambda: not os.path.exists(kept[0]), 30, "the closed session's upload to be deleted")
+
+
 def test_calibrate_sweep_cell_sets_chat_layer_and_alpha(page):
     page.get_by_role("tab", name="Calibrate").click()
     for box, value in (("#cal-layers textarea", "7, 11"), ("#cal-mults textarea", "-4, 0, 1")):
