@@ -1,4 +1,5 @@
-"""Plain helpers for the web app (no Gradio import): chat histories, input checks, per-request settings.
+"""Plain helpers for the web app (no Gradio import): a session's turns (what the panes show, what the model
+sees), input checks with the UI's ranges for the chat and the API, path-free messages, private uploads.
 
 Everything a request needs is passed in explicitly, so two users never share a vector or a multiplier.
 """
@@ -16,7 +17,6 @@ import torch
 
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings
-from steering.layers import check_layer
 from steering.limits import Limits, check_behavior_name, check_multiplier, check_seed
 from steering.prompts import Message
 
@@ -30,30 +30,6 @@ TOP_P_RANGE = (0.05, 1.0)
 CHARS_PER_TOKEN_BOUND = 16
 
 
-def text_of(content: Any) -> str:
-    """A chat message's text; Gradio may send content as a string, a block, or a list of blocks."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or content.get("content") or "")
-    if isinstance(content, (list, tuple)):
-        return "".join(text_of(part) for part in content)
-    return str(content)
-
-
-def conversation(history: Sequence[Any] | None) -> list[Message]:
-    """A pane's chat history as engine messages (only user/assistant turns with text)."""
-    messages = []
-    for item in history or []:
-        role = item.get("role") if isinstance(item, dict) else getattr(item, "role", None)
-        content = item.get("content") if isinstance(item, dict) else getattr(item, "content", None)
-        if role in ("user", "assistant"):
-            messages.append({"role": role, "content": text_of(content)})
-    return messages
-
-
 def pane_labels() -> tuple[str, str, str]:
     """The panes' titles. They carry no number: each answer's caption says which α made it."""
     return (f"{PANE_TITLES[0]} (+α)", f"{PANE_TITLES[1]} (α = 0)", f"{PANE_TITLES[2]} (−α)")
@@ -63,16 +39,6 @@ def trim_prompt(prompt: str | None, max_chars: int) -> tuple[str, bool]:
     """The prompt stripped and cut to max_chars; the flag says whether it was cut."""
     text = (prompt or "").strip()
     return (text[:max_chars].rstrip(), True) if len(text) > max_chars else (text, False)
-
-
-def sampling(max_new_tokens: Any, temperature: Any, top_p: Any, seed: Any, random_seed: bool = False) -> SamplingSettings:
-    try:
-        return SamplingSettings(
-            max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
-            seed=None if random_seed or seed in (None, "") else int(seed),
-        )
-    except (TypeError, ValueError) as exc:
-        raise SteeringError(f"generation settings: {exc}") from None
 
 
 def check_upload(engine: Any, path: str | Path | None, max_mb: float) -> str:
@@ -246,6 +212,7 @@ def public_message(exc: BaseException | str) -> str:
 
 # ------------------------------------------------------------------------------------------------ turns
 def signed(value: float) -> str:
+    """A multiplier with its sign: +2, −2.5, 0."""
     return "0" if value == 0 else f"{'+' if value > 0 else '−'}{abs(value):g}"
 
 
@@ -264,14 +231,18 @@ class Turn:
     error: str = ""
 
     def finish(self, texts: Sequence[str], new_tokens: Sequence[int], stopped: bool) -> None:
-        if self.status == "running":
-            self.status = "stopped" if stopped else "done"
+        """The generation's final texts and token counts per pane (a stopped turn stays as it was shown)."""
+        if self.status != "running":
+            return  # stopped meanwhile: it keeps the text Stop showed
+        self.status = "stopped" if stopped else "done"
         self.answers, self.new_tokens = list(texts), list(new_tokens)
 
     def fail(self, message: str) -> None:
+        """Mark the turn failed with a one-line message: shown in the panes, never fed back to the model."""
         self.status, self.error = "failed", message
 
     def stop(self) -> None:
+        """End a running turn as it stands (Stop, Clear, cancellation)."""
         if self.status == "running":
             self.status = "stopped"
 
@@ -296,6 +267,7 @@ class Turn:
         return " · ".join(parts)
 
     def shown(self, pane: int) -> str:
+        """Pane `pane`'s answer as displayed: the text (or the failure) and its caption as small print."""
         text = self.answers[pane]
         if self.status == "failed":
             text = (text + "\n\n" if text else "") + f"⚠️ Generation failed: {self.error}"

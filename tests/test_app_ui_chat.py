@@ -9,34 +9,19 @@ import torch
 
 from steering.errors import SteeringError
 from steering.limits import Limits
-from steering.ui_chat import (Turn, VectorChoice, check_behavior, check_settings, check_upload, conversation,
-                              conversations, discard_upload, keep_upload, pane_labels, public_message, render,
-                              sampling, text_of, trim_prompt)
+from steering.ui_chat import (Turn, VectorChoice, check_behavior, check_settings, check_upload, conversations,
+                              discard_upload, keep_upload, pane_labels, public_message, render, trim_prompt)
 from steering.vector_files import VectorSet, load_vectors, save_caa_layout, save_gguf, save_safetensors
 
 HIDDEN, LAYERS = 8, 4
 FAKE_ENGINE = SimpleNamespace(load_vector_file=lambda p: load_vectors(p, "m").validate(HIDDEN, LAYERS))
 
 
-def test_message_content_may_arrive_as_blocks():
-    assert text_of([{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]) == "Hello"
-    assert text_of({"type": "text", "text": "Hi"}) == "Hi"
-    assert text_of(None) == ""
-    history = [{"role": "system", "content": "x"}, {"role": "user", "content": [{"type": "text", "text": "Q"}]},
-               {"role": "assistant", "content": "A", "metadata": None}]
-    assert conversation(history) == [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
-    assert conversation(None) == []
-
-
-def test_trim_and_labels_and_sampling():
+def test_trim_and_labels():
     assert trim_prompt("  hi  ", 10) == ("hi", False)
     assert trim_prompt("x" * 25, 10) == ("x" * 10, True)
     # the titles carry no α: moving the slider must not relabel answers made at another α (captions say it)
     assert pane_labels() == ("Added steering (+α)", "Unsteered (α = 0)", "Subtracted steering (−α)")
-    assert sampling(16, 0.7, 0.9, 3).seed == 3
-    assert sampling(16, 0.7, 0.9, 3, random_seed=True).seed is None
-    with pytest.raises(SteeringError, match="top_p"):
-        sampling(16, 0.7, 0.0, 3)
 
 
 def test_uploads_are_checked_for_size_and_fit(tmp_path):
