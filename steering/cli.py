@@ -211,7 +211,7 @@ def check_destination(path: str | Path, flag: str, folder: bool = False) -> Path
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         if not existing.is_dir():
-            raise SteeringError(f"{flag} {path}: {existing} is a file, not a folder")
+            raise SteeringError(f"{flag} {path}: cannot write there: {existing} is a file, not a folder")
         fd, probe = tempfile.mkstemp(prefix=".steering-write-check-", dir=existing)
         os.close(fd)
         os.unlink(probe)

@@ -207,8 +207,7 @@ def resolve_threads(value: Any = "auto", environ: Any = os.environ) -> int:
         `value` itself when it is a count; for "auto", OMP_NUM_THREADS when it is set to a positive
         integer, else half of the usable CPU cores (at least 1). Half, not all: on a shared machine
         torch's default (one thread per core) thrashes as soon as another process takes a core; on a
-        busy 2-core machine three chat panes took 29-90 s with 2 threads against 5.7 s with 1 (README,
-        Performance).
+        busy 2-core machine three chat panes took 29-90 s with 2 threads against 5.7 s with 1.
 
     Raises:
         SteeringError: not a positive integer and not "auto".

@@ -30,7 +30,11 @@ def _run(capsys, *argv):
     (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write there"),
     (["--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
 ])
-def test_bad_input_is_one_line_and_nonzero(capsys, argv, message):
+def test_bad_input_is_one_line_and_nonzero(capsys, monkeypatch, argv, message):
+    def no_model(args, config):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr("steering.cli._engine", no_model)
     code, out, err = _run(capsys, *argv)
     assert code != 0
     assert err.count("\n") == 1 and message in err, err

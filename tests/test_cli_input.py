@@ -1,0 +1,360 @@
+"""Issue 10 item 10, CLI parts: bad arguments and destinations are one-line errors (exit 2) found before
+the model loads; names are not paths; numbers are finite and bounded; the token budget is checked before
+generating; replacing a vector file that has more layers or pairs needs --force; --threads everywhere.
+
+Every command runs through the real `steering.cli.main([...])`. `no_model` makes loading a model a test
+failure, so a refusal that comes only after the (slow) load fails the test. No test writes under the
+project's vectors/ folder (`shipped_vectors_untouched` checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from steering.cli import build_parser, main
+from steering.config import PROJECT_ROOT
+from steering.errors import SteeringError
+
+SHIPPED = PROJECT_ROOT / "vectors"
+
+
+def _digest(folder):
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def shipped_vectors_untouched():
+    before = _digest(SHIPPED)
+    yield
+    assert _digest(SHIPPED) == before, "a test changed the shipped vectors/ files"
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: the refusal must come before it."""
+    def load(args, config):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr("steering.cli._engine", load)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_refused(capsys, argv, *fragments):
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _unwritable(tmp_path):
+    """Destinations no user can write: a folder under a regular file; a path in /proc (Linux)."""
+    blocker = tmp_path / "a-file.txt"
+    blocker.write_text("not a folder")
+    places = [blocker / "sub"]
+    if sys.platform.startswith("linux"):
+        places.append(Path("/proc/steering-no-such-folder"))  # not even root can create files there
+    return places
+
+
+def _vector_file(path, layers=range(30), pairs=250, size=8):
+    from steering.vector_files import VectorSet, save_safetensors
+
+    vectors = {layer: torch.full((size,), 0.01 * (layer + 1)) for layer in layers}  # small: fits the tiny model
+    return save_safetensors(VectorSet(vectors, {"pairs": str(pairs), "read_mode": "letter"}), path)
+
+
+def _config(tmp_path, **sections):
+    """A config file: the project's, data folders pointing at tmp_path/vectors and the project's datasets."""
+    config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
+    config.update({"vectors_dir": str(tmp_path / "vectors"), "datasets_dir": str(PROJECT_ROOT / "datasets")})
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _tiny_engine(config, name="smollm2-135m-instruct"):
+    """An Engine around the tiny random Llama (hidden 64, 4 layers, byte tokenizer, context 512)."""
+    from conftest import make_tiny_model, make_tiny_tokenizer
+    from steering.engine import Engine
+    from steering.models import LoadedModel, ModelSettings, model_slug
+
+    tok = make_tiny_tokenizer()
+    lm = LoadedModel(model=make_tiny_model(len(tok)), tokenizer=tok, name=name, slug=model_slug(name),
+                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
+                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name=name, cuda_graphs=False),
+                     lock=threading.Lock())
+    return Engine(lm, config)
+
+
+@pytest.fixture
+def tiny_engine(monkeypatch):
+    """steering.cli._engine returns the tiny model (with the command's config); the engines made are listed."""
+    made = []
+
+    def load(args, config):
+        made.append(_tiny_engine(config))
+        return made[-1]
+
+    monkeypatch.setattr("steering.cli._engine", load)
+    return made
+
+
+# ---------------------------------------------------------------- tracebacks where one line is promised
+
+def test_extract_dataset_that_is_a_folder(capsys, tmp_path, no_model):
+    assert_refused(capsys, ["extract", "--dataset", tmp_path], f"--dataset {tmp_path}: is a folder, expected a file")
+
+
+def test_test_questions_that_is_a_folder(capsys, tmp_path, no_model):
+    assert_refused(capsys, ["test", "--questions", tmp_path, "--multipliers", "1", "--out", tmp_path / "o"],
+                   "is a folder, expected a file")
+
+
+def test_extract_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path, no_model):
+    for place in _unwritable(tmp_path):
+        out = place / "refusal.safetensors"
+        assert_refused(capsys, ["extract", "--max-pairs", "2", "--layers", "9", "--out", out],
+                       f"--out {out}: cannot write")
+        assert_refused(capsys, ["extract", "--max-pairs", "2", "--layers", "9", "--out", out, "--gguf"],
+                       f"--out {out}: cannot write")
+
+
+def test_extract_out_that_is_a_folder_or_not_safetensors(capsys, tmp_path, no_model):
+    assert_refused(capsys, ["extract", "--max-pairs", "2", "--out", tmp_path], "is a folder, expected a file name")
+    assert_refused(capsys, ["extract", "--max-pairs", "2", "--out", tmp_path / "v.pt"], "expected a .safetensors")
+
+
+def test_test_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path, no_model):
+    for place in _unwritable(tmp_path):
+        assert_refused(capsys, ["test", "--multipliers", "1", "--limit", "1", "--out", place],
+                       f"--out {place}: cannot write")
+    blocker = tmp_path / "a-file.txt"
+    assert_refused(capsys, ["test", "--multipliers", "1", "--out", blocker], "exists and is not a folder")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["extract", "--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
+    (["extract", "--max-pairs", "0"], "--max-pairs must be at least 1, got 0"),
+    (["extract", "--max-pairs", "-2"], "--max-pairs must be at least 1, got -2"),  # used to drop the last 2 pairs
+    (["extract", "--layers", "9", "-1"], "--layers: layer -1 is out of range"),
+    (["test", "--multipliers", "1", "--out", "OUT", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["test", "--multipliers", "1", "--out", "OUT", "--limit", "0"], "--limit must be at least 1, got 0"),
+    (["chat", "--prompt", "hi", "--layer", "-2"], "--layer: layer -2 is out of range"),
+    (["chat", "--prompt", "hi", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["bench", "--tokens", "0"], "--tokens must be at least 1, got 0"),
+    (["bench", "--repeats", "-1"], "--repeats must be at least 1, got -1"),
+    (["bench", "--json", "/proc/steering-no-such-folder/b.json"], "--json /proc/steering-no-such-folder/b.json: cannot write"),
+    (["evaluate", "--gen-batch-size", "0"], "--gen-batch-size must be at least 1, got 0"),
+])
+def test_counts_below_one_and_negative_layers(capsys, no_model, argv, message):
+    assert_refused(capsys, argv, message)
+
+
+def test_export_gguf_unwritable_destination(capsys, tmp_path):
+    source = _vector_file(tmp_path / "v.safetensors", layers=[1, 2])
+    for place in _unwritable(tmp_path):
+        out = place / "v.gguf"
+        assert_refused(capsys, ["export-gguf", source, out], f"out {out}: cannot write")
+    assert_refused(capsys, ["export-gguf", source, tmp_path], "is a folder, expected a file name")
+    assert_refused(capsys, ["export-gguf", tmp_path / "missing.safetensors", tmp_path / "v.gguf"], "file not found")
+    code, out, err = run(capsys, "export-gguf", source, tmp_path / "new" / "v.gguf")  # missing folders are made
+    assert code == 0 and (tmp_path / "new" / "v.gguf").is_file(), err
+
+
+def test_os_errors_during_a_command_are_one_line(capsys, tmp_path, monkeypatch):
+    a = _vector_file(tmp_path / "a.safetensors", layers=[1])
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/somewhere/a.safetensors")
+
+    monkeypatch.setattr("steering.vector_files.load_vectors", denied)
+    assert_refused(capsys, ["compare-vectors", a, a], "/somewhere/a.safetensors: Permission denied")
+
+
+# ---------------------------------------------------------------- numbers finite and bounded
+
+@pytest.mark.parametrize("argv, message", [
+    (["chat", "--prompt", "hi", "--multiplier", "nan"], "--multiplier must be a finite number, got nan"),
+    (["chat", "--prompt", "hi", "--multiplier=-inf"], "--multiplier must be a finite number, got -inf"),
+    (["chat", "--prompt", "hi", "--multiplier", "1e30"], "--multiplier 1e+30 is out of range: expected between -100"),
+    (["test", "--multipliers", "1", "nan", "--out", "OUT"], "--multipliers must be a finite number, got nan"),
+    (["test", "--multipliers", "-500", "--out", "OUT"], "--multipliers -500 is out of range"),
+    (["chat", "--prompt", "hi", "--seed", "99999999999999999999999"], "--seed 99999999999999999999999 is out of range"),
+    (["chat", "--prompt", "hi", "--seed", "-1"], "--seed -1 is out of range"),
+    (["test", "--multipliers", "1", "--out", "OUT", "--seed", str(2**64)], "is out of range"),
+    (["chat", "--prompt", "hi", "--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
+    (["chat", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+    (["chat", "--prompt", "hi", "--temperature", "nan"], "--temperature must be a finite number"),
+    (["chat", "--prompt", "hi", "--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
+    (["chat", "--prompt", "hi", "--top-p", "nan"], "--top-p must be a finite number"),
+    (["chat", "--prompt", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+])
+def test_numbers_refused_before_the_model_loads(capsys, no_model, argv, message):
+    assert_refused(capsys, argv, message)
+
+
+def test_config_values_are_checked_like_flags(capsys, tmp_path, no_model):
+    config = _config(tmp_path, generation={"seed": 99999999999999999999999})
+    assert_refused(capsys, ["chat", "--prompt", "hi", "--config", config], "config generation.seed", "out of range")
+    config = _config(tmp_path, generation={"max_new_tokens": 100000})
+    assert_refused(capsys, ["test", "--multipliers", "1", "--out", tmp_path / "o", "--config", config],
+                   "config generation.max_new_tokens 100000 is out of range")
+    config = _config(tmp_path, limits={"max_abs_multiplier": 5.0})
+    assert_refused(capsys, ["chat", "--prompt", "hi", "--multiplier", "6", "--config", config],
+                   "--multiplier 6 is out of range: expected between -5 and 5")
+
+
+def test_chat_prompt_over_the_token_budget(capsys, tmp_path, tiny_engine):
+    config = _config(tmp_path, limits={"max_prompt_tokens": 100})
+    _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
+    assert_refused(capsys, ["chat", "--prompt", "x" * 300, "--layer", "1", "--config", config],
+                   "tokens long", "the limit is 100")
+    assert tiny_engine, "the check needs the tokenizer: it runs once the model is there"
+    code, out, err = run(capsys, "chat", "--prompt", "hi", "--layer", "1", "--max-new-tokens", "4", "--config", config)
+    assert code == 0 and "[unsteered]" in out, err  # a short prompt passes the same check
+
+
+def test_test_refuses_an_oversized_question_before_writing_anything(capsys, tmp_path, tiny_engine):
+    config = _config(tmp_path)
+    _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps(["A short question?", "y" * 600]))  # 600 bytes > the tiny model's 512 context
+    out = tmp_path / "out"
+    assert_refused(capsys, ["test", "--questions", questions, "--multipliers", "1", "--layer", "1",
+                            "--max-new-tokens", "4", "--out", out, "--config", config], "context of 512 tokens")
+    assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------- names are not paths
+
+@pytest.mark.parametrize("command", [
+    ["extract", "--max-pairs", "1"], ["chat", "--prompt", "hi"], ["test", "--multipliers", "1", "--out", "OUT"],
+    ["evaluate"], ["bench", "--only", "generation"],
+])
+@pytest.mark.parametrize("name", ["../../x", "", "/tmp/abs", "a/b", "Refusal"])
+def test_behavior_names_are_not_paths(capsys, tmp_path, monkeypatch, no_model, command, name):
+    monkeypatch.chdir(tmp_path)
+    assert_refused(capsys, command + ["--behavior", name], f"behavior name {name!r} is not valid")
+    assert not any(tmp_path.rglob("*")), "something was written"
+
+
+# ---------------------------------------------------------------- replacing a vector file
+
+def test_extract_does_not_replace_a_file_with_more_layers_or_pairs(capsys, tmp_path, no_model):
+    """The issue's example, against a copy-like file in a temporary vectors folder (never the shipped one)."""
+    config = _config(tmp_path)
+    target = _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors")
+    before = target.read_bytes()
+    assert_refused(capsys, ["extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "9", "--config", config],
+                   "30 layers (0..29), 250 pairs", "lose layers 0..8, 10..29 and 246 of its 250 pairs", "--force")
+    # all layers but fewer pairs: refused too, and so is the same file named with --out
+    assert_refused(capsys, ["extract", "--max-pairs", "4", "--config", config], "246 of its 250 pairs")
+    assert_refused(capsys, ["extract", "--max-pairs", "4", "--out", target, "--config", config], "--force")
+    assert target.read_bytes() == before
+
+
+def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny_engine):
+    config = _config(tmp_path)
+    target = _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4),
+                          size=64)
+    code, out, err = run(capsys, "extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "1", "--force",
+                         "--config", config)
+    assert code == 0, err
+    assert "it replaced" in out and "4 layers (0..3), 250 pairs" in out, out
+    from steering.vector_files import describe_vector_file
+
+    info = describe_vector_file(target)
+    assert info.layers == [1] and info.pairs == 4
+    # same layers, more pairs: no --force needed, and the note still says what was replaced
+    code, out, err = run(capsys, "extract", "--max-pairs", "5", "--layers", "1", "--config", config)
+    assert code == 0 and "it replaced" in out and "1 layer (1), 4 pairs" in out, err
+
+
+# ---------------------------------------------------------------- threads
+
+def test_resolve_threads(monkeypatch):
+    from steering.models import resolve_threads
+
+    monkeypatch.setattr("steering.models.usable_cpus", lambda: 8)
+    assert resolve_threads("auto", environ={}) == 4
+    assert resolve_threads(None, environ={}) == 4
+    assert resolve_threads("auto", environ={"OMP_NUM_THREADS": "3"}) == 3
+    assert resolve_threads("auto", environ={"OMP_NUM_THREADS": "junk"}) == 4
+    assert resolve_threads(2, environ={"OMP_NUM_THREADS": "3"}) == 2  # an explicit count wins
+    assert resolve_threads("6") == 6
+    monkeypatch.setattr("steering.models.usable_cpus", lambda: 1)
+    assert resolve_threads("auto", environ={}) == 1
+    for bad in (0, -2, "lots", 1.5, True):
+        with pytest.raises(SteeringError, match="threads must be"):
+            resolve_threads(bad)
+
+
+@pytest.mark.parametrize("argv", [
+    ["extract"], ["chat", "--prompt", "hi"], ["test", "--multipliers", "1", "--out", "OUT"],
+    ["compare-vectors", "a", "b"], ["export-gguf", "a", "b"], ["evaluate"], ["bench"],
+])
+def test_every_command_takes_threads(argv):
+    assert build_parser().parse_args(argv + ["--threads", "1"]).threads == 1
+    assert build_parser().parse_args(argv + ["--threads", "auto"]).threads == "auto"
+
+
+def test_threads_flag_and_config_key_reach_torch_and_the_model_loader(capsys, tmp_path, monkeypatch):
+    seen = []
+
+    def load(args, config):
+        from steering.cli import _model_overrides
+
+        seen.append((_model_overrides(args)["threads"], torch.get_num_threads()))
+        raise SteeringError("stop here")
+
+    monkeypatch.setattr("steering.cli._engine", load)
+    torch.set_num_threads(2)
+    assert run(capsys, "chat", "--prompt", "hi", "--threads", "1")[0] == 2
+    assert seen[-1] == (1, 1)
+    torch.set_num_threads(2)
+    config = _config(tmp_path, model={"threads": 1})
+    assert run(capsys, "chat", "--prompt", "hi", "--config", config)[0] == 2
+    assert seen[-1] == (None, 1)  # from config model.threads
+    assert_refused(capsys, ["chat", "--prompt", "hi", "--config", _config(tmp_path, model={"threads": 0})],
+                   "threads must be at least 1, got 0")
+
+
+def test_load_model_sets_the_threads_first(monkeypatch):
+    from steering import models
+
+    calls = []
+    monkeypatch.setattr(models, "set_threads", lambda value: calls.append(value))
+
+    def stop(device):
+        raise SteeringError("stop here")
+
+    monkeypatch.setattr(models, "resolve_device", stop)
+    with pytest.raises(SteeringError, match="stop here"):
+        models.load_model(models.ModelSettings.from_config({"threads": 3}))
+    assert calls == [3]
