@@ -144,17 +144,36 @@ def check_transformers() -> None:
                             f">= {MIN_TRANSFORMERS}: pip install -U 'transformers>={MIN_TRANSFORMERS},<6'")
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def resolve_device(device: str) -> torch.device:
+    """The torch device for a config/flag value: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.
+
+    Raises:
+        SteeringError: an unknown name, or a device this machine does not have (CUDA without CUDA,
+            cuda:N beyond the device count, mps without MPS), before any weights are read.
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
         raise SteeringError(f"unknown device '{device}' (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SteeringError(f"device '{device}': CUDA is not available on this machine (use --device cpu or auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise SteeringError(f"device '{device}': this machine has CUDA devices 0..{count - 1}")
+    elif resolved.type == "mps" and not _mps_available():
+        raise SteeringError(f"device '{device}': Apple MPS is not available on this machine (use --device cpu or auto)")
+    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -358,3 +358,20 @@ def test_load_model_sets_the_threads_first(monkeypatch):
     with pytest.raises(SteeringError, match="stop here"):
         models.load_model(models.ModelSettings.from_config({"threads": 3}))
     assert calls == [3]
+
+
+# ---------------------------------------------------------------- devices this machine does not have
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "device 'cuda': CUDA is not available on this machine"),
+    ("cuda:1", "device 'cuda:1': CUDA is not available on this machine"),
+    ("tpu", "unknown device 'tpu'"),
+])
+def test_device_without_hardware_is_one_line(capsys, device, message):
+    assert_refused(capsys, ["chat", "--prompt", "hi", "--device", device], message)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
+def test_mps_without_mps_is_one_line(capsys):
+    assert_refused(capsys, ["chat", "--prompt", "hi", "--device", "mps"], "Apple MPS is not available")

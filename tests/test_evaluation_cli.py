@@ -27,7 +27,7 @@ def _run(capsys, *argv):
     (["--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
     (["--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
     (["--behavior", "../../x"], "behavior name '../../x' is not valid"),
-    (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write there"),
+    (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write"),
     (["--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
 ])
 def test_bad_input_is_one_line_and_nonzero(capsys, monkeypatch, argv, message):
@@ -73,8 +73,10 @@ def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
 
     defaults = load_config()["models"]["smollm2-135m-instruct"]
     layer, m = int(defaults["layer"]), float(defaults["multiplier"])
+    # --layer: the controls' layer given explicitly (a tuned defaults file may pick another one)
     code, out, err = _run(capsys, "--layers", str(layer), str(layer + 6), "--multipliers", str(-m), "0", str(m),
-                          "--limit-ab", "6", "--limit-open", "2", "--max-new-tokens", "6", "--out", str(tmp_path))
+                          "--layer", str(layer), "--limit-ab", "6", "--limit-open", "2", "--max-new-tokens", "6",
+                          "--out", str(tmp_path))
     assert code == 0, err
     for name in OUTPUTS:
         assert (tmp_path / name).stat().st_size > 0, name
