@@ -227,12 +227,13 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
     harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
     from steering.datasets import file_sha256
     from steering.extraction import instruction_direction, load_instructions
-    from steering.vector_files import VectorSet, save_safetensors, vector_path
+    from steering.vector_files import VectorSet, save_safetensors
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "instructions.json")
-    harmful, harmless = load_instructions(dataset)  # one-line errors before the slow model load
+    harmful, harmless = load_instructions(check_input_file(dataset, "--dataset"))  # before the slow model load
     if args.max_pairs:
         harmful, harmless = harmful[: args.max_pairs], harmless[: args.max_pairs]
+    out = _extract_destination(args, config, None)  # writable; no layer of an existing file lost without --force
     engine = _engine(args, config)
     lm = engine.lm
     layers = sorted(set(args.layers)) if args.layers else list(range(lm.num_layers))
@@ -240,6 +241,7 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
         if not 0 <= layer < lm.num_layers:
             raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
     batch_size = args.batch_size or int(config["extraction"]["batch_size"])
+    replaced = _replacement(out, layers, None, args.force)
     start = time.perf_counter()
     vectors = instruction_direction(lm.model, lm.tokenizer, harmful, harmless, layers, batch_size=batch_size,
                                     system_prompt=_system_prompt(args, config), positions=args.positions)
@@ -251,10 +253,11 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
         "requests": f"{len(harmful)} harmful, {len(harmless)} harmless",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
-    out = Path(args.out) if args.out else vector_path(engine.vectors_dir, args.behavior, lm.slug)
     save_safetensors(vset, out)  # atomic: a failed run leaves the old file in place
     print(f"wrote {out} ({len(layers)} layers, {len(harmful)} harmful / {len(harmless)} harmless requests, "
           f"method instructions, {args.positions} positions, {seconds:.1f} s)")
+    if replaced:
+        print(replaced.replace("replaces", "it replaced", 1))
     return 0
 
 
@@ -266,7 +269,7 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.limits import Limits
     from steering.prompts import READ_MODES
     from steering.vector_files import (VectorSet, caa_filename, gguf_layers, save_caa_layout, save_gguf,
-                                       save_safetensors, vector_path)
+                                       save_safetensors)
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json")
     check_input_file(dataset, "--dataset")
@@ -313,7 +316,7 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     return 0
 
 
-def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs: int) -> Path:
+def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs: int | None) -> Path:
     """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
     layers or pairs the new one lacks unless --force (steering.vector_files.replacement_check)."""
@@ -341,7 +344,7 @@ def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs
     return out
 
 
-def _replacement(out: Path, layers: Sequence[int], pairs: int, force: bool) -> str | None:
+def _replacement(out: Path, layers: Sequence[int], pairs: int | None, force: bool) -> str | None:
     from steering.vector_files import replacement_check
 
     return replacement_check(out, layers, pairs, force=force)

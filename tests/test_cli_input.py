@@ -276,6 +276,8 @@ def test_extract_does_not_replace_a_file_with_more_layers_or_pairs(capsys, tmp_p
     # all layers but fewer pairs: refused too, and so is the same file named with --out
     assert_refused(capsys, ["extract", "--max-pairs", "4", "--config", config], "246 of its 250 pairs")
     assert_refused(capsys, ["extract", "--max-pairs", "4", "--out", target, "--config", config], "--force")
+    assert_refused(capsys, ["extract", "--method", "instructions", "--layers", "9", "--config", config],
+                   "lose layers 0..8, 10..29", "--force")
     assert target.read_bytes() == before
 
 
