@@ -111,7 +111,7 @@ def _steering_choice(engine, args: argparse.Namespace):
 # --max-pairs -2, which used to drop the last two pairs, are refused in one line before the model loads).
 COUNT_FLAGS = ("batch_size", "gen_batch_size", "max_pairs", "limit", "limit_ab", "limit_open", "max_new_tokens",
                "threads", "tokens", "repeats", "hook_repeats", "pairs", "extract_repeats", "load_repeats",
-               "layers_7b")
+               "layers_7b", "batch_rows")
 
 
 def _flag(dest: str) -> str:
@@ -133,8 +133,9 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
     Checked by flag name, so every command (and any later one using the same names) gets the same rules:
     counts (COUNT_FLAGS) >= 1; --max-new-tokens within config limits.max_new_tokens; --layer/--layers >= 0;
-    --multiplier and every --*multipliers value finite with |value| <= limits.max_abs_multiplier; --seed in
-    0..2**63-1; --temperature finite and >= 0; --top-p finite in (0, 1]; --behavior a name, never a path.
+    --multiplier, --strengths and every --*multipliers value finite with |value| <= limits.max_abs_multiplier;
+    every other number finite; --seed in 0..2**63-1; --temperature >= 0; --top-p in (0, 1]; --behavior a
+    name, never a path; bench's --json FILE writable.
 
     Raises:
         SteeringError: the first bad value, named with its flag.
@@ -144,9 +145,9 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
     limits = Limits.from_config(config)
     values = vars(args)
     for dest in COUNT_FLAGS:
-        value = values.get(dest)
-        if isinstance(value, int) and value < 1:
-            raise SteeringError(f"{_flag(dest)} must be at least 1, got {value}")
+        for value in _as_list(values.get(dest)):
+            if isinstance(value, int) and value < 1:
+                raise SteeringError(f"{_flag(dest)} must be at least 1, got {value}")
     if values.get("max_new_tokens") is not None:
         _check_new_tokens(values["max_new_tokens"], limits)
     for dest in ("layer", "layers"):
@@ -154,9 +155,12 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
             if layer < 0:
                 raise SteeringError(f"{_flag(dest)}: layer {layer} is out of range: layers count from 0")
     for dest, value in values.items():
-        if dest == "multiplier" or dest.endswith("multipliers"):
+        if dest in ("multiplier", "strengths") or dest.endswith("multipliers"):
             for number in _as_list(value):
                 check_multiplier(number, limits, _flag(dest))
+        for number in _as_list(value):  # every other number flag of any command: finite
+            if isinstance(number, float):
+                check_finite(number, _flag(dest))
     if values.get("seed") is not None:
         check_seed(values["seed"], "--seed")
     if values.get("temperature") is not None and check_finite(values["temperature"], "--temperature") < 0:

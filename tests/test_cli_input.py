@@ -171,6 +171,8 @@ def test_test_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path,
     (["bench", "--repeats", "-1"], "--repeats must be at least 1, got -1"),
     (["bench", "--json", "/proc/steering-no-such-folder/b.json"], "--json /proc/steering-no-such-folder/b.json: cannot write"),
     (["evaluate", "--gen-batch-size", "0"], "--gen-batch-size must be at least 1, got 0"),
+    (["tune", "--batch-rows", "-1"], "--batch-rows must be at least 1, got -1"),
+    (["tune", "--limit", "0"], "--limit must be at least 1, got 0"),
 ])
 def test_counts_below_one_and_negative_layers(capsys, no_model, argv, message):
     assert_refused(capsys, argv, message)
@@ -214,6 +216,10 @@ def test_os_errors_during_a_command_are_one_line(capsys, tmp_path, monkeypatch):
     (["chat", "--prompt", "hi", "--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
     (["chat", "--prompt", "hi", "--top-p", "nan"], "--top-p must be a finite number"),
     (["chat", "--prompt", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["tune", "--strengths", "0.5", "nan"], "--strengths must be a finite number, got nan"),
+    (["tune", "--strengths", "1e9"], "--strengths 1e+09 is out of range"),
+    (["tune", "--min-distinct", "nan"], "--min-distinct must be a finite number, got nan"),
+    (["tune", "--max-perplexity", "inf"], "--max-perplexity must be a finite number, got inf"),
 ])
 def test_numbers_refused_before_the_model_loads(capsys, no_model, argv, message):
     assert_refused(capsys, argv, message)
@@ -255,7 +261,7 @@ def test_test_refuses_an_oversized_question_before_writing_anything(capsys, tmp_
 
 @pytest.mark.parametrize("command", [
     ["extract", "--max-pairs", "1"], ["chat", "--prompt", "hi"], ["test", "--multipliers", "1", "--out", "OUT"],
-    ["evaluate"], ["bench", "--only", "generation"],
+    ["evaluate"], ["bench", "--only", "generation"], ["tune", "--dry-run"],
 ])
 @pytest.mark.parametrize("name", ["../../x", "", "/tmp/abs", "a/b", "Refusal"])
 def test_behavior_names_are_not_paths(capsys, tmp_path, monkeypatch, no_model, command, name):
@@ -319,7 +325,7 @@ def test_resolve_threads(monkeypatch):
 
 @pytest.mark.parametrize("argv", [
     ["extract"], ["chat", "--prompt", "hi"], ["test", "--multipliers", "1", "--out", "OUT"],
-    ["compare-vectors", "a", "b"], ["export-gguf", "a", "b"], ["evaluate"], ["bench"],
+    ["compare-vectors", "a", "b"], ["export-gguf", "a", "b"], ["evaluate"], ["bench"], ["tune"],
 ])
 def test_every_command_takes_threads(argv):
     assert build_parser().parse_args(argv + ["--threads", "1"]).threads == 1
