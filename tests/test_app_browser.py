@@ -120,17 +120,18 @@ def set_alpha(page, value: float) -> None:
 
 def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):
     """Moving α relabelled the panes at once: "+α = +0" stood over text made at α = 2 (issue 10, item 10)."""
-    page.get_by_text("Vector size at layer 9:").wait_for(timeout=60_000)
+    layer = embedded_engine.defaults.layer
+    page.get_by_text(f"Vector size at layer {layer}:").wait_for(timeout=60_000)
     set_alpha(page, 2)
     page.locator("#prompt textarea").fill("Hi!")
     page.locator("#send").click()
-    wait_for(lambda: captions(page) == ["+α = +2 · layer 9 · refusal"] or
-             captions(page) == ["+α = +2 · layer 9 · refusal · cut at the limit of 16 new tokens"], 120,
+    wait_for(lambda: captions(page) == [f"+α = +2 · layer {layer} · refusal"] or
+             captions(page) == [f"+α = +2 · layer {layer} · refusal · cut at the limit of 16 new tokens"], 120,
              "the first answer's caption")
     set_alpha(page, 0)
     time.sleep(0.5)
     assert page.get_by_text("Added steering (+α)", exact=True).count() == 1  # the title carries no number
-    assert captions(page)[0].startswith("+α = +2 · layer 9 · refusal")  # the answer still says what made it
+    assert captions(page)[0].startswith(f"+α = +2 · layer {layer} · refusal")  # still says what made it
     assert captions(page, "#pane-unsteered")[0].startswith("α = 0 (unsteered)")
     set_alpha(page, 5)
     page.locator("#prompt textarea").fill("And now?")
@@ -138,7 +139,7 @@ def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):
     wait_for(lambda: len(captions(page)) == 2 and "writing" not in captions(page)[1], 120, "the second answer")
     first, second = captions(page)
     assert first.startswith("+α = +2 ·") and second.startswith("+α = +5 ·")
-    assert captions(page, "#pane-subtracted")[1].startswith("−α = −5 · layer 9 · refusal")
+    assert captions(page, "#pane-subtracted")[1].startswith(f"−α = −5 · layer {layer} · refusal")
     set_alpha(page, 3)
     clear_and_wait(page, embedded_engine)
 
