@@ -40,7 +40,7 @@ def build(smoke: bool) -> Any:
     """The random model as a LoadedModel (Llama-2-chat template, fp16 on CUDA or float32 tiny on the CPU)."""
     from transformers import LlamaForCausalLM
 
-    from steering.bench import llama7b_config
+    from steering.synthetic import llama7b_config
     from steering.models import LoadedModel, ModelSettings
     from tests.chat_templates import sentencepiece_tokenizer
 

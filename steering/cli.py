@@ -575,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands living in their own modules (evaluation, benchmark) register here.
 _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
     ("evaluate", evaluation_cli.register),
-    ("bench", lambda sub: __import__("steering.bench", fromlist=["register"]).register(sub)),
+    ("bench", lambda sub: __import__("steering.bench", fromlist=["register"]).register(
+        sub, _add_model_flags, lambda args, config: _engine(args, config))),  # no import of cli from bench
     ("tune", lambda sub: __import__("steering.tune", fromlist=["register"]).register(sub)),
 ]
 

@@ -6,7 +6,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-import torch
+
+from fixtures import make_tiny_model, make_tiny_tokenizer  # noqa: F401  (older tests import them from here)
 
 SHIPPED = ("results", "vectors", "datasets", "config.yaml")  # what the tests must never write
 
@@ -28,26 +29,6 @@ def shipped_files_untouched():
     after = _snapshot(root)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     assert not changed, f"tests changed shipped files: {', '.join(changed[:10])}"
-
-
-def make_tiny_tokenizer():
-    """A byte-level chat tokenizer: one token per byte, a simple <|role|>...<|end|> template."""
-    from steering.bench import make_byte_tokenizer
-
-    return make_byte_tokenizer()
-
-
-def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=False)
-    model = LlamaForCausalLM(config).eval()
-    model.config.eos_token_id = None  # random weights: never stop early, so lengths are predictable
-    model.generation_config.eos_token_id = None
-    return model
 
 
 @pytest.fixture(scope="session")

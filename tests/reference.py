@@ -1,6 +1,7 @@
 """The paper's extraction method as a plain loop: one pair at a time, two full forward passes each.
 
-Kept as the yardstick for tests (parity of the batched extractor) and the benchmark (speed-up).
+Kept as the yardstick for tests (parity of the batched extractor) and the benchmark (speed-up: steering/bench/
+extraction.py loads this file from the checkout); out of the package, as the tests' oracle.
 It reads the activation at position -2 of the input ending in "(A)" (the answer letter), from
 block outputs saved by a wrapper around each decoder layer during a full model call (LM head
 included), as the original code's BlockOutputWrapper does.

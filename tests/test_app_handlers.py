@@ -19,7 +19,7 @@ from steering.config import load_config
 from steering.engine import Engine
 from steering.models import LoadedModel, ModelSettings
 from steering.vector_files import VectorSet, save_safetensors
-from tests.conftest import make_tiny_model
+from fixtures import make_tiny_model
 
 LAYERS, HIDDEN = 4, 64
 SKIP = gr.skip()

@@ -2,47 +2,92 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import subprocess
+import sys
 
+import pytest
 import torch
 
-from steering import bench
+from steering.bench import cli as bench_cli
+from steering.bench import cpu, gpu, tables, timing, worker, workers
+from steering.bench.machine import machine_info
 
 
 def test_bench_is_a_cli_command():
     from steering.cli import build_parser
 
     args = build_parser().parse_args(["bench", "--only", "generation", "hook", "--tokens", "8", "--json", "x.json"])
-    assert args.func is bench.cmd_bench and args.only == ["generation", "hook"] and args.tokens == 8
+    assert args.func.func is bench_cli.cmd_bench and args.only == ["generation", "hook"] and args.tokens == 8
+
+
+def test_no_hidden_flags():
+    from steering.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--smoke"])  # the former hidden test-only flag is gone
+
+
+def test_bench_does_not_import_the_cli():
+    """steering.cli imports steering.bench to register it; bench never imports steering.cli (no cycle)."""
+    code = ("import sys, steering.bench, steering.bench.cpu, steering.bench.gpu, steering.bench.workers, "
+            "steering.bench.extraction; print('steering.cli' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]  # nor torch: `steering bench --help` stays light
 
 
 def test_interleaved_runs_each_variant_in_turn():
     order = []
-    times = bench.interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2)
+    times = timing.interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2)
     assert order == ["a", "b"] * 3  # one warm-up round, then two timed rounds
     assert [len(v) for v in times.values()] == [2, 2]
 
 
 def test_generation_and_hook_sections(tiny_model, tiny_tokenizer):
     vector = torch.randn(tiny_model.config.hidden_size)
-    gen = bench.bench_generation(tiny_model, tiny_tokenizer, vector, 1, 2.0, tokens=6, repeats=1)
+    gen = cpu.bench_generation(tiny_model, tiny_tokenizer, vector, 1, 2.0, tokens=6, repeats=1)
     assert gen["tokens"] == 6 and gen["three_panes_vs_one"] > 0 and gen["sequential_vs_one"] > 0
-    hook = bench.bench_hook(tiny_model, tiny_tokenizer, vector, 1, tokens=6, repeats=1)
+    hook = cpu.bench_hook(tiny_model, tiny_tokenizer, vector, 1, tokens=6, repeats=1)
     assert set(hook) >= {"hook_overhead_pct", "paired_overhead_pct", "no_hook_s", "hook_zero_s"}
-    table = bench.format_cpu_table({"machine": bench.machine_info(), "generation": {**gen, "first_text_s": 0.1},
-                                    "hook": hook})
+    table = tables.format_cpu_table({"machine": machine_info(), "generation": {**gen, "first_text_s": 0.1},
+                                     "hook": hook, "extraction": {"error": "tests/reference.py not found"}})
     assert "three panes / one row" in table and "hook at multiplier 0" in table
+    assert "| extraction | error: tests/reference.py not found |" in table
+
+
+def test_extraction_section_against_the_paper_loop(tiny_model, tiny_tokenizer):
+    from steering.bench.extraction import bench_extraction
+    from steering.config import PROJECT_ROOT
+
+    result = bench_extraction(tiny_model, tiny_tokenizer, pairs=3, repeats=1, batch_size=2,
+                              dataset=PROJECT_ROOT / "datasets" / "refusal" / "generate.json")
+    assert result["pairs"] == 3 and result["layers"] == tiny_model.config.num_hidden_layers
+    for mode in ("letter", "answer-mean"):
+        assert result[mode]["min_cosine_vs_reference"] > 0.9999  # the same vectors, batched or one pair at a time
+
+
+def test_worker_module_prints_one_result_line(monkeypatch):
+    """The subprocess side is a module run with -m (no code in strings); an unknown kind is a usage error."""
+    assert worker.main(["nope", "{}"]) == 2
+    seen = []
+    monkeypatch.setitem(worker.KINDS, "echo", lambda args: seen.append(args) or {"got": args["x"]})
+    assert worker.main(["echo", '{"x": 3}']) == 0 and seen == [{"x": 3}]
+
+
+def test_run_worker_reports_the_subprocess_error():
+    result = workers.run_worker("load", {"device": "cpu", "threads": 1, "name": "/no/such/model/folder"}, timeout=300)
+    # the worker module ran (python -m steering.bench.worker) and got as far as the model loader
+    assert set(result) == {"error"} and "cannot load model '/no/such/model/folder'" in result["error"]
 
 
 def test_synthetic_gpu_path_runs_tiny_on_cpu(tmp_path, capsys):
-    args = argparse.Namespace(synthetic_7b=True, smoke=True, layers_7b=2, tokens=4, repeats=1, skip_quantized=True,
-                              work_dir=None, json=str(tmp_path / "gpu.json"))
-    assert bench.cmd_bench(args, {}) == 0
-    out = capsys.readouterr().out
-    assert "graphs after warm-up / after 3 alpha changes" in out
-    assert "static cache + CUDA graphs, no compiler" in out and "decoding ms per step" in out
-    result = json.loads((tmp_path / "gpu.json").read_text())
+    result = gpu.run_gpu_bench(tokens=4, repeats=1, layers=2, skip_quantized=True, tiny_cpu=True)
+    table = tables.format_gpu_table(result)
+    assert "graphs after warm-up / after 3 alpha changes" in table
+    assert "static cache + CUDA graphs, no compiler" in table and "decoding ms per step" in table
     assert result["cuda_graphs"]["greedy_tokens_equal_to_eager"] == [1.0, 1.0, 1.0]  # fp32: the same tokens
     assert result["compiled"]["decode_ms_per_step"] > 0
-    assert (tmp_path / "gpu.json").exists() and (tmp_path / "gpu.md").exists()
+    bench_cli.write_results(tmp_path / "gpu.json", result, table)
+    assert json.loads((tmp_path / "gpu.json").read_text())["compiled"]["tokens"] == 4
+    assert (tmp_path / "gpu.md").read_text() == table + "\n"
+    assert "wrote" in capsys.readouterr().out

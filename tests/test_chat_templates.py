@@ -15,9 +15,9 @@ from steering.evaluation import ab_probabilities, ab_prompts
 from steering.extraction import extract_vectors, tokenize_pairs
 from steering.hooks import steering
 from steering.prompts import build_messages, chat_prompt
-from steering.reference import reference_vectors
+from reference import reference_vectors  # tests/reference.py: the paper's loop
 from chat_templates import CASES, STEERED_TEXT, conversation, sentencepiece_tokenizer
-from conftest import make_tiny_model
+from fixtures import make_tiny_model
 
 IDS = [case for case, _, _ in CASES]
 

@@ -100,7 +100,7 @@ def _config(tmp_path, **sections):
 
 def _tiny_engine(config, name="smollm2-135m-instruct"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers, byte tokenizer, context 512)."""
-    from conftest import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_model, make_tiny_tokenizer
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings, model_slug
 

@@ -42,7 +42,7 @@ def test_empty_option_in_answer_mean_mode_is_a_one_line_error(tiny_model, tiny_t
 def test_option_that_tokenizes_to_nothing(tiny_model):
     from tokenizers import normalizers
 
-    from conftest import make_tiny_tokenizer
+    from fixtures import make_tiny_tokenizer
 
     tokenizer = make_tiny_tokenizer()
     tokenizer.backend_tokenizer.normalizer = normalizers.Replace("\u200b", "")  # drops zero-width spaces

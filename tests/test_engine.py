@@ -17,7 +17,7 @@ from steering.engine import Engine
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.models import LoadedModel, ModelSettings
-from tests.conftest import make_tiny_model
+from fixtures import make_tiny_model
 
 PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
 GREEDY = SamplingSettings(max_new_tokens=8)

@@ -7,7 +7,7 @@ import torch
 
 from steering.datasets import ABItem, parse_choices
 from steering.extraction import extract_vectors, tokenize_pairs
-from steering.reference import reference_vectors
+from reference import reference_vectors  # tests/reference.py: the paper's loop
 
 
 def _item(request: str, refusal: str, answer: str, refusal_letter: str) -> ABItem:

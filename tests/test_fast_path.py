@@ -21,7 +21,7 @@ Q2 = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello
 
 @pytest.fixture()
 def model(tiny_tokenizer):
-    from tests.conftest import make_tiny_model
+    from fixtures import make_tiny_model
 
     return make_tiny_model(len(tiny_tokenizer))  # own copy: the fast path registers hooks on it
 
@@ -91,7 +91,7 @@ def test_persistent_hooks_are_exact_noops_at_zero(model, tiny_tokenizer, vector)
 def test_hooks_act_only_inside_the_fast_paths_own_generation(fast, tiny_tokenizer, vector):
     """Issue 10 item 3: with the fast path's hooks on the model, every other forward (eager generation,
     extraction, the A/B evaluation; any batch size) runs as if they were not there."""
-    from tests.conftest import make_tiny_model
+    from fixtures import make_tiny_model
 
     reference = make_tiny_model(len(tiny_tokenizer))  # same weights, no hooks
     fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=[4.0, 0.0, -4.0], steer=SteeringSpec(1, vector),
@@ -256,7 +256,7 @@ def test_lookahead_decoding_gives_the_same_tokens_and_stops_on_time(model, tiny_
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_cuda_graph_steps_match_eager_and_follow_alpha_and_layer(tiny_tokenizer, vector):
-    from tests.conftest import make_tiny_model
+    from fixtures import make_tiny_model
 
     model = make_tiny_model(len(tiny_tokenizer)).cuda()
     fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)
@@ -275,7 +275,7 @@ def test_cuda_graph_steps_match_eager_and_follow_alpha_and_layer(tiny_tokenizer,
 def test_cuda_graph_steps_after_growth_and_cache_eviction(tiny_tokenizer, vector):
     """A batch beyond the steering tensors (re-capture) and evicted static caches (their graphs dropped):
     the graphs are captured again into a fresh memory pool and still give the eager tokens."""
-    from tests.conftest import make_tiny_model
+    from fixtures import make_tiny_model
 
     model = make_tiny_model(len(tiny_tokenizer)).cuda()
     fast = FastPath(model, compile=False, bucket=32, cuda_graphs=True)

@@ -206,7 +206,7 @@ def test_rows_of_a_mixed_plan_equal_each_row_alone(tiny_model, tiny_tokenizer, v
 @pytest.mark.parametrize("compile", [False, True])
 def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compile):
     from steering.fast_path import FastPath
-    from tests.conftest import make_tiny_model
+    from fixtures import make_tiny_model
 
     model = make_tiny_model(len(tiny_tokenizer))  # own copy: the fast path registers hooks on it
     fast = FastPath(model, compile=compile, backend="eager", bucket=64)
@@ -229,7 +229,7 @@ def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compi
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_cuda_graph_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector):
     from steering.fast_path import FastPath
-    from tests.conftest import make_tiny_model
+    from fixtures import make_tiny_model
 
     model = make_tiny_model(len(tiny_tokenizer)).cuda()
     fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)

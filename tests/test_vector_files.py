@@ -109,7 +109,7 @@ def _tiny_engine(tmp_path, name="org/Tiny-Model"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers), vectors under tmp_path/vectors."""
     import threading
 
-    from conftest import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_model, make_tiny_tokenizer
     from steering.config import load_config
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings, model_slug
@@ -231,7 +231,7 @@ def _one_line_error(result) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from conftest import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_model, make_tiny_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-model")
     tok = make_tiny_tokenizer()

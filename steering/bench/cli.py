@@ -1,0 +1,84 @@
+"""`python -m steering bench`: the subcommand's flags and what it runs (the CPU or the GPU report).
+
+steering.cli registers it, handing over its model flags and model loader, so this package never imports
+steering.cli (no import cycle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from steering.bench.common import SECTIONS
+
+EngineFactory = Callable[[argparse.Namespace, dict[str, Any]], Any]
+
+
+def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: EngineFactory) -> int:
+    """Run the benchmark, print its table; with --json FILE also write FILE and the table as FILE's .md.
+
+    Args:
+        args: the flags of register's parser.
+        config: the loaded config.yaml.
+        engine_factory: (args, config) -> Engine, the model loader of the CPU report.
+
+    Returns:
+        The exit status, 0.
+    """
+    from steering.bench.tables import format_cpu_table, format_gpu_table
+
+    if args.synthetic_7b:
+        from steering.bench.gpu import run_gpu_bench
+
+        results = run_gpu_bench(args.tokens, args.repeats, layers=args.layers_7b, skip_quantized=args.skip_quantized,
+                                work_dir=args.work_dir)
+        table = format_gpu_table(results)
+    else:
+        from steering.bench.cpu import run_cpu_bench
+
+        results = run_cpu_bench(args, config, engine_factory)
+        table = format_cpu_table(results)
+    print(table)
+    if args.json:
+        write_results(Path(args.json), results, table)
+    return 0
+
+
+def write_results(path: Path, results: dict[str, Any], table: str) -> None:
+    """Write the results as JSON at `path` and the table next to it (`path` with suffix .md); say so."""
+    from steering.files import write_text
+
+    write_text(path, json.dumps(results, indent=2, default=str) + "\n")
+    write_text(path.with_suffix(".md"), table + "\n")
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
+def register(sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None],
+             engine_factory: EngineFactory) -> None:
+    """Add the `bench` subcommand to the subparsers `sub`.
+
+    Args:
+        sub: argparse subparsers (steering.cli.build_parser's).
+        add_model_flags: adds the shared model flags (--model, --dtype, --device, --threads ...) to a parser.
+        engine_factory: (args, config) -> Engine, called when a section needs the model.
+    """
+    p = sub.add_parser("bench", help="performance: batched panes, hook overhead, extraction, load, memory")
+    add_model_flags(p)
+    p.add_argument("--json", help="also write the results here (and the table next to it as .md)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, help=f"sections to run (default: all of {', '.join(SECTIONS)})")
+    p.add_argument("--tokens", type=int, default=64, help="new tokens per generation (EOS ignored)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats of each generation variant")
+    p.add_argument("--hook-repeats", type=int, default=9)
+    p.add_argument("--pairs", type=int, default=48, help="A/B pairs for the extraction benchmark")
+    p.add_argument("--extract-repeats", type=int, default=3)
+    p.add_argument("--load-repeats", type=int, default=3)
+    p.add_argument("--behavior", default=None)
+    p.add_argument("--synthetic-7b", action="store_true",
+                   help="GPU: random Llama-2-7B-shaped fp16 model, eager vs compiled fast path, 8-bit, nf4")
+    p.add_argument("--layers-7b", type=int, default=32, help="decoder layers of the synthetic model (32 = 7B)")
+    p.add_argument("--skip-quantized", action="store_true", help="--synthetic-7b without the 8-bit / 4-bit runs")
+    p.add_argument("--work-dir", help="--synthetic-7b: folder for the saved random model")
+    p.set_defaults(func=functools.partial(cmd_bench, engine_factory=engine_factory))

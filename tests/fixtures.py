@@ -1,0 +1,30 @@
+"""Test helpers (plain functions, importable from any test as `from fixtures import ...`): the tiny random
+Llama model and the byte-level chat tokenizer the fast unit tests run on. tests/conftest.py turns them into
+the session fixtures `tiny_tokenizer` and `tiny_model`."""
+
+from __future__ import annotations
+
+import torch
+
+
+def make_tiny_tokenizer():
+    """A byte-level chat tokenizer: one token per byte, a simple <|role|>...<|end|> template
+    (steering.synthetic.make_byte_tokenizer, shared with the GPU benchmark)."""
+    from steering.synthetic import make_byte_tokenizer
+
+    return make_byte_tokenizer()
+
+
+def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
+    """A random LlamaForCausalLM (hidden 64, MLP 128, 4 heads, 2 KV heads, context 512) in eval mode, seeded, that
+    never stops early (no EOS id), so generated lengths are predictable."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()
+    model.config.eos_token_id = None  # random weights: never stop early, so lengths are predictable
+    model.generation_config.eos_token_id = None
+    return model
