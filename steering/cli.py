@@ -114,6 +114,11 @@ COUNT_FLAGS = ("batch_size", "gen_batch_size", "max_pairs", "limit", "limit_ab",
                "layers_7b", "batch_rows")
 
 
+# Output paths of commands that write them only at the end (extract, test, evaluate and export-gguf check
+# theirs in the command): (flag dest, is a folder).
+OUTPUT_FLAGS = {"bench": (("json", False), ("work_dir", True)), "tune": (("out", False), ("cache", False))}
+
+
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
@@ -135,7 +140,7 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
     counts (COUNT_FLAGS) >= 1; --max-new-tokens within config limits.max_new_tokens; --layer/--layers >= 0;
     --multiplier, --strengths and every --*multipliers value finite with |value| <= limits.max_abs_multiplier;
     every other number finite; --seed in 0..2**63-1; --temperature >= 0; --top-p in (0, 1]; --behavior a
-    name, never a path; bench's --json FILE writable.
+    name, never a path; the OUTPUT_FLAGS destinations writable.
 
     Raises:
         SteeringError: the first bad value, named with its flag.
@@ -169,8 +174,9 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
         raise SteeringError(f"--top-p must be in (0, 1], got {values['top_p']:g}")
     if "behavior" in values:
         check_behavior_name(values["behavior"])
-    if isinstance(values.get("json"), str):  # bench --json FILE: refused now, not after the whole run
-        check_destination(values["json"], "--json")
+    for dest, folder in OUTPUT_FLAGS.get(values.get("command"), ()):  # refused now, not after the whole run
+        if isinstance(values.get(dest), str) and not values.get("dry_run"):
+            check_destination(values[dest], _flag(dest), folder=folder)
 
 
 def check_input_file(path: str | Path, flag: str, folder_ok: bool = False) -> Path:

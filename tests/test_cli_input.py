@@ -173,6 +173,8 @@ def test_test_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path,
     (["evaluate", "--gen-batch-size", "0"], "--gen-batch-size must be at least 1, got 0"),
     (["tune", "--batch-rows", "-1"], "--batch-rows must be at least 1, got -1"),
     (["tune", "--limit", "0"], "--limit must be at least 1, got 0"),
+    (["tune", "--out", "/proc/steering-no-such-folder/d.json"], "--out /proc/steering-no-such-folder/d.json: cannot write"),
+    (["bench", "--synthetic-7b", "--work-dir", "/proc/steering-no-such-folder"], "--work-dir /proc/steering-no-such-folder: cannot write"),
 ])
 def test_counts_below_one_and_negative_layers(capsys, no_model, argv, message):
     assert_refused(capsys, argv, message)
