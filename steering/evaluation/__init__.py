@@ -1,0 +1,31 @@
+"""Evaluating a steering vector: the paper's A/B measure over layers x multipliers, open-ended answers
+(refusal rate and coherence) over multipliers, and controls (a random vector of the same norm, the
+negated vector).
+
+Modules, one job each (every public name is re-exported here, so `from steering.evaluation import X`
+works as before):
+  ab          the A/B measure (Rimsky et al. 2023, section 4): prompts, the batched prefix-cached
+              probabilities, ab_sweep (the app's Calibrate tab)
+  controls    random_like, control_vectors
+  open_ended  answers over multipliers scored for refusal and coherence, summaries, breakdown
+  coherence   answer_nll: the unsteered model's per-token NLL of an answer
+  plots       heatmap, A/B curves, open-ended panels, cosine per layer, save_figure
+
+The functions the app can call: ab_sweep, plot_heatmap, cosine_plot (and plot_ab_curves,
+plot_open_ended for the other figures).
+"""
+
+from __future__ import annotations
+
+from steering.evaluation.ab import ABPrompt, ABResult, ab_probabilities, ab_prompts, ab_sweep
+from steering.evaluation.coherence import answer_nll
+from steering.evaluation.controls import control_vectors, random_like
+from steering.evaluation.open_ended import Answer, breakdown_multiplier, open_ended_answers, summarize_answers
+from steering.evaluation.plots import cosine_plot, plot_ab_curves, plot_heatmap, plot_open_ended, save_figure
+
+__all__ = [
+    "ABPrompt", "ABResult", "ab_prompts", "ab_probabilities", "ab_sweep",
+    "random_like", "control_vectors",
+    "Answer", "answer_nll", "open_ended_answers", "summarize_answers", "breakdown_multiplier",
+    "plot_heatmap", "plot_ab_curves", "plot_open_ended", "cosine_plot", "save_figure",
+]
