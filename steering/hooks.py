@@ -1,5 +1,5 @@
 """The steering operators: ONE formula, `apply_steering`, used by the eager hooks (this module), the fast
-path's persistent hooks (steering/fast_path.py) and the evaluation (steering/evaluation.py).
+path's persistent hooks (steering/fast_path.py) and the evaluation (steering/evaluation/ab.py).
 
 For a decoder block's output h (batch, seq, hidden), a vector v with unit direction u = v / |v| and
 per-row tensors add, project, target (batch,):
