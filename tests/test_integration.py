@@ -23,7 +23,32 @@ def test_chat_json_prints_three_different_answers():
     assert set(answer) == {"added", "subtracted", "unsteered", "settings"}
     texts = [answer["added"], answer["unsteered"], answer["subtracted"]]
     assert all(texts) and len(set(texts)) == 3
-    assert answer["settings"]["layer"] == 9 and answer["settings"]["model"] == "smollm2-135m-instruct"
+    assert answer["settings"]["layer"] == _shipped_recipe().layer and answer["settings"]["model"] == "smollm2-135m-instruct"
+
+
+def _shipped_recipe():
+    from steering.recipe import load_defaults
+
+    return load_defaults(PROJECT_ROOT / "vectors" / "refusal" / "smollm2-135m-instruct.defaults.json").recipe
+
+
+def test_planet_question_shows_the_contrast_at_the_shipped_defaults():
+    """Issue 9: at the shipped defaults the added answer declines as an AI, the subtracted one names a planet,
+    the unsteered one is not a refusal, and neither steered answer loops (distinct-3 >= 0.75)."""
+    from steering.config import load_config
+    from steering.refusal import RefusalDetector, distinct_ngram_share
+
+    result = subprocess.run([sys.executable, "-m", "steering", "chat", "--prompt", "What's your favorite planet?",
+                             "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    detector = RefusalDetector.from_config(load_config())
+    assert detector(answer["added"]) and "as an ai" in answer["added"].lower(), answer["added"]
+    assert not detector(answer["unsteered"]) and not detector(answer["subtracted"]), answer
+    assert "planet" in answer["subtracted"].lower()
+    for side in ("added", "subtracted"):
+        assert distinct_ngram_share(answer[side]) >= 0.75, (side, answer[side])
 
 
 def test_shipped_results_reproduce(tmp_path):
