@@ -14,8 +14,12 @@ How a setting is scored
                  (evaluation.breakdown_multiplier's rule; --min-distinct, --max-perplexity)
       score    = contrast - 2 x sum over sides of max(0, 0.85 - distinct ratio)
                           - sum over sides of max(0, perplexity ratio - 3) / 3
-    The winner is the coherent setting with the highest score (ties: the smaller strength); when no
-    setting is coherent, the highest score, with a warning.
+      margin   = the smallest relative slack to the coherence limits over both sides and both measures,
+                 min(distinct ratio / min_distinct - 1, 1 - perplexity ratio / max_perplexity)
+                 (< 0: over a limit)
+    The winner is the coherent setting with the highest score; equal scores go to the larger coherence
+    margin (the setting further from breaking down), then the smaller strength. When no setting is
+    coherent: the highest score, with a warning.
 
 Cost
     The two sides are independent: the added rows depend on (vector, layers, plus operator, +strength)
@@ -173,7 +177,7 @@ def side_metrics(refusals: Sequence[bool], distinct: Sequence[float], nlls: Sequ
 def score_setting(plus: dict, minus: dict, base: dict, min_distinct: float = 0.85,
                   max_perplexity: float = 3.0) -> dict[str, Any]:
     """Contrast, coherence and score of a setting from its sides' metrics (see the module docstring)."""
-    penalty, coherent, ratios = 0.0, True, {}
+    penalty, coherent, ratios, margin = 0.0, True, {}, math.inf
     for name, side in (("added", plus), ("subtracted", minus)):
         d_ratio = side["distinct3"] / base["distinct3"] if base["distinct3"] else 1.0
         if side["perplexity"] is None or base["perplexity"] is None:
@@ -182,19 +186,27 @@ def score_setting(plus: dict, minus: dict, base: dict, min_distinct: float = 0.8
             p_ratio = side["perplexity"] / base["perplexity"]
         ratios[name] = {"distinct_ratio": round(d_ratio, 4), "perplexity_ratio": round(p_ratio, 4)}
         coherent = coherent and d_ratio >= min_distinct and p_ratio <= max_perplexity
+        margin = min(margin, d_ratio / min_distinct - 1.0, 1.0 - p_ratio / max_perplexity)
         penalty += 2.0 * max(0.0, min_distinct - d_ratio) + max(0.0, p_ratio - max_perplexity) / max_perplexity
     contrast = plus["refusal_rate"] - minus["refusal_rate"]
     return {"contrast": round(contrast, 4), "coherent": bool(coherent), "score": round(contrast - penalty, 4),
-            "ratios": ratios}
+            "margin": round(margin, 4) if math.isfinite(margin) else -1.0, "ratios": ratios}
+
+
+def rank_key(row: dict) -> tuple:
+    """Sort key, best first: higher score, then higher contrast, then larger coherence margin, then smaller
+    strength (rows scored before the margin existed count as margin 0)."""
+    return (-row["score"], -row["contrast"], -row.get("margin", 0.0), row["setting"]["strength"])
 
 
 def choose_winner(rows: Sequence[dict]) -> tuple[dict | None, bool]:
-    """The best row (highest score among coherent ones, ties: smaller strength) and whether it is coherent."""
+    """The best row (highest score among coherent ones; ties: larger coherence margin, then smaller strength;
+    see rank_key) and whether it is coherent."""
     if not rows:
         return None, False
     coherent = [r for r in rows if r["coherent"]]
     pool = coherent or list(rows)
-    best = max(pool, key=lambda r: (r["score"], r["contrast"], -r["setting"]["strength"]))
+    best = min(pool, key=rank_key)
     return best, bool(coherent)
 
 
@@ -338,7 +350,7 @@ def run_tune(engine: Any, questions: Sequence[str], sources: Sequence[VectorSour
                                  "band": setting.band, "plus": setting.plus, "minus": setting.minus,
                                  "strength": setting.strength, "unit": space.unit},
                      "source": setting.source, **scored, "added": plus, "subtracted": minus})
-    rows.sort(key=lambda r: (-r["score"], -r["contrast"], r["setting"]["strength"]))
+    rows.sort(key=rank_key)
     winner, coherent = choose_winner(rows)
     return TuneResult(winner, coherent, rows, base, generated, time.perf_counter() - started)
 
@@ -357,16 +369,16 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
     b = result.unsteered
     ppl = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     lines = ["| vector | layer | band | + op | − op | strength | refusal + | refusal − | distinct-3 + / − | "
-             "perplexity + / − | coherent | score |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "perplexity + / − | coherent | score | margin |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows[:top]:
         s, a, m = r["setting"], r["added"], r["subtracted"]
         lines.append(f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']} | {s['strength']:g} "
                      f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
                      f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | "
                      f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "
-                     f"{r['score']:+.2f} |")
+                     f"{r['score']:+.2f} | {r['margin']:+.3f} |")
     lines.append(f"| unsteered | | | | | | {b['refusal_rate']:.2f} | | {b['distinct3']:.2f} | {ppl(b['perplexity'])} "
-                 "| | |")
+                 "| | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -503,10 +515,11 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
                    "search": {"vectors": [s.label for s in sources], "layers": space.layers, "bands": space.bands,
                               "plus": space.plus, "minus": space.minus, "strengths": space.strengths,
                               "unit": space.unit, "shared_vector": space.shared_vector}},
-        "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "ratios")}
+        "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}
         | {"added": _short(result.winner["added"]), "subtracted": _short(result.winner["subtracted"]),
            "unsteered": _short(result.unsteered)},
-        "top": [{**r["setting"], "score": r["score"], "contrast": r["contrast"], "coherent": r["coherent"]}
+        "top": [{**r["setting"], "score": r["score"], "contrast": r["contrast"], "margin": r["margin"],
+                 "coherent": r["coherent"]}
                 for r in result.rows[:10]],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })

@@ -195,3 +195,46 @@ def test_winner_recipe_round_trip(engine):
     recipe = winner_recipe(rows[0], _sources(engine), _space())
     assert recipe == Recipe(layer=2, strength=0.2, unit="relative", band=3, plus="clamp", minus="ablate",
                             method="answer-mean")
+
+
+def test_equal_scores_go_to_the_larger_coherence_margin():
+    base = {"refusal_rate": 0.0, "distinct3": 1.0, "perplexity": 2.0}
+    plus = {"refusal_rate": 0.9, "distinct3": 0.96, "perplexity": 4.0}  # d3 slack 0.96/0.92-1, ppl 1-2/2.7
+    thin = {"refusal_rate": 0.0, "distinct3": 0.93, "perplexity": 2.0}  # d3 slack 0.93/0.92-1 = 0.0109
+    wide = {"refusal_rate": 0.0, "distinct3": 0.99, "perplexity": 5.0}  # ppl slack 1-2.5/2.7 = 0.0741
+    a = score_setting(plus, thin, base, 0.92, 2.7)
+    b = score_setting(plus, wide, base, 0.92, 2.7)
+    assert a["score"] == b["score"] == 0.9 and a["coherent"] and b["coherent"]
+    assert a["margin"] == pytest.approx(0.93 / 0.92 - 1, abs=1e-4)
+    assert b["margin"] == pytest.approx(min(0.96 / 0.92 - 1, 1 - 2.5 / 2.7), abs=1e-4)
+    over = score_setting(plus, {**thin, "distinct3": 0.5}, base, 0.92, 2.7)
+    assert over["margin"] < 0 and not over["coherent"]
+    rows = [{**a, "setting": {"strength": 1.0}}, {**b, "setting": {"strength": 1.5}}]
+    best, coherent = choose_winner(rows)  # the thin-margin row came first and has the smaller strength
+    assert coherent and best is rows[1]
+    best, _ = choose_winner(rows[::-1])
+    assert best is rows[1]
+    # equal margins too: the smaller strength
+    rows[1] = {**a, "setting": {"strength": 1.5}}
+    assert choose_winner(rows)[0] is rows[0] and choose_winner(rows[::-1])[0] is rows[0]
+
+
+def test_minus_clamp_sets_the_component_to_minus_the_strength(engine, tmp_path):
+    settings, needs = side_jobs(_space(layers=[1], bands=[1], plus=["add"], minus=["clamp"], strengths=[2.0]), 1)
+    up, down = needs[settings[0]]
+    assert (down.op, down.strength) == ("clamp", -2.0)
+    recipe = down.recipe()
+    assert (recipe.plus, recipe.minus) == ("add", "clamp")
+    vset = _vset()
+    step = recipe.plan(vset, [-2.0, 0.0], 4).layers[1]
+    norm = float(vset.vectors[1].norm())
+    assert step.project.tolist() == [1.0, 0.0] and step.add.tolist() == [0.0, 0.0]
+    assert step.target[0].item() == pytest.approx(-2.0 * norm, rel=1e-5)
+    # and the search runs it: its own side job, answers unlike the ablated side's (with h.u ~ 0 on random
+    # weights, a one-layer clamp to -3|v| is nearly the same as adding -3v, so ablation is the contrast)
+    space = _space(layers=[1], bands=[1], plus=["add"], minus=["ablate", "clamp"], strengths=[3.0])
+    result = _run(engine, tmp_path, space=space)
+    jobs = json.loads((tmp_path / "cache.json").read_text())["jobs"]
+    assert any("|clamp|-3|" in key for key in jobs)
+    by_minus = {r["setting"]["minus"]: r["subtracted"]["perplexity"] for r in result.rows}
+    assert set(by_minus) == {"ablate", "clamp"} and by_minus["ablate"] != by_minus["clamp"]
