@@ -58,6 +58,7 @@ def test_static_cache_path_matches_eager(model, tiny_tokenizer, vector):
 
 
 def test_compiled_path_matches_eager_and_never_recompiles_for_alpha(model, tiny_tokenizer, vector):
+    torch._dynamo.reset()  # dynamo's code cache is process-wide: another test's compile must not be reused here
     fast = FastPath(model, compile=True, backend="eager", bucket=64)
     identity = [t.data_ptr() for t in fast.steering.tensors()]
     first = fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=[3.0, 0.0, -3.0],
