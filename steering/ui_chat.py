@@ -6,6 +6,8 @@ Everything a request needs is passed in explicitly, so two users never share a v
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 import shutil
@@ -96,11 +98,30 @@ class VectorChoice:
             raise SteeringError(str(exc).replace(str(self.upload), Path(self.upload).name) if self.upload else str(exc)) from None
 
 
-def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float) -> str:
+def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recipe: Any = None) -> str:
+    """One line under the α slider: the vector's size against the residual stream and how it is applied.
+
+    Args:
+        engine: the Engine (hidden-state norms, the behavior's recipe).
+        vector: (hidden,) the vector at `layer`.
+        layer: the anchor layer chosen in the UI.
+        alpha: the multiplier α shown on the panes.
+        recipe: the steering.recipe.Recipe the panes use (default: engine.recipe()).
+    Returns: Markdown text.
+    """
+    recipe = recipe if recipe is not None else engine.recipe()
     rel = engine.relative_norm(vector, int(layer))
-    return (f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, "
-            f"so α = {float(alpha):g} adds **{rel * abs(float(alpha)):.2f}×** (too much garbles the text: on the "
-            "embedded SmolLM2 it starts to loop from about 0.3× and garbles by 0.6×).")
+    layers = dataclasses.replace(recipe, layer=int(layer)).layers(engine.lm.num_layers)
+    band = len(layers) > 1
+    where = f"layers {layers[0]}–{layers[-1]}" if band else f"layer {int(layer)}"
+    per = f", split over the {len(layers)} layers" if band else ""
+    each = " at each layer" if band else ""
+    ops = {"add": f"adds {{a}} × the vector{per}", "clamp": f"sets the part along the vector to {{a}} × its size{each}",
+           "ablate": f"removes the part along the vector{each}"}
+    return (f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, so α = "
+            f"{float(alpha):g} means **{rel * abs(float(alpha)):.2f}×**. Applied at {where}: +α "
+            f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a='−α')}. Too much garbles the text "
+            "(the Results in the README say where for the shipped vectors).")
 
 
 # ---------------------------------------------------------------------------------------------- requests

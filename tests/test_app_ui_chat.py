@@ -178,3 +178,19 @@ def test_uploads_leave_gradios_cache_for_a_private_folder(tmp_path):
     assert not kept.exists()
     discard_upload(None)
     discard_upload(tmp_path / "missing.pt")
+
+
+def test_norm_note_describes_the_recipe_the_panes_use():
+    from steering.recipe import Recipe
+    from steering.ui_chat import norm_note
+
+    vector = torch.ones(4) * 2.0  # norm 4
+    engine = SimpleNamespace(lm=SimpleNamespace(num_layers=30), relative_norm=lambda v, layer: float(v.norm()) / 10.0)
+    band = norm_note(engine, vector, 13, 1.5, Recipe(layer=9, strength=1.5, band=3, plus="clamp", minus="add"))
+    assert "**0.40×**" in band and "**0.60×**" in band  # 4 / 10, then x 1.5
+    assert "layers 12–14" in band and "+α sets the part along the vector to α × its size at each layer" in band
+    assert "−α adds −α × the vector, split over the 3 layers" in band
+    edge = norm_note(engine, vector, 29, 1.0, Recipe(layer=9, strength=1.0, band=3, minus="ablate"))
+    assert "layers 28–29" in edge and "−α removes the part along the vector at each layer" in edge
+    single = norm_note(engine, vector, 9, 2.0, Recipe(layer=9, strength=2.0))
+    assert "Applied at layer 9: +α adds α × the vector; −α adds −α × the vector." in single
