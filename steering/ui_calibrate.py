@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from steering.errors import SteeringError
+from steering.limits import Limits, check_multiplier
 from steering.ui_chat import VectorChoice, check_upload
 
 MAX_LAYERS, MAX_MULTIPLIERS, MAX_ITEMS = 12, 9, 66
@@ -64,7 +65,12 @@ def parse_layers(text: str | None, num_layers: int) -> list[int]:
     return sorted(layers)
 
 
-def parse_multipliers(text: str | None) -> list[float]:
+def parse_multipliers(text: str | None, limits: Limits | None = None) -> list[float]:
+    """'2, -2 0' -> [-2.0, 0.0, 2.0] (sorted, no repeats); each finite and within limits.max_abs_multiplier.
+
+    Raises SteeringError (one line) naming the value that does not fit.
+    """
+    limits = limits or Limits()
     values = set()
     for part in _items(text, "Multipliers"):
         try:
@@ -73,7 +79,7 @@ def parse_multipliers(text: str | None) -> list[float]:
             raise SteeringError(f"Multipliers: '{part}' is not a number") from None
         if not math.isfinite(value):
             raise SteeringError(f"Multipliers: '{part}' is not a finite number")
-        values.add(value)
+        values.add(check_multiplier(value, limits, name="Multipliers:"))
     if len(values) > MAX_MULTIPLIERS:
         raise SteeringError(f"Multipliers: at most {MAX_MULTIPLIERS} at once (got {len(values)})")
     return sorted(values)
@@ -131,15 +137,20 @@ def run_sweep(engine: Any, choice: str | None, uploads: dict[str, str] | None, l
     from steering.evaluation import ab_sweep
 
     layers = parse_layers(layers_text, engine.lm.num_layers)
-    multipliers = parse_multipliers(multipliers_text)
+    multipliers = parse_multipliers(multipliers_text, getattr(engine, "limits", None)
+                                    or Limits.from_config(engine.config))
     vset = VectorChoice.parse(choice, uploads).vector_set(engine)
     missing = [layer for layer in layers if layer not in vset.vectors]
     if missing:
         raise SteeringError(f"the vector has no layer {format_list(missing)} (it has layers "
                             f"{format_list(vset.layers)})")
     items = ab_items(datasets_dir(engine.config), behavior, count)
-    values = ab_sweep(engine, vset, layers, multipliers, items)
-    return Sweep(layers, multipliers, np.asarray(values, dtype=float))
+    values = np.asarray(ab_sweep(engine, vset, layers, multipliers, items), dtype=float)
+    bad = [f"layer {layers[i]} α {multipliers[j]:g}" for i, j in zip(*np.nonzero(~np.isfinite(values)))]
+    if bad:
+        raise SteeringError(f"the sweep gave no number (NaN) at {len(bad)} of {values.size} cells, e.g. {bad[0]}: "
+                            "the model's output overflowed at these settings; try smaller multipliers")
+    return Sweep(layers, multipliers, values)
 
 
 def cell_setting(index: Sequence[int] | None, state: dict[str, list] | None,

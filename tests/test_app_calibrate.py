@@ -55,6 +55,33 @@ def test_layer_and_multiplier_lists_are_parsed_with_one_line_errors():
         parse_multipliers("1, nan")
 
 
+def test_absurd_multipliers_are_refused_with_the_configured_limit():
+    from steering.limits import Limits
+
+    for text in ("1e308", "2, 1e30", "-101"):
+        with pytest.raises(SteeringError, match=r"Multipliers: .* is out of range: expected between -100 and 100"):
+            parse_multipliers(text)
+    assert parse_multipliers("100, -100") == [-100.0, 100.0]
+    with pytest.raises(SteeringError, match="between -5 and 5"):
+        parse_multipliers("6", Limits(max_abs_multiplier=5))
+    engine = FakeEngine({"refusal": VectorSet({5: torch.ones(HIDDEN)}, source="refusal")})
+    engine.config = {"limits": {"max_abs_multiplier": 3}}
+    with pytest.raises(SteeringError, match="between -3 and 3"):
+        run_sweep(engine, "refusal", {}, "5", "4", "refusal", 4)
+
+
+def test_a_sweep_with_nan_results_is_a_one_line_failure(monkeypatch):
+    import steering.evaluation
+
+    engine = FakeEngine({"refusal": VectorSet({5: torch.ones(HIDDEN), 7: torch.ones(HIDDEN)}, source="refusal")})
+    monkeypatch.setattr(ui_calibrate, "ab_items", lambda d, b, n: ["item"] * n)
+    monkeypatch.setattr(steering.evaluation, "ab_sweep",
+                        lambda eng, vset, layers, mults, items: np.array([[0.5, float("nan")], [0.5, 0.5]]))
+    with pytest.raises(SteeringError, match=r"NaN\) at 1 of 4 cells, e.g. layer 5 α 2") as info:
+        run_sweep(engine, "refusal", {}, "5, 7", "0, 2", "refusal", 4)
+    assert "\n" not in str(info.value)
+
+
 def test_cell_maps_to_layer_and_alpha():
     sweep = Sweep([5, 9], [-4.0, 0.0, 2.0, 20.0], np.full((2, 4), 0.5))
     headers, rows = sweep.table()
