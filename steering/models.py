@@ -266,6 +266,19 @@ def set_threads(value: Any = "auto") -> int:
     return count
 
 
+def check_model_folder(path: Path) -> None:
+    """A local --model path must be a folder holding a transformers model (config.json).
+
+    Raises SteeringError (one line) naming the path and what is missing.
+    """
+    if not path.is_dir():
+        raise SteeringError(f"model '{path}' is a file, not a model folder (expected a folder with config.json "
+                            "and the weights, or a Hugging Face hub id)")
+    if not (path / "config.json").is_file():
+        raise SteeringError(f"model folder '{path}' has no config.json: it does not hold a transformers model "
+                            "(pass the folder that has config.json and the weights, or a Hugging Face hub id)")
+
+
 def load_model(settings: ModelSettings) -> LoadedModel:
     """Load tokenizer and model; every failure a user can cause is a one-line SteeringError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -280,6 +293,8 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         source, _ = embedded_model_dir()
     else:
         source = Path(settings.name) if Path(settings.name).exists() else settings.name
+    if isinstance(source, Path):
+        check_model_folder(source)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
@@ -291,7 +306,13 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, token=token)
         model = AutoModelForCausalLM.from_pretrained(source, token=token, **kwargs)
-    except OSError as exc:
+    except Exception as exc:
+        if isinstance(source, Path):  # a local folder that transformers cannot read: one line, no traceback
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SteeringError(f"cannot load model from folder '{source}': {type(exc).__name__}: {first[:300]}"
+                                ) from None
+        if not isinstance(exc, OSError):
+            raise
         text = str(exc)
         if "gated" in text.lower() or "401" in text or "403" in text or "access" in text.lower():
             raise SteeringError(

@@ -91,3 +91,26 @@ def test_threads_are_set_before_the_model_loads(no_model, capsys, monkeypatch):
     code, err = run_main(["--port", port, "--threads", "1"], capsys)
     assert (code, err) == (2, "error: (test) the model would load now")
     assert set_to == [1] and no_model[0]["threads"] == 1  # set before the model loads, and passed on
+
+
+def test_a_folder_without_a_model_is_one_line_and_exit_2(tmp_path, capsys):
+    """`app.py --model /tmp` (a folder with no model in it) ended in a transformers traceback."""
+    port = str(app_harness.free_port())
+    code, err = run_main(["--port", port, "--model", str(tmp_path)], capsys)
+    assert code == 2 and err == (f"error: model folder '{tmp_path}' has no config.json: it does not hold a "
+                                 "transformers model (pass the folder that has config.json and the weights, or a "
+                                 "Hugging Face hub id)")
+    (tmp_path / "config.json").write_text("{not json")  # a folder transformers cannot read: still one line
+    code, err = run_main(["--port", port, "--model", str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"error: cannot load model from folder '{tmp_path}': ")
+
+
+def test_steering_chat_refuses_a_folder_without_a_model(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "steering", "chat", "--model", str(tmp_path), "--prompt", "hi"],
+                          capture_output=True, text=True, cwd=app_harness.ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "has no config.json" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
