@@ -28,7 +28,7 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
 from steering.limits import SEED_MAX
 from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Turn, VectorChoice, check_behavior,
                               check_budget, check_settings, check_upload, conversations, discard_upload, keep_upload,
-                              norm_note, pane_labels, public_message, render, trim_prompt)
+                              markdown_text, norm_note, pane_labels, public_message, render, trim_prompt)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -198,11 +198,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             kept = keep_upload(path, session_folder(request))
         except (SteeringError, OSError) as exc:
             discard_upload(path)
-            return None, gr.skip(), gr.skip(), f"⚠️ **Not loaded:** {public_message(exc)}"
+            return None, gr.skip(), gr.skip(), f"⚠️ **Not loaded:** {markdown_text(public_message(exc))}"
         name = UPLOAD_PREFIX + kept.name
         uploads = {**(uploads or {}), name: str(kept)}
         return None, gr.update(choices=behaviors + list(uploads), value=name), uploads, \
-            f"Loaded {info}; it is now selected."
+            f"Loaded {markdown_text(info)}; it is now selected."
 
     def end_session(request: gr.Request):
         shutil.rmtree(session_folder(request), ignore_errors=True)
@@ -213,7 +213,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             return norm_note(engine, VectorChoice.parse(choice, uploads).vector(engine, settings.layer),
                              settings.layer, settings.multiplier)
         except SteeringError as exc:
-            return f"⚠️ {public_message(exc)}"
+            return f"⚠️ {markdown_text(public_message(exc))}"
 
     @gpu
     def compare(prompt: str, multiplier: float = defaults.multiplier, layer: int = defaults.layer,
@@ -265,7 +265,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         try:
             sweep = run_sweep(engine, choice, uploads, layers_text, multipliers_text, questions, int(count))
         except Exception as exc:  # keep serving: one line where the result would have been
-            return gr.skip(), gr.skip(), gr.skip(), f"⚠️ **Sweep failed:** {failure(exc)}"
+            return gr.skip(), gr.skip(), gr.skip(), f"⚠️ **Sweep failed:** {markdown_text(failure(exc))}"
         fig = plot_heatmap(sweep.values, sweep.layers, sweep.multipliers,
                            default=(defaults.layer, defaults.multiplier),
                            title=f"A/B on {int(count)} '{questions}' questions: p(behavior-matching answer)")
@@ -284,7 +284,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         try:
             return compare_sets(engine, (choice_a, file_a), (choice_b, file_b), uploads, max_mb), ""
         except Exception as exc:
-            return None, f"⚠️ **Not compared:** {failure(exc)}"
+            return None, f"⚠️ **Not compared:** {markdown_text(failure(exc))}"
 
     # Gradio's own cache cleanup for anything else uploaded (Compare vectors): files older than an hour.
     with gr.Blocks(title="LLaMA Steering", delete_cache=(600, 3600)) as demo:

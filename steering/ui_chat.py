@@ -222,6 +222,14 @@ def check_behavior(engine: Any, behavior: Any) -> str:
 _ABS_PATH = re.compile(r"(?<![\w.~])(?:[A-Za-z]:\\|/)[^\s'\"()\[\]{},;:]*")
 
 
+def markdown_text(text: str) -> str:
+    """Plain text made safe to show in a gr.Markdown: < > & become HTML entities and Markdown's marks
+    (* _ ` [ ] \\) are backslash-escaped, so "vec_layer_<L>_<model>.pt" shows as typed."""
+    import html
+
+    return re.sub(r"([\\`*_\[\]])", r"\\\1", html.escape(str(text), quote=False))
+
+
 def public_message(exc: BaseException | str) -> str:
     """An error as one line for a remote user: server paths cut to their file name, no shell commands."""
     text = str(exc) if isinstance(exc, (SteeringError, str)) else f"{type(exc).__name__}: {exc}"

@@ -199,3 +199,18 @@ def test_upload_leaves_the_cache_and_is_removed_with_the_session(handlers, vecto
     file_value, _, _, note = handlers["on_upload"].fn(str(bad), {}, request)
     assert file_value is None and note.startswith("⚠️ **Not loaded:** bad.safetensors") and not bad.exists()
     assert str(tmp_path) not in note
+
+
+def test_messages_shown_in_markdown_keep_angle_brackets(handlers, tmp_path):
+    """An upload note "vec_layer_<L>_<model>.pt" showed as "vec_layer_" (the note is Markdown)."""
+    cache = tmp_path / "cache-md"
+    cache.mkdir()
+    odd = cache / "odd.pt"
+    torch.save(torch.zeros(HIDDEN), odd)
+    request = gr.Request(session_hash="session-md")
+    note = handlers["on_upload"].fn(str(odd), {}, request)[3]
+    assert "vec\\_layer\\_&lt;L&gt;\\_&lt;model&gt;.pt" in note and "<L>" not in note
+    status = handlers["calibrate"].fn("refusal", {}, "1", "<b>", "refusal", 2)[3]  # the Calibrate status
+    assert status.startswith("⚠️ **Sweep failed:** Multipliers: '&lt;b&gt;' is not a number"), status
+    note = handlers["update_note"].fn("Uploaded: <gone>.pt", {}, 1, 2.0)  # the note under α
+    assert "<gone>" not in note and "&lt;gone&gt;" in note, note

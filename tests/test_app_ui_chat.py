@@ -194,3 +194,10 @@ def test_norm_note_describes_the_recipe_the_panes_use():
     assert "layers 28–29" in edge and "−α removes the part along the vector at each layer" in edge
     single = norm_note(engine, vector, 9, 2.0, Recipe(layer=9, strength=2.0))
     assert "Applied at layer 9: +α adds α × the vector; −α adds −α × the vector." in single
+
+
+def test_markdown_text_shows_text_as_typed():
+    from steering.ui_chat import markdown_text
+
+    assert markdown_text("vec_layer_<L>_<model>.pt & *x* `y` [z]") == (
+        "vec\\_layer\\_&lt;L&gt;\\_&lt;model&gt;.pt &amp; \\*x\\* \\`y\\` \\[z\\]")
