@@ -7,6 +7,8 @@ own settings (event inputs and per-session gr.State), so concurrent users never 
 """
 
 import argparse
+import atexit
+import errno
 import os
 import re
 import shutil
@@ -67,11 +69,15 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     queue_kw = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
     # Uploaded vector files leave Gradio's cache (readable by URL) for a private folder per session,
     # removed when the session ends (unload) or its state expires.
-    upload_root = Path(tempfile.mkdtemp(prefix="llama-steering-uploads-"))
+    # The folder is made on the first upload and removed when the process exits (no empty folder per start).
+    upload_root: list[Path] = []
 
     def session_folder(request: gr.Request | None) -> Path:
+        if not upload_root:
+            upload_root.append(Path(tempfile.mkdtemp(prefix="llama-steering-uploads-")))
+            atexit.register(shutil.rmtree, upload_root[0], True)
         session = re.sub(r"[^A-Za-z0-9_-]", "", getattr(request, "session_hash", None) or "") or "anonymous"
-        return upload_root / session
+        return upload_root[0] / session
 
     def check_turn(text, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed,
                    system):
@@ -205,7 +211,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             f"Loaded {markdown_text(info)}; it is now selected."
 
     def end_session(request: gr.Request):
-        shutil.rmtree(session_folder(request), ignore_errors=True)
+        if upload_root:  # nothing uploaded yet: no folder to make or remove
+            shutil.rmtree(session_folder(request), ignore_errors=True)
 
     def update_note(choice, uploads, layer, alpha):
         try:
@@ -443,8 +450,10 @@ def check_port(host: str, port: int) -> None:
             sock.bind((host, port))
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise SteeringError(f"cannot listen on {host}:{port}: {reason} (another program may use the port; "
-                            f"choose another with --port)") from None
+        hint = (" (another program may use the port; choose another with --port)" if exc.errno == errno.EADDRINUSE
+                else " (check --host: it must be an address of this machine)" if exc.errno == errno.EADDRNOTAVAIL
+                else "")
+        raise SteeringError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
 
 
 def check_device(device: str | None) -> None:

@@ -151,3 +151,21 @@ def test_compare_vectors_validates_both_sides(tmp_path):
     assert str(tmp_path) not in str(info.value)
     with pytest.raises(SteeringError, match="choose a vector set"):
         compare_sets(engine, ("refusal", None), (None, None), {}, max_mb=1)
+
+
+def test_heatmap_colorbar_label_fits_beside_the_bar():
+    """The Calibrate colorbar label was cut off ("mean p(match) / (p(A) + p(B")."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from steering.evaluation.plots import plot_heatmap
+
+    for count in (1, 2, 5, 12):
+        fig = plot_heatmap(np.full((count, 5), 0.5), list(range(count)), [-2, -1, 0, 1, 2])
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        bar = fig.axes[1]
+        label = bar.yaxis.label.get_window_extent(canvas.get_renderer())
+        span = bar.get_window_extent(canvas.get_renderer())
+        assert "p(A) + p(B))" in bar.get_ylabel()
+        assert span.y0 - 1 <= label.y0 and label.y1 <= span.y1 + 1, (count, label, span)
+        assert label.x1 <= fig.bbox.x1

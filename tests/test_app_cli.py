@@ -114,3 +114,37 @@ def test_steering_chat_refuses_a_folder_without_a_model(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "has no config.json" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_only_a_port_in_use_suggests_another_port(no_model, capsys):
+    """`--host 256.1.1.1` said "(another program may use the port; ...)": that hint is for EADDRINUSE only."""
+    code, err = run_main(["--host", "256.1.1.1", "--port", str(app_harness.free_port())], capsys)
+    assert code == 2 and err.startswith("error: cannot listen on 256.1.1.1:") and "another program" not in err
+    code, err = run_main(["--host", "192.0.2.1", "--port", str(app_harness.free_port())], capsys)  # not ours
+    assert code == 2 and "another program" not in err and "--host" in err, err
+    assert not no_model
+
+
+def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
+    """Each start left an empty /tmp/llama-steering-uploads-XXXX: the folder is made on the first upload."""
+    import tempfile
+
+    import torch
+
+    from fixtures import make_tiny_model
+    from steering.config import load_config
+    from steering.engine import Engine
+    from steering.models import LoadedModel, ModelSettings
+    from transformers import PreTrainedTokenizerFast
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="[UNK]")
+    lm = LoadedModel(model=make_tiny_model(2, layers=2), tokenizer=tokenizer, name="tiny", slug="tiny",
+                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=2,
+                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    app.build_app(Engine(lm, load_config()), load_config())
+    assert not list(tmp_path.glob("llama-steering-uploads-*"))

@@ -21,7 +21,7 @@ def plot_heatmap(values: np.ndarray, layers: Sequence[int], multipliers: Sequenc
     from matplotlib.patches import Rectangle
 
     values = np.asarray(values, dtype=float)
-    fig = Figure(figsize=(1.1 * len(multipliers) + 2.6, 0.28 * len(layers) + 1.8), layout="constrained")
+    fig = Figure(figsize=(1.1 * len(multipliers) + 2.6, max(2.6, 0.28 * len(layers) + 1.8)), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap="RdBu_r", vmin=0.0, vmax=1.0, aspect="auto", origin="lower")
     ax.set_xticks(range(len(multipliers)), [f"{m:g}" for m in multipliers])
@@ -40,7 +40,7 @@ def plot_heatmap(values: np.ndarray, layers: Sequence[int], multipliers: Sequenc
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="gold", linewidth=2.5))
         ax.annotate("default", (x + 0.5, y), xytext=(4, 0), textcoords="offset points", va="center",
                     fontsize=7, color="black", annotation_clip=False)
-    fig.colorbar(image, ax=ax, label="mean p(match) / (p(A) + p(B))")
+    fig.colorbar(image, ax=ax, label="mean p(match)\n/ (p(A) + p(B))")  # two short lines: fits beside the bar
     return fig
 
 
