@@ -29,8 +29,8 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
                                    run_sweep)
 from steering.limits import SEED_MAX
 from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Turn, VectorChoice, check_behavior,
-                              check_budget, check_settings, check_upload, conversations, discard_upload, keep_upload,
-                              markdown_text, norm_note, pane_labels, public_message, render, trim_prompt)
+                              check_budget, check_prompt, check_settings, check_upload, conversations, discard_upload,
+                              keep_upload, markdown_text, norm_note, pane_labels, public_message, render)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -141,10 +141,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
 
     @gpu
     def send(prompt, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
-        text, trimmed = trim_prompt(prompt, max_chars)
-        if trimmed:
-            gr.Warning(f"Your message was longer than {max_chars} characters and was shortened.")
         try:  # the validator checked all this when the message was sent; things may have changed since
+            text = check_prompt(prompt, max_chars)
             checked = check_turn(text, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
                                  random_seed, system)
         except SteeringError as exc:
@@ -169,9 +167,12 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     def check_send(prompt, turns, choice, uploads, layer, *rest):
         """The Send validator: a message at the message box (or at Behavior), the panes untouched."""
         checks = [gr.validate(True, "")] * (5 + len(rest))
-        text, _ = trim_prompt(prompt, max_chars)
+        text = (prompt or "").strip()
         if not text:
             checks[0] = gr.validate(False, "Type a message first.")
+        elif len(text) > max_chars:
+            checks[0] = gr.validate(False, public_message(SteeringError(
+                f"Your message is {len(text)} characters long; the limit is {max_chars}: shorten it.")))
         elif any(t.status == "running" for t in turns or []):
             checks[0] = gr.validate(False, "Still answering the last message: wait for it, or press Stop.")
         else:
@@ -235,11 +236,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         stops the generation.
         """
         try:
-            if not isinstance(prompt, str):
-                raise SteeringError(f"prompt must be text, got {type(prompt).__name__}")
-            text, _ = trim_prompt(prompt, max_chars)
-            if not text:
-                raise SteeringError("prompt is empty")
+            text = check_prompt(prompt, max_chars, "prompt")
             settings = check_settings(lm.num_layers, limits, layer, multiplier, max_new_tokens, temperature, top_p,
                                       seed, False, system_prompt)
             vector = engine.vectors_for(check_behavior(engine, behavior)).vector(settings.layer)

@@ -214,3 +214,14 @@ def test_messages_shown_in_markdown_keep_angle_brackets(handlers, tmp_path):
     assert status.startswith("⚠️ **Sweep failed:** Multipliers: '&lt;b&gt;' is not a number"), status
     note = handlers["update_note"].fn("Uploaded: <gone>.pt", {}, 1, 2.0)  # the note under α
     assert "<gone>" not in note and "&lt;gone&gt;" in note, note
+
+
+def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, vector_file, engine):
+    """The API silently shortened a long prompt to app.max_prompt_chars (the UI warned)."""
+    limit = int(engine.config["app"]["max_prompt_chars"])
+    with pytest.raises(gr.Error, match=f"prompt is {limit + 1} characters long; the limit is {limit}"):
+        next(handlers["compare"].fn("x" * (limit + 1), 1.0, 1, behavior="", max_new_tokens=2))
+    checks = handlers["send"].validator("x" * (limit + 1), [], *inputs(vector_file))
+    assert not checks[0]["is_valid"] and f"the limit is {limit}" in checks[0]["message"]
+    at_limit = handlers["send"].validator("x" * limit, [], *inputs(vector_file))[0]  # (may still be too many tokens)
+    assert at_limit["is_valid"] or "characters long" not in at_limit["message"]
