@@ -336,9 +336,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                                                 label="Temperature", info="0 = always the most likely word")
                         top_p = gr.Slider(*TOP_P_RANGE, value=float(gen["top_p"]), step=0.05, label="Top-p")
                     with gr.Row():
-                        seed = gr.Number(value=int(gen["seed"] or 0), precision=0, label="Seed", minimum=0,
-                                         elem_id="seed",
-                                         info=f"0 to {SEED_MAX}; same seed, same answers (when temperature > 0)")
+                        # Text, not gr.Number: the browser sends numbers as floats, which alter seeds above 2**53.
+                        seed = gr.Textbox(value=str(int(gen["seed"] or 0)), label="Seed", elem_id="seed", max_lines=1,
+                                          info=f"0 to {SEED_MAX}; same seed, same answers (when temperature > 0)")
                         random_seed = gr.Checkbox(False, label="New random seed every time")
                     system = gr.Textbox(value=gen.get("system_prompt") or "", label="System prompt",
                                         placeholder="(empty: the model's own default)", lines=2)

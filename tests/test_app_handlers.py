@@ -225,3 +225,16 @@ def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, vec
     assert not checks[0]["is_valid"] and f"the limit is {limit}" in checks[0]["message"]
     at_limit = handlers["send"].validator("x" * limit, [], *inputs(vector_file))[0]  # (may still be too many tokens)
     assert at_limit["is_valid"] or "characters long" not in at_limit["message"]
+
+
+def test_seed_reaches_the_checks_as_typed(handlers, vector_file, engine):
+    """gr.Number sent floats: "9223372036854775807" (the stated maximum) was refused as 9223372036854776000."""
+    demo = app.build_app(engine, engine.config)
+    seed_box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "seed")
+    assert isinstance(seed_box, gr.Textbox)  # the browser sends the digits as typed
+    validate = handlers["send"].validator
+    assert all(c["is_valid"] for c in validate("Hi", [], *inputs(vector_file, seed="9223372036854775807")))
+    checks = validate("Hi", [], *inputs(vector_file, seed="9223372036854775808"))
+    assert checks[0]["message"].startswith("seed 9223372036854775808 is out of range: expected 0 to "
+                                           "9223372036854775807")
+    assert "got '1.5'" in validate("Hi", [], *inputs(vector_file, seed="1.5"))[0]["message"]
