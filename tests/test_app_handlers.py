@@ -7,6 +7,7 @@ connection). The turns list is the session's gr.State, which Gradio hands to eve
 
 from __future__ import annotations
 
+import json
 import time
 
 import gradio as gr
@@ -238,3 +239,18 @@ def test_seed_reaches_the_checks_as_typed(handlers, vector_file, engine):
     assert checks[0]["message"].startswith("seed 9223372036854775808 is out of range: expected 0 to "
                                            "9223372036854775807")
     assert "got '1.5'" in validate("Hi", [], *inputs(vector_file, seed="1.5"))[0]["message"]
+
+
+def test_readme_gives_raw_http_callers_the_full_argument_order(handlers):
+    """Raw callers of /gradio_api/call/compare with only the prompt got {"error": null}: Gradio needs all 9
+    values, so the README lists them in the endpoint's own order."""
+    import inspect
+    import re
+
+    names = list(inspect.signature(handlers["compare"].fn).parameters)
+    readme = (app_harness.ROOT / "README.md").read_text()
+    match = re.search(r"must send all (\d+)\s+values in this order[^`]*`([^`]+)`", readme)
+    assert match, "README: the raw HTTP argument order is missing"
+    assert int(match.group(1)) == len(names) and [n.strip() for n in match.group(2).split(",")] == names
+    example = re.search(r'"data": \[(.*)\]', readme).group(1)
+    assert len(json.loads(f"[{example}]")) == len(names)
