@@ -100,8 +100,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     busy = [gr.update(interactive=False), gr.update(interactive=False)]  # Send and Retry, while a turn streams
     idle = [gr.update(interactive=True), gr.update(interactive=True)]
 
-    def run_turn(text, turns, checked, clear_prompt):
-        """Stream one turn into the three panes: (3 panes, message box, Send, Retry) per update.
+    def run_turn(text, turns, checked):
+        """Stream one turn into the three panes: (3 panes, Send, Retry) per update.
 
         The turn is added to the session's `turns` at once (the message shows) and its answers grow in
         place; Stop, Clear or a lost connection end it (the model stops too: closing the stream sets its
@@ -110,7 +110,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         settings, vector, name, convs = checked
         turn = Turn(text, settings.multiplier, settings.layer, name, settings.sampling.max_new_tokens)
         turns.append(turn)
-        yield *render(turns), ("" if clear_prompt else gr.skip()), *busy
+        yield *render(turns), *busy  # the message box is no output: take_message emptied it at the click
         finished: dict[str, Any] = {}
 
         def call(**kwargs):
@@ -125,7 +125,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     if turn.status != "running" or not any(t is turn for t in turns):
                         return  # stopped or cleared meanwhile: closing the stream stops the model
                     turn.answers = list(texts)
-                    yield *render(turns), gr.skip(), gr.skip(), gr.skip()
+                    yield *render(turns), gr.skip(), gr.skip()
             result = finished["result"]
             turn.finish(result.texts, result.new_tokens, result.stopped)
         except GeneratorExit:  # cancelled (Stop, Clear) or the browser went away
@@ -133,11 +133,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             raise
         except Exception as exc:  # keep serving: the message goes where the answer would have been
             turn.fail(public_message(exc))
-        yield *render(turns), gr.skip(), *idle
+        yield *render(turns), *idle
 
     def refuse(message: str):
         gr.Warning(message)
-        yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield gr.skip(), gr.skip(), gr.skip(), *idle  # Send was disabled at the click
+
+    def take_message(prompt, *_checked):
+        """Send's first, unqueued step (after the validator): the message moves from the box into a State and
+        Send and Retry are disabled, so what is typed while the turn waits or streams is never erased."""
+        return "", prompt, *busy
 
     @gpu
     def send(prompt, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
@@ -148,7 +153,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
-        yield from run_turn(text, turns, checked, clear_prompt=True)
+        yield from run_turn(text, turns, checked)
 
     @gpu
     def retry(turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
@@ -162,7 +167,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
-        yield from run_turn(turns.pop().user, turns, checked, clear_prompt=False)
+        yield from run_turn(turns.pop().user, turns, checked)
 
     def check_send(prompt, turns, choice, uploads, layer, *rest):
         """The Send validator: a message at the message box (or at Behavior), the panes untouched."""
@@ -388,11 +393,15 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 cosines = gr.Plot(label="Cosine similarity per layer", elem_id="cmp-plot")
 
         settings = [choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system]
-        turn_outputs = [*chats, prompt, send_btn, retry_btn]
-        # One event for Send and Enter; while it runs, Send and Retry are disabled (the message box keeps what
-        # is typed: only the first update empties it).
-        send_event = gr.on([send_btn.click, prompt.submit], send, [prompt, history, *settings], turn_outputs,
-                           validator=check_send, show_progress="minimal", **PRIVATE, **queue_kw)
+        turn_outputs = [*chats, send_btn, retry_btn]
+        # Send and Enter: the validator, then an unqueued step that empties the message box into `pending` and
+        # disables Send and Retry, then the queued turn; the turn never writes the message box, so text typed
+        # while it waits or streams stays, and Send stays disabled from the click until the turn ends.
+        pending = gr.State("")  # the message taken from the box, until its turn runs
+        taken = gr.on([send_btn.click, prompt.submit], take_message, [prompt, history, *settings],
+                      [prompt, pending, send_btn, retry_btn], validator=check_send, queue=False, show_progress="hidden", **PRIVATE)
+        send_event = taken.success(send, [pending, history, *settings], turn_outputs, show_progress="minimal",
+                                   **PRIVATE, **queue_kw)
         retry_event = retry_btn.click(retry, [history, *settings], turn_outputs, show_progress="minimal",
                                       **PRIVATE, **queue_kw)
         running = [send_event, retry_event]

@@ -71,9 +71,9 @@ def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vecto
     updates = drain(handlers["send"].fn("Hello there", turns, *inputs(vector_file)))
     assert len(updates) >= 3
     first, *middle, last = updates
-    assert first[3] == "" and first[4]["interactive"] is False and first[5]["interactive"] is False
-    assert all(u[3] == SKIP for u in middle + [last]), "a streamed update touched the message box"
-    assert last[4]["interactive"] is True and last[5]["interactive"] is True
+    assert len(first) == 5  # 3 panes, Send, Retry: the message box is no output of the queued turn
+    assert first[3]["interactive"] is False and first[4]["interactive"] is False
+    assert last[3]["interactive"] is True and last[4]["interactive"] is True
     assert [t.status for t in turns] == ["done"]
     assert last[0][-1]["content"].endswith("<sub>+α = +4 · layer 1 · mine.safetensors · cut at the limit of "
                                            "12 new tokens</sub>")
@@ -140,7 +140,7 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
     last = drain(handlers["send"].fn("First", turns, *inputs(vector_file)))[-1]
     assert all("⚠️ Generation failed: ValueError: Overflow when unpacking long long" in pane[-1]["content"]
                for pane in last[:3])
-    assert last[4]["interactive"] is True
+    assert last[3]["interactive"] is True
 
     def spy(conversations, *args, **kwargs):
         seen.append(conversations)
@@ -158,7 +158,7 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
 
 
 def test_validator_refuses_with_a_message_at_the_message_box(handlers, vector_file, tmp_path):
-    validate = handlers["send"].validator
+    validate = handlers["take_message"].validator
     ok = validate("Hi", [], *inputs(vector_file))
     assert all(check["is_valid"] for check in ok)
 
@@ -222,9 +222,9 @@ def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, vec
     limit = int(engine.config["app"]["max_prompt_chars"])
     with pytest.raises(gr.Error, match=f"prompt is {limit + 1} characters long; the limit is {limit}"):
         next(handlers["compare"].fn("x" * (limit + 1), 1.0, 1, behavior="", max_new_tokens=2))
-    checks = handlers["send"].validator("x" * (limit + 1), [], *inputs(vector_file))
+    checks = handlers["take_message"].validator("x" * (limit + 1), [], *inputs(vector_file))
     assert not checks[0]["is_valid"] and f"the limit is {limit}" in checks[0]["message"]
-    at_limit = handlers["send"].validator("x" * limit, [], *inputs(vector_file))[0]  # (may still be too many tokens)
+    at_limit = handlers["take_message"].validator("x" * limit, [], *inputs(vector_file))[0]  # (may still be too many tokens)
     assert at_limit["is_valid"] or "characters long" not in at_limit["message"]
 
 
@@ -233,7 +233,7 @@ def test_seed_reaches_the_checks_as_typed(handlers, vector_file, engine):
     demo = app.build_app(engine, engine.config)
     seed_box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "seed")
     assert isinstance(seed_box, gr.Textbox)  # the browser sends the digits as typed
-    validate = handlers["send"].validator
+    validate = handlers["take_message"].validator
     assert all(c["is_valid"] for c in validate("Hi", [], *inputs(vector_file, seed="9223372036854775807")))
     checks = validate("Hi", [], *inputs(vector_file, seed="9223372036854775808"))
     assert checks[0]["message"].startswith("seed 9223372036854775808 is out of range: expected 0 to "
@@ -254,3 +254,16 @@ def test_readme_gives_raw_http_callers_the_full_argument_order(handlers):
     assert int(match.group(1)) == len(names) and [n.strip() for n in match.group(2).split(",")] == names
     example = re.search(r'"data": \[(.*)\]', readme).group(1)
     assert len(json.loads(f"[{example}]")) == len(names)
+
+
+def test_the_message_box_is_emptied_at_the_click_not_when_the_turn_starts(handlers, engine):
+    """Text typed while a message waited in the queue was erased when its turn started (run_turn cleared the
+    box), and Send stayed enabled during the wait."""
+    take, send = handlers["take_message"], handlers["send"]
+    assert take.queue is False and take.validator is not None  # runs at once, after the validator
+    box, pending, send_btn, retry_btn = take.fn("Hello", [], *[None] * 10)
+    assert (box, pending) == ("", "Hello") and send_btn["interactive"] is False and retry_btn["interactive"] is False
+    prompt_id = next(b._id for b in take.inputs if getattr(b, "elem_id", None) == "prompt")
+    assert prompt_id not in [b._id for b in send.outputs]  # the queued turn never writes the message box
+    assert send.inputs[0]._id in [b._id for b in take.outputs]  # it reads the message taken at the click
+    assert send.queue is not False
