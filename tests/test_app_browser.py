@@ -94,6 +94,12 @@ def clear_and_wait(page, engine) -> None:
     wait_for(lambda: not engine.lm.lock.locked(), 15, "the model to stop")
 
 
+def error_badges(page) -> int:
+    """Gradio's red "Error" status badges over the panes and the message box."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('#panes *, #prompt *'))
+        .filter(el => el.children.length === 0 && el.textContent.trim() === 'Error').length""")
+
+
 def wait_for(condition, timeout: float, what: str, step: float = 0.1):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -115,7 +121,7 @@ def set_alpha(page, value: float) -> None:
     alpha = page.get_by_label("number input for Steering strength α")
     alpha.fill(f"{value:g}")
     alpha.press("Enter")
-    page.get_by_text(f"so α = {value:g} adds").wait_for(timeout=30_000)
+    page.get_by_text(f"so α = {value:g} means").wait_for(timeout=30_000)
 
 
 def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):
@@ -250,16 +256,23 @@ def test_stop_while_waiting_in_the_queue_cancels_the_message(page, app_url, embe
     calls = []
     real = embedded_engine.compare
     monkeypatch.setattr(embedded_engine, "compare", lambda *a, **k: calls.append(1) or real(*a, **k))
-    page.locator("#prompt textarea").fill("Hello?")
+    box = page.locator("#prompt textarea")
+    box.fill("Hello?")
     page.locator("#send").click()
     time.sleep(1.0)  # queued behind the other caller
     assert not calls and embedded_engine.lm.lock.locked(), "the other request ended too soon for this test"
+    # the box was emptied at the click and Send is disabled while the message waits; typing now is kept
+    assert box.input_value() == "" and page.locator("#send").is_disabled()
+    box.fill("typed while it waited")
     page.locator("#stop").click()
     other.join(timeout=120)
     wait_for(lambda: not embedded_engine.lm.lock.locked(), 15, "the other request to end")
     time.sleep(3.0)  # the model is free: a message that was not really cancelled would run now
     assert not calls, "the message ran although Stop was pressed while it waited"
     assert user_messages(page) == 0 and not page.locator("#send").is_disabled()
+    assert box.input_value() == "typed while it waited"
+    assert error_badges(page) == 0, "Stop of a queued message left error badges"
+    box.fill("")
 
 
 def test_uploads_leave_gradios_cache_and_go_with_the_session(page, app_url, embedded_engine, tmp_path):
