@@ -303,7 +303,8 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     replaced = _replacement(out, layers, len(items), args.force)  # now with the model's actual layers
     start = time.perf_counter()
     vectors = extract_vectors(lm.model, lm.tokenizer, items, layers, read_mode, batch_size=batch_size,
-                              system_prompt=_system_prompt(args, config), method=args.method)
+                              system_prompt=_system_prompt(args, config), method=args.method,
+                              max_prompt_tokens=Limits.from_config(config).max_prompt_tokens)
     seconds = time.perf_counter() - start
     vset = VectorSet(vectors, {
         "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),

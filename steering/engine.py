@@ -106,7 +106,7 @@ class Engine:
                     detail=f"{path} is missing; make them with: python -m steering extract --behavior {behavior}",
                 )
             try:
-                vset = self.validated(load_vectors(path, self.lm.name, label=f"the '{behavior}' vectors"))
+                vset = self.validated(load_vectors(path, self.lm.name, label=f"the '{behavior}' vector set"))
             except SteeringError as exc:
                 raise SteeringError(str(exc), detail=f"file: {path}") from None
             self._vectors[behavior] = vset

@@ -165,7 +165,8 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     else:
         specs = [(l, vset.vector(l)) for l in layers] + [(layer, vector), (layer, controls["random"]),
                                                           (layer, controls["negated"])]
-        prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model))
+        prompts = ev.ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model),
+                                max_tokens=Limits.from_config(config).max_prompt_tokens)
         t0 = time.perf_counter()
         with lm.lock:
             ab = ev.ab_probabilities(lm.model, prompts, specs, multipliers, args.batch_size, pad_token_id(lm.tokenizer),

@@ -52,7 +52,8 @@ def _through_last_read(side: ContrastTokens) -> ContrastTokens:
 
 
 def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
-                   system_prompt: str | None = None, context_length: int | None = None) -> list[PairTokens]:
+                   system_prompt: str | None = None, context_length: int | None = None,
+                   max_tokens: int | None = None) -> list[PairTokens]:
     """Tokenize each A/B item's two sides for extraction, checking them before any model runs.
 
     Args:
@@ -61,6 +62,7 @@ def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
         read_mode: "letter" or "answer-mean" (steering.prompts.contrast_tokens).
         system_prompt: a system prompt for the template (None: the template's default).
         context_length: the model's context in tokens (steering.limits.model_context_length); None: not checked.
+        max_tokens: the configured cap on a prompt's tokens (Limits.max_prompt_tokens); None: not checked.
 
     Returns:
         One PairTokens per item (each side cut after its last read position).
@@ -80,6 +82,10 @@ def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
             if context_length is not None and len(side.input_ids) > context_length:
                 raise SteeringError(f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
                                     f"tokens long; the model's context is {context_length} tokens")
+            if max_tokens is not None and len(side.input_ids) > max_tokens:
+                raise SteeringError(f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
+                                    f"tokens long (system prompt + question + option); the limit is {max_tokens} "
+                                    "(limits.max_prompt_tokens)")
             sides.append(side)
         pos, neg = sides
         # leave each side at least one token of its own
@@ -238,6 +244,7 @@ def extract_vectors(
     system_prompt: str | None = None,
     progress: bool = True,
     method: str = "mean-diff",
+    max_prompt_tokens: int | None = None,
 ) -> dict[int, torch.Tensor]:
     """One vector per requested layer from all pairs (float32, on the CPU).
 
@@ -246,7 +253,7 @@ def extract_vectors(
     """
     if method not in PAIR_METHODS:
         raise ValueError(f"unknown aggregation method {method!r} (expected one of {', '.join(PAIR_METHODS)})")
-    pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt, model_context_length(model))
+    pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt, model_context_length(model), max_prompt_tokens)
     # Batching pairs of similar packed length keeps the padding small; the mean does not depend on the order.
     order = sorted(range(len(pairs)), key=lambda k: (_row_length(pairs[k]), pairs[k].shared))
     pad_id = pad_token_id(tokenizer)

@@ -48,6 +48,17 @@ class Limits:
     max_abs_multiplier: float = 100.0
     max_dataset_item_chars: int = 20_000
 
+    def __post_init__(self) -> None:
+        """Refuse caps that would switch a check off (NaN, infinite, zero, negative, fractional)."""
+        for name in ("max_new_tokens", "max_prompt_tokens", "max_dataset_item_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SteeringError(f"config: limits.{name} must be a whole number >= 1, got {value!r}")
+        value = self.max_abs_multiplier
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value <= 0):
+            raise SteeringError(f"config: limits.max_abs_multiplier must be a finite number > 0, got {value!r}")
+
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> Limits:
         """The `limits:` section of a loaded config (missing keys keep the defaults above)."""

@@ -342,7 +342,7 @@ def test_engine_refuses_vectors_far_beyond_the_hidden_state_norm(tmp_path):
         engine.load_vector_file(bad)
     path = tmp_path / "vectors" / "refusal" / "tiny-model.safetensors"
     save_safetensors(scaled, path)
-    with pytest.raises(SteeringError, match="^the 'refusal' vectors: layer 2: vector norm") as info:
+    with pytest.raises(SteeringError, match="^the 'refusal' vector set: layer 2: vector norm") as info:
         engine.vectors_for("refusal")
     assert str(tmp_path) not in str(info.value) and str(path) in info.value.detail
 

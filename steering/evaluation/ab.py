@@ -25,7 +25,7 @@ from steering.datasets import ABItem
 from steering.errors import SteeringError
 from steering.hooks import apply_steering, steering, unit_vector
 from steering.layers import decoder_layers
-from steering.limits import model_context_length
+from steering.limits import Limits, model_context_length
 from steering.prompts import answer_letter_tokens, build_messages, chat_prompt, pad_token_id
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class ABPrompt:
 
 
 def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | None = None,
-               context_length: int | None = None) -> list[ABPrompt]:
+               context_length: int | None = None, max_tokens: int | None = None) -> list[ABPrompt]:
     """Tokenize the A/B questions for the measure (Rimsky et al. 2023, section 4).
 
     Each prompt is the chat prompt the model would answer (steering.prompts.chat_prompt: the same tokens
@@ -64,6 +64,7 @@ def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | Non
         system_prompt: a system prompt for the template (None: the template's default).
         context_length: the model's context in tokens (steering.limits.model_context_length); a prompt
             longer than it is refused before the model runs (None: not checked).
+        max_tokens: the configured cap on a prompt's tokens (Limits.max_prompt_tokens; None: not checked).
 
     Returns:
         One ABPrompt per item, in order.
@@ -87,6 +88,9 @@ def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | Non
         if context_length is not None and len(ids) > context_length:
             raise SteeringError(f"A/B item {index}: the prompt is {len(ids)} tokens long; the model's context is "
                                 f"{context_length} tokens")
+        if max_tokens is not None and len(ids) > max_tokens:
+            raise SteeringError(f"A/B item {index}: the prompt is {len(ids)} tokens long (system prompt + question); "
+                                f"the limit is {max_tokens} (limits.max_prompt_tokens)")
         prompts.append(ABPrompt(ids[:prompt.steer_from], ids[prompt.steer_from:], dict(letter_ids), item.matching))
     return prompts
 
@@ -279,7 +283,8 @@ def ab_sweep(engine: "Engine", vector: Any, layers: Sequence[int], multipliers: 
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)
     lm = engine.lm
-    prompts = ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model))
+    prompts = ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model),
+                         max_tokens=Limits.from_config(engine.config).max_prompt_tokens)
     with lm.lock:
         result = ab_probabilities(lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size,
                                   pad_token_id(lm.tokenizer))
