@@ -148,6 +148,20 @@ def test_a_caller_that_goes_away_stops_the_model(client, embedded_engine):
     import httpx
 
     url = client.src
+    fast = getattr(embedded_engine.lm, "fast_path", None)
+    if fast is not None and fast.compiled:
+        # The compiled fast path builds its decoding step for a new cache length inside the first request that
+        # needs one, and Stop is seen once that compile ends (README, fast path). Build this request's shape
+        # first, so that what is measured below is cancellation, not compilation.
+        import threading
+
+        from steering.generation import SamplingSettings
+
+        stop, updates = threading.Event(), []
+        embedded_engine.compare([{"role": "user", "content": "Write a very long story about a dragon."}],
+                                layer=9, multiplier=2.0, settings=SamplingSettings(max_new_tokens=1024),
+                                on_text=lambda texts: (updates.append(1), len(updates) >= 3 and stop.set()),
+                                stop_event=stop)
     body = json.dumps({"data": ["Write a very long story about a dragon.", 2.0, 9, "refusal", 1024, 0.0, 1.0, 0, ""]})
     event = httpx.post(url + "gradio_api/call/compare", content=body,
                        headers={"content-type": "application/json"}).json()["event_id"]
