@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= app,eval,bench,quant,dev
 
-.PHONY: install demo chat test test-fast browser-deps clean-cache
+.PHONY: install demo chat test test-fast test-fast-path browser-deps clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,3 +36,8 @@ test: install browser-deps
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration and not browser"
+
+# The tests that run the embedded model again, with it on the fast path (static cache, persistent hooks,
+# compiled decoding step with the cheap `eager` backend): every path a user can take, on a CPU.
+test-fast-path: install browser-deps
+	STEERING_TEST_FAST_PATH=1 $(PY) -m pytest -q -m integration
