@@ -399,7 +399,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         # while it waits or streams stays, and Send stays disabled from the click until the turn ends.
         pending = gr.State("")  # the message taken from the box, until its turn runs
         taken = gr.on([send_btn.click, prompt.submit], take_message, [prompt, history, *settings],
-                      [prompt, pending, send_btn, retry_btn], validator=check_send, queue=False, show_progress="hidden", **PRIVATE)
+                      [prompt, pending, send_btn, retry_btn], validator=check_send, concurrency_limit=None,
+                      show_progress="hidden", **PRIVATE)  # queued (validators need the queue), never waits
         send_event = taken.success(send, [pending, history, *settings], turn_outputs, show_progress="minimal",
                                    **PRIVATE, **queue_kw)
         retry_event = retry_btn.click(retry, [history, *settings], turn_outputs, show_progress="minimal",

@@ -260,7 +260,8 @@ def test_the_message_box_is_emptied_at_the_click_not_when_the_turn_starts(handle
     """Text typed while a message waited in the queue was erased when its turn started (run_turn cleared the
     box), and Send stayed enabled during the wait."""
     take, send = handlers["take_message"], handlers["send"]
-    assert take.queue is False and take.validator is not None  # runs at once, after the validator
+    assert take.validator is not None and take.concurrency_limit is None  # after the validator, never waits
+    assert take.concurrency_id != send.concurrency_id  # not behind the model's queue
     box, pending, send_btn, retry_btn = take.fn("Hello", [], *[None] * 10)
     assert (box, pending) == ("", "Hello") and send_btn["interactive"] is False and retry_btn["interactive"] is False
     prompt_id = next(b._id for b in take.inputs if getattr(b, "elem_id", None) == "prompt")
