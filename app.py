@@ -140,7 +140,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         yield gr.skip(), gr.skip(), gr.skip(), *idle  # Send was disabled at the click
 
     def take_message(prompt, *_checked):
-        """Send's first, unqueued step (after the validator): the message moves from the box into a State and
+        """Send's first, quick step (after the validator; never waits for the model): the message moves from the box into a State and
         Send and Retry are disabled, so what is typed while the turn waits or streams is never erased."""
         return "", prompt, *busy
 
@@ -394,7 +394,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
 
         settings = [choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system]
         turn_outputs = [*chats, send_btn, retry_btn]
-        # Send and Enter: the validator, then an unqueued step that empties the message box into `pending` and
+        # Send and Enter: the validator, then a quick step (own queue slot, no waiting) that empties the message box into `pending` and
         # disables Send and Retry, then the queued turn; the turn never writes the message box, so text typed
         # while it waits or streams stays, and Send stays disabled from the click until the turn ends.
         pending = gr.State("")  # the message taken from the box, until its turn runs

@@ -113,7 +113,7 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
 def test_empty_prompt_shows_message_and_leaves_panes(page):
     page.locator("#prompt textarea").fill("   ")
     page.locator("#send").click()
-    page.get_by_text("Type a message first.").wait_for(timeout=15_000)
+    page.locator("#prompt").get_by_text("Type a message first.").wait_for(timeout=15_000)  # at the box
     assert bot_texts(page) == ["", "", ""]
 
 
