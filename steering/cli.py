@@ -232,12 +232,42 @@ def check_destination(path: str | Path, flag: str, folder: bool = False) -> Path
 
 
 # ---------------------------------------------------------------------------- extract
+def _save_vector_set(vectors: dict, lm: Any, out: Path, dataset: Path, replaced: str | None,
+                     method: dict[str, str], counts: dict[str, str], summary: str) -> Any:
+    """Save an extracted vector set and report it (both extract paths).
+
+    Args:
+        vectors: layer -> direction tensor of shape (hidden_size,).
+        lm: the loaded model (name, hidden_size, num_layers go into the metadata).
+        out: the .safetensors file, written atomically (a failed run leaves the old file in place).
+        dataset: the dataset file read (its display path and sha256 go into the metadata).
+        replaced: _replacement's note on the file being replaced, or None.
+        method: the read_mode, method and behavior metadata entries.
+        counts: the metadata entry saying how much data went in (pairs or requests).
+        summary: what the "wrote <out> (...)" line says in its parentheses.
+
+    Returns:
+        The saved steering.vector_files.VectorSet.
+    """
+    from steering.datasets import file_sha256
+    from steering.vector_files import VectorSet, save_safetensors
+
+    vset = VectorSet(vectors, {
+        "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers), **method,
+        "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset), **counts,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    save_safetensors(vset, out)
+    print(f"wrote {out} ({summary})")
+    if replaced:
+        print(replaced.replace("replaces", "it replaced", 1))
+    return vset
+
+
 def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """extract --method instructions: the refusal direction of Arditi et al. 2024 (mean activation over
     harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
-    from steering.datasets import file_sha256
     from steering.extraction import instruction_direction, load_instructions
-    from steering.vector_files import VectorSet, save_safetensors
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "instructions.json")
     harmful, harmless = load_instructions(check_input_file(dataset, "--dataset"))  # before the slow model load
@@ -256,30 +286,22 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
     vectors = instruction_direction(lm.model, lm.tokenizer, harmful, harmless, layers, batch_size=batch_size,
                                     system_prompt=_system_prompt(args, config), positions=args.positions)
     seconds = time.perf_counter() - start
-    vset = VectorSet(vectors, {
-        "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),
+    _save_vector_set(vectors, lm, out, dataset, replaced, {
         "read_mode": f"instructions-{args.positions}", "method": "instructions", "behavior": args.behavior,
-        "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset),
-        "requests": f"{len(harmful)} harmful, {len(harmless)} harmless",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
-    save_safetensors(vset, out)  # atomic: a failed run leaves the old file in place
-    print(f"wrote {out} ({len(layers)} layers, {len(harmful)} harmful / {len(harmless)} harmless requests, "
-          f"method instructions, {args.positions} positions, {seconds:.1f} s)")
-    if replaced:
-        print(replaced.replace("replaces", "it replaced", 1))
+    }, {"requests": f"{len(harmful)} harmful, {len(harmless)} harmless"},
+        f"{len(layers)} layers, {len(harmful)} harmful / {len(harmless)} harmless requests, "
+        f"method instructions, {args.positions} positions, {seconds:.1f} s")
     return 0
 
 
 def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     if getattr(args, "method", "mean-diff") == "instructions":
         return _extract_instructions(args, config)
-    from steering.datasets import file_sha256, load_ab_dataset
+    from steering.datasets import load_ab_dataset
     from steering.extraction import extract_vectors
     from steering.limits import Limits
     from steering.prompts import READ_MODES
-    from steering.vector_files import (VectorSet, caa_filename, gguf_layers, save_caa_layout, save_gguf,
-                                       save_safetensors)
+    from steering.vector_files import caa_filename, gguf_layers, save_caa_layout, save_gguf
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json")
     check_input_file(dataset, "--dataset")
@@ -306,17 +328,10 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
                               system_prompt=_system_prompt(args, config), method=args.method,
                               max_prompt_tokens=Limits.from_config(config).max_prompt_tokens)
     seconds = time.perf_counter() - start
-    vset = VectorSet(vectors, {
-        "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),
+    vset = _save_vector_set(vectors, lm, out, dataset, replaced, {
         "read_mode": read_mode, "method": args.method, "behavior": args.behavior,
-        "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset), "pairs": str(len(items)),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
-    save_safetensors(vset, out)  # atomic: a failed run leaves the old file in place
-    print(f"wrote {out} ({len(layers)} layers, {len(items)} pairs, read mode {read_mode}, "
-          f"{len(items) / seconds:.1f} pairs/s)")
-    if replaced:
-        print(replaced.replace("replaces", "it replaced", 1))
+    }, {"pairs": str(len(items))},
+        f"{len(layers)} layers, {len(items)} pairs, read mode {read_mode}, {len(items) / seconds:.1f} pairs/s")
     if args.caa_layout:
         files = save_caa_layout(vset, out.parent, lm.name)  # named like the paper's code: hub-id basename
         print(f"wrote {len(files)} files in the paper's layout: {files[0].parent}/{caa_filename('<L>', lm.name)}")
