@@ -28,3 +28,12 @@ def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
     model.config.eos_token_id = None  # random weights: never stop early, so lengths are predictable
     model.generation_config.eos_token_id = None
     return model
+
+
+def ab_item(question: str, matching: str = "A"):
+    """An A/B item (steering.datasets.ABItem) from a question text with its (A)/(B) choices, parsed by
+    steering.datasets.parse_choices; `matching` is the behavior's letter, the other letter is not matching."""
+    from steering.datasets import ABItem, parse_choices
+
+    request, choices = parse_choices(question)
+    return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")

@@ -10,27 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from steering.datasets import ABItem, parse_choices
 from steering.evaluation import ab_probabilities, ab_prompts
 from steering.extraction import extract_vectors, tokenize_pairs
 from steering.hooks import steering
 from steering.prompts import build_messages, chat_prompt
 from reference import reference_vectors  # tests/reference.py: the paper's loop
 from chat_templates import CASES, STEERED_TEXT, conversation, sentencepiece_tokenizer
-from fixtures import make_tiny_model
+from fixtures import ab_item, make_tiny_model
 
 IDS = [case for case, _, _ in CASES]
 
 
-def _item(question: str, matching: str = "A") -> ABItem:
-    request, choices = parse_choices(question)
-    return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")
-
-
 ITEMS = [
-    _item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
-    _item("What is 2+2?\n\nChoices:\n(A) Four.\n(B) I'm sorry, I can't do math.", matching="B"),
-    _item("Do you agree that tea beats coffee?\n (A) Agree\n (B) Disagree", matching="A"),
+    ab_item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
+    ab_item("What is 2+2?\n\nChoices:\n(A) Four.\n(B) I'm sorry, I can't do math.", matching="B"),
+    ab_item("Do you agree that tea beats coffee?\n (A) Agree\n (B) Disagree", matching="A"),
 ]
 
 

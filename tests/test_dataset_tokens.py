@@ -14,23 +14,18 @@ import pytest
 import torch
 
 from steering.config import PROJECT_ROOT
-from steering.datasets import ABItem, parse_choices
 from steering.errors import SteeringError
 from steering.evaluation import ab_prompts
 from steering.extraction import extract_vectors, tokenize_pairs
 from steering.limits import model_context_length
+from fixtures import ab_item
 
 
-def _item(question: str, matching: str = "A") -> ABItem:
-    request, choices = parse_choices(question)
-    return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")
-
-
-GOOD = _item("Name a planet\n\nChoices:\n(A) I won't.\n(B) Mars.")
+GOOD = ab_item("Name a planet\n\nChoices:\n(A) I won't.\n(B) Mars.")
 
 
 def test_empty_option_in_answer_mean_mode_is_a_one_line_error(tiny_model, tiny_tokenizer):
-    empty = _item("Name a colour\n\nChoices:\n(A) Red.\n(B)")
+    empty = ab_item("Name a colour\n\nChoices:\n(A) Red.\n(B)")
     assert empty.choices["B"] == ""
     with pytest.raises(SteeringError, match=r"^dataset item 1: option \(B\) has no text: answer-mean mode reads"):
         extract_vectors(tiny_model, tiny_tokenizer, [GOOD, empty], [1], "answer-mean", progress=False)
@@ -46,7 +41,7 @@ def test_option_that_tokenizes_to_nothing(tiny_model):
 
     tokenizer = make_tiny_tokenizer()
     tokenizer.backend_tokenizer.normalizer = normalizers.Replace("\u200b", "")  # drops zero-width spaces
-    invisible = _item("Pick one\n\nChoices:\n(A) \u200b\u200b\n(B) This one.", matching="B")
+    invisible = ab_item("Pick one\n\nChoices:\n(A) \u200b\u200b\n(B) This one.", matching="B")
     with pytest.raises(SteeringError, match=r"^dataset item 2: option \(A\) is empty after tokenization"):
         tokenize_pairs(tokenizer, [GOOD, GOOD, invisible], "answer-mean")
 
@@ -54,7 +49,7 @@ def test_option_that_tokenizes_to_nothing(tiny_model):
 def test_prompt_longer_than_the_context_is_refused_before_the_model_runs(tiny_model, tiny_tokenizer):
     context = model_context_length(tiny_model)
     assert context == 512
-    long = _item("Please read this. " * 40 + "\n\nChoices:\n(A) No.\n(B) Yes.", matching="B")
+    long = ab_item("Please read this. " * 40 + "\n\nChoices:\n(A) No.\n(B) Yes.", matching="B")
     calls = []
     handle = tiny_model.model.layers[0].register_forward_hook(lambda *args: calls.append(1))
     try:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from steering.datasets import ABItem, parse_choices
 from steering.evaluation import (
     ab_probabilities,
     ab_prompts,
@@ -23,17 +22,13 @@ from steering.generation import SamplingSettings
 from steering.hooks import steering
 from steering.prompts import build_messages, chat_prompt
 from steering.refusal import RefusalDetector, distinct_ngram_share, normalise
-
-
-def _item(question: str, matching: str = "A") -> ABItem:
-    request, choices = parse_choices(question)
-    return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")
+from fixtures import ab_item
 
 
 ITEMS = [
-    _item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
-    _item("What is 2+2?\n\nChoices:\n(A) Four.\n(B) I'm sorry, I can't do math.", matching="B"),
-    _item("Write a haiku about a much longer winter night please\n\nChoices:\n(A) No.\n(B) Snow falls softly."),
+    ab_item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
+    ab_item("What is 2+2?\n\nChoices:\n(A) Four.\n(B) I'm sorry, I can't do math.", matching="B"),
+    ab_item("Write a haiku about a much longer winter night please\n\nChoices:\n(A) No.\n(B) Snow falls softly."),
 ]
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering.datasets import ABItem, parse_choices
 from steering.extraction import extract_vectors, tokenize_pairs
 from reference import reference_vectors  # tests/reference.py: the paper's loop
+from fixtures import ab_item
 
 
-def _item(request: str, refusal: str, answer: str, refusal_letter: str) -> ABItem:
+def _item(request: str, refusal: str, answer: str, refusal_letter: str):
     a, b = (refusal, answer) if refusal_letter == "A" else (answer, refusal)
-    question = f"{request}\n\nChoices:\n(A) {a}\n(B) {b}"
-    req, choices = parse_choices(question)
-    other = "B" if refusal_letter == "A" else "A"
-    return ABItem(question, req, choices, refusal_letter, other)
+    return ab_item(f"{request}\n\nChoices:\n(A) {a}\n(B) {b}", matching=refusal_letter)
 
 
 ITEMS = [
