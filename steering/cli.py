@@ -37,6 +37,23 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     _add_threads_flag(g)
 
 
+def _add_behavior_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command's parser with the model flags and --behavior, in that order (extract, evaluate, tune).
+
+    Args:
+        sub: the sub-parsers object of build_parser.
+        name: the sub-command's name.
+        help: its one-line help.
+
+    Returns:
+        The new parser, for the command's own flags.
+    """
+    p = sub.add_parser(name, help=help)
+    _add_model_flags(p)
+    p.add_argument("--behavior", default=None)
+    return p
+
+
 def _add_threads_flag(p: Any) -> None:
     p.add_argument("--threads", type=_threads, help="torch CPU threads: a count or auto (default: config "
                                                    "model.threads; auto = half the cores or OMP_NUM_THREADS)")
@@ -526,9 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description="Contrastive Activation Addition for chat models")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("extract", help="build steering vectors from A/B pairs")
-    _add_model_flags(p)
-    p.add_argument("--behavior", default=None)
+    p = _add_behavior_command(sub, "extract", "build steering vectors from A/B pairs")
     p.add_argument("--dataset", help="A/B JSON (default: datasets/<behavior>/generate.json)")
     p.add_argument("--layers", type=int, nargs="+", help="default: all layers")
     p.add_argument("--read-mode", choices=["letter", "answer-mean"])

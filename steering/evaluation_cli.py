@@ -37,12 +37,10 @@ OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.jso
 
 
 def register(sub: Any) -> None:
-    from steering.cli import _add_model_flags, _float
+    from steering.cli import _add_behavior_command, _float
 
-    p = sub.add_parser("evaluate", help="A/B sweep over layers x multipliers, open-ended refusal rate and "
-                                        "coherence, with random and negated controls")
-    _add_model_flags(p)
-    p.add_argument("--behavior", default=None)
+    p = _add_behavior_command(sub, "evaluate", "A/B sweep over layers x multipliers, open-ended refusal rate "
+                                               "and coherence, with random and negated controls")
     p.add_argument("--vector", help="a vector file instead of vectors/<behavior>/<model>.safetensors")
     p.add_argument("--ab", help="A/B test questions (default: datasets/<behavior>/test_ab.json)")
     p.add_argument("--open-ended", help="open-ended questions (default: datasets/<behavior>/test_open_ended.json)")

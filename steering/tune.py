@@ -385,12 +385,10 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
 # ============================================================================ the command
 def register(sub: Any) -> None:
     """Add the `tune` sub-command to the CLI parser (steering/cli.py)."""
-    from steering.cli import _add_model_flags, _float
+    from steering.cli import _add_behavior_command, _float
 
-    p = sub.add_parser("tune", help="search vector x layer(s) x operator x strength on the tuning questions and "
-                                    "write the winner to vectors/<behavior>/<model>.defaults.json")
-    _add_model_flags(p)
-    p.add_argument("--behavior", default=None)
+    p = _add_behavior_command(sub, "tune", "search vector x layer(s) x operator x strength on the tuning "
+                                           "questions and write the winner to vectors/<behavior>/<model>.defaults.json")
     p.add_argument("--questions", help="tuning questions (default: datasets/<behavior>/tune_open_ended.json)")
     p.add_argument("--limit", type=int, default=24,
                    help="use N questions spread evenly over the file (default 24; more than the file has: all)")
