@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,48 +13,21 @@ from typing import Any, Callable, Sequence
 from steering.config import PROJECT_ROOT, load_config
 from steering import evaluation_cli
 from steering.errors import SteeringError
+from steering.cli_common import (  # shared with evaluation_cli, tune (and app.py's flags)
+    add_behavior_command as _add_behavior_command,
+    add_model_flags as _add_model_flags,
+    add_threads_flag as _add_threads_flag,
+    check_destination,
+    check_input_file,
+    display_path as _display_path,
+    parse_float as _float,
+    system_prompt as _system_prompt,
+)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump
         self.exit(2, f"error: {self.prog}: {message}\n")
-
-
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (overrides config.yaml)")
-    g.add_argument("--config", help="config file (default: config.yaml)")
-    g.add_argument("--model", dest="name", help="hub id, local folder, or smollm2-135m-instruct")
-    g.add_argument("--dtype", help="auto, float32, float16, bfloat16")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
-    g.add_argument("--device-map", help="e.g. auto (accelerate) for models larger than one GPU")
-    g.add_argument("--load-in-8bit", action="store_true", default=None)
-    g.add_argument("--load-in-4bit", action="store_true", default=None)
-    g.add_argument("--compile", action="store_true", default=None, help="GPU fast path")
-    g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
-                   help="GPU without --compile: plain eager decoding instead of CUDA-graph replay")
-    _add_threads_flag(g)
-
-
-def _add_behavior_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
-    """A sub-command's parser with the model flags and --behavior, in that order (extract, evaluate, tune).
-
-    Args:
-        sub: the sub-parsers object of build_parser.
-        name: the sub-command's name.
-        help: its one-line help.
-
-    Returns:
-        The new parser, for the command's own flags.
-    """
-    p = sub.add_parser(name, help=help)
-    _add_model_flags(p)
-    p.add_argument("--behavior", default=None)
-    return p
-
-
-def _add_threads_flag(p: Any) -> None:
-    p.add_argument("--threads", type=_threads, help="torch CPU threads: a count or auto (default: config "
-                                                   "model.threads; auto = half the cores or OMP_NUM_THREADS)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -105,11 +76,6 @@ def _sampling(args: argparse.Namespace, config: dict[str, Any]):
                                 seed=None if seed is None else check_seed(seed, seed_name))
     except (ValueError, TypeError) as exc:
         raise SteeringError(f"generation settings: {exc}") from None
-
-
-def _system_prompt(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
-    value = getattr(args, "system_prompt", None)
-    return value if value is not None else config["generation"].get("system_prompt")
 
 
 def _steering_choice(engine, args: argparse.Namespace):
@@ -194,58 +160,6 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
     for dest, folder in OUTPUT_FLAGS.get(values.get("command"), ()):  # refused now, not after the whole run
         if isinstance(values.get(dest), str) and not values.get("dry_run"):
             check_destination(values[dest], _flag(dest), folder=folder)
-
-
-def check_input_file(path: str | Path, flag: str, folder_ok: bool = False) -> Path:
-    """An input path that exists and is a file (or, with `folder_ok`, a folder); one-line errors otherwise."""
-    path = Path(path)
-    try:
-        if not path.exists():
-            raise SteeringError(f"{path}: file not found")
-        if path.is_dir() and not folder_ok:
-            raise SteeringError(f"{flag} {path}: is a folder, expected a file")
-    except OSError as exc:
-        raise SteeringError(f"{flag} {path}: cannot be read ({exc.strerror or exc})") from None
-    return path
-
-
-def check_destination(path: str | Path, flag: str, folder: bool = False) -> Path:
-    """Refuse a destination that cannot be written, before any slow work starts.
-
-    A file destination must not be a folder; a folder destination must not be a file. Writability is
-    probed by creating (and removing) a temporary file in the nearest folder that exists, which is what
-    the atomic writers will do later (os.access misjudges read-only mounts and root).
-
-    Args:
-        path: the file (or, with `folder`, the folder) that will be written.
-        flag: how the message names it, e.g. "--out".
-        folder: `path` is a folder (created when missing) rather than a file.
-
-    Returns:
-        `path` as a Path.
-
-    Raises:
-        SteeringError: the destination is of the wrong kind, sits under a file, or cannot be written.
-    """
-    path = Path(path)
-    existing = None
-    try:
-        if folder and path.exists() and not path.is_dir():
-            raise SteeringError(f"{flag} {path}: exists and is not a folder")
-        if not folder and path.is_dir():
-            raise SteeringError(f"{flag} {path}: is a folder, expected a file name")
-        existing = (path if folder else path.parent).absolute()
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise SteeringError(f"{flag} {path}: cannot write there: {existing} is a file, not a folder")
-        fd, probe = tempfile.mkstemp(prefix=".steering-write-check-", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        where = f" in {existing}" if existing is not None and existing != path.absolute() else " there"
-        raise SteeringError(f"{flag} {path}: cannot write{where} ({exc.strerror or exc})") from None
-    return path
 
 
 # ---------------------------------------------------------------------------- extract
@@ -393,13 +307,6 @@ def _replacement(out: Path, layers: Sequence[int], pairs: int | None, force: boo
     return replacement_check(out, layers, pairs, force=force)
 
 
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
-
-
 # ---------------------------------------------------------------------------- chat
 def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.limits import Limits, check_multiplier
@@ -521,23 +428,6 @@ def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found '{text}'") from None
-
-
-def _threads(text: str) -> int | str:
-    """--threads: a whole number (checked >= 1 with the other counts) or 'auto'."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or auto, found '{text}'") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     prog = "steering" if Path(sys.argv[0]).name == "steering" else "python -m steering"  # the installed command
     parser = _Parser(prog=prog, description="Contrastive Activation Addition for chat models")

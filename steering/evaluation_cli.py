@@ -37,10 +37,10 @@ OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.jso
 
 
 def register(sub: Any) -> None:
-    from steering.cli import _add_behavior_command, _float
+    from steering.cli_common import add_behavior_command, parse_float as _float
 
-    p = _add_behavior_command(sub, "evaluate", "A/B sweep over layers x multipliers, open-ended refusal rate "
-                                               "and coherence, with random and negated controls")
+    p = add_behavior_command(sub, "evaluate", "A/B sweep over layers x multipliers, open-ended refusal rate "
+                                              "and coherence, with random and negated controls")
     p.add_argument("--vector", help="a vector file instead of vectors/<behavior>/<model>.safetensors")
     p.add_argument("--ab", help="A/B test questions (default: datasets/<behavior>/test_ab.json)")
     p.add_argument("--open-ended", help="open-ended questions (default: datasets/<behavior>/test_open_ended.json)")
@@ -87,7 +87,9 @@ def _default_multipliers(m: float) -> list[float]:
 
 
 def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from steering.cli import _display_path, _engine, _system_prompt, check_destination, check_input_file
+    from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
+    from steering.cli_common import check_destination, check_input_file
+    from steering.cli_common import display_path as _display_path, system_prompt as _system_prompt
     from steering.config import PROJECT_ROOT
     from steering.datasets import load_ab_dataset, load_open_ended
     from steering.limits import Limits, model_context_length

@@ -385,10 +385,10 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
 # ============================================================================ the command
 def register(sub: Any) -> None:
     """Add the `tune` sub-command to the CLI parser (steering/cli.py)."""
-    from steering.cli import _add_behavior_command, _float
+    from steering.cli_common import add_behavior_command, parse_float as _float
 
-    p = _add_behavior_command(sub, "tune", "search vector x layer(s) x operator x strength on the tuning "
-                                           "questions and write the winner to vectors/<behavior>/<model>.defaults.json")
+    p = add_behavior_command(sub, "tune", "search vector x layer(s) x operator x strength on the tuning "
+                                          "questions and write the winner to vectors/<behavior>/<model>.defaults.json")
     p.add_argument("--questions", help="tuning questions (default: datasets/<behavior>/tune_open_ended.json)")
     p.add_argument("--limit", type=int, default=24,
                    help="use N questions spread evenly over the file (default 24; more than the file has: all)")
@@ -421,7 +421,8 @@ def _spread(items: list, limit: int) -> list:
 
 
 def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from steering.cli import _display_path, _engine, _system_prompt
+    from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
+    from steering.cli_common import display_path as _display_path, system_prompt as _system_prompt
     from steering.config import data_dir
     from steering.datasets import file_sha256, load_open_ended
     from steering.limits import Limits, check_behavior_name
