@@ -189,11 +189,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 checks[0] = gr.validate(False, public_message(exc))
         return checks
 
-    def stop(turns):
-        """Stop: the running turn ends as it stands ("stopped"); a message still queued never runs (cancels=)."""
+    def stop(turns, pending="", prompt=""):
+        """Stop: the running turn ends as it stands ("stopped"); a message still queued never runs (cancels=)
+        and goes back into the message box when the box is empty (it never became a turn: nothing is lost)."""
+        running = any(turn.status == "running" for turn in turns)
         for turn in turns:
             turn.stop()
-        return *render(turns), *idle
+        text = (pending or "").strip()
+        queued = bool(text) and not running and (not turns or turns[-1].user != text)
+        back = pending if queued and not (prompt or "").strip() else gr.skip()
+        return *render(turns), *idle, back
 
     def clear(turns):
         """Clear: stop whatever runs or waits, and start over (a message being typed stays)."""
@@ -407,7 +412,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                                       **PRIVATE, **queue_kw)
         running = [send_event, retry_event]
         # Stop and Clear cancel a turn still waiting in the queue as well as a running one (cancels=).
-        stop_btn.click(stop, history, [*chats, send_btn, retry_btn], cancels=running, queue=False, **PRIVATE)
+        stop_btn.click(stop, [history, pending, prompt], [*chats, send_btn, retry_btn, prompt], cancels=running,
+                       queue=False, **PRIVATE)
         clear_btn.click(clear, history, [*chats, send_btn, retry_btn], cancels=running, queue=False, **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
         demo.unload(end_session)

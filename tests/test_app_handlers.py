@@ -268,3 +268,20 @@ def test_the_message_box_is_emptied_at_the_click_not_when_the_turn_starts(handle
     assert prompt_id not in [b._id for b in send.outputs]  # the queued turn never writes the message box
     assert send.inputs[0]._id in [b._id for b in take.outputs]  # it reads the message taken at the click
     assert send.queue is not False
+
+
+def test_stop_of_a_queued_message_puts_it_back_in_the_box(handlers, vector_file, engine):
+    """A message cancelled while it waited in the queue was lost: the click had emptied the box (review)."""
+    turns: list = []
+    drain(handlers["send"].fn("First", turns, *inputs(vector_file)))
+    shown = handlers["stop"].fn(turns, "Second, still queued", "")  # queued: never became a turn
+    assert shown[5] == "Second, still queued" and len(turns) == 1
+    shown = handlers["stop"].fn(turns, "Second, still queued", "typed since")  # the box is not overwritten
+    assert shown[5] == gr.skip()
+    shown = handlers["stop"].fn(turns, "First", "")  # the last message already ran: nothing comes back
+    assert shown[5] == gr.skip()
+    gen = started(handlers, vector_file, turns)  # a running turn: stopped, its message stays in the panes
+    shown = handlers["stop"].fn(turns, "Tell me a long story", "")
+    assert shown[5] == gr.skip() and turns[-1].status == "stopped"
+    drain(gen)
+    wait_unlocked(engine)
