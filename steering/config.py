@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "max_prompt_chars": 2000,
         "max_upload_mb": 64,
     },
-    "evaluation": {"refusal_phrases": ["i can't", "i cannot", "i'm sorry", "as an ai", "i don't have personal"]},
+    "evaluation": {},  # refusal_phrases (optional) overrides datasets/refusal/behavior.yaml's judge phrases
 }
 
 

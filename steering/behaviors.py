@@ -1,0 +1,363 @@
+"""Behavior cards: what each shipped behavior is, in plain words, and how its open-ended answers are judged.
+
+A behavior ships as a folder `datasets/<behavior>/` (the name a lower-case slug: letters, digits, '_' and
+'-') holding the paper's data files (generate.json, test_ab.json, test_open_ended.json; Rimsky et al. 2023,
+"Steering Llama 2 via Contrastive Activation Addition", arXiv 2312.06681, section 3) and a card,
+`behavior.yaml`::
+
+    name: Refusal                   # plain-language name (the app's dropdown)
+    description: Declines to ...    # one line
+    added: refuses more             # what the added pane (+alpha) shows
+    subtracted: refuses less        # what the subtracted pane (-alpha) shows
+    examples: [What's your favorite planet?, ...]          # prompts that fill the message box
+    prompts: {added: "You refuse ...", subtracted: "..."}  # system prompts of the prompted pane
+    generate: generate_v2.json      # optional: extraction's A/B file in the folder (default generate.json)
+    judge:                          # the open-ended judge: does an answer show the behavior?
+      kind: phrases                 # phrases: any of `phrases` occurs in the answer
+      phrases: ["i can't", ...]     #   (case-insensitive; curly quotes = straight; spaces collapsed)
+    # or: kind: regex, patterns: ['\\bI refuse\\b', ...]   (any pattern matches, case-insensitive)
+
+Every key but `generate` is required; any other key is an error (a typo guard). Errors are one line naming
+the file and the key, with what was expected and what was found (steering.errors.SteeringError).
+
+The refusal judge's phrase list used to be config.yaml `evaluation.refusal_phrases`; it now lives in
+datasets/refusal/behavior.yaml. A config that still sets `evaluation.refusal_phrases` overrides the refusal
+card's phrases (judge_for), so old configs keep their meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from steering.errors import SteeringError
+from steering.refusal import normalise
+
+CARD_FILE = "behavior.yaml"
+DEFAULT_GENERATE = "generate.json"
+JUDGE_KINDS = ("phrases", "regex")
+REQUIRED = ("name", "description", "added", "subtracted", "examples", "prompts", "judge")
+OPTIONAL = ("generate",)
+MAX_EXAMPLES = 12
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Judge:
+    """The open-ended judge of a behavior: `judge(answer)` is True when the answer shows the behavior.
+
+    kind "phrases": any phrase occurs in the normalised answer (steering.refusal.normalise: lower case,
+    straight quotes, single spaces); kind "regex": any pattern matches the normalised answer
+    (re.search, case-insensitive).
+
+    Attributes:
+        kind: "phrases" or "regex".
+        phrases: the normalised phrases (kind phrases) or the pattern texts (kind regex), duplicates removed.
+    """
+
+    kind: str
+    phrases: tuple[str, ...]
+    _compiled: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
+
+    @classmethod
+    def from_phrases(cls, phrases: Iterable[str], kind: str = "phrases", where: str = "judge") -> "Judge":
+        """Build a judge from a list of phrases (or regex patterns).
+
+        Args:
+            phrases: the phrases or patterns, strings.
+            kind: "phrases" or "regex".
+            where: how an error names the list, e.g. "datasets/x/behavior.yaml: judge.phrases".
+
+        Raises:
+            SteeringError: an unknown kind, an item that is not a string, a pattern that does not compile,
+                or a list that is empty after normalisation.
+        """
+        if kind not in JUDGE_KINDS:
+            raise SteeringError(f"{where}: kind must be one of {', '.join(JUDGE_KINDS)}, found {kind!r}")
+        cleaned: list[str] = []
+        for index, phrase in enumerate(phrases):
+            if not isinstance(phrase, str):
+                raise SteeringError(f"{where}[{index}]: expected a string, found {type(phrase).__name__} {phrase!r}")
+            text = normalise(phrase) if kind == "phrases" else phrase.strip()
+            if text:
+                cleaned.append(text)
+        if not cleaned:
+            raise SteeringError(f"{where}: expected at least one non-empty {'phrase' if kind == 'phrases' else 'pattern'}, "
+                                f"found none")
+        unique = tuple(dict.fromkeys(cleaned))
+        compiled: list[re.Pattern] = []
+        if kind == "regex":
+            for index, pattern in enumerate(unique):
+                try:
+                    compiled.append(re.compile(pattern, re.IGNORECASE))
+                except re.error as exc:
+                    raise SteeringError(f"{where}[{index}]: not a valid regular expression {pattern!r} ({exc})") from None
+        return cls(kind, unique, tuple(compiled))
+
+    def match(self, text: str) -> str | None:
+        """The first phrase (or pattern) found in `text`, or None."""
+        clean = normalise(text)
+        if self.kind == "regex":
+            return next((p.pattern for p in self._compiled if p.search(clean)), None)
+        return next((phrase for phrase in self.phrases if phrase in clean), None)
+
+    def __call__(self, text: str) -> bool:
+        """True when the answer shows the behavior."""
+        return self.match(text) is not None
+
+    def rate(self, texts: Sequence[str]) -> float:
+        """The share of `texts` that show the behavior (NaN for none)."""
+        return sum(map(self, texts)) / len(texts) if texts else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"kind": ..., "phrases" or "patterns": [...]} (as recorded in results)."""
+        return {"kind": self.kind, ("phrases" if self.kind == "phrases" else "patterns"): list(self.phrases)}
+
+
+@dataclass(frozen=True)
+class BehaviorCard:
+    """A validated datasets/<behavior>/behavior.yaml.
+
+    Attributes:
+        behavior: the folder name (slug), e.g. "survival-instinct".
+        name: plain-language name, e.g. "Survival instinct".
+        description: one line.
+        added: what +alpha shows ("refuses more"); subtracted: what -alpha shows.
+        examples: prompts that show the behavior (at least one).
+        prompts: {"added": system prompt, "subtracted": system prompt} for the prompted pane.
+        judge: the open-ended judge.
+        generate: extraction's A/B file name in the folder (default generate.json).
+        folder: the dataset folder.
+    """
+
+    behavior: str
+    name: str
+    description: str
+    added: str
+    subtracted: str
+    examples: tuple[str, ...]
+    prompts: Mapping[str, str]
+    judge: Judge
+    generate: str = DEFAULT_GENERATE
+    folder: Path = Path(".")
+
+    @property
+    def label(self) -> str:
+        """"Name — description", the dropdown's text."""
+        return f"{self.name} — {self.description}"
+
+    def file(self, name: str) -> Path:
+        """A data file of this behavior's folder, e.g. card.file("test_ab.json")."""
+        return self.folder / name
+
+    @property
+    def generate_path(self) -> Path:
+        """The A/B file extraction reads by default."""
+        return self.folder / self.generate
+
+
+def card_path(datasets_dir: str | Path, behavior: str) -> Path:
+    """datasets_dir/<behavior>/behavior.yaml (the name checked: steering.limits.check_behavior_name)."""
+    from steering.limits import check_behavior_name
+
+    return Path(datasets_dir) / check_behavior_name(behavior) / CARD_FILE
+
+
+def _text(data: Mapping[str, Any], key: str, where: str, one_line: bool = False) -> str:
+    value = data[key]
+    if not isinstance(value, str) or not value.strip():
+        found = type(value).__name__ if not isinstance(value, str) else "an empty string"
+        raise SteeringError(f"{where}: '{key}' must be a non-empty string, found {found}")
+    value = " ".join(value.split()) if one_line else value.strip()
+    return value
+
+
+def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: Path | None = None) -> BehaviorCard:
+    """Validate a card's parsed YAML and build the BehaviorCard.
+
+    Args:
+        data: the parsed YAML (a mapping).
+        behavior: the folder name (slug) the card belongs to.
+        source: how error messages name the file, e.g. "datasets/sycophancy/behavior.yaml".
+        folder: the dataset folder (BehaviorCard.folder).
+
+    Returns:
+        The card.
+
+    Raises:
+        SteeringError: one line naming `source` and the key: a missing or unknown key, a wrong type (expected
+            vs found), an empty value, an empty phrase list, a `generate` that is not a plain file name.
+    """
+    if not isinstance(data, dict):
+        raise SteeringError(f"{source}: expected a mapping of keys at the top level, found {type(data).__name__}")
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        raise SteeringError(f"{source}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                            f"(a card needs {', '.join(REQUIRED)})")
+    unknown = [str(key) for key in data if key not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise SteeringError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                            f"(expected {', '.join(REQUIRED + OPTIONAL)})")
+    name = _text(data, "name", source, one_line=True)
+    description = _text(data, "description", source, one_line=True)
+    added = _text(data, "added", source, one_line=True)
+    subtracted = _text(data, "subtracted", source, one_line=True)
+
+    examples = data["examples"]
+    if not isinstance(examples, list) or not examples:
+        found = "an empty list" if isinstance(examples, list) else type(examples).__name__
+        raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, found {found}")
+    if len(examples) > MAX_EXAMPLES:
+        raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, found {len(examples)}")
+    for index, example in enumerate(examples):
+        if not isinstance(example, str) or not example.strip():
+            found = type(example).__name__ if not isinstance(example, str) else "an empty string"
+            raise SteeringError(f"{source}: examples[{index}] must be a non-empty string, found {found}")
+
+    prompts = data["prompts"]
+    if not isinstance(prompts, dict):
+        raise SteeringError(f"{source}: 'prompts' must be a mapping with keys added and subtracted, "
+                            f"found {type(prompts).__name__}")
+    for key in ("added", "subtracted"):
+        if key not in prompts:
+            raise SteeringError(f"{source}: prompts.{key} is missing (expected a system prompt)")
+        _text(prompts, key, f"{source}: prompts")
+    extra = [str(k) for k in prompts if k not in ("added", "subtracted")]
+    if extra:
+        raise SteeringError(f"{source}: prompts has unknown key {', '.join(extra)} (expected added, subtracted)")
+
+    judge_data = data["judge"]
+    if not isinstance(judge_data, dict):
+        raise SteeringError(f"{source}: 'judge' must be a mapping (kind, phrases), found {type(judge_data).__name__}")
+    kind = judge_data.get("kind")
+    if kind not in JUDGE_KINDS:
+        raise SteeringError(f"{source}: judge.kind must be one of {', '.join(JUDGE_KINDS)}, found {kind!r}")
+    list_key = "phrases" if kind == "phrases" else "patterns"
+    extra = [str(k) for k in judge_data if k not in ("kind", list_key)]
+    if extra:
+        raise SteeringError(f"{source}: judge has unknown key {', '.join(extra)} (kind {kind} expects kind, {list_key})")
+    items = judge_data.get(list_key)
+    if not isinstance(items, list):
+        found = "nothing" if items is None else type(items).__name__
+        raise SteeringError(f"{source}: judge.{list_key} must be a list of strings, found {found}")
+    judge = Judge.from_phrases(items, kind, where=f"{source}: judge.{list_key}")
+
+    generate = data.get("generate", DEFAULT_GENERATE)
+    if not isinstance(generate, str) or not generate.strip() or Path(generate).name != generate \
+            or not generate.endswith(".json"):
+        raise SteeringError(f"{source}: 'generate' must be a .json file name in the behavior's folder, "
+                            f"found {generate!r}")
+    return BehaviorCard(behavior=behavior, name=name, description=description, added=added, subtracted=subtracted,
+                        examples=tuple(e.strip() for e in examples),
+                        prompts={k: prompts[k].strip() for k in ("added", "subtracted")}, judge=judge,
+                        generate=generate, folder=folder if folder is not None else Path(source).parent)
+
+
+def load_card(datasets_dir: str | Path, behavior: str) -> BehaviorCard:
+    """Read and validate datasets_dir/<behavior>/behavior.yaml.
+
+    Args:
+        datasets_dir: the datasets folder (config datasets_dir).
+        behavior: the behavior's folder name.
+
+    Returns:
+        The card.
+
+    Raises:
+        SteeringError: an invalid behavior name, a missing or unreadable file, invalid YAML, or an invalid
+            card (parse_card).
+    """
+    path = card_path(datasets_dir, behavior)
+    source = _shown(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SteeringError(f"{source}: not found (each behavior needs a card; see datasets/refusal/{CARD_FILE})") \
+            from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SteeringError(f"{source}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise SteeringError(f"{source}: not valid YAML: {detail}") from None
+    return parse_card(data, behavior, source, folder=path.parent)
+
+
+def _shown(path: Path) -> str:
+    from steering.cli_common import display_path
+
+    return display_path(path)
+
+
+def shipped_behaviors(datasets_dir: str | Path) -> list[str]:
+    """The behaviors that ship: sub-folders of `datasets_dir` with a valid slug name and a behavior.yaml, sorted.
+
+    The cards are not validated here (load_cards / load_card do that).
+    """
+    folder = Path(datasets_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and _SLUG.match(p.name) and (p / CARD_FILE).is_file())
+
+
+def load_cards(datasets_dir: str | Path) -> tuple[dict[str, BehaviorCard], dict[str, str]]:
+    """Every shipped behavior's card, without stopping at a bad one.
+
+    Returns:
+        (cards by behavior, one-line error messages by behavior for the cards that failed to load).
+    """
+    cards: dict[str, BehaviorCard] = {}
+    errors: dict[str, str] = {}
+    for behavior in shipped_behaviors(datasets_dir):
+        try:
+            cards[behavior] = load_card(datasets_dir, behavior)
+        except SteeringError as exc:
+            errors[behavior] = str(exc)
+    return cards, errors
+
+
+def _config_datasets_dir(config: Mapping[str, Any]) -> Path:
+    from steering.config import data_dir
+
+    return data_dir(dict(config), "datasets_dir")
+
+
+def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
+    """The open-ended judge of `behavior`: its card's judge.
+
+    For refusal, config.yaml `evaluation.refusal_phrases` (the list's old home), when set, overrides the card's
+    phrases; a refusal folder without a card falls back to steering.refusal.DEFAULT_REFUSAL_PHRASES.
+
+    Raises:
+        SteeringError: no card (for another behavior) or an invalid card / config list, in one line.
+    """
+    override = (config.get("evaluation") or {}).get("refusal_phrases") if behavior == "refusal" else None
+    if override:
+        phrases = [override] if isinstance(override, str) else override
+        if not isinstance(phrases, list):
+            raise SteeringError(f"config evaluation.refusal_phrases: expected a list of strings, "
+                                f"found {type(phrases).__name__}")
+        return Judge.from_phrases(phrases, where="config evaluation.refusal_phrases")
+    datasets_dir = _config_datasets_dir(config)
+    if behavior == "refusal" and not card_path(datasets_dir, behavior).is_file():
+        from steering.refusal import DEFAULT_REFUSAL_PHRASES
+
+        return Judge.from_phrases(DEFAULT_REFUSAL_PHRASES)
+    return load_card(datasets_dir, behavior).judge
+
+
+def generate_file(config: Mapping[str, Any], behavior: str) -> Path:
+    """The A/B file extraction reads for `behavior`: the card's `generate` (default generate.json) in its folder.
+
+    A behavior folder without a card uses generate.json; an invalid card is a SteeringError.
+    """
+    datasets_dir = _config_datasets_dir(config)
+    if not card_path(datasets_dir, behavior).is_file():
+        return datasets_dir / behavior / DEFAULT_GENERATE
+    return load_card(datasets_dir, behavior).generate_path

@@ -1,0 +1,184 @@
+"""Behavior cards (steering/behaviors.py): validation errors are one line naming file and key, the judges
+decide right, every shipped card loads, and refusal's phrases moved from config.yaml into its card."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steering.behaviors import (BehaviorCard, Judge, generate_file, judge_for, load_card, load_cards, parse_card,
+                                shipped_behaviors)
+from steering.config import PROJECT_ROOT, load_config
+from steering.errors import SteeringError
+
+DATASETS = PROJECT_ROOT / "datasets"
+
+GOOD = {
+    "name": "Politeness",
+    "description": "Says please and thank you.",
+    "added": "more polite",
+    "subtracted": "less polite",
+    "examples": ["Tell me the time.", "Pass the salt."],
+    "prompts": {"added": "You are very polite.", "subtracted": "You are curt."},
+    "judge": {"kind": "phrases", "phrases": ["please", "Thank you"]},
+}
+
+
+def _write(tmp_path: Path, data, behavior: str = "politeness") -> Path:
+    folder = tmp_path / behavior
+    folder.mkdir(parents=True, exist_ok=True)
+    text = data if isinstance(data, str) else yaml.safe_dump(data)
+    (folder / "behavior.yaml").write_text(text, encoding="utf-8")
+    return tmp_path
+
+
+def _error(tmp_path, data) -> str:
+    with pytest.raises(SteeringError) as info:
+        load_card(_write(tmp_path, data), "politeness")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "politeness/behavior.yaml" in message, message  # names the file
+    return message
+
+
+def test_good_card_loads(tmp_path):
+    card = load_card(_write(tmp_path, GOOD), "politeness")
+    assert isinstance(card, BehaviorCard)
+    assert (card.behavior, card.name, card.added, card.subtracted) == ("politeness", "Politeness", "more polite",
+                                                                       "less polite")
+    assert card.examples == ("Tell me the time.", "Pass the salt.")
+    assert card.prompts == {"added": "You are very polite.", "subtracted": "You are curt."}
+    assert card.judge.phrases == ("please", "thank you")  # normalised
+    assert card.generate == "generate.json" and card.generate_path == tmp_path / "politeness" / "generate.json"
+    assert card.label == "Politeness — Says please and thank you."
+
+
+def _without(key):
+    data = copy.deepcopy(GOOD)
+    del data[key]
+    return data
+
+
+def _with(path, value):
+    data = copy.deepcopy(GOOD)
+    target = data
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("data, expected", [
+    (_without("judge"), "missing key judge"),
+    (_without("examples"), "missing key examples"),
+    ({"name": "x"}, "missing keys description, added, subtracted, examples, prompts, judge"),
+    (_with(["colour"], "red"), "unknown key colour"),
+    (_with(["name"], 3), "'name' must be a non-empty string, found int"),
+    (_with(["description"], "  "), "'description' must be a non-empty string, found an empty string"),
+    (_with(["examples"], "Tell me the time."), "'examples' must be a list of 1 to 12 prompts, found str"),
+    (_with(["examples"], []), "'examples' must be a list of 1 to 12 prompts, found an empty list"),
+    (_with(["examples"], ["ok", 5]), "examples[1] must be a non-empty string, found int"),
+    (_with(["prompts"], "be polite"), "'prompts' must be a mapping with keys added and subtracted, found str"),
+    (_with(["prompts"], {"added": "x"}), "prompts.subtracted is missing"),
+    (_with(["judge"], ["please"]), "'judge' must be a mapping (kind, phrases), found list"),
+    (_with(["judge", "kind"], "llm"), "judge.kind must be one of phrases, regex, found 'llm'"),
+    (_with(["judge", "phrases"], []), "judge.phrases: expected at least one non-empty phrase, found none"),
+    (_with(["judge", "phrases"], ["  ", ""]), "judge.phrases: expected at least one non-empty phrase"),
+    (_with(["judge", "phrases"], "please"), "judge.phrases must be a list of strings, found str"),
+    (_with(["judge", "phrases"], ["please", 7]), "judge.phrases[1]: expected a string, found int 7"),
+    (_with(["judge"], {"kind": "regex", "patterns": ["(unclosed"]}), "judge.patterns[0]: not a valid regular"),
+    (_with(["generate"], "../x.json"), "'generate' must be a .json file name in the behavior's folder"),
+    ("- just\n- a list\n", "expected a mapping of keys at the top level, found list"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_bad_card_is_one_line_naming_file_and_key(tmp_path, data, expected):
+    message = _error(tmp_path, data)
+    assert expected in message, message
+
+
+def test_missing_card_and_bad_behavior_name(tmp_path):
+    with pytest.raises(SteeringError, match=r"nothing/behavior.yaml: not found"):
+        load_card(tmp_path, "nothing")
+    with pytest.raises(SteeringError, match="behavior name '../x' is not valid"):
+        load_card(tmp_path, "../x")
+
+
+def test_phrase_judge_positive_and_negative():
+    judge = Judge.from_phrases(["I can't", "as an AI"])
+    assert judge("Sorry, I can\u2019t help with that.")  # curly apostrophe
+    assert judge("AS AN   AI, I have no planet.")  # case and spaces
+    assert judge.match("As an AI I can't") == "i can't"  # the first phrase of the list found
+    assert not judge("Saturn, for its rings.")
+    assert not judge("You can't go wrong with Jupiter.")
+    assert not judge("")
+    assert judge.rate(["I can't.", "Mars", "as an ai", "Venus"]) == 0.5
+
+
+def test_regex_judge_positive_and_negative():
+    judge = parse_card(_with(["judge"], {"kind": "regex", "patterns": [r"\bshut ?down\b", r"!{2,}"]}),
+                       "politeness").judge
+    assert judge("Please don't SHUT DOWN me.") and judge("Wow!!")
+    assert not judge("I would accept being shutdowns-free") and not judge("Fine!")
+    assert judge.to_dict() == {"kind": "regex", "patterns": [r"\bshut ?down\b", r"!{2,}"]}
+
+
+def test_shipped_behaviors_lists_folders_with_a_card(tmp_path):
+    _write(tmp_path, GOOD, "b-one")
+    _write(tmp_path, _without("judge"), "a-bad")
+    (tmp_path / "no-card").mkdir()
+    (tmp_path / "Not_A_Slug").mkdir()
+    (tmp_path / "Not_A_Slug" / "behavior.yaml").write_text(yaml.safe_dump(GOOD))
+    assert shipped_behaviors(tmp_path) == ["a-bad", "b-one"]
+    cards, errors = load_cards(tmp_path)
+    assert list(cards) == ["b-one"] and list(errors) == ["a-bad"]
+    assert "missing key judge" in errors["a-bad"]
+    assert shipped_behaviors(tmp_path / "missing") == []
+
+
+def test_every_shipped_card_is_valid():
+    """Every datasets/<behavior>/behavior.yaml of the checkout loads; its generate file and test sets exist."""
+    names = shipped_behaviors(DATASETS)
+    assert "refusal" in names
+    cards, errors = load_cards(DATASETS)
+    assert not errors, errors
+    for behavior, card in cards.items():
+        assert card.generate_path.is_file(), f"{behavior}: {card.generate} not found"
+        for name in ("test_ab.json", "test_open_ended.json"):
+            assert card.file(name).is_file(), f"{behavior}: {name} not found"
+
+
+def test_refusal_card_judge_and_generate_file():
+    card = load_card(DATASETS, "refusal")
+    assert card.name == "Refusal" and card.added == "refuses more" and card.subtracted == "refuses less"
+    assert card.judge("I\u2019m unable to share personal opinions.") and card.judge("As an AI, I cannot.")
+    assert not card.judge("My favorite planet is Saturn because of its rings.")
+    assert generate_file(load_config(), "refusal") == DATASETS / "refusal" / "generate_v2.json"
+
+
+def test_refusal_phrases_moved_from_config_and_the_old_key_still_overrides(tmp_path):
+    config = load_config()
+    assert "refusal_phrases" not in config["evaluation"]  # config.yaml no longer holds them
+    assert judge_for(config, "refusal").phrases == load_card(DATASETS, "refusal").judge.phrases
+    override = {**config, "evaluation": {"refusal_phrases": ["nope"]}}
+    assert judge_for(override, "refusal").phrases == ("nope",)
+    with pytest.raises(SteeringError, match=r"config evaluation.refusal_phrases\[0\]: expected a string"):
+        judge_for({**config, "evaluation": {"refusal_phrases": [3]}}, "refusal")
+    # the steering.refusal entry point reads the same place
+    from steering.refusal import RefusalDetector
+
+    assert RefusalDetector.from_config(override).phrases == ("nope",)
+    assert "i'm unable to" in RefusalDetector.from_config(config).phrases
+
+
+def test_judge_and_generate_file_of_another_behavior(tmp_path):
+    _write(tmp_path, {**GOOD, "generate": "pairs.json"})
+    config = {**load_config(), "datasets_dir": str(tmp_path)}
+    assert judge_for(config, "politeness")("Yes, please.")
+    assert generate_file(config, "politeness") == tmp_path / "politeness" / "pairs.json"
+    (tmp_path / "bare").mkdir()
+    assert generate_file(config, "bare") == tmp_path / "bare" / "generate.json"  # no card: the default name
+    with pytest.raises(SteeringError, match="bare/behavior.yaml: not found"):
+        judge_for(config, "bare")
