@@ -234,7 +234,10 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.prompts import READ_MODES
     from steering.vector_files import caa_filename, gguf_layers, save_caa_layout, save_gguf
 
-    dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json")
+    from steering.behaviors import generate_file
+
+    # default: the behavior card's `generate:` file (datasets/<behavior>/generate.json when the card names none)
+    dataset = Path(args.dataset) if args.dataset else generate_file(config, args.behavior)
     check_input_file(dataset, "--dataset")
     # validate before the slow model load (answer-mean items are checked again once the default mode is known)
     items = load_ab_dataset(dataset, args.read_mode, Limits.from_config(config))
@@ -434,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = _add_behavior_command(sub, "extract", "build steering vectors from A/B pairs")
-    p.add_argument("--dataset", help="A/B JSON (default: datasets/<behavior>/generate.json)")
+    p.add_argument("--dataset", help="A/B JSON (default: the card's generate: file in datasets/<behavior>/, "
+                                     "else generate.json)")
     p.add_argument("--layers", type=int, nargs="+", help="default: all layers")
     p.add_argument("--read-mode", choices=["letter", "answer-mean"])
     p.add_argument("--method", choices=["mean-diff", "pca", "centered", "instructions"], default="mean-diff",

@@ -182,3 +182,18 @@ def test_judge_and_generate_file_of_another_behavior(tmp_path):
     assert generate_file(config, "bare") == tmp_path / "bare" / "generate.json"  # no card: the default name
     with pytest.raises(SteeringError, match="bare/behavior.yaml: not found"):
         judge_for(config, "bare")
+
+
+def test_extract_reads_the_cards_generate_file(tmp_path, capsys, monkeypatch):
+    """`extract --behavior X` without --dataset reads the card's `generate:` file (was always generate.json)."""
+    from steering.cli import main
+
+    data = tmp_path / "data"
+    _write(data, {**GOOD, "generate": "pairs.json"})
+    (data / "politeness" / "generate.json").write_text("[]")  # the old default: must not be the one read
+    config = tmp_path / "config.yaml"
+    config.write_text(f"datasets_dir: {data}\nvectors_dir: {tmp_path / 'vectors'}\n")
+    monkeypatch.setattr("steering.cli._engine", lambda args, config: pytest.fail("model loaded"))
+    code = main(["extract", "--config", str(config), "--behavior", "politeness"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pairs.json: file not found" in err and err.count("\n") == 1, err
