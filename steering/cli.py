@@ -509,6 +509,7 @@ _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
     ("bench", lambda sub: __import__("steering.bench", fromlist=["register"]).register(
         sub, _add_model_flags, lambda args, config: _engine(args, config))),  # no import of cli from bench
     ("tune", lambda sub: __import__("steering.tune", fromlist=["register"]).register(sub)),
+    ("import-caa", lambda sub: __import__("steering.import_caa", fromlist=["register"]).register(sub)),
 ]
 
 
