@@ -254,6 +254,7 @@ class Engine:
         stop_event: threading.Event | None = None,
         recipe: Recipe | None = None,
         behavior: str | None = None,
+        meter: Any = None,
     ) -> GenerationResult:
         """Added (+alpha), unsteered (0) and subtracted (-alpha) replies as one batch of three rows.
 
@@ -262,6 +263,9 @@ class Engine:
         behavior's, Engine.recipe: the tuned defaults file, else config.yaml); `layer` and `multiplier`
         replace its anchor layer and strength, `vector` its vector (see steering_plan). With a
         one-layer addition recipe this is the paper's +alpha / 0 / -alpha comparison.
+
+        `meter`: a steering.meter.Meter, filled with every generated token's projection onto the vector
+        at its layer, read in the forward pass that made the token (Meter.values after the call).
         """
         settings = settings or SamplingSettings()
         plan = self.steering_plan(SIGNS, recipe, behavior, vector, layer, multiplier)
@@ -270,7 +274,7 @@ class Engine:
         if len(conversations) != 3:
             raise ValueError(f"expected 1 or 3 conversations, got {len(conversations)}")
         return self._generate(conversations, settings, system_prompt,  # type: ignore[arg-type]
-                              steer=plan, on_text=on_text, stop_event=stop_event)
+                              steer=plan, on_text=on_text, stop_event=stop_event, meter=meter)
 
     def compare_batch(
         self,
@@ -297,8 +301,11 @@ class Engine:
         return self._generate([list(conversation)], settings, system_prompt).texts[0]
 
     def _generate(self, conversations: Sequence[Sequence[Message]], settings: SamplingSettings,
-                  system_prompt: str | None, **kwargs: Any) -> GenerationResult:
+                  system_prompt: str | None, meter: Any = None, **kwargs: Any) -> GenerationResult:
         """generate() under the model's lock, through the fast path when it is on and takes the batch.
+
+        With a steering.meter.Meter the generation runs on the eager path (the meter is a Python forward
+        hook around the steering hooks; compiled steps and CUDA graphs have no place for it).
 
         The token budget (config `limits:` and the model's context) is checked before the lock is taken,
         so an oversized request is refused at once instead of waiting for (and then holding) the model.
@@ -306,6 +313,11 @@ class Engine:
         """
         self.check_request(conversations, settings, system_prompt)
         fast = self.fast_path if self.fast_path is not None and self.fast_path.takes(len(conversations)) else None
+        if meter is not None:
+            from steering.hooks import steer
+
+            fast = None
+            kwargs["steering_context"] = meter.steering_context(steer)
         with self.lm.lock:
             if fast is not None:
                 return fast.generate(self.lm.tokenizer, conversations, settings=settings,
