@@ -57,6 +57,13 @@ class Engine:
             logging.getLogger(__name__).warning("steering defaults: %s", exc)
         self._norms: dict[int, float] = {}
         self.limits = Limits.from_config(self.config)
+        from steering.scheduler import Scheduler
+
+        # Requests of several users decode in one batch (continuous batching); app.concurrency_per_model
+        # is the most requests per batch, app.max_queue the most waiting for room (steering/scheduler.py).
+        app_cfg = self.config.get("app") or {}
+        self.scheduler = Scheduler(self.lm, self.limits, max_requests=int(app_cfg.get("concurrency_per_model", 4)),
+                                   max_waiting=int(app_cfg.get("max_queue", 16)))
         from steering.fast_path import FastPath, enable_fast_path, graphs_supported
 
         # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks), or None.
@@ -153,7 +160,7 @@ class Engine:
 
     def steering_plan(self, strengths: Sequence[float], recipe: Recipe | None = None, behavior: str | None = None,
                       vector: torch.Tensor | None = None, layer: int | None = None,
-                      multiplier: float | None = None) -> SteeringPlan:
+                      multiplier: float | None = None, mix: Any = None) -> SteeringPlan:
         """The hooks.SteeringPlan for rows of signed strengths x the recipe's strength.
 
         Args:
@@ -161,8 +168,14 @@ class Engine:
             recipe: default self.recipe(behavior); `layer` / `multiplier` replace its anchor layer and
                 strength (in the recipe's unit); `vector` (hidden,) replaces its vector at every layer
                 of the band (e.g. an uploaded file's).
+            mix: a steering.mixing.Mix (a second behavior and its multiplier alpha2); when active, row i adds
+                strengths[i] x (alpha1 v1 + alpha2 v2) at the anchor layer (CAA addition; steering/mixing.py).
         Raises: SteeringError for a layer out of range, a multiplier over the cap, missing vectors.
         """
+        if mix is not None and mix.active:
+            from steering.mixing import engine_plan
+
+            return engine_plan(self, strengths, mix, recipe, behavior, vector, layer, multiplier)
         if multiplier is not None:
             multiplier = check_multiplier(multiplier, self.limits)
         if layer is not None:
@@ -254,7 +267,9 @@ class Engine:
         stop_event: threading.Event | None = None,
         recipe: Recipe | None = None,
         behavior: str | None = None,
+        extra: Sequence[Sequence[Message]] = (),
         meter: Any = None,
+        mix: Any = None,
     ) -> GenerationResult:
         """Added (+alpha), unsteered (0) and subtracted (-alpha) replies as one batch of three rows.
 
@@ -264,17 +279,56 @@ class Engine:
         replace its anchor layer and strength, `vector` its vector (see steering_plan). With a
         one-layer addition recipe this is the paper's +alpha / 0 / -alpha comparison.
 
+        `extra`: more conversations, answered unsteered in the same batch after the three rows (the app's
+        prompted panes: a conversation that starts with its own system message keeps it; `system_prompt`
+        applies to the others). The result then has 3 + len(extra) rows.
+
         `meter`: a steering.meter.Meter, filled with every generated token's projection onto the vector
         at its layer, read in the forward pass that made the token (Meter.values after the call).
+
+        `mix`: a steering.mixing.Mix, a second behavior with its own multiplier alpha2: the added row gets
+        alpha1 v1 + alpha2 v2 at the anchor layer, the subtracted row the negatives (steering/mixing.py).
         """
         settings = settings or SamplingSettings()
-        plan = self.steering_plan(SIGNS, recipe, behavior, vector, layer, multiplier)
+        plan = self.steering_plan(SIGNS + (0.0,) * len(extra), recipe, behavior, vector, layer, multiplier, mix)
         if conversations and isinstance(conversations[0], dict):
             conversations = [list(conversations)] * 3  # type: ignore[list-item]
         if len(conversations) != 3:
             raise ValueError(f"expected 1 or 3 conversations, got {len(conversations)}")
-        return self._generate(conversations, settings, system_prompt,  # type: ignore[arg-type]
+        rows = [list(c) for c in conversations] + [list(c) for c in extra]
+        return self._generate(rows, settings, system_prompt,  # type: ignore[arg-type]
                               steer=plan, on_text=on_text, stop_event=stop_event, meter=meter)
+
+    def generate_rows(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        strengths: Sequence[float],
+        vector: torch.Tensor | None = None,
+        layer: int | None = None,
+        multiplier: float | None = None,
+        settings: SamplingSettings | None = None,
+        system_prompt: str | None = None,
+        recipe: Recipe | None = None,
+        behavior: str | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> GenerationResult:
+        """One batch, row i steered with strengths[i] x the multiplier (the app's dose-response strip).
+
+        Args:
+            conversations: one conversation per row.
+            strengths: per row, a signed factor of the multiplier (0: unsteered; see steering_plan).
+            vector, layer, multiplier, recipe, behavior: as compare().
+        Raises: SteeringError (caps, layer, |strength x multiplier| over limits.max_abs_multiplier);
+            ValueError when the counts differ.
+        """
+        if len(conversations) != len(strengths):
+            raise ValueError(f"expected one strength per conversation, got {len(strengths)} for {len(conversations)}")
+        if multiplier is not None:
+            for factor in strengths:
+                check_multiplier(float(factor) * float(multiplier), self.limits)
+        plan = self.steering_plan(list(strengths), recipe, behavior, vector, layer, multiplier)
+        return self._generate([list(c) for c in conversations], settings or SamplingSettings(), system_prompt,
+                              steer=plan, stop_event=stop_event)
 
     def compare_batch(
         self,
@@ -286,11 +340,12 @@ class Engine:
         system_prompt: str | None = None,
         recipe: Recipe | None = None,
         behavior: str | None = None,
+        mix: Any = None,
     ) -> list[dict[str, str]]:
-        """compare() for many single-turn prompts at once: 3 rows per prompt in one batch."""
+        """compare() for many single-turn prompts at once: 3 rows per prompt in one batch (`mix`: as compare)."""
         settings = settings or SamplingSettings()
         plan = self.steering_plan([sign for _ in prompts for sign in SIGNS], recipe, behavior, vector, layer,
-                                  multiplier)
+                                  multiplier, mix)
         conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
         texts = self._generate(conversations, settings, system_prompt, steer=plan).texts
         return [dict(zip(VARIANTS, texts[i:i + 3])) for i in range(0, len(texts), 3)]
@@ -303,6 +358,10 @@ class Engine:
     def _generate(self, conversations: Sequence[Sequence[Message]], settings: SamplingSettings,
                   system_prompt: str | None, meter: Any = None, **kwargs: Any) -> GenerationResult:
         """generate() under the model's lock, through the fast path when it is on and takes the batch.
+
+        On the eager path (no fast path, no meter) the request goes through self.scheduler: it joins the
+        batch other users' requests are decoding in (steering/scheduler.py); the fast path and metered
+        requests run one at a time under the model's lock.
 
         With a steering.meter.Meter the generation runs on the eager path (the meter is a Python forward
         hook around the steering hooks; compiled steps and CUDA graphs have no place for it).
@@ -318,6 +377,12 @@ class Engine:
 
             fast = None
             kwargs["steering_context"] = meter.steering_context(steer)
+        if self.fast_path is None and meter is None and set(kwargs) <= {"steer", "on_text", "stop_event"} \
+                and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan)):
+            from steering.scheduler import Request  # the eager path: one batch shared with other users
+
+            return self.scheduler.run(Request(conversations, kwargs.get("steer"), settings, system_prompt,
+                                              kwargs.get("on_text"), kwargs.get("stop_event")))
         with self.lm.lock:
             if fast is not None:
                 return fast.generate(self.lm.tokenizer, conversations, settings=settings,

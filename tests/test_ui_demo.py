@@ -1,0 +1,246 @@
+"""steering.ui_demo (issue 13 items 1, 2, 5, 8): pane words and prompted-pane prompts from the behavior's data,
+the prompted rows in the same batch as the steered ones, the dose-response strip (one batch, the evaluation's
+measures and breakdown rule), α presets from the defaults and the measured breakdown, the picture, tooltips."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from steering.config import load_config
+from steering.engine import Engine
+from steering.errors import SteeringError
+from steering.evaluation import answer_nll
+from steering.generation import SamplingSettings
+from steering.models import LoadedModel, ModelSettings
+from steering.refusal import distinct_ngram_share
+from steering.ui_chat import Turn
+from steering.ui_demo import (STRIP_FACTORS, Card, DemoTurn, PaneText, behavior_presets, check_prompted,
+                              explainer_image, flag_breakdown, measured_breakdown, pane_text, presets,
+                              prompted_conversations, render_panes, run_strip, safe_pane_text, strip_multipliers,
+                              tooltip_html)
+from fixtures import make_tiny_model
+
+GREEDY = SamplingSettings(max_new_tokens=6)
+PROMPTS = ("You refuse everything.", "You never refuse.")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_tokenizer):
+    model = make_tiny_model(len(tiny_tokenizer))
+    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
+                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64,
+                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    return Engine(lm, load_config())
+
+
+@pytest.fixture(scope="module")
+def vector():
+    torch.manual_seed(1)
+    return torch.randn(64) * 4.0
+
+
+def count_generate_calls(engine, monkeypatch) -> list[int]:
+    """Records the batch size of every Engine._generate call."""
+    calls: list[int] = []
+    original = engine._generate
+
+    def counted(conversations, *args, **kwargs):
+        calls.append(len(conversations))
+        return original(conversations, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_generate", counted)
+    return calls
+
+
+# ------------------------------------------------------------------ pane words and prompts (items 1, 8)
+def test_refusal_words_and_prompts_come_from_its_card():
+    words = pane_text(load_config()["datasets_dir"], "refusal")
+    assert words.titles() == ("Refuses more (+α)", "As the model is (α = 0)", "Refuses less (−α)")
+    assert words.source == "refusal/behavior.yaml"
+    assert "decline" in words.prompts["added"] and "never decline" in words.prompts["subtracted"]
+
+
+def test_prompts_yaml_is_the_fallback_without_a_card(tmp_path):
+    (tmp_path / "formality").mkdir()
+    (tmp_path / "formality" / "prompts.yaml").write_text(
+        "added: sounds formal\nprompts:\n  added: Be formal.\n  subtracted: Be casual.\n")
+    words = pane_text(tmp_path, "formality")
+    assert words.prompts == {"added": "Be formal.", "subtracted": "Be casual."}
+    assert words.titles()[0] == "Sounds formal (+α)" and words.subtracted == "less of the behavior"
+    assert words.source == "formality/prompts.yaml"
+
+
+def test_no_data_gives_the_generic_words_and_no_prompts(tmp_path):
+    assert pane_text(tmp_path, "nothing-here") == PaneText()
+    assert pane_text(tmp_path, None).prompts == {"added": "", "subtracted": ""}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("prompts:\n  added: Be formal.\n", "formality/prompts.yaml: prompts.subtracted must be a non-empty string, found NoneType"),
+    ("prompts: [a, b]\n", "formality/prompts.yaml: 'prompts' must be a mapping with keys added and subtracted, found list"),
+    ("prompt:\n  added: x\n", "formality/prompts.yaml: unknown key prompt (expected added, subtracted, prompts)"),
+    ("prompts: {added: a, subtracted: b, other: c}\n", "formality/prompts.yaml: prompts has unknown key other"),
+    ("prompts: {added: a\n", "formality/prompts.yaml: not valid YAML"),
+])
+def test_a_bad_prompts_file_is_one_line_naming_file_and_key(tmp_path, text, expected):
+    (tmp_path / "formality").mkdir()
+    (tmp_path / "formality" / "prompts.yaml").write_text(text)
+    with pytest.raises(SteeringError) as err:
+        pane_text(tmp_path, "formality")
+    assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+    words, problem = safe_pane_text(tmp_path, "formality")
+    assert words == PaneText() and problem == str(err.value)
+
+
+def test_check_prompted():
+    assert check_prompted(False, "", "") is None
+    assert check_prompted(True, " a ", "b") == ("a", "b")
+    with pytest.raises(SteeringError, match="asking to avoid it\\) is empty"):
+        check_prompted(True, "a", "  ")
+    with pytest.raises(SteeringError, match="is 2001 characters long; the limit is 2000"):
+        check_prompted(True, "a" * 2001, "b")
+
+
+# ------------------------------------------------------------------ prompted panes in the same batch (item 1)
+def test_prompted_conversations_carry_their_system_prompt_and_history():
+    earlier = DemoTurn("Hi", 1.0, 1, "refusal", 6, answers=["+", "0", "-", "no.", "sure!"], status="done",
+                       prompts=PROMPTS)
+    off = Turn("And?", 1.0, 1, "refusal", 6, answers=["+2", "02", "-2"], status="done")
+    convs = prompted_conversations([earlier, off], "Why?", PROMPTS)
+    assert convs[0] == [{"role": "system", "content": PROMPTS[0]},
+                        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "no."},
+                        {"role": "user", "content": "And?"}, {"role": "assistant", "content": "02"},  # was off: unsteered
+                        {"role": "user", "content": "Why?"}]
+    assert convs[1][0]["content"] == PROMPTS[1] and convs[1][2]["content"] == "sure!"
+
+
+def test_render_panes_shows_five_panes_with_the_prompt_in_the_caption():
+    turn = DemoTurn("Hi", 1.5, 13, "refusal", 6, prompts=PROMPTS)
+    assert turn.answers == [""] * 5
+    turn.finish(["a", "b", "c", "no.", "yes!"], [1, 1, 1, 2, 6], False)
+    panes = render_panes([turn, Turn("x", 1.5, 13, "refusal", 6, answers=["1", "2", "3"], status="done")])
+    assert len(panes) == 5
+    assert panes[3][1]["content"].startswith("no.\n\n<sub>α = 0, no steering · system prompt: “You refuse everything.”")
+    assert "cut at the limit of 6 new tokens" in panes[4][1]["content"]
+    assert panes[3][3]["content"] == "<sub>prompted pane was off for this message</sub>"
+
+
+def test_prompted_rows_run_in_the_same_batch_and_match_their_own_runs(engine, vector, monkeypatch):
+    conv = [{"role": "user", "content": "What's your favorite planet?"}]
+    alone = engine.compare(conv, vector, 1, 3.0, GREEDY)
+    prompted = prompted_conversations([], conv[0]["content"], PROMPTS)
+    calls = count_generate_calls(engine, monkeypatch)
+    both = engine.compare(conv, vector, 1, 3.0, GREEDY, extra=prompted)
+    assert calls == [5]  # one engine call, one batch of 3 steered + 2 prompted rows
+    assert both.texts[:3] == alone.texts  # the extra rows change nothing in the steered ones
+    for side in range(2):  # each prompted row is the unsteered model with its own system prompt
+        assert both.texts[3 + side] == engine.plain(conv, GREEDY, system_prompt=PROMPTS[side])
+    assert both.texts[3] != both.texts[4]
+
+
+# ------------------------------------------------------------------ the dose-response strip (item 2)
+def test_strip_multipliers():
+    assert strip_multipliers(1.5, 9) == [-3.0, -1.5, -0.75, 0.0, 0.75, 1.5, 3.0]
+    assert strip_multipliers(0, 2, (-1, -0.5, 0, 0.5, 1)) == [-2.0, -1.0, 0.0, 1.0, 2.0]  # α = 0: the default
+    with pytest.raises(SteeringError, match="5 to 7 multipliers, got 3"):
+        strip_multipliers(1, 1, (-1, 0, 1))
+
+
+def test_flag_breakdown_is_the_evaluations_rule():
+    base = {"multiplier": 0.0, "distinct3": 0.9, "perplexity": 2.0}
+    assert flag_breakdown({"multiplier": 1.0, "distinct3": 0.8, "perplexity": 5.9}, base) is None
+    assert flag_breakdown({"multiplier": -2.0, "distinct3": 0.76, "perplexity": 2.0}, base) == \
+        {"repetitive": True, "garbled": False}  # 0.76 < 0.85 x 0.9
+    assert flag_breakdown({"multiplier": 3.0, "distinct3": 0.9, "perplexity": 6.1}, base) == \
+        {"repetitive": False, "garbled": True}  # 6.1 > 3 x 2
+    assert flag_breakdown({**base, "distinct3": 0.1}, base) is None  # the unsteered card is the reference
+
+
+def test_strip_answers_every_multiplier_in_one_batch_with_the_evaluations_measures(engine, vector, monkeypatch):
+    calls = count_generate_calls(engine, monkeypatch)
+    settings = SamplingSettings(max_new_tokens=64)
+    cards = run_strip(engine, "Tell me a story.", vector, 1, 2.0, settings, max_new_tokens=8)
+    assert calls == [len(STRIP_FACTORS)]
+    assert [c.multiplier for c in cards] == [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0]
+    assert all(c.tokens == 8 for c in cards)  # short answers: capped at the strip's length
+    conv = [{"role": "user", "content": "Tell me a story."}]
+    short = SamplingSettings(max_new_tokens=8)
+    assert cards[3].text == engine.plain(conv, short)
+    panes = engine.compare(conv, vector, 1, 1.0, short).texts  # +1, 0, -1: the strip's cards at ±m/2
+    assert [cards[4].text, cards[3].text, cards[2].text] == panes
+    ids = engine._generate([conv] * 7, short, None, steer=engine.steering_plan(
+        sorted(STRIP_FACTORS), vector=vector, layer=1, multiplier=2.0)).token_ids
+    nlls = answer_nll(engine.lm.model, engine.lm.tokenizer, ["Tell me a story."] * 7, ids)
+    for card, nll in zip(cards, nlls):
+        assert card.distinct3 == distinct_ngram_share(card.text)
+        assert card.perplexity == pytest.approx(math.exp(nll))
+    base = {"multiplier": 0.0, "distinct3": cards[3].distinct3, "perplexity": cards[3].perplexity}
+    assert [c.breakdown for c in cards] == [flag_breakdown({"multiplier": c.multiplier, "distinct3": c.distinct3,
+                                                            "perplexity": c.perplexity}, base) for c in cards]
+
+
+def test_strip_refuses_a_multiplier_over_the_cap(engine, vector):
+    with pytest.raises(SteeringError, match="out of range"):
+        run_strip(engine, "Hi", vector, 1, engine.limits.max_abs_multiplier * 0.75, GREEDY)
+
+
+def test_card_markdown_escapes_and_flags():
+    card = Card(-3.0, "<b>*loop*</b>", 12, 0.5, 40.0, {"repetitive": True, "garbled": True})
+    text = card.markdown(PaneText("refuses more", "refuses less"))
+    assert text.startswith("**α = −3 · refuses less**") and "&lt;b&gt;\\*loop\\*&lt;/b&gt;" in text
+    assert "distinct-3 0.50 · perplexity 40.0 · 12 tokens" in text
+    assert "breaks down** (repetitive and garbled)" in text
+    assert card.alpha == 3.0
+    assert "breaks down" not in Card(0.0, "ok", 1, 1.0, None).markdown()
+
+
+# ------------------------------------------------------------------ presets, picture, tooltips (item 5)
+def test_presets_from_the_default_and_the_breakdown_point():
+    assert [(p.name, p.alpha) for p in presets(1.5, 3.0)] == [
+        ("gentle", 0.75), ("clear", 1.5), ("too strong — watch it break", 3.0)]
+    assert presets(1.5, None)[2].alpha == 3.0 and "no measured breakdown" in presets(1.5, None)[2].why
+    assert presets(2.0, 1.0)[2].alpha == 4.0  # a breakdown below the default is no "too strong" preset
+    assert presets(1.5, 3.0)[0].label == "gentle (α = 0.75)"
+
+
+def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
+    (tmp_path / "eval").mkdir()
+    data = {"settings": {"behavior": "refusal", "model": "m"},
+            "breakdown": {"positive": {"multiplier": 3.0}, "negative": {"multiplier": -2.5}}}
+    (tmp_path / "eval" / "open_ended.json").write_text(json.dumps(data))
+    assert measured_breakdown(tmp_path, "refusal", "m") == 2.5
+    assert measured_breakdown(tmp_path, "refusal", "other-model") is None
+    (tmp_path / "eval" / "refusal").mkdir()
+    data["breakdown"] = {"positive": None, "negative": None}  # held up: the per-behavior file wins
+    (tmp_path / "eval" / "refusal" / "open_ended.json").write_text(json.dumps(data))
+    assert measured_breakdown(tmp_path, "refusal", "m") is None
+    (tmp_path / "eval" / "refusal" / "open_ended.json").write_text("{broken")
+    assert measured_breakdown(tmp_path, "refusal", "m") == 2.5  # unreadable: logged, the next file is used
+
+
+def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
+    """The shipped files: refusal's SmolLM2 default is 1.5 and results/eval saw the text break at |α| = 3."""
+    config = load_config()
+    defaults = json.loads((Path(config["vectors_dir"]) / "refusal" / "smollm2-135m-instruct.defaults.json").read_text())
+
+    class Fake:
+        lm = type("LM", (), {"slug": "smollm2-135m-instruct"})()
+
+        def recipe(self, behavior):
+            return type("R", (), {"strength": defaults["recipe"]["strength"]})()
+
+    alphas = [p.alpha for p in behavior_presets(Fake(), "refusal", config["results_dir"])]
+    assert alphas == [0.75, 1.5, 3.0]
+
+
+def test_explainer_picture_and_tooltips():
+    image = explainer_image(30, 13)
+    assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 300 and image.dtype.name == "uint8"
+    assert image.std() > 10  # a drawing, not a blank canvas
+    tip = tooltip_html("alpha", "What is α?")
+    assert 'role="tooltip"' in tip and "how hard the vector pushes" in tip and "What is α?" in tip
