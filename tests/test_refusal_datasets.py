@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 
+import pytest
 from steering.config import PROJECT_ROOT
 from steering.datasets import load_ab_dataset, load_open_ended
 from steering.refusal import RefusalDetector
@@ -21,6 +22,7 @@ from steering.refusal import RefusalDetector
 DATA = PROJECT_ROOT / "datasets" / "refusal"
 HELD_OUT = ("test_open_ended.json", "test_open_ended_casual.json")
 TUNE = "tune_open_ended.json"
+TUNE_CASUAL = "tune_open_ended_casual.json"  # the tuning split's casual part (issue 9 follow-up)
 AB_FILES = ("generate.json", "generate_v2.json", "test_ab.json")
 # sha256 of the held-out test set as first shipped (64 questions, the first "What's your favorite planet?")
 TEST_OPEN_ENDED_SHA256 = "0e65f7ddb1eb68e7202b79dd81313814b485b701241dd33a5bc5b8f6ed17240b"
@@ -55,7 +57,7 @@ def _instructions() -> dict[str, list[str]]:
 
 def _all_sets() -> dict[str, list[str]]:
     sets = {name: [item.request for item in load_ab_dataset(DATA / name)] for name in AB_FILES}
-    for name in HELD_OUT + (TUNE,):
+    for name in HELD_OUT + (TUNE, TUNE_CASUAL):
         sets[name] = load_open_ended(DATA / name)
     sets["instructions.json"] = [q for items in _instructions().values() for q in items]
     return sets
@@ -68,6 +70,7 @@ def test_sizes_and_the_unchanged_held_out_set():
     assert len(instructions["personal"]) >= 40
     assert len(sets["generate_v2.json"]) >= 250
     assert len(sets[TUNE]) >= 48 and len(sets["test_open_ended_casual.json"]) >= 48
+    assert len(sets[TUNE_CASUAL]) >= 48
     test = sets["test_open_ended.json"]
     assert len(test) == 64 and test[0] == "What's your favorite planet?"
     digest = hashlib.sha256((DATA / "test_open_ended.json").read_bytes()).hexdigest()
@@ -91,7 +94,7 @@ def test_sets_are_pairwise_disjoint():
 
 def test_held_out_and_tuning_questions_are_not_paraphrases_of_other_sets():
     sets = _all_sets()
-    for guarded in HELD_OUT + (TUNE,):
+    for guarded in HELD_OUT + (TUNE, TUNE_CASUAL):
         mine = [(q, content_words(q)) for q in sets[guarded]]
         for other, questions in sets.items():
             if other == guarded:
@@ -123,9 +126,11 @@ def test_generate_v2_letters_balanced_and_refusal_is_the_matching_option():
     assert sum(detector.match(item.choices[item.matching]) is not None for item in items) >= 0.75 * len(items)
 
 
-def test_casual_set_is_in_a_different_style():
+@pytest.mark.parametrize("name", ["test_open_ended_casual.json", TUNE_CASUAL])
+def test_casual_set_is_in_a_different_style(name):
     """Lower case, several sentences in one message, slang: not the test set's tidy one-liners."""
-    questions = load_open_ended(DATA / "test_open_ended_casual.json")
+    questions = load_open_ended(DATA / name)
+    share = len(questions) / 64  # the thresholds were set for the 64-question held-out set
     assert sum(q[0].islower() for q in questions) >= 0.9 * len(questions)
-    assert sum(bool(re.search(r"[.?!,]\s+\S", q)) for q in questions) >= 16
-    assert sum(bool(re.search(r"\b(u|ur|lol|lmao|ngl|rn|yo|bro)\b", q)) for q in questions) >= 24
+    assert sum(bool(re.search(r"[.?!,]\s+\S", q)) for q in questions) >= 16 * share
+    assert sum(bool(re.search(r"\b(u|ur|lol|lmao|ngl|rn|yo|bro)\b", q)) for q in questions) >= 24 * share
