@@ -21,6 +21,7 @@ from typing import Any
 
 import gradio as gr
 
+from steering.config import data_dir
 from steering.engine import Engine
 from steering.errors import SteeringError
 from steering.generation import stream
@@ -28,9 +29,13 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
                                    datasets_dir, default_layers, default_multipliers, format_list, question_set,
                                    run_sweep)
 from steering.limits import SEED_MAX
-from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Turn, VectorChoice, check_behavior,
-                              check_budget, check_prompt, check_settings, check_upload, conversations, discard_upload,
-                              keep_upload, markdown_text, norm_note, pane_labels, public_message, render)
+from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_FACTORS, DemoTurn, behavior_presets, check_prompted,
+                              explainer_image, prompted_conversations, render_panes, run_strip, safe_pane_text,
+                              tooltip_html)
+from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Outbox, Turn, VectorChoice,
+                              check_behavior, check_budget, check_prompt, check_settings, check_upload, conversations,
+                              discard_upload, keep_upload, markdown_text, norm_note, pane_labels, public_message,
+                              render)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -97,20 +102,37 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         check_budget(engine, convs, settings)
         return settings, vector, name, convs
 
-    busy = [gr.update(interactive=False), gr.update(interactive=False)]  # Send and Retry, while a turn streams
-    idle = [gr.update(interactive=True), gr.update(interactive=True)]
+    # Send and Retry, while a turn streams (Send says so: the busy state is visible)
+    busy = [gr.update(interactive=False, value="⏳ Generating…"), gr.update(interactive=False)]
+    idle = [gr.update(interactive=True, value="Send"), gr.update(interactive=True)]
+    skip_panes = [gr.skip()] * 5  # the three panes and the two prompted ones (steering.ui_demo.render_panes)
 
-    def run_turn(text, turns, checked):
+    def buttons(turns):
+        """Send and Retry: disabled while one of the session's turns runs, enabled otherwise."""
+        return busy if any(turn.status == "running" for turn in turns) else idle
+
+    def run_turn(text, turns, checked, outbox, ticket, prompts=None):
         """Stream one turn into the three panes: (3 panes, Send, Retry) per update.
 
-        The turn is added to the session's `turns` at once (the message shows) and its answers grow in
-        place; Stop, Clear or a lost connection end it (the model stops too: closing the stream sets its
-        stop event). A failure is shown in the panes but never becomes part of the conversation.
+        The turn is added to the session's `turns` at once (the message shows) unless Stop or Clear came
+        after its click (`ticket`, see steering.ui_chat.Outbox), and its answers grow in place. Stop or Clear
+        end it at the next token with one last update of its own (so no earlier update can land after it),
+        a lost connection closes it; either way the model stops (leaving the stream sets its stop event).
+        A failure is shown in the panes but never becomes part of the conversation.
         """
         settings, vector, name, convs = checked
-        turn = Turn(text, settings.multiplier, settings.layer, name, settings.sampling.max_new_tokens)
-        turns.append(turn)
-        yield *render(turns), *busy  # the message box is no output: take_message emptied it at the click
+        # the prompted panes (unsteered, own system prompts) run in the same batch: Engine.compare(extra=)
+        extra = prompted_conversations(turns, text, prompts) if prompts else ()
+        turn = DemoTurn(text, settings.multiplier, settings.layer, name, settings.sampling.max_new_tokens,
+                        prompts=prompts)
+        with outbox.lock:  # atomic against Stop: either cancelled before it shows, or shown and then stopped
+            wanted = outbox.wanted(ticket)
+            if wanted:
+                turns.append(turn)
+        if not wanted:
+            yield *skip_panes, *buttons(turns)
+            return
+        yield *render_panes(turns), *busy  # the message box is no output: take_message emptied it at the click
         finished: dict[str, Any] = {}
 
         def call(**kwargs):
@@ -120,58 +142,80 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         try:
             with closing(stream(call, conversations=convs, vector=vector, layer=settings.layer,
                                 multiplier=settings.multiplier, settings=settings.sampling,
-                                system_prompt=settings.system_prompt)) as updates:
+                                system_prompt=settings.system_prompt, extra=extra)) as updates:
                 for texts in updates:
                     if turn.status != "running" or not any(t is turn for t in turns):
-                        return  # stopped or cleared meanwhile: closing the stream stops the model
+                        break  # stopped or cleared meanwhile: leaving the stream stops the model
                     turn.answers = list(texts)
-                    yield *render(turns), gr.skip(), gr.skip()
-            result = finished["result"]
-            turn.finish(result.texts, result.new_tokens, result.stopped)
-        except GeneratorExit:  # cancelled (Stop, Clear) or the browser went away
+                    yield *render_panes(turns), gr.skip(), gr.skip()
+                else:
+                    result = finished["result"]
+                    turn.finish(result.texts, result.new_tokens, result.stopped)
+        except GeneratorExit:  # the browser went away (or Gradio cancelled the job)
             turn.stop()
             raise
         except Exception as exc:  # keep serving: the message goes where the answer would have been
             turn.fail(public_message(exc))
-        yield *render(turns), *idle
+        yield *render_panes(turns), *buttons(turns)
 
     def refuse(message: str):
         gr.Warning(message)
-        yield gr.skip(), gr.skip(), gr.skip(), *idle  # Send was disabled at the click
+        yield *skip_panes, *idle  # Send was disabled at the click
 
-    def take_message(prompt, *_checked):
-        """Send's first, quick step (after the validator; never waits for the model): the message moves from the box into a State and
-        Send and Retry are disabled, so what is typed while the turn waits or streams is never erased."""
-        return "", prompt, *busy
+    def take_message(prompt, *rest):
+        """Send's first, quick step (after the validator; never waits for the model): the message moves from
+        the box into the session's Outbox (the last input) and Send and Retry are disabled, so what is typed
+        while the turn waits or streams is never erased."""
+        rest[-1].put(prompt)
+        return "", *busy
 
-    @gpu
-    def send(prompt, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
-        try:  # the validator checked all this when the message was sent; things may have changed since
-            text = check_prompt(prompt, max_chars)
-            checked = check_turn(text, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
-                                 random_seed, system)
-        except SteeringError as exc:
-            yield from refuse(public_message(exc))
+    def take_retry(outbox):
+        """Retry's first, quick step: a ticket for the retried turn (a Stop before it starts cancels it)."""
+        outbox.put(None)
+        return busy
+
+    def next_turn(outbox, turns, settings, prompted=(False, "", "")):
+        """The queued step of Send and Retry: the oldest message taken at a click (None: retry the last
+        turn) becomes a turn, unless Stop or Clear cancelled it while it waited."""
+        taken = outbox.take()
+        if taken is None:  # cancelled while it waited: Stop put it back into the message box
+            yield *skip_panes, *buttons(turns)
             return
-        yield from run_turn(text, turns, checked)
-
-    @gpu
-    def retry(turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
-        if not turns or turns[-1].status == "running":
+        prompt, ticket = taken
+        if prompt is None and (not turns or turns[-1].status == "running"):
             yield from refuse("Nothing to retry yet: send a message first." if not turns else
                               "Still answering: wait for it, or press Stop.")
             return
-        try:
-            checked = check_turn(turns[-1].user, turns[:-1], choice, uploads, layer, alpha, max_new, temperature,
-                                 top_p, seed, random_seed, system)
+        try:  # the validator checked all this when the message was sent; things may have changed since
+            text = check_prompt(prompt, max_chars) if prompt is not None else turns[-1].user
+            history_before = turns if prompt is not None else turns[:-1]
+            checked = check_turn(text, history_before, *settings)
+            prompts = check_prompted(*prompted)
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
-        yield from run_turn(turns.pop().user, turns, checked)
+        if prompt is None:
+            turns.pop()  # Retry replaces the last turn, with the settings of now
+        yield from run_turn(text, turns, checked, outbox, ticket, prompts)
+
+    @gpu
+    def send(outbox, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
+             *prompted):
+        yield from next_turn(outbox, turns, (choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
+                                             random_seed, system), prompted)
+
+    @gpu
+    def retry(outbox, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
+              *prompted):
+        yield from next_turn(outbox, turns, (choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
+                                             random_seed, system), prompted)
 
     def check_send(prompt, turns, choice, uploads, layer, *rest):
-        """The Send validator: a message at the message box (or at Behavior), the panes untouched."""
+        """The Send validator: a message at the message box (or at Behavior), the panes untouched. Its inputs
+        are take_message's; the last, the session's Outbox, needs no check."""
         checks = [gr.validate(True, "")] * (5 + len(rest))
+        if rest and isinstance(rest[-1], Outbox):
+            rest = rest[:-1]
         text = (prompt or "").strip()
         if not text:
             checks[0] = gr.validate(False, "Type a message first.")
@@ -189,23 +233,21 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 checks[0] = gr.validate(False, public_message(exc))
         return checks
 
-    def stop(turns, pending="", prompt=""):
-        """Stop: the running turn ends as it stands ("stopped"); a message still queued never runs (cancels=)
-        and goes back into the message box when the box is empty (it never became a turn: nothing is lost)."""
-        running = any(turn.status == "running" for turn in turns)
+    def stop(turns, outbox, prompt=""):
+        """Stop: a running turn ends as it stands ("stopped") at its next token; a message still waiting in
+        the queue never runs and goes back into the message box when the box is empty (nothing is lost)."""
+        back = outbox.cancel()
         for turn in turns:
             turn.stop()
-        text = (pending or "").strip()
-        queued = bool(text) and not running and (not turns or turns[-1].user != text)
-        back = pending if queued and not (prompt or "").strip() else gr.skip()
-        return *render(turns), *idle, back
+        return *render_panes(turns), *idle, back if back and not (prompt or "").strip() else gr.skip()
 
-    def clear(turns):
+    def clear(turns, outbox):
         """Clear: stop whatever runs or waits, and start over (a message being typed stays)."""
+        outbox.cancel()
         for turn in turns:
             turn.stop()
         turns.clear()
-        return [], [], [], *idle
+        return *[[]] * len(chats), *idle
 
     def on_upload(path, uploads, request: gr.Request):
         """Check the file at once: a file that fits moves to this session's private folder, one that doesn't
@@ -232,6 +274,48 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                              settings.layer, settings.multiplier)
         except SteeringError as exc:
             return f"⚠️ {markdown_text(public_message(exc))}"
+
+    # ---- the demo pieces (steering/ui_demo.py): pane words, prompted panes, dose-response strip, presets
+    data_folder = datasets_dir(config)
+    results_folder = data_dir(config, "results_dir")
+
+    def behavior_view(choice):
+        """A behavior's pane titles, prompted-pane titles and prompts, and α presets (the dropdown changed)."""
+        words, problem = safe_pane_text(data_folder, choice if choice in behaviors else None)
+        if problem:
+            gr.Warning(public_message(problem))
+        titles = [*words.titles(), *words.prompted_titles()]
+        return (*[gr.update(label=t) for t in titles], words.prompts["added"], words.prompts["subtracted"],
+                *[gr.update(value=p.label) for p in behavior_presets(engine, choice if choice in behaviors else None,
+                                                                     results_folder)])
+
+    def use_preset(index):
+        return lambda choice: behavior_presets(engine, choice if choice in behaviors else None, results_folder)[index].alpha
+
+    @gpu
+    def strip(prompt, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
+        """The dose-response strip: the message in the box (else the last one sent) at −2α … 2α in one batch."""
+        text = (prompt or "").strip() or (turns[-1].user if turns else "")
+        try:
+            if not text:
+                raise SteeringError("type a message first: the strip answers it at 7 strengths")
+            text = check_prompt(text, max_chars)
+            settings = check_settings(lm.num_layers, limits, layer, alpha, max_new, temperature, top_p, seed,
+                                      bool(random_seed), system)
+            vector = VectorChoice.parse(choice, uploads).vector(engine, settings.layer)
+            check_budget(engine, [[{"role": "user", "content": text}]], settings)
+            cards = run_strip(engine, text, vector, settings.layer, settings.multiplier, settings.sampling,
+                              settings.system_prompt)
+        except Exception as exc:  # keep serving: one line where the cards would be
+            return (*[gr.skip()] * (2 * len(STRIP_FACTORS)), gr.skip(),
+                    f"⚠️ **No strip:** {markdown_text(public_message(exc))}")
+        words = safe_pane_text(data_folder, choice if choice in behaviors else None)[0]
+        return (*[c.markdown(words) for c in cards],
+                *[gr.update(value=f"Use α = {c.alpha:g}", visible=True) for c in cards], [c.alpha for c in cards],
+                f"“{markdown_text(text[:80])}” at {len(cards)} strengths, one batch, up to {min(settings.sampling.max_new_tokens, 40)} "
+                "tokens each. Under each answer: distinct-3 share (1 = no repetition) and perplexity under the "
+                "unsteered model; ⚠️ where the evaluation's rule says the text breaks down. Click a card's button "
+                "to use its α.")
 
     @gpu
     def compare(prompt: str, multiplier: float = defaults.multiplier, layer: int = defaults.layer,
@@ -305,6 +389,12 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         gr.Markdown(f"## LLaMA Steering\n**Model:** {lm.describe()}\n\n"
                     "Type a message: the same model answers three times — pushed toward the behavior (+α), "
                     "as it is, and pushed away from it (−α). Each answer keeps its own conversation.")
+        words = safe_pane_text(data_folder, default_behavior)[0]
+        with gr.Accordion("What am I looking at?", open=False, elem_id="explainer"):
+            with gr.Row():
+                gr.Image(explainer_image(lm.num_layers, defaults.layer, words.titles()), show_label=False,
+                         interactive=False, buttons=[], min_width=300, scale=2, elem_id="explainer-picture")
+                gr.Markdown(EXPLAINER, min_height=0, elem_id="explainer-text")
         uploads = gr.State({}, delete_callback=lambda kept: [discard_upload(p) for p in (kept or {}).values()])
         history = gr.State([])  # this session's turns (steering.ui_chat.Turn): what the panes show and the model sees
         sweep_state = gr.State(None)
@@ -312,11 +402,24 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             with gr.Tab("Chat", id="chat"):
                 with gr.Row(elem_id="panes", equal_height=True):
                     chats = []
-                    for label, key in zip(pane_labels(), ("added", "unsteered", "subtracted")):
+                    for label, key in zip(words.titles(), ("added", "unsteered", "subtracted")):
                         with gr.Column(min_width=300):
                             chats.append(gr.Chatbot(label=label, height=None, min_height=200, max_height=460,
                                                                     feedback_options=None, buttons=["copy_all"],
                                                     elem_id=f"pane-{key}"))
+                prompted_on = gr.Checkbox(False, label="Also ask by prompting: the same model, unsteered, with a system "
+                                          "prompt asking for the behavior (and one asking to avoid it)",
+                                          elem_id="prompted-on")
+                with gr.Row(visible=False, elem_id="prompted") as prompted_row:
+                    prompt_boxes = []
+                    for side, title in zip(("added", "subtracted"), words.prompted_titles()):
+                        with gr.Column(min_width=300):
+                            chats.append(gr.Chatbot(label=title, height=None, min_height=160, max_height=360,
+                                                    feedback_options=None, buttons=["copy_all"],
+                                                    elem_id=f"pane-prompted-{side}"))
+                            prompt_boxes.append(gr.Textbox(words.prompts[side], lines=2, max_lines=6,
+                                                           label="System prompt of this pane (edit it)",
+                                                           elem_id=f"prompted-{side}-prompt"))
                 with gr.Row():
                     prompt = gr.Textbox(label="Your message", show_label=False, scale=5,
                                         placeholder="Type a message and press Enter or Send", min_width=220,
@@ -326,6 +429,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     stop_btn = gr.Button("Stop", size="sm", min_width=80, elem_id="stop")
                     retry_btn = gr.Button("Retry", size="sm", min_width=80, elem_id="retry")
                     clear_btn = gr.Button("Clear", size="sm", min_width=80, elem_id="clear")
+                    strip_btn = gr.Button(f"Dose–response: answer at {len(STRIP_FACTORS)} strengths", size="sm",
+                                          min_width=80, elem_id="strip-run")
+                strip_note = gr.Markdown(elem_id="strip-note")
+                with gr.Row(elem_id="strip"):
+                    strip_cards, strip_use = [], []
+                    for i in range(len(STRIP_FACTORS)):
+                        with gr.Column(min_width=170):
+                            strip_cards.append(gr.Markdown(elem_id=f"strip-card-{i}"))
+                            strip_use.append(gr.Button("Use", size="sm", visible=False, elem_id=f"strip-use-{i}"))
+                strip_alphas = gr.State([])
                 gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one, then Send)")
                 with gr.Row():
                     choice = gr.Dropdown(behaviors, value=default_behavior, label="Behavior (steering vector)",
@@ -334,11 +447,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     alpha = gr.Slider(0, alpha_max, value=defaults.multiplier, step=0.5,
                                       label="Steering strength α", min_width=280,
                                       info="0 = no steering; the first answer gets +α, the last −α")
+                with gr.Row(elem_id="presets"):
+                    gr.HTML(tooltip_html("alpha", "What is α?"), elem_id="alpha-tip", min_height=0)
+                    preset_btns = [gr.Button(p.label, size="sm", min_width=90, elem_id=f"preset-{i}")
+                                   for i, p in enumerate(behavior_presets(engine, default_behavior, results_folder))]
                 note = gr.Markdown()
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
                         layer = gr.Slider(0, lm.num_layers - 1, value=defaults.layer, step=1, label="Layer",
                                           info=f"where the vector is added (0–{lm.num_layers - 1})")
+                        gr.HTML(tooltip_html("layer", "What is a layer?"), elem_id="layer-tip", min_height=0)
                         max_new = gr.Slider(1, limits.max_new_tokens, value=int(gen["max_new_tokens"]), step=1,
                                             label="Max new tokens", elem_id="max-new-tokens")
                     with gr.Row():
@@ -399,22 +517,23 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
 
         settings = [choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system]
         turn_outputs = [*chats, send_btn, retry_btn]
-        # Send and Enter: the validator, then a quick step (own queue slot, no waiting) that empties the message box into `pending` and
-        # disables Send and Retry, then the queued turn; the turn never writes the message box, so text typed
-        # while it waits or streams stays, and Send stays disabled from the click until the turn ends.
-        pending = gr.State("")  # the message taken from the box, until its turn runs
-        taken = gr.on([send_btn.click, prompt.submit], take_message, [prompt, history, *settings],
-                      [prompt, pending, send_btn, retry_btn], validator=check_send, concurrency_limit=None,
+        # Send and Enter: the validator, then a quick step (own queue slot, no waiting) that moves the message
+        # from the box into the session's Outbox and disables Send and Retry, then the queued turn; the turn
+        # never writes the message box, so text typed while it waits or streams stays, and Send stays
+        # disabled from the click until the turn ends.
+        outbox = gr.State(Outbox())  # messages taken at a click whose turn has not started (per session)
+        taken = gr.on([send_btn.click, prompt.submit], take_message, [prompt, history, *settings, outbox],
+                      [prompt, send_btn, retry_btn], validator=check_send, concurrency_limit=None,
                       show_progress="hidden", **PRIVATE)  # queued (validators need the queue), never waits
-        send_event = taken.success(send, [pending, history, *settings], turn_outputs, show_progress="minimal",
-                                   **PRIVATE, **queue_kw)
-        retry_event = retry_btn.click(retry, [history, *settings], turn_outputs, show_progress="minimal",
-                                      **PRIVATE, **queue_kw)
-        running = [send_event, retry_event]
-        # Stop and Clear cancel a turn still waiting in the queue as well as a running one (cancels=).
-        stop_btn.click(stop, [history, pending, prompt], [*chats, send_btn, retry_btn, prompt], cancels=running,
-                       queue=False, **PRIVATE)
-        clear_btn.click(clear, history, [*chats, send_btn, retry_btn], cancels=running, queue=False, **PRIVATE)
+        prompted_inputs = [prompted_on, *prompt_boxes]
+        taken.success(send, [outbox, history, *settings, *prompted_inputs], turn_outputs, show_progress="minimal", **PRIVATE,
+                      **queue_kw)
+        retry_btn.click(take_retry, outbox, [send_btn, retry_btn], queue=False, **PRIVATE).success(
+            retry, [outbox, history, *settings, *prompted_inputs], turn_outputs, show_progress="minimal", **PRIVATE, **queue_kw)
+        # Stop and Clear act through the session's state (Outbox, Turn.status), not cancels= (see Outbox).
+        stop_btn.click(stop, [history, outbox, prompt], [*chats, send_btn, retry_btn, prompt], queue=False,
+                       **PRIVATE)
+        clear_btn.click(clear, [history, outbox], [*chats, send_btn, retry_btn], queue=False, **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
         demo.unload(end_session)
         for trigger in (choice.change, layer.change, alpha.change, demo.load):
@@ -429,6 +548,17 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         for file, dropdown in zip(pairs[1::2], pairs[0::2]):  # kept per session like the chat's uploads
             file.upload(on_upload, [file, uploads], [file, dropdown, uploads, cmp_note], **PRIVATE)
         cmp_btn.click(compare_vectors, [*pairs, uploads], [cosines, cmp_note], **PRIVATE)
+        prompted_on.change(lambda on: gr.update(visible=bool(on)), prompted_on, prompted_row, queue=False,
+                           show_progress="hidden", **PRIVATE)
+        choice.change(behavior_view, choice, [*chats, *prompt_boxes, *preset_btns], queue=False,
+                      show_progress="hidden", **PRIVATE)
+        for i, button in enumerate(preset_btns):
+            button.click(use_preset(i), choice, alpha, queue=False, show_progress="hidden", **PRIVATE)
+        strip_btn.click(strip, [prompt, history, *settings], [*strip_cards, *strip_use, strip_alphas, strip_note],
+                        show_progress="minimal", **PRIVATE, **queue_kw)
+        for i, button in enumerate(strip_use):
+            button.click(lambda alphas, i=i: alphas[i], strip_alphas, alpha, queue=False, show_progress="hidden",
+                         **PRIVATE)
         gr.api(compare, api_name="compare", **queue_kw)
     return demo.queue(max_size=int(app_cfg["max_queue"]))
 
@@ -497,7 +627,7 @@ def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os
         "share": bool(args.share if args.share is not None else app_cfg["share"]),
         "auth": ("steering", password) if password else None,
         "max_file_size": f"{app_cfg['max_upload_mb']}mb",
-        "css": CSS,
+        "css": CSS + DEMO_CSS,
     }
 
 

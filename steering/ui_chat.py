@@ -11,6 +11,7 @@ import dataclasses
 import math
 import re
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -314,6 +315,52 @@ class Turn:
         if self.status == "failed":
             text = (text + "\n\n" if text else "") + f"⚠️ Generation failed: {self.error}"
         return f"{text}\n\n<sub>{self.caption(pane)}</sub>" if text else f"<sub>{self.caption(pane)}</sub>"
+
+
+class Outbox:
+    """The messages of one session taken from the message box whose turn has not started yet.
+
+    Stop and Clear end waiting and running turns through session state rather than Gradio's `cancels=`:
+    cancelling a queued job with `cancels=` (Gradio 6.31) can leave red "Error" badges over the panes, and a
+    streamed update already on its way can land after Stop's own update and show "writing…" for good. Here
+    Stop bumps a counter; a waiting turn that finds its ticket older than the counter never starts, and a
+    running turn sees its status change at the next token and ends with one final update of its own.
+
+    `put` and `take` pair up in order (one per Send or Retry click); `lock` makes "is this ticket still
+    wanted, then show the turn" atomic against `cancel`.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._waiting: list[tuple[str | None, int]] = []
+        self._stops = 0
+
+    def __deepcopy__(self, memo: dict) -> "Outbox":  # Gradio copies a State's first value per session
+        copy = Outbox()
+        copy._waiting, copy._stops = list(self._waiting), self._stops
+        return copy
+
+    def put(self, text: str | None) -> None:
+        """Queue a taken message (None: a Retry of the last turn) under the current ticket."""
+        with self.lock:
+            self._waiting.append((text, self._stops))
+
+    def take(self) -> tuple[str | None, int] | None:
+        """The oldest waiting message and its ticket, or None when Stop or Clear cancelled it meanwhile."""
+        with self.lock:
+            return self._waiting.pop(0) if self._waiting else None
+
+    def wanted(self, ticket: int) -> bool:
+        """Whether no Stop or Clear came after the message with `ticket` was taken (call under `lock`)."""
+        return ticket == self._stops
+
+    def cancel(self) -> str | None:
+        """Stop or Clear: every waiting message is dropped; returns the newest dropped text (None if none)."""
+        with self.lock:
+            self._stops += 1
+            texts = [text for text, _ in self._waiting if text]
+            self._waiting.clear()
+            return texts[-1] if texts else None
 
 
 def render(turns: Sequence[Turn]) -> list[list[Message]]:

@@ -65,10 +65,23 @@ def drain(gen):
     return list(gen)
 
 
+def send(handlers, text, turns, *args, outbox=None):
+    """What Send does: its quick step puts the message into the session's Outbox, then the queued turn runs."""
+    outbox = outbox or app.Outbox()
+    outbox.put(text)
+    return handlers["send"].fn(outbox, turns, *args)
+
+
+def retry(handlers, turns, *args, outbox=None):
+    outbox = outbox or app.Outbox()
+    outbox.put(None)
+    return handlers["retry"].fn(outbox, turns, *args)
+
+
 def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vector_file, engine):
     """Every streamed update used to erase the message box; Send during streaming was silently dropped."""
     turns: list = []
-    updates = drain(handlers["send"].fn("Hello there", turns, *inputs(vector_file)))
+    updates = drain(send(handlers, "Hello there", turns, *inputs(vector_file)))
     assert len(updates) >= 3
     first, *middle, last = updates
     assert len(first) == 5  # 3 panes, Send, Retry: the message box is no output of the queued turn
@@ -81,11 +94,13 @@ def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vecto
     assert not engine.lm.lock.locked()
 
 
-def started(handlers, vector_file, turns, max_new=400):
-    gen = handlers["send"].fn("Tell me a long story", turns, *inputs(vector_file, max_new=max_new))
+def started(handlers, vector_file, turns, max_new=400, outbox=None):
+    """A turn streaming a long answer: (its generator, the session's Outbox)."""
+    outbox = outbox or app.Outbox()
+    gen = send(handlers, "Tell me a long story", turns, *inputs(vector_file, max_new=max_new), outbox=outbox)
     for _ in range(3):
         next(gen)
-    return gen
+    return gen, outbox
 
 
 def wait_unlocked(engine, seconds=5.0) -> float:
@@ -97,11 +112,14 @@ def wait_unlocked(engine, seconds=5.0) -> float:
 
 
 def test_stop_ends_the_turn_and_the_model(handlers, vector_file, engine):
+    """Stop's update raced the stream: an update already on its way landed after it and the caption said
+    "writing…" for good (CI). Now the turn itself ends with the last update, which shows "stopped"."""
     turns: list = []
-    gen = started(handlers, vector_file, turns)
-    shown = handlers["stop"].fn(turns)
+    gen, outbox = started(handlers, vector_file, turns)
+    shown = handlers["stop"].fn(turns, outbox, "")
     assert shown[3]["interactive"] is True  # Send is back
-    assert drain(gen) == []  # the stream ends at its next update without writing over the panes
+    rest = drain(gen)  # the stream ends at its next token with one last update of its own
+    assert len(rest) == 1 and list(rest[0][:3]) == list(shown[:3]) and rest[0][3]["interactive"] is True
     wait_unlocked(engine)
     assert turns[0].status == "stopped" and turns[0].answers[0]  # the text made before Stop stays
     assert shown[0][-1]["content"] == turns[0].shown(0) and turns[0].caption(0).endswith("· stopped")
@@ -111,17 +129,18 @@ def test_stop_ends_the_turn_and_the_model(handlers, vector_file, engine):
 def test_clear_during_streaming_stops_and_clears(handlers, vector_file, engine):
     """Clear during streaming did nothing and generation ran on (issue 10, item 10)."""
     turns: list = []
-    gen = started(handlers, vector_file, turns)
-    cleared = handlers["clear"].fn(turns)
+    gen, outbox = started(handlers, vector_file, turns)
+    cleared = handlers["clear"].fn(turns, outbox)
     assert cleared[:3] == ([], [], []) and cleared[3]["interactive"] is True
-    assert drain(gen) == [] and turns == []
+    rest = drain(gen)  # its last update shows the cleared panes, so no earlier update can bring the turn back
+    assert len(rest) == 1 and list(rest[0][:3]) == [[], [], []] and turns == []
     wait_unlocked(engine)
 
 
 def test_cancelling_the_handler_stops_the_model(handlers, vector_file, engine):
-    """What Gradio does on Stop (cancels=) and on a lost connection: it closes the generator."""
+    """What Gradio does on a lost connection: it closes the generator."""
     turns: list = []
-    gen = started(handlers, vector_file, turns)
+    gen, _ = started(handlers, vector_file, turns)
     gen.close()
     assert wait_unlocked(engine) < 5
     assert turns[0].status == "stopped"
@@ -137,7 +156,7 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
         raise ValueError("Overflow when unpacking long long")
 
     monkeypatch.setattr(engine, "compare", broken)
-    last = drain(handlers["send"].fn("First", turns, *inputs(vector_file)))[-1]
+    last = drain(send(handlers, "First", turns, *inputs(vector_file)))[-1]
     assert all("⚠️ Generation failed: ValueError: Overflow when unpacking long long" in pane[-1]["content"]
                for pane in last[:3])
     assert last[3]["interactive"] is True
@@ -147,12 +166,12 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
         return real(conversations, *args, **kwargs)
 
     monkeypatch.setattr(engine, "compare", spy)
-    drain(handlers["send"].fn("Second", turns, *inputs(vector_file)))
+    drain(send(handlers, "Second", turns, *inputs(vector_file)))
     assert seen[0] == [[{"role": "user", "content": "Second"}]] * 3
     assert [t.status for t in turns] == ["failed", "done"]
     # Retry replaces the last turn, with the settings of now, and still leaves the failure out
     seen.clear()
-    drain(handlers["retry"].fn(turns, *inputs(vector_file, alpha=1.0)))
+    drain(retry(handlers, turns, *inputs(vector_file, alpha=1.0)))
     assert seen[0] == [[{"role": "user", "content": "Second"}]] * 3
     assert [t.status for t in turns] == ["failed", "done"] and turns[-1].multiplier == 1.0
 
@@ -259,29 +278,52 @@ def test_readme_gives_raw_http_callers_the_full_argument_order(handlers):
 def test_the_message_box_is_emptied_at_the_click_not_when_the_turn_starts(handlers, engine):
     """Text typed while a message waited in the queue was erased when its turn started (run_turn cleared the
     box), and Send stayed enabled during the wait."""
-    take, send = handlers["take_message"], handlers["send"]
+    take, send_fn = handlers["take_message"], handlers["send"]
     assert take.validator is not None and take.concurrency_limit is None  # after the validator, never waits
-    assert take.concurrency_id != send.concurrency_id  # not behind the model's queue
-    box, pending, send_btn, retry_btn = take.fn("Hello", [], *[None] * 10)
-    assert (box, pending) == ("", "Hello") and send_btn["interactive"] is False and retry_btn["interactive"] is False
+    assert take.concurrency_id != send_fn.concurrency_id  # not behind the model's queue
+    outbox = app.Outbox()
+    box, send_btn, retry_btn = take.fn("Hello", [], *[None] * 10, outbox)
+    assert box == "" and send_btn["interactive"] is False and retry_btn["interactive"] is False
+    assert outbox.take() == ("Hello", 0)
     prompt_id = next(b._id for b in take.inputs if getattr(b, "elem_id", None) == "prompt")
-    assert prompt_id not in [b._id for b in send.outputs]  # the queued turn never writes the message box
-    assert send.inputs[0]._id in [b._id for b in take.outputs]  # it reads the message taken at the click
-    assert send.queue is not False
+    assert prompt_id not in [b._id for b in send_fn.outputs]  # the queued turn never writes the message box
+    assert send_fn.inputs[0]._id == take.inputs[-1]._id  # it reads the message taken at the click (the Outbox)
+    assert send_fn.queue is not False
+    assert not any(fn.cancels for fn in handlers.values())  # Stop and Clear act through the session state
 
 
-def test_stop_of_a_queued_message_puts_it_back_in_the_box(handlers, vector_file, engine):
-    """A message cancelled while it waited in the queue was lost: the click had emptied the box (review)."""
+def test_stop_of_a_queued_message_puts_it_back_in_the_box_and_it_never_runs(handlers, vector_file, engine):
+    """A message cancelled while it waited in the queue was lost: the click had emptied the box (review).
+    Cancelling it with cancels= left red Error badges over the panes (CI); now its queued job finds it gone."""
     turns: list = []
-    drain(handlers["send"].fn("First", turns, *inputs(vector_file)))
-    shown = handlers["stop"].fn(turns, "Second, still queued", "")  # queued: never became a turn
+    outbox = app.Outbox()
+    drain(send(handlers, "First", turns, *inputs(vector_file), outbox=outbox))
+    outbox.put("Second, still queued")  # taken at a click; its job waits behind another user's
+    shown = handlers["stop"].fn(turns, outbox, "")
     assert shown[5] == "Second, still queued" and len(turns) == 1
-    shown = handlers["stop"].fn(turns, "Second, still queued", "typed since")  # the box is not overwritten
-    assert shown[5] == gr.skip()
-    shown = handlers["stop"].fn(turns, "First", "")  # the last message already ran: nothing comes back
-    assert shown[5] == gr.skip()
-    gen = started(handlers, vector_file, turns)  # a running turn: stopped, its message stays in the panes
-    shown = handlers["stop"].fn(turns, "Tell me a long story", "")
-    assert shown[5] == gr.skip() and turns[-1].status == "stopped"
+    late = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))  # its job runs after all: nothing
+    assert late == [(SKIP, SKIP, SKIP, *late[0][3:])] and late[0][3]["interactive"] is True and len(turns) == 1
+    outbox.put("Third")
+    shown = handlers["stop"].fn(turns, outbox, "typed since")  # the box is not overwritten
+    assert shown[5] == SKIP
+    shown = handlers["stop"].fn(turns, outbox, "")  # nothing waits: nothing comes back
+    assert shown[5] == SKIP
+    gen, _ = started(handlers, vector_file, turns, outbox=outbox)  # a running turn: stopped, its message stays
+    shown = handlers["stop"].fn(turns, outbox, "")
+    assert shown[5] == SKIP and turns[-1].status == "stopped"
     drain(gen)
     wait_unlocked(engine)
+
+
+def test_a_message_sent_after_stopping_a_queued_one_runs_once(handlers, vector_file, engine):
+    """Stop a waiting message, send another: the first queued job takes the new message, the second finds
+    nothing, so the new message runs exactly once and the cancelled one never."""
+    turns: list = []
+    outbox = app.Outbox()
+    outbox.put("Cancelled")
+    handlers["stop"].fn(turns, outbox, "")
+    outbox.put("Wanted")
+    first = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))
+    second = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))
+    assert [t.user for t in turns] == ["Wanted"] and turns[0].status == "done"
+    assert len(first) > 2 and second == [(SKIP, SKIP, SKIP, *second[0][3:])]
