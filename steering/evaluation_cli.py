@@ -13,6 +13,12 @@ Outputs in --out (default <results_dir>/eval/, config.yaml's results folder: res
   reliability.png     histograms of those slopes
   summary.md          the numbers above in a few lines
 
+Per behavior: the open-ended score is the share of answers the behavior card's judge counts
+(steering/behaviors.py; refusal: its phrase list), the test files are the behavior's own, and the default --out
+is results/eval/<behavior>/. `--behavior all` runs every shipped behavior (a datasets/<behavior>/ folder with a
+behavior.yaml) that has vectors for the model, each into <out>/<behavior>/, and writes the table of all of them
+(score at -α / 0 / +α, the random control at +α, where the text breaks down) to <out>/behaviors.md.
+
 The open-ended run uses the behavior's steering recipe (steering/recipe.py: the tuned defaults file
 vectors/<behavior>/<model>.defaults.json, else config.yaml's CAA addition): its band, operators and
 unit, with multipliers in the recipe's unit; the A/B sweep is CAA addition at one layer per cell.
@@ -32,6 +38,7 @@ from steering.errors import SteeringError
 from steering.files import write_json, write_text
 from steering.prompts import pad_token_id
 
+ALL = "all"  # --behavior all: every shipped behavior with vectors for the model
 OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.json", "open_ended.png",
            "reliability.json", "reliability.png", "summary.md")
 
@@ -87,31 +94,68 @@ def _default_multipliers(m: float) -> list[float]:
 
 
 def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
-    from steering.cli_common import check_destination, check_input_file
-    from steering.cli_common import display_path as _display_path, system_prompt as _system_prompt
-    from steering.config import PROJECT_ROOT
-    from steering.datasets import load_ab_dataset, load_open_ended
-    from steering.limits import Limits, model_context_length
+    """`evaluate`: one behavior (--behavior X, results in --out, default results/eval/X/), or every shipped
+    behavior that has vectors for the model (--behavior all: each in <out>/<behavior>/, default results/eval/,
+    then the per-behavior table <out>/behaviors.md, printed). Inputs are checked before the model loads.
 
-    started = time.perf_counter()
-    data_dir = PROJECT_ROOT / config["datasets_dir"] / args.behavior
-    ab_path = Path(args.ab) if args.ab else data_dir / "test_ab.json"
-    open_path = Path(args.open_ended) if args.open_ended else data_dir / "test_open_ended.json"
+    Raises:
+        SteeringError: bad flags, files or cards (one line); --behavior all with --vector, --ab or --open-ended.
+    """
+    from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
+
     for value, flag in ((args.limit_ab, "--limit-ab"), (args.limit_open, "--limit-open"),
                         (args.max_new_tokens, "--max-new-tokens"), (args.batch_size, "--batch-size"),
                         (args.gen_batch_size, "--gen-batch-size")):
         _check_count(value, flag)
     _check_multipliers(args.multipliers, "--multipliers", config)
     _check_multipliers(args.open_multipliers, "--open-multipliers", config)
+    if args.behavior == ALL:
+        return _evaluate_all(args, config, _engine)
     if args.vector:
+        from steering.cli_common import check_input_file
+
         check_input_file(args.vector, "--vector", folder_ok=True)
-    # validate the inputs before the slow imports and the model load
+    prepared = _prepare(args, config, args.behavior, args.out)
+    _evaluate(args, config, _engine(args, config), prepared)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, config: dict[str, Any], behavior: str, out: str | Path | None) -> dict[str, Any]:
+    """A behavior's inputs, read and checked before the model loads: its A/B and open-ended test questions
+    (--ab / --open-ended, else datasets/<behavior>/test_ab.json and test_open_ended.json), its judge
+    (steering.behaviors.judge_for: the card's) and the output folder (default results/eval/<behavior>/)."""
+    from steering.behaviors import judge_for, load_card
+    from steering.cli_common import check_destination, check_input_file
+    from steering.config import data_dir as _data_dir
+    from steering.datasets import load_ab_dataset, load_open_ended
+    from steering.limits import Limits, check_behavior_name
+
+    folder = _data_dir(config, "datasets_dir") / check_behavior_name(behavior)
+    ab_path = Path(args.ab) if args.ab else folder / "test_ab.json"
+    open_path = Path(args.open_ended) if args.open_ended else folder / "test_open_ended.json"
     limits = Limits.from_config(config)
     items = load_ab_dataset(check_input_file(ab_path, "--ab"), "letter", limits)[: args.limit_ab]
     questions = [] if args.no_open_ended else load_open_ended(check_input_file(open_path, "--open-ended"),
                                                               limits)[: args.limit_open]
-    out = check_destination(args.out or Path(config["results_dir"]) / "eval", "--out", folder=True)
+    out = check_destination(out or Path(config["results_dir"]) / "eval" / behavior, "--out", folder=True)
+    judge = judge_for(config, behavior)
+    try:
+        card = load_card(_data_dir(config, "datasets_dir"), behavior)
+        label = "refusal rate" if behavior == "refusal" else f"{card.name.lower()} rate"
+    except SteeringError:  # no card (refusal without one, or another folder): the judge above decided
+        label = f"{behavior} rate"
+    return {"behavior": behavior, "ab_path": ab_path, "open_path": open_path, "items": items,
+            "questions": questions, "out": out, "judge": judge, "score_label": label}
+
+
+def _evaluate(args: argparse.Namespace, config: dict[str, Any], engine: Any, prepared: dict[str, Any]) -> dict:
+    """Run one behavior's evaluation (A/B sweep, open-ended answers, controls, reliability) and write its files.
+
+    Returns:
+        {"behavior", "ab": the A/B payload or None, "open_ended": the open-ended payload or None, "out"}.
+    """
+    from steering.cli_common import display_path as _display_path, system_prompt as _system_prompt
+    from steering.limits import Limits, model_context_length
 
     import numpy as np
 
@@ -119,24 +163,23 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering import reliability as rel
     from steering.generation import SamplingSettings
     from steering.layers import check_layer
-    from steering.refusal import RefusalDetector
 
-    try:
-        detector = RefusalDetector.from_config(config)
-    except ValueError as exc:
-        raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
-    engine = _engine(args, config)
+    started = time.perf_counter()
+    behavior, ab_path, open_path = prepared["behavior"], prepared["ab_path"], prepared["open_path"]
+    items, questions, out, detector = prepared["items"], prepared["questions"], prepared["out"], prepared["judge"]
+    score_label = prepared["score_label"]
     lm = engine.lm
-    recipe = engine.recipe(args.behavior)  # the open-ended run's operators, band and unit
-    vset = engine.load_vector_file(args.vector) if args.vector else engine.recipe_vectors(recipe, args.behavior)
+    recipe = engine.recipe(behavior)  # the open-ended run's operators, band and unit
+    default_layer = recipe.layer  # the behavior's own defaults (its tuned file, else config.yaml's)
+    vset = engine.load_vector_file(args.vector) if args.vector else engine.recipe_vectors(recipe, behavior)
     layers = args.layers if args.layers else vset.layers
     for layer in layers:
         check_layer(layer, lm.num_layers)
         vset.vector(layer)
-    layer = check_layer(args.layer if args.layer is not None else engine.defaults.layer, lm.num_layers)
+    layer = check_layer(args.layer if args.layer is not None else default_layer, lm.num_layers)
     vector = vset.vector(layer)
     recipe = recipe.with_overrides(layer=layer)
-    default_m = engine.defaults.multiplier
+    default_m = recipe.strength
     multipliers = args.multipliers or _default_multipliers(default_m)
     m = abs(default_m) or 1.0
     open_multipliers = sorted(set(args.open_multipliers or args.multipliers or [-2 * m, -m, 0.0, m, 2 * m]))
@@ -146,9 +189,9 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     if questions:  # every open-ended question's token budget (config limits:, the context) before any work
         engine.check_request([[{"role": "user", "content": q}] for q in questions], settings, system_prompt)
     vector_source = _display_path(Path(args.vector)) if args.vector else recipe.vector or _display_path(
-        engine.vectors_dir / args.behavior / f"{lm.slug}.safetensors")
-    common = {"model": lm.name, "behavior": args.behavior, "vector_file": vector_source,
-              "read_mode": vset.metadata.get("read_mode", "unknown"), "default_layer": engine.defaults.layer,
+        engine.vectors_dir / behavior / f"{lm.slug}.safetensors")
+    common = {"model": lm.name, "behavior": behavior, "vector_file": vector_source,
+              "read_mode": vset.metadata.get("read_mode", "unknown"), "default_layer": default_layer,
               "default_multiplier": default_m, "control_layer": layer, "control_seed": args.seed,
               "vector_norm": round(float(vector.norm()), 4),
               "relative_norm": round(engine.relative_norm(vector, layer), 4),
@@ -188,9 +231,9 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
         }
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "ab_sweep.json", ab_payload, indent=1)
-        default_cell = (engine.defaults.layer, default_m)
+        default_cell = (default_layer, default_m)
         ev.save_figure(ev.plot_heatmap(sweep, layers, multipliers, default=default_cell,
-                                       title=f"{lm.name} · {args.behavior} · A/B p(match), {len(items)} questions"),
+                                       title=f"{lm.name} · {behavior} · A/B p(match), {len(items)} questions"),
                        out / "ab_heatmap.png")
         ev.save_figure(ev.plot_ab_curves(curves, multipliers, layer), out / "ab_controls.png")
         if len(set(multipliers)) > 1:  # per question: p(match) against alpha, the vector at the control layer
@@ -216,7 +259,8 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
         open_payload = {
             "settings": {**common, "dataset": _display_path(open_path), "questions": len(questions),
                          "layer": layer, "max_new_tokens": settings.max_new_tokens, "decoding": "greedy",
-                         "refusal_phrases": list(detector.phrases),
+                         "judge": detector.to_dict(), "score": score_label,
+                         **({"refusal_phrases": list(detector.phrases)} if behavior == "refusal" else {}),
                          "coherence": "distinct3 = share of distinct word trigrams (falls with repetition); "
                                       "perplexity = exp(median per-answer mean NLL) under the unsteered model "
                                       "(rises with garbled text)",
@@ -225,27 +269,29 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
                          "seconds": round(open_seconds, 1)},
             "summary": summary, "breakdown": breakdown,
             "answers": [{"question": a.question, "variant": a.variant, "multiplier": a.multiplier, "text": a.text,
-                         "refusal": a.refusal, "distinct3": round(a.distinct3, 4),
+                         **({"refusal": a.refusal} if behavior == "refusal" else {}), "shows_behavior": a.refusal,
+                         "distinct3": round(a.distinct3, 4),
                          "nll": None if a.nll is None else round(a.nll, 4), "tokens": a.tokens} for a in answers],
         }
         write_json(out / "open_ended.json", open_payload, indent=1)
         ev.save_figure(ev.plot_open_ended(summary, layer, breakdown=breakdown,
-                                          title=f"{lm.name} · {args.behavior} · open-ended answers at layer {layer} "
+                                          score_label=score_label,
+                                          title=f"{lm.name} · {behavior} · open-ended answers at layer {layer} "
                                                 f"({len(questions)} questions, {settings.max_new_tokens} tokens)"),
                        out / "open_ended.png")
         _log(f"open-ended: {open_seconds:.1f} s; wrote {out / 'open_ended.json'}, open_ended.png")
         if len(open_multipliers) > 1:  # per question: refused (1) or not (0) against alpha
             open_m, _, open_scores = rel.open_ended_scores(answers, "vector")
-            reliability["open-ended"] = rel.summarize(open_m, open_scores, "refusal")
+            reliability["open-ended"] = rel.summarize(open_m, open_scores, score_label)
 
     if reliability:
         write_json(out / "reliability.json", {
-            "settings": {"model": lm.name, "behavior": args.behavior, "vector_file": vector_source,
+            "settings": {"model": lm.name, "behavior": behavior, "vector_file": vector_source,
                          "ab_layer": layer, "recipe": recipe.to_dict(),
                          "method": "per prompt: least-squares slope of the score against the multiplier "
                                    "(Tan et al. 2024); wrong way = slope < 0, Wilson 95% interval"},
             **{name: r.to_dict() for name, r in reliability.items()}}, indent=1)
-        ev.save_figure(rel.plot_histograms(reliability, f"{lm.name} · {args.behavior} · per-prompt steerability"),
+        ev.save_figure(rel.plot_histograms(reliability, f"{lm.name} · {behavior} · per-prompt steerability"),
                        out / "reliability.png")
     total = time.perf_counter() - started
     text = _summary_markdown(ab_payload, open_payload, total, np)
@@ -254,7 +300,119 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     write_text(out / "summary.md", text)
     print(text, end="")
     _log(f"wrote {out / 'summary.md'} ({total:.0f} s in all)")
+    return {"behavior": behavior, "ab": ab_payload, "open_ended": open_payload, "out": out}
+
+
+def _evaluate_all(args: argparse.Namespace, config: dict[str, Any], make_engine: Any) -> int:
+    """--behavior all: every shipped behavior with vectors for the model, one model load, then the table.
+
+    Every card and test file is checked before the model loads; a behavior without vectors for the model is
+    listed in the table as such (not an error).
+    """
+    import copy
+
+    from steering.behaviors import shipped_behaviors
+    from steering.config import data_dir as _data_dir
+
+    for value, flag in ((args.vector, "--vector"), (args.ab, "--ab"), (args.open_ended, "--open-ended")):
+        if value:
+            raise SteeringError(f"{flag} names one behavior's file: it cannot be used with --behavior {ALL}")
+    behaviors = shipped_behaviors(_data_dir(config, "datasets_dir"))
+    if not behaviors:
+        raise SteeringError(f"--behavior {ALL}: no behavior ships (no datasets/<behavior>/behavior.yaml)")
+    base = Path(args.out) if args.out else Path(config["results_dir"]) / "eval"
+    prepared = [_prepare(args, config, b, base / b) for b in behaviors]
+    engine = make_engine(args, config)
+    have = set(engine.behaviors())
+    results: list[dict[str, Any]] = []
+    for prep in prepared:
+        if prep["behavior"] not in have:
+            _log(f"# {prep['behavior']}: no vectors for {engine.lm.name}, skipped")
+            results.append({"behavior": prep["behavior"], "ab": None, "open_ended": None, "out": prep["out"]})
+            continue
+        _log(f"\n# ---- {prep['behavior']}")
+        one = copy.copy(args)
+        one.behavior = prep["behavior"]
+        results.append(_evaluate(one, config, engine, prep))
+    text = behaviors_table(results, engine.lm.name, command=_command_line(args))
+    write_text(base / "behaviors.md", text)
+    print(text, end="")
+    _log(f"wrote {base / 'behaviors.md'}")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed (sys.argv), for the table's header."""
+    import shlex
+
+    return "python -m steering " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+
+
+def _row_at(rows: list[dict], m: float) -> dict | None:
+    return next((r for r in rows if abs(r["multiplier"] - m) < 1e-9), None)
+
+
+def behaviors_table(results: list[dict[str, Any]], model: str, command: str = "") -> str:
+    """The per-behavior Markdown table of an `evaluate --behavior all` run.
+
+    Per behavior: the open-ended score (share of answers the card's judge counts) at -α, 0 and +α (α = the
+    behavior's default strength, its recipe's), the random-vector control at +α, Δ = score(+α) - score(-α), a
+    plain verdict (steers: Δ >= 0.25 and score(+α) - random(+α) >= 0.15; weak: Δ >= 0.1; no: otherwise), where
+    the text breaks down (evaluation.breakdown_multiplier over the tested multipliers) and the A/B p(match) at
+    -α / +α of the default layer when the A/B sweep ran.
+
+    Args:
+        results: _evaluate's return values (open_ended None: no vectors for the model).
+        model: the model's name, for the heading.
+        command: the command line, shown under the heading.
+
+    Returns:
+        Markdown text.
+    """
+    def fmt(row: dict | None) -> str:
+        return "–" if row is None else f"{row['refusal_rate']:.2f}"
+
+    lines = [f"# Open-ended score per behavior, {model}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += ["| behavior | judge counts | n | α (layer) | score −α | score 0 | score +α | random +α | Δ | steers? "
+              "| text breaks down at | A/B p(match) −α / +α |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        o = r["open_ended"]
+        if o is None:
+            lines.append(f"| {r['behavior']} | | | | | | | | | no vectors for this model (or --no-open-ended) | | |")
+            continue
+        st = o["settings"]
+        m = abs(float(st["default_multiplier"])) or 1.0
+        rows = o["summary"]["vector"]
+        minus, zero, plus = _row_at(rows, -m), _row_at(rows, 0.0), _row_at(rows, m)
+        random = _row_at(o["summary"].get("random", []), m)
+        delta = None if minus is None or plus is None else plus["refusal_rate"] - minus["refusal_rate"]
+        gap = None if random is None or plus is None else plus["refusal_rate"] - random["refusal_rate"]
+        verdict = "–" if delta is None else (
+            "yes" if delta >= 0.25 and (gap is None or gap >= 0.15) else "weak" if delta >= 0.1 else "**no**")
+        breaks = []
+        for side, sign in (("positive", "+"), ("negative", "−")):
+            b = o["breakdown"].get(side)
+            if b:
+                why = "/".join(k for k in ("repetitive", "garbled") if b[k])
+                breaks.append(f"{b['multiplier']:+g} ({why})")
+        tested = max(abs(x["multiplier"]) for x in rows) if rows else m
+        broke = ", ".join(breaks) if breaks else f"holds to ±{tested:g}"
+        ab = r.get("ab")
+        abtext = ""
+        if ab and st["default_layer"] in ab["layers"] and m in ab["multipliers"] and -m in ab["multipliers"]:
+            row = ab["p_match"][ab["layers"].index(st["default_layer"])]
+            abtext = f"{row[ab['multipliers'].index(-m)]:.2f} / {row[ab['multipliers'].index(m)]:.2f}"
+        lines.append(f"| {r['behavior']} | {st.get('score', 'refusal rate')} | {st['questions']} | {m:g} "
+                     f"({st['layer']}) | {fmt(minus)} | {fmt(zero)} | {fmt(plus)} | {fmt(random)} | "
+                     f"{'–' if delta is None else f'{delta:+.2f}'} | {verdict} | {broke} | {abtext} |")
+    lines += ["", "Score: the share of open-ended answers the behavior card's judge counts "
+              "(datasets/<behavior>/behavior.yaml). Breakdown: the smallest |α| with distinct-3 < 0.85 × unsteered "
+              "or perplexity > 3 × unsteered. Per-behavior files: results/eval/<behavior>/ (summary.md, "
+              "open_ended.json with every answer)."]
+    return "\n".join(lines) + "\n"
 
 
 def _previous_ab(path: Path, model: str) -> dict | None:
@@ -330,7 +488,7 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
         o = open_ended["settings"]
         lines += ["", f"## Open-ended ({o['questions']} questions of `{o['dataset']}`, layer {o['layer']}, "
                   f"{o['max_new_tokens']} new tokens, greedy, {o['seconds']:.0f} s)", "",
-                  "| variant | α | refusal rate | distinct-3 share | perplexity | mean tokens |",
+                  f"| variant | α | {o.get('score', 'refusal rate')} (judge) | distinct-3 share | perplexity | mean tokens |",
                   "|---|---|---|---|---|---|"]
         for name, rows in open_ended["summary"].items():
             for r in rows:
@@ -349,5 +507,11 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
                 described.append(f"none on the {side} side in the tested range")
         lines += ["", "Text breaks down (distinct-3 < 0.85 × unsteered or perplexity > 3 × unsteered) at: "
                   + "; ".join(described) + "."]
-        lines += ["", "Plot: `open_ended.png` (refusal rate, distinct-3 share and perplexity against α)."]
+        judge = o.get("judge") or {"kind": "phrases", "phrases": o.get("refusal_phrases", [])}
+        items = judge.get("phrases") or judge.get("patterns") or []
+        lines += ["", f"Judge ({judge['kind']}, from the behavior card): an answer counts when it contains any of "
+                  f"{len(items)} {'phrases' if judge['kind'] == 'phrases' else 'patterns'}, e.g. "
+                  + ", ".join(f"\"{x}\"" for x in items[:4]) + "."]
+        lines += ["", f"Plot: `open_ended.png` ({o.get('score', 'refusal rate')}, distinct-3 share and perplexity "
+                  "against α)."]
     return lines

@@ -67,13 +67,14 @@ def plot_ab_curves(curves: Mapping[str, Sequence[float]], multipliers: Sequence[
 
 
 def plot_open_ended(summary: Mapping[str, Sequence[dict]], layer: int, title: str | None = None,
-                    breakdown: Mapping[str, Any] | None = None) -> "Figure":
-    """Refusal rate, distinct-3 share and perplexity of the answers against the multiplier."""
+                    breakdown: Mapping[str, Any] | None = None, score_label: str = "refusal rate") -> "Figure":
+    """The judge's score (`score_label`, e.g. "refusal rate"), distinct-3 share and perplexity of the answers
+    against the multiplier."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    panels = (("refusal_rate", "refusal rate", (0, 1)), ("distinct3", "distinct-3 share (coherence)", (0, 1.02)),
+    panels = (("refusal_rate", score_label, (0, 1)), ("distinct3", "distinct-3 share (coherence)", (0, 1.02)),
               ("perplexity", "unsteered-model perplexity (log)", None))
     for ax, (key, label, ylim) in zip(axes, panels):
         for name, rows in summary.items():
