@@ -1,0 +1,176 @@
+"""steering.scheduler on a tiny random Llama: requests of several users in one batch (issue 12, item 1).
+
+Every request's result is compared with the same request run alone through generation.generate (the
+single-request path the scheduler's prefill mirrors), token for token, greedy and sampled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from steering.errors import SteeringError
+from steering.generation import SamplingSettings, generate
+from steering.hooks import SteeringPlan
+from steering.models import LoadedModel, ModelSettings
+from steering.scheduler import Request, Scheduler
+from fixtures import make_tiny_model
+
+QUESTIONS = ["What's your favorite planet?", "Hi there, tell me a long story please.", "x"]
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_tokenizer):
+    return LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny",
+                       slug="tiny", dtype=torch.float32, device=torch.device("cpu"), quantization=None,
+                       num_layers=4, hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(64, generator=generator) * 4.0 for _ in range(3)]
+
+
+def request(i: int, vectors, tokens: int | None = None, **kwargs) -> Request:
+    """Three different users: own question, vector, layer, multipliers, sampling settings and seed."""
+    plans = [SteeringPlan.addition(1, vectors[0], [2.0, 0.0, -2.0]),
+             SteeringPlan.addition(2, vectors[1], [1.0, 0.0, -3.0]),
+             SteeringPlan.addition(3, vectors[2], [5.0, 0.0, -5.0])]
+    settings = [SamplingSettings(max_new_tokens=tokens or 16),
+                SamplingSettings(max_new_tokens=tokens or 24, temperature=0.8, top_p=0.9, seed=3),
+                SamplingSettings(max_new_tokens=tokens or 10, temperature=1.0, seed=7)]
+    conversation = [{"role": "user", "content": QUESTIONS[i]}]
+    return Request([conversation] * 3, plans[i], settings[i], **kwargs)
+
+
+def alone(lm, req: Request) -> list[list[int]]:
+    """The request's tokens from generation.generate, with nobody else in the batch."""
+    with lm.lock:  # the model's users take turns on its lock (the scheduler holds it while it decodes)
+        return generate(lm.model, lm.tokenizer, req.conversations, steer=req.plan, settings=req.settings,
+                        system_prompt=req.system_prompt).token_ids
+
+
+def submit_together(scheduler: Scheduler, lm, requests: list[Request]):
+    """Submit while the worker waits for the model's lock, so all requests are admitted before step one."""
+    with lm.lock:
+        tickets = [scheduler.submit(r) for r in requests]
+        time.sleep(0.05)
+    return tickets
+
+
+def test_three_users_in_one_batch_get_what_each_gets_alone(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=4)
+    requests = [request(i, vectors) for i in range(3)]
+    expected = [alone(lm, r) for r in requests]
+    tickets = submit_together(scheduler, lm, requests)
+    results = [t.wait(60) for t in tickets]
+    assert [r.token_ids for r in results] == expected  # greedy (user 0) and sampled (users 1, 2) alike
+    assert scheduler.stats.most_requests == 3 and scheduler.stats.most_rows == 9
+    assert all(t.shared_steps > 0 for t in tickets)
+    # steering really acted per row: the steered panes differ from the unsteered one
+    assert all(r.token_ids[0] != r.token_ids[1] for r in results)
+    assert not lm.lock.locked()  # the model is free once the last request is answered
+
+
+def test_a_late_joiner_joins_the_running_batch(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=4)
+    first, late = request(0, vectors, tokens=40), request(1, vectors, tokens=12)
+    expected = [alone(lm, first), alone(lm, late)]
+    started = threading.Event()
+    first.on_text = lambda texts: started.set()
+    running = scheduler.submit(first)
+    assert started.wait(30)
+    steps_before = scheduler.stats.steps
+    assert lm.lock.locked()  # the busy signal while a batch decodes
+    joiner = scheduler.submit(late)
+    assert [running.wait(60).token_ids, joiner.wait(60).token_ids] == expected
+    assert joiner.joined_running and not running.joined_running
+    assert scheduler.stats.joined_running == 1
+    assert joiner.shared_steps == 11  # every decoding step of the joiner ran with the first request
+    rows = [rows for step, _, rows in scheduler.stats.batch_log if step > steps_before]
+    assert 6 in rows and rows[-1] == 3  # the batch grew to 6 rows, then shrank back when the joiner left
+
+
+def test_stop_cancels_only_its_own_rows(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=4)
+    stop = threading.Event()
+    seen = []
+    stopped = request(0, vectors, tokens=60, stop_event=stop,
+                      on_text=lambda texts: (seen.append(1), len(seen) >= 3 and stop.set()))
+    other = request(1, vectors, tokens=20)
+    expected = alone(lm, other)
+    tickets = submit_together(scheduler, lm, [stopped, other])
+    cut, full = tickets[0].wait(60), tickets[1].wait(60)
+    assert cut.stopped and max(cut.new_tokens) < 60
+    assert not full.stopped and full.token_ids == expected
+
+
+def test_a_full_queue_is_refused_with_one_line(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=1, max_waiting=1)
+    gate, inside = threading.Event(), threading.Event()
+    first = request(0, vectors, tokens=8, on_text=lambda texts: (inside.set(), gate.wait(30)))
+    running = scheduler.submit(first)
+    assert inside.wait(30)
+    waiting = scheduler.submit(request(1, vectors, tokens=4))
+    with pytest.raises(SteeringError, match=r"busy.*try again") as info:
+        scheduler.submit(request(2, vectors, tokens=4))
+    assert "\n" not in str(info.value) and scheduler.stats.refused == 1
+    gate.set()
+    assert running.wait(60).token_ids == alone(lm, request(0, vectors, tokens=8))
+    assert waiting.wait(60).new_tokens == [4, 4, 4]
+    scheduler.submit(request(2, vectors, tokens=4)).wait(60)  # room again
+
+
+def test_a_bad_request_never_touches_the_others(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=4)
+    # refused before it is queued: rows that do not match, a layer out of range
+    with pytest.raises(ValueError, match="rows"):
+        scheduler.submit(Request([[{"role": "user", "content": "hi"}]], SteeringPlan.addition(1, vectors[0], [1.0, 2.0])))
+    with pytest.raises(SteeringError, match="layer"):
+        scheduler.submit(Request([[{"role": "user", "content": "hi"}]], SteeringPlan.addition(9, vectors[0], [1.0])))
+
+    def broken(texts):
+        if len(texts[0]) > 3:
+            raise RuntimeError("this user's callback broke")
+
+    bad = request(2, vectors, tokens=30, on_text=broken)
+    good = request(0, vectors)
+    tickets = submit_together(scheduler, lm, [bad, good])
+    with pytest.raises(RuntimeError, match="callback broke"):
+        tickets[0].wait(60)
+    assert tickets[1].wait(60).token_ids == alone(lm, good)
+    assert tickets[1].shared_steps > 0
+
+
+def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
+    from test_engine import make_engine
+
+    from steering.config import load_config
+
+    config = load_config()
+    config["app"] = {**config["app"], "concurrency_per_model": 4}  # the batch limit: four requests
+    engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny"), config)
+    assert engine.fast_path is None
+    settings = [SamplingSettings(max_new_tokens=10), SamplingSettings(max_new_tokens=10, temperature=0.7, seed=5)]
+    calls = [dict(conversations=[{"role": "user", "content": q}], vector=v, layer=layer, multiplier=m, settings=s)
+             for q, v, layer, m, s in zip(QUESTIONS, vectors, (1, 3), (3.0, -2.0), settings)]
+    expected = [engine.compare(**call).token_ids for call in calls]
+    assert engine.scheduler.stats.most_requests == 1
+    results: list = [None, None]
+    with engine.lm.lock:  # both calls reach the scheduler before its first step
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, engine.compare(**calls[i])))
+                   for i in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(engine.scheduler._waiting) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join(60)
+    assert [r.token_ids for r in results] == expected
+    assert engine.scheduler.stats.most_requests == 2
+    assert not engine.lm.lock.locked()
