@@ -187,3 +187,16 @@ def meter_html(readings: Sequence[PaneReading], layer: int) -> str:
               f'its hidden state points along the steering vector (orange: toward the behavior, blue: away; '
               f'units: a fraction of a typical hidden state\'s length; darkest = ±{scale:.3f}).</div>')
     return f'<div class="meter">{legend}<div class="meter-panes">{"".join(blocks)}</div></div>'
+
+
+def turn_readings(tokenizer: Any, meter: Meter, token_ids: Sequence[Sequence[int]],
+                  titles: Sequence[str]) -> list[PaneReading]:
+    """The readings of a finished generation: one per row that has a title (rows beyond `titles` left out).
+
+    Args:
+        tokenizer: decodes the token pieces; meter: the Meter the generation filled;
+        token_ids: each row's generated token ids (GenerationResult.token_ids); titles: one per pane.
+    """
+    values = meter.values([len(ids) for ids in token_ids])
+    return [PaneReading(title, token_pieces(tokenizer, ids), vals)
+            for title, ids, vals in zip(titles, token_ids, values)]

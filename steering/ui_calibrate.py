@@ -120,6 +120,7 @@ class Sweep:
     layers: list[int]
     multipliers: list[float]
     values: np.ndarray  # (layers, multipliers): mean p(matching letter)
+    per_item: np.ndarray | None = None  # (layers, multipliers, questions): p(matching letter) per question
 
     def table(self) -> tuple[list[str], list[list[Any]]]:
         """Headers and rows for a table: one row per layer, one column per multiplier."""
@@ -128,14 +129,72 @@ class Sweep:
         return headers, rows
 
     def state(self) -> dict[str, list]:
-        return {"layers": list(self.layers), "multipliers": list(self.multipliers)}
+        """What the page keeps of a sweep (gr.State): layers, multipliers and, when known, the per-question p."""
+        state: dict[str, list] = {"layers": list(self.layers), "multipliers": list(self.multipliers)}
+        if self.per_item is not None:
+            state["p"] = np.round(np.asarray(self.per_item, dtype=float), 6).tolist()
+        return state
+
+
+def sweep_items(engine: Any, vset: Any, layers: Sequence[int], multipliers: Sequence[float],
+                items: Sequence[Any], system_prompt: str | None = None) -> np.ndarray:
+    """p(matching letter) of every question at every layer x multiplier: what evaluation.ab_sweep averages.
+
+    Args: engine (model, tokenizer, lock, config), vset the VectorSet (each layer its own vector), layers,
+    multipliers, items (ABItem). Returns: array (layers, multipliers, questions). Takes the model's lock.
+    """
+    from steering.evaluation.ab import ab_probabilities, ab_prompts
+    from steering.limits import model_context_length
+    from steering.prompts import pad_token_id
+
+    lm = engine.lm
+    prompts = ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model),
+                         max_tokens=Limits.from_config(engine.config).max_prompt_tokens)
+    specs = [(layer, vset.vector(layer)) for layer in layers]
+    with lm.lock:
+        return np.asarray(ab_probabilities(lm.model, prompts, specs, multipliers, pad_id=pad_token_id(lm.tokenizer)).p,
+                          dtype=float)
+
+
+def reliability_layer(state: dict[str, list] | None, preferred: int | None) -> int | None:
+    """The sweep layer the reliability view starts on: `preferred` (the chat's layer) if swept, else the
+    middle one; None without a sweep that kept its per-question values."""
+    if not state or "p" not in state or not state["layers"]:
+        return None
+    layers = [int(x) for x in state["layers"]]
+    return int(preferred) if preferred is not None and int(preferred) in layers else layers[len(layers) // 2]
+
+
+def sweep_reliability(state: dict[str, list], layer: int) -> Any:
+    """Per-question steerability at one swept layer (steering.reliability.summarize, Tan et al. 2024):
+    the least-squares slope of p(matching letter) against alpha for each question, the wrong-way share
+    (slope < 0) with its Wilson 95% interval. Raises SteeringError without two distinct multipliers."""
+    from steering.reliability import summarize
+
+    if not state or "p" not in state:
+        raise SteeringError("run a sweep first: the reliability view needs its per-question results")
+    layers = [int(x) for x in state["layers"]]
+    if int(layer) not in layers:
+        raise SteeringError(f"layer {layer} was not swept (swept: {format_list(layers)})")
+    p = np.asarray(state["p"], dtype=float)[layers.index(int(layer))]  # (multipliers, questions)
+    return summarize(state["multipliers"], p.T, "p(matching letter)")
+
+
+def reliability_text(rel: Any, layer: int) -> str:
+    """Markdown lines under the histogram: the wrong-way share with its interval, and what it means."""
+    low, high = rel.wrong_way_ci
+    return (f"**Layer {int(layer)}: {rel.wrong_way} of {rel.n} questions move the wrong way "
+            f"({rel.wrong_way_share:.0%}, 95% CI {low:.0%}–{high:.0%})**; mean slope {rel.mean_slope:+.4f}, median "
+            f"{rel.median_slope:+.4f} per unit α; {rel.flat} flat. Steerability = the least-squares slope of a "
+            "question's p(behavior-matching letter) against α (Tan et al. 2024, arXiv 2407.12404): a slope "
+            "below 0 means the vector pushes that question away from the behavior. A mean that looks good can "
+            "hide a large wrong-way share.")
 
 
 def run_sweep(engine: Any, choice: str | None, uploads: dict[str, str] | None, layers_text: str | None,
               multipliers_text: str | None, behavior: str | None, count: int) -> Sweep:
-    """Check every input first (one-line SteeringError), then run ab_sweep (which takes the model's lock)."""
-    from steering.evaluation import ab_sweep
-
+    """Check every input first (one-line SteeringError), then run the sweep (sweep_items: per question, under
+    the model's lock); the Sweep keeps the per-question values for the reliability view."""
     layers = parse_layers(layers_text, engine.lm.num_layers)
     multipliers = parse_multipliers(multipliers_text, getattr(engine, "limits", None)
                                     or Limits.from_config(engine.config))
@@ -145,12 +204,13 @@ def run_sweep(engine: Any, choice: str | None, uploads: dict[str, str] | None, l
         raise SteeringError(f"the vector has no layer {format_list(missing)} (it has layers "
                             f"{format_list(vset.layers)})")
     items = ab_items(datasets_dir(engine.config), behavior, count)
-    values = np.asarray(ab_sweep(engine, vset, layers, multipliers, items), dtype=float)
+    per_item = sweep_items(engine, vset, layers, multipliers, items)
+    values = per_item.mean(axis=-1)
     bad = [f"layer {layers[i]} α {multipliers[j]:g}" for i, j in zip(*np.nonzero(~np.isfinite(values)))]
     if bad:
         raise SteeringError(f"the sweep gave no number (NaN) at {len(bad)} of {values.size} cells, e.g. {bad[0]}: "
                             "the model's output overflowed at these settings; try smaller multipliers")
-    return Sweep(layers, multipliers, values)
+    return Sweep(layers, multipliers, values, per_item)
 
 
 def cell_setting(index: Sequence[int] | None, state: dict[str, list] | None,

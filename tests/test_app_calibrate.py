@@ -71,12 +71,10 @@ def test_absurd_multipliers_are_refused_with_the_configured_limit():
 
 
 def test_a_sweep_with_nan_results_is_a_one_line_failure(monkeypatch):
-    import steering.evaluation
-
     engine = FakeEngine({"refusal": VectorSet({5: torch.ones(HIDDEN), 7: torch.ones(HIDDEN)}, source="refusal")})
     monkeypatch.setattr(ui_calibrate, "ab_items", lambda d, b, n: ["item"] * n)
-    monkeypatch.setattr(steering.evaluation, "ab_sweep",
-                        lambda eng, vset, layers, mults, items: np.array([[0.5, float("nan")], [0.5, 0.5]]))
+    monkeypatch.setattr(ui_calibrate, "sweep_items",  # (layers, multipliers, questions)
+                        lambda eng, vset, layers, mults, items: np.array([[[0.5], [float("nan")]], [[0.5], [0.5]]]))
     with pytest.raises(SteeringError, match=r"NaN\) at 1 of 4 cells, e.g. layer 5 α 2") as info:
         run_sweep(engine, "refusal", {}, "5, 7", "0, 2", "refusal", 4)
     assert "\n" not in str(info.value)
@@ -124,11 +122,9 @@ def test_sweep_checks_layers_before_running(monkeypatch):
 
     def fake_sweep(eng, vset, layers, multipliers, items):
         calls.append((layers, multipliers, len(items)))
-        return np.zeros((len(layers), len(multipliers)))
+        return np.zeros((len(layers), len(multipliers), len(items)))
 
-    import steering.evaluation
-
-    monkeypatch.setattr(steering.evaluation, "ab_sweep", fake_sweep)
+    monkeypatch.setattr(ui_calibrate, "sweep_items", fake_sweep)
     sweep = run_sweep(engine, "refusal", {}, "7, 5", "2, -2, 0", "refusal", 4)
     assert calls == [([5, 7], [-2.0, 0.0, 2.0], 4)]
     assert sweep.values.shape == (2, 3)
@@ -169,3 +165,44 @@ def test_heatmap_colorbar_label_fits_beside_the_bar():
         assert "p(A) + p(B))" in bar.get_ylabel()
         assert span.y0 - 1 <= label.y0 and label.y1 <= span.y1 + 1, (count, label, span)
         assert label.x1 <= fig.bbox.x1
+
+
+def test_reliability_view_of_a_sweep():
+    """Per-question slopes at the chosen layer: q0 rises with α, q1 falls (wrong way), q2 is flat."""
+    from steering.ui_calibrate import reliability_layer, reliability_text, sweep_reliability
+
+    p = np.zeros((2, 3, 3))
+    p[1] = [[0.2, 0.8, 0.5], [0.5, 0.5, 0.5], [0.8, 0.2, 0.5]]  # layer 9: multipliers x questions
+    state = Sweep([5, 9], [-2.0, 0.0, 2.0], p.mean(-1), p).state()
+    assert reliability_layer(state, 9) == 9 and reliability_layer(state, 13) == 9  # not swept: the middle one
+    assert reliability_layer(Sweep([5], [0.0, 1.0], np.zeros((1, 2))).state(), 5) is None  # no per-question p
+    rel = sweep_reliability(state, 9)
+    assert rel.n == 3 and rel.wrong_way == 1 and rel.flat == 1
+    assert rel.slopes == pytest.approx([0.15, -0.15, 0.0])
+    text = reliability_text(rel, 9)
+    assert "1 of 3 questions move the wrong way (33%" in text
+    with pytest.raises(SteeringError, match="layer 7 was not swept"):
+        sweep_reliability(state, 7)
+
+
+def test_sweep_items_are_what_ab_sweep_averages(tiny_tokenizer):
+    """The per-question sweep behind the reliability view gives ab_sweep's means (tiny random model)."""
+    from steering.config import load_config
+    from steering.engine import Engine
+    from steering.evaluation import ab_sweep
+    from steering.models import LoadedModel, ModelSettings
+    from steering.ui_calibrate import sweep_items
+    from fixtures import ab_item, make_tiny_model
+
+    model = make_tiny_model(len(tiny_tokenizer))
+    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
+                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64,
+                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    engine = Engine(lm, load_config())
+    torch.manual_seed(0)
+    vset = VectorSet({1: torch.randn(64), 2: torch.randn(64)})
+    items = [ab_item(f"Question {i}?\n\nChoices:\n(A) Yes\n(B) No", "AB"[i % 2]) for i in range(3)]
+    per_item = sweep_items(engine, vset, [1, 2], [-2.0, 0.0, 2.0], items)
+    assert per_item.shape == (2, 3, 3)
+    np.testing.assert_allclose(per_item.mean(-1), ab_sweep(engine, vset, [1, 2], [-2.0, 0.0, 2.0], items), atol=1e-6)
+    assert np.ptp(per_item[:, :, 0]) > 0  # the multipliers move the answer

@@ -1,0 +1,128 @@
+"""Links that reproduce a view and the view as commands (steering/ui_links.py); no model, no browser."""
+
+from __future__ import annotations
+
+import shlex
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import torch
+
+from steering.limits import Limits
+from steering.ui_links import (UPLOAD_NOTE, LinkView, commands, gguf_name, link_for, link_problems_note, make_view,
+                               parse_link)
+
+BEHAVIORS = ["refusal", "sycophancy"]
+LIMITS = Limits()
+
+
+def parse(params):
+    return parse_link(params, BEHAVIORS, num_layers=30, limits=LIMITS, alpha_max=10.0, max_chars=2000)
+
+
+def test_a_link_round_trips_every_setting():
+    view = make_view("Hi & bye? 50% off", "refusal", 1.5, 13, 0.7, "9223372036854775807", 48, 0.9, "Be brief.")
+    link, note = link_for("http://127.0.0.1:7860/?old=1#x", "refusal", {}, view)
+    assert link.startswith("http://127.0.0.1:7860/?message=Hi+%26+bye%3F+50%25+off&behavior=refusal")
+    params = dict(parse_qsl(urlsplit(link).query))
+    assert params == {"message": "Hi & bye? 50% off", "behavior": "refusal", "alpha": "1.5", "layer": "13",
+                      "temperature": "0.7", "seed": "9223372036854775807", "max_tokens": "48", "top_p": "0.9",
+                      "system": "Be brief.", "run": "1"}
+    back = parse(params)
+    assert back == LinkView("Hi & bye? 50% off", "refusal", 1.5, 13, 0.7, "9223372036854775807", 48, 0.9,
+                            "Be brief.", True)
+    assert "seed 9223372036854775807" in note
+
+
+def test_defaults_are_left_out_and_greedy_is_named():
+    view = make_view("Hello", "refusal", 2.0, 9, 0.0, "0", 64, 1.0, "")
+    link, note = link_for("http://h/", "refusal", None, view)
+    assert "top_p" not in link and "system" not in link and "greedy" in note
+
+
+def test_an_uploaded_vector_gives_no_link_but_the_reason():
+    view = make_view("Hello", "Uploaded: mine.safetensors", 2.0, 9, 0.0, "0", 64)
+    link, note = link_for("http://h/", "Uploaded: mine.safetensors", {"Uploaded: mine.safetensors": "/tmp/x"}, view)
+    assert link == "" and note == UPLOAD_NOTE and "cannot travel in a link" in note
+
+
+def test_no_message_fills_settings_only_and_random_seed_warns():
+    link, note = link_for("http://h/", "refusal", {}, make_view("", "refusal", 2.0, 9, 0.0, "0", 64))
+    assert "run=1" not in link and "message" not in link and "settings only" in note
+    _, note = link_for("http://h/", "refusal", {}, make_view("Hi", "refusal", 2, 9, 0.8, "3", 64), random_seed=True)
+    assert "New random seed every time" in note
+
+
+@pytest.mark.parametrize("key,value,problem", [
+    ("alpha", "abc", "alpha: α must be a number"),
+    ("alpha", "11", "alpha: α '11' is out of range"),
+    ("layer", "30", "layer: layer 30 is out of range: expected 0 to 29"),
+    ("layer", "2.5", "layer: layer must be a whole number"),
+    ("temperature", "nan", "temperature: temperature 'nan' is out of range"),
+    ("seed", "-1", "seed: seed -1 is out of range"),
+    ("max_tokens", "0", "max_tokens: max tokens 0 is out of range"),
+    ("behavior", "../etc", "behavior: '../etc' is not a behavior of this model"),
+    ("message", "x" * 2001, "message: 2001 characters long; the limit is 2000"),
+])
+def test_a_bad_value_is_named_and_left_out(key, value, problem):
+    view = parse({key: value, "layer": "5", "run": "1", "message": "Hi"} if key not in ("layer", "message")
+                 else {key: value, "run": "1"})
+    assert getattr(view, key) is None
+    assert len(view.problems) == 1 and view.problems[0].startswith(problem)
+    assert link_problems_note(view).startswith("This link had settings the app cannot use")
+
+
+def test_run_needs_a_message_and_unknown_keys_are_ignored():
+    assert parse({"run": "1", "alpha": "2"}).run is False
+    assert parse({"run": "1", "message": "Hi", "utm_source": "x"}).run is True
+    assert parse({}) == LinkView() and link_problems_note(LinkView()) == ""
+
+
+def command_args(**over):
+    args = dict(vector_source="vectors/refusal/smollm2-135m-instruct.safetensors", vector_name="refusal",
+                behavior="refusal", model="smollm2-135m-instruct", model_slug="smollm2-135m-instruct",
+                model_file="SmolLM2-135M-Instruct.Q4_1.gguf", layer=13, alpha=1.5, llama_scale=1.5,
+                message="What's up?", temperature=0.0, seed="0", max_tokens=64)
+    args.update(over)
+    return args
+
+
+def test_commands_name_the_exported_file_and_the_settings():
+    llama, cli = commands(**command_args(recipe_note="band of 3 around layer 13, +clamp / -add"))
+    out = gguf_name("refusal", "smollm2-135m-instruct", 13)
+    assert out == "refusal-smollm2-135m-instruct-layer13.gguf"
+    lines = [line for line in llama.splitlines() if not line.startswith("#")]
+    assert shlex.split(lines[0]) == ["python", "-m", "steering", "export-gguf",
+                                     "vectors/refusal/smollm2-135m-instruct.safetensors", out, "--layers", "13"]
+    plus, minus = (shlex.split(line) for line in lines[1:3])
+    assert plus[plus.index("--control-vector-scaled") + 1:][:2] == [out, "1.5"]
+    assert minus[minus.index("--control-vector-scaled") + 2] == "-1.5"
+    assert plus[plus.index("--control-vector-layer-range") + 1:][:2] == ["13", "13"]
+    assert plus[-2:] == ["-p", "What's up?"] and "band of 3" in llama
+    assert shlex.split(cli) == ["python", "-m", "steering", "chat", "--model", "smollm2-135m-instruct", "--behavior",
+                                "refusal", "--layer", "13", "--multiplier", "1.5", "--max-new-tokens", "64",
+                                "--temperature", "0", "--seed", "0", "--prompt", "What's up?"]
+
+
+def test_commands_for_an_upload_and_for_layer_0():
+    llama, cli = commands(**command_args(vector_source="mine.safetensors", vector_name="mine.safetensors",
+                                         behavior=None, top_p=0.9, system="Be brief."))
+    assert "mine-smollm2-135m-instruct-layer13.gguf" in llama
+    assert "--vector mine.safetensors" in cli and "--top-p 0.9" in cli and "--system-prompt 'Be brief.'" in cli
+    llama, _ = commands(**command_args(layer=0))
+    assert "no layer 0" in llama and "llama-cli" not in llama
+
+
+def test_the_export_line_writes_the_file_llama_cpp_reads(tmp_path, monkeypatch):
+    """Run the copied export line's arguments through this project's CLI (a small vector set)."""
+    from steering import cli
+    from steering.vector_files import VectorSet, load_vectors, save_safetensors
+
+    src = tmp_path / "refusal.safetensors"
+    save_safetensors(VectorSet({1: torch.ones(8), 2: torch.arange(8.0)}, metadata={"model": "tiny"}), src)
+    llama, _ = commands(**command_args(vector_source=str(src), layer=2))
+    export = shlex.split(next(line for line in llama.splitlines() if "export-gguf" in line))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(export[3:]) == 0
+    written = load_vectors(tmp_path / gguf_name("refusal", "smollm2-135m-instruct", 2))
+    assert written.layers == [2] and torch.equal(written.vector(2), torch.arange(8.0))
