@@ -84,6 +84,11 @@ def _steering_choice(engine, args: argparse.Namespace):
 
     layer = check_layer(args.layer if args.layer is not None else engine.defaults.layer, engine.lm.num_layers)
     if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
+        from steering.first_use import ensure_vectors  # no vectors yet for this model: build them (first use)
+
+        if ensure_vectors(engine, args.behavior, build=bool(getattr(args, "build_vectors", False)),
+                          ask=input if sys.stdin.isatty() else None) is not None and args.layer is None:
+            layer = engine.recipe(args.behavior).layer  # the model's default layer until tuned
         engine.recipe_vectors(engine.recipe(args.behavior), args.behavior).vector(layer)  # checked before generating
         return None, layer
     return engine.load_vector_file(args.vector).vector(layer), layer
@@ -466,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", help="a vector file instead of vectors/<behavior>/ (.safetensors, .pt, .gguf)")
     p.add_argument("--json", action="store_true")
     _add_sampling_flags(p)
+    p.add_argument("--build-vectors", action="store_true",
+                   help="no vectors for this model yet: build them from the behavior's dataset first")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("test", help="answer open-ended questions at several multipliers (the paper's test.py)")
@@ -479,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--batch-size", type=int, default=8, help="questions per batch (3 rows each)")
     _add_sampling_flags(p)
+    p.add_argument("--build-vectors", action="store_true",
+                   help="no vectors for this model yet: build them from the behavior's dataset first")
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("compare-vectors", help="cosine similarity per layer between two vector sets")
@@ -510,6 +519,7 @@ _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
         sub, _add_model_flags, lambda args, config: _engine(args, config))),  # no import of cli from bench
     ("tune", lambda sub: __import__("steering.tune", fromlist=["register"]).register(sub)),
     ("import-caa", lambda sub: __import__("steering.import_caa", fromlist=["register"]).register(sub)),
+    ("build-vectors", lambda sub: __import__("steering.first_use", fromlist=["register"]).register(sub)),
 ]
 
 

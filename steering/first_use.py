@@ -1,0 +1,259 @@
+"""Vectors on first use: a model without vectors for a behavior whose dataset ships gets them built on request.
+
+Any chat model works without a manual `extract` step: when the loaded model has no
+vectors/<behavior>/<model-slug>.safetensors for a behavior whose A/B dataset ships
+(datasets/<behavior>/, the card's `generate` file, else generate.json), the CLI (`build-vectors`, or
+`chat`/`test` with --build-vectors or an answer at the prompt; progress with tqdm) and the app (a button;
+progress with gr.Progress) build them: CAA's mean difference (Rimsky et al. 2023, arXiv 2312.06681,
+section 3) at every layer, in the model's read mode, the same extraction as `python -m steering extract`.
+The file is written atomically with its metadata (model, sizes, dataset and sha256, pairs, read mode,
+'made_by: first use'), so a failed or interrupted build leaves the previous state (no file). Until the
+behavior is tuned (`python -m steering tune` writes vectors/<behavior>/<slug>.defaults.json) it steers at
+the model's default layer: its config.yaml `models:` entry, else round(default_model_settings.layer_fraction
+x layer count) (steering.config.model_defaults).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from steering.errors import SteeringError
+
+# One build per (vectors file) at a time in this process: two users pressing the button build once.
+_BUILDING: dict[str, threading.Lock] = {}
+_GUARD = threading.Lock()
+CHUNK_PAIRS = 32  # pairs per extraction call: the progress steps
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What build_vectors wrote: the file, its layers and pair count, the seconds it took, and the layer the
+    behavior steers at until it is tuned."""
+
+    path: Path
+    layers: list[int]
+    pairs: int
+    seconds: float
+    default_layer: int
+
+    def summary(self) -> str:
+        return (f"{len(self.layers)} layers, {self.pairs} pairs, {self.seconds:.1f} s; steering at layer "
+                f"{self.default_layer} (the model's default) until tuned")
+
+
+def dataset_file(config: dict[str, Any], behavior: str) -> Path:
+    """The A/B file vectors of `behavior` are built from: the card's `generate` file, else generate.json.
+
+    Raises:
+        SteeringError: an invalid behavior name or an invalid behavior card.
+    """
+    from steering.behaviors import generate_file
+    from steering.limits import check_behavior_name
+
+    return generate_file(config, check_behavior_name(behavior))
+
+
+def buildable_behaviors(config: dict[str, Any]) -> list[str]:
+    """Behaviors whose A/B dataset ships (a valid name and an existing generate file), sorted."""
+    from steering.config import data_dir
+    from steering.limits import check_behavior_name
+
+    root = data_dir(config, "datasets_dir")
+    names = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        try:
+            check_behavior_name(folder.name)
+            if dataset_file(config, folder.name).is_file():
+                names.append(folder.name)
+        except SteeringError:  # not a behavior folder, or a card that does not load: not offered
+            continue
+    return names
+
+
+def missing_behaviors(engine: Any) -> list[str]:
+    """Behaviors whose dataset ships but that have no vectors for the loaded model (what first use offers)."""
+    have = set(engine.behaviors())
+    return [name for name in buildable_behaviors(engine.config) if name not in have]
+
+
+def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], None] | None = None,
+                  layers: Sequence[int] | None = None, max_pairs: int | None = None,
+                  batch_size: int | None = None, force: bool = False) -> BuildResult:
+    """Extract the behavior's vectors for the loaded model and cache them under the vectors folder.
+
+    Args:
+        engine: a steering.engine.Engine (its model, config, read mode and vectors folder).
+        behavior: a behavior name whose dataset ships (dataset_file).
+        progress: called as progress(pairs done, pairs in all) before the first and after each chunk of
+            CHUNK_PAIRS pairs (tqdm in the CLI, gr.Progress in the app).
+        layers: decoder blocks to extract (default: all).
+        max_pairs: only the first N pairs of the dataset.
+        batch_size: pairs per forward pass (default: config extraction.batch_size).
+        force: replace an existing vector file (default: refuse; another user may have built it meanwhile).
+
+    Returns:
+        BuildResult (the file: vectors/<behavior>/<model-slug>.safetensors).
+
+    Raises:
+        SteeringError: no dataset, a bad dataset item (file and index), vectors already there (without
+            `force`), a layer out of range. Nothing is written then, and a failure during the extraction
+            leaves the previous state (the file is written atomically at the end).
+    """
+    from steering.cli_common import display_path
+    from steering.datasets import file_sha256, load_ab_dataset
+    from steering.extraction import extract_vectors
+    from steering.layers import check_layer
+    from steering.limits import Limits
+    from steering.vector_files import VectorSet, save_safetensors, vector_path
+
+    lm = engine.lm
+    path = vector_path(engine.vectors_dir, behavior, lm.slug)  # refuses names that are not names
+    dataset = dataset_file(engine.config, behavior)
+    if not dataset.is_file():
+        raise SteeringError(f"no dataset for '{behavior}' to build vectors from ({display_path(dataset)} is missing)")
+    limits = Limits.from_config(engine.config)
+    read_mode = engine.defaults.read_mode
+    items = load_ab_dataset(dataset, read_mode, limits)
+    if max_pairs:
+        items = items[:max_pairs]
+    layers = sorted({check_layer(layer, lm.num_layers) for layer in layers}) if layers else list(range(lm.num_layers))
+    batch_size = int(batch_size or engine.config.get("extraction", {}).get("batch_size", 16))
+    with _GUARD:
+        lock = _BUILDING.setdefault(str(path.resolve()), threading.Lock())
+    with lock:
+        if path.exists() and not force:
+            raise SteeringError(f"'{behavior}' already has vectors for {lm.name}; nothing was built",
+                                detail=f"file: {path}")
+        start = time.perf_counter()
+        sums = {layer: torch.zeros(lm.hidden_size, dtype=torch.float64) for layer in layers}
+        done = 0
+        if progress is not None:
+            progress(0, len(items))
+        for first in range(0, len(items), CHUNK_PAIRS):
+            chunk = items[first:first + CHUNK_PAIRS]
+            with lm.lock:  # one model user at a time (chat turns, sweeps)
+                means = extract_vectors(lm.model, lm.tokenizer, chunk, layers, read_mode, batch_size=batch_size,
+                                        system_prompt=engine.config.get("generation", {}).get("system_prompt"),
+                                        progress=False, max_prompt_tokens=limits.max_prompt_tokens)
+            for layer in layers:  # the mean difference over all pairs = the pair-weighted mean of chunk means
+                sums[layer] += means[layer].double() * len(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(items))
+        vectors = {layer: (sums[layer] / len(items)).float() for layer in layers}
+        vset = VectorSet(vectors, {
+            "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),
+            "read_mode": read_mode, "method": "mean-diff", "behavior": behavior,
+            "dataset": display_path(dataset), "dataset_sha256": file_sha256(dataset), "pairs": str(len(items)),
+            "made_by": "first use (steering.first_use)", "default_layer": str(engine.defaults.layer),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        engine.validated(vset)  # sizes, finite, norms against the model, before anything is written
+        save_safetensors(vset, path)
+        engine.forget_vectors(behavior)
+        seconds = time.perf_counter() - start
+    return BuildResult(path, layers, len(items), seconds, engine.recipe(behavior).layer)
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def ensure_vectors(engine: Any, behavior: str, build: bool = False, ask: Callable[[str], str] | None = None,
+                   out: Callable[[str], None] = _stderr) -> BuildResult | None:
+    """Make sure the loaded model has vectors for `behavior`; build them when allowed (the CLI's offer).
+
+    Args:
+        engine: the Engine.
+        behavior: the behavior a command steers with.
+        build: build without asking (--build-vectors).
+        ask: a prompt function (input) to ask with on a terminal; None = do not ask.
+        out: where the line saying what was built goes (default: stderr, so `chat --json` stays JSON).
+
+    Returns:
+        The BuildResult when vectors were built, else None (they were there already).
+
+    Raises:
+        SteeringError: no vectors and no dataset, or no vectors and the build was not allowed (the
+            message says how to build them).
+    """
+    from steering.vector_files import vector_path
+
+    if vector_path(engine.vectors_dir, behavior, engine.lm.slug).exists():
+        return None
+    if behavior not in buildable_behaviors(engine.config):
+        return None  # nothing to build from: Engine.vectors_for gives its own message
+    if not build and ask is not None:
+        answer = ask(f"No '{behavior}' vectors for {engine.lm.name} yet. Build them now from the shipped "
+                     f"dataset (a few seconds to minutes)? [Y/n] ").strip().lower()
+        build = answer in ("", "y", "yes")
+    if not build:
+        raise SteeringError(f"no '{behavior}' vectors for {engine.lm.name} yet; build them with "
+                            f"--build-vectors or: python -m steering build-vectors --behavior {behavior}")
+    result = build_vectors(engine, behavior, progress=tqdm_progress(f"building '{behavior}' vectors"))
+    out(f"built {result.path} ({result.summary()})")
+    return result
+
+
+def tqdm_progress(desc: str) -> Callable[[int, int], None]:
+    """A build_vectors progress callback drawing a tqdm bar (closed when the last pair is done)."""
+    from tqdm.auto import tqdm
+
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc=desc, unit="pair"))
+        bar[0].n = done
+        bar[0].refresh()
+        if done >= total:
+            bar[0].close()
+
+    return update
+
+
+# ---------------------------------------------------------------------------- command line
+def register(sub: Any) -> None:
+    """Add the `build-vectors` sub-command to steering.cli's parser."""
+    from steering.cli_common import add_model_flags
+
+    p = sub.add_parser("build-vectors", help="build and cache the loaded model's vectors for behaviors whose "
+                                             "dataset ships and that have none yet (first use)")
+    add_model_flags(p)
+    p.add_argument("--behavior", nargs="+", dest="behaviors",
+                   help="these behaviors (default: every shipped behavior without vectors for the model)")
+    p.add_argument("--max-pairs", type=int, help="only the first N pairs of each dataset")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--force", action="store_true", help="rebuild vectors that exist")
+    p.set_defaults(func=cmd_build_vectors)
+
+
+def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
+    """Build the missing (or the named) behaviors' vectors for the loaded model, with tqdm bars."""
+    from steering.cli import _engine
+    from steering.limits import check_behavior_name
+
+    names = [check_behavior_name(name) for name in args.behaviors or []]
+    for name in names:  # before the slow model load
+        if name not in buildable_behaviors(config):
+            raise SteeringError(f"no dataset for '{name}' to build vectors from (shipped: "
+                                f"{', '.join(buildable_behaviors(config)) or 'none'})")
+    engine = _engine(args, config)
+    todo = names or missing_behaviors(engine)
+    if not todo:
+        print(f"every shipped behavior has vectors for {engine.lm.name}; nothing to build")
+        return 0
+    for name in todo:
+        result = build_vectors(engine, name, progress=tqdm_progress(f"building '{name}' vectors"),
+                               max_pairs=args.max_pairs, batch_size=args.batch_size, force=args.force)
+        print(f"built {result.path} ({result.summary()})")
+    return 0

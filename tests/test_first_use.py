@@ -1,0 +1,148 @@
+"""Vectors on first use (issue 14 item 6): a model with no vectors for a behavior whose dataset ships gets them
+built, cached with metadata, and steers at the model's default layer until tuned.
+
+The model is a tiny random Llama (6 layers) saved with a Llama-style tokenizer and a ChatML chat template to
+a folder, loaded through `--model FOLDER` like any hub model; everything is written into a temporary data
+home (LLAMA_STEERING_HOME), never into the checkout's vectors/.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from chat_templates import sentencepiece_tokenizer
+from fixtures import make_tiny_model
+from steering import first_use
+from steering.cli import main
+from steering.config import load_config
+from steering.datasets import load_ab_dataset
+from steering.engine import Engine
+from steering.errors import SteeringError
+from steering.extraction import extract_vectors
+from steering.models import ModelSettings, load_model
+from steering.vector_files import load_safetensors
+
+PAIRS = [
+    ("Will you help me cheat on my exam?", "No, I won't help with that.", "Sure, here is how."),
+    ("Can you tell me your favourite food?", "I don't have personal tastes.", "Pizza, easily."),
+    ("Write malware that steals passwords.", "I can't write that.", "Here is the code."),
+    ("What do you dream about?", "I don't dream; I'm an AI.", "Flying over the sea."),
+    ("How do I pick a lock to a house that isn't mine?", "I can't help with that.", "Use a tension wrench."),
+]
+
+
+def ab_items() -> list[dict[str, str]]:
+    items = []
+    for index, (question, refuse, comply) in enumerate(PAIRS):
+        first, second = (refuse, comply) if index % 2 == 0 else (comply, refuse)
+        items.append({"question": f"{question}\n\nChoices:\n(A) {first}\n(B) {second}",
+                      "answer_matching_behavior": "(A)" if index % 2 == 0 else "(B)",
+                      "answer_not_matching_behavior": "(B)" if index % 2 == 0 else "(A)"})
+    return items
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A tiny random Llama chat model on disk: config, weights, tokenizer with a ChatML template."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-chat-model"
+    tok = sentencepiece_tokenizer("chatml")
+    model = make_tiny_model(len(tok), layers=6)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, model_folder):
+    """A data home with a config (default layer fraction 0.5, one thread) and one behavior's dataset."""
+    home = tmp_path / "home"
+    (home / "datasets" / "politeness").mkdir(parents=True)
+    (home / "datasets" / "politeness" / "generate.json").write_text(json.dumps(ab_items()))
+    (home / "config.yaml").write_text(yaml.safe_dump({
+        "model": {"name": str(model_folder), "threads": 1, "cuda_graphs": False},
+        "behavior": "politeness",
+        "default_model_settings": {"read_mode": "answer-mean", "layer_fraction": 0.5, "multiplier": 2.0},
+    }))
+    monkeypatch.setenv("LLAMA_STEERING_HOME", str(home))
+    return home
+
+
+def engine_for(home) -> Engine:
+    config = load_config()
+    return Engine(load_model(ModelSettings.from_config(config["model"])), config)
+
+
+def test_cli_builds_missing_vectors_caches_them_and_uses_the_default_layer(home, capsys, monkeypatch, model_folder):
+    monkeypatch.setattr(first_use, "CHUNK_PAIRS", 2)  # three chunks: the chunk means must combine exactly
+    assert main(["build-vectors"]) == 0
+    out = capsys.readouterr().out
+    path = home / "vectors" / "politeness" / "tiny-chat-model.safetensors"
+    assert f"built {path} (6 layers, 5 pairs" in out
+    assert "steering at layer 3 (the model's default) until tuned" in out  # round(0.5 x 6 layers)
+    vset = load_safetensors(path)
+    assert vset.layers == list(range(6))
+    meta = vset.metadata
+    assert meta["made_by"].startswith("first use") and meta["pairs"] == "5" and meta["read_mode"] == "answer-mean"
+    assert meta["behavior"] == "politeness" and meta["model"] == str(model_folder) and len(meta["dataset_sha256"]) == 64
+    # the same vectors as one extraction over all pairs
+    engine = engine_for(home)
+    items = load_ab_dataset(home / "datasets" / "politeness" / "generate.json", "answer-mean")
+    direct = extract_vectors(engine.lm.model, engine.lm.tokenizer, items, list(range(6)), "answer-mean",
+                             progress=False)
+    for layer in range(6):
+        assert torch.allclose(vset.vector(layer), direct[layer], atol=1e-5, rtol=1e-4)
+    assert engine.recipe("politeness").layer == 3 and first_use.missing_behaviors(engine) == []
+    assert main(["build-vectors"]) == 0
+    assert "nothing to build" in capsys.readouterr().out
+
+
+def test_chat_offers_the_build_and_builds_with_the_flag(home, capsys):
+    assert main(["chat", "--prompt", "hi", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no 'politeness' vectors for" in err and "--build-vectors" in err
+    assert not (home / "vectors").exists()
+    assert main(["chat", "--prompt", "hi", "--max-new-tokens", "2", "--build-vectors", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "built " in err and (home / "vectors" / "politeness" / "tiny-chat-model.safetensors").is_file()
+    assert json.loads(out)["settings"]["layer"] == 3  # the model's default layer until tuned
+
+
+def test_engine_build_reports_progress_and_a_failed_build_leaves_the_old_state(home, monkeypatch):
+    engine = engine_for(home)
+    assert first_use.missing_behaviors(engine) == ["politeness"]
+    with pytest.raises(SteeringError, match="no 'politeness' vectors"):
+        engine.vectors_for("politeness")
+    calls = []
+
+    def broken(*args, **kwargs):
+        if len(calls) > 1:
+            raise RuntimeError("out of memory")
+        return extract_vectors(*args, **kwargs)
+
+    monkeypatch.setattr("steering.extraction.extract_vectors", broken)
+    monkeypatch.setattr(first_use, "CHUNK_PAIRS", 2)
+    with pytest.raises(RuntimeError):
+        first_use.build_vectors(engine, "politeness", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 5), (2, 5)]  # stopped in the second chunk
+    assert not list((home / "vectors").rglob("*.safetensors"))  # nothing written
+    monkeypatch.setattr("steering.extraction.extract_vectors", extract_vectors)
+    calls.clear()
+    result = first_use.build_vectors(engine, "politeness", progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+    assert engine.vectors_for("politeness").layers == list(range(6)) and result.default_layer == 3
+    with pytest.raises(SteeringError, match="already has vectors"):
+        first_use.build_vectors(engine, "politeness")
+    before = result.path.read_bytes()
+    monkeypatch.setattr("steering.extraction.extract_vectors", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        first_use.build_vectors(engine, "politeness", force=True)
+    assert result.path.read_bytes() == before  # the old file stays
+
+
+def test_nothing_to_build_from(home, capsys):
+    assert main(["build-vectors", "--behavior", "sycophancy"]) == 2
+    assert "no dataset for 'sycophancy' to build vectors from (shipped: politeness)" in capsys.readouterr().err
