@@ -197,3 +197,116 @@ def test_extract_reads_the_cards_generate_file(tmp_path, capsys, monkeypatch):
     code = main(["extract", "--config", str(config), "--behavior", "politeness"])
     err = capsys.readouterr().err
     assert code == 2 and "pairs.json: file not found" in err and err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------ evaluate per behavior (tiny random model)
+def _tiny_project(tmp_path):
+    """A config whose datasets hold behaviors alpha (regex judge: any letter), beta (a phrase no answer has)
+    and gamma (a card but no vectors), with vectors for the tiny model for alpha and beta."""
+    import json
+
+    import torch
+
+    from steering.vector_files import VectorSet, save_safetensors
+
+    data = tmp_path / "datasets"
+    ab = [{"question": f"Q{i}?\n\nChoices:\n(A) yes\n(B) no", "answer_matching_behavior": "(A)" if i % 2 else "(B)",
+           "answer_not_matching_behavior": "(B)" if i % 2 else "(A)"} for i in range(2)]
+    judges = {"alpha": {"kind": "regex", "patterns": ["[a-z]"]}, "beta": {"kind": "phrases", "phrases": ["zqzqzq"]},
+              "gamma": GOOD["judge"]}
+    for behavior, judge in judges.items():
+        _write(data, {**GOOD, "name": behavior.title(), "judge": judge}, behavior)
+        (data / behavior / "test_ab.json").write_text(json.dumps(ab))
+        (data / behavior / "test_open_ended.json").write_text(json.dumps([{"question": f"{behavior} one?"},
+                                                                          {"question": f"{behavior} two?"}]))
+    for behavior in ("alpha", "beta"):
+        save_safetensors(VectorSet({layer: torch.full((64,), 0.05) for layer in range(4)}),
+                         tmp_path / "vectors" / behavior / "tiny.safetensors")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"datasets_dir": str(data), "vectors_dir": str(tmp_path / "vectors"),
+                                      "results_dir": str(tmp_path / "results"),
+                                      "models": {"tiny": {"layer": 1, "multiplier": 1.0}}}))
+    return config
+
+
+@pytest.fixture
+def tiny_cli_engine(monkeypatch):
+    import threading
+
+    import torch
+
+    from fixtures import make_tiny_model, make_tiny_tokenizer
+    from steering.engine import Engine
+    from steering.models import LoadedModel, ModelSettings
+
+    loads = []
+
+    def load(args, config):
+        tok = make_tiny_tokenizer()
+        lm = LoadedModel(model=make_tiny_model(len(tok)), tokenizer=tok, name="tiny", slug="tiny",
+                         dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
+                         hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny", cuda_graphs=False),
+                         lock=threading.Lock())
+        loads.append(1)
+        return Engine(lm, config)
+
+    monkeypatch.setattr("steering.cli._engine", load)
+    return loads
+
+
+FAST = ["--max-new-tokens", "3", "--layers", "1", "--multipliers", "-1", "0", "1"]
+
+
+def test_evaluate_one_behavior_uses_its_judge_files_and_folder(tmp_path, capsys, tiny_cli_engine):
+    import json
+
+    from steering.cli import main
+
+    config = _tiny_project(tmp_path)
+    assert main(["evaluate", "--config", str(config), "--behavior", "beta", *FAST]) == 0
+    out = tmp_path / "results" / "eval" / "beta"  # the default folder is results/eval/<behavior>/
+    payload = json.loads((out / "open_ended.json").read_text())
+    assert payload["settings"]["dataset"].endswith("beta/test_open_ended.json")
+    assert payload["settings"]["judge"] == {"kind": "phrases", "phrases": ["zqzqzq"]}
+    assert "refusal_phrases" not in payload["settings"]
+    assert {a["question"] for a in payload["answers"]} == {"beta one?", "beta two?"}
+    assert all(a["shows_behavior"] is False for a in payload["answers"])  # beta's phrase is never written
+    assert json.loads((out / "ab_sweep.json").read_text())["settings"]["dataset"].endswith("beta/test_ab.json")
+    assert "beta rate (judge)" in (out / "summary.md").read_text()
+    capsys.readouterr()
+
+
+def test_evaluate_all_runs_every_behavior_with_vectors_and_writes_the_table(tmp_path, capsys, tiny_cli_engine):
+    import json
+
+    from steering.cli import main
+
+    config = _tiny_project(tmp_path)
+    code = main(["evaluate", "--config", str(config), "--behavior", "all", "--no-ab", "--out", str(tmp_path / "ev"),
+                 "--max-new-tokens", "3", "--open-multipliers", "-1", "0", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert len(tiny_cli_engine) == 1  # one model load for all behaviors
+    alpha = json.loads((tmp_path / "ev" / "alpha" / "open_ended.json").read_text())
+    beta = json.loads((tmp_path / "ev" / "beta" / "open_ended.json").read_text())
+    assert alpha["settings"]["judge"]["kind"] == "regex" and beta["settings"]["judge"]["kind"] == "phrases"
+    # each behavior scored by its own judge: alpha's counts every non-empty answer, beta's none
+    assert all(a["shows_behavior"] == any(c.isalpha() for c in a["text"].lower()) for a in alpha["answers"])
+    assert not any(a["shows_behavior"] for a in beta["answers"])
+    assert not (tmp_path / "ev" / "gamma" / "open_ended.json").exists()
+    table = (tmp_path / "ev" / "behaviors.md").read_text()
+    assert table == captured.out[captured.out.index("# Open-ended score per behavior"):]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"alpha", "beta", "gamma"}
+    assert "| 0.00 | 0.00 | 0.00 | 0.00 | +0.00 | **no** |" in rows["beta"]
+    assert "no vectors for this model" in rows["gamma"]
+
+
+@pytest.mark.parametrize("flag", ["--vector", "--ab", "--open-ended"])
+def test_evaluate_all_refuses_single_behavior_files(tmp_path, capsys, flag, monkeypatch):
+    from steering.cli import main
+
+    monkeypatch.setattr("steering.cli._engine", lambda args, config: pytest.fail("model loaded"))
+    code = main(["evaluate", "--behavior", "all", flag, str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flag} names one behavior's file: it cannot be used with --behavior all" in err, err
