@@ -21,6 +21,7 @@ from typing import Any
 
 import gradio as gr
 
+from steering.behaviors import dropdown_choices, example_prompts, load_cards, message_after_switch
 from steering.config import data_dir
 from steering.engine import Engine
 from steering.errors import SteeringError
@@ -71,6 +72,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     max_chars, max_mb = int(app_cfg["max_prompt_chars"]), float(app_cfg["max_upload_mb"])
     behaviors = engine.behaviors()
     default_behavior = config.get("behavior") if config.get("behavior") in behaviors else (behaviors or [None])[0]
+    cards = load_cards(datasets_dir(config))[0]  # behavior cards (steering/behaviors.py): dropdown text, examples
+    behavior_choices = dropdown_choices(cards, behaviors)  # ("Name — description", folder name)
     queue_kw = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
     # Uploaded vector files leave Gradio's cache (readable by URL) for a private folder per session,
     # removed when the session ends (unload) or its state expires.
@@ -260,7 +263,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             return None, gr.skip(), gr.skip(), f"⚠️ **Not loaded:** {markdown_text(public_message(exc))}"
         name = UPLOAD_PREFIX + kept.name
         uploads = {**(uploads or {}), name: str(kept)}
-        return None, gr.update(choices=behaviors + list(uploads), value=name), uploads, \
+        return None, gr.update(choices=behavior_choices + list(uploads), value=name), uploads, \
             f"Loaded {markdown_text(info)}; it is now selected."
 
     def end_session(request: gr.Request):
@@ -439,9 +442,10 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                             strip_cards.append(gr.Markdown(elem_id=f"strip-card-{i}"))
                             strip_use.append(gr.Button("Use", size="sm", visible=False, elem_id=f"strip-use-{i}"))
                 strip_alphas = gr.State([])
-                gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one, then Send)")
+                examples = gr.Examples(example_prompts(cards, default_behavior, EXAMPLES), inputs=prompt,
+                                       label="Examples (click one, then Send)")
                 with gr.Row():
-                    choice = gr.Dropdown(behaviors, value=default_behavior, label="Behavior (steering vector)",
+                    choice = gr.Dropdown(behavior_choices, value=default_behavior, label="Behavior (steering vector)",
                                          min_width=280, info=None if behaviors else
                                          "No vectors for this model yet: upload one (Advanced).")
                     alpha = gr.Slider(0, alpha_max, value=defaults.multiplier, step=0.5,
@@ -507,7 +511,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     pairs = []
                     for side in ("A", "B"):
                         with gr.Column(min_width=260):
-                            pairs.append(gr.Dropdown(behaviors, value=default_behavior, label=f"Vector set {side}"))
+                            pairs.append(gr.Dropdown(behavior_choices, value=default_behavior,
+                                                     label=f"Vector set {side}"))
                             pairs.append(gr.File(label=f"or upload set {side}", height=130,
                                                  file_types=[".safetensors", ".pt", ".gguf"],
                                                  elem_id=f"cmp-file-{side.lower()}"))
@@ -543,8 +548,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         cal_table.select(pick_cell, sweep_state, [layer, alpha, cal_pick], queue=False, **PRIVATE)
         choice.change(question_set, [choice, uploads, cal_questions, gr.State(question_sets)], cal_questions,
                       queue=False, show_progress="hidden", **PRIVATE)
-        uploads.change(lambda u: [gr.update(choices=behaviors + list(u or {}))] * 3, uploads, [choice, *pairs[0::2]],
+        uploads.change(lambda u: [gr.update(choices=behavior_choices + list(u or {}))] * 3, uploads, [choice, *pairs[0::2]],
                        queue=False, show_progress="hidden", **PRIVATE)
+        choice.change(lambda c, text: (gr.update(samples=[[e] for e in example_prompts(cards, c, EXAMPLES)]),
+                                       message_after_switch(cards, c, text, EXAMPLES) or gr.skip()),
+                      [choice, prompt], [examples.dataset, prompt], queue=False, **PRIVATE)  # the card's examples
         for file, dropdown in zip(pairs[1::2], pairs[0::2]):  # kept per session like the chat's uploads
             file.upload(on_upload, [file, uploads], [file, dropdown, uploads, cmp_note], **PRIVATE)
         cmp_btn.click(compare_vectors, [*pairs, uploads], [cosines, cmp_note], **PRIVATE)

@@ -310,3 +310,69 @@ def test_evaluate_all_refuses_single_behavior_files(tmp_path, capsys, flag, monk
     code = main(["evaluate", "--behavior", "all", flag, str(tmp_path / "x.json")])
     err = capsys.readouterr().err
     assert code == 2 and f"{flag} names one behavior's file: it cannot be used with --behavior all" in err, err
+
+
+# ------------------------------------------------------------------ the app's dropdown and examples
+def _cards(tmp_path):
+    _write(tmp_path, GOOD, "politeness")
+    _write(tmp_path, {**GOOD, "name": "Rudeness", "description": "Snaps at people.", "examples": ["Hello?", "Hi"]},
+           "rudeness")
+    return load_cards(tmp_path)[0]
+
+
+def test_dropdown_shows_name_and_description_and_keeps_the_folder_name_as_value(tmp_path):
+    from steering.behaviors import dropdown_choices
+
+    cards = _cards(tmp_path)
+    assert dropdown_choices(cards, ["rudeness", "politeness", "uncarded"]) == [
+        ("Rudeness — Snaps at people.", "rudeness"), ("Politeness — Says please and thank you.", "politeness"),
+        ("uncarded", "uncarded")]
+
+
+def test_switching_behavior_fills_an_empty_box_or_replaces_an_example_but_never_typed_text(tmp_path):
+    from steering.behaviors import example_prompts, message_after_switch
+
+    cards = _cards(tmp_path)
+    assert example_prompts(cards, "rudeness") == ["Hello?", "Hi"]
+    assert example_prompts(cards, "upload.safetensors", ["fallback?"]) == ["fallback?"]
+    assert message_after_switch(cards, "rudeness", "") == "Hello?"
+    assert message_after_switch(cards, "rudeness", "  \n") == "Hello?"
+    assert message_after_switch(cards, "rudeness", "Pass the salt.") == "Hello?"  # politeness's example
+    assert message_after_switch(cards, "rudeness", "fallback?", fallback=["fallback?"]) == "Hello?"
+    assert message_after_switch(cards, "rudeness", "My own question") is None  # typed text stays
+    assert message_after_switch(cards, "rudeness", "Hello?") is None  # already there
+    assert message_after_switch(cards, "uncarded", "") is None  # no card, no examples
+
+
+def test_app_dropdown_shows_card_names_and_switching_fills_the_box(tmp_path):
+    """app.py: the Behavior dropdown shows "Name — description" (value: the folder name); choosing a behavior
+    shows its examples and puts its first example into an empty message box."""
+    import threading
+
+    import gradio as gr
+    import torch
+
+    import app
+    from fixtures import make_tiny_model, make_tiny_tokenizer
+    from steering.engine import Engine
+    from steering.models import LoadedModel, ModelSettings
+
+    config = load_config(_tiny_project(tmp_path))
+    config["behavior"] = "alpha"
+    tok = make_tiny_tokenizer()
+    lm = LoadedModel(model=make_tiny_model(len(tok)), tokenizer=tok, name="tiny", slug="tiny", dtype=torch.float32,
+                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64, load_seconds=0.0,
+                     settings=ModelSettings(name="tiny", cuda_graphs=False), lock=threading.Lock())
+    demo = app.build_app(Engine(lm, config), config)
+    dropdown = next(b for b in demo.blocks.values()
+                    if isinstance(b, gr.Dropdown) and b.label == "Behavior (steering vector)")
+    assert dropdown.choices == [("Alpha — Says please and thank you.", "alpha"),
+                                ("Beta — Says please and thank you.", "beta")]  # gamma: no vectors for tiny
+    assert dropdown.value == "alpha"
+    switch = next(f for f in demo.fns.values()
+                  if f.inputs and f.inputs[0] is dropdown and any(isinstance(o, gr.Dataset) for o in f.outputs))
+    samples, text = switch.fn("beta", "")
+    assert samples["samples"] == [["Tell me the time."], ["Pass the salt."]]
+    assert text == "Tell me the time."
+    assert switch.fn("beta", "my own words")[1] == gr.skip()  # typed text stays
+    assert switch.fn("alpha", "Tell me the time.")[1] == gr.skip()  # already the example
