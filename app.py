@@ -108,7 +108,12 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     # Send and Retry, while a turn streams (Send says so: the busy state is visible)
     busy = [gr.update(interactive=False, value="⏳ Generating…"), gr.update(interactive=False)]
     idle = [gr.update(interactive=True, value="Send"), gr.update(interactive=True)]
-    skip_panes = [gr.skip()] * 5  # the three panes and the two prompted ones (steering.ui_demo.render_panes)
+
+    def panes_and(turns, *rest):
+        """A chat event's outputs: the three panes, `rest` (Send, Retry, ...), then the two prompted panes
+        (steering.ui_demo.render_panes; turns None: gr.skip() for every pane)."""
+        panes = render_panes(turns) if turns is not None else [gr.skip()] * 5
+        return (*panes[:3], *rest, *panes[3:])
 
     def buttons(turns):
         """Send and Retry: disabled while one of the session's turns runs, enabled otherwise."""
@@ -133,9 +138,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             if wanted:
                 turns.append(turn)
         if not wanted:
-            yield *skip_panes, *buttons(turns)
+            yield panes_and(None, *buttons(turns))
             return
-        yield *render_panes(turns), *busy  # the message box is no output: take_message emptied it at the click
+        yield panes_and(turns, *busy)  # the message box is no output: take_message emptied it at the click
         finished: dict[str, Any] = {}
 
         def call(**kwargs):
@@ -150,7 +155,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     if turn.status != "running" or not any(t is turn for t in turns):
                         break  # stopped or cleared meanwhile: leaving the stream stops the model
                     turn.answers = list(texts)
-                    yield *render_panes(turns), gr.skip(), gr.skip()
+                    yield panes_and(turns, gr.skip(), gr.skip())
                 else:
                     result = finished["result"]
                     turn.finish(result.texts, result.new_tokens, result.stopped)
@@ -159,11 +164,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             raise
         except Exception as exc:  # keep serving: the message goes where the answer would have been
             turn.fail(public_message(exc))
-        yield *render_panes(turns), *buttons(turns)
+        yield panes_and(turns, *buttons(turns))
 
     def refuse(message: str):
         gr.Warning(message)
-        yield *skip_panes, *idle  # Send was disabled at the click
+        yield panes_and(None, *idle)  # Send was disabled at the click
 
     def take_message(prompt, *rest):
         """Send's first, quick step (after the validator; never waits for the model): the message moves from
@@ -182,7 +187,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         turn) becomes a turn, unless Stop or Clear cancelled it while it waited."""
         taken = outbox.take()
         if taken is None:  # cancelled while it waited: Stop put it back into the message box
-            yield *skip_panes, *buttons(turns)
+            yield panes_and(None, *buttons(turns))
             return
         prompt, ticket = taken
         if prompt is None and (not turns or turns[-1].status == "running"):
@@ -193,7 +198,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             text = check_prompt(prompt, max_chars) if prompt is not None else turns[-1].user
             history_before = turns if prompt is not None else turns[:-1]
             checked = check_turn(text, history_before, *settings)
-            prompts = check_prompted(*prompted)
+            prompts = check_prompted(*prompted) if prompted else None  # the prompted panes' system prompts
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
@@ -242,7 +247,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         back = outbox.cancel()
         for turn in turns:
             turn.stop()
-        return *render_panes(turns), *idle, back if back and not (prompt or "").strip() else gr.skip()
+        return panes_and(turns, *idle, back if back and not (prompt or "").strip() else gr.skip())
 
     def clear(turns, outbox):
         """Clear: stop whatever runs or waits, and start over (a message being typed stays)."""
@@ -250,7 +255,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         for turn in turns:
             turn.stop()
         turns.clear()
-        return *[[]] * len(chats), *idle
+        return panes_and([], *idle)
 
     def on_upload(path, uploads, request: gr.Request):
         """Check the file at once: a file that fits moves to this session's private folder, one that doesn't
@@ -438,7 +443,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 with gr.Row(elem_id="strip"):
                     strip_cards, strip_use = [], []
                     for i in range(len(STRIP_FACTORS)):
-                        with gr.Column(min_width=170):
+                        with gr.Column(min_width=140):
                             strip_cards.append(gr.Markdown(elem_id=f"strip-card-{i}"))
                             strip_use.append(gr.Button("Use", size="sm", visible=False, elem_id=f"strip-use-{i}"))
                 strip_alphas = gr.State([])
@@ -452,7 +457,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                                       label="Steering strength α", min_width=280,
                                       info="0 = no steering; the first answer gets +α, the last −α")
                 with gr.Row(elem_id="presets"):
-                    gr.HTML(tooltip_html("alpha", "What is α?"), elem_id="alpha-tip", min_height=0)
+                    gr.HTML(tooltip_html("alpha", "What is α?"), elem_id="alpha-tip", min_height=0, min_width=110)
                     preset_btns = [gr.Button(p.label, size="sm", min_width=90, elem_id=f"preset-{i}")
                                    for i, p in enumerate(behavior_presets(engine, default_behavior, results_folder))]
                 note = gr.Markdown()
@@ -521,7 +526,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 cosines = gr.Plot(label="Cosine similarity per layer", elem_id="cmp-plot")
 
         settings = [choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system]
-        turn_outputs = [*chats, send_btn, retry_btn]
+        turn_outputs = [*chats[:3], send_btn, retry_btn, *chats[3:]]  # prompted panes last
         # Send and Enter: the validator, then a quick step (own queue slot, no waiting) that moves the message
         # from the box into the session's Outbox and disables Send and Retry, then the queued turn; the turn
         # never writes the message box, so text typed while it waits or streams stays, and Send stays
@@ -536,9 +541,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         retry_btn.click(take_retry, outbox, [send_btn, retry_btn], queue=False, **PRIVATE).success(
             retry, [outbox, history, *settings, *prompted_inputs], turn_outputs, show_progress="minimal", **PRIVATE, **queue_kw)
         # Stop and Clear act through the session's state (Outbox, Turn.status), not cancels= (see Outbox).
-        stop_btn.click(stop, [history, outbox, prompt], [*chats, send_btn, retry_btn, prompt], queue=False,
+        stop_btn.click(stop, [history, outbox, prompt], [*chats[:3], send_btn, retry_btn, prompt, *chats[3:]], queue=False,
                        **PRIVATE)
-        clear_btn.click(clear, [history, outbox], [*chats, send_btn, retry_btn], queue=False, **PRIVATE)
+        clear_btn.click(clear, [history, outbox], [*chats[:3], send_btn, retry_btn, *chats[3:]], queue=False, **PRIVATE)
         upload.upload(on_upload, [upload, uploads], [upload, choice, uploads, upload_note], **PRIVATE)
         demo.unload(end_session)
         for trigger in (choice.change, layer.change, alpha.change, demo.load):

@@ -450,15 +450,17 @@ def tooltip_html(key: str, text: str) -> str:
 
 DEMO_CSS = """
 .demo-tip { position: relative; cursor: help; font-size: var(--text-sm); color: var(--body-text-color-subdued);
-            border-bottom: 1px dotted currentColor; }
+            border-bottom: 1px dotted currentColor; white-space: nowrap; }
 .demo-tip .demo-tip-text { display: none; position: absolute; left: 0; top: 1.6em; z-index: 20; width: min(320px, 80vw);
             padding: 8px 10px; border-radius: 6px; background: var(--background-fill-secondary);
             color: var(--body-text-color); border: 1px solid var(--border-color-primary);
             box-shadow: 0 2px 8px rgba(0,0,0,.2); }
 .demo-tip:hover .demo-tip-text, .demo-tip:focus .demo-tip-text, .demo-tip:focus-within .demo-tip-text { display: block; }
-#strip { flex-wrap: nowrap; overflow-x: auto; gap: 8px; }
-#strip > .column { min-width: 170px; flex: 1 0 170px; border: 1px solid var(--border-color-primary);
+#strip { flex-wrap: nowrap; overflow-x: auto; gap: 8px; }  /* one row; it scrolls sideways on a phone */
+#strip > .column { min-width: 140px !important; flex: 1 0 140px; border: 1px solid var(--border-color-primary);
                    border-radius: 8px; padding: 6px; }
+#prompted button[aria-label="Clear"] { display: none; }  /* one Clear for all panes */
+#presets { align-items: center; }
 #strip .prose { font-size: var(--text-sm); }
 #busy-line p { margin: 0; }
 """
