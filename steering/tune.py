@@ -456,11 +456,13 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     from steering.generation import SamplingSettings
     from steering.recipe import defaults_path
+    from steering.behaviors import judge_for
     from steering.refusal import RefusalDetector
     from steering.vector_files import vector_path
 
-    try:
-        detector = RefusalDetector.from_config(config)
+    try:  # the behavior card's judge (steering.behaviors.judge_for; refusal: config's refusal_phrases override it)
+        detector = RefusalDetector.from_config(config) if args.behavior == "refusal" else \
+            judge_for(config, args.behavior)
     except ValueError as exc:
         raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
     engine = _engine(args, config)

@@ -376,3 +376,21 @@ def test_app_dropdown_shows_card_names_and_switching_fills_the_box(tmp_path):
     assert text == "Tell me the time."
     assert switch.fn("beta", "my own words")[1] == gr.skip()  # typed text stays
     assert switch.fn("alpha", "Tell me the time.")[1] == gr.skip()  # already the example
+
+
+def test_tune_scores_with_the_behaviors_own_judge(tmp_path, capsys, monkeypatch):
+    """`tune --behavior X` reads X's judge from its card (it used the refusal phrases for every behavior):
+    an invalid judge in X's card is refused before the model loads."""
+    import json
+
+    from steering.cli import main
+
+    data = tmp_path / "data"
+    _write(data, _with(["judge", "phrases"], ["  "]))
+    (data / "politeness" / "tune_open_ended.json").write_text(json.dumps([{"question": "Hello?"}]))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"datasets_dir: {data}\nvectors_dir: {tmp_path / 'vectors'}\n")
+    monkeypatch.setattr("steering.cli._engine", lambda args, config: pytest.fail("model loaded"))
+    code = main(["tune", "--config", str(config), "--behavior", "politeness"])
+    err = capsys.readouterr().err
+    assert code == 2 and "politeness/behavior.yaml: judge.phrases: expected at least one" in err, err
