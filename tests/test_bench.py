@@ -91,3 +91,35 @@ def test_synthetic_gpu_path_runs_tiny_on_cpu(tmp_path, capsys):
     assert json.loads((tmp_path / "gpu.json").read_text())["compiled"]["tokens"] == 4
     assert (tmp_path / "gpu.md").read_text() == table + "\n"
     assert "wrote" in capsys.readouterr().out
+
+
+def test_users_section_runs_several_users_in_one_batch(tiny_tokenizer):
+    """bench --users (issue 12 item 4): all users in one batch, each checked against running alone."""
+    from steering.bench.users import format_users_table, run_users
+    from steering.models import LoadedModel, ModelSettings
+    from fixtures import make_tiny_model
+
+    lm = LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny", slug="tiny",
+                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
+                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    vector = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 4
+    users = run_users(lm, [1, 3], 6, lambda layer: vector * (layer + 1), base_layer=2, multiplier=2.0)
+    one, three = users["runs"]
+    assert (one["users"], three["users"]) == (1, 3)
+    assert one["most_requests_in_batch"] == 1 and three["most_requests_in_batch"] == 3
+    assert one["tokens_generated"] == 3 * 6 and three["tokens_generated"] == 9 * 6
+    assert three["rows_identical"] == three["rows"] == 9 and three["positions_agree"] == 1.0
+    assert three["first_token_p50_s"] <= three["first_token_p95_s"] <= three["last_token_p95_s"]
+    table = format_users_table(users, gpu=False)
+    assert "| 3 | " in table and "9/9" in table and "4 users >= 2x" in table and ": n/a" in table
+
+
+def test_users_flag_refuses_zero_users(tmp_path):
+    from steering.errors import SteeringError
+
+    from steering.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--users", "0", "--json", str(tmp_path / "u.json")])
+    with pytest.raises(SteeringError, match="--users: each user count must be at least 1, got 0"):
+        bench_cli.cmd_bench(args, {}, engine_factory=lambda a, c: None)
+    assert not (tmp_path / "u.json").exists()

@@ -174,3 +174,15 @@ def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
     assert [r.token_ids for r in results] == expected
     assert engine.scheduler.stats.most_requests == 2
     assert not engine.lm.lock.locked()
+
+
+def test_the_fast_path_runs_one_request_at_a_time_outside_the_scheduler(tiny_tokenizer, vectors):
+    """Static cache / compiled step: fixed shapes, no merging; Engine keeps the exclusive path (documented)."""
+    from test_engine import make_engine
+
+    engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="eager"))
+    assert engine.fast_path is not None
+    result = engine.compare([{"role": "user", "content": QUESTIONS[0]}], vector=vectors[0], layer=1, multiplier=2.0,
+                            settings=SamplingSettings(max_new_tokens=6))
+    assert result.new_tokens == [6, 6, 6] and engine.scheduler.stats.requests == 0
+    assert not engine.lm.lock.locked()

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from steering.bench.common import SECTIONS
 
 EngineFactory = Callable[[argparse.Namespace, dict[str, Any]], Any]
+USERS_JSON = Path(__file__).resolve().parents[2] / "results" / "bench"  # --users writes here without --json
 
 
 def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: EngineFactory) -> int:
@@ -30,6 +31,20 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
     """
     from steering.bench.tables import format_cpu_table, format_gpu_table
 
+    if args.users:
+        if min(args.users) < 1:
+            from steering.errors import SteeringError
+
+            raise SteeringError(f"--users: each user count must be at least 1, got {min(args.users)}")
+        from steering.bench.users import format_users_table, run_users_bench
+
+        results = run_users_bench(args, config, engine_factory)
+        table = format_users_table(results["users"], gpu=bool(args.synthetic_7b), machine=results["machine"],
+                                   model=results.get("model"))
+        print(table)
+        path = Path(args.json) if args.json else USERS_JSON / ("users-gpu.json" if args.synthetic_7b else "users-cpu.json")
+        write_results(path, results, table)
+        return 0
     if args.synthetic_7b:
         from steering.bench.gpu import run_gpu_bench
 
@@ -81,4 +96,7 @@ def register(sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None
     p.add_argument("--layers-7b", type=int, default=32, help="decoder layers of the synthetic model (32 = 7B)")
     p.add_argument("--skip-quantized", action="store_true", help="--synthetic-7b without the 8-bit / 4-bit runs")
     p.add_argument("--work-dir", help="--synthetic-7b: folder for the saved random model")
+    p.add_argument("--users", type=int, nargs="+", metavar="N",
+                   help="several users at once through the scheduler instead of the sections: e.g. 1 2 4 (CPU), "
+                        "1 4 16 with --synthetic-7b (GPU); writes results/bench/users-cpu.json (or --json)")
     p.set_defaults(func=functools.partial(cmd_bench, engine_factory=engine_factory))

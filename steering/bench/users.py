@@ -1,0 +1,245 @@
+"""`bench --users 1 2 4`: several users at once through the scheduler (steering/scheduler.py), issue 12 item 4.
+
+Each user sends one request of three panes (+alpha, 0, -alpha) with its own prompt, layer, multiplier, seed
+and sampling (even users greedy, odd users sampled at temperature 0.8, top-p 0.9), all at the same moment;
+EOS is ignored, so every pane generates exactly `tokens` tokens. Per user count it reports the aggregate
+tok/s (all panes' tokens / wall time from the first submit to the last answer), the per-user tok/s (a
+user's 3 x tokens / its own time to the last token), p50 / p95 time to the first token and to the last
+token, the scheduler's largest batch, and each user's tokens checked against the same request run alone
+(rows identical, and the share of token positions that agree).
+
+Runs on the configured model (CPU or `--device cuda`, eager path: the scheduler does not merge requests on
+the CUDA-graph / compiled fast path) or, with --synthetic-7b, on the random Llama-2-7B-shaped fp16 model
+on the GPU (users 1 / 4 / 16).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from steering.bench.common import log
+
+PROMPTS = [
+    "Tell me about the history of the printing press in a few paragraphs.",
+    "How do I bake bread at home?",
+    "Explain how a bicycle stays upright.",
+    "What should I see on a first trip to Rome?",
+    "Write a short story about a lighthouse keeper.",
+    "Why is the sky blue?",
+    "Give me three tips for learning a new language.",
+    "How does a refrigerator work?",
+    "What is the difference between weather and climate?",
+    "Describe a good morning routine.",
+    "How do vaccines train the immune system?",
+    "Write a poem about autumn leaves.",
+    "What makes a good team leader?",
+    "How do airplanes fly?",
+    "Explain compound interest with an example.",
+    "What are black holes?",
+]
+TARGETS = {"cpu_4_users_vs_1": 2.0, "gpu_16_users_vs_1": 8.0, "gpu_p95_first_token_s_16": 1.0}
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def user_requests(lm: Any, count: int, tokens: int, vector_for_layer: Any, base_layer: int,
+                  multiplier: float) -> list[Any]:
+    """`count` users' requests (scheduler.Request), each with its own prompt, layer, multiplier and seed.
+
+    Args:
+        lm: the LoadedModel (num_layers). vector_for_layer: layer -> (hidden_size,) vector.
+        base_layer: user 0's layer; others use base_layer - 1, base_layer, base_layer + 1 in turn.
+        multiplier: user 0's alpha; user k uses alpha x (1, 0.5, 1.5, ...)[k % 3].
+    """
+    from steering.generation import SamplingSettings
+    from steering.hooks import SteeringPlan
+    from steering.scheduler import Request
+
+    requests = []
+    for k in range(count):
+        layer = min(max(base_layer + (0, -1, 1)[k % 3], 0), lm.num_layers - 1)
+        alpha = multiplier * (1.0, 0.5, 1.5)[k % 3]
+        settings = (SamplingSettings(max_new_tokens=tokens, seed=k) if k % 2 == 0 else
+                    SamplingSettings(max_new_tokens=tokens, temperature=0.8, top_p=0.9, seed=k))
+        conversation = [{"role": "user", "content": PROMPTS[k % len(PROMPTS)]}]
+        plan = SteeringPlan.addition(layer, vector_for_layer(layer), [alpha, 0.0, -alpha])
+        requests.append(Request([conversation] * 3, plan, settings, ignore_eos=True))
+    return requests
+
+
+def run_users(lm: Any, user_counts: Sequence[int], tokens: int, vector_for_layer: Any, base_layer: int,
+              multiplier: float) -> dict[str, Any]:
+    """The users table: for each count, all users submit at once; outputs checked against each alone.
+
+    Args:
+        lm: a steering.models.LoadedModel (any device; generation runs on the eager path).
+        user_counts: e.g. (1, 2, 4) on a CPU, (1, 4, 16) on a GPU.
+        tokens: new tokens per pane (EOS ignored).
+        vector_for_layer: layer -> steering vector (hidden_size,).
+        base_layer, multiplier: user 0's layer and alpha (see user_requests).
+
+    Returns:
+        {"tokens", "runs": [{users, aggregate_tok_s, per_user_tok_s, first_token_p50_s, first_token_p95_s,
+        last_token_p50_s, last_token_p95_s, most_requests_in_batch, steps, rows_identical, rows,
+        positions_agree}], "speedup": {count: aggregate / aggregate of 1 user}}.
+    """
+    from steering.scheduler import Scheduler
+
+    most = max(user_counts)
+    requests = user_requests(lm, most, tokens, vector_for_layer, base_layer, multiplier)
+    log(f"users: warm-up, then each of {most} users alone (the reference)")
+    warm = Scheduler(lm, max_requests=1)
+    warm.run(user_requests(lm, 1, 2, vector_for_layer, base_layer, multiplier)[0])
+    reference = [warm.run(r).token_ids for r in requests]
+    runs = []
+    for count in user_counts:
+        log(f"users: {count} at once, {tokens} tokens per pane")
+        scheduler = Scheduler(lm, max_requests=count, max_waiting=count)
+        start = time.perf_counter()
+        tickets = [scheduler.submit(r) for r in requests[:count]]
+        results = [t.wait() for t in tickets]
+        wall = max(t.finished for t in tickets) - start  # type: ignore[operator]
+        first = [t.first_token - t.submitted for t in tickets]  # type: ignore[operator]
+        last = [t.finished - t.submitted for t in tickets]  # type: ignore[operator]
+        rows = identical = agree = positions = 0
+        for result, expected in zip(results, reference):
+            for got, want in zip(result.token_ids, expected):
+                rows += 1
+                identical += got == want
+                positions += max(len(got), len(want))
+                agree += sum(a == b for a, b in zip(got, want))
+        produced = sum(sum(r.new_tokens) for r in results)
+        runs.append({
+            "users": count, "wall_s": wall, "tokens_generated": produced,
+            "aggregate_tok_s": produced / wall,
+            "per_user_tok_s": sum(sum(r.new_tokens) / s for r, s in zip(results, last)) / count,
+            "first_token_p50_s": _percentile(first, 50), "first_token_p95_s": _percentile(first, 95),
+            "last_token_p50_s": _percentile(last, 50), "last_token_p95_s": _percentile(last, 95),
+            "most_requests_in_batch": scheduler.stats.most_requests, "steps": scheduler.stats.steps,
+            "rows_identical": identical, "rows": rows, "positions_agree": agree / max(positions, 1),
+        })
+    one = next((r["aggregate_tok_s"] for r in runs if r["users"] == 1), None)
+    speedup = {str(r["users"]): r["aggregate_tok_s"] / one for r in runs} if one else {}
+    return {"tokens": tokens, "panes_per_user": 3, "runs": runs, "speedup": speedup}
+
+
+def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any] | None = None,
+                       model: Any = None) -> str:
+    """The users section as a Markdown table, with the issue-12 targets marked met / NOT met.
+
+    Args: users: run_users' result; gpu: mark the GPU targets (else the CPU one); machine, model: described
+    in a first line when given (machine_info: CPU / GPU, threads, load average at start and end).
+    """
+    lines = []
+    if machine is not None:
+        lines.append(f"machine: {machine.get('gpu') or machine.get('cpu', '?')}, {machine.get('cpu_count')} cores, "
+                     f"torch {machine.get('torch')} ({machine.get('torch_threads')} threads), load average "
+                     f"{machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}; model: {model}")
+    lines += [f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once",
+             "", "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
+             "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in users["runs"]:
+        lines.append(f"| {r['users']} | {r['aggregate_tok_s']:.1f} | {users['speedup'].get(str(r['users']), 0):.2f}x "
+                     f"| {r['per_user_tok_s']:.1f} | {r['first_token_p50_s']:.2f} / {r['first_token_p95_s']:.2f} s "
+                     f"| {r['last_token_p50_s']:.2f} / {r['last_token_p95_s']:.2f} s | {r['most_requests_in_batch']} "
+                     f"| {r['rows_identical']}/{r['rows']} | {100 * r['positions_agree']:.1f}% |")
+    lines.append("")
+    by = {r["users"]: r for r in users["runs"]}
+    if gpu:
+        s16 = users["speedup"].get("16")
+        ok = "n/a" if s16 is None else ("met" if s16 >= TARGETS["gpu_16_users_vs_1"] else "NOT met")
+        lines.append(f"target: 16 users >= 8x the aggregate tok/s of 1 user: {ok}"
+                     + (f" ({s16:.2f}x)" if s16 is not None else ""))
+        p95 = by.get(16, {}).get("first_token_p95_s")
+        ok = "n/a" if p95 is None else ("met" if p95 <= TARGETS["gpu_p95_first_token_s_16"] else "NOT met")
+        lines.append(f"target: p95 time to first token <= 1 s at 16 users: {ok}" + (f" ({p95:.2f} s)" if p95 else ""))
+    else:
+        s4 = users["speedup"].get("4")
+        ok = "n/a" if s4 is None else ("met" if s4 >= TARGETS["cpu_4_users_vs_1"] else "NOT met")
+        lines.append(f"target: 4 users >= 2x the aggregate tok/s of 1 user: {ok}"
+                     + (f" ({s4:.2f}x)" if s4 is not None else ""))
+    return "\n".join(lines)
+
+
+def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> dict[str, Any]:
+    """`bench --users N ...`: the users table on the configured model, or (--synthetic-7b) on the random
+    Llama-2-7B-shaped fp16 model on the GPU. Returns machine, model, steering and `users` (run_users)."""
+    import torch
+
+    from steering.bench.machine import machine_info
+
+    results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
+    if args.threads:
+        from steering.models import set_threads
+
+        set_threads(args.threads)
+    if args.synthetic_7b:
+        lm = _synthetic_lm(args.layers_7b)
+        layer, multiplier = min(13, lm.num_layers - 1), 4.0
+        generator = torch.Generator().manual_seed(0)
+        base = torch.randn(lm.hidden_size, generator=generator) * 0.5
+
+        def vector_for_layer(layer: int) -> torch.Tensor:
+            return base
+        results["model"] = {"name": lm.name, "layers": lm.num_layers, "device": str(lm.device)}
+        results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": "random, norm ~11"}
+    else:
+        from steering.bench.cpu import vector_for
+
+        engine = engine_factory(args, config)
+        lm = engine.lm
+        behavior = args.behavior or str(config.get("behavior", "refusal"))
+        _, layer, kind = vector_for(engine, behavior)
+        multiplier = engine.defaults.multiplier
+
+        def vector_for_layer(layer: int) -> torch.Tensor:
+            return _layer_vector(engine, behavior, layer)
+        results["model"] = lm.describe()
+        results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": kind,
+                               "fast_path": "on (not used: the scheduler runs the eager path)"
+                               if engine.fast_path is not None else "off"}
+    results["users"] = run_users(lm, args.users, args.tokens, vector_for_layer, layer, multiplier)
+    import os
+
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def _layer_vector(engine: Any, behavior: str, layer: int) -> Any:
+    import torch
+
+    try:
+        return engine.vectors_for(behavior).vector(layer)
+    except Exception:  # no vectors: a random direction at 10% of the hidden norm
+        generator = torch.Generator().manual_seed(layer)
+        vector = torch.randn(engine.lm.hidden_size, generator=generator)
+        return vector / vector.norm() * 0.1 * engine.hidden_norm(layer)
+
+
+def _synthetic_lm(layers: int) -> Any:
+    """The random Llama-2-7B-shaped fp16 model on the GPU as a LoadedModel (byte-level chat tokenizer)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from steering.models import LoadedModel, ModelSettings
+    from steering.synthetic import llama7b_config, make_byte_tokenizer
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--users with --synthetic-7b needs a CUDA GPU")
+    torch.manual_seed(0)
+    config = llama7b_config(num_hidden_layers=layers)
+    log(f"building a random Llama-2-7B-shaped model ({layers} layers, fp16) on the GPU")
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config).to(torch.float16).eval()
+    model.requires_grad_(False)
+    model.config.eos_token_id = None
+    model.generation_config.eos_token_id = None
+    return LoadedModel(model=model, tokenizer=make_byte_tokenizer(), name="synthetic-llama-2-7b", slug="synthetic",
+                       dtype=torch.float16, device=torch.device("cuda"), quantization=None, num_layers=layers,
+                       hidden_size=config.hidden_size, load_seconds=0.0, settings=ModelSettings(name="synthetic"))

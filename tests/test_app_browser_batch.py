@@ -1,0 +1,106 @@
+"""Two users in two browsers send at once with different α: both are answered from one batch of the
+scheduler (steering/scheduler.py), each with its own settings (issue 12)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from app_harness import running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PROMPT = "What's your favorite planet?"
+
+
+def _browser_or_skip():
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} not found (apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            reason = "playwright is not installed"
+    if reason:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def captions(page, pane: str) -> list[str]:
+    return page.evaluate("""id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""", pane)
+
+
+def set_alpha(page, value: float) -> None:
+    alpha = page.get_by_label("number input for Steering strength α")
+    alpha.fill(f"{value:g}")
+    alpha.press("Enter")
+    page.get_by_text(f"so α = {value:g} means").wait_for(timeout=30_000)
+
+
+def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch):
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    if embedded_engine.fast_path is not None:
+        pytest.skip("the fast path runs one request at a time (steering/scheduler.py)")
+    scheduler = embedded_engine.scheduler
+    layer = embedded_engine.defaults.layer
+    embedded_engine.vectors_for("refusal")  # validated and cached before the model is held below
+    tickets = []
+    real_submit = scheduler.submit
+    monkeypatch.setattr(scheduler, "submit", lambda request: tickets.append(real_submit(request)) or tickets[-1])
+    with running_app(embedded_engine, max_new_tokens=12) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pages = []
+        for alpha in (2, 6):  # two users: two browser contexts, two Gradio sessions
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_text(f"Vector size at layer {layer}:").wait_for(timeout=60_000)
+            set_alpha(page, alpha)
+            page.locator("#prompt textarea").fill(PROMPT)
+            pages.append(page)
+        wait_for(lambda: not embedded_engine.lm.lock.locked(), 60, "the pages' own use of the model to end")
+        steps_before = scheduler.stats.steps
+        with embedded_engine.lm.lock:  # both messages reach the scheduler before its next step
+            for page in pages:
+                page.locator("#send").click()
+            wait_for(lambda: len(tickets) == 2, 60, "both users' requests to reach the scheduler")
+        for ticket in tickets:
+            ticket.wait(180)
+        for page, alpha in zip(pages, (2, 6)):
+            wait_for(lambda: captions(page, "#pane-added") and "writing" not in captions(page, "#pane-added")[0],
+                     60, "the answer's caption")
+            assert captions(page, "#pane-added")[0].startswith(f"+α = +{alpha} · layer {layer} · refusal")
+            assert captions(page, "#pane-subtracted")[0].startswith(f"−α = −{alpha} · layer {layer} · refusal")
+        browser.close()
+    # one batch: every decoding step since the sends carried both requests (6 rows) until the first left
+    log = [(requests, rows) for step, requests, rows in scheduler.stats.batch_log if step > steps_before]
+    assert log[0] == (2, 6) and all(t.shared_steps > 0 and t.most_requests == 2 for t in tickets)
+    # each user's own settings: its multipliers on its own rows, and the text it gets alone
+    adds = sorted(sorted(float(x) for x in t.request.plan.layers[layer].add) for t in tickets)
+    assert adds == [[-2.0, 0.0, 2.0], [-6.0, 0.0, 6.0]]
+    for ticket in tickets:
+        alone = embedded_engine.scheduler.run(replace(ticket.request, on_text=None, stop_event=None))
+        assert ticket.result.token_ids == alone.token_ids
+    assert tickets[0].result.texts[1] == tickets[1].result.texts[1]  # the unsteered pane, whoever shared the batch
