@@ -30,13 +30,12 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
                                    datasets_dir, default_layers, default_multipliers, format_list, question_set,
                                    run_sweep)
 from steering.limits import SEED_MAX
-from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_FACTORS, DemoTurn, behavior_presets, check_prompted,
-                              explainer_image, prompted_conversations, render_panes, run_strip, safe_pane_text,
-                              tooltip_html)
+from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, DemoTurn, behavior_presets,
+                              check_prompted, explainer_image, prompted_conversations, render_panes, run_strip,
+                              safe_pane_text, tooltip_html)
 from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Outbox, Turn, VectorChoice,
                               check_behavior, check_budget, check_prompt, check_settings, check_upload, conversations,
-                              discard_upload, keep_upload, markdown_text, norm_note, pane_labels, public_message,
-                              render)
+                              discard_upload, keep_upload, markdown_text, norm_note, public_message)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
     import spaces
@@ -437,8 +436,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     stop_btn = gr.Button("Stop", size="sm", min_width=80, elem_id="stop")
                     retry_btn = gr.Button("Retry", size="sm", min_width=80, elem_id="retry")
                     clear_btn = gr.Button("Clear", size="sm", min_width=80, elem_id="clear")
-                    strip_btn = gr.Button(f"Dose–response: answer at {len(STRIP_FACTORS)} strengths", size="sm",
-                                          min_width=80, elem_id="strip-run")
+                    strip_btn = gr.Button(STRIP_BUTTON, size="sm", min_width=80, elem_id="strip-run")
                 strip_note = gr.Markdown(elem_id="strip-note")
                 with gr.Row(elem_id="strip"):
                     strip_cards, strip_use = [], []
@@ -567,8 +565,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                       show_progress="hidden", **PRIVATE)
         for i, button in enumerate(preset_btns):
             button.click(use_preset(i), choice, alpha, queue=False, show_progress="hidden", **PRIVATE)
-        strip_btn.click(strip, [prompt, history, *settings], [*strip_cards, *strip_use, strip_alphas, strip_note],
-                        show_progress="minimal", **PRIVATE, **queue_kw)
+        strip_btn.click(lambda: gr.update(value=STRIP_BUSY, interactive=False), None, strip_btn, queue=False,
+                        **PRIVATE).then(  # the strip's busy state shows on its button
+            strip, [prompt, history, *settings], [*strip_cards, *strip_use, strip_alphas, strip_note],
+            show_progress="minimal", **PRIVATE, **queue_kw).then(
+            lambda: gr.update(value=STRIP_BUTTON, interactive=True), None, strip_btn, queue=False, **PRIVATE)
         for i, button in enumerate(strip_use):
             button.click(lambda alphas, i=i: alphas[i], strip_alphas, alpha, queue=False, show_progress="hidden",
                          **PRIVATE)

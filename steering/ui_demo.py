@@ -36,6 +36,8 @@ UNSTEERED_TITLE = "As the model is (α = 0)"
 # The strip's multipliers: these factors x m (m: the α on the slider, else the model's default), −2m … 2m.
 STRIP_FACTORS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 STRIP_TOKENS = 40  # the strip's answers are short: at most this many new tokens each
+STRIP_BUTTON = f"Dose–response: answer at {len(STRIP_FACTORS)} strengths"
+STRIP_BUSY = f"⏳ generating {len(STRIP_FACTORS)} answers…"
 BUSY_TEXT = "⏳ generating…"
 MAX_SYSTEM_PROMPT_CHARS = 2000
 

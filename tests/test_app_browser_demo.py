@@ -173,7 +173,9 @@ def test_prompted_panes_show_their_prompts_and_answer_in_the_same_batch(page, em
 def test_strip_returns_every_card_and_a_card_moves_alpha(page, batches):
     page.locator("#prompt textarea").fill("Can you give me a simple recipe for banana bread?")
     page.locator("#strip-run").click()
+    wait_for(lambda: "generating 7 answers" in page.locator("#strip-run").inner_text(), 20, "the strip's busy state")
     wait_for(lambda: page.locator("#strip-use-6").is_visible(), 240, "the strip's cards")
+    wait_for(lambda: "Dose–response" in page.locator("#strip-run").inner_text(), 20, "the strip's button to be idle")
     headings = [page.locator(f"#strip-card-{i} strong").first.inner_text() for i in range(7)]
     assert headings == ["α = −3 · refuses less", "α = −1.5 · refuses less", "α = −0.75 · refuses less",
                         "α = 0 · as the model is", "α = +0.75 · refuses more",

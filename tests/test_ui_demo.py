@@ -244,3 +244,42 @@ def test_explainer_picture_and_tooltips():
     assert image.std() > 10  # a drawing, not a blank canvas
     tip = tooltip_html("alpha", "What is α?")
     assert 'role="tooltip"' in tip and "how hard the vector pushes" in tip and "What is α?" in tip
+
+
+# ------------------------------------------------------------------ the app's strip handler (no browser)
+@pytest.fixture(scope="module")
+def strip_handler(engine, tmp_path_factory):
+    import app
+    from steering.vector_files import VectorSet, save_safetensors
+
+    torch.manual_seed(3)
+    path = save_safetensors(VectorSet({layer: torch.randn(64) for layer in range(4)}),
+                            tmp_path_factory.mktemp("vec") / "mine.safetensors")
+    demo = app.build_app(engine, engine.config)
+    fn = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "strip")
+    uploads = {"Uploaded: mine.safetensors": str(path)}
+    return lambda prompt, turns, alpha=1.0: fn(prompt, turns, "Uploaded: mine.safetensors", uploads, 1, alpha, 6,
+                                               0.0, 1.0, "0", False, "")
+
+
+def test_app_strip_fills_every_card_and_its_alpha(strip_handler):
+    out = strip_handler("Tell me a story.", [], alpha=1.0)
+    n = len(STRIP_FACTORS)
+    cards, buttons, alphas, note = out[:n], out[n:2 * n], out[2 * n], out[2 * n + 1]
+    assert [c.split("**")[1] for c in cards] == ["α = −2 · less of the behavior",
+                                                 "α = −1 · less of the behavior", "α = −0.5 · less of the behavior",
+                                                 "α = 0 · as the model is", "α = +0.5 · more of the behavior",
+                                                 "α = +1 · more of the behavior", "α = +2 · more of the behavior"]
+    assert [b["visible"] for b in buttons] == [True] * n and buttons[0]["value"] == "Use α = 2"
+    assert alphas == [2.0, 1.0, 0.5, 0.0, 0.5, 1.0, 2.0]
+    assert note.startswith("“Tell me a story.” at 7 strengths, one batch, up to 6 tokens each.")
+
+
+def test_app_strip_uses_the_last_message_or_says_what_is_missing(strip_handler):
+    import gradio as gr
+
+    out = strip_handler("", [])
+    assert out[-1] == "⚠️ **No strip:** type a message first: the strip answers it at 7 strengths"
+    assert all(o == gr.skip() for o in out[:-1])  # the cards from before stay
+    last = Turn("Hi there", 1.0, 1, "mine.safetensors", 6, status="done", answers=["a", "b", "c"])
+    assert strip_handler("  ", [last])[-1].startswith("“Hi there” at 7 strengths")
