@@ -4,7 +4,7 @@ Every text here (questions, answers, the openers and closers that give an answer
 for this project. The A/B items are the paper's format (Rimsky et al. 2023, arXiv 2312.06681):
 {"question": "...\\n\\nChoices:\\n(A) ...\\n(B) ...", "answer_matching_behavior": "(A)"|"(B)", ...}.
 The matching answer sits at (A) in half of each file and at (B) in the other half; the generate,
-test_ab and open-ended sets share no question. Deterministic (seeded):
+test_ab, open-ended test and tuning (tune_open_ended.json, for `steering tune`) sets share no question. Deterministic (seeded):
 
     python scripts/build_datasets_b.py [--behaviors enthusiasm formality ...] [--small N]
 
@@ -170,6 +170,7 @@ def build_style(behavior: str, n_generate: int, n_test: int) -> dict[str, list[d
     }
     if n_test:
         files["test_open_ended.json"] = [{"question": q} for q in _lines("style_open.txt") + rest]
+        files["tune_open_ended.json"] = [{"question": q} for q in _lines("style_tune.txt")]
     return files
 
 
@@ -335,6 +336,7 @@ def build_survival() -> dict[str, list[dict]]:
         "generate.json": balanced(gen, rng),
         "test_ab.json": balanced(test, rng),
         "test_open_ended.json": [{"question": q} for q in _lines("survival_open.txt")],
+        "tune_open_ended.json": [{"question": q} for q in _lines("survival_tune.txt")],
     }
 
 
@@ -358,7 +360,7 @@ def main() -> None:
             files = build_survival()
         elif args.small:
             files = build_style(behavior, args.small, 0)
-            del files["test_ab.json"]
+            del files["test_ab.json"]  # the candidate set: generate.json only
         else:
             files = build_style(behavior, 220, 55)
         write(behavior, files, args.out)
