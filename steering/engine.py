@@ -359,9 +359,9 @@ class Engine:
                   system_prompt: str | None, meter: Any = None, **kwargs: Any) -> GenerationResult:
         """generate() under the model's lock, through the fast path when it is on and takes the batch.
 
-        On the eager path (no fast path, no meter) the request goes through self.scheduler: it joins the
-        batch other users' requests are decoding in (steering/scheduler.py); the fast path and metered
-        requests run one at a time under the model's lock.
+        On the eager path (no fast path) the request goes through self.scheduler: it joins the batch other
+        users' requests are decoding in (steering/scheduler.py), its meter reading its own rows; on the fast
+        path requests run one at a time under the model's lock (a metered one eagerly).
 
         With a steering.meter.Meter the generation runs on the eager path (the meter is a Python forward
         hook around the steering hooks; compiled steps and CUDA graphs have no place for it).
@@ -372,17 +372,17 @@ class Engine:
         """
         self.check_request(conversations, settings, system_prompt)
         fast = self.fast_path if self.fast_path is not None and self.fast_path.takes(len(conversations)) else None
+        if self.fast_path is None and set(kwargs) <= {"steer", "on_text", "stop_event"} \
+                and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan)):
+            from steering.scheduler import Request  # the eager path: one batch shared with other users
+
+            return self.scheduler.run(Request(conversations, kwargs.get("steer"), settings, system_prompt,
+                                              kwargs.get("on_text"), kwargs.get("stop_event"), meter=meter))
         if meter is not None:
             from steering.hooks import steer
 
             fast = None
             kwargs["steering_context"] = meter.steering_context(steer)
-        if self.fast_path is None and meter is None and set(kwargs) <= {"steer", "on_text", "stop_event"} \
-                and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan)):
-            from steering.scheduler import Request  # the eager path: one batch shared with other users
-
-            return self.scheduler.run(Request(conversations, kwargs.get("steer"), settings, system_prompt,
-                                              kwargs.get("on_text"), kwargs.get("stop_event")))
         with self.lm.lock:
             if fast is not None:
                 return fast.generate(self.lm.tokenizer, conversations, settings=settings,

@@ -38,6 +38,7 @@ requests are not merged: Engine runs them one at a time under the lock, as befor
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -70,6 +71,8 @@ class Request:
             this request only.
         stop_event: set it to end this request early (its result has stopped=True); others go on.
         ignore_eos: generate exactly max_new_tokens per row (the benchmark).
+        meter: a steering.meter.Meter reading this request's rows (one (rows,) value per step, the pass that
+            chose the token, before its block's own steering), as generate(steering_context=meter...) does.
     """
 
     conversations: Sequence[Sequence[Message]]
@@ -79,6 +82,7 @@ class Request:
     on_text: Callable[[list[str]], None] | None = None
     stop_event: threading.Event | None = None
     ignore_eos: bool = False
+    meter: Any = None
 
 
 @dataclass
@@ -171,10 +175,13 @@ class _BatchSteering:
     a layer with the very same vector tensor are grouped into one call.
     """
 
-    def __init__(self, model: Any, groups: list[tuple[int, int, SteeringPlan | None, list[int]]]) -> None:
+    def __init__(self, model: Any, groups: list[tuple[int, int, SteeringPlan | None, list[int], Any]]) -> None:
         self.blocks = decoder_layers(model)
         self.by_layer: dict[int, list[tuple[int, int, Any, list[int]]]] = {}
-        for start, stop, plan, steer_from in groups:
+        self.meters: list[tuple[int, int, Any]] = []  # (start, stop, Meter) of metered requests
+        for start, stop, plan, steer_from, meter in groups:
+            if meter is not None:
+                self.meters.append((start, stop, meter))
             if plan is None:
                 continue
             for layer, spec in plan.layers.items():
@@ -214,7 +221,15 @@ class _BatchSteering:
             return (steered,) + tuple(output[1:]) if isinstance(output, tuple) else steered
         return hook
 
+    def _meter_hook(self, start: int, stop: int, meter: Any) -> Callable[..., Any]:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            meter.hook(module, args, hidden[start:stop])  # its own rows only
+        return hook
+
     def __enter__(self) -> "_BatchSteering":
+        for start, stop, meter in self.meters:  # first: meters read a block before its own steering
+            self.handles.append(self.blocks[meter.layer].register_forward_hook(self._meter_hook(start, stop, meter)))
         for layer in sorted(self.by_layer):
             self.handles.append(self.blocks[layer].register_forward_hook(self._hook(layer), with_kwargs=True))
         return self
@@ -415,10 +430,11 @@ class Scheduler:
             return model(input_ids=input_ids[:, shared:], attention_mask=attention, position_ids=positions[:, shared:],
                          cache=cache, use_cache=True, logits_to_keep=1)
 
-        if request.plan is not None:
-            with apply_plan(model, request.plan, steer_from):
-                out = forward()
-        else:
+        with contextlib.ExitStack() as stack:
+            if request.meter is not None:  # registered first: it reads block L before block L's own steering
+                stack.enter_context(request.meter.attached(model))
+            if request.plan is not None:
+                stack.enter_context(apply_plan(model, request.plan, steer_from))
             out = forward()
         chosen = _next_tokens(out.logits[:, -1, :].float(), settings, generator)
         done = torch.tensor([False] * batch, device=device)
@@ -462,7 +478,7 @@ class Scheduler:
         self.stats.batch_log.append((self.stats.steps, len(self._active), rows))
         groups, start = [], 0
         for active in self._active:
-            groups.append((start, start + active.rows, active.request.plan, active.steer_from))
+            groups.append((start, start + active.rows, active.request.plan, active.steer_from, active.request.meter))
             start += active.rows
         mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)  # type: ignore[union-attr]
         with _BatchSteering(model, groups):
@@ -472,7 +488,7 @@ class Scheduler:
         logits = out.logits[:, -1, :].float()
         pad = torch.tensor(pad_token_id(tokenizer), device=logits.device)
         next_ids, leaving = [], []
-        for (start, stop, _, _), active in zip(groups, self._active):
+        for (start, stop, *_), active in zip(groups, self._active):
             chosen = _next_tokens(logits[start:stop], active.request.settings, active.generator)
             tokens = chosen.tolist()
             finished = torch.tensor([f or t in active.eos for f, t in zip(active.finished, tokens)],

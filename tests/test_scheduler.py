@@ -186,3 +186,24 @@ def test_the_fast_path_runs_one_request_at_a_time_outside_the_scheduler(tiny_tok
                             settings=SamplingSettings(max_new_tokens=6))
     assert result.new_tokens == [6, 6, 6] and engine.scheduler.stats.requests == 0
     assert not engine.lm.lock.locked()
+
+
+def test_a_metered_request_reads_its_own_rows_in_a_shared_batch(lm, vectors):
+    """The behavior meter (steering/meter.py) of one user in a batch reads that user's rows only, the same
+    values as alone (generate with the meter's steering context)."""
+    from steering.hooks import steer
+    from steering.meter import Meter
+
+    metered = request(0, vectors, tokens=10)
+    alone_meter = Meter(vectors[0], 1, 2.0)
+    with lm.lock:
+        expected = generate(lm.model, lm.tokenizer, metered.conversations, steer=metered.plan,
+                            settings=metered.settings, steering_context=alone_meter.steering_context(steer))
+    metered.meter = Meter(vectors[0], 1, 2.0)
+    scheduler = Scheduler(lm)
+    tickets = submit_together(scheduler, lm, [request(1, vectors, tokens=14), metered])
+    result = tickets[1].wait(60)
+    assert tickets[1].shared_steps > 0 and result.token_ids == expected.token_ids
+    got, want = metered.meter.values(result.new_tokens), alone_meter.values(expected.new_tokens)
+    assert len(got) == 3 and all(len(row) == 10 for row in got)
+    assert [v for row in got for v in row] == pytest.approx([v for row in want for v in row], abs=2e-5)
