@@ -30,6 +30,9 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
                                    datasets_dir, default_layers, default_multipliers, format_list, question_set,
                                    run_sweep)
 from steering.limits import SEED_MAX
+from steering.first_use import missing_behaviors
+from steering.ui_mix import (MIX_INFO, NO_MIX, build_in_app, missing_note, mix_choices, mix_note, parse_mix,
+                             split_mixing)
 from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, DemoTurn, behavior_presets,
                               check_prompted, explainer_image, prompted_conversations, render_panes, run_strip,
                               safe_pane_text, tooltip_html)
@@ -118,7 +121,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         """Send and Retry: disabled while one of the session's turns runs, enabled otherwise."""
         return busy if any(turn.status == "running" for turn in turns) else idle
 
-    def run_turn(text, turns, checked, outbox, ticket, prompts=None):
+    def run_turn(text, turns, checked, outbox, ticket, prompts=None, mix=None, mix_words=""):
         """Stream one turn into the three panes: (3 panes, Send, Retry) per update.
 
         The turn is added to the session's `turns` at once (the message shows) unless Stop or Clear came
@@ -130,7 +133,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         settings, vector, name, convs = checked
         # the prompted panes (unsteered, own system prompts) run in the same batch: Engine.compare(extra=)
         extra = prompted_conversations(turns, text, prompts) if prompts else ()
-        turn = DemoTurn(text, settings.multiplier, settings.layer, name, settings.sampling.max_new_tokens,
+        turn = DemoTurn(text, settings.multiplier, settings.layer, name + mix_words, settings.sampling.max_new_tokens,
                         prompts=prompts)
         with outbox.lock:  # atomic against Stop: either cancelled before it shows, or shown and then stopped
             wanted = outbox.wanted(ticket)
@@ -149,7 +152,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         try:
             with closing(stream(call, conversations=convs, vector=vector, layer=settings.layer,
                                 multiplier=settings.multiplier, settings=settings.sampling,
-                                system_prompt=settings.system_prompt, extra=extra)) as updates:
+                                system_prompt=settings.system_prompt, extra=extra, mix=mix)) as updates:
                 for texts in updates:
                     if turn.status != "running" or not any(t is turn for t in turns):
                         break  # stopped or cleared meanwhile: leaving the stream stops the model
@@ -181,7 +184,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         outbox.put(None)
         return busy
 
-    def next_turn(outbox, turns, settings, prompted=(False, "", "")):
+    def next_turn(outbox, turns, settings, prompted=(False, "", ""), mixing=(NO_MIX, 0.0)):
         """The queued step of Send and Retry: the oldest message taken at a click (None: retry the last
         turn) becomes a turn, unless Stop or Clear cancelled it while it waited."""
         taken = outbox.take()
@@ -198,24 +201,25 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             history_before = turns if prompt is not None else turns[:-1]
             checked = check_turn(text, history_before, *settings)
             prompts = check_prompted(*prompted) if prompted else None  # the prompted panes' system prompts
+            mix, mix_words = parse_mix(engine, *mixing, settings[1], checked[0].layer, settings[0])  # steering/ui_mix.py
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
         if prompt is None:
             turns.pop()  # Retry replaces the last turn, with the settings of now
-        yield from run_turn(text, turns, checked, outbox, ticket, prompts)
+        yield from run_turn(text, turns, checked, outbox, ticket, prompts, mix, mix_words)
 
     @gpu
     def send(outbox, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
              *prompted):
         yield from next_turn(outbox, turns, (choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
-                                             random_seed, system), prompted)
+                                             random_seed, system), *split_mixing(prompted))  # last: mixing
 
     @gpu
     def retry(outbox, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system,
               *prompted):
         yield from next_turn(outbox, turns, (choice, uploads, layer, alpha, max_new, temperature, top_p, seed,
-                                             random_seed, system), prompted)
+                                             random_seed, system), *split_mixing(prompted))  # last: mixing
 
     def check_send(prompt, turns, choice, uploads, layer, *rest):
         """The Send validator: a message at the message box (or at Behavior), the panes untouched. Its inputs
@@ -336,11 +340,39 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         The replies stream (Gradio reads the three outputs from the return hint); a caller that goes away
         stops the generation.
         """
+        yield from api_turn(prompt, multiplier, layer, behavior, max_new_tokens, temperature, top_p, seed,
+                            system_prompt)
+
+    @gpu
+    def compare_mix(prompt: str, multiplier: float = defaults.multiplier, layer: int = defaults.layer,
+                    behavior: str = default_behavior or "", max_new_tokens: int = int(gen["max_new_tokens"]),
+                    temperature: float = float(gen["temperature"]), top_p: float = float(gen["top_p"]),
+                    seed: int = int(gen["seed"] or 0), system_prompt: str = gen.get("system_prompt") or "",
+                    mix_behavior: str = "", mix_multiplier: float = 0.0) -> tuple[str, str, str]:
+        """compare with a second behavior mixed in: the added reply gets multiplier x v1 + mix_multiplier x v2
+        at the layer (CAA addition), the subtracted reply the negatives, the unsteered reply nothing.
+
+        The arguments are compare's, then mix_behavior (a behavior with vectors for the model; "" = no mix)
+        and mix_multiplier (its alpha2; 0 = no mix). /compare keeps its 9 arguments for older callers.
+        """
+        yield from api_turn(prompt, multiplier, layer, behavior, max_new_tokens, temperature, top_p, seed,
+                            system_prompt, mix_behavior, mix_multiplier)
+
+    def api_turn(prompt, multiplier, layer, behavior, max_new_tokens, temperature, top_p, seed, system_prompt,
+                 mix_behavior="", mix_multiplier=0.0):
+        """The API's turn (compare, compare_mix): checks, then the three replies as they stream."""
+        from steering.limits import check_multiplier
+        from steering.mixing import Mix
+
         try:
             text = check_prompt(prompt, max_chars, "prompt")
             settings = check_settings(lm.num_layers, limits, layer, multiplier, max_new_tokens, temperature, top_p,
                                       seed, False, system_prompt)
             vector = engine.vectors_for(check_behavior(engine, behavior)).vector(settings.layer)
+            mix = None
+            if mix_behavior and check_multiplier(mix_multiplier, limits, "mix_multiplier") != 0:
+                mix = Mix(float(mix_multiplier), vector=engine.vectors_for(
+                    check_behavior(engine, mix_behavior)).vector(settings.layer))
             conv = [{"role": "user", "content": text}]
             check_budget(engine, [conv], settings)
         except SteeringError as exc:
@@ -348,7 +380,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         try:
             with closing(stream(engine.compare, conversations=conv, vector=vector, layer=settings.layer,
                                 multiplier=settings.multiplier, settings=settings.sampling,
-                                system_prompt=settings.system_prompt)) as updates:
+                                system_prompt=settings.system_prompt, mix=mix)) as updates:
                 for texts in updates:
                     yield tuple(texts)
         except SteeringError as exc:
@@ -459,6 +491,20 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     preset_btns = [gr.Button(p.label, size="sm", min_width=90, elem_id=f"preset-{i}")
                                    for i, p in enumerate(behavior_presets(engine, default_behavior, results_folder))]
                 note = gr.Markdown()
+                with gr.Accordion("Mix with a second behavior", open=False, elem_id="mix"):  # steering/ui_mix.py
+                    with gr.Row():
+                        mix_choice = gr.Dropdown(mix_choices(behavior_choices), value=NO_MIX, label="Mix with",
+                                                 min_width=200, elem_id="mix-choice")
+                        mix_alpha = gr.Slider(-alpha_max, alpha_max, value=0.0, step=0.5, label="Its strength α₂",
+                                              min_width=200, info=MIX_INFO, elem_id="mix-alpha")
+                    mix_cos = gr.Markdown(elem_id="mix-cos")
+                missing = missing_behaviors(engine)  # datasets that ship, no vectors for this model yet
+                with gr.Row(visible=bool(missing), elem_id="first-use") as first_use_row:
+                    gr.Markdown(missing_note(missing, lm.name))
+                    build_choice = gr.Dropdown(missing, value=(missing or [None])[0], label="Build vectors for",
+                                               min_width=200, elem_id="build-choice")
+                    build_btn = gr.Button("Build vectors", min_width=120, elem_id="build-vectors")
+                build_status = gr.Markdown(elem_id="build-status")
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
                         layer = gr.Slider(0, lm.num_layers - 1, value=defaults.layer, step=1, label="Layer",
@@ -534,10 +580,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                       [prompt, send_btn, retry_btn], validator=check_send, concurrency_limit=None,
                       show_progress="hidden", **PRIVATE)  # queued (validators need the queue), never waits
         prompted_inputs = [prompted_on, *prompt_boxes]
-        taken.success(send, [outbox, history, *settings, *prompted_inputs], turn_outputs, show_progress="minimal", **PRIVATE,
+        mixing = [mix_choice, mix_alpha]  # the last two inputs of send and retry
+        taken.success(send, [outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs, show_progress="minimal", **PRIVATE,
                       **queue_kw)
         retry_btn.click(take_retry, outbox, [send_btn, retry_btn], queue=False, **PRIVATE).success(
-            retry, [outbox, history, *settings, *prompted_inputs], turn_outputs, show_progress="minimal", **PRIVATE, **queue_kw)
+            retry, [outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs, show_progress="minimal", **PRIVATE, **queue_kw)
         # Stop and Clear act through the session's state (Outbox, Turn.status), not cancels= (see Outbox).
         stop_btn.click(stop, [history, outbox, prompt], [*chats[:3], send_btn, retry_btn, prompt, *chats[3:]], queue=False,
                        **PRIVATE)
@@ -574,6 +621,25 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             button.click(lambda alphas, i=i: alphas[i], strip_alphas, alpha, queue=False, show_progress="hidden",
                          **PRIVATE)
         gr.api(compare, api_name="compare", **queue_kw)
+        gr.api(compare_mix, api_name="compare_mix", **queue_kw)
+        for trigger in (choice.change, layer.change, mix_choice.change, uploads.change):
+            trigger(lambda c, u, m, n: mix_note(engine, c, m, u, n), [choice, uploads, mix_choice, layer], mix_cos,
+                    show_progress="hidden", **PRIVATE)
+        uploads.change(lambda u: gr.update(choices=mix_choices(behavior_choices, u)), uploads, mix_choice,
+                       queue=False, show_progress="hidden", **PRIVATE)
+
+        def build(behavior, uploads_now, progress=gr.Progress()):
+            """The first-use button: build the vectors (gr.Progress), then offer and select the behavior."""
+            status, still = build_in_app(engine, behavior, progress)
+            behaviors[:] = engine.behaviors()  # every later dropdown update (uploads, mixing) lists it
+            behavior_choices[:] = dropdown_choices(cards, behaviors)
+            built = behavior in behaviors
+            return (status, gr.update(choices=still, value=(still or [None])[0]), gr.update(visible=bool(still)),
+                    gr.update(choices=behavior_choices + list(uploads_now or {}), value=behavior) if built
+                    else gr.skip(), gr.update(choices=mix_choices(behavior_choices, uploads_now)))
+
+        build_btn.click(build, [build_choice, uploads], [build_status, build_choice, first_use_row, choice, mix_choice],
+                        **PRIVATE, **queue_kw)
     return demo.queue(max_size=int(app_cfg["max_queue"]))
 
 

@@ -59,7 +59,7 @@ def test_alpha_zero_gives_three_identical_texts(replies):
 
 def test_only_compare_is_public_with_config_defaults(client, embedded_engine):
     api = client.view_api(print_info=False, return_format="dict")
-    assert list(api["named_endpoints"]) == ["/compare"]
+    assert list(api["named_endpoints"]) == ["/compare", "/compare_mix"]  # compare_mix: issue 14 item 4
     assert not api["unnamed_endpoints"]
     params = {p["parameter_name"]: p for p in api["named_endpoints"]["/compare"]["parameters"]}
     assert list(params)[:3] == ["prompt", "multiplier", "layer"]

@@ -1,0 +1,164 @@
+"""Mixing two behaviors in the browser (issue 14 item 4): refusal mixed with a second vector file uploaded in the
+test; the cosine shows beside the control, the answers are those of a1 v1 + a2 v2 at the layer, the caption says
+so; and the /compare_mix API endpoint (old /compare callers unchanged)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from app_harness import running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
+TOKENS = 8
+PROMPT = "What's your favorite planet?"
+
+
+def _browser_or_skip():
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} not found (apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            reason = "playwright is not installed"
+    if reason:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def bot_texts(page) -> list[str]:
+    return page.evaluate("""panes => panes.map(id => {
+        const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
+        if (!bots.length) return '';
+        const copy = bots[bots.length - 1].cloneNode(true);
+        copy.querySelectorAll('sub').forEach(sub => sub.remove());
+        return copy.textContent.trim();
+    })""", list(PANES))
+
+
+def captions(page, pane: str = "#pane-added") -> list[str]:
+    return page.evaluate("""id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""", pane)
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+@pytest.fixture(scope="module")
+def second(embedded_engine, tmp_path_factory):
+    """A second vector set for the embedded model: a random direction per layer with the refusal vector's norm."""
+    from steering.vector_files import VectorSet, save_safetensors
+
+    refusal = embedded_engine.vectors_for("refusal")
+    g = torch.Generator().manual_seed(7)
+    vectors = {}
+    for layer in refusal.layers:
+        v = torch.randn(embedded_engine.lm.hidden_size, generator=g)
+        vectors[layer] = v / v.norm() * refusal.vector(layer).norm()
+    path = tmp_path_factory.mktemp("mix") / f"second-{uuid.uuid4().hex[:6]}.safetensors"
+    save_safetensors(VectorSet(vectors, {"model": embedded_engine.lm.name}), path)
+    return path, VectorSet(vectors)
+
+
+@pytest.fixture(scope="module")
+def app_url(embedded_engine):
+    _browser_or_skip()
+    with running_app(embedded_engine, max_new_tokens=TOKENS) as url:
+        yield url
+
+
+def test_mixing_two_behaviors_in_the_browser(app_url, embedded_engine, second):
+    from playwright.sync_api import sync_playwright
+
+    from steering.generation import SamplingSettings
+    from steering.mixing import Mix, cosine
+
+    path, vset = second
+    layer, alpha = embedded_engine.defaults.layer, embedded_engine.defaults.multiplier
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        try:
+            page.goto(app_url)
+            page.wait_for_selector("#prompt textarea")
+            page.get_by_text("Advanced").click()
+            page.locator("#upload input[type=file]").set_input_files(str(path))
+            page.get_by_text(f"Loaded {path.name}").wait_for(timeout=60_000)
+            # the upload became the Behavior; choose refusal again, and the upload as the second behavior
+            page.get_by_label("Behavior (steering vector)").click()
+            page.get_by_role("option", name=re.compile(r"^Refusal")).click()  # the card's name and description
+            page.get_by_text("Mix with a second behavior").click()
+            page.locator("#mix-choice input").click()
+            page.get_by_role("option", name=f"Uploaded: {path.name}").click()
+            mix_alpha = page.get_by_label("number input for Its strength α₂")
+            mix_alpha.fill("4")
+            mix_alpha.press("Enter")
+            expected_cos = cosine(embedded_engine.vectors_for("refusal").vector(layer), vset.vector(layer))
+            page.locator("#mix-cos").get_by_text(f"at layer {layer} = {expected_cos:+.2f}").wait_for(timeout=60_000)
+            assert f"cos(refusal, {path.stem}" in page.locator("#mix-cos").inner_text()  # the names are shown
+            page.locator("#prompt textarea").fill(PROMPT)
+            page.locator("#send").click()
+            wait_for(lambda: captions(page) and "writing" not in captions(page)[0] and all(bot_texts(page)), 180,
+                     "the mixed answers")
+            assert captions(page)[0].startswith(f"+α = +{alpha:g} · layer {layer} · refusal + 4×{path.name}")
+            shown = bot_texts(page)
+            page.screenshot(path=str(Path(__file__).resolve().parent.parent / "test-artifacts" / "mix-desktop.png"),
+                            full_page=True)
+        finally:
+            browser.close()
+    conv = [{"role": "user", "content": PROMPT}]
+    short = SamplingSettings(max_new_tokens=TOKENS)
+    v1 = embedded_engine.vectors_for("refusal").vector(layer)
+    mixed = embedded_engine.compare(conv, v1, layer, alpha, short, mix=Mix(4.0, vector=vset.vector(layer))).texts
+    single = embedded_engine.compare(conv, v1, layer, alpha, short).texts
+    assert [words(t) for t in shown] == [words(t) for t in mixed]  # the panes show a1 v1 + a2 v2
+    assert mixed[0] != single[0] and mixed[1] == single[1]  # the mix changed the steered panes only
+
+
+def test_compare_mix_api(app_url, embedded_engine):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from steering.generation import SamplingSettings
+    from steering.mixing import Mix
+
+    client = Client(app_url, verbose=False)
+    layer = embedded_engine.defaults.layer
+    old = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, api_name="/compare")
+    same = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="refusal", mix_multiplier=0.0,
+                          api_name="/compare_mix")
+    assert list(same) == list(old)  # alpha2 = 0: single-behavior steering
+    mixed = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="refusal", mix_multiplier=2.0,
+                           api_name="/compare_mix")
+    v = embedded_engine.vectors_for("refusal").vector(layer)
+    expected = embedded_engine.compare([{"role": "user", "content": PROMPT}], v, layer, 1.0,
+                                       SamplingSettings(max_new_tokens=TOKENS), mix=Mix(2.0, vector=v)).texts
+    assert list(mixed) == expected
+    with pytest.raises(AppError, match="not a path"):
+        client.predict(PROMPT, 1.0, layer, mix_behavior="../refusal", mix_multiplier=1.0, api_name="/compare_mix")
