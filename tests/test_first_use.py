@@ -146,3 +146,24 @@ def test_engine_build_reports_progress_and_a_failed_build_leaves_the_old_state(h
 def test_nothing_to_build_from(home, capsys):
     assert main(["build-vectors", "--behavior", "sycophancy"]) == 2
     assert "no dataset for 'sycophancy' to build vectors from (shipped: politeness)" in capsys.readouterr().err
+
+
+def test_app_button_builds_with_progress_and_offers_the_behavior(home):
+    """The app's first-use row: offered when a dataset ships without vectors; Build reports progress
+    (gr.Progress), caches the vectors, lists and selects the behavior, and hides the row."""
+    import app
+
+    engine = engine_for(home)
+    demo = app.build_app(engine, engine.config)
+    build = next(block.fn for block in demo.fns.values() if getattr(block.fn, "__name__", "") == "build")
+    seen = []
+    status, offered, row, choice, mixing = build("politeness", {}, progress=lambda fraction, desc="": seen.append(
+        (round(fraction, 2), desc)))
+    assert status.startswith("Built 'politeness' vectors: 6 layers, 5 pairs") and "layer 3" in status
+    assert seen[0] == (0.0, "building 'politeness' vectors: 0/5 pairs") and seen[-1][0] == 1.0
+    assert (home / "vectors" / "politeness" / "tiny-chat-model.safetensors").is_file()
+    assert offered["choices"] == [] and row["visible"] is False
+    assert choice["value"] == "politeness" and ("politeness", "politeness") in [tuple(c) for c in choice["choices"]]
+    assert "politeness" in [c if isinstance(c, str) else c[1] for c in mixing["choices"]]
+    status, *_ = build("politeness", {}, progress=lambda *a, **k: None)  # a second press: already there
+    assert status.startswith("⚠️ **Not built:**") and "already has vectors" in status
