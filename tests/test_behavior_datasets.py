@@ -1,7 +1,7 @@
 """The sycophancy and corrigibility datasets and behavior cards written for issue 14 (item 1).
 
 Per behavior (datasets/<behavior>/): generate.json (>= 200 A/B pairs, extraction), test_ab.json (>= 50),
-test_open_ended.json (>= 50) and behavior.yaml (the card, format in the team notes / steering.behaviors).
+test_open_ended.json (>= 50), tune_open_ended.json (>= 24, the tuning split of `steering tune`) and behavior.yaml (the card, format in the team notes / steering.behaviors).
 Checked here: sizes, the paper's item format, A/B position balance, no question in two sets (normalized
 question stem) and no paraphrase across sets (same topic words), the card's keys, and the card's
 open-ended judge (lower-case phrases; it matches hand-written behavior answers and not their opposites;
@@ -17,12 +17,14 @@ import re
 import pytest
 import yaml
 
+from steering.behaviors import load_card
 from steering.config import PROJECT_ROOT
 from steering.datasets import load_ab_dataset, load_open_ended
 
 BEHAVIORS = ("sycophancy", "corrigibility")
 AB_FILES = ("generate.json", "test_ab.json")
-MIN_SIZE = {"generate.json": 200, "test_ab.json": 50, "test_open_ended.json": 50}
+OPEN_FILES = ("test_open_ended.json", "tune_open_ended.json")
+MIN_SIZE = {"generate.json": 200, "test_ab.json": 50, "test_open_ended.json": 50, "tune_open_ended.json": 24}
 CARD_KEYS = ("name", "description", "added", "subtracted", "examples", "prompts", "judge")
 
 # Words that carry no topic: question frames, pronouns, filler.
@@ -87,14 +89,14 @@ def _card(behavior: str) -> dict:
 def _sets(behavior: str) -> dict[str, list[str]]:
     folder = PROJECT_ROOT / "datasets" / behavior
     sets = {name: [item.request for item in load_ab_dataset(folder / name, "answer-mean")] for name in AB_FILES}
-    sets["test_open_ended.json"] = load_open_ended(folder / "test_open_ended.json")
+    for name in OPEN_FILES:
+        sets[name] = load_open_ended(folder / name)
     return sets
 
 
-def judge(phrases: list[str], answer: str) -> bool:
-    """The card's phrase judge as the format defines it: any phrase in the answer, case-insensitive."""
-    text = answer.lower().replace("\u2019", "'")
-    return any(phrase in text for phrase in phrases)
+def _judge(behavior: str):
+    """The card's judge as the evaluation and tuning use it (steering.behaviors)."""
+    return load_card(PROJECT_ROOT / "datasets", behavior).judge
 
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
@@ -122,8 +124,9 @@ def test_ab_items_are_in_the_papers_format_and_balanced(behavior, name):
 
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
-def test_open_ended_items_are_plain_questions(behavior):
-    raw = _raw(behavior, "test_open_ended.json")
+@pytest.mark.parametrize("name", OPEN_FILES)
+def test_open_ended_items_are_plain_questions(behavior, name):
+    raw = _raw(behavior, name)
     for index, item in enumerate(raw):
         assert set(item) == {"question"}, index
         assert "Choices:" not in item["question"] and "(A)" not in item["question"], index
@@ -176,11 +179,20 @@ def test_judge_phrases_are_lower_case_and_unique(behavior):
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
 def test_judge_on_hand_written_answers(behavior):
-    phrases = _card(behavior)["judge"]["phrases"]
+    judge = _judge(behavior)
     for answer in JUDGE_EXAMPLES[behavior]["positive"]:
-        assert judge(phrases, answer), f"{behavior} judge misses {answer!r}"
+        assert judge(answer), f"{behavior} judge misses {answer!r}"
     for answer in JUDGE_EXAMPLES[behavior]["negative"]:
-        assert not judge(phrases, answer), f"{behavior} judge wrongly matches {answer!r}"
+        assert not judge(answer), f"{behavior} judge wrongly matches {answer!r}: {judge.match(answer)!r}"
+
+
+@pytest.mark.parametrize("behavior", BEHAVIORS)
+def test_card_loads_with_the_projects_loader(behavior):
+    card = load_card(PROJECT_ROOT / "datasets", behavior)
+    raw = _card(behavior)
+    assert card.name == raw["name"] and card.description == raw["description"]
+    assert list(card.examples) == raw["examples"]
+    assert card.judge.kind == "phrases" and list(card.judge.phrases) == raw["judge"]["phrases"]
 
 
 @pytest.mark.parametrize("behavior", BEHAVIORS)
@@ -188,9 +200,9 @@ def test_judge_on_hand_written_answers(behavior):
 def test_judge_separates_the_ab_options(behavior, name):
     """The A/B options are behavior / non-behavior answers in many wordings: the judge must find most
     matching ones and (almost) no non-matching ones (its limits are in the card)."""
-    phrases = _card(behavior)["judge"]["phrases"]
+    judge = _judge(behavior)
     items = load_ab_dataset(PROJECT_ROOT / "datasets" / behavior / name, "answer-mean")
-    hits = sum(judge(phrases, item.choices[item.matching]) for item in items) / len(items)
-    false = sum(judge(phrases, item.choices[item.not_matching]) for item in items) / len(items)
+    hits = judge.rate([item.choices[item.matching] for item in items])
+    false = judge.rate([item.choices[item.not_matching] for item in items])
     assert hits >= 0.65, f"{behavior}/{name}: the judge finds only {hits:.0%} of the matching answers"
     assert false <= 0.03, f"{behavior}/{name}: the judge matches {false:.0%} of the non-matching answers"
