@@ -444,9 +444,10 @@ TIPS = {
 
 
 def tooltip_html(key: str, text: str) -> str:
-    """A small "ⓘ text" hint whose explanation shows on hover or keyboard focus (CSS only, role=tooltip)."""
+    """A small "(?) text" hint whose explanation shows on hover, tap or keyboard focus (CSS only, role=tooltip)."""
     tip = html.escape(TIPS[key], quote=True)
-    return (f'<span class="demo-tip" id="tip-{key}" tabindex="0" aria-describedby="tip-{key}-text">ⓘ '
+    return (f'<span class="demo-tip" id="tip-{key}" tabindex="0" aria-describedby="tip-{key}-text">'
+            '<span class="demo-tip-mark" aria-hidden="true">?</span> '
             f'{html.escape(text)}<span class="demo-tip-text" role="tooltip" id="tip-{key}-text">{tip}</span></span>')
 
 
@@ -457,6 +458,8 @@ DEMO_CSS = """
             padding: 8px 10px; border-radius: 6px; background: var(--background-fill-secondary);
             color: var(--body-text-color); border: 1px solid var(--border-color-primary);
             box-shadow: 0 2px 8px rgba(0,0,0,.2); }
+.demo-tip-mark { display: inline-block; width: 1.3em; height: 1.3em; line-height: 1.3em; text-align: center;
+                 border-radius: 50%; border: 1px solid currentColor; font-weight: 600; }
 .demo-tip:hover .demo-tip-text, .demo-tip:focus .demo-tip-text, .demo-tip:focus-within .demo-tip-text { display: block; }
 #strip { flex-wrap: nowrap; overflow-x: auto; gap: 8px; }  /* one row; it scrolls sideways on a phone */
 #strip > .column { min-width: 140px !important; flex: 1 0 140px; border: 1px solid var(--border-color-primary);
