@@ -636,10 +636,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             built = behavior in behaviors
             return (status, gr.update(choices=still, value=(still or [None])[0]), gr.update(visible=bool(still)),
                     gr.update(choices=behavior_choices + list(uploads_now or {}), value=behavior) if built
-                    else gr.skip(), gr.update(choices=mix_choices(behavior_choices, uploads_now)))
+                    else gr.skip(), gr.update(choices=mix_choices(behavior_choices, uploads_now)),
+                    engine.recipe(behavior).layer if built else gr.skip())  # the model's default layer until tuned
 
-        build_btn.click(build, [build_choice, uploads], [build_status, build_choice, first_use_row, choice, mix_choice],
-                        **PRIVATE, **queue_kw)
+        build_btn.click(build, [build_choice, uploads],
+                        [build_status, build_choice, first_use_row, choice, mix_choice, layer], **PRIVATE, **queue_kw)
     return demo.queue(max_size=int(app_cfg["max_queue"]))
 
 

@@ -157,8 +157,9 @@ def test_app_button_builds_with_progress_and_offers_the_behavior(home):
     demo = app.build_app(engine, engine.config)
     build = next(block.fn for block in demo.fns.values() if getattr(block.fn, "__name__", "") == "build")
     seen = []
-    status, offered, row, choice, mixing = build("politeness", {}, progress=lambda fraction, desc="": seen.append(
+    status, offered, row, choice, mixing, layer = build("politeness", {}, progress=lambda fraction, desc="": seen.append(
         (round(fraction, 2), desc)))
+    assert layer == 3  # the layer slider moves to the model's default layer (until tuned)
     assert status.startswith("Built 'politeness' vectors: 6 layers, 5 pairs") and "layer 3" in status
     assert seen[0] == (0.0, "building 'politeness' vectors: 0/5 pairs") and seen[-1][0] == 1.0
     assert (home / "vectors" / "politeness" / "tiny-chat-model.safetensors").is_file()
