@@ -136,7 +136,7 @@ def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):
              "the first answer's caption")
     set_alpha(page, 0)
     time.sleep(0.5)
-    assert page.get_by_text("Added steering (+α)", exact=True).count() == 1  # the title carries no number
+    assert page.get_by_text("Refuses more (+α)", exact=True).count() == 1  # the title carries no number
     assert captions(page)[0].startswith(f"+α = +2 · layer {layer} · refusal")  # still says what made it
     assert captions(page, "#pane-unsteered")[0].startswith("α = 0 (unsteered)")
     set_alpha(page, 5)

@@ -84,7 +84,7 @@ def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vecto
     updates = drain(send(handlers, "Hello there", turns, *inputs(vector_file)))
     assert len(updates) >= 3
     first, *middle, last = updates
-    assert len(first) == 5  # 3 panes, Send, Retry: the message box is no output of the queued turn
+    assert len(first) == 7  # 3 panes, Send, Retry, the 2 prompted panes: the message box is no output
     assert first[3]["interactive"] is False and first[4]["interactive"] is False
     assert last[3]["interactive"] is True and last[4]["interactive"] is True
     assert [t.status for t in turns] == ["done"]
