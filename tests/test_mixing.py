@@ -113,3 +113,28 @@ def test_cosine_and_its_note():
     assert "opposite directions" in cosine_note(a, -a, "x", "y", 1)
     assert "nearly independent" in cosine_note(a, torch.tensor([0.0, 1.0]), "x", "y", 1)
     assert torch.equal(mixed_vector(a, 2.0, b, -1.0), torch.tensor([1.0, -1.0]))
+
+
+def test_app_mix_control_parsing(engine):
+    """steering/ui_mix.py: what the app's "Mix with" control and α₂ slider give a chat turn."""
+    from steering.ui_mix import NO_MIX, mix_choices, mix_note, parse_mix, split_mixing
+
+    assert parse_mix(engine, NO_MIX, 3.0, {}, 1) == (None, "")
+    assert parse_mix(engine, "beta", 0.0, {}, 1) == (None, "")  # α₂ = 0: no mix
+    mix, words = parse_mix(engine, "beta", 2.5, {}, 1, first="alpha")
+    assert words == " + 2.5×beta" and mix.multiplier == 2.5 and torch.equal(mix.vector, vectors(2)[1])
+    with pytest.raises(SteeringError, match="mixed with itself"):
+        parse_mix(engine, "alpha", 1.0, {}, 1, first="alpha")
+    with pytest.raises(SteeringError, match="mixing strength α₂ 1e\\+09 is out of range"):
+        parse_mix(engine, "beta", 1e9, {}, 1)
+    assert mix_choices([("Alpha — a", "alpha")], {"Uploaded: x.safetensors": "/tmp/x"}) == \
+        [NO_MIX, ("Alpha — a", "alpha"), "Uploaded: x.safetensors"]
+    expected = f"{cosine(vectors(1)[2], vectors(2)[2]):+.2f}"
+    assert mix_note(engine, "alpha", "beta", {}, 2).startswith(f"cos(alpha, beta) at layer 2 = {expected}")
+    assert mix_note(engine, "alpha", NO_MIX, {}, 2) == ""
+    assert mix_note(engine, "alpha", "gamma", {}, 2).startswith("⚠️ no 'gamma' vectors")
+    # Send's trailing inputs: the prompted panes' (checkbox, two prompts), then "Mix with" and α₂
+    assert split_mixing((True, "p+", "p-", "beta", 2.0)) == ((True, "p+", "p-"), ("beta", 2.0))
+    assert split_mixing(("beta", 2.0)) == ((), ("beta", 2.0))
+    assert split_mixing((True, "p+", "p-")) == ((True, "p+", "p-"), (NO_MIX, 0.0))
+    assert split_mixing(()) == ((), (NO_MIX, 0.0))
