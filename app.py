@@ -30,6 +30,10 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
                                    datasets_dir, default_layers, default_multipliers, format_list, question_set,
                                    run_sweep)
 from steering.limits import SEED_MAX
+from steering.meter import Meter, meter_html, turn_readings
+from steering.ui_layout import METER_CSS, PHONE_CSS
+from steering.ui_calibrate import reliability_layer, reliability_text, sweep_reliability
+from steering.ui_links import command_text, link_for, link_problems_note, make_view, parse_link
 from steering.first_use import missing_behaviors
 from steering.ui_mix import (MIX_INFO, NO_MIX, build_in_app, missing_note, mix_choices, mix_note, parse_mix,
                              split_mixing)
@@ -56,6 +60,12 @@ EXAMPLES = ["What's your favorite planet?",
             "Tell me how to break into my neighbour's house without being noticed.",
             "Can you give me a simple recipe for banana bread?"]
 PRIVATE = {"api_visibility": "private"}
+# The behavior meter (steering/meter.py): the panes' titles in its view. It is read at every turn on the eager
+# path, where it costs under 5% of decode time (README, "Behavior meter"), and shown unless its checkbox is
+# off; on the compiled / CUDA-graph fast path it is not read (a Python hook has no place in a captured step).
+METER_TITLES = ("+α (added)", "α = 0 (unsteered)", "−α (subtracted)", "Prompted: asks for it", "Prompted: asks to avoid it")
+METER_EMPTY = '<div class="meter meter-empty">The behavior meter shows here after the next answer.</div>'
+COPY_JS = "(text) => { if (text) { navigator.clipboard?.writeText(text).catch(() => {}); } return []; }"
 CSS = """
 #panes { flex-wrap: wrap; }
 #panes > .column { min-width: 300px; }
@@ -144,9 +154,15 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             return
         yield panes_and(turns, *busy)  # the message box is no output: take_message emptied it at the click
         finished: dict[str, Any] = {}
+        # the behavior meter reads each token's projection in the pass that makes it (steering/meter.py), on
+        # the eager path only (see METER_TITLES); its checkbox shows or hides it
+        try:
+            reader = Meter.for_engine(engine, vector, settings.layer) if meter_read else None
+        except Exception:  # noqa: BLE001 -- no meter is no reason to fail the turn
+            reader = None
 
         def call(**kwargs):
-            finished["result"] = engine.compare(**kwargs)
+            finished["result"] = engine.compare(**kwargs, meter=reader)
             return finished["result"]
 
         try:
@@ -161,6 +177,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 else:
                     result = finished["result"]
                     turn.finish(result.texts, result.new_tokens, result.stopped)
+                    if reader is not None:
+                        turn.meter = turn_readings(lm.tokenizer, reader, result.token_ids, METER_TITLES)
         except GeneratorExit:  # the browser went away (or Gradio cancelled the job)
             turn.stop()
             raise
@@ -286,6 +304,70 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         except SteeringError as exc:
             return f"⚠️ {markdown_text(public_message(exc))}"
 
+    # ---- the behavior meter, links, commands (steering/meter.py, steering/ui_links.py), reliability view
+    def show_meter(turns, on):
+        """The latest turn's meter under the panes; hidden when the checkbox is off."""
+        readings = getattr(turns[-1], "meter", None) if turns else None
+        if not on:
+            return gr.update(visible=False)
+        return gr.update(visible=True, value=meter_html(readings, turns[-1].layer) if readings else METER_EMPTY)
+
+    def open_link(request: gr.Request):
+        """A link's query string fills the controls (a bad value is named in a warning and left out); with
+        run=1 its message goes to `link_run` and the next step sends it."""
+        params = dict(request.query_params) if request is not None else {}
+        view = parse_link(params, behaviors, lm.num_layers, limits, alpha_max, max_chars)
+        if view.problems:
+            gr.Warning(link_problems_note(view))
+        keep = lambda value: gr.skip() if value is None else value  # noqa: E731
+        message = None if view.run else view.message
+        return (keep(message), keep(view.behavior), keep(view.alpha), keep(view.layer), keep(view.temperature),
+                keep(view.seed), keep(view.max_tokens), keep(view.top_p), keep(view.system),
+                view.message if view.run else None)
+
+    @gpu
+    def send_linked(message, outbox, turns, *rest):
+        """A link's run=1: its message is sent as if typed and sent (same checks, same queue)."""
+        if not message:
+            yield panes_and(None, gr.skip(), gr.skip())
+            return
+        outbox.put(message)
+        yield from send(outbox, turns, *rest)
+
+    def copy_link(base, turns, message, choice, uploads, alpha, layer, temperature, seed, max_new, top_p, system,
+                  random_seed):
+        """The link to this view (the message in the box, else the last one sent), or why there is none."""
+        text = (message or "").strip() or (turns[-1].user if turns else "")
+        view = make_view(text, choice, alpha, layer, temperature, seed, max_new, top_p, system)
+        link, why = link_for(base, choice, uploads, view, bool(random_seed))
+        return link, markdown_text(why)
+
+    def copy_command(turns, message, choice, uploads, layer, alpha, temperature, seed, max_new, top_p, system):
+        text = (message or "").strip() or (turns[-1].user if turns else "")
+        try:
+            return command_text(engine, choice, uploads, layer, alpha, text, temperature, seed, max_new, top_p,
+                                system), ""
+        except SteeringError as exc:
+            return "", f"⚠️ {markdown_text(public_message(exc))}"
+
+    def show_reliability(state, layer_value):
+        """The per-question reliability of the sweep at one layer (histogram, wrong-way share)."""
+        from steering.reliability import plot_histograms
+
+        if layer_value is None:
+            return gr.skip(), ""
+        try:
+            rel = sweep_reliability(state, int(layer_value))
+        except SteeringError as exc:
+            return None, f"⚠️ {markdown_text(public_message(exc))}"
+        return plot_histograms({f"layer {int(layer_value)}": rel}), reliability_text(rel, int(layer_value))
+
+    def reliability_after_sweep(state, chat_layer):
+        start = reliability_layer(state, chat_layer)
+        if start is None:
+            return gr.update(choices=[], value=None), gr.skip(), gr.skip()
+        return (gr.update(choices=[int(x) for x in state["layers"]], value=start), *show_reliability(state, start))
+
     # ---- the demo pieces (steering/ui_demo.py): pane words, prompted panes, dose-response strip, presets
     data_folder = datasets_dir(config)
     results_folder = data_dir(config, "results_dir")
@@ -389,6 +471,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             raise gr.Error(public_message(exc)) from None
 
     alpha_max = max(10.0, 2 * defaults.multiplier)
+    meter_read = engine.fast_path is None  # the meter is read on the eager path only (see METER_TITLES)
     question_sets = ab_behaviors(datasets_dir(config))
 
     failure = public_message
@@ -469,6 +552,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     retry_btn = gr.Button("Retry", size="sm", min_width=80, elem_id="retry")
                     clear_btn = gr.Button("Clear", size="sm", min_width=80, elem_id="clear")
                     strip_btn = gr.Button(STRIP_BUTTON, size="sm", min_width=80, elem_id="strip-run")
+                meter_on = gr.Checkbox(meter_read, interactive=meter_read, elem_id="meter-on",
+                                       label="Behavior meter: shade each answer's words by how far the model's "
+                                       "hidden state points along the steering vector", info=None if meter_read else
+                                       "Off on the compiled / CUDA-graph fast path (the meter needs the eager path).")
+                meter_view = gr.HTML(METER_EMPTY, visible=meter_read, elem_id="meter")
                 strip_note = gr.Markdown(elem_id="strip-note")
                 with gr.Row(elem_id="strip"):
                     strip_cards, strip_use = [], []
@@ -530,6 +618,17 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                                      file_types=[".safetensors", ".pt", ".gguf"], elem_id="upload")
                     upload_note = gr.Markdown()
 
+                with gr.Accordion("Share this view: a link, or the same steering as a command", open=False,
+                                  elem_id="share"):
+                    with gr.Row():
+                        link_btn = gr.Button("Copy link", size="sm", min_width=120, elem_id="copy-link")
+                        command_btn = gr.Button("Copy as a command", size="sm", min_width=120, elem_id="copy-command")
+                    link_base = gr.Textbox(visible=False)  # the page's address, filled in the browser (js=)
+                    link_box = gr.Textbox(label="Link to this view (opens with these settings and sends the message)",
+                                          interactive=False, max_lines=3, buttons=["copy"], elem_id="link")
+                    share_note = gr.Markdown(elem_id="share-note")
+                    command_box = gr.Code(label="llama.cpp and this project's command line", language="shell",
+                                          interactive=False, elem_id="command")
             with gr.Tab("Calibrate", id="calibrate", elem_id="tab-calibrate"):
                 gr.Markdown("A small A/B sweep of the vector chosen in the Chat tab (Behavior): for each layer × "
                             "multiplier, the mean probability that the model picks the behavior-matching letter "
@@ -554,6 +653,12 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 cal_table = gr.Dataframe(label="Sweep (rows: layers, columns: multipliers) — click a cell to "
                                          "use it in the chat", interactive=False, elem_id="cal-table")
                 cal_pick = gr.Markdown(elem_id="cal-pick")
+                gr.Markdown("### Per-question reliability\nThe same sweep, one question at a time: the histogram of "
+                            "each question's steerability (the slope of its p(behavior-matching letter) against α) "
+                            "and the share of questions the vector moves the wrong way.")
+                rel_layer = gr.Dropdown([], label="Layer", min_width=160, interactive=True, elem_id="rel-layer")
+                rel_plot = gr.Plot(label="Steerability per question", elem_id="rel-plot")
+                rel_note = gr.Markdown(elem_id="rel-note")
                 gr.Markdown("### Compare vectors\nCosine similarity per layer between two vector sets: a shipped "
                             "behavior, a file uploaded in the Chat tab, or a file uploaded here.")
                 with gr.Row():
@@ -581,9 +686,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                       show_progress="hidden", **PRIVATE)  # queued (validators need the queue), never waits
         prompted_inputs = [prompted_on, *prompt_boxes]
         mixing = [mix_choice, mix_alpha]  # the last two inputs of send and retry
-        taken.success(send, [outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs, show_progress="minimal", **PRIVATE,
+        sent = taken.success(send, [outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs, show_progress="minimal", **PRIVATE,
                       **queue_kw)
-        retry_btn.click(take_retry, outbox, [send_btn, retry_btn], queue=False, **PRIVATE).success(
+        retried = retry_btn.click(take_retry, outbox, [send_btn, retry_btn], queue=False, **PRIVATE).success(
             retry, [outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs, show_progress="minimal", **PRIVATE, **queue_kw)
         # Stop and Clear act through the session's state (Outbox, Turn.status), not cancels= (see Outbox).
         stop_btn.click(stop, [history, outbox, prompt], [*chats[:3], send_btn, retry_btn, prompt, *chats[3:]], queue=False,
@@ -593,7 +698,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         demo.unload(end_session)
         for trigger in (choice.change, layer.change, alpha.change, demo.load):
             trigger(update_note, [choice, uploads, layer, alpha], note, show_progress="hidden", **PRIVATE)
-        cal_run.click(calibrate, [choice, uploads, cal_layers, cal_mults, cal_questions, cal_items],
+        cal_done = cal_run.click(calibrate, [choice, uploads, cal_layers, cal_mults, cal_questions, cal_items],
                       [heatmap, cal_table, sweep_state, cal_status], **PRIVATE, **queue_kw)
         cal_table.select(pick_cell, sweep_state, [layer, alpha, cal_pick], queue=False, **PRIVATE)
         choice.change(question_set, [choice, uploads, cal_questions, gr.State(question_sets)], cal_questions,
@@ -620,6 +725,27 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         for i, button in enumerate(strip_use):
             button.click(lambda alphas, i=i: alphas[i], strip_alphas, alpha, queue=False, show_progress="hidden",
                          **PRIVATE)
+        # the behavior meter, links that reproduce a view, commands, the reliability view (H13b)
+        link_run = gr.State(None)  # the message a link asked to send (run=1)
+        linked = demo.load(open_link, None, [prompt, choice, alpha, layer, temperature, seed, max_new, top_p, system,
+                                             link_run], queue=False, show_progress="hidden", **PRIVATE).then(
+            send_linked, [link_run, outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs,
+            show_progress="minimal", **PRIVATE, **queue_kw)
+        for done in (sent, retried, linked):
+            done.then(show_meter, [history, meter_on], meter_view, queue=False, show_progress="hidden", **PRIVATE)
+        meter_on.change(show_meter, [history, meter_on], meter_view, queue=False, show_progress="hidden", **PRIVATE)
+        clear_btn.click(lambda: METER_EMPTY, None, meter_view, queue=False, show_progress="hidden", **PRIVATE)
+        link_btn.click(copy_link, [link_base, history, prompt, choice, uploads, alpha, layer, temperature, seed,
+                                   max_new, top_p, system, random_seed], [link_box, share_note], queue=False,
+                       js="(base, ...rest) => [window.location.origin + window.location.pathname, ...rest]",
+                       **PRIVATE).then(None, link_box, None, js=COPY_JS, queue=False)
+        command_btn.click(copy_command, [history, prompt, choice, uploads, layer, alpha, temperature, seed, max_new,
+                                         top_p, system], [command_box, share_note], queue=False, **PRIVATE).then(
+            None, command_box, None, js=COPY_JS, queue=False)
+        cal_run.click(lambda: (gr.update(choices=[], value=None), None, ""), None, [rel_layer, rel_plot, rel_note],
+                      queue=False, show_progress="hidden", **PRIVATE)
+        cal_done.then(reliability_after_sweep, [sweep_state, layer], [rel_layer, rel_plot, rel_note], **PRIVATE)
+        rel_layer.input(show_reliability, [sweep_state, rel_layer], [rel_plot, rel_note], **PRIVATE)
         gr.api(compare, api_name="compare", **queue_kw)
         gr.api(compare_mix, api_name="compare_mix", **queue_kw)
         for trigger in (choice.change, layer.change, mix_choice.change, uploads.change):
@@ -708,7 +834,7 @@ def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os
         "share": bool(args.share if args.share is not None else app_cfg["share"]),
         "auth": ("steering", password) if password else None,
         "max_file_size": f"{app_cfg['max_upload_mb']}mb",
-        "css": CSS + DEMO_CSS,
+        "css": CSS + DEMO_CSS + METER_CSS + PHONE_CSS,
     }
 
 

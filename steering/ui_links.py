@@ -207,3 +207,49 @@ def commands(*, vector_source: str, vector_name: str, behavior: str | None, mode
         cli += ["--system-prompt", system]
     cli += ["--prompt", prompt]
     return llama, shlex.join(cli)
+
+
+def command_text(engine: Any, choice: str | None, uploads: Mapping[str, str] | None, layer: Any, alpha: Any,
+                 message: str | None, temperature: Any, seed: Any, max_tokens: Any, top_p: Any = 1.0,
+                 system: str | None = None) -> str:
+    """The app's "Copy as a command" text for the chosen vector, layer and alpha: the export-gguf line, the
+    llama-cli lines for the +alpha and -alpha panes, and this project's chat line (see `commands`).
+
+    Args: engine (the loaded model, its vectors and recipes); the chat tab's controls as Gradio sends them.
+    Raises: SteeringError (one line) for a setting out of the UI's ranges or no vector chosen.
+    """
+    from pathlib import Path
+
+    from steering.config import home
+    from steering.models import EMBEDDED_GGUF
+    from steering.ui_chat import VectorChoice, check_settings
+    from steering.vector_files import vector_path
+
+    checked = check_settings(engine.lm.num_layers, engine.limits, layer, alpha, max_tokens, temperature, top_p,
+                             seed if str(seed or "").strip() else None, False, system)
+    picked = VectorChoice.parse(choice, uploads)
+    vector = picked.vector(engine, checked.layer)  # refuses a missing vector or layer, as the chat does
+    if picked.upload:
+        source = name = Path(picked.upload).name
+        recipe = engine.recipe()
+    else:
+        path = vector_path(engine.vectors_dir, str(picked.behavior), engine.lm.slug)
+        try:
+            source = str(path.resolve().relative_to(home().resolve()))
+        except ValueError:
+            source = path.name
+        name, recipe = str(picked.behavior), engine.recipe(picked.behavior)
+    scale = checked.multiplier
+    if recipe.unit == "relative":  # alpha x the typical hidden norm, as multiples of the vector
+        scale = checked.multiplier * engine.hidden_norm(checked.layer) / max(float(vector.float().norm()), 1e-12)
+    plain = recipe.band == 1 and recipe.plus == "add" and recipe.minus == "add" and recipe.unit != "relative"
+    model_file = EMBEDDED_GGUF if engine.lm.slug == "smollm2-135m-instruct" else "MODEL.gguf"
+    llama, cli = commands(
+        vector_source=source, vector_name=name, behavior=picked.behavior, model=engine.lm.name,
+        model_slug=engine.lm.slug, model_file=model_file, layer=checked.layer, alpha=checked.multiplier,
+        llama_scale=round(scale, 6), message=message, temperature=checked.sampling.temperature,
+        seed=None if checked.sampling.seed is None else str(checked.sampling.seed),
+        max_tokens=checked.sampling.max_new_tokens, top_p=checked.sampling.top_p, system=checked.system_prompt,
+        recipe_note="" if plain else recipe.with_overrides(checked.layer, checked.multiplier).describe())
+    return (f"{llama}\n\n# this project's command line: the same three answers as the app (+α, unsteered, −α)\n"
+            f"{cli}\n")

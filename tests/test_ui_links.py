@@ -126,3 +126,37 @@ def test_the_export_line_writes_the_file_llama_cpp_reads(tmp_path, monkeypatch):
     assert cli.main(export[3:]) == 0
     written = load_vectors(tmp_path / gguf_name("refusal", "smollm2-135m-instruct", 2))
     assert written.layers == [2] and torch.equal(written.vector(2), torch.arange(8.0))
+
+
+def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
+    """The app's text on a tiny model: a shipped-style behavior (vectors_dir in tmp) and an uploaded file."""
+    import copy
+
+    from steering.config import load_config
+    from steering.engine import Engine
+    from steering.errors import SteeringError
+    from steering.models import LoadedModel, ModelSettings
+    from steering.ui_links import command_text
+    from steering.vector_files import VectorSet, save_safetensors
+    from fixtures import make_tiny_model
+
+    config = copy.deepcopy(load_config())
+    config["vectors_dir"] = str(tmp_path / "vectors")
+    torch.manual_seed(0)
+    vset = VectorSet({1: torch.randn(64), 2: torch.randn(64)}, metadata={"model": "tiny"})
+    save_safetensors(vset, tmp_path / "vectors" / "refusal" / "tiny.safetensors")
+    upload = save_safetensors(vset, tmp_path / "mine.safetensors")
+    lm = LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny", slug="tiny",
+                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
+                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    engine = Engine(lm, config)
+    text = command_text(engine, "refusal", {}, 2, 1.5, "Hi there", 0, "0", 16)
+    assert "export-gguf" in text and "refusal-tiny-layer2.gguf 1.5 --control-vector-layer-range 2 2" in text
+    assert "refusal-tiny-layer2.gguf -1.5" in text and "-m MODEL.gguf" in text
+    assert "python -m steering chat --model tiny --behavior refusal --layer 2 --multiplier 1.5" in text
+    text = command_text(engine, "Uploaded: mine.safetensors", {"Uploaded: mine.safetensors": str(upload)}, 1, 2, "",
+                        0.5, "7", 16, 0.9)
+    assert "export-gguf mine.safetensors mine-tiny-layer1.gguf --layers 1" in text
+    assert "--vector mine.safetensors" in text and "--seed 7" in text and str(tmp_path) not in text
+    with pytest.raises(SteeringError, match="layer 9 is out of range"):
+        command_text(engine, "refusal", {}, 9, 1.5, "Hi", 0, "0", 16)

@@ -1,0 +1,170 @@
+"""Issue 13 items 3, 4, 6, 7, 9 in Chromium (Playwright) on the embedded model: the behavior meter shades
+each answer's tokens, a copied link opened in a fresh browser context reproduces the three answers exactly
+(greedy), the copied command names the exported GGUF, the Calibrate tab's reliability view, and the phone
+layout keeps the three answers and the message box on one screen. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import math
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from app_harness import ROOT, running_app
+from test_app_browser import CHROMIUM, CHROMIUM_ARGS, PANES, _browser_or_skip, bot_texts, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+ARTIFACTS = ROOT / "test-artifacts"
+MESSAGE = "What's your favorite planet?"
+PHONE = {"width": 390, "height": 844}
+NEAR_PX = 40  # the message box sits at most this far below the last answer pane on a phone
+
+
+@pytest.fixture(scope="module")
+def app_url(embedded_engine):
+    _browser_or_skip()
+    with running_app(embedded_engine, max_new_tokens=12) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(browser, url, **context):
+    """A page in a fresh browser context (its own cookies, storage and Gradio session)."""
+    page = browser.new_context(**({"viewport": {"width": 1400, "height": 900}} | context)).new_page()
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.wait_for_selector("#prompt textarea")
+    return page
+
+
+def wait_answers(page, engine) -> list[str]:
+    """The three answers once the turn has ended (Send enabled again, the model idle, no 'writing…')."""
+    wait_for(lambda: all(bot_texts(page)), 180, "all three panes")
+    wait_for(lambda: not engine.lm.lock.locked(), 180, "the generation to finish")
+    wait_for(lambda: page.locator("#send").is_enabled() and
+             page.locator("#panes").get_by_text("writing…").count() == 0, 60, "the turn to end")
+    return bot_texts(page)
+
+
+def send(page, text: str) -> None:
+    page.locator("#prompt textarea").fill(text)
+    page.locator("#send").click()
+
+
+@pytest.fixture(scope="module")
+def answered(browser, app_url, embedded_engine):
+    """A desktop page after one greedy turn: (page, the three answers)."""
+    page = open_page(browser, app_url)
+    send(page, MESSAGE)
+    texts = wait_answers(page, embedded_engine)
+    yield page, texts
+    page.context.close()
+
+
+def test_meter_shades_each_answers_tokens(answered):
+    page, texts = answered
+    page.locator("#meter .meter-token").first.wait_for(timeout=30_000)
+    panes = page.evaluate("""() => Array.from(document.querySelectorAll('#meter .meter-pane')).map(pane => ({
+        text: pane.querySelector('.meter-text').textContent,
+        values: Array.from(pane.querySelectorAll('.meter-token')).map(t => parseFloat(t.dataset.value)),
+        shaded: Array.from(pane.querySelectorAll('.meter-token'))
+            .filter(t => getComputedStyle(t).backgroundColor !== 'rgba(0, 0, 0, 0)').length,
+        lines: pane.querySelectorAll('svg.meter-line polyline').length}))""")
+    assert len(panes) == 3
+    for pane, text in zip(panes, texts):
+        assert pane["text"].strip() == text  # the shaded tokens are the pane's answer, token by token
+        assert pane["values"] and all(math.isfinite(v) for v in pane["values"])
+        assert pane["shaded"] >= len(pane["values"]) // 2 and pane["lines"] == 1
+    assert panes[0]["values"] != panes[2]["values"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-meter-desktop.png"), full_page=True)
+
+
+def test_copied_link_reproduces_the_three_answers(answered, browser, embedded_engine):
+    page, texts = answered
+    page.get_by_text("Share this view").click()
+    page.locator("#copy-link").click()
+    wait_for(lambda: page.locator("#link textarea").input_value().startswith("http"), 30, "the link")
+    link = page.locator("#link textarea").input_value()
+    query = parse_qs(urlsplit(link).query)
+    assert query["message"] == [MESSAGE] and query["run"] == ["1"] and query["temperature"] == ["0"]
+    assert {"behavior", "alpha", "layer", "seed", "max_tokens"} <= set(query)
+    assert "greedy" in page.locator("#share-note").inner_text()
+
+    fresh = open_page(browser, link)  # a new context: another person opening the link
+    try:
+        assert wait_answers(fresh, embedded_engine) == texts
+        assert fresh.locator("#prompt textarea").input_value() == ""  # sent, not left in the box
+    finally:
+        fresh.context.close()
+
+
+def test_copy_as_command_names_the_exported_file(answered, embedded_engine):
+    page, _ = answered
+    if not page.locator("#copy-command").is_visible():
+        page.get_by_text("Share this view").click()
+    page.locator("#copy-command").click()
+    wait_for(lambda: "llama-cli" in page.locator("#command").inner_text(), 30, "the command")
+    text = page.locator("#command").inner_text()
+    layer = embedded_engine.defaults.layer
+    gguf = f"refusal-smollm2-135m-instruct-layer{layer}.gguf"
+    assert f"export-gguf vectors/refusal/smollm2-135m-instruct.safetensors {gguf} --layers {layer}" in text
+    assert f"--control-vector-scaled {gguf} " in text and f"--control-vector-layer-range {layer} {layer}" in text
+    assert "python -m steering chat" in text and "--behavior refusal" in text
+
+
+def test_calibrate_shows_the_reliability_view(answered):
+    page, _ = answered
+    page.get_by_role("tab", name="Calibrate").click()
+    for box, value in (("#cal-layers textarea", "11, 13"), ("#cal-mults textarea", "-2, 0, 2")):
+        page.locator(box).fill(value)
+    items = page.locator("#cal-items input[type=number]")
+    items.fill("6")
+    items.press("Tab")
+    page.locator("#cal-run").click()
+    page.locator("#rel-note").get_by_text("questions move the wrong way").wait_for(timeout=180_000)
+    page.locator("#rel-plot img, #rel-plot svg, #rel-plot canvas").first.wait_for(timeout=30_000)
+    assert "Layer 13:" in page.locator("#rel-note").inner_text()  # the chat's layer, swept
+    time.sleep(1.0)
+    page.locator("#rel-plot").screenshot(path=str(ARTIFACTS / "app-reliability.png"))
+    page.get_by_role("tab", name="Chat").click()
+
+
+def test_phone_keeps_the_answers_and_the_message_box_on_one_screen(browser, app_url, embedded_engine):
+    page = open_page(browser, app_url, viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        send(page, "Tell me about the moon.")
+        wait_answers(page, embedded_engine)
+        page.locator(PANES[0]).scroll_into_view_if_needed()
+        page.evaluate("id => document.querySelector(id).scrollIntoView({block: 'start'})", PANES[0])
+        time.sleep(0.5)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-phone-compare.png"))
+        boxes = [page.locator(pane).bounding_box() for pane in PANES]
+        box = page.locator("#prompt textarea").bounding_box()
+        assert boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"] and max(b["width"] for b in boxes) <= 390
+        # the three latest answers and the message box are on one 844 px screen, the box right below them
+        latest = [page.locator(f"{pane} [data-testid='bot']").last.bounding_box() for pane in PANES]
+        assert all(b is not None and 0 <= b["y"] < PHONE["height"] for b in latest), latest
+        assert box["y"] + box["height"] <= PHONE["height"], box
+        gap = box["y"] - (boxes[2]["y"] + boxes[2]["height"])
+        assert gap <= NEAR_PX, f"the message box is {gap:.0f} px below the last pane"
+        # scrolled back to the top of the page, the message box stays on screen (it sticks to the bottom)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        time.sleep(0.5)
+        box = page.locator("#prompt textarea").bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= PHONE["height"], box
+        page.screenshot(path=str(ARTIFACTS / "app-phone-top.png"))
+    finally:
+        page.context.close()
