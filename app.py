@@ -325,9 +325,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 keep(view.seed), keep(view.max_tokens), keep(view.top_p), keep(view.system),
                 view.message if view.run else None)
 
-    @gpu
     def send_linked(message, outbox, turns, *rest):
-        """A link's run=1: its message is sent as if typed and sent (same checks, same queue)."""
+        """A link's run=1: its message is sent as if typed and sent (same checks, same queue; `send` asks for
+        the GPU on Spaces, a page load without run=1 does not)."""
         if not message:
             yield panes_and(None, gr.skip(), gr.skip())
             return
@@ -730,7 +730,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         linked = demo.load(open_link, None, [prompt, choice, alpha, layer, temperature, seed, max_new, top_p, system,
                                              link_run], queue=False, show_progress="hidden", **PRIVATE).then(
             send_linked, [link_run, outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs,
-            show_progress="minimal", **PRIVATE, **queue_kw)
+            show_progress="hidden", **PRIVATE, **queue_kw)  # hidden: a plain page load shows no queue status
         for done in (sent, retried, linked):
             done.then(show_meter, [history, meter_on], meter_view, queue=False, show_progress="hidden", **PRIVATE)
         meter_on.change(show_meter, [history, meter_on], meter_view, queue=False, show_progress="hidden", **PRIVATE)

@@ -122,6 +122,7 @@ def test_copy_as_command_names_the_exported_file(answered, embedded_engine):
     assert f"export-gguf vectors/refusal/smollm2-135m-instruct.safetensors {gguf} --layers {layer}" in text
     assert f"--control-vector-scaled {gguf} " in text and f"--control-vector-layer-range {layer} {layer}" in text
     assert "python -m steering chat" in text and "--behavior refusal" in text
+    page.locator("#share").screenshot(path=str(ARTIFACTS / "app-share-desktop.png"))
 
 
 def test_calibrate_shows_the_reliability_view(answered):
@@ -166,5 +167,6 @@ def test_phone_keeps_the_answers_and_the_message_box_on_one_screen(browser, app_
         box = page.locator("#prompt textarea").bounding_box()
         assert 0 <= box["y"] and box["y"] + box["height"] <= PHONE["height"], box
         page.screenshot(path=str(ARTIFACTS / "app-phone-top.png"))
+        page.screenshot(path=str(ARTIFACTS / "app-phone-full.png"), full_page=True)  # the meter, the settings
     finally:
         page.context.close()
