@@ -39,7 +39,7 @@ from steering.ui_mix import (MIX_INFO, NO_MIX, build_in_app, missing_note, mix_c
                              split_mixing)
 from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, DemoTurn, behavior_presets,
                               check_prompted, explainer_image, prompted_conversations, render_panes, run_strip,
-                              safe_pane_text, tooltip_html)
+                              safe_pane_text, steered_layers, tooltip_html)
 from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Outbox, Turn, VectorChoice,
                               check_behavior, check_budget, check_prompt, check_settings, check_upload, conversations,
                               discard_upload, keep_upload, markdown_text, norm_note, public_message)
@@ -514,7 +514,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         words = safe_pane_text(data_folder, default_behavior)[0]
         with gr.Accordion("What am I looking at?", open=False, elem_id="explainer"):
             with gr.Row():
-                gr.Image(explainer_image(lm.num_layers, defaults.layer, words.titles()), show_label=False,
+                gr.Image(explainer_image(lm.num_layers, defaults.layer, words.titles(),
+                                         steered_layers(engine, default_behavior)), show_label=False,
                          interactive=False, buttons=[], min_width=300, scale=2, elem_id="explainer-picture")
                 gr.Markdown(EXPLAINER, min_height=0, elem_id="explainer-text")
         uploads = gr.State({}, delete_callback=lambda kept: [discard_upload(p) for p in (kept or {}).values()])

@@ -418,6 +418,14 @@ def presets(default: float, breakdown: float | None) -> list[Preset]:
             Preset("clear", default, "the tuned default for this model"), strong]
 
 
+def steered_layers(engine: Any, behavior: str | None) -> list[int]:
+    """The layers the behavior's recipe steers for the loaded model (Recipe.layers), [] if it cannot be read."""
+    try:
+        return list(engine.recipe(behavior).layers(engine.lm.num_layers)) if behavior else []
+    except SteeringError:
+        return []
+
+
 def behavior_presets(engine: Any, behavior: str | None, results_dir: str | Path) -> list[Preset]:
     """presets() for the loaded model and a behavior (the engine's defaults when the recipe cannot be read)."""
     try:
@@ -473,12 +481,14 @@ DEMO_CSS = """
 
 def explainer_figure(num_layers: int, layer: int, titles: Sequence[str] = ("More of the behavior (+α)",
                                                                           UNSTEERED_TITLE,
-                                                                          "Less of the behavior (−α)")):
+                                                                          "Less of the behavior (−α)"),
+                     band: Sequence[int] = ()):
     """The "What am I looking at?" picture: the stack of layers, the vector added at one layer, three answers.
 
     Args:
         num_layers: the model's decoder layer count; layer: the layer where the vector is added.
         titles: the three panes' titles (PaneText.titles()).
+        band: all the layers the recipe steers (e.g. 12, 13, 14 around 13), drawn highlighted; default: `layer`.
     Returns: a matplotlib Figure (Agg; the caller closes it).
     """
     import matplotlib
@@ -493,19 +503,23 @@ def explainer_figure(num_layers: int, layer: int, titles: Sequence[str] = ("More
     ax.set_ylim(0, 5.2)
     ax.axis("off")
     shown = min(num_layers, 9)  # a few layers drawn; the steered one among them
-    rows = sorted(set(list(range(0, 2)) + [layer - 1, layer, layer + 1] + [num_layers - 2, num_layers - 1]))
+    band = sorted(set(band) | {layer})
+    rows = sorted(set(list(range(0, 2)) + [band[0] - 1, *band, band[-1] + 1] + [num_layers - 2, num_layers - 1]))
     rows = [r for r in rows if 0 <= r < num_layers][:shown]
-    y, h = 0.55, 0.36
+    gaps = sum(1 for a, b in zip(rows, rows[1:]) if b != a + 1)
+    y, h = 0.55, min(0.36, (4.2 - 0.08 * (len(rows) - 1) - 0.26 * gaps) / len(rows))  # the stack fits below 4.75
     ax.text(2.2, 0.15, "your message", ha="center", fontsize=10)
     for i, r in enumerate(rows):
-        steered = r == layer
+        steered = r in band
         ax.add_patch(FancyBboxPatch((1.0, y), 2.4, h, boxstyle="round,pad=0.02",
                                     fc="#ffd8a8" if steered else "#dbe4ff", ec="#e8590c" if steered else "#4c6ef5"))
         ax.text(2.2, y + h / 2, f"layer {r}", ha="center", va="center", fontsize=9)
-        if steered:
+        if r == layer:
             ax.add_patch(FancyArrowPatch((5.0, y + h / 2), (3.45, y + h / 2), arrowstyle="-|>", mutation_scale=18,
                                          color="#e8590c", lw=2.2))
-            ax.text(5.1, y + h / 2, "± α × steering vector", va="center", fontsize=10, color="#e8590c")
+            ax.text(3.6, y + h / 2 - 0.12, "± α × steering vector" + (f"\n(spread over layers {band[0]}–{band[-1]})"
+                                                                      if len(band) > 1 else ""),
+                    va="top", fontsize=10, color="#e8590c")
         gap = i + 1 < len(rows) and rows[i + 1] != r + 1
         if gap:
             ax.text(2.2, y + h + 0.17, "⋮", ha="center", va="center", fontsize=10, color="#495057")
@@ -524,11 +538,11 @@ def explainer_figure(num_layers: int, layer: int, titles: Sequence[str] = ("More
     return fig
 
 
-def explainer_image(num_layers: int, layer: int, titles: Sequence[str] | None = None) -> Any:
+def explainer_image(num_layers: int, layer: int, titles: Sequence[str] | None = None, band: Sequence[int] = ()) -> Any:
     """explainer_figure rendered in memory: an (height, width, 3) uint8 numpy array for gr.Image."""
     import numpy as np
 
-    fig = explainer_figure(num_layers, layer, *([titles] if titles else []))
+    fig = explainer_figure(num_layers, layer, *([titles] if titles else []), band=band)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)
@@ -537,13 +551,15 @@ def explainer_image(num_layers: int, layer: int, titles: Sequence[str] | None = 
 
 
 def save_explainer(path: str | Path, num_layers: int = 30, layer: int = 13,
-                   titles: Sequence[str] = ("Refuses more (+α)", UNSTEERED_TITLE, "Refuses less (−α)")) -> Path:
-    """Write the picture as a PNG (the README's docs/how-steering-works.png: SmolLM2-135M, 30 layers, layer 13)."""
+                   titles: Sequence[str] = ("Refuses more (+α)", UNSTEERED_TITLE, "Refuses less (−α)"),
+                   band: Sequence[int] = (12, 13, 14)) -> Path:
+    """Write the picture as a PNG (the README's docs/how-steering-works.png: SmolLM2-135M, 30 layers, the
+    shipped refusal recipe's layers 12-14 around 13)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = explainer_figure(num_layers, layer, titles)
+    fig = explainer_figure(num_layers, layer, titles, band)
     FigureCanvasAgg(fig).print_png(str(path))
     return path
 

@@ -145,6 +145,9 @@ def test_presets_tooltips_and_the_picture(page):
     picture.wait_for(state="visible", timeout=15_000)
     assert page.evaluate("img => img.naturalWidth", picture.element_handle()) > 300
     assert "steering vector is a direction" in page.locator("#explainer-text").inner_text()
+    page.locator("#tip-alpha").hover()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo-explainer.png"), full_page=True)  # the picture and α's tooltip
     page.get_by_text("What am I looking at?").click()
 
 

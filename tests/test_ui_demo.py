@@ -223,6 +223,13 @@ def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
     assert measured_breakdown(tmp_path, "refusal", "m") == 2.5  # unreadable: logged, the next file is used
 
 
+def test_steered_layers_are_the_recipes(engine):
+    from steering.ui_demo import steered_layers
+
+    assert steered_layers(engine, "refusal") == engine.recipe("refusal").layers(4)
+    assert steered_layers(engine, None) == []
+
+
 def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
     """The shipped files: refusal's SmolLM2 default is 1.5 and results/eval saw the text break at |α| = 3."""
     config = load_config()
@@ -242,6 +249,9 @@ def test_explainer_picture_and_tooltips():
     image = explainer_image(30, 13)
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 300 and image.dtype.name == "uint8"
     assert image.std() > 10  # a drawing, not a blank canvas
+    orange = lambda img: int(((img[..., 0] > 240) & (abs(img[..., 1].astype(int) - 216) < 6)  # noqa: E731
+                              & (abs(img[..., 2].astype(int) - 168) < 6)).sum())  # the steered layers' fill
+    assert orange(explainer_image(30, 13, band=[12, 13, 14])) > 2.5 * orange(image)  # three boxes, not one
     tip = tooltip_html("alpha", "What is α?")
     assert 'role="tooltip"' in tip and "how hard the vector pushes" in tip and "What is α?" in tip
 
