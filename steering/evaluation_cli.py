@@ -63,6 +63,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-open-ended", action="store_true", help="A/B sweep only")
     p.add_argument("--no-ab", action="store_true",
                    help="open-ended only (the summary reuses --out/ab_sweep.json when it is there)")
+    p.add_argument("--no-negated", action="store_true",
+                   help="open-ended answers without the negated control (for CAA addition it repeats the vector at -α)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control vector (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="A/B questions per batch (default 16)")
     p.add_argument("--gen-batch-size", type=int, default=64, help="open-ended rows per batch (default 64)")
@@ -246,6 +248,8 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any], engine: Any, pre
         positive = [m for m in open_multipliers if m > 0]
         variants = {"vector": (vector if recipe.shared_vector else vset, list(open_multipliers)), "random": (controls["random"], positive),
                     "negated": (controls["negated"], positive)}
+        if args.no_negated:  # for plain addition, -v at +α is the vector at -α: the same answers
+            del variants["negated"]
         t0 = time.perf_counter()
         with lm.lock:
             answers = ev.open_ended_answers(lm.model, lm.tokenizer, questions, layer, variants, settings, detector,
@@ -253,8 +257,8 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any], engine: Any, pre
                                             on_progress=lambda d, n: _log(f"open-ended: {d}/{n} answers"),
                                             recipe=recipe, hidden_norm=engine.hidden_norm)
         open_seconds = time.perf_counter() - t0
-        summary = ev.summarize_answers(answers, {"vector": open_multipliers, "random": [0.0] + positive,
-                                                 "negated": [0.0] + positive})
+        summary = ev.summarize_answers(answers, {name: open_multipliers if name == "vector" else [0.0] + positive
+                                                 for name in variants})
         breakdown = ev.breakdown_multiplier(summary["vector"])
         open_payload = {
             "settings": {**common, "dataset": _display_path(open_path), "questions": len(questions),

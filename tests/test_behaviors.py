@@ -283,7 +283,7 @@ def test_evaluate_all_runs_every_behavior_with_vectors_and_writes_the_table(tmp_
 
     config = _tiny_project(tmp_path)
     code = main(["evaluate", "--config", str(config), "--behavior", "all", "--no-ab", "--out", str(tmp_path / "ev"),
-                 "--max-new-tokens", "3", "--open-multipliers", "-1", "0", "1"])
+                 "--max-new-tokens", "3", "--open-multipliers", "-1", "0", "1", "--no-negated"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert len(tiny_cli_engine) == 1  # one model load for all behaviors
@@ -294,6 +294,8 @@ def test_evaluate_all_runs_every_behavior_with_vectors_and_writes_the_table(tmp_
     assert all(a["shows_behavior"] == any(c.isalpha() for c in a["text"].lower()) for a in alpha["answers"])
     assert not any(a["shows_behavior"] for a in beta["answers"])
     assert not (tmp_path / "ev" / "gamma" / "open_ended.json").exists()
+    assert set(alpha["summary"]) == {"vector", "random"}  # --no-negated
+    assert len(alpha["answers"]) == 2 * 3 + 2  # two questions: the vector at -1, 0, 1, the random control at 1
     table = (tmp_path / "ev" / "behaviors.md").read_text()
     assert table == captured.out[captured.out.index("# Open-ended score per behavior"):]
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
