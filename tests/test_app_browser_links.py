@@ -170,3 +170,26 @@ def test_phone_keeps_the_answers_and_the_message_box_on_one_screen(browser, app_
         page.screenshot(path=str(ARTIFACTS / "app-phone-full.png"), full_page=True)  # the meter, the settings
     finally:
         page.context.close()
+
+
+def test_an_uploaded_vector_gives_no_link_but_says_why(browser, app_url, embedded_engine, tmp_path):
+    import shutil
+
+    page = open_page(browser, app_url)
+    try:
+        upload = tmp_path / "my-vector.safetensors"
+        shutil.copy(embedded_engine.vectors_dir / "refusal" / "smollm2-135m-instruct.safetensors", upload)
+        page.get_by_text("Advanced").click()
+        page.locator("#upload input[type=file]").set_input_files(str(upload))
+        page.get_by_text("it is now selected").wait_for(timeout=60_000)
+        page.locator("#prompt textarea").fill(MESSAGE)
+        page.get_by_text("Share this view").click()
+        page.locator("#copy-link").click()
+        page.locator("#share-note").get_by_text("cannot travel in a link").wait_for(timeout=30_000)
+        assert page.locator("#link textarea").input_value() == ""
+        page.locator("#copy-command").click()  # a command still works: the file is named, not a server path
+        wait_for(lambda: "llama-cli" in page.locator("#command").inner_text(), 30, "the command")
+        text = page.locator("#command").inner_text()
+        assert "--vector my-vector.safetensors" in text and str(tmp_path) not in text
+    finally:
+        page.context.close()
