@@ -39,7 +39,7 @@ from steering.ui_mix import (MIX_INFO, NO_MIX, build_in_app, missing_note, mix_c
                              split_mixing)
 from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, DemoTurn, behavior_presets,
                               check_prompted, explainer_image, prompted_conversations, render_panes, run_strip,
-                              safe_pane_text, steered_layers, tooltip_html)
+                              safe_pane_text, steered_layers, strip_summary, tooltip_html)
 from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Outbox, Turn, VectorChoice,
                               check_behavior, check_budget, check_prompt, check_settings, check_upload, conversations,
                               discard_upload, keep_upload, markdown_text, norm_note, public_message)
@@ -383,7 +383,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                                                                      results_folder)])
 
     def use_preset(index):
-        return lambda choice: behavior_presets(engine, choice if choice in behaviors else None, results_folder)[index].alpha
+        return lambda choice: behavior_presets(engine, choice if choice in behaviors else None,
+                                               results_folder)[index].alpha
 
     @gpu
     def strip(prompt, turns, choice, uploads, layer, alpha, max_new, temperature, top_p, seed, random_seed, system):
@@ -405,10 +406,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         words = safe_pane_text(data_folder, choice if choice in behaviors else None)[0]
         return (*[c.markdown(words) for c in cards],
                 *[gr.update(value=f"Use α = {c.alpha:g}", visible=True) for c in cards], [c.alpha for c in cards],
-                f"“{markdown_text(text[:80])}” at {len(cards)} strengths, one batch, up to {min(settings.sampling.max_new_tokens, 40)} "
-                "tokens each. Under each answer: distinct-3 share (1 = no repetition) and perplexity under the "
-                "unsteered model; ⚠️ where the evaluation's rule says the text breaks down. Click a card's button "
-                "to use its α.")
+                strip_summary(text, cards, settings.sampling.max_new_tokens))
 
     @gpu
     def compare(prompt: str, multiplier: float = defaults.multiplier, layer: int = defaults.layer,

@@ -137,8 +137,9 @@ def pane_text(datasets_dir: str | Path, behavior: str | None) -> PaneText:
     path = folder / PROMPTS_FILE
     if path.exists():
         found = _prompts_file(path, f"{behavior}/{PROMPTS_FILE}")
-        return PaneText(found.get("added", GENERIC_LABELS["added"]), found.get("subtracted", GENERIC_LABELS["subtracted"]),
-                        found["prompts"], f"{behavior}/{PROMPTS_FILE}")
+        return PaneText(found.get("added", GENERIC_LABELS["added"]),
+                        found.get("subtracted", GENERIC_LABELS["subtracted"]), found["prompts"],
+                        f"{behavior}/{PROMPTS_FILE}")
     return PaneText()
 
 
@@ -200,7 +201,8 @@ def check_prompted(on: Any, added: Any, subtracted: Any, max_chars: int = MAX_SY
         return None
     out = []
     for side, value in zip(SIDES, (added, subtracted)):
-        where = f"the prompted pane's system prompt ({'asking for the behavior' if side == 'added' else 'asking to avoid it'})"
+        asks = "asking for the behavior" if side == "added" else "asking to avoid it"
+        where = f"the prompted pane's system prompt ({asks})"
         if value is not None and not isinstance(value, str):
             raise SteeringError(f"{where} must be text, got {type(value).__name__}")
         text = (value or "").strip()
@@ -364,6 +366,17 @@ def run_strip(engine: Any, message: str, vector: Any, layer: int, alpha: float, 
             for r, text, ids in zip(rows, result.texts, result.token_ids)]
 
 
+def strip_summary(message: str, cards: Sequence[Card], max_new_tokens: int) -> str:
+    """The line over the strip's cards (Markdown): which message, how many answers, how long, how to read them."""
+    from steering.ui_chat import markdown_text
+
+    shown = message if len(message) <= 80 else message[:79] + "…"
+    return (f"“{markdown_text(shown)}” at {len(cards)} strengths, one batch, up to "
+            f"{min(int(max_new_tokens), STRIP_TOKENS)} tokens each. Under each answer: distinct-3 share (1 = no "
+            "repetition) and perplexity under the unsteered model; ⚠️ where the evaluation's rule says the text "
+            "breaks down. Click a card's button to use its α.")
+
+
 # ============================================================================ presets, picture, tips (item 5)
 @dataclass(frozen=True)
 class Preset:
@@ -385,7 +398,8 @@ def measured_breakdown(results_dir: str | Path, behavior: str, model_slug: str) 
     file's settings name this behavior and model (`python -m steering evaluate` writes them). None when no
     such file exists, it says the text held up over its whole range, or it cannot be read (logged).
     """
-    for path in (Path(results_dir) / "eval" / behavior / "open_ended.json", Path(results_dir) / "eval" / "open_ended.json"):
+    evaluations = Path(results_dir) / "eval"
+    for path in (evaluations / behavior / "open_ended.json", evaluations / "open_ended.json"):
         if not path.exists():
             continue
         try:
@@ -468,7 +482,8 @@ DEMO_CSS = """
             box-shadow: 0 2px 8px rgba(0,0,0,.2); }
 .demo-tip-mark { display: inline-block; width: 1.3em; height: 1.3em; line-height: 1.3em; text-align: center;
                  border-radius: 50%; border: 1px solid currentColor; font-weight: 600; }
-.demo-tip:hover .demo-tip-text, .demo-tip:focus .demo-tip-text, .demo-tip:focus-within .demo-tip-text { display: block; }
+.demo-tip:hover .demo-tip-text, .demo-tip:focus .demo-tip-text,
+.demo-tip:focus-within .demo-tip-text { display: block; }
 #strip { flex-wrap: nowrap; overflow-x: auto; gap: 8px; }  /* one row; it scrolls sideways on a phone */
 #strip > .column { min-width: 140px !important; flex: 1 0 140px; border: 1px solid var(--border-color-primary);
                    border-radius: 8px; padding: 6px; }

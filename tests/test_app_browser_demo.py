@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_harness import ROOT, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -97,7 +96,8 @@ def bot_texts(page) -> list[str]:
 
 def last_caption(page, pane: str) -> str:
     return page.evaluate("""id => { const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
-        return bots.length ? Array.from(bots[bots.length - 1].querySelectorAll('sub')).map(s => s.textContent).join(' ') : ''; }""",
+        if (!bots.length) return '';
+        return Array.from(bots[bots.length - 1].querySelectorAll('sub')).map(s => s.textContent).join(' '); }""",
                          pane)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import make_tiny_model
 
 from steering.config import load_config
 from steering.engine import Engine
@@ -19,11 +20,25 @@ from steering.generation import SamplingSettings
 from steering.models import LoadedModel, ModelSettings
 from steering.refusal import distinct_ngram_share
 from steering.ui_chat import Turn
-from steering.ui_demo import (STRIP_FACTORS, Card, DemoTurn, PaneText, behavior_presets, check_prompted,
-                              explainer_image, flag_breakdown, measured_breakdown, pane_text, presets,
-                              prompted_conversations, render_panes, run_strip, safe_pane_text, strip_multipliers,
-                              tooltip_html)
-from fixtures import make_tiny_model
+from steering.ui_demo import (
+    STRIP_FACTORS,
+    Card,
+    DemoTurn,
+    PaneText,
+    behavior_presets,
+    check_prompted,
+    explainer_image,
+    flag_breakdown,
+    measured_breakdown,
+    pane_text,
+    presets,
+    prompted_conversations,
+    render_panes,
+    run_strip,
+    safe_pane_text,
+    strip_multipliers,
+    tooltip_html,
+)
 
 GREEDY = SamplingSettings(max_new_tokens=6)
 PROMPTS = ("You refuse everything.", "You never refuse.")
@@ -81,8 +96,10 @@ def test_no_data_gives_the_generic_words_and_no_prompts(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("prompts:\n  added: Be formal.\n", "formality/prompts.yaml: prompts.subtracted must be a non-empty string, found NoneType"),
-    ("prompts: [a, b]\n", "formality/prompts.yaml: 'prompts' must be a mapping with keys added and subtracted, found list"),
+    ("prompts:\n  added: Be formal.\n",
+     "formality/prompts.yaml: prompts.subtracted must be a non-empty string, found NoneType"),
+    ("prompts: [a, b]\n",
+     "formality/prompts.yaml: 'prompts' must be a mapping with keys added and subtracted, found list"),
     ("prompt:\n  added: x\n", "formality/prompts.yaml: unknown key prompt (expected added, subtracted, prompts)"),
     ("prompts: {added: a, subtracted: b, other: c}\n", "formality/prompts.yaml: prompts has unknown key other"),
     ("prompts: {added: a\n", "formality/prompts.yaml: not valid YAML"),
@@ -114,7 +131,8 @@ def test_prompted_conversations_carry_their_system_prompt_and_history():
     convs = prompted_conversations([earlier, off], "Why?", PROMPTS)
     assert convs[0] == [{"role": "system", "content": PROMPTS[0]},
                         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "no."},
-                        {"role": "user", "content": "And?"}, {"role": "assistant", "content": "02"},  # was off: unsteered
+                        {"role": "user", "content": "And?"},
+                        {"role": "assistant", "content": "02"},  # the prompted panes were off: the unsteered answer
                         {"role": "user", "content": "Why?"}]
     assert convs[1][0]["content"] == PROMPTS[1] and convs[1][2]["content"] == "sure!"
 
