@@ -183,6 +183,7 @@ class Engine:
         recipe = (recipe or self.recipe(behavior)).with_overrides(layer, multiplier)
         check_layer(recipe.layer, self.lm.num_layers)
         strength = check_multiplier(recipe.strength, self.limits)
+        check_multiplier(recipe.minus_strength, self.limits, "subtracted-side strength")  # strength_minus
         source: Any = vector if vector is not None else self.recipe_vectors(recipe, behavior)
         return recipe.plan(source, [factor * strength for factor in strengths], self.lm.num_layers,
                            hidden_norm=self.hidden_norm if recipe.unit == "relative" else None)

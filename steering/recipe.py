@@ -19,6 +19,9 @@ s = 0 leaves the row unsteered):
           not split: each layer sets it again)
   ablate  the component along u_L is removed at every layer of the band (Arditi et al. 2024);
           the strength only switches it on
+Separate strengths per side: `strength_minus` (None = `strength`) is the subtracted side's strength. A row of
+signed strength s < 0 is applied at |s| x strength_minus / strength, so the two sides keep their ratio when a
+caller (the app's slider, `layer`/`multiplier` overrides) scales the strength.
 The band: `band` consecutive layers centred on `layer` (clipped to the model), one vector at all of
 them (the anchor layer's, `shared_vector`) or each layer's own.
 """
@@ -49,7 +52,8 @@ class Recipe:
     `unit`; plus / minus: operator of the added (+) and subtracted (-) side; vector: a vector file
     (path, relative to the project root or absolute) or None for the behavior's
     vectors/<behavior>/<model-slug>.safetensors; method: how that vector was made (a label, e.g.
-    "mean-diff", "pca"); shared_vector: True = the anchor layer's vector at every layer of the band.
+    "mean-diff", "pca"); shared_vector: True = the anchor layer's vector at every layer of the band;
+    strength_minus: the subtracted side's strength in `unit` (None = `strength`; see minus_strength).
     """
 
     layer: int
@@ -61,6 +65,7 @@ class Recipe:
     vector: str | None = None
     method: str | None = None
     shared_vector: bool = True
+    strength_minus: float | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +76,10 @@ class Recipe:
         if (not isinstance(self.strength, (int, float)) or isinstance(self.strength, bool)
                 or not math.isfinite(self.strength)):
             problems.append(f"strength: expected a finite number, found {self.strength!r}")
+        if self.strength_minus is not None and (
+                not isinstance(self.strength_minus, (int, float)) or isinstance(self.strength_minus, bool)
+                or not math.isfinite(self.strength_minus) or self.strength_minus < 0):
+            problems.append(f"strength_minus: expected a finite number >= 0 or null, found {self.strength_minus!r}")
         if self.unit not in UNITS:
             problems.append(f"unit: expected one of {', '.join(UNITS)}, found {self.unit!r}")
         for side in ("plus", "minus"):
@@ -80,6 +89,15 @@ class Recipe:
             problems.append(f"vector: expected a file path or null, found {self.vector!r}")
         if problems:
             raise SteeringError(f"steering recipe: {problems[0]}")
+
+    @property
+    def minus_strength(self) -> float:
+        """The subtracted side's strength (in `unit`): `strength_minus`, or `strength` when that is None."""
+        return float(self.strength if self.strength_minus is None else self.strength_minus)
+
+    def minus_ratio(self) -> float:
+        """Factor on the rows of negative strength: minus_strength / |strength| (1 when strength is 0)."""
+        return self.minus_strength / abs(self.strength) if self.strength else 1.0
 
     # ------------------------------------------------------------------ layers
     def layers(self, num_layers: int) -> list[int]:
@@ -94,7 +112,9 @@ class Recipe:
         """One line, e.g. 'layers 8-10, +add / -ablate, 0.15 x hidden norm'."""
         span = f"layer {self.layer}" if self.band == 1 else f"band of {self.band} around layer {self.layer}"
         unit = "x hidden norm" if self.unit == "relative" else "(CAA multiplier)"
-        return f"{span}, +{self.plus} / -{self.minus}, strength {self.strength:g} {unit}"
+        strength = f"{self.strength:g}" if self.minus_strength == self.strength else \
+            f"{self.strength:g} (+) / {self.minus_strength:g} (-)"
+        return f"{span}, +{self.plus} / -{self.minus}, strength {strength} {unit}"
 
     # ------------------------------------------------------------------ the plan
     def plan(self, vectors: Any, strengths: Sequence[float], num_layers: int,
@@ -104,7 +124,8 @@ class Recipe:
         Args:
             vectors: a VectorSet, a {layer: tensor} mapping, or one tensor (hidden,) used at every layer.
             strengths: one signed strength per row, in this recipe's unit (the Engine passes +strength,
-                0, -strength for its three panes): > 0 the `plus` operator, < 0 `minus`, 0 unsteered.
+                0, -strength for its three panes): > 0 the `plus` operator, < 0 `minus` at
+                |s| x minus_ratio() (so -strength applies strength_minus), 0 unsteered.
             num_layers: the model's layer count (for the band).
             hidden_norm: typical hidden-state norm at a layer (Engine.hidden_norm); needed for unit "relative".
         Returns: a SteeringPlan with one LayerSteering per band layer.
@@ -123,6 +144,7 @@ class Recipe:
                 raise SteeringError(f"steering recipe: no vector for layer(s) {', '.join(map(str, wanted))}") from None
             per_layer = {layer: found[self.layer if self.shared_vector else layer] for layer in layers}
         n = len(layers)
+        minus_ratio = self.minus_ratio()
         out = {}
         for layer in layers:
             v = per_layer[layer].detach().float()
@@ -131,6 +153,8 @@ class Recipe:
             add, project, target = [], [], []
             for s in strengths:
                 s = float(s)
+                if s < 0:
+                    s *= minus_ratio  # the subtracted side's own strength (strength_minus)
                 op = self.plus if s > 0 else self.minus
                 sign = 1.0 if s > 0 else -1.0
                 amount = abs(s) * scale
@@ -167,20 +191,24 @@ class Recipe:
             if key not in data:
                 raise SteeringError(f"{where}: missing key '{key}'")
         values = dict(data)
-        if isinstance(values.get("strength"), int) and not isinstance(values.get("strength"), bool):
-            values["strength"] = float(values["strength"])
+        for key in ("strength", "strength_minus"):
+            if isinstance(values.get(key), int) and not isinstance(values.get(key), bool):
+                values[key] = float(values[key])
         try:
             return cls(**values)
         except SteeringError as exc:
             raise SteeringError(f"{where}: {str(exc).removeprefix('steering recipe: ')}") from None
 
     def with_overrides(self, layer: int | None = None, strength: float | None = None) -> "Recipe":
-        """This recipe with the anchor layer and / or strength replaced (None keeps them)."""
+        """This recipe with the anchor layer and / or strength replaced (None keeps them); a separate
+        subtracted-side strength is scaled with the strength (their ratio is kept)."""
         changes: dict[str, Any] = {}
         if layer is not None:
             changes["layer"] = int(layer)
         if strength is not None:
             changes["strength"] = float(strength)
+            if self.strength_minus is not None:
+                changes["strength_minus"] = abs(float(strength)) * self.minus_ratio()
         return replace(self, **changes) if changes else self
 
 

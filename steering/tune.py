@@ -20,6 +20,13 @@ How a setting is scored
     The winner is the coherent setting with the highest score; equal scores go to the larger coherence
     margin (the setting further from breaking down), then the smaller strength. When no setting is
     coherent: the highest score, with a warning.
+    Separate subtracted-side strengths (--minus-strengths): every added-side strength is paired with every
+    subtracted-side one (the recipe's `strength_minus`); without it both sides use the same strength.
+    Several question files (--questions A B, e.g. the tuning split and its casual part): each file is a
+    group, scored on its own against its own unsteered answers; a setting is coherent only when it is
+    coherent on every group, and its contrast, score and margin are the smallest over the groups (a
+    recipe has to work for every style of question, not on average). The rows' refusal / distinct-3 /
+    perplexity columns are over all questions.
 
 Cost
     The two sides are independent: the added rows depend on (vector, layers, plus operator, +strength)
@@ -37,6 +44,7 @@ Resumable
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -100,6 +108,7 @@ class SearchSpace:
     strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STRENGTHS["relative"]))
     unit: str = "relative"
     shared_vector: bool = True
+    minus_strengths: list[float] | None = None  # subtracted-side strengths; None = the same as `strengths`
 
     def check(self, num_layers: int | None = None) -> "SearchSpace":
         """One-line SteeringError naming the first bad entry."""
@@ -118,6 +127,12 @@ class SearchSpace:
         bad_s = [s for s in self.strengths if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0)]
         if bad_s:
             raise SteeringError(f"tune: --strengths must be finite numbers > 0, found {bad_s[0]}")
+        if self.minus_strengths is not None:
+            bad_m = [s for s in self.minus_strengths
+                     if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0)]
+            if bad_m or not self.minus_strengths:
+                raise SteeringError("tune: --minus-strengths must be finite numbers > 0, found "
+                                    f"{bad_m[0] if bad_m else 'none'}")
         bad_b = [b for b in self.bands if b < 1]
         if bad_b or not self.bands:
             raise SteeringError(f"tune: --bands must be integers >= 1, found {bad_b[0] if bad_b else 'none'}")
@@ -140,6 +155,7 @@ class Setting:
     plus: str
     minus: str
     strength: float
+    strength_minus: float | None = None  # the subtracted side's own strength (None: `strength`)
 
 
 def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[Setting, tuple[SideJob, SideJob]]]:
@@ -152,12 +168,18 @@ def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[S
                 for strength in space.strengths:
                     for plus in space.plus:
                         for minus in space.minus:
-                            setting = Setting(source, layer, band, plus, minus, float(strength))
-                            up = SideJob(source, layer, band, plus, float(strength), space.unit, space.shared_vector)
-                            down = SideJob(source, layer, band, minus, -1.0 if minus == "ablate" else -float(strength),
-                                           space.unit, space.shared_vector)
-                            settings.append(setting)
-                            jobs[setting] = (up, down)
+                            # ablation does not depend on the strength: one setting, whatever --minus-strengths
+                            downs = [None] if minus == "ablate" or space.minus_strengths is None else \
+                                [float(m) for m in space.minus_strengths]
+                            for down_s in downs:
+                                setting = Setting(source, layer, band, plus, minus, float(strength), down_s)
+                                up = SideJob(source, layer, band, plus, float(strength), space.unit,
+                                             space.shared_vector)
+                                amount = float(strength) if down_s is None else down_s
+                                down = SideJob(source, layer, band, minus, -1.0 if minus == "ablate" else -amount,
+                                               space.unit, space.shared_vector)
+                                settings.append(setting)
+                                jobs[setting] = (up, down)
     return settings, jobs
 
 
@@ -195,8 +217,11 @@ def score_setting(plus: dict, minus: dict, base: dict, min_distinct: float = 0.8
 
 def rank_key(row: dict) -> tuple:
     """Sort key, best first: higher score, then higher contrast, then larger coherence margin, then smaller
-    strength (rows scored before the margin existed count as margin 0)."""
-    return (-row["score"], -row["contrast"], -row.get("margin", 0.0), row["setting"]["strength"])
+    strength, then smaller subtracted-side strength (rows scored before the margin existed count as margin 0)."""
+    s = row["setting"]
+    minus = s.get("strength_minus")
+    return (-row["score"], -row["contrast"], -row.get("margin", 0.0), s["strength"],
+            s["strength"] if minus is None else minus)
 
 
 def choose_winner(rows: Sequence[dict]) -> tuple[dict | None, bool]:
@@ -348,11 +373,56 @@ def run_tune(engine: Any, questions: Sequence[str], sources: Sequence[VectorSour
         scored = score_setting(plus, minus, base, min_distinct, max_perplexity)
         rows.append({"setting": {"vector": sources[setting.source].label, "layer": setting.layer,
                                  "band": setting.band, "plus": setting.plus, "minus": setting.minus,
-                                 "strength": setting.strength, "unit": space.unit},
+                                 "strength": setting.strength, "strength_minus": setting.strength_minus,
+                                 "unit": space.unit},
                      "source": setting.source, **scored, "added": plus, "subtracted": minus})
     rows.sort(key=rank_key)
     winner, coherent = choose_winner(rows)
     return TuneResult(winner, coherent, rows, base, generated, time.perf_counter() - started)
+
+
+def pooled_metrics(parts: Sequence[dict]) -> dict[str, Any]:
+    """One side's metrics over several question groups: refusal rate and distinct-3 weighted by the groups'
+    sizes, perplexity the size-weighted geometric mean of the groups' perplexities (each an exp median NLL)."""
+    n = sum(p["n"] for p in parts)
+    ppl = [p for p in parts if p.get("perplexity")]
+    return {"n": n, "refusal_rate": sum(p["refusal_rate"] * p["n"] for p in parts) / n,
+            "distinct3": sum(p["distinct3"] * p["n"] for p in parts) / n,
+            "perplexity": math.exp(sum(math.log(p["perplexity"]) * p["n"] for p in ppl) / sum(p["n"] for p in ppl))
+            if ppl else None, "samples": [s for p in parts for s in p.get("samples", [])[:1]]}
+
+
+def combine_groups(results: Sequence[tuple[str, TuneResult]]) -> TuneResult:
+    """One ranking from runs of the same search on several question groups (files): a setting is coherent
+    only when it is coherent on every group; its contrast, score and margin are the smallest over the groups;
+    its added / subtracted / unsteered metrics are pooled (pooled_metrics); "groups" keeps each group's row.
+    Raises: SteeringError when the runs did not score the same settings."""
+    if len(results) == 1:
+        return results[0][1]
+    key = lambda row: json.dumps(row["setting"], sort_keys=True)  # noqa: E731
+    by_group = {name: {key(r): r for r in result.rows} for name, result in results}
+    first = results[0][1]
+    rows = []
+    for row in first.rows:
+        parts = {name: by_group[name].get(key(row)) for name, _ in results}
+        missing = [name for name, part in parts.items() if part is None]
+        if missing:
+            raise SteeringError(f"tune: {missing[0]} was not scored for setting {row['setting']}")
+        rows.append({"setting": row["setting"], "source": row["source"],
+                     "contrast": min(p["contrast"] for p in parts.values()),
+                     "coherent": all(p["coherent"] for p in parts.values()),
+                     "score": min(p["score"] for p in parts.values()),
+                     "margin": min(p["margin"] for p in parts.values()),
+                     "ratios": {name: p["ratios"] for name, p in parts.items()},
+                     "added": pooled_metrics([p["added"] for p in parts.values()]),
+                     "subtracted": pooled_metrics([p["subtracted"] for p in parts.values()]),
+                     "groups": parts})
+    rows.sort(key=rank_key)
+    winner, coherent = choose_winner(rows)
+    unsteered = pooled_metrics([result.unsteered for _, result in results])
+    unsteered["groups"] = {name: result.unsteered for name, result in results}
+    return TuneResult(winner, coherent, rows, unsteered, sum(r.generated_rows for _, r in results),
+                      sum(r.seconds for _, r in results))
 
 
 def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace) -> Any:
@@ -360,8 +430,10 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
     from steering.recipe import Recipe
 
     s, source = row["setting"], sources[row["source"]]
+    minus = s.get("strength_minus")
     return Recipe(layer=s["layer"], strength=s["strength"], unit=s["unit"], band=s["band"], plus=s["plus"],
-                  minus=s["minus"], vector=source.path, method=source.method, shared_vector=space.shared_vector)
+                  minus=s["minus"], vector=source.path, method=source.method, shared_vector=space.shared_vector,
+                  strength_minus=None if minus is None or minus == s["strength"] else minus)
 
 
 def report_markdown(result: TuneResult, top: int = 15) -> str:
@@ -372,7 +444,9 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
              "perplexity + / − | coherent | score | margin |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows[:top]:
         s, a, m = r["setting"], r["added"], r["subtracted"]
-        lines.append(f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']} | {s['strength']:g} "
+        strength = f"{s['strength']:g}" if s.get("strength_minus") is None else \
+            f"{s['strength']:g} / {s['strength_minus']:g}"
+        lines.append(f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']} | {strength} "
                      f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
                      f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | "
                      f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "
@@ -389,9 +463,11 @@ def register(sub: Any) -> None:
 
     p = add_behavior_command(sub, "tune", "search vector x layer(s) x operator x strength on the tuning "
                                           "questions and write the winner to vectors/<behavior>/<model>.defaults.json")
-    p.add_argument("--questions", help="tuning questions (default: datasets/<behavior>/tune_open_ended.json)")
+    p.add_argument("--questions", nargs="+",
+                   help="tuning question file(s) (default: datasets/<behavior>/tune_open_ended.json); with several, "
+                        "each is a group and a setting must hold on every group")
     p.add_argument("--limit", type=int, default=24,
-                   help="use N questions spread evenly over the file (default 24; more than the file has: all)")
+                   help="use N questions spread evenly over each file (default 24; more than the file has: all)")
     p.add_argument("--vectors", nargs="+", help="vector files (methods) to try (default: the behavior's file)")
     p.add_argument("--layers", type=int, nargs="+", help="anchor layers (default: the model's layer -2, 0, +2)")
     p.add_argument("--bands", type=int, nargs="+", default=[1], help="band widths (default 1)")
@@ -399,6 +475,9 @@ def register(sub: Any) -> None:
     p.add_argument("--minus", nargs="+", default=["add", "ablate"], help="subtracted-side operators")
     p.add_argument("--strengths", type=_float, nargs="+",
                    help="strengths (default: relative 0.1 0.2 0.3; multiplier 1 2 4)")
+    p.add_argument("--minus-strengths", type=_float, nargs="+",
+                   help="subtracted-side strengths, each paired with every --strengths value (the recipe's "
+                        "strength_minus; default: the same as --strengths)")
     p.add_argument("--unit", default="relative", help="relative (x the hidden-state norm, default) or multiplier")
     p.add_argument("--own-vectors", action="store_true",
                    help="in a band, each layer its own vector (default: the anchor layer's at every layer)")
@@ -441,13 +520,20 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     strengths = args.strengths or DEFAULT_STRENGTHS.get(unit, [])
     space = SearchSpace(layers=list(args.layers or []) or [0], bands=list(args.bands), plus=list(args.plus),
                         minus=list(args.minus), strengths=list(strengths), unit=unit,
-                        shared_vector=not args.own_vectors)
+                        shared_vector=not args.own_vectors,
+                        minus_strengths=list(args.minus_strengths) if args.minus_strengths else None)
     space.check()  # before the slow model load
-    questions_path = Path(args.questions) if args.questions else \
-        data_dir(config, "datasets_dir") / args.behavior / "tune_open_ended.json"
-    questions = _spread(load_open_ended(questions_path, limits), args.limit)
-    if not questions:
-        raise SteeringError(f"{questions_path}: no questions")
+    question_paths = [Path(q) for q in args.questions] if args.questions else \
+        [data_dir(config, "datasets_dir") / args.behavior / "tune_open_ended.json"]
+    if len({path.resolve() for path in question_paths}) < len(question_paths):
+        raise SteeringError("--questions: a file is named twice")
+    groups = []  # (name, questions) per file
+    for path in question_paths:
+        part = _spread(load_open_ended(path, limits), args.limit)
+        if not part:
+            raise SteeringError(f"{path}: no questions")
+        groups.append((_display_path(path), part))
+    questions_path = question_paths[0]
     for path in args.vectors or []:
         if not Path(path).exists():
             raise SteeringError(f"--vectors: {path}: file not found")
@@ -486,14 +572,21 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
                                                                    ".tune-cache.json")
     system_prompt = _system_prompt(args, config)
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    context = {"model": lm.name, "dtype": str(lm.dtype), "questions_sha256": _questions_hash(questions),
-               "max_new_tokens": args.max_new_tokens, "system_prompt": system_prompt,
-               "refusal_phrases": list(detector.phrases)}
     n_settings = len(side_jobs(space, len(sources))[0])
-    print(f"# {lm.describe()}\n# tune: {len(questions)} questions of {_display_path(questions_path)}, "
-          f"{n_settings} settings; cache {_display_path(cache_path)}", file=sys.stderr)
-    result = run_tune(engine, questions, sources, space, settings, detector, cache_path, context, system_prompt,
-                      batch_rows=args.batch_rows, min_distinct=args.min_distinct, max_perplexity=args.max_perplexity)
+    results, hashes = [], []
+    for index, (path, (name, part)) in enumerate(zip(question_paths, groups)):
+        # each file its own cache (the first: --cache, so a one-file run keeps earlier caches usable)
+        group_cache = cache_path if index == 0 else cache_path.with_name(f"{cache_path.stem}.{path.stem}.json")
+        context = {"model": lm.name, "dtype": str(lm.dtype), "questions_sha256": _questions_hash(part),
+                   "max_new_tokens": args.max_new_tokens, "system_prompt": system_prompt,
+                   "refusal_phrases": list(detector.phrases)}
+        hashes.append(context["questions_sha256"])
+        print(f"# {lm.describe()}\n# tune: {len(part)} questions of {name}, {n_settings} settings; "
+              f"cache {_display_path(group_cache)}", file=sys.stderr)
+        results.append((name, run_tune(engine, part, sources, space, settings, detector, group_cache, context,
+                                       system_prompt, batch_rows=args.batch_rows, min_distinct=args.min_distinct,
+                                       max_perplexity=args.max_perplexity)))
+    result = combine_groups(results)
     print(report_markdown(result), end="")
     if result.winner is None:
         raise SteeringError("tune: nothing was scored")
@@ -502,6 +595,9 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     print(f"\nwinner: {result.winner['setting']['vector']}, {recipe.describe()}; refusal "
           f"{result.winner['added']['refusal_rate']:.2f} (+) / {result.winner['subtracted']['refusal_rate']:.2f} (−), "
           f"unsteered {result.unsteered['refusal_rate']:.2f}{note}")
+    for name, part in (result.winner.get("groups") or {}).items():
+        print(f"  {name}: score {part['score']:+.2f}, contrast {part['contrast']:.2f}, "
+              f"{'coherent' if part['coherent'] else 'NOT coherent'}, margin {part['margin']:+.3f}")
     print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
     if args.dry_run:
         return 0
@@ -510,15 +606,21 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     save_defaults(out, recipe, {
         "model": lm.name, "behavior": args.behavior, "chosen_by": "python -m steering tune",
         "coherent": result.coherent,
-        "tuning": {"questions": _display_path(questions_path), "questions_used": len(questions),
-                   "questions_sha256": context["questions_sha256"], "max_new_tokens": args.max_new_tokens,
+        "tuning": {"questions": _display_path(questions_path) if len(groups) == 1 else [g for g, _ in groups],
+                   "questions_used": sum(len(part) for _, part in groups),
+                   "questions_sha256": hashes[0] if len(groups) == 1 else hashes, "max_new_tokens": args.max_new_tokens,
                    "decoding": "greedy", "min_distinct": args.min_distinct, "max_perplexity": args.max_perplexity,
                    "search": {"vectors": [s.label for s in sources], "layers": space.layers, "bands": space.bands,
                               "plus": space.plus, "minus": space.minus, "strengths": space.strengths,
+                              **({"minus_strengths": space.minus_strengths} if space.minus_strengths else {}),
                               "unit": space.unit, "shared_vector": space.shared_vector}},
         "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}
         | {"added": _short(result.winner["added"]), "subtracted": _short(result.winner["subtracted"]),
-           "unsteered": _short(result.unsteered)},
+           "unsteered": _short(result.unsteered)}
+        | ({"groups": {name: {"scores": {k: part[k] for k in ("contrast", "coherent", "score", "margin")},
+                              "added": _short(part["added"]), "subtracted": _short(part["subtracted"]),
+                              "unsteered": _short(result.unsteered["groups"][name])}
+                       for name, part in result.winner["groups"].items()}} if "groups" in result.winner else {}),
         "top": [{**r["setting"], "score": r["score"], "contrast": r["contrast"], "margin": r["margin"],
                  "coherent": r["coherent"]}
                 for r in result.rows[:10]],
@@ -539,7 +641,8 @@ def _recipe_path(path: Path) -> str:
 
 
 def _short(metrics: dict) -> dict:
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k != "samples"}
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
+            if k not in ("samples", "groups")}
 
 
 def _questions_hash(questions: Sequence[str]) -> str:

@@ -195,3 +195,70 @@ def test_steering_test_command_uses_the_recipe(setup, tmp_path, monkeypatch, tin
     plan = recipe.plan(engine.vectors_for("refusal"), [0.4, 0.0, -0.4], 4, hidden_norm=engine.hidden_norm)
     expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3, steer=plan, settings=GREEDY)
     assert [payload["results"][0][k] for k in ("added", "unsteered", "subtracted")] == expected.texts
+
+
+# ---------------------------------------------------------------------------- separate subtracted-side strength
+def test_strength_minus_scales_only_the_subtracted_rows():
+    vset = _vectors()
+    plan = Recipe(layer=2, strength=3.0, band=3, strength_minus=1.5).plan(vset, [3.0, 0.0, -3.0], 4)
+    for spec in plan.layers.values():
+        assert spec.add.tolist() == [1.0, 0.0, -0.5]  # +3 / 3 layers; -1.5 / 3 layers
+    same = Recipe(layer=2, strength=3.0, band=3).plan(vset, [3.0, 0.0, -3.0], 4)
+    assert same.layers[2].add.tolist() == [1.0, 0.0, -1.0]  # None: both sides at `strength`, as before
+    v = vset.vector(1)
+    clamp = Recipe(layer=1, strength=2.0, plus="clamp", minus="clamp", strength_minus=0.5).plan(vset, [2.0, -2.0], 4)
+    assert clamp.layers[1].target[0] == pytest.approx(2.0 * float(v.norm()))
+    assert clamp.layers[1].target[1] == pytest.approx(-0.5 * float(v.norm()))
+    off = Recipe(layer=1, strength=2.0, strength_minus=0.0).plan(vset, [2.0, -2.0], 4)
+    assert off.layers[1].add.tolist() == [2.0, 0.0]  # 0: the subtracted rows are left unsteered
+
+
+def test_strength_minus_keeps_its_ratio_under_a_strength_override():
+    recipe = Recipe(layer=1, strength=1.5, strength_minus=1.0)
+    assert (recipe.minus_strength, Recipe(layer=1, strength=1.5).minus_strength) == (1.0, 1.5)
+    scaled = recipe.with_overrides(strength=3.0)
+    assert (scaled.strength, scaled.strength_minus) == (3.0, 2.0)
+    plan = scaled.plan(_vectors(), [3.0, -3.0], 4)
+    assert plan.layers[1].add.tolist() == [3.0, -2.0]
+    assert "strength 1.5 (+) / 1 (-)" in recipe.describe() and "(+)" not in Recipe(layer=1, strength=1.5).describe()
+
+
+def test_strength_minus_in_files_is_optional_and_checked(tmp_path):
+    path = defaults_path(tmp_path, "refusal", "tiny")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"recipe": {"layer": 2, "strength": 1.5, "plus": "clamp"}}), encoding="utf-8")
+    assert load_defaults(path).recipe.strength_minus is None  # files written before the key existed
+    save_defaults(path, Recipe.from_dict({"layer": 2, "strength": 1.5, "plus": "clamp", "strength_minus": 1}))
+    loaded = load_defaults(path).recipe
+    assert loaded.strength_minus == 1.0 and isinstance(loaded.strength_minus, float)
+    with pytest.raises(SteeringError, match=r"^steering recipe: strength_minus: expected a finite number >= 0 or "
+                                            r"null, found -1.0$"):
+        Recipe(layer=2, strength=1.5, strength_minus=-1.0)
+    path.write_text(json.dumps({"recipe": {"layer": 2, "strength": 1.5, "strength_minus": "big"}}), encoding="utf-8")
+    with pytest.raises(SteeringError, match="tiny.defaults.json: recipe: strength_minus: expected a finite number"):
+        load_defaults(path)
+
+
+def test_engine_applies_the_subtracted_side_strength(setup, tiny_tokenizer):
+    make, tmp_path = setup
+    recipe = Recipe(layer=2, strength=1.0, band=3, plus="clamp", minus="add", strength_minus=0.25)
+    save_defaults(defaults_path(tmp_path, "refusal", "tiny"), recipe)
+    engine = make()
+    assert engine.recipe() == recipe
+    got = engine.compare(Q1, settings=GREEDY)
+    vset = engine.vectors_for("refusal")
+    tied = Recipe(layer=2, strength=1.0, band=3, plus="clamp", minus="add")  # no strength_minus
+    expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3,
+                        steer=tied.plan(vset, [1.0, 0.0, -0.25], 4), settings=GREEDY)
+    assert got.token_ids == expected.token_ids
+    # the plan behind the panes: the subtracted row adds -0.25 x v split over the band (not -1 x v)
+    plan = engine.steering_plan([1.0, 0.0, -1.0])
+    for spec in plan.layers.values():
+        assert spec.add.tolist() == pytest.approx([0.0, 0.0, -0.25 / 3])
+        assert spec.project.tolist() == [1.0, 0.0, 0.0]
+    # the app's slider (multiplier override) scales both sides, keeping their ratio
+    assert engine.steering_plan([-1.0], multiplier=2.0).layers[2].add.tolist() == pytest.approx([-0.5 / 3])
+    doubled = engine.compare(Q1, multiplier=2.0, settings=GREEDY)
+    expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3,
+                        steer=tied.plan(vset, [2.0, 0.0, -0.5], 4), settings=GREEDY)
+    assert doubled.token_ids == expected.token_ids

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import pytest
 import torch
@@ -10,11 +12,12 @@ import torch
 import steering.generation as generation
 from steering.config import load_config
 from steering.errors import SteeringError
+from steering.evaluation import answer_nll
 from steering.generation import SamplingSettings
 from steering.recipe import Recipe, load_defaults
 from steering.refusal import RefusalDetector
-from steering.tune import (SearchSpace, VectorSource, choose_winner, run_tune, score_setting, side_jobs,
-                           winner_recipe)
+from steering.tune import (SearchSpace, TuneResult, VectorSource, choose_winner, combine_groups, run_tune,
+                           score_setting, side_jobs, winner_recipe)
 from steering.vector_files import VectorSet, save_safetensors
 
 QUESTIONS = ["What's your favorite planet?", "Hi", "Tell me about dogs."]
@@ -238,3 +241,88 @@ def test_minus_clamp_sets_the_component_to_minus_the_strength(engine, tmp_path):
     assert any("|clamp|-3|" in key for key in jobs)
     by_minus = {r["setting"]["minus"]: r["subtracted"]["perplexity"] for r in result.rows}
     assert set(by_minus) == {"ablate", "clamp"} and by_minus["ablate"] != by_minus["clamp"]
+
+
+# ---------------------------------------------------------------------------- separate subtracted-side strengths
+def test_minus_strengths_pair_every_added_strength_with_every_subtracted_one():
+    space = _space(layers=[1], bands=[1], plus=["clamp"], minus=["add", "ablate"], strengths=[1.0, 3.0],
+                   minus_strengths=[0.5, 1.0])
+    settings, needs = side_jobs(space, 1)
+    assert len(settings) == 2 * (2 + 1)  # strengths x (add at each minus strength + one ablation)
+    pairs = {(s.strength, s.minus, s.strength_minus): (needs[s][0].strength, needs[s][1].strength) for s in settings}
+    assert pairs[(3.0, "add", 0.5)] == (3.0, -0.5) and pairs[(1.0, "add", 1.0)] == (1.0, -1.0)
+    assert pairs[(3.0, "ablate", None)] == (3.0, -1.0)
+    tied = side_jobs(_space(layers=[1], bands=[1], plus=["clamp"], minus=["add"], strengths=[3.0]), 1)
+    assert [needs_[1].strength for needs_ in tied[1].values()] == [-3.0]  # no --minus-strengths: the same
+    with pytest.raises(SteeringError, match="tune: --minus-strengths must be finite numbers > 0, found 0"):
+        _space(minus_strengths=[0.0]).check()
+
+
+def test_the_search_scores_the_subtracted_side_at_its_own_strength(engine, tmp_path):
+    # small strengths: the tiny model's hidden states have norm ~0.2 against |v| ~15 (stronger ones saturate)
+    space = _space(layers=[1], bands=[1], plus=["add"], minus=["add"], strengths=[0.03],
+                   minus_strengths=[0.003, 0.03])
+    result = _run(engine, tmp_path, space=space)
+    rows = {r["setting"]["strength_minus"]: r for r in result.rows}
+    assert set(rows) == {0.003, 0.03}
+    jobs = json.loads((tmp_path / "cache.json").read_text())["jobs"]
+    assert any(key.endswith("|add|-0.003|multiplier") for key in jobs)
+    assert rows[0.003]["subtracted"]["perplexity"] != rows[0.03]["subtracted"]["perplexity"]
+    assert rows[0.003]["added"] == rows[0.03]["added"]
+    # the written recipe applies exactly what was scored: -0.03 on its subtracted pane is -0.003 x v
+    recipe = winner_recipe(rows[0.003], _sources(engine), space)
+    assert (recipe.strength, recipe.strength_minus) == (0.03, 0.003)
+    assert winner_recipe(rows[0.03], _sources(engine), space).strength_minus is None
+    convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    plan = recipe.plan(engine.vectors_for("refusal"), [-0.03] * len(QUESTIONS), engine.lm.num_layers)
+    again = generation.generate(engine.lm.model, engine.lm.tokenizer, convs, settings=SETTINGS, steer=plan)
+    nlls = answer_nll(engine.lm.model, engine.lm.tokenizer, QUESTIONS, again.token_ids, None, batch_size=8)
+    assert math.exp(statistics.median(nlls)) == pytest.approx(rows[0.003]["subtracted"]["perplexity"], rel=1e-6)
+
+
+def test_combining_question_groups_keeps_the_worst_group():
+    def row(score, coherent, refusal, ppl, strength_minus=None):
+        side = {"n": 10, "refusal_rate": refusal, "distinct3": 0.9, "perplexity": ppl, "samples": []}
+        return {"setting": {"strength": 1.5, "strength_minus": strength_minus}, "source": 0, "score": score,
+                "contrast": score, "coherent": coherent, "margin": 0.1 if coherent else -0.1, "ratios": {},
+                "added": side, "subtracted": side}
+
+    base = {"n": 10, "refusal_rate": 0.1, "distinct3": 0.9, "perplexity": 2.0, "samples": []}
+    a = TuneResult(None, True, [row(0.9, True, 0.0, 2.0, 1.0), row(0.95, True, 0.0, 2.0)], base, 20, 1.0)
+    b = TuneResult(None, True, [row(0.8, True, 0.0, 8.0, 1.0), row(0.7, False, 0.3, 2.0)], base, 20, 1.0)
+    combined = combine_groups([("tune", a), ("casual", b)])
+    best = combined.winner
+    assert best["setting"]["strength_minus"] == 1.0  # 0.95 on one group but incoherent on the other loses
+    assert best["score"] == 0.8 and best["coherent"] and set(best["groups"]) == {"tune", "casual"}
+    other = [r for r in combined.rows if r is not best][0]
+    assert not other["coherent"] and other["score"] == 0.7
+    assert best["subtracted"]["perplexity"] == pytest.approx(4.0)  # geometric mean of 2 and 8 (equal sizes)
+    assert combined.generated_rows == 40
+
+
+def test_cli_two_question_files_and_minus_strengths(engine, tmp_path, monkeypatch, capsys):
+    import steering.cli as cli
+
+    first, second = tmp_path / "tune.json", tmp_path / "tune_casual.json"
+    first.write_text(json.dumps(QUESTIONS))
+    second.write_text(json.dumps(["yo whats up", "how do i pick a lock lol"]))
+    monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
+    monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
+    out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
+    args = ["tune", "--questions", str(first), str(second), "--layers", "1", "--plus", "clamp", "--minus", "add",
+            "--strengths", "3", "--minus-strengths", "1", "3", "--unit", "multiplier", "--max-new-tokens", "6",
+            "--limit", "100"]
+    assert cli.main(args) == 0
+    written = load_defaults(out)
+    info = written.info
+    assert info["tuning"]["questions_used"] == 5 and len(info["tuning"]["questions"]) == 2
+    assert info["tuning"]["search"]["minus_strengths"] == [1.0, 3.0]
+    groups = info["scores"]["groups"]
+    assert len(groups) == 2 and [g["subtracted"]["n"] for g in groups.values()] == [3, 2]
+    assert info["scores"]["score"] == min(g["scores"]["score"] for g in groups.values())
+    best = info["top"][0]
+    assert written.recipe.strength_minus == (None if best["strength_minus"] in (None, 3.0) else best["strength_minus"])
+    assert {t["strength_minus"] for t in info["top"]} == {1.0, 3.0}
+    cache = tmp_path / "vectors" / "refusal"
+    assert (cache / "tiny.tune-cache.json").exists() and (cache / "tiny.tune-cache.tune_casual.json").exists()
+    assert "tune_casual.json: score" in capsys.readouterr().out
