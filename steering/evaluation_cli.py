@@ -199,8 +199,10 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any], engine: Any, pre
               "relative_norm": round(engine.relative_norm(vector, layer), 4),
               "system_prompt": system_prompt, "recipe": recipe.to_dict(),
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    _log(f"# {lm.describe()}\n# vector {vector_source} | {len(items)} A/B questions x {len(layers)} layers x "
-         f"{len(multipliers)} multipliers | open-ended: {len(questions)} questions at layer {layer}")
+    ab_plan = "A/B: skipped (--no-ab)" if args.no_ab else \
+        f"{len(items)} A/B questions x {len(layers)} layers x {len(multipliers)} multipliers"
+    _log(f"# {lm.describe()}\n# vector {vector_source} | {ab_plan} | open-ended: {len(questions)} questions at "
+         f"layer {layer}")
 
     reliability: dict[str, Any] = {}  # per-prompt steerability (steering/reliability.py), by measure
     # ------------------------------------------------------------ A/B sweep (+ controls at `layer`)
