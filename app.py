@@ -63,7 +63,8 @@ PRIVATE = {"api_visibility": "private"}
 # The behavior meter (steering/meter.py): the panes' titles in its view. It is read at every turn on the eager
 # path, where it costs under 5% of decode time (README, "Behavior meter"), and shown unless its checkbox is
 # off; on the compiled / CUDA-graph fast path it is not read (a Python hook has no place in a captured step).
-METER_TITLES = ("+α (added)", "α = 0 (unsteered)", "−α (subtracted)", "Prompted: asks for it", "Prompted: asks to avoid it")
+METER_TITLES = ("+α (added)", "α = 0 (unsteered)", "−α (subtracted)", "Prompted: asks for it",
+                "Prompted: asks to avoid it")
 METER_EMPTY = '<div class="meter meter-empty">The behavior meter shows here after the next answer.</div>'
 COPY_JS = "(text) => { if (text) { navigator.clipboard?.writeText(text).catch(() => {}); } return []; }"
 CSS = """

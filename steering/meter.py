@@ -63,7 +63,7 @@ class Meter:
         self.steps: list[torch.Tensor] = []  # one (batch,) tensor per forward pass, on the model's device
 
     @classmethod
-    def for_engine(cls, engine: Any, vector: torch.Tensor, layer: int) -> "Meter":
+    def for_engine(cls, engine: Any, vector: torch.Tensor, layer: int) -> Meter:
         """A meter at `layer` for `vector`, normalised by engine.hidden_norm(layer) (measured once, cached)."""
         check_layer(int(layer), engine.lm.num_layers)
         return cls(vector, int(layer), engine.hidden_norm(int(layer)))
@@ -76,7 +76,7 @@ class Meter:
         self.steps.append(torch.matmul(hidden[:, -1, :].float(), self.unit))  # no host sync per step
 
     @contextmanager
-    def attached(self, model: Any) -> Iterator["Meter"]:
+    def attached(self, model: Any) -> Iterator[Meter]:
         """The hook on block L for the duration of the block (removed on any exit); clears old steps."""
         blocks = decoder_layers(model)
         check_layer(self.layer, len(blocks))

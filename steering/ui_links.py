@@ -185,7 +185,7 @@ def commands(*, vector_source: str, vector_name: str, behavior: str | None, mode
     else:
         out = gguf_name(vector_name, model_slug, layer)
         export = ["python", "-m", "steering", "export-gguf", vector_source, out, "--layers", str(layer)]
-        lines = ["# 1. the vector at layer %d as a llama.cpp control vector" % layer, shlex.join(export)]
+        lines = [f"# 1. the vector at layer {layer} as a llama.cpp control vector", shlex.join(export)]
         for sign, label in ((1, "+α (added) pane"), (-1, "−α (subtracted) pane")):
             run = ["llama-cli", "-m", model_file, "--control-vector-scaled", out, f"{sign * llama_scale:g}",
                    "--control-vector-layer-range", str(layer), str(layer), *sampling, "-p", prompt]

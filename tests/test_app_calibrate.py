@@ -11,9 +11,20 @@ import torch
 
 from steering import ui_calibrate
 from steering.errors import SteeringError
-from steering.ui_calibrate import (Sweep, ab_behaviors, ab_items, cell_setting, compare_sets, default_layers,
-                                   default_multipliers, format_list, parse_layers, parse_multipliers, question_set,
-                                   run_sweep)
+from steering.ui_calibrate import (
+    Sweep,
+    ab_behaviors,
+    ab_items,
+    cell_setting,
+    compare_sets,
+    default_layers,
+    default_multipliers,
+    format_list,
+    parse_layers,
+    parse_multipliers,
+    question_set,
+    run_sweep,
+)
 from steering.vector_files import VectorSet, load_vectors, save_safetensors
 
 HIDDEN, LAYERS = 8, 30
@@ -187,12 +198,13 @@ def test_reliability_view_of_a_sweep():
 
 def test_sweep_items_are_what_ab_sweep_averages(tiny_tokenizer):
     """The per-question sweep behind the reliability view gives ab_sweep's means (tiny random model)."""
+    from fixtures import ab_item, make_tiny_model
+
     from steering.config import load_config
     from steering.engine import Engine
     from steering.evaluation import ab_sweep
     from steering.models import LoadedModel, ModelSettings
     from steering.ui_calibrate import sweep_items
-    from fixtures import ab_item, make_tiny_model
 
     model = make_tiny_model(len(tiny_tokenizer))
     lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,

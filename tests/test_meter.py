@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import make_tiny_model
 
 from steering.config import load_config
 from steering.engine import Engine
@@ -15,7 +16,6 @@ from steering.meter import Meter, PaneReading, meter_html, meter_scale, shade, t
 from steering.models import LoadedModel, ModelSettings
 from steering.prompts import build_messages, chat_prompt
 from steering.recipe import Recipe
-from fixtures import make_tiny_model
 
 LAYER, HIDDEN = 1, 64
 GREEDY = SamplingSettings(max_new_tokens=6)
@@ -46,9 +46,12 @@ def direct_projections(engine, vector, layer, multiplier, ids_per_row, recipe=No
     u = unit_vector(vector.float())
     out = []
     for row, ids in enumerate(ids_per_row):
-        seen = {}
-        handle = decoder_layers(model)[layer].register_forward_hook(
-            lambda m, a, o: seen.__setitem__("h", (o[0] if isinstance(o, tuple) else o).detach().clone()))
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(module, args, output, seen=seen):
+            seen["h"] = (output[0] if isinstance(output, tuple) else output).detach().clone()
+
+        handle = decoder_layers(model)[layer].register_forward_hook(keep)
         one_row = type(plan)({k: type(s)(s.vector, s.add[row:row + 1], s.project[row:row + 1], s.target[row:row + 1])
                               for k, s in plan.layers.items()})
         full = torch.tensor([prompt.input_ids + ids])
@@ -122,7 +125,8 @@ def test_token_pieces_join_to_the_decoded_text(tiny_tokenizer):
 
 
 def test_meter_html_shades_each_token_on_a_shared_scale():
-    readings = [PaneReading("Added", ["I", " can't"], [0.2, 0.4]), PaneReading("Unsteered", ["Sure", "<b>"], [-0.1, 0.0])]
+    readings = [PaneReading("Added", ["I", " can't"], [0.2, 0.4]),
+                PaneReading("Unsteered", ["Sure", "<b>"], [-0.1, 0.0])]
     page = meter_html(readings, 9)
     assert meter_scale(readings) == 0.4
     assert page.count('class="meter-token"') == 4

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from steering.limits import Limits
-from steering.ui_links import (UPLOAD_NOTE, LinkView, commands, gguf_name, link_for, link_problems_note, make_view,
-                               parse_link)
+from steering.ui_links import (
+    UPLOAD_NOTE,
+    LinkView,
+    commands,
+    gguf_name,
+    link_for,
+    link_problems_note,
+    make_view,
+    parse_link,
+)
 
 BEHAVIORS = ["refusal", "sycophancy"]
 LIMITS = Limits()
@@ -132,13 +140,14 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
     """The app's text on a tiny model: a shipped-style behavior (vectors_dir in tmp) and an uploaded file."""
     import copy
 
+    from fixtures import make_tiny_model
+
     from steering.config import load_config
     from steering.engine import Engine
     from steering.errors import SteeringError
     from steering.models import LoadedModel, ModelSettings
     from steering.ui_links import command_text
     from steering.vector_files import VectorSet, save_safetensors
-    from fixtures import make_tiny_model
 
     config = copy.deepcopy(load_config())
     config["vectors_dir"] = str(tmp_path / "vectors")
