@@ -227,7 +227,7 @@ def command_text(engine: Any, choice: str | None, uploads: Mapping[str, str] | N
 
     checked = check_settings(engine.lm.num_layers, engine.limits, layer, alpha, max_tokens, temperature, top_p,
                              seed if str(seed or "").strip() else None, False, system)
-    picked = VectorChoice.parse(choice, uploads)
+    picked = VectorChoice.parse(choice, dict(uploads or {}))
     vector = picked.vector(engine, checked.layer)  # refuses a missing vector or layer, as the chat does
     if picked.upload:
         source = name = Path(picked.upload).name
