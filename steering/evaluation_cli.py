@@ -340,6 +340,10 @@ def _evaluate_all(args: argparse.Namespace, config: dict[str, Any], make_engine:
         one = copy.copy(args)
         one.behavior = prep["behavior"]
         results.append(_evaluate(one, config, engine, prep))
+        pending = [p["behavior"] for p in prepared[len(results):]]
+        if pending:  # the table so far, so that a long run stopped half-way still leaves one
+            write_text(base / "behaviors.md", behaviors_table(results, engine.lm.name, _command_line(args))
+                       + f"\nNot run yet (the run was still going): {', '.join(pending)}.\n")
     text = behaviors_table(results, engine.lm.name, command=_command_line(args))
     write_text(base / "behaviors.md", text)
     print(text, end="")
