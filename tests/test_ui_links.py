@@ -169,3 +169,42 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
     assert "--vector mine.safetensors" in text and "--seed 7" in text and str(tmp_path) not in text
     with pytest.raises(SteeringError, match="layer 9 is out of range"):
         command_text(engine, "refusal", {}, 9, 1.5, "Hi", 0, "0", 16)
+
+
+def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
+    """open_link (demo.load) fills the controls from the query string and hands a run=1 message to the send
+    step; copy_link makes the link from the controls (the last message sent when the box is empty)."""
+    import copy
+    from types import SimpleNamespace
+
+    import app_harness  # noqa: F401  (the project root on sys.path)
+    import gradio as gr
+    from fixtures import make_tiny_model
+
+    import app
+    from steering.config import load_config
+    from steering.engine import Engine
+    from steering.models import LoadedModel, ModelSettings
+    from steering.ui_chat import Turn
+    from steering.vector_files import VectorSet, save_safetensors
+
+    config = copy.deepcopy(load_config())
+    config["vectors_dir"] = str(tmp_path / "vectors")
+    save_safetensors(VectorSet({1: torch.ones(64), 2: torch.ones(64)}, metadata={"model": "tiny"}),
+                     tmp_path / "vectors" / "refusal" / "tiny.safetensors")
+    lm = LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny", slug="tiny",
+                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
+                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    demo = app.build_app(Engine(lm, config), config)
+    fns = {getattr(f.fn, "__name__", ""): f.fn for f in demo.fns.values()}
+    request = SimpleNamespace(query_params={"message": "Hi", "behavior": "refusal", "alpha": "2.5", "layer": "9",
+                                            "seed": "7", "run": "1"})
+    with pytest.warns(UserWarning, match="layer: layer 9 is out of range: expected 0 to 3"):
+        out = fns["open_link"](request)
+    box, behavior, alpha, layer, temperature, seed, *_, run_message = out
+    assert (behavior, alpha, seed, run_message) == ("refusal", 2.5, "7", "Hi")
+    assert isinstance(box, type(gr.skip())) and isinstance(layer, type(gr.skip()))  # sent, not typed; bad: kept
+    turns = [Turn("What's up?", 2.0, 1, "refusal", 16)]
+    link, note = fns["copy_link"]("http://h:1/", turns, "", "refusal", {}, 2.0, 1, 0.0, "0", 16, 1.0, "", False)
+    assert link == ("http://h:1/?message=What%27s+up%3F&behavior=refusal&alpha=2&layer=1&temperature=0&seed=0"
+                    "&max_tokens=16&run=1") and "greedy" in note
