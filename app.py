@@ -402,10 +402,10 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             cards = run_strip(engine, text, vector, settings.layer, settings.multiplier, settings.sampling,
                               settings.system_prompt)
         except Exception as exc:  # keep serving: one line where the cards would be
-            return (*[gr.skip()] * (2 * len(STRIP_FACTORS)), gr.skip(),
+            return (gr.skip(), *[gr.skip()] * (2 * len(STRIP_FACTORS)), gr.skip(),
                     f"⚠️ **No strip:** {markdown_text(public_message(exc))}")
         words = safe_pane_text(data_folder, choice if choice in behaviors else None)[0]
-        return (*[c.markdown(words) for c in cards],
+        return (gr.update(visible=True), *[c.markdown(words) for c in cards],
                 *[gr.update(value=f"Use α = {c.alpha:g}", visible=True) for c in cards], [c.alpha for c in cards],
                 strip_summary(text, cards, settings.sampling.max_new_tokens))
 
@@ -558,7 +558,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                                        "Off on the compiled / CUDA-graph fast path (the meter needs the eager path).")
                 meter_view = gr.HTML(METER_EMPTY, visible=meter_read, elem_id="meter")
                 strip_note = gr.Markdown(elem_id="strip-note")
-                with gr.Row(elem_id="strip"):
+                with gr.Row(elem_id="strip", visible=False) as strip_row:  # shown with the first strip
                     strip_cards, strip_use = [], []
                     for i in range(len(STRIP_FACTORS)):
                         with gr.Column(min_width=140):
@@ -719,7 +719,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             button.click(use_preset(i), choice, alpha, queue=False, show_progress="hidden", **PRIVATE)
         strip_btn.click(lambda: gr.update(value=STRIP_BUSY, interactive=False), None, strip_btn, queue=False,
                         **PRIVATE).then(  # the strip's busy state shows on its button
-            strip, [prompt, history, *settings], [*strip_cards, *strip_use, strip_alphas, strip_note],
+            strip, [prompt, history, *settings], [strip_row, *strip_cards, *strip_use, strip_alphas, strip_note],
             show_progress="minimal", **PRIVATE, **queue_kw).then(
             lambda: gr.update(value=STRIP_BUTTON, interactive=True), None, strip_btn, queue=False, **PRIVATE)
         for i, button in enumerate(strip_use):

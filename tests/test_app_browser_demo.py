@@ -119,6 +119,7 @@ def test_panes_say_what_they_are_in_plain_words(page):
     for title in ("Refuses more (+α)", "As the model is (α = 0)", "Refuses less (−α)"):
         assert page.get_by_text(title, exact=True).count() >= 1, title
     assert not page.locator("#pane-prompted-added").is_visible()  # the prompted panes are off by default
+    assert not page.locator("#strip").is_visible()  # no empty cards before the first strip
 
 
 def test_presets_tooltips_and_the_picture(page):

@@ -291,7 +291,8 @@ def strip_handler(engine, tmp_path_factory):
 
 
 def test_app_strip_fills_every_card_and_its_alpha(strip_handler):
-    out = strip_handler("Tell me a story.", [], alpha=1.0)
+    row, *out = strip_handler("Tell me a story.", [], alpha=1.0)
+    assert row["visible"] is True  # the row of cards is hidden until the first strip
     n = len(STRIP_FACTORS)
     cards, buttons, alphas, note = out[:n], out[n:2 * n], out[2 * n], out[2 * n + 1]
     assert [c.split("**")[1] for c in cards] == ["α = −2 · less of the behavior",
@@ -308,6 +309,6 @@ def test_app_strip_uses_the_last_message_or_says_what_is_missing(strip_handler):
 
     out = strip_handler("", [])
     assert out[-1] == "⚠️ **No strip:** type a message first: the strip answers it at 7 strengths"
-    assert all(o == gr.skip() for o in out[:-1])  # the cards from before stay
+    assert all(o == gr.skip() for o in out[:-1])  # the cards (and the row) from before stay
     last = Turn("Hi there", 1.0, 1, "mine.safetensors", 6, status="done", answers=["a", "b", "c"])
     assert strip_handler("  ", [last])[-1].startswith("“Hi there” at 7 strengths")
