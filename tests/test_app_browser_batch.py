@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from app_harness import running_app
 
@@ -98,8 +99,18 @@ def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch)
     log = [(requests, rows) for step, requests, rows in scheduler.stats.batch_log if step > steps_before]
     assert log[0] == (2, 6) and all(t.shared_steps > 0 and t.most_requests == 2 for t in tickets)
     # each user's own settings: its multipliers on its own rows, and the text it gets alone
-    adds = sorted(sorted(float(x) for x in t.request.plan.layers[layer].add) for t in tickets)
-    assert adds == [[-2.0, 0.0, 2.0], [-6.0, 0.0, 6.0]]
+    from steering.engine import SIGNS
+
+    vector = embedded_engine.vectors_for("refusal").vector(layer)
+
+    def same_plan(plan, alpha) -> bool:
+        want = embedded_engine.steering_plan(SIGNS, layer=layer, multiplier=alpha, vector=vector)
+        return plan.layers.keys() == want.layers.keys() and all(
+            torch.equal(getattr(plan.layers[k], name), getattr(want.layers[k], name))
+            for k in want.layers for name in ("add", "project", "target"))
+
+    assert sorted(alpha for t in tickets for alpha in (2, 6) if same_plan(t.request.plan, alpha)) == [2, 6]
+    monkeypatch.undo()  # the runs alone below are not the users' requests
     for ticket in tickets:
         alone = embedded_engine.scheduler.run(replace(ticket.request, on_text=None, stop_event=None))
         assert ticket.result.token_ids == alone.token_ids

@@ -123,3 +123,16 @@ def test_users_flag_refuses_zero_users(tmp_path):
     with pytest.raises(SteeringError, match="--users: each user count must be at least 1, got 0"):
         bench_cli.cmd_bench(args, {}, engine_factory=lambda a, c: None)
     assert not (tmp_path / "u.json").exists()
+
+
+def test_users_section_on_the_synthetic_model_layout(capsys):
+    """The --synthetic-7b users path (GPU) on a tiny model of the same layout on the CPU: runs, GPU targets shown."""
+    from steering.bench.users import _synthetic_lm, format_users_table, run_users
+
+    lm = _synthetic_lm(2, tiny_cpu=True)
+    vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
+    users = run_users(lm, [1, 2], 4, lambda layer: vector, base_layer=1, multiplier=4.0)
+    assert [r["most_requests_in_batch"] for r in users["runs"]] == [1, 2]
+    assert users["runs"][1]["rows_identical"] == 6
+    table = format_users_table(users, gpu=True)
+    assert "16 users >= 8x" in table and "p95 time to first token <= 1 s at 16 users: n/a" in table

@@ -222,24 +222,29 @@ def _layer_vector(engine: Any, behavior: str, layer: int) -> Any:
         return vector / vector.norm() * 0.1 * engine.hidden_norm(layer)
 
 
-def _synthetic_lm(layers: int) -> Any:
-    """The random Llama-2-7B-shaped fp16 model on the GPU as a LoadedModel (byte-level chat tokenizer)."""
+def _synthetic_lm(layers: int, tiny_cpu: bool = False) -> Any:
+    """The random Llama-2-7B-shaped fp16 model on the GPU as a LoadedModel (byte-level chat tokenizer);
+    tiny_cpu: a tiny float32 model of the same layout on the CPU (the tests check the code path with it)."""
     import torch
     from transformers import LlamaForCausalLM
 
     from steering.models import LoadedModel, ModelSettings
     from steering.synthetic import llama7b_config, make_byte_tokenizer
 
-    if not torch.cuda.is_available():
+    if not tiny_cpu and not torch.cuda.is_available():
         raise SystemExit("--users with --synthetic-7b needs a CUDA GPU")
     torch.manual_seed(0)
     config = llama7b_config(num_hidden_layers=layers)
-    log(f"building a random Llama-2-7B-shaped model ({layers} layers, fp16) on the GPU")
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.float16).eval()
+    device, dtype = ("cpu", torch.float32) if tiny_cpu else ("cuda", torch.float16)
+    if tiny_cpu:
+        config = llama7b_config(num_hidden_layers=layers, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                num_key_value_heads=4, vocab_size=512)
+    log(f"building a random Llama-2-7B-shaped model ({layers} layers, {dtype}) on {device}")
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype).eval()
     model.requires_grad_(False)
     model.config.eos_token_id = None
     model.generation_config.eos_token_id = None
     return LoadedModel(model=model, tokenizer=make_byte_tokenizer(), name="synthetic-llama-2-7b", slug="synthetic",
-                       dtype=torch.float16, device=torch.device("cuda"), quantization=None, num_layers=layers,
+                       dtype=dtype, device=torch.device(device), quantization=None, num_layers=layers,
                        hidden_size=config.hidden_size, load_seconds=0.0, settings=ModelSettings(name="synthetic"))
