@@ -21,12 +21,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(engine: Any, **generation: Any) -> Iterator[str]:
-    """The app on the given engine, its `generation` config section overridden; yields the local URL."""
+def running_app(engine: Any, app_overrides: dict[str, Any] | None = None, **generation: Any) -> Iterator[str]:
+    """The app on the given engine, its `generation` config section overridden (and its `app` section by
+    `app_overrides`, e.g. {"concurrency_per_model": 1}: one request at a time); yields the local URL."""
     import app
 
     config = copy.deepcopy(engine.config)
     config["generation"].update(generation)
+    config["app"].update(app_overrides or {})
     demo = app.build_app(engine, config)
     port = free_port()
     options = app.launch_options(app.parse_args(["--host", "127.0.0.1", "--port", str(port)]), config["app"], {})
