@@ -34,9 +34,9 @@ from steering.meter import Meter, meter_html, turn_readings
 from steering.ui_layout import METER_CSS, PHONE_CSS
 from steering.ui_calibrate import reliability_layer, reliability_text, sweep_reliability
 from steering.ui_links import command_text, link_for, link_problems_note, make_view, parse_link
-from steering.first_use import missing_behaviors
-from steering.ui_mix import (MIX_INFO, NO_MIX, build_in_app, missing_note, mix_choices, mix_note, parse_mix,
-                             split_mixing)
+from steering.first_use import offered_behaviors
+from steering.ui_mix import (MIX_INFO, NO_MIX, api_mix, build_in_app, first_use_view, missing_note, mix_choices,
+                             mix_note, parse_mix, split_mixing)
 from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, DemoTurn, behavior_presets,
                               check_prompted, explainer_image, prompted_conversations, render_panes, run_strip,
                               safe_pane_text, steered_layers, strip_summary, tooltip_html)
@@ -220,7 +220,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             history_before = turns if prompt is not None else turns[:-1]
             checked = check_turn(text, history_before, *settings)
             prompts = check_prompted(*prompted) if prompted else None  # the prompted panes' system prompts
-            mix, mix_words = parse_mix(engine, *mixing, settings[1], checked[0].layer, settings[0])  # steering/ui_mix.py
+            mix, mix_words = parse_mix(engine, *mixing, settings[1], checked[0].layer, settings[0],
+                                       alpha_max=alpha_max)  # steering/ui_mix.py
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
@@ -433,8 +434,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         """compare with a second behavior mixed in: the added reply gets multiplier x v1 + mix_multiplier x v2
         at the layer (CAA addition), the subtracted reply the negatives, the unsteered reply nothing.
 
-        The arguments are compare's, then mix_behavior (a behavior with vectors for the model; "" = no mix)
-        and mix_multiplier (its alpha2; 0 = no mix). /compare keeps its 9 arguments for older callers.
+        The arguments are compare's, then mix_behavior (another behavior with vectors for the model; "", null
+        or "(none)" = no mix) and mix_multiplier (its alpha2, within the app's slider range; 0 = no mix).
+        /compare keeps its 9 arguments for older callers.
         """
         yield from api_turn(prompt, multiplier, layer, behavior, max_new_tokens, temperature, top_p, seed,
                             system_prompt, mix_behavior, mix_multiplier)
@@ -442,18 +444,13 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
     def api_turn(prompt, multiplier, layer, behavior, max_new_tokens, temperature, top_p, seed, system_prompt,
                  mix_behavior="", mix_multiplier=0.0):
         """The API's turn (compare, compare_mix): checks, then the three replies as they stream."""
-        from steering.limits import check_multiplier
-        from steering.mixing import Mix
-
         try:
             text = check_prompt(prompt, max_chars, "prompt")
             settings = check_settings(lm.num_layers, limits, layer, multiplier, max_new_tokens, temperature, top_p,
                                       seed, False, system_prompt)
-            vector = engine.vectors_for(check_behavior(engine, behavior)).vector(settings.layer)
-            mix = None
-            if mix_behavior and check_multiplier(mix_multiplier, limits, "mix_multiplier") != 0:
-                mix = Mix(float(mix_multiplier), vector=engine.vectors_for(
-                    check_behavior(engine, mix_behavior)).vector(settings.layer))
+            first = check_behavior(engine, behavior)
+            vector = engine.vectors_for(first).vector(settings.layer)
+            mix = api_mix(engine, first, mix_behavior, mix_multiplier, settings.layer, alpha_max)  # the app's rules
             conv = [{"role": "user", "content": text}]
             check_budget(engine, [conv], settings)
         except SteeringError as exc:
@@ -586,9 +583,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                         mix_alpha = gr.Slider(-alpha_max, alpha_max, value=0.0, step=0.5, label="Its strength α₂",
                                               min_width=200, info=MIX_INFO, elem_id="mix-alpha")
                     mix_cos = gr.Markdown(elem_id="mix-cos")
-                missing = missing_behaviors(engine)  # datasets that ship, no vectors for this model yet
-                with gr.Row(visible=bool(missing), elem_id="first-use") as first_use_row:
-                    gr.Markdown(missing_note(missing, lm.name))
+                missing, problems = offered_behaviors(engine)  # refreshed on every page load (first_use_view)
+                with gr.Row(visible=bool(missing or problems), elem_id="first-use") as first_use_row:
+                    first_use_note = gr.Markdown(missing_note(missing, lm.name, problems))
                     build_choice = gr.Dropdown(missing, value=(missing or [None])[0], label="Build vectors for",
                                                min_width=200, elem_id="build-choice")
                     build_btn = gr.Button("Build vectors", min_width=120, elem_id="build-vectors")
@@ -754,19 +751,28 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         uploads.change(lambda u: gr.update(choices=mix_choices(behavior_choices, u)), uploads, mix_choice,
                        queue=False, show_progress="hidden", **PRIVATE)
 
-        def build(behavior, uploads_now, progress=gr.Progress()):
+        first_use_outputs = [first_use_note, build_choice, first_use_row, choice, mix_choice]
+
+        def refresh_behaviors(current, uploads_now, select=None):
+            """Per page load and after a build: the behaviors with vectors and the first-use offer as they are
+            now (another visitor or the CLI may have built vectors since the app started)."""
+            found, choices, *updates = first_use_view(engine, cards, current, uploads_now, config.get("behavior"),
+                                                      select)
+            behaviors[:], behavior_choices[:] = found, choices  # later dropdown updates (uploads, mixing) list them
+            return tuple(updates)
+
+        demo.load(refresh_behaviors, [choice, uploads], first_use_outputs, queue=False, show_progress="hidden",
+                  **PRIVATE)
+
+        def build(behavior, current, uploads_now, progress=gr.Progress()):
             """The first-use button: build the vectors (gr.Progress), then offer and select the behavior."""
-            status, still = build_in_app(engine, behavior, progress)
-            behaviors[:] = engine.behaviors()  # every later dropdown update (uploads, mixing) lists it
-            behavior_choices[:] = dropdown_choices(cards, behaviors)
-            built = behavior in behaviors
-            return (status, gr.update(choices=still, value=(still or [None])[0]), gr.update(visible=bool(still)),
-                    gr.update(choices=behavior_choices + list(uploads_now or {}), value=behavior) if built
-                    else gr.skip(), gr.update(choices=mix_choices(behavior_choices, uploads_now)),
+            status, _ = build_in_app(engine, behavior, progress)
+            built = behavior in engine.behaviors()
+            return (status, *refresh_behaviors(current, uploads_now, behavior if built else None),
                     engine.recipe(behavior).layer if built else gr.skip())  # the model's default layer until tuned
 
-        build_btn.click(build, [build_choice, uploads],
-                        [build_status, build_choice, first_use_row, choice, mix_choice, layer], **PRIVATE, **queue_kw)
+        build_btn.click(build, [build_choice, choice, uploads], [build_status, *first_use_outputs, layer], **PRIVATE,
+                        **queue_kw)
     return demo.queue(max_size=int(app_cfg["max_queue"]))
 
 

@@ -78,14 +78,68 @@ def buildable_behaviors(config: dict[str, Any]) -> list[str]:
 
 
 def missing_behaviors(engine: Any) -> list[str]:
-    """Behaviors whose dataset ships but that have no vectors for the loaded model (what first use offers)."""
+    """Behaviors whose dataset ships but that have no vectors for the loaded model (the CLI's default list;
+    a dataset that does not load is reported when its build is tried, see offered_behaviors for the app)."""
     have = set(engine.behaviors())
     return [name for name in buildable_behaviors(engine.config) if name not in have]
 
 
+# dataset file -> ((mtime_ns, size), problem or None): a page load re-checks only files that changed
+_PROBLEMS: dict[str, tuple[tuple[int, int], str | None]] = {}
+
+
+def dataset_problem(config: dict[str, Any], behavior: str, read_mode: str | None = None) -> str | None:
+    """Why `behavior`'s A/B dataset cannot be built from (its one-line error), or None when it loads.
+
+    Args:
+        config: the loaded config (datasets folder, caps).
+        behavior: a behavior folder name.
+        read_mode: the model's read mode (answer-mean needs option texts); None checks the format only.
+
+    Returns:
+        None, or the SteeringError's message (e.g. '.../generate.json: not valid JSON ...'). The result is
+        cached per file and read mode until the file changes (size or modification time).
+    """
+    from steering.datasets import load_ab_dataset
+    from steering.limits import Limits
+
+    try:
+        path = dataset_file(config, behavior)
+        stat = path.stat()
+    except SteeringError as exc:
+        return str(exc)
+    except OSError:
+        return f"no dataset for '{behavior}'"
+    key, stamp = f"{path.resolve()}|{read_mode}", (stat.st_mtime_ns, stat.st_size)
+    cached = _PROBLEMS.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        load_ab_dataset(path, read_mode, Limits.from_config(config))
+        problem = None
+    except SteeringError as exc:
+        problem = str(exc)
+    _PROBLEMS[key] = (stamp, problem)
+    return problem
+
+
+def offered_behaviors(engine: Any) -> tuple[list[str], dict[str, str]]:
+    """What the app's first-use row offers: (behaviors without vectors whose dataset loads, {behavior: why
+    not offered} for those whose dataset does not load)."""
+    offered, problems = [], {}
+    for name in missing_behaviors(engine):
+        problem = dataset_problem(engine.config, name, engine.defaults.read_mode)
+        if problem is None:
+            offered.append(name)
+        else:
+            problems[name] = problem
+    return offered, problems
+
+
 def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], None] | None = None,
                   layers: Sequence[int] | None = None, max_pairs: int | None = None,
-                  batch_size: int | None = None, force: bool = False) -> BuildResult:
+                  batch_size: int | None = None, force: bool = False,
+                  warn: Callable[[str], None] | None = None) -> BuildResult:
     """Extract the behavior's vectors for the loaded model and cache them under the vectors folder.
 
     Args:
@@ -97,6 +151,9 @@ def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], Non
         max_pairs: only the first N pairs of the dataset.
         batch_size: pairs per forward pass (default: config extraction.batch_size).
         force: replace an existing vector file (default: refuse; another user may have built it meanwhile).
+            A replacement that loses layers or pairs (e.g. with max_pairs) is announced through `warn` before
+            the build starts: the same rule as `extract` (steering.vector_files.replacement_check).
+        warn: where that warning line goes (default: stderr).
 
     Returns:
         BuildResult (the file: vectors/<behavior>/<model-slug>.safetensors).
@@ -131,6 +188,10 @@ def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], Non
         if path.exists() and not force:
             raise SteeringError(f"'{behavior}' already has vectors for {lm.name}; nothing was built",
                                 detail=f"file: {path}")
+        if path.exists():
+            loss = _replacement_loss(path, layers, len(items))
+            if loss:
+                (warn or _stderr)(f"warning: --force replaces {display_path(path)} ({loss})")
         start = time.perf_counter()
         sums = {layer: torch.zeros(lm.hidden_size, dtype=torch.float64) for layer in layers}
         done = 0
@@ -160,6 +221,28 @@ def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], Non
         engine.forget_vectors(behavior)
         seconds = time.perf_counter() - start
     return BuildResult(path, layers, len(items), seconds, engine.recipe(behavior).layer)
+
+
+def _replacement_loss(path: Path, layers: Sequence[int], pairs: int) -> str | None:
+    """What replacing the vector file at `path` with `layers` from `pairs` pairs loses, or None (nothing)."""
+    from steering.vector_files import describe_vector_file
+
+    try:  # the rule of extract's replacement_check: losing layers or pairs needs --force, and is said
+        old = describe_vector_file(path)
+    except SteeringError:
+        return "it is not a readable vector file"
+    if old is None:
+        return None
+    lost = []
+    missing = sorted(set(old.layers) - set(layers))
+    if missing:
+        lost.append(f"{len(missing)} of its {len(old.layers)} layers")
+    if old.pairs is not None and pairs < old.pairs:
+        lost.append(f"{old.pairs - pairs} of its {old.pairs} pairs")
+    if not lost:
+        return None
+    return (f"it holds {old.summary()}; the new file has {len(layers)} layers from {pairs} pairs and loses "
+            f"{' and '.join(lost)}")
 
 
 def _stderr(line: str) -> None:
@@ -233,12 +316,17 @@ def register(sub: Any) -> None:
                    help="these behaviors (default: every shipped behavior without vectors for the model)")
     p.add_argument("--max-pairs", type=int, help="only the first N pairs of each dataset")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--force", action="store_true", help="rebuild vectors that exist")
+    p.add_argument("--force", action="store_true", help="rebuild vectors that exist (a warning says what a "
+                                                         "replacement with fewer pairs or layers loses)")
     p.set_defaults(func=cmd_build_vectors)
 
 
 def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
-    """Build the missing (or the named) behaviors' vectors for the loaded model, with tqdm bars."""
+    """Build the missing (or the named) behaviors' vectors for the loaded model, with tqdm bars.
+
+    A behavior that cannot be built (e.g. its dataset is not valid JSON) is skipped with a one-line report
+    and the others are built; the exit code is then 2 (0 when every build succeeded).
+    """
     from steering.cli import _engine
     from steering.limits import check_behavior_name
 
@@ -252,8 +340,19 @@ def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
     if not todo:
         print(f"every shipped behavior has vectors for {engine.lm.name}; nothing to build")
         return 0
-    for name in todo:
-        result = build_vectors(engine, name, progress=tqdm_progress(f"building '{name}' vectors"),
-                               max_pairs=args.max_pairs, batch_size=args.batch_size, force=args.force)
+    failed = []
+    for name in todo:  # a broken dataset is reported in one line and the others are still built
+        try:
+            result = build_vectors(engine, name, progress=tqdm_progress(f"building '{name}' vectors"),
+                                   max_pairs=args.max_pairs, batch_size=args.batch_size, force=args.force)
+        except SteeringError as exc:
+            if names and len(names) == 1:
+                raise
+            failed.append(name)
+            _stderr(f"skipped '{name}': {exc}")
+            continue
         print(f"built {result.path} ({result.summary()})")
+    if failed:
+        _stderr(f"{len(failed)} of {len(todo)} behaviors not built: {', '.join(failed)}")
+        return 2
     return 0

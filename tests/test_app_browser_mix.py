@@ -151,14 +151,22 @@ def test_compare_mix_api(app_url, embedded_engine):
     client = Client(app_url, verbose=False)
     layer = embedded_engine.defaults.layer
     old = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, api_name="/compare")
-    same = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="refusal", mix_multiplier=0.0,
+    same = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="formality", mix_multiplier=0.0,
                           api_name="/compare_mix")
     assert list(same) == list(old)  # alpha2 = 0: single-behavior steering
-    mixed = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="refusal", mix_multiplier=2.0,
+    none = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="(none)", mix_multiplier=2.0,
+                          api_name="/compare_mix")
+    assert list(none) == list(old)  # the app's own "(none)" label means no mix, as "" does
+    mixed = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="formality", mix_multiplier=2.0,
                            api_name="/compare_mix")
     v = embedded_engine.vectors_for("refusal").vector(layer)
+    v2 = embedded_engine.vectors_for("formality").vector(layer)
     expected = embedded_engine.compare([{"role": "user", "content": PROMPT}], v, layer, 1.0,
-                                       SamplingSettings(max_new_tokens=TOKENS), mix=Mix(2.0, vector=v)).texts
+                                       SamplingSettings(max_new_tokens=TOKENS), mix=Mix(2.0, vector=v2)).texts
     assert list(mixed) == expected
+    with pytest.raises(AppError, match="mixed with itself"):  # as the app refuses it
+        client.predict(PROMPT, 1.0, layer, mix_behavior="refusal", mix_multiplier=1.0, api_name="/compare_mix")
+    with pytest.raises(AppError, match="the app's slider range"):  # the slider's ±10, not the multiplier cap
+        client.predict(PROMPT, 1.0, layer, mix_behavior="formality", mix_multiplier=50.0, api_name="/compare_mix")
     with pytest.raises(AppError, match="not a path"):
         client.predict(PROMPT, 1.0, layer, mix_behavior="../refusal", mix_multiplier=1.0, api_name="/compare_mix")

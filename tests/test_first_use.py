@@ -148,6 +148,10 @@ def test_nothing_to_build_from(home, capsys):
     assert "no dataset for 'sycophancy' to build vectors from (shipped: politeness)" in capsys.readouterr().err
 
 
+def app_handler(demo, name):
+    return next(block.fn for block in demo.fns.values() if getattr(block.fn, "__name__", "") == name)
+
+
 def test_app_button_builds_with_progress_and_offers_the_behavior(home):
     """The app's first-use row: offered when a dataset ships without vectors; Build reports progress
     (gr.Progress), caches the vectors, lists and selects the behavior, and hides the row."""
@@ -155,10 +159,11 @@ def test_app_button_builds_with_progress_and_offers_the_behavior(home):
 
     engine = engine_for(home)
     demo = app.build_app(engine, engine.config)
-    build = next(block.fn for block in demo.fns.values() if getattr(block.fn, "__name__", "") == "build")
+    build = app_handler(demo, "build")
     seen = []
-    status, offered, row, choice, mixing, layer = build("politeness", {}, progress=lambda fraction, desc="": seen.append(
+    status, note, offered, row, choice, mixing, layer = build("politeness", None, {}, progress=lambda fraction, desc="": seen.append(
         (round(fraction, 2), desc)))
+    assert note == ""
     assert layer == 3  # the layer slider moves to the model's default layer (until tuned)
     assert status.startswith("Built 'politeness' vectors: 6 layers, 5 pairs") and "layer 3" in status
     assert seen[0] == (0.0, "building 'politeness' vectors: 0/5 pairs") and seen[-1][0] == 1.0
@@ -166,5 +171,67 @@ def test_app_button_builds_with_progress_and_offers_the_behavior(home):
     assert offered["choices"] == [] and row["visible"] is False
     assert choice["value"] == "politeness" and ("politeness", "politeness") in [tuple(c) for c in choice["choices"]]
     assert "politeness" in [c if isinstance(c, str) else c[1] for c in mixing["choices"]]
-    status, *_ = build("politeness", {}, progress=lambda *a, **k: None)  # a second press: already there
+    status, *_ = build("politeness", "politeness", {}, progress=lambda *a, **k: None)  # a second press: already there
     assert status.startswith("⚠️ **Not built:**") and "already has vectors" in status
+
+
+def test_app_page_load_shows_the_vectors_and_datasets_as_they_are_now(home):
+    """The first-use offer and the Behavior choices are computed per page load (demo.load), not once when the
+    UI is built: vectors built since (by another visitor, the CLI) show on a fresh page, with no stale offer."""
+    import app
+
+    engine = engine_for(home)
+    demo = app.build_app(engine, engine.config)  # started with no vectors: politeness offered
+    load = app_handler(demo, "refresh_behaviors")
+    note, offered, row, choice, mixing = load(None, {})
+    assert "No vectors yet" in note and "politeness" in note and row["visible"] is True
+    assert offered["choices"] == ["politeness"] and choice["choices"] == []
+    first_use.build_vectors(engine, "politeness")  # meanwhile, elsewhere
+    note, offered, row, choice, mixing = load(None, {})  # a fresh page
+    assert note == "" and row["visible"] is False and offered["choices"] == []
+    assert choice["value"] == "politeness" and [tuple(c) for c in choice["choices"]] == [("politeness", "politeness")]
+    assert "politeness" in [c if isinstance(c, str) else c[1] for c in mixing["choices"]]
+    assert "value" not in load("politeness", {})[3]  # a valid choice is left alone (no change event)
+    (home / "datasets" / "kindness").mkdir()  # a dataset added after the start is offered on the next page
+    (home / "datasets" / "kindness" / "generate.json").write_text(json.dumps(ab_items()))
+    note, offered, row, *_ = load("politeness", {})
+    assert offered["choices"] == ["kindness"] and row["visible"] is True and "kindness" in note
+
+
+def test_build_vectors_skips_a_broken_dataset_and_builds_the_rest(home, capsys):
+    broken = home / "datasets" / "aaa-broken"
+    broken.mkdir()
+    (broken / "generate.json").write_text('[{"question": ')  # not valid JSON; sorted before politeness
+    assert main(["build-vectors"]) == 2
+    out, err = capsys.readouterr()
+    assert (home / "vectors" / "politeness" / "tiny-chat-model.safetensors").is_file() and "built " in out
+    skipped = [line for line in err.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith("skipped 'aaa-broken': ") and "generate.json" in skipped[0]
+    assert "1 of 2 behaviors not built: aaa-broken" in err
+    assert not (home / "vectors" / "aaa-broken").exists()
+    # the app does not offer it, but says why
+    engine = engine_for(home)
+    assert first_use.offered_behaviors(engine)[0] == []
+    assert "aaa-broken" in first_use.offered_behaviors(engine)[1]
+    from steering.ui_mix import first_use_view
+
+    note, offered, row = first_use_view(engine, {})[2:5]
+    assert offered["choices"] == [] and row["visible"] is True
+    assert "'aaa-broken' cannot be built: its dataset does not load" in note and str(home) not in note
+
+
+def test_force_with_fewer_pairs_warns_and_without_force_refuses(home, capsys):
+    path = home / "vectors" / "politeness" / "tiny-chat-model.safetensors"
+    assert main(["build-vectors"]) == 0
+    full = path.read_bytes()
+    capsys.readouterr()
+    assert main(["build-vectors", "--behavior", "politeness", "--max-pairs", "2"]) == 2
+    assert "already has vectors" in capsys.readouterr().err and path.read_bytes() == full
+    assert main(["build-vectors", "--behavior", "politeness", "--max-pairs", "2", "--force"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "--force replaces" in warning[0] and "5 pairs" in warning[0]
+    assert "loses 3 of its 5 pairs" in warning[0]
+    assert load_safetensors(path).metadata["pairs"] == "2"
+    assert main(["build-vectors", "--behavior", "politeness", "--force"]) == 0  # more pairs: no warning
+    assert "warning:" not in capsys.readouterr().err

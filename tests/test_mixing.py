@@ -138,3 +138,36 @@ def test_app_mix_control_parsing(engine):
     assert split_mixing(("beta", 2.0)) == ((), ("beta", 2.0))
     assert split_mixing((True, "p+", "p-")) == ((True, "p+", "p-"), (NO_MIX, 0.0))
     assert split_mixing(()) == ((), (NO_MIX, 0.0))
+
+
+def test_api_and_app_mix_by_the_same_rules(engine):
+    """/compare_mix and the app's control agree: "(none)" (the app's label), "" and null mean no mix; a
+    behavior mixed with itself is refused by both, and its cosine line does not say they add up; α₂ has the
+    slider's range (±10 here) in both."""
+    import gradio as gr
+
+    import app
+    from steering.ui_mix import NO_MIX, mix_note, parse_mix
+
+    demo = app.build_app(engine, engine.config)
+    compare_mix = next(b.fn for b in demo.fns.values() if getattr(b.fn, "__name__", "") == "compare_mix")
+
+    def run(**mix):
+        return list(list(compare_mix(Q[0]["content"], 2.0, 1, "alpha", 6, 0.0, 1.0, 0, "", **mix))[-1])
+
+    plain = run()
+    for spelling in (NO_MIX, "", None):
+        assert run(mix_behavior=spelling, mix_multiplier=2.0) == plain
+    mixed = run(mix_behavior="beta", mix_multiplier=2.0)
+    assert mixed[0] != plain[0] and mixed[1] == plain[1]
+    with pytest.raises(gr.Error, match="'alpha' is mixed with itself"):
+        run(mix_behavior="alpha", mix_multiplier=1.0)
+    with pytest.raises(SteeringError, match="'alpha' is mixed with itself"):
+        parse_mix(engine, "alpha", 1.0, {}, 1, first="alpha")
+    note = mix_note(engine, "alpha", "alpha", {}, 1)
+    assert "mixed with itself" in note and "add up" not in note and not note.startswith("cos(")
+    with pytest.raises(gr.Error, match="between -10 and 10 \\(the app's slider range\\), got 50"):
+        run(mix_behavior="beta", mix_multiplier=50.0)
+    with pytest.raises(SteeringError, match="between -10 and 10"):
+        parse_mix(engine, "beta", -10.5, {}, 1, first="alpha", alpha_max=10.0)
+    assert run(mix_behavior="beta", mix_multiplier=-10.0) != plain  # the slider's end is accepted
