@@ -42,17 +42,27 @@ DATASET_FILES = (
 # the paper's vector folders -> the suffix of this project's file name
 VECTOR_FOLDERS = (("vectors", ""), ("normalized_vectors", ".normalized"))
 _CAA_FILE = re.compile(r"^vec_layer_(\d+)(?:_(.+))?\.pt$")
+MAX_LAYER = 1023  # a layer number above this is a damaged or hostile file name (no model is that deep)
 
 
 def behavior_slug(folder_name: str) -> str:
-    """This project's behavior name for a paper folder name: lower case, runs of other characters '-'.
+    """This project's behavior name for a paper folder name: lower case, accents dropped ('Ü' -> 'u', by
+    Unicode NFKD decomposition), runs of other characters '-'.
 
     Raises:
-        SteeringError: nothing usable is left (e.g. a name of punctuation only).
+        SteeringError: nothing usable is left (e.g. a name of punctuation only), or letters or digits with no
+            plain a-z / 0-9 form (e.g. 'ß', '名'): those are not guessed at, --rename names the folder.
     """
+    import unicodedata
+
     from steering.limits import check_behavior_name
 
-    slug = re.sub(r"[^a-z0-9_-]+", "-", folder_name.lower()).strip("-")
+    plain = "".join(c for c in unicodedata.normalize("NFKD", folder_name) if not unicodedata.combining(c))
+    foreign = sorted({c for c in plain if not c.isascii() and c.isalnum()})
+    if foreign:
+        raise SteeringError(f"behavior folder {folder_name!r}: {''.join(foreign)!r} has no plain a-z/0-9 form; "
+                            f"name it with --rename {folder_name}=NAME")
+    slug = re.sub(r"[^a-z0-9_-]+", "-", plain.lower()).strip("-")
     if not slug:
         raise SteeringError(f"behavior folder {folder_name!r}: no letters or digits to name it by; use --rename")
     return check_behavior_name(slug)
@@ -79,13 +89,15 @@ class ImportReport:
     unchanged: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # 'what: why'
     conflicts: int = 0  # files not written because they exist with other content (no --force)
+    dry_run: bool = False  # `written` holds what would be written
 
     def lines(self) -> list[str]:
         out = [f"found: {item}" for item in self.found]
         out += [f"wrote: {item}" for item in self.written]
         out += [f"unchanged: {item}" for item in self.unchanged]
         out += [f"skipped: {item}" for item in self.skipped]
-        out.append(f"{len(self.written)} written, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped"
+        written = f"{len(self.written)} {'would be written' if self.dry_run else 'written'}"
+        out.append(f"{written}, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped"
                    + (f" ({self.conflicts} because they exist with other content: pass --force to replace them)"
                       if self.conflicts else ""))
         return out
@@ -109,6 +121,17 @@ def _read_items(path: Path, kind: str, limits: Any) -> list[Any]:
         keys = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
         return [{key: item[key] for key in keys} for item in data]
     return [{"question": question} for question in load_open_ended(path, limits)]
+
+
+def _inside(root: Path, path: Path, source: Path) -> None:
+    """Refuse a path that leads out of the checkout (a symbolic link to elsewhere): nothing outside is read.
+
+    Raises:
+        SteeringError: naming the path (relative to the checkout) and where it leads.
+    """
+    if not path.resolve().is_relative_to(root):
+        raise SteeringError(f"{path.relative_to(source)}: a link to outside the checkout "
+                            f"({path.resolve()}); not followed (copy the file in, or remove the link)")
 
 
 def _vector_groups(folder: Path) -> dict[str, list[Path]]:
@@ -148,6 +171,7 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
     rename = dict(rename or {})
     if not source.is_dir():
         raise SteeringError(f"{source}: not a folder (expected a checkout of the CAA paper's repository)")
+    root = source.resolve()
     names: set[str] = set()
     for top, *_ in DATASET_FILES:
         names |= {p.name for p in (source / "datasets" / top).glob("*") if p.is_dir()}
@@ -176,9 +200,13 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
         label = name if target == name else f"{name} (as {target})"
         for top, paper_file, own_file, kind in DATASET_FILES:
             path = source / "datasets" / top / name / paper_file
+            if path.is_dir():
+                report.skipped.append(f"{label}: {path.relative_to(source)}: is a directory, not a file")
+                continue
             if not path.is_file():
                 report.skipped.append(f"{label}: {path.relative_to(source)}: not there")
                 continue
+            _inside(root, path, source)
             items = _read_items(path, kind, limits)
             report.found.append(f"{label}: {path.relative_to(source)} ({_count(len(items), 'item')})")
             planned.append(Planned(path, datasets_dest / target / own_file, _count(len(items), "item"),
@@ -187,7 +215,15 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
             where = source / folder / name
             if not where.is_dir():
                 continue
+            _inside(root, where, source)
             groups = _vector_groups(where)
+            for file in (f for files in groups.values() for f in files):
+                _inside(root, file, source)
+                digits = _CAA_FILE.match(file.name).group(1)
+                if len(digits) > len(str(MAX_LAYER)) or int(digits) > MAX_LAYER:
+                    raise SteeringError(f"{file.relative_to(source)}: layer {digits[:12]}"
+                                        f"{'...' if len(digits) > 12 else ''} is not a layer number "
+                                        f"(expected 0 to {MAX_LAYER}); rename or remove the file")
             others = sorted(p.name for p in where.iterdir() if p.is_file() and not _CAA_FILE.match(p.name))
             for other in others:
                 report.skipped.append(f"{label}: {folder}/{name}/{other}: not a vec_layer_<L>_<model>.pt file")
@@ -252,6 +288,7 @@ def run_import(planned: Sequence[Planned], report: ImportReport, force: bool = F
     """
     from steering.files import atomic_write
 
+    report.dry_run = dry_run
     for item in planned:
         dest = item.dest
         if dest.exists():

@@ -114,6 +114,7 @@ def test_non_finite_vector_names_its_file(capsys, source, tmp_path):
 def test_dry_run_writes_nothing(capsys, tmp_path):
     code, out, _ = run(capsys, FIXTURE, "--dest", tmp_path / "out", "--dry-run")
     assert code == 0 and out.count("[would write]") == 8 and not (tmp_path / "out").exists()
+    assert out.strip().splitlines()[-1] == "8 would be written, 0 unchanged, 2 skipped"  # not "8 written"
 
 
 def test_behaviors_and_rename(capsys, tmp_path):
@@ -144,3 +145,66 @@ def test_not_a_paper_checkout(capsys, tmp_path):
     assert code == 2 and "none of the paper's folders" in err
     code, _, err = run(capsys, tmp_path / "missing", "--dest", tmp_path / "out")
     assert code == 2 and "not a folder" in err
+
+
+@pytest.mark.parametrize("layer", ["99999999999999999999", "1024", "9" * 200])
+def test_an_absurd_layer_number_is_refused_naming_the_file(capsys, source, tmp_path, layer):
+    name = f"vec_layer_{layer}_Llama-2-7b-chat-hf.pt"
+    torch.save(torch.ones(8), source / "vectors" / "sycophancy" / name)
+    code, out, err = run(capsys, source, "--dest", tmp_path / "out")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"vectors/sycophancy/vec_layer_{layer[:12]}" in err and "is not a layer number (expected 0 to 1023)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_ascii_folder_names_are_transliterated_or_refused(capsys, source, tmp_path):
+    shutil.move(source / "datasets" / "generate" / "corrigible-neutral-HHH",
+                source / "datasets" / "generate" / "ÜNÏ-Corrigible")
+    shutil.rmtree(source / "datasets" / "test" / "corrigible-neutral-HHH")
+    code, out, err = run(capsys, source, "--dest", tmp_path / "out")
+    assert code == 0, err
+    assert "ÜNÏ-Corrigible (as uni-corrigible)" in out  # said, not silently mangled to 'n-corrigible'
+    assert (tmp_path / "out" / "datasets" / "uni-corrigible" / "generate.json").is_file()
+    shutil.move(source / "datasets" / "generate" / "ÜNÏ-Corrigible", source / "datasets" / "generate" / "ß名")
+    code, _, err = run(capsys, source, "--dest", tmp_path / "out2")
+    assert code == 2 and err.count("\n") == 1 and "behavior folder 'ß名'" in err and "--rename" in err
+    assert not (tmp_path / "out2").exists()
+    code, _, err = run(capsys, source, "--dest", tmp_path / "out2", "--rename", "ß名=strasse")
+    assert code == 0, err
+
+
+def test_a_directory_in_place_of_a_dataset_file_is_reported_as_such(capsys, source, tmp_path):
+    path = source / "datasets" / "generate" / "sycophancy" / "generate_dataset.json"
+    path.unlink()
+    path.mkdir()
+    code, out, _ = run(capsys, source, "--dest", tmp_path / "out")
+    assert code == 0
+    assert "datasets/generate/sycophancy/generate_dataset.json: is a directory, not a file" in out
+    assert "generate_dataset.json: not there" not in out
+
+
+def test_links_to_outside_the_checkout_are_refused(capsys, source, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.json").write_text(json.dumps([{"question": "q"}]))
+    path = source / "datasets" / "test" / "sycophancy" / "test_dataset_open_ended.json"
+    path.unlink()
+    path.symlink_to(outside / "secret.json")
+    code, out, err = run(capsys, source, "--dest", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert "datasets/test/sycophancy/test_dataset_open_ended.json: a link to outside the checkout" in err
+    path.unlink()
+    path.symlink_to(source / "datasets" / "test" / "sycophancy" / "test_dataset_ab.json")  # inside: fine
+    path.unlink()
+    shutil.copy(FIXTURE / "datasets" / "test" / "sycophancy" / "test_dataset_open_ended.json", path)
+    vec = source / "vectors" / "sycophancy" / "vec_layer_2_Llama-2-7b-chat-hf.pt"
+    torch.save(torch.ones(8), outside / "v.pt")
+    vec.unlink()
+    vec.symlink_to(outside / "v.pt")
+    code, _, err = run(capsys, source, "--dest", tmp_path / "out")
+    assert code == 2 and "vectors/sycophancy/vec_layer_2_Llama-2-7b-chat-hf.pt: a link to outside" in err
+    vec.unlink()
+    shutil.rmtree(source / "normalized_vectors" / "sycophancy")
+    (source / "normalized_vectors" / "sycophancy").symlink_to(outside, target_is_directory=True)
+    code, _, err = run(capsys, source, "--dest", tmp_path / "out")
+    assert code == 2 and "normalized_vectors/sycophancy: a link to outside the checkout" in err
