@@ -356,7 +356,14 @@ class Scheduler:
                 self._holding = True
 
     def _admit(self) -> None:
-        """Prefill waiting requests (FIFO) while the batch has room, and merge them into it."""
+        """Prefill waiting requests (FIFO) while the batch has room, and merge them into it. A waiting
+        request whose stop event is set leaves the queue at once (stopped, no tokens), room or not."""
+        with self._wake:
+            cancelled = [t for t in self._waiting if t.request.stop_event is not None and t.request.stop_event.is_set()]
+            for ticket in cancelled:
+                self._waiting.remove(ticket)
+        for ticket in cancelled:
+            self._finish_unstarted(ticket)
         while True:
             with self._wake:
                 if not self._waiting or len(self._active) >= self.max_requests:
@@ -364,9 +371,7 @@ class Scheduler:
                 ticket = self._waiting.popleft()
             request = ticket.request
             if request.stop_event is not None and request.stop_event.is_set():
-                ticket.result = GenerationResult([""] * len(request.conversations), [0] * len(request.conversations),
-                                                 True, [[] for _ in request.conversations])
-                self._done(ticket)
+                self._finish_unstarted(ticket)
                 continue
             ticket.joined_running = bool(self._active)
             try:
@@ -541,6 +546,12 @@ class Scheduler:
         else:
             ticket.result = GenerationResult(_decode(self.lm.tokenizer, active.generated),
                                              [len(g) for g in active.generated], active.stopped, active.generated)
+        self._done(ticket)
+
+    def _finish_unstarted(self, ticket: Ticket) -> None:
+        """A request stopped before it started: empty texts, stopped=True."""
+        rows = len(ticket.request.conversations)
+        ticket.result = GenerationResult([""] * rows, [0] * rows, True, [[] for _ in range(rows)])
         self._done(ticket)
 
     def _done(self, ticket: Ticket) -> None:

@@ -207,3 +207,36 @@ def test_a_metered_request_reads_its_own_rows_in_a_shared_batch(lm, vectors):
     got, want = metered.meter.values(result.new_tokens), alone_meter.values(expected.new_tokens)
     assert len(got) == 3 and all(len(row) == 10 for row in got)
     assert [v for row in got for v in row] == pytest.approx([v for row in want for v in row], abs=2e-5)
+
+
+def test_bands_and_projection_operators_of_several_users_in_one_batch(lm, vectors):
+    """A clamp on a band of layers, an ablation and a plain addition, each a different user, in one batch."""
+    from steering.hooks import LayerSteering
+
+    conversation = [[{"role": "user", "content": QUESTIONS[1]}]]
+    clamp_band = SteeringPlan({layer: LayerSteering.build(vectors[0], [0.0, 0.0], project=[1.0, 0.0],
+                                                          target=[3.0, 0.0]) for layer in (1, 2, 3)})
+    ablate = SteeringPlan({2: LayerSteering.build(vectors[1], [0.0], project=[1.0], target=[0.0])})
+    add = SteeringPlan.addition(0, vectors[2], [-4.0])
+    requests = [Request(conversation * 2, clamp_band, SamplingSettings(max_new_tokens=12)),
+                Request(conversation, ablate, SamplingSettings(max_new_tokens=8, temperature=0.9, seed=11)),
+                Request(conversation, add, SamplingSettings(max_new_tokens=10))]
+    expected = [alone(lm, r) for r in requests]
+    scheduler = Scheduler(lm)
+    tickets = submit_together(scheduler, lm, requests)
+    assert [t.wait(60).token_ids for t in tickets] == expected
+    assert scheduler.stats.most_rows == 4 and expected[0][0] != expected[0][1]  # the clamp acted
+
+
+def test_stop_of_a_request_waiting_for_room_ends_it_at_once(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=1)
+    stop_first = threading.Event()
+    running = scheduler.submit(request(0, vectors, tokens=400, stop_event=stop_first))
+    stop = threading.Event()
+    waiting = scheduler.submit(request(1, vectors, tokens=8, stop_event=stop))
+    stop.set()
+    result = waiting.wait(30)
+    assert result.stopped and result.new_tokens == [0, 0, 0]
+    assert not running.done.is_set()  # ended while the batch was still full
+    stop_first.set()
+    assert running.wait(30).stopped
