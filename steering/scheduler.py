@@ -240,6 +240,16 @@ class _BatchSteering:
         self.handles.clear()
 
 
+def mergeable(cache: Any) -> bool:
+    """Whether a KV cache can be merged with another along the batch: every layer a plain DynamicLayer
+    (full keys / values). Sliding-window or quantized cache layers are not merged: such a model's requests
+    run one batch after another."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
+
+
 def _cache_tensors(cache: Any) -> list[Any]:
     layers = getattr(cache, "layers", None)
     if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
@@ -366,7 +376,8 @@ class Scheduler:
             self._finish_unstarted(ticket)
         while True:
             with self._wake:
-                if not self._waiting or len(self._active) >= self.max_requests:
+                if not self._waiting or len(self._active) >= self.max_requests or \
+                        (self._active and not mergeable(self._cache)):
                     return
                 ticket = self._waiting.popleft()
             request = ticket.request
@@ -536,8 +547,9 @@ class Scheduler:
         self._ids = self._ids.index_select(0, keep)  # type: ignore[union-attr]
         self._pos = self._pos.index_select(0, keep)  # type: ignore[union-attr]
         for layer in _cache_tensors(self._cache):
-            layer.keys = layer.keys.index_select(0, keep)[..., first:, :]
-            layer.values = layer.values.index_select(0, keep)[..., first:, :]
+            rows = keep.to(layer.keys.device)  # device_map models: each layer's cache on its own device
+            layer.keys = layer.keys.index_select(0, rows)[..., first:, :]
+            layer.values = layer.values.index_select(0, rows)[..., first:, :]
 
     def _finish(self, active: _Active, error: BaseException | None = None) -> None:
         ticket = active.ticket

@@ -240,3 +240,20 @@ def test_stop_of_a_request_waiting_for_room_ends_it_at_once(lm, vectors):
     assert not running.done.is_set()  # ended while the batch was still full
     stop_first.set()
     assert running.wait(30).stopped
+
+
+def test_a_cache_that_cannot_be_merged_runs_requests_one_batch_after_another(lm, vectors, monkeypatch):
+    """Sliding-window / quantized cache layers are not merged: the second request waits for the first."""
+    import steering.scheduler as scheduler_module
+    from transformers import DynamicCache
+
+    with lm.lock:
+        cache = DynamicCache(config=lm.model.config)
+        lm.model(input_ids=torch.tensor([[5, 6, 7]]), cache=cache, use_cache=True)
+    assert scheduler_module.mergeable(cache) and not scheduler_module.mergeable(DynamicCache(config=lm.model.config))
+    monkeypatch.setattr(scheduler_module, "mergeable", lambda cache: False)
+    scheduler = Scheduler(lm)
+    requests = [request(0, vectors, tokens=6), request(1, vectors, tokens=6)]
+    tickets = submit_together(scheduler, lm, requests)
+    assert [t.wait(60).token_ids for t in tickets] == [alone(lm, r) for r in requests]
+    assert scheduler.stats.most_requests == 1 and tickets[1].first_token >= tickets[0].finished
