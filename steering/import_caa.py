@@ -134,6 +134,22 @@ def _inside(root: Path, path: Path, source: Path) -> None:
                             f"({path.resolve()}); not followed (copy the file in, or remove the link)")
 
 
+def _check_vector_files(root: Path, where: Path, groups: dict[str, list[Path]], source: Path) -> None:
+    """Refuse a vector folder or file that leads out of the checkout, and a layer number over MAX_LAYER.
+
+    Raises:
+        SteeringError: naming the file (relative to the checkout).
+    """
+    _inside(root, where, source)
+    for file in (f for files in groups.values() for f in files):
+        _inside(root, file, source)
+        match = _CAA_FILE.match(file.name)
+        digits = match.group(1) if match else ""
+        if len(digits) > len(str(MAX_LAYER)) or int(digits or 0) > MAX_LAYER:
+            raise SteeringError(f"{file.relative_to(source)}: layer {digits[:12]}{'...' if len(digits) > 12 else ''}"
+                                f" is not a layer number (expected 0 to {MAX_LAYER}); rename or remove the file")
+
+
 def _vector_groups(folder: Path) -> dict[str, list[Path]]:
     """vec_layer_<L>_<model>.pt files of a folder by model name as written in the file names."""
     groups: dict[str, list[Path]] = {}
@@ -215,15 +231,8 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
             where = source / folder / name
             if not where.is_dir():
                 continue
-            _inside(root, where, source)
             groups = _vector_groups(where)
-            for file in (f for files in groups.values() for f in files):
-                _inside(root, file, source)
-                digits = _CAA_FILE.match(file.name).group(1)
-                if len(digits) > len(str(MAX_LAYER)) or int(digits) > MAX_LAYER:
-                    raise SteeringError(f"{file.relative_to(source)}: layer {digits[:12]}"
-                                        f"{'...' if len(digits) > 12 else ''} is not a layer number "
-                                        f"(expected 0 to {MAX_LAYER}); rename or remove the file")
+            _check_vector_files(root, where, groups, source)
             others = sorted(p.name for p in where.iterdir() if p.is_file() and not _CAA_FILE.match(p.name))
             for other in others:
                 report.skipped.append(f"{label}: {folder}/{name}/{other}: not a vec_layer_<L>_<model>.pt file")

@@ -77,7 +77,7 @@ def api_mix(engine: Any, behavior: str, mix_behavior: Any, mix_multiplier: Any, 
     return Mix(alpha2, vector=engine.vectors_for(name).vector(layer))
 
 
-def mix_choices(behaviors: list[str], uploads: dict[str, str] | None = None) -> list[str]:
+def mix_choices(behaviors: list[Any], uploads: dict[str, str] | None = None) -> list[Any]:
     """The "Mix with" dropdown's entries: no mix, the shipped behaviors, this session's uploaded files."""
     return [NO_MIX, *behaviors, *list(uploads or {})]
 
@@ -201,7 +201,8 @@ def first_use_view(engine: Any, cards: dict[str, Any], current: str | None = Non
     elif current not in behaviors and current not in uploads:  # the value only changes when it must
         chosen["value"] = preferred if preferred in behaviors else (behaviors or [None])[0]
     return (behaviors, choices, missing_note(offered, engine.lm.name, problems),
-            gr.update(choices=offered, value=(offered or [None])[0]), gr.update(visible=bool(offered or problems)),
+            gr.update(choices=offered, value=offered[0] if offered else None),
+            gr.update(visible=bool(offered or problems)),
             gr.update(**chosen), gr.update(choices=mix_choices(choices, uploads)))
 
 

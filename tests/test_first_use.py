@@ -161,8 +161,8 @@ def test_app_button_builds_with_progress_and_offers_the_behavior(home):
     demo = app.build_app(engine, engine.config)
     build = app_handler(demo, "build")
     seen = []
-    status, note, offered, row, choice, mixing, layer = build("politeness", None, {}, progress=lambda fraction, desc="": seen.append(
-        (round(fraction, 2), desc)))
+    status, note, offered, row, choice, mixing, layer = build(
+        "politeness", None, {}, progress=lambda fraction, desc="": seen.append((round(fraction, 2), desc)))
     assert note == ""
     assert layer == 3  # the layer slider moves to the model's default layer (until tuned)
     assert status.startswith("Built 'politeness' vectors: 6 layers, 5 pairs") and "layer 3" in status
