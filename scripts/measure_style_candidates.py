@@ -2,7 +2,8 @@
 
 For each candidate vector file: greedy answers (--tokens new tokens) to 6 open prompts at multipliers
 0, ±f·n/|v| (f in --fractions, n = typical hidden-state norm at the layer, so f means the same for every
-vector) at each --layers, scored with a simple judge per behavior and distinct-3 (fluency). Prints a
+vector) at each --layers, scored with a simple judge per candidate behavior (other behaviors: their card's judge) and distinct-3
+(fluency). Prints a
 table row per (behavior, layer, f) and writes all answers to --out as JSON.
 
     python scripts/measure_style_candidates.py --vectors enthusiasm=/tmp/e.safetensors formality=...
@@ -56,7 +57,15 @@ def judge(behavior: str, text: str) -> tuple[float, bool]:
     if behavior == "optimism":
         score = sum(x in POSITIVE for x in w) - sum(x in NEGATIVE for x in w)
         return score, score >= 2
-    raise ValueError(behavior)
+    card_judge = steering_card_judge(behavior)
+    return float(card_judge(text)), card_judge(text)
+
+
+def steering_card_judge(behavior: str):
+    """The open-ended judge of datasets/<behavior>/behavior.yaml (behaviors without a candidate judge)."""
+    from steering.behaviors import load_card
+
+    return load_card(steering.load_config()["datasets_dir"], behavior).judge
 
 
 def main() -> None:
@@ -66,13 +75,18 @@ def main() -> None:
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.15, 0.3, 0.45])
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--out", default="/tmp/h14b/measure.json")
+    parser.add_argument("--prompts", help="open-ended JSON file: its first 6 questions replace PROMPTS")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = steering.load_config()
     lm = steering.load_model(steering.ModelSettings())
     engine = steering.Engine(lm, config)
     settings = steering.SamplingSettings(max_new_tokens=args.tokens)
-    convs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    prompts = PROMPTS
+    if args.prompts:
+        with open(args.prompts) as fh:
+            prompts = [item["question"] for item in json.load(fh)[:6]]
+    convs = [[{"role": "user", "content": p}] for p in prompts]
     records = []
     print("| behavior | layer | f | α | judge share −α / 0 / +α | graded −α / 0 / +α | distinct-3 −α / 0 / +α |")
     print("|---|---|---|---|---|---|---|")
