@@ -41,7 +41,8 @@ def _browser_or_skip():
 @pytest.fixture(scope="module")
 def app_url(embedded_engine):
     _browser_or_skip()
-    with running_app(embedded_engine, max_new_tokens=16) as url:
+    # one request at a time (the app's default batches up to 4): the queued-Stop test needs a message to wait
+    with running_app(embedded_engine, app_overrides={"concurrency_per_model": 1}, max_new_tokens=16) as url:
         yield url
 
 
