@@ -208,3 +208,22 @@ def test_judge_separates_the_ab_options(behavior, name):
     false = judge.rate([item.choices[item.not_matching] for item in items])
     assert hits >= 0.65, f"{behavior}/{name}: the judge finds only {hits:.0%} of the matching answers"
     assert false <= 0.03, f"{behavior}/{name}: the judge matches {false:.0%} of the non-matching answers"
+
+
+@pytest.mark.parametrize("behavior", BEHAVIORS)
+def test_shipped_vectors_come_from_the_shipped_generate_set(behavior):
+    """The embedded model's vectors were extracted from this generate.json as it is now (an edit of the
+    dataset without a new `extract` would leave stale vectors), over every layer, and the tuned defaults
+    name this behavior and model."""
+    from steering.datasets import file_sha256
+    from steering.vector_files import describe_vector_file
+
+    info = describe_vector_file(PROJECT_ROOT / "vectors" / behavior / "smollm2-135m-instruct.safetensors")
+    generate = PROJECT_ROOT / "datasets" / behavior / "generate.json"
+    assert info.metadata["behavior"] == behavior and info.metadata["model"] == "smollm2-135m-instruct"
+    assert info.metadata["dataset_sha256"] == file_sha256(generate)
+    assert info.pairs == len(_raw(behavior, "generate.json")) and info.layers == list(range(30))
+    defaults = json.loads((PROJECT_ROOT / "vectors" / behavior / "smollm2-135m-instruct.defaults.json")
+                          .read_text(encoding="utf-8"))
+    assert defaults["behavior"] == behavior and defaults["model"] == "smollm2-135m-instruct"
+    assert 0 <= defaults["recipe"]["layer"] < 30
