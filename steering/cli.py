@@ -78,11 +78,18 @@ def _sampling(args: argparse.Namespace, config: dict[str, Any]):
         raise SteeringError(f"generation settings: {exc}") from None
 
 
+def _behavior_recipe(engine, args: argparse.Namespace):
+    """The --behavior's recipe for the loaded model (its tuned defaults file, else config.yaml's)."""
+    return engine.recipe(args.behavior)
+
+
 def _steering_choice(engine, args: argparse.Namespace):
     """The vector, layer and multiplier a command uses: flags first, then the model's defaults."""
     from steering.layers import check_layer
 
-    layer = check_layer(args.layer if args.layer is not None else engine.defaults.layer, engine.lm.num_layers)
+    # the default layer is the chosen behavior's own (its tuned recipe), not the config's default behavior's
+    default = engine.defaults.layer if getattr(args, "vector", None) else _behavior_recipe(engine, args).layer
+    layer = check_layer(args.layer if args.layer is not None else default, engine.lm.num_layers)
     if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
         from steering.first_use import ensure_vectors  # no vectors yet for this model: build them (first use)
 
@@ -326,7 +333,8 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
         check_input_file(args.vector, "--vector", folder_ok=True)
     engine = _engine(args, config)
     vector, layer = _steering_choice(engine, args)
-    multiplier = args.multiplier if args.multiplier is not None else engine.defaults.multiplier
+    default_multiplier = engine.defaults.multiplier if args.vector else _behavior_recipe(engine, args).strength
+    multiplier = args.multiplier if args.multiplier is not None else default_multiplier
     multiplier = check_multiplier(multiplier, Limits.from_config(config),
                                   "--multiplier" if args.multiplier is not None else "the default multiplier")
     # the token budget (config limits:, the model's context) before generating

@@ -107,3 +107,15 @@ def test_extract(path, cli, tmp_path):
     assert code == 0, err
     vector = load_vectors(out).vector(9)
     _same_as_eager("extract", path, [round(float(x), 4) for x in vector[:16]])
+
+
+@pytest.mark.parametrize("behavior", ["refusal", "enthusiasm"])
+def test_chat_steers_with_the_chosen_behaviors_own_layer_and_multiplier(cli, embedded_engine, behavior):
+    """`chat --behavior enthusiasm` steered at the default behavior's (refusal's) layer and α: the CLI took
+    its defaults from the config's behavior, not from the chosen one's tuned recipe (review, issue 14)."""
+    code, out, err = cli("eager", "chat", "--prompt", "What's your favorite planet?", "--behavior", behavior,
+                         "--max-new-tokens", "2", "--json")
+    assert code == 0, err
+    settings = json.loads(out)["settings"]
+    recipe = embedded_engine.recipe(behavior)
+    assert (settings["layer"], settings["multiplier"]) == (recipe.layer, recipe.strength)
