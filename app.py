@@ -384,6 +384,18 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 *[gr.update(value=p.label) for p in behavior_presets(engine, choice if choice in behaviors else None,
                                                                      results_folder)])
 
+    def follow_behavior(choice):
+        """Layer and α for a behavior chosen in the dropdown: its tuned recipe's layer and strength (the "clear"
+        preset), so a behavior never runs at another behavior's settings; an uploaded file keeps them."""
+        if choice not in behaviors:
+            return gr.skip(), gr.skip()
+        try:
+            recipe = engine.recipe(choice)
+        except SteeringError as exc:
+            gr.Warning(public_message(exc))
+            return gr.skip(), gr.skip()
+        return recipe.layer, behavior_presets(engine, choice, results_folder)[1].alpha
+
     def use_preset(index):
         return lambda choice: behavior_presets(engine, choice if choice in behaviors else None,
                                                results_folder)[index].alpha
@@ -712,6 +724,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                            show_progress="hidden", **PRIVATE)
         choice.change(behavior_view, choice, [*chats, *prompt_boxes, *preset_btns], queue=False,
                       show_progress="hidden", **PRIVATE)
+        # choosing a behavior by hand (not a link) moves Layer and α to that behavior's own tuned defaults
+        choice.input(follow_behavior, choice, [layer, alpha], queue=False, show_progress="hidden", **PRIVATE)
         for i, button in enumerate(preset_btns):
             button.click(use_preset(i), choice, alpha, queue=False, show_progress="hidden", **PRIVATE)
         strip_btn.click(lambda: gr.update(value=STRIP_BUSY, interactive=False), None, strip_btn, queue=False,

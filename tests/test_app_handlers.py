@@ -327,3 +327,18 @@ def test_a_message_sent_after_stopping_a_queued_one_runs_once(handlers, vector_f
     second = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))
     assert [t.user for t in turns] == ["Wanted"] and turns[0].status == "done"
     assert len(first) > 2 and second == [(SKIP, SKIP, SKIP, *second[0][3:])]
+
+
+@pytest.mark.integration
+def test_choosing_a_behavior_moves_layer_and_alpha_to_its_own_recipe(embedded_engine):
+    """A behavior chosen in the dropdown ran at the default behavior's layer and α (enthusiasm at refusal's
+    layer 13, α 1.5: garbled with a relative-unit recipe). Only a choice by hand moves them (`input`, not
+    `change`), so a link that sets behavior, layer and α together keeps its own values."""
+    demo = app.build_app(embedded_engine, embedded_engine.config)
+    follow = next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "follow_behavior")
+    assert [event for _, event in follow.targets] == ["input"]
+    for behavior in ("refusal", "enthusiasm"):
+        recipe = embedded_engine.recipe(behavior)
+        assert follow.fn(behavior) == (recipe.layer, recipe.strength)
+    assert embedded_engine.recipe("enthusiasm").layer != embedded_engine.recipe("refusal").layer
+    assert follow.fn("Uploaded: mine.safetensors") == (SKIP, SKIP)  # an uploaded file keeps the sliders
