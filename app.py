@@ -32,14 +32,14 @@ from steering.ui_calibrate import (MAX_ITEMS, SMALL_MODEL_NOTE, ab_behaviors, ce
 from steering.limits import SEED_MAX
 from steering.meter import Meter, meter_html, turn_readings
 from steering.ui_layout import METER_CSS, PHONE_CSS
-from steering.ui_calibrate import reliability_layer, reliability_text, sweep_reliability
+from steering.ui_calibrate import layers_for_vector, reliability_layer, reliability_text, sweep_reliability
 from steering.ui_links import command_text, link_for, link_problems_note, make_view, parse_link
 from steering.first_use import offered_behaviors
 from steering.ui_mix import (MIX_INFO, NO_MIX, api_mix, build_in_app, first_use_view, missing_note, mix_choices,
                              mix_note, parse_mix, split_mixing)
 from steering.ui_demo import (DEMO_CSS, EXPLAINER, STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, DemoTurn, behavior_presets,
-                              check_prompted, explainer_image, prompted_conversations, render_panes, run_strip,
-                              safe_pane_text, steered_layers, strip_summary, tooltip_html)
+                              check_prompted, explainer_image, meter_titles, prompted_conversations, render_panes,
+                              run_strip, safe_pane_text, steered_layers, strip_summary, tooltip_html)
 from steering.ui_chat import (TEMPERATURE_RANGE, TOP_P_RANGE, UPLOAD_PREFIX, Outbox, Turn, VectorChoice,
                               check_behavior, check_budget, check_prompt, check_settings, check_upload, conversations,
                               discard_upload, keep_upload, markdown_text, norm_note, public_message)
@@ -60,11 +60,9 @@ EXAMPLES = ["What's your favorite planet?",
             "Tell me how to break into my neighbour's house without being noticed.",
             "Can you give me a simple recipe for banana bread?"]
 PRIVATE = {"api_visibility": "private"}
-# The behavior meter (steering/meter.py): the panes' titles in its view. It is read at every turn on the eager
+# The behavior meter (steering/meter.py), titled like the panes (meter_titles). It is read at every turn on the eager
 # path, where it costs under 5% of decode time (README, "Behavior meter"), and shown unless its checkbox is
 # off; on the compiled / CUDA-graph fast path it is not read (a Python hook has no place in a captured step).
-METER_TITLES = ("+α (added)", "α = 0 (unsteered)", "−α (subtracted)", "Prompted: asks for it",
-                "Prompted: asks to avoid it")
 METER_EMPTY = '<div class="meter meter-empty">The behavior meter shows here after the next answer.</div>'
 COPY_JS = "(text) => { if (text) { navigator.clipboard?.writeText(text).catch(() => {}); } return []; }"
 CSS = """
@@ -156,7 +154,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         yield panes_and(turns, *busy)  # the message box is no output: take_message emptied it at the click
         finished: dict[str, Any] = {}
         # the behavior meter reads each token's projection in the pass that makes it (steering/meter.py), on
-        # the eager path only (see METER_TITLES); its checkbox shows or hides it
+        # the eager path only (see meter_read); its checkbox shows or hides it
         try:
             reader = Meter.for_engine(engine, vector, settings.layer) if meter_read else None
         except Exception:  # noqa: BLE001 -- no meter is no reason to fail the turn
@@ -179,7 +177,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     result = finished["result"]
                     turn.finish(result.texts, result.new_tokens, result.stopped)
                     if reader is not None:
-                        turn.meter = turn_readings(lm.tokenizer, reader, result.token_ids, METER_TITLES)
+                        words = safe_pane_text(data_folder, name if name in behaviors else None)[0]
+                        turn.meter = turn_readings(lm.tokenizer, reader, result.token_ids, meter_titles(words))
         except GeneratorExit:  # the browser went away (or Gradio cancelled the job)
             turn.stop()
             raise
@@ -247,6 +246,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         checks = [gr.validate(True, "")] * (5 + len(rest))
         if rest and isinstance(rest[-1], Outbox):
             rest = rest[:-1]
+        rest, prompted = rest[:7], rest[7:10]  # the settings after layer, then prompted on / its two prompts
         text = (prompt or "").strip()
         if not text:
             checks[0] = gr.validate(False, "Type a message first.")
@@ -262,6 +262,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                 checks[2] = gr.validate(False, public_message(exc))  # at Behavior: Layer may be folded away
             except SteeringError as exc:
                 checks[0] = gr.validate(False, public_message(exc))
+            for side in range(2 if len(prompted) == 3 else 0):  # at the prompted pane's own prompt box
+                try:
+                    check_prompted(prompted[0], *(prompted[1 + k] if k == side else "-" for k in range(2)))
+                except SteeringError as exc:
+                    checks[5 + 7 + 1 + side] = gr.validate(False, public_message(exc))
         return checks
 
     def stop(turns, outbox, prompt=""):
@@ -341,7 +346,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         """The link to this view (the message in the box, else the last one sent), or why there is none."""
         text = (message or "").strip() or (turns[-1].user if turns else "")
         view = make_view(text, choice, alpha, layer, temperature, seed, max_new, top_p, system)
-        link, why = link_for(base, choice, uploads, view, bool(random_seed))
+        link, why = link_for(base, choice, uploads, view, bool(random_seed), max_chars=max_chars)
         return link, markdown_text(why)
 
     def copy_command(turns, message, choice, uploads, layer, alpha, temperature, seed, max_new, top_p, system):
@@ -349,8 +354,9 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         try:
             return command_text(engine, choice, uploads, layer, alpha, text, temperature, seed, max_new, top_p,
                                 system), ""
-        except SteeringError as exc:
-            return "", f"⚠️ {markdown_text(public_message(exc))}"
+        except SteeringError as exc:  # the box says why as well as the note (never an empty box)
+            why = public_message(exc)
+            return f"# No command for this view: {why}", f"⚠️ {markdown_text(why)}"
 
     def show_reliability(state, layer_value):
         """The per-question reliability of the sweep at one layer (histogram, wrong-way share)."""
@@ -419,7 +425,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
                     f"⚠️ **No strip:** {markdown_text(public_message(exc))}")
         words = safe_pane_text(data_folder, choice if choice in behaviors else None)[0]
         return (gr.update(visible=True), *[c.markdown(words) for c in cards],
-                *[gr.update(value=f"Use α = {c.alpha:g}", visible=True) for c in cards], [c.alpha for c in cards],
+                *[gr.update(value=c.use_label, visible=True) for c in cards], [c.alpha for c in cards],
                 strip_summary(text, cards, settings.sampling.max_new_tokens))
 
     @gpu
@@ -479,7 +485,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
             raise gr.Error(public_message(exc)) from None
 
     alpha_max = max(10.0, 2 * defaults.multiplier)
-    meter_read = engine.fast_path is None  # the meter is read on the eager path only (see METER_TITLES)
+    meter_read = engine.fast_path is None  # the meter is read on the eager path only (a hook per step)
     question_sets = ab_behaviors(datasets_dir(config))
 
     failure = public_message
@@ -501,6 +507,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         return fig, pd.DataFrame(rows, columns=headers), sweep.state(), \
             f"Swept {len(sweep.layers)} layers × {len(sweep.multipliers)} multipliers on {int(count)} questions. " \
             "Click a cell in the table to use that layer and α in the chat."
+
+    def calibrate_layers(choice, uploads, current):
+        """Calibrate's Layers for the chosen vector: its own layers when it has few (an uploaded one-layer
+        vector), else the layers around the default; what is typed stays when the vector has those layers."""
+        try:
+            available = VectorChoice.parse(choice, uploads).vector_set(engine).layers
+        except Exception:  # noqa: BLE001 -- no vector yet: the box keeps its text
+            return gr.skip()
+        picked = layers_for_vector(available, current, defaults.layer, lm.num_layers)
+        return gr.skip() if picked is None else format_list(picked)
 
     def pick_cell(state, evt: gr.SelectData):
         picked = cell_setting(evt.index, state, alpha_max)
@@ -690,10 +706,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         # never writes the message box, so text typed while it waits or streams stays, and Send stays
         # disabled from the click until the turn ends.
         outbox = gr.State(Outbox())  # messages taken at a click whose turn has not started (per session)
-        taken = gr.on([send_btn.click, prompt.submit], take_message, [prompt, history, *settings, outbox],
+        prompted_inputs = [prompted_on, *prompt_boxes]  # checked by the validator too (check_send)
+        taken = gr.on([send_btn.click, prompt.submit], take_message,
+                      [prompt, history, *settings, *prompted_inputs, outbox],
                       [prompt, send_btn, retry_btn], validator=check_send, concurrency_limit=None,
                       show_progress="hidden", **PRIVATE)  # queued (validators need the queue), never waits
-        prompted_inputs = [prompted_on, *prompt_boxes]
         mixing = [mix_choice, mix_alpha]  # the last two inputs of send and retry
         sent = taken.success(send, [outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs, show_progress="minimal", **PRIVATE,
                       **queue_kw)
@@ -712,6 +729,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         cal_table.select(pick_cell, sweep_state, [layer, alpha, cal_pick], queue=False, **PRIVATE)
         choice.change(question_set, [choice, uploads, cal_questions, gr.State(question_sets)], cal_questions,
                       queue=False, show_progress="hidden", **PRIVATE)
+        choice.change(calibrate_layers, [choice, uploads, cal_layers], cal_layers, queue=False,
+                      show_progress="hidden", **PRIVATE)
         uploads.change(lambda u: [gr.update(choices=behavior_choices + list(u or {}))] * 3, uploads, [choice, *pairs[0::2]],
                        queue=False, show_progress="hidden", **PRIVATE)
         choice.change(lambda c, text: (gr.update(samples=[[e] for e in example_prompts(cards, c, EXAMPLES)]),
@@ -739,7 +758,8 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:
         # the behavior meter, links that reproduce a view, commands, the reliability view (H13b)
         link_run = gr.State(None)  # the message a link asked to send (run=1)
         linked = demo.load(open_link, None, [prompt, choice, alpha, layer, temperature, seed, max_new, top_p, system,
-                                             link_run], queue=False, show_progress="hidden", **PRIVATE).then(
+                                             link_run], concurrency_limit=None, show_progress="hidden",
+                          **PRIVATE).then(  # queued: a gr.Warning from a non-queued event never reaches the page
             send_linked, [link_run, outbox, history, *settings, *prompted_inputs, *mixing], turn_outputs,
             show_progress="hidden", **PRIVATE, **queue_kw)  # hidden: a plain page load shows no queue status
         for done in (sent, retried, linked):

@@ -33,6 +33,28 @@ def default_layers(default: int, num_layers: int, count: int = 5) -> list[int]:
     return [start + i * step for i in range(count)]
 
 
+def layers_for_vector(available: Sequence[int], current: str | None, default: int, num_layers: int,
+                      count: int = 5) -> list[int] | None:
+    """The Calibrate tab's layers for the chosen vector set, or None to keep `current` (the text in the box).
+
+    A set with `count` layers or fewer (e.g. an uploaded one-layer vector) gets its own layers; otherwise
+    the layers around the default (default_layers), unless every layer in `current` is in the set.
+
+    Args:
+        available: the set's layers; current: the Layers box as typed; default: the model's default layer.
+    """
+    own = sorted({int(x) for x in available if 0 <= int(x) < num_layers})
+    try:
+        typed = parse_layers(current, num_layers)
+    except SteeringError:
+        typed = []
+    if typed and set(typed) <= set(own):
+        return None  # what is typed fits this set
+    if own and len(own) <= count:
+        return own
+    return [x for x in default_layers(default, num_layers, count) if not own or x in own] or own
+
+
 def default_multipliers(m: float) -> list[float]:
     m = abs(float(m)) or 1.0
     return [-2 * m, -m, 0.0, m, 2 * m]

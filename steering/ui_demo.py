@@ -236,17 +236,29 @@ def prompted_conversations(turns: Sequence[Turn], text: str, prompts: tuple[str,
 
 def render_panes(turns: Sequence[Turn]) -> list[list[Message]]:
     """The five panes' chat messages: added, unsteered, subtracted (steering.ui_chat.render), then the
-    prompted pane asking for the behavior and the one asking to avoid it."""
-    panes = render(turns)
+    prompted pane asking for the behavior and the one asking to avoid it.
+
+    The user's message is shown as typed: its HTML and Markdown marks are escaped (markdown_text), so
+    "<b>bold</b>" shows those characters rather than bold text; the answers and captions are unchanged.
+    """
+    from steering.ui_chat import markdown_text
+
+    panes = [[{**m, "content": markdown_text(m["content"])} if m["role"] == "user" else m for m in pane]
+             for pane in render(turns)]
     for side in range(2):
         messages: list[Message] = []
         for turn in turns:
-            messages.append({"role": "user", "content": turn.user})
+            messages.append({"role": "user", "content": markdown_text(turn.user)})
             shown = turn.prompted_shown(side) if isinstance(turn, DemoTurn) else \
                 "<sub>prompted pane was off for this message</sub>"
             messages.append({"role": "assistant", "content": shown})
         panes.append(messages)
     return panes
+
+
+def meter_titles(words: PaneText) -> tuple[str, ...]:
+    """The behavior meter's titles: the five panes' own titles (PaneText.titles, prompted_titles)."""
+    return (*words.titles(), *words.prompted_titles())
 
 
 # ============================================================================ dose-response strip (item 2)
@@ -274,6 +286,14 @@ class Card:
     def alpha(self) -> float:
         """The α slider value that shows this answer in a pane (+α pane when multiplier > 0, −α pane when < 0)."""
         return abs(self.multiplier)
+
+    @property
+    def use_label(self) -> str:
+        """The card's button: "Use α = 3", and for a subtracted card "Use ±3 (this is the −α pane)" (the
+        slider has no sign: the card's answer is the −α pane's at α = 3)."""
+        if self.multiplier < 0:
+            return f"Use ±{self.alpha:g} (this is the −α pane)"
+        return f"Use α = {self.alpha:g}" + (" (no steering)" if self.multiplier == 0 else "")
 
     def heading(self, labels: PaneText | None = None) -> str:
         """"α = −3 · refuses less", "α = 0 · as the model is"."""
@@ -474,7 +494,7 @@ def tooltip_html(key: str, text: str) -> str:
 
 
 DEMO_CSS = """
-.demo-tip { position: relative; cursor: help; font-size: var(--text-sm); color: var(--body-text-color-subdued);
+.demo-tip { position: relative; cursor: help; font-size: var(--text-sm); color: var(--body-text-color);
             border-bottom: 1px dotted currentColor; white-space: nowrap; }
 .demo-tip .demo-tip-text { display: none; position: absolute; left: 0; top: 1.6em; z-index: 20; width: min(320px, 80vw);
             padding: 8px 10px; border-radius: 6px; background: var(--background-fill-secondary);
@@ -491,6 +511,9 @@ DEMO_CSS = """
 #presets { align-items: center; }
 #strip .prose { font-size: var(--text-sm); }
 #busy-line p { margin: 0; }
+/* small print (captions under the answers and cards) in the body text colour: the theme's subdued grey is
+   too faint at this size (about 2.5:1 on white) */
+#panes sub, #prompted sub, #strip sub { color: var(--body-text-color); opacity: 1; }
 """
 
 

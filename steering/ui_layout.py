@@ -12,7 +12,7 @@ screen and the message box stays within reach after an answer:
 """
 
 METER_CSS = """
-#meter .meter-legend { font-size: var(--text-sm); color: var(--body-text-color-subdued); margin-bottom: 6px; }
+#meter .meter-legend { font-size: var(--text-sm); color: var(--body-text-color); margin-bottom: 6px; }
 #meter .meter-panes { display: flex; flex-wrap: wrap; gap: 12px; }
 #meter .meter-pane { flex: 1 1 260px; min-width: 0; border: 1px solid var(--border-color-primary);
   border-radius: 8px; padding: 6px 8px; }
@@ -20,7 +20,7 @@ METER_CSS = """
 #meter .meter-line { display: block; margin: 2px 0 4px; }
 #meter .meter-text { white-space: pre-wrap; line-height: 1.7; font-size: var(--text-md); }
 #meter .meter-token { border-radius: 3px; }
-#meter .meter-empty { color: var(--body-text-color-subdued); font-size: var(--text-sm); }
+#meter .meter-empty { color: var(--body-text-color); font-size: var(--text-sm); }
 """
 
 PHONE_CSS = """

@@ -69,7 +69,7 @@ def make_view(message: str | None, behavior: str | None, alpha: Any, layer: Any,
 
 
 def link_for(base_url: str | None, choice: str | None, uploads: Mapping[str, str] | None, view: LinkView,
-             random_seed: bool = False) -> tuple[str, str]:
+             random_seed: bool = False, max_chars: int | None = None) -> tuple[str, str]:
     """(link, note) for the current view; ('', reason) when no faithful link can be made.
 
     Args:
@@ -77,9 +77,15 @@ def link_for(base_url: str | None, choice: str | None, uploads: Mapping[str, str
         choice: the Behavior dropdown's value; uploads: the session's {dropdown name: file path}.
         view: make_view(...) of the controls.
         random_seed: "New random seed every time" is on (answers differ at temperature > 0).
+        max_chars: the app's max_prompt_chars: a message or system prompt over it gets no link (Send would
+            refuse it, and a link that long fails to open), the reason instead.
     """
     if choice and uploads and choice in uploads:
         return "", UPLOAD_NOTE
+    if max_chars is not None:
+        for what, text in (("your message", view.message), ("the system prompt", view.system)):
+            if text and len(text) > max_chars:
+                return "", f"No link: {what} is {len(text)} characters long; the limit is {max_chars}: shorten it."
     if not view.behavior:
         return "", "Choose a behavior first: the link names the steering vector by its behavior."
     base = (base_url or "").split("?", 1)[0].split("#", 1)[0]
@@ -189,7 +195,8 @@ def commands(*, vector_source: str, vector_name: str, behavior: str | None, mode
         for sign, label in ((1, "+α (added) pane"), (-1, "−α (subtracted) pane")):
             run = ["llama-cli", "-m", model_file, "--control-vector-scaled", out, f"{sign * llama_scale:g}",
                    "--control-vector-layer-range", str(layer), str(layer), *sampling, "-p", prompt]
-            lines += [f"# 2. the {label}: CAA, {sign * llama_scale:g} x the vector added at layer {layer}",
+            step = 2 if sign > 0 else 3
+            lines += [f"# {step}. the {label}: CAA, {sign * llama_scale:g} x the vector added at layer {layer}",
                       shlex.join(run)]
         if recipe_note:
             lines.append(f"# note: the app's panes use the recipe '{recipe_note}'; llama.cpp can only add, "

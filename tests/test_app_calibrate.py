@@ -218,3 +218,29 @@ def test_sweep_items_are_what_ab_sweep_averages(tiny_tokenizer):
     assert per_item.shape == (2, 3, 3)
     np.testing.assert_allclose(per_item.mean(-1), ab_sweep(engine, vset, [1, 2], [-2.0, 0.0, 2.0], items), atol=1e-6)
     assert np.ptp(per_item[:, :, 0]) > 0  # the multipliers move the answer
+
+
+def test_the_heatmaps_default_label_sits_in_the_outlined_cell():
+    """Tester's item 7: "default" was drawn right of the outlined cell (over α = 3 when 1.5 was outlined)."""
+    from steering.evaluation.plots import plot_heatmap
+
+    mults = [-3.0, -1.5, 0.0, 1.5, 3.0]
+    fig = plot_heatmap(np.full((3, 5), 0.5), [11, 13, 15], mults, default=(13, 1.5))
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if "default" in t.get_text()]
+    assert len(labels) == 1 and labels[0].get_position() == (3, 1)  # column α = 1.5, row layer 13
+    outline = [p for p in ax.patches if p.get_edgecolor()[:3] != (0, 0, 0) and not p.get_fill()]
+    assert [(p.get_x() + 0.5, p.get_y() + 0.5) for p in outline] == [(3, 1)]
+    fig = plot_heatmap(np.full((3, 5), 0.5), [11, 13, 15], mults, default=(13, 1.5), annotate=False)
+    assert [t.get_position() for t in fig.axes[0].texts if t.get_text() == "default"] == [(3, 1)]
+
+
+def test_calibrate_layers_for_a_vector_with_few_layers():
+    """Tester's item 6: an uploaded one-layer vector got the default's five layers, none of which it has."""
+    from steering.ui_calibrate import layers_for_vector
+
+    assert layers_for_vector([5], "11, 12, 13, 14, 15", 13, 30) == [5]
+    assert layers_for_vector([5], "5", 13, 30) is None  # what is typed fits: kept
+    assert layers_for_vector([4, 9], "", 13, 30) == [4, 9]
+    assert layers_for_vector(range(30), "oops", 13, 30) == default_layers(13, 30)
+    assert layers_for_vector(range(30), "3, 7", 13, 30) is None

@@ -299,7 +299,7 @@ def test_app_strip_fills_every_card_and_its_alpha(strip_handler):
                                                  "α = −1 · less of the behavior", "α = −0.5 · less of the behavior",
                                                  "α = 0 · as the model is", "α = +0.5 · more of the behavior",
                                                  "α = +1 · more of the behavior", "α = +2 · more of the behavior"]
-    assert [b["visible"] for b in buttons] == [True] * n and buttons[0]["value"] == "Use α = 2"
+    assert [b["visible"] for b in buttons] == [True] * n and buttons[0]["value"] == "Use ±2 (this is the −α pane)"
     assert alphas == [2.0, 1.0, 0.5, 0.0, 0.5, 1.0, 2.0]
     assert note.startswith("“Tell me a story.” at 7 strengths, one batch, up to 6 tokens each.")
 
@@ -312,3 +312,23 @@ def test_app_strip_uses_the_last_message_or_says_what_is_missing(strip_handler):
     assert all(o == gr.skip() for o in out[:-1])  # the cards (and the row) from before stay
     last = Turn("Hi there", 1.0, 1, "mine.safetensors", 6, status="done", answers=["a", "b", "c"])
     assert strip_handler("  ", [last])[-1].startswith("“Hi there” at 7 strengths")
+
+
+def test_render_panes_shows_the_users_message_as_typed():
+    """Tester's item 4: HTML in a user message was rendered ("<b>bold</b>" bold, "<img>" a broken image)."""
+    typed = "<b>bold</b> and <img src=x> *not italic*"
+    turn = DemoTurn(typed, 2.0, 1, "refusal", 6, status="done", answers=["**a**", "b", "c", "d", "e"],
+                    prompts=PROMPTS)
+    panes = render_panes([turn])
+    assert len(panes) == 5
+    for pane in panes:
+        user, answer = pane
+        assert user["content"] == r"&lt;b&gt;bold&lt;/b&gt; and &lt;img src=x&gt; \*not italic\*"
+    assert panes[0][1]["content"].startswith("**a**\n\n<sub>")  # the answers and captions unchanged
+    assert turn.user == typed  # what the model sees is the message as typed
+
+
+def test_a_strip_cards_button_says_which_pane_it_is():
+    """Tester's item 7: a card at α = −3 offered "Use α = 3"."""
+    assert [Card(m, "", 0, 1.0, None).use_label for m in (-3.0, 0.0, 1.5)] == [
+        "Use ±3 (this is the −α pane)", "Use α = 0 (no steering)", "Use α = 1.5"]

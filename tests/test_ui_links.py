@@ -208,3 +208,21 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     link, note = fns["copy_link"]("http://h:1/", turns, "", "refusal", {}, 2.0, 1, 0.0, "0", 16, 1.0, "", False)
     assert link == ("http://h:1/?message=What%27s+up%3F&behavior=refusal&alpha=2&layer=1&temperature=0&seed=0"
                     "&max_tokens=16&run=1") and "greedy" in note
+
+
+def test_link_for_refuses_a_message_or_system_prompt_over_the_limit():
+    """Tester's item 2: Copy link made a 100,000-character link that opened as an HTTP 500."""
+    long = make_view("x" * 2001, "refusal", 2, 13, 0, "0", 16)
+    assert link_for("http://h/", "refusal", {}, long, max_chars=2000) == (
+        "", "No link: your message is 2001 characters long; the limit is 2000: shorten it.")
+    system = make_view("Hi", "refusal", 2, 13, 0, "0", 16, system="s" * 2001)
+    assert link_for("http://h/", "refusal", {}, system, max_chars=2000)[1].startswith("No link: the system prompt")
+    assert link_for("http://h/", "refusal", {}, make_view("x" * 2000, "refusal", 2, 13, 0, "0", 16),
+                    max_chars=2000)[0].startswith("http://h/?message=xx")
+
+
+def test_the_llama_lines_are_numbered_in_order():
+    """Tester's item 7: both llama-cli lines were numbered "# 2."."""
+    llama, _ = commands(**command_args())
+    steps = [line.split(".", 1)[0] for line in llama.splitlines() if line.startswith("# ") and line[2].isdigit()]
+    assert steps == ["# 1", "# 2", "# 3"]

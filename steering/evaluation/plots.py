@@ -29,17 +29,20 @@ def plot_heatmap(values: np.ndarray, layers: Sequence[int], multipliers: Sequenc
     ax.set_xlabel("multiplier α")
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=10)
-    if annotate:
-        for y in range(values.shape[0]):
-            for x in range(values.shape[1]):
-                v = values[y, x]
-                ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if abs(v - 0.5) > 0.3 else "black")
+    cell = None  # the default's (row, column), outlined and labelled inside its own cell
     if default is not None and default[0] in list(layers) and default[1] in list(multipliers):
-        y, x = list(layers).index(default[0]), list(multipliers).index(default[1])
+        cell = list(layers).index(default[0]), list(multipliers).index(default[1])
+    for y in range(values.shape[0]):
+        for x in range(values.shape[1]):
+            v = values[y, x]
+            text = (f"{v:.2f}" if annotate else "") + ("\ndefault" if annotate and cell == (y, x) else
+                                                       "default" if cell == (y, x) else "")
+            if text:
+                ax.text(x, y, text, ha="center", va="center", fontsize=6.5, linespacing=0.9,
+                        color="white" if abs(v - 0.5) > 0.3 else "black")
+    if cell is not None:
+        y, x = cell
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="gold", linewidth=2.5))
-        ax.annotate("default", (x + 0.5, y), xytext=(4, 0), textcoords="offset points", va="center",
-                    fontsize=7, color="black", annotation_clip=False)
     fig.colorbar(image, ax=ax, label="mean p(match)\n/ (p(A) + p(B))")  # two short lines: fits beside the bar
     return fig
 
