@@ -178,8 +178,8 @@ def test_cli_chat_from_another_folder_finds_config_and_vectors(tmp_path):
 
 
 def test_evaluate_writes_into_the_configs_results_folder(tmp_path):
-    """evaluate's default --out is <results_dir>/eval, not results/eval of the working folder: a results_dir
-    that is a file is refused by name before the model loads."""
+    """evaluate's default --out is <results_dir>/eval/<behavior>, not results/eval of the working folder: a
+    results_dir that is a file is refused by name before the model loads."""
     (tmp_path / "blocker").write_text("not a folder", encoding="utf-8")
     config = tmp_path / "config.yaml"
     config.write_text(f"datasets_dir: {PROJECT_ROOT / 'datasets'}\nresults_dir: blocker\n", encoding="utf-8")
@@ -188,5 +188,5 @@ def test_evaluate_writes_into_the_configs_results_folder(tmp_path):
     result = _cli_elsewhere(work, "evaluate", "--config", str(config), "--limit-ab", "1", "--limit-open", "1")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: --out {tmp_path / 'blocker' / 'eval'}: "), lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {tmp_path / 'blocker' / 'eval' / 'refusal'}: "), lines
     assert list(work.iterdir()) == []
