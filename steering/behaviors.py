@@ -64,7 +64,7 @@ class Judge:
     _compiled: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
-    def from_phrases(cls, phrases: Iterable[str], kind: str = "phrases", where: str = "judge") -> "Judge":
+    def from_phrases(cls, phrases: Iterable[str], kind: str = "phrases", where: str = "judge") -> Judge:
         """Build a judge from a list of phrases (or regex patterns).
 
         Args:
@@ -86,7 +86,8 @@ class Judge:
             if text:
                 cleaned.append(text)
         if not cleaned:
-            raise SteeringError(f"{where}: expected at least one non-empty {'phrase' if kind == 'phrases' else 'pattern'}, "
+            what = "phrase" if kind == "phrases" else "pattern"
+            raise SteeringError(f"{where}: expected at least one non-empty {what}, "
                                 f"found none")
         unique = tuple(dict.fromkeys(cleaned))
         compiled: list[re.Pattern] = []
@@ -95,7 +96,8 @@ class Judge:
                 try:
                     compiled.append(re.compile(pattern, re.IGNORECASE))
                 except re.error as exc:
-                    raise SteeringError(f"{where}[{index}]: not a valid regular expression {pattern!r} ({exc})") from None
+                    raise SteeringError(f"{where}[{index}]: not a valid regular expression {pattern!r} ({exc})") \
+                        from None
         return cls(kind, unique, tuple(compiled))
 
     def match(self, text: str) -> str | None:
@@ -212,7 +214,8 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
         found = "an empty list" if isinstance(examples, list) else type(examples).__name__
         raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, found {found}")
     if len(examples) > MAX_EXAMPLES:
-        raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, found {len(examples)}")
+        raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, "
+                            f"found {len(examples)}")
     for index, example in enumerate(examples):
         if not isinstance(example, str) or not example.strip():
             found = type(example).__name__ if not isinstance(example, str) else "an empty string"
@@ -239,7 +242,8 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
     list_key = "phrases" if kind == "phrases" else "patterns"
     extra = [str(k) for k in judge_data if k not in ("kind", list_key)]
     if extra:
-        raise SteeringError(f"{source}: judge has unknown key {', '.join(extra)} (kind {kind} expects kind, {list_key})")
+        raise SteeringError(f"{source}: judge has unknown key {', '.join(extra)} "
+                            f"(kind {kind} expects kind, {list_key})")
     items = judge_data.get(list_key)
     if not isinstance(items, list):
         found = "nothing" if items is None else type(items).__name__

@@ -403,7 +403,7 @@ def behaviors_table(results: list[dict[str, Any]], model: str, command: str = ""
         verdict = "–" if delta is None else (
             "yes" if delta >= 0.25 and (gap is None or gap >= 0.15) else "weak" if delta >= 0.1 else "**no**")
         breaks = []
-        for side, sign in (("positive", "+"), ("negative", "−")):
+        for side in ("positive", "negative"):
             b = o["breakdown"].get(side)
             if b:
                 why = "/".join(k for k in ("repetitive", "garbled") if b[k])
@@ -498,7 +498,8 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
         o = open_ended["settings"]
         lines += ["", f"## Open-ended ({o['questions']} questions of `{o['dataset']}`, layer {o['layer']}, "
                   f"{o['max_new_tokens']} new tokens, greedy, {o['seconds']:.0f} s)", "",
-                  f"| variant | α | {o.get('score', 'refusal rate')} (judge) | distinct-3 share | perplexity | mean tokens |",
+                  f"| variant | α | {o.get('score', 'refusal rate')} (judge) | distinct-3 share | perplexity "
+                  "| mean tokens |",
                   "|---|---|---|---|---|---|"]
         for name, rows in open_ended["summary"].items():
             for r in rows:

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steering.behaviors import (BehaviorCard, Judge, generate_file, judge_for, load_card, load_cards, parse_card,
-                                shipped_behaviors)
+from steering.behaviors import (
+    BehaviorCard,
+    Judge,
+    generate_file,
+    judge_for,
+    load_card,
+    load_cards,
+    parse_card,
+    shipped_behaviors,
+)
 from steering.config import PROJECT_ROOT, load_config
 from steering.errors import SteeringError
 
@@ -234,8 +242,8 @@ def tiny_cli_engine(monkeypatch):
     import threading
 
     import torch
-
     from fixtures import make_tiny_model, make_tiny_tokenizer
+
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings
 
@@ -353,9 +361,9 @@ def test_app_dropdown_shows_card_names_and_switching_fills_the_box(tmp_path):
 
     import gradio as gr
     import torch
+    from fixtures import make_tiny_model, make_tiny_tokenizer
 
     import app
-    from fixtures import make_tiny_model, make_tiny_tokenizer
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings
 
