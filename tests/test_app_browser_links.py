@@ -199,3 +199,62 @@ def test_an_uploaded_vector_gives_no_link_but_says_why(browser, app_url, embedde
         assert "--vector my-vector.safetensors" in text and str(tmp_path) not in text
     finally:
         page.context.close()
+
+
+# ------------------------------------------------------------------ the tester's findings (browser-only parts)
+CONTRAST_JS = """sel => {
+    const el = document.querySelector(sel);
+    if (!el) return null;
+    const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+    const lum = c => { const [r, g, b] = c.slice(0, 3).map(v => { v /= 255;
+        return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    let bg = null;
+    for (let node = el; node && !bg; node = node.parentElement) {
+        const c = rgb(getComputedStyle(node).backgroundColor);
+        if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) bg = c;
+    }
+    const fg = rgb(getComputedStyle(el).color), back = bg || [255, 255, 255];
+    const opacity = Number(getComputedStyle(el).opacity);
+    const mixed = fg.slice(0, 3).map((v, i) => v * opacity + back[i] * (1 - opacity));
+    const [a, b] = [lum(mixed), lum(back)].sort((x, y) => y - x);
+    return (a + 0.05) / (b + 0.05);
+}"""
+
+
+def test_a_bad_link_says_what_it_could_not_use(browser, app_url):
+    """Tester's item 1 and 2: the warning of a bad link (and of a message over the limit) reached only the
+    server log (demo.load with queue=False); it now shows on the page."""
+    page = open_page(browser, app_url + "?alpha=1e9&layer=-1&seed=abc&max_tokens=0&behavior=nosuch")
+    try:
+        note = page.get_by_text("This link had settings the app cannot use").first
+        note.wait_for(timeout=30_000)
+        text = note.inner_text()
+        for key in ("behavior:", "alpha:", "layer:", "seed:", "max_tokens:"):
+            assert key in text, text
+    finally:
+        page.context.close()
+    page = open_page(browser, app_url + "?run=1&message=" + "x" * 2001)
+    try:
+        page.get_by_text("message: 2001 characters long; the limit is 2000").first.wait_for(timeout=30_000)
+    finally:
+        page.context.close()
+
+
+def test_a_users_message_shows_as_typed_and_small_print_is_readable(browser, app_url, embedded_engine):
+    """Tester's item 4: '<b>bold</b>' in a message showed bold in the panes (and <img> a broken image);
+    item 7: captions and tooltips were very faint grey (about 2.5:1 on white)."""
+    page = open_page(browser, app_url)
+    try:
+        typed = "Say <b>bold</b> <img src=x> please"
+        send(page, typed)
+        wait_answers(page, embedded_engine)
+        for pane in PANES:
+            user = page.locator(f"{pane} [data-testid='user']").last
+            assert typed in user.inner_text()
+            assert user.locator("b, img").count() == 0
+        for selector in ("#pane-added [data-testid='bot'] sub", ".demo-tip", "#meter .meter-legend, #meter .meter-empty"):
+            ratio = page.evaluate(CONTRAST_JS, selector)
+            assert ratio is not None and ratio >= 4.5, f"{selector}: contrast {ratio}"
+    finally:
+        page.context.close()
