@@ -93,7 +93,7 @@ class Recipe:
     @property
     def minus_strength(self) -> float:
         """The subtracted side's strength (in `unit`): `strength_minus`, or `strength` when that is None."""
-        return float(self.strength if self.strength_minus is None else self.strength_minus)
+        return float(abs(self.strength) if self.strength_minus is None else self.strength_minus)
 
     def minus_ratio(self) -> float:
         """Factor on the rows of negative strength: minus_strength / |strength| (1 when strength is 0)."""

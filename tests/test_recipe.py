@@ -73,6 +73,19 @@ def test_one_layer_addition_is_the_paper_multiplier_exactly():
     assert plan.layers[1].add.tolist() == torch.tensor([2.7, 0.0, -2.7, 0.1]).tolist()
 
 
+@pytest.mark.parametrize("alpha", [-0.5, -2.7])
+def test_a_negative_alpha_swaps_the_panes_signs(alpha):
+    """With α < 0 the added and subtracted panes came out identical: the subtracted side's factor was
+    strength / |strength| = -1, which flipped the negative row back to positive (review, issue 12)."""
+    vset = _vectors()
+    plan = Recipe(layer=1, strength=alpha).plan(vset, [alpha, 0.0, -alpha], 4)
+    assert plan.layers[1].add.tolist() == pytest.approx([alpha, 0.0, -alpha])
+    band = Recipe(layer=2, strength=alpha, band=3, plus="clamp").plan(vset, [alpha, 0.0, -alpha], 4)
+    first, _, last = band.layers[2].add.tolist()
+    assert first == pytest.approx(alpha / 3) and last == 0.0  # the negative row adds; the positive one clamps
+    assert band.layers[2].project.tolist() == [0.0, 0.0, 1.0]
+
+
 def test_relative_units_scale_with_the_hidden_norm():
     vset = _vectors()
     norms = {0: 10.0, 1: 20.0, 2: 40.0, 3: 80.0}
