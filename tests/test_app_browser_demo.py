@@ -188,12 +188,32 @@ def test_strip_returns_every_card_and_a_card_moves_alpha(page, batches):
         text = page.locator(f"#strip-card-{i}").inner_text()
         assert "distinct-3 " in text and "perplexity " in text, text
     assert batches == [7]  # every multiplier in one batch
+    assert page.locator("#strip-use-0").inner_text().strip() == "Use ±3 (this is the −α pane)"  # not "Use α = 3"
     page.locator("#strip-use-0").click()
     wait_for(lambda: alpha_value(page) == 3.0, 15, "the −3 card to set α = 3")
     page.locator("#strip-use-4").click()
     wait_for(lambda: alpha_value(page) == 0.75, 15, "the +0.75 card to set α = 0.75")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-desktop.png"), full_page=True)
+
+
+def test_an_empty_prompted_prompt_is_refused_and_the_message_stays(browser, app_url):
+    """Tester's item 3: the turn was refused after the message had left the box (so it was lost)."""
+    page = open_page(browser, app_url)
+    try:
+        page.locator("#prompted-on input").check()
+        box = page.locator("#prompted-subtracted-prompt textarea")
+        box.wait_for(state="visible", timeout=10_000)
+        box.fill("")
+        page.locator("#prompt textarea").fill("What's your favorite planet?")
+        page.locator("#send").click()
+        page.get_by_text("asking to avoid it) is empty").first.wait_for(timeout=30_000)
+        time.sleep(1.0)
+        assert page.locator("#prompt textarea").input_value() == "What's your favorite planet?"
+        assert page.locator("#pane-added [data-testid='user']").count() == 0  # no turn ran
+        assert page.locator("#send").is_enabled()
+    finally:
+        page.close()
 
 
 def test_phone_layout_screenshot(browser, app_url, embedded_engine):
