@@ -37,11 +37,13 @@ requests are not merged: Engine runs them one at a time under the lock, as befor
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -56,6 +58,17 @@ from steering.limits import Limits, model_context_length
 from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
 
 log = logging.getLogger(__name__)
+
+_OPEN: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()  # schedulers whose worker may still be alive
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit: stop every scheduler's worker and join it, so no worker thread is alive (idle or
+    decoding) while the interpreter and torch's C++ runtime shut down (a thread still alive there can abort
+    the process with "terminate called without an active exception")."""
+    for scheduler in list(_OPEN):
+        scheduler.close()
 
 
 @dataclass
@@ -294,8 +307,29 @@ class Scheduler:
         self._ids: torch.Tensor | None = None  # (rows, 1) next input token of each row
         self._pos: torch.Tensor | None = None  # (rows, 1) its absolute position
         self._mask: torch.Tensor | None = None  # (rows, cache length) 1 = a real token
+        self._closed = False
+        _OPEN.add(self)
 
     # ------------------------------------------------------------------ public
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker and join it (also run at interpreter exit for every open scheduler).
+
+        Requests still waiting end unstarted, requests decoding end as stopped (their tokens so far, stopped=True)
+        after the step in progress; later submits are refused. Idempotent.
+
+        Args:
+            timeout: seconds to wait for the worker thread to end (the step in progress finishes first).
+        """
+        with self._wake:
+            self._closed = True
+            worker = self._worker
+            self._wake.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+            if worker.is_alive():
+                log.warning("the scheduler's worker did not end within %.0f s", timeout)
+        _OPEN.discard(self)
+
     @property
     def busy(self) -> bool:
         """True while requests wait or decode."""
@@ -319,6 +353,8 @@ class Scheduler:
         check_prompt_budget(tokens, request.settings.max_new_tokens, self.limits, model_context_length(self.lm.model))
         ticket = Ticket(request)
         with self._wake:
+            if self._closed:
+                raise SteeringError("the model is shutting down (its scheduler is closed); try again after a restart")
             if len(self._waiting) >= self.max_waiting and (self._waiting or len(self._active) >= self.max_requests):
                 self.stats.refused += 1
                 raise SteeringError(f"the model is busy ({len(self._active)} requests generating, "
@@ -338,14 +374,17 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._waiting and not self._active:
+                while not self._waiting and not self._active and not self._closed:
                     if self._holding:
                         self._holding = False
                         self.lm.lock.release()
                     self._wake.wait(timeout=30.0)
                     if not self._waiting and not self._active:
-                        self._worker = None
-                        return
+                        break
+                if self._closed or (not self._waiting and not self._active):
+                    waiting, self._waiting = list(self._waiting), collections.deque()
+                    self._worker = None
+                    break
             try:
                 self._admit()
                 if self._active:
@@ -357,6 +396,18 @@ class Scheduler:
                 self._cache = self._ids = self._pos = self._mask = None
                 for active in failed:
                     self._finish(active, error=exc)
+        # closed (or idle for 30 s): nothing may be left waiting; requests decoding end as stopped
+        for ticket in waiting:
+            self._finish_unstarted(ticket)
+        leaving, self._active = self._active, []
+        self._cache = self._ids = self._pos = self._mask = None
+        for active in leaving:
+            active.stopped = True
+            self._finish(active)
+        with self._wake:
+            if self._holding:
+                self._holding = False
+                self.lm.lock.release()
 
     def _hold(self) -> None:
         """Take the model's lock (other users of the model, tune or the evaluation, finish first)."""

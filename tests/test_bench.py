@@ -12,6 +12,7 @@ import torch
 from steering.bench import cli as bench_cli
 from steering.bench import cpu, gpu, tables, timing, worker, workers
 from steering.bench.machine import machine_info
+from steering.errors import SteeringError
 
 
 def test_bench_is_a_cli_command():
@@ -103,15 +104,62 @@ def test_users_section_runs_several_users_in_one_batch(tiny_tokenizer):
                      dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
                      hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
     vector = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 4
-    users = run_users(lm, [1, 3], 6, lambda layer: vector * (layer + 1), base_layer=2, multiplier=2.0)
+    users = run_users(lm, [1, 3], 6, lambda layer: vector * (layer + 1), base_layer=2, multiplier=2.0, repeats=2)
     one, three = users["runs"]
-    assert (one["users"], three["users"]) == (1, 3)
+    assert (one["users"], three["users"]) == (1, 3) and users["repeats"] == 2
+    assert [len(one["samples"]), len(three["samples"])] == [2, 2]
     assert one["most_requests_in_batch"] == 1 and three["most_requests_in_batch"] == 3
     assert one["tokens_generated"] == 3 * 6 and three["tokens_generated"] == 9 * 6
-    assert three["rows_identical"] == three["rows"] == 9 and three["positions_agree"] == 1.0
+    assert three["rows_identical"] == three["rows"] == 2 * 9 and three["positions_agree"] == 1.0  # both rounds
+    assert three["aggregate_tok_s_min"] <= three["aggregate_tok_s"] <= three["aggregate_tok_s_max"]
     assert three["first_token_p50_s"] <= three["first_token_p95_s"] <= three["last_token_p95_s"]
     table = format_users_table(users, gpu=False)
-    assert "| 3 | " in table and "9/9" in table and "4 users >= 2x" in table and ": n/a" in table
+    assert "| 3 | " in table and "18/18" in table and "4 users >= 2x" in table and ": n/a" in table
+    assert "medians of 2 interleaved rounds" in table
+
+
+def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeypatch):
+    """--repeats rounds: every round runs each count once, the order rotated per round (1 2 4, 2 4 1, 4 1 2);
+    each count's numbers are medians over the rounds with the spread kept, and the target verdict reads the
+    medians: one lucky 1-user round (the tester saw 2 users 3.14x faster than 1 alone) does not decide it."""
+    from steering.bench import users as users_mod
+
+    order = []
+    one_user = iter([10.0, 2.0, 10.0])  # round 2's 1-user sample is an outlier (a load spike)
+
+    def fake_sample(lm, requests, reference):
+        count = len(requests)
+        order.append(count)
+        tok_s = next(one_user) if count == 1 else {2: 15.0, 4: 19.0}[count]
+        return {"users": count, "wall_s": 1.0, "tokens_generated": 3 * count, "aggregate_tok_s": tok_s,
+                "per_user_tok_s": tok_s / count, "first_token_p50_s": 0.1, "first_token_p95_s": 0.2,
+                "last_token_p50_s": 1.0, "last_token_p95_s": 1.0, "most_requests_in_batch": count, "steps": 3,
+                "rows_identical": 3 * count, "rows": 3 * count, "agree": 9 * count, "positions": 9 * count}
+
+    class Quiet:  # the warm-up / reference scheduler
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self, request):
+            return type("R", (), {"token_ids": [[1]] * 3})()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(users_mod, "_sample", fake_sample)
+    monkeypatch.setattr(users_mod, "user_requests", lambda lm, count, *a: [object()] * count)
+    monkeypatch.setattr("steering.scheduler.Scheduler", Quiet)
+    result = users_mod.run_users(None, [1, 2, 4], 4, None, 0, 1.0, repeats=3)
+    assert order == [1, 2, 4, 2, 4, 1, 4, 1, 2]
+    by = {r["users"]: r for r in result["runs"]}
+    assert by[1]["aggregate_tok_s"] == 10.0 and (by[1]["aggregate_tok_s_min"], by[1]["aggregate_tok_s_max"]) == (2.0, 10.0)
+    assert result["speedup"]["4"] == pytest.approx(1.9)  # median 19 / median 10, not 19 / 2
+    assert (by[4]["speedup_min"], by[4]["speedup_max"]) == (pytest.approx(1.9), pytest.approx(9.5))
+    table = users_mod.format_users_table(result, gpu=False)
+    assert "| 4 | 19.0 (19.0-19.0) | 1.90x (1.90-9.50) |" in table
+    assert "target (medians): 4 users >= 2x the aggregate tok/s of 1 user: NOT met (1.90x)" in table
+    with pytest.raises(SteeringError, match="--repeats: expected at least 1 round, got 0"):
+        users_mod.run_users(None, [1], 4, None, 0, 1.0, repeats=0)
 
 
 def test_users_flag_refuses_zero_users(tmp_path):
@@ -131,7 +179,7 @@ def test_users_section_on_the_synthetic_model_layout(capsys):
 
     lm = _synthetic_lm(2, tiny_cpu=True)
     vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
-    users = run_users(lm, [1, 2], 4, lambda layer: vector, base_layer=1, multiplier=4.0)
+    users = run_users(lm, [1, 2], 4, lambda layer: vector, base_layer=1, multiplier=4.0, repeats=1)
     assert [r["most_requests_in_batch"] for r in users["runs"]] == [1, 2]
     assert users["runs"][1]["rows_identical"] == 6
     table = format_users_table(users, gpu=True)

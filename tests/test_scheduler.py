@@ -257,3 +257,81 @@ def test_a_cache_that_cannot_be_merged_runs_requests_one_batch_after_another(lm,
     tickets = submit_together(scheduler, lm, requests)
     assert [t.wait(60).token_ids for t in tickets] == [alone(lm, r) for r in requests]
     assert scheduler.stats.most_requests == 1 and tickets[1].first_token >= tickets[0].finished
+
+
+def test_close_ends_the_worker_and_what_is_still_queued(lm, vectors):
+    """close() (also run at interpreter exit): the decoding request ends stopped after the step in progress, a
+    waiting one unstarted, the worker thread is joined, the model's lock is free, later submits get one line."""
+    scheduler = Scheduler(lm, max_requests=1, max_waiting=2)
+    gate, inside = threading.Event(), threading.Event()
+    running = scheduler.submit(request(0, vectors, tokens=40, on_text=lambda texts: (inside.set(), gate.wait(30))))
+    assert inside.wait(30)
+    waiting = scheduler.submit(request(1, vectors, tokens=4))
+    worker = scheduler._worker
+    assert worker is not None and worker.is_alive()
+    closer = threading.Thread(target=scheduler.close)
+    closer.start()
+    time.sleep(0.05)
+    gate.set()
+    closer.join(30)
+    assert not closer.is_alive() and not worker.is_alive()
+    cut, never = running.wait(5), waiting.wait(5)
+    assert cut.stopped and max(cut.new_tokens) < 40
+    assert never.stopped and never.new_tokens == [0, 0, 0]
+    assert not lm.lock.locked()
+    with pytest.raises(SteeringError, match="shutting down") as info:
+        scheduler.submit(request(1, vectors, tokens=4))
+    assert "\n" not in str(info.value)
+    scheduler.close()  # idempotent
+
+
+def test_an_idle_worker_is_joined_by_close(lm, vectors):
+    scheduler = Scheduler(lm, max_requests=2)
+    assert scheduler.run(request(2, vectors, tokens=3)).new_tokens == [3, 3, 3]
+    worker = scheduler._worker
+    assert worker is not None and worker.is_alive()  # idle-waiting for the next request
+    scheduler.close(timeout=10)
+    assert not worker.is_alive()
+
+
+EXIT_SCRIPT = r"""
+import atexit, os, sys, threading
+
+def no_worker_left():  # registered first, so it runs after steering.scheduler's own exit handler
+    alive = [t.name for t in threading.enumerate() if t.name == "steering-scheduler" and t.is_alive()]
+    if alive:
+        sys.stderr.write(f"scheduler workers still alive at exit: {alive}\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+atexit.register(no_worker_left)
+import torch
+from steering.bench.users import _synthetic_lm, run_users
+from steering.generation import SamplingSettings
+from steering.scheduler import Request, Scheduler
+
+torch.set_num_threads(1)
+lm = _synthetic_lm(2, tiny_cpu=True)
+vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
+users = run_users(lm, [1, 2], 3, lambda layer: vector, base_layer=1, multiplier=2.0, repeats=1)
+left_open = Scheduler(lm)  # as an Engine's: never closed by the caller, its worker idle-waiting at exit
+left_open.run(Request([[{"role": "user", "content": "hi"}]], None, SamplingSettings(max_new_tokens=3)))
+print("done", users["runs"][1]["most_requests_in_batch"])
+"""
+
+
+def test_a_process_that_ran_the_scheduler_exits_cleanly(tmp_path):
+    """`bench --users 1 2 4` used to end with "terminate called without an active exception" (a C++ abort at
+    interpreter exit, the scheduler's worker threads still alive): a short users bench and a scheduler left
+    open, in a subprocess, exit 0 with no worker alive at exit and no abort."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert "terminate called" not in done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["done", "2"]

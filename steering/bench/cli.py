@@ -31,6 +31,8 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
     """
     from steering.bench.tables import format_cpu_table, format_gpu_table
 
+    if args.repeats is None:
+        args.repeats = 3 if args.users else 5  # (steering.cli refuses a count below 1 before this runs)
     if args.users:
         if min(args.users) < 1:
             from steering.errors import SteeringError
@@ -85,7 +87,9 @@ def register(sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None
     p.add_argument("--json", help="also write the results here (and the table next to it as .md)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, help=f"sections to run (default: all of {', '.join(SECTIONS)})")
     p.add_argument("--tokens", type=int, default=64, help="new tokens per generation (EOS ignored)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats of each generation variant")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed repeats of each generation variant (default 5); with --users the interleaved rounds "
+                        "of every user count, medians reported (default 3)")
     p.add_argument("--hook-repeats", type=int, default=9)
     p.add_argument("--pairs", type=int, default=48, help="A/B pairs for the extraction benchmark")
     p.add_argument("--extract-repeats", type=int, default=3)

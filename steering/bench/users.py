@@ -2,7 +2,8 @@
 
 Each user sends one request of three panes (+alpha, 0, -alpha) with its own prompt, layer, multiplier, seed
 and sampling (even users greedy, odd users sampled at temperature 0.8, top-p 0.9), all at the same moment;
-EOS is ignored, so every pane generates exactly `tokens` tokens. Per user count it reports the aggregate
+EOS is ignored, so every pane generates exactly `tokens` tokens. Per user count it reports, as medians
+over interleaved rounds (`--repeats`, default 3) with the spread, the aggregate
 tok/s (all panes' tokens / wall time from the first submit to the last answer), the per-user tok/s (a
 user's 3 x tokens / its own time to the last token), p50 / p95 time to the first token and to the last
 token, the scheduler's largest batch, and each user's tokens checked against the same request run alone
@@ -19,6 +20,7 @@ import time
 from typing import Any, Sequence
 
 from steering.bench.common import log
+from steering.bench.timing import median
 
 PROMPTS = [
     "Tell me about the history of the printing press in a few paragraphs.",
@@ -72,9 +74,53 @@ def user_requests(lm: Any, count: int, tokens: int, vector_for_layer: Any, base_
     return requests
 
 
+def _sample(lm: Any, requests: Sequence[Any], reference: Sequence[Any]) -> dict[str, Any]:
+    """One timed sample: all `requests` submitted at once through a fresh Scheduler (closed afterwards);
+    times, the largest batch and each row checked against `reference` (its token ids alone)."""
+    from steering.scheduler import Scheduler
+
+    count = len(requests)
+    scheduler = Scheduler(lm, max_requests=count, max_waiting=count)
+    try:
+        start = time.perf_counter()
+        tickets = [scheduler.submit(r) for r in requests]
+        results = [t.wait() for t in tickets]
+    finally:
+        scheduler.close()
+    wall = max(t.finished for t in tickets) - start  # type: ignore[operator]
+    first = [t.first_token - t.submitted for t in tickets]  # type: ignore[operator]
+    last = [t.finished - t.submitted for t in tickets]  # type: ignore[operator]
+    rows = identical = agree = positions = 0
+    for result, expected in zip(results, reference):
+        for got, want in zip(result.token_ids, expected):
+            rows += 1
+            identical += got == want
+            positions += max(len(got), len(want))
+            agree += sum(a == b for a, b in zip(got, want))
+    produced = sum(sum(r.new_tokens) for r in results)
+    return {
+        "users": count, "wall_s": wall, "tokens_generated": produced, "aggregate_tok_s": produced / wall,
+        "per_user_tok_s": sum(sum(r.new_tokens) / s for r, s in zip(results, last)) / count,
+        "first_token_p50_s": _percentile(first, 50), "first_token_p95_s": _percentile(first, 95),
+        "last_token_p50_s": _percentile(last, 50), "last_token_p95_s": _percentile(last, 95),
+        "most_requests_in_batch": scheduler.stats.most_requests, "steps": scheduler.stats.steps,
+        "rows_identical": identical, "rows": rows, "agree": agree, "positions": positions,
+    }
+
+
+MEDIAN_KEYS = ("wall_s", "aggregate_tok_s", "per_user_tok_s", "first_token_p50_s", "first_token_p95_s",
+               "last_token_p50_s", "last_token_p95_s", "steps")
+
+
 def run_users(lm: Any, user_counts: Sequence[int], tokens: int, vector_for_layer: Any, base_layer: int,
-              multiplier: float) -> dict[str, Any]:
-    """The users table: for each count, all users submit at once; outputs checked against each alone.
+              multiplier: float, repeats: int = 3) -> dict[str, Any]:
+    """The users table: for each count, all users submit at once; medians over interleaved repeats; every
+    output checked against the same request alone.
+
+    The counts are interleaved: round r runs every count once, in the order of `user_counts` rotated by r
+    (1 2 4, 2 4 1, 4 1 2, ...), so a load change on a shared machine hits every count alike and no count always
+    runs first. Each count's numbers are the medians over the rounds; the spread (min / max over the rounds) of
+    the aggregate tok/s and of the speed-up (each round's own ratio to its 1-user sample) is kept too.
 
     Args:
         lm: a steering.models.LoadedModel (any device; generation runs on the eager path).
@@ -82,55 +128,64 @@ def run_users(lm: Any, user_counts: Sequence[int], tokens: int, vector_for_layer
         tokens: new tokens per pane (EOS ignored).
         vector_for_layer: layer -> steering vector (hidden_size,).
         base_layer, multiplier: user 0's layer and alpha (see user_requests).
+        repeats: timed rounds (each runs every count once), >= 1.
 
     Returns:
-        {"tokens", "runs": [{users, aggregate_tok_s, per_user_tok_s, first_token_p50_s, first_token_p95_s,
-        last_token_p50_s, last_token_p95_s, most_requests_in_batch, steps, rows_identical, rows,
-        positions_agree}], "speedup": {count: aggregate / aggregate of 1 user}}.
+        {"tokens", "panes_per_user", "repeats", "runs": [{users, the MEDIAN_KEYS (medians), aggregate_tok_s_min,
+        aggregate_tok_s_max, speedup_min, speedup_max (None without a 1-user count), tokens_generated (per
+        sample), most_requests_in_batch (largest over the rounds), rows_identical, rows, positions_agree (over
+        all rounds), samples: each round's numbers}], "speedup": {count: median aggregate / median aggregate of
+        1 user}}.
     """
     from steering.scheduler import Scheduler
 
-    most = max(user_counts)
+    if repeats < 1:
+        from steering.errors import SteeringError
+
+        raise SteeringError(f"--repeats: expected at least 1 round, got {repeats}")
+    counts = list(dict.fromkeys(user_counts))
+    most = max(counts)
     requests = user_requests(lm, most, tokens, vector_for_layer, base_layer, multiplier)
     log(f"users: warm-up, then each of {most} users alone (the reference)")
     warm = Scheduler(lm, max_requests=1)
-    warm.run(user_requests(lm, 1, 2, vector_for_layer, base_layer, multiplier)[0])
-    reference = [warm.run(r).token_ids for r in requests]
+    try:
+        warm.run(user_requests(lm, 1, 2, vector_for_layer, base_layer, multiplier)[0])
+        reference = [warm.run(r).token_ids for r in requests]
+    finally:
+        warm.close()
+    samples: dict[int, list[dict[str, Any]]] = {c: [] for c in counts}
+    for round_ in range(repeats):
+        order = counts[round_ % len(counts):] + counts[:round_ % len(counts)]
+        for count in order:
+            log(f"users: round {round_ + 1}/{repeats}, {count} at once, {tokens} tokens per pane")
+            samples[count].append(_sample(lm, requests[:count], reference[:count]))
     runs = []
-    for count in user_counts:
-        log(f"users: {count} at once, {tokens} tokens per pane")
-        scheduler = Scheduler(lm, max_requests=count, max_waiting=count)
-        start = time.perf_counter()
-        tickets = [scheduler.submit(r) for r in requests[:count]]
-        results = [t.wait() for t in tickets]
-        wall = max(t.finished for t in tickets) - start  # type: ignore[operator]
-        first = [t.first_token - t.submitted for t in tickets]  # type: ignore[operator]
-        last = [t.finished - t.submitted for t in tickets]  # type: ignore[operator]
-        rows = identical = agree = positions = 0
-        for result, expected in zip(results, reference):
-            for got, want in zip(result.token_ids, expected):
-                rows += 1
-                identical += got == want
-                positions += max(len(got), len(want))
-                agree += sum(a == b for a, b in zip(got, want))
-        produced = sum(sum(r.new_tokens) for r in results)
-        runs.append({
-            "users": count, "wall_s": wall, "tokens_generated": produced,
-            "aggregate_tok_s": produced / wall,
-            "per_user_tok_s": sum(sum(r.new_tokens) / s for r, s in zip(results, last)) / count,
-            "first_token_p50_s": _percentile(first, 50), "first_token_p95_s": _percentile(first, 95),
-            "last_token_p50_s": _percentile(last, 50), "last_token_p95_s": _percentile(last, 95),
-            "most_requests_in_batch": scheduler.stats.most_requests, "steps": scheduler.stats.steps,
-            "rows_identical": identical, "rows": rows, "positions_agree": agree / max(positions, 1),
-        })
+    for count in counts:
+        got = samples[count]
+        run: dict[str, Any] = {"users": count}
+        run.update({key: median([g[key] for g in got]) for key in MEDIAN_KEYS})
+        run["aggregate_tok_s_min"] = min(g["aggregate_tok_s"] for g in got)
+        run["aggregate_tok_s_max"] = max(g["aggregate_tok_s"] for g in got)
+        if 1 in samples:
+            ratios = [g["aggregate_tok_s"] / o["aggregate_tok_s"] for g, o in zip(got, samples[1])]
+            run["speedup_min"], run["speedup_max"] = min(ratios), max(ratios)
+        else:
+            run["speedup_min"] = run["speedup_max"] = None
+        run["tokens_generated"] = got[0]["tokens_generated"]
+        run["most_requests_in_batch"] = max(g["most_requests_in_batch"] for g in got)
+        run["rows_identical"] = sum(g["rows_identical"] for g in got)
+        run["rows"] = sum(g["rows"] for g in got)
+        run["positions_agree"] = sum(g["agree"] for g in got) / max(sum(g["positions"] for g in got), 1)
+        run["samples"] = got
+        runs.append(run)
     one = next((r["aggregate_tok_s"] for r in runs if r["users"] == 1), None)
     speedup = {str(r["users"]): r["aggregate_tok_s"] / one for r in runs} if one else {}
-    return {"tokens": tokens, "panes_per_user": 3, "runs": runs, "speedup": speedup}
+    return {"tokens": tokens, "panes_per_user": 3, "repeats": repeats, "runs": runs, "speedup": speedup}
 
 
 def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any] | None = None,
                        model: Any = None) -> str:
-    """The users section as a Markdown table, with the issue-12 targets marked met / NOT met.
+    """The users section as a Markdown table, with the issue-12 targets marked met / NOT met (on the medians).
 
     Args: users: run_users' result; gpu: mark the GPU targets (else the CPU one); machine, model: described
     in a first line when given (machine_info: CPU / GPU, threads, load average at start and end).
@@ -140,12 +195,20 @@ def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any]
         lines.append(f"machine: {machine.get('gpu') or machine.get('cpu', '?')}, {machine.get('cpu_count')} cores, "
                      f"torch {machine.get('torch')} ({machine.get('torch_threads')} threads), load average "
                      f"{machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}; model: {model}")
-    lines += [f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once",
-             "", "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
-             "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    repeats = users.get("repeats", 1)
+    lines += [f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once; "
+              f"medians of {repeats} interleaved rounds (min-max over the rounds in brackets)",
+              "", "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
+              "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in users["runs"]:
-        lines.append(f"| {r['users']} | {r['aggregate_tok_s']:.1f} | {users['speedup'].get(str(r['users']), 0):.2f}x "
+        aggregate = f"{r['aggregate_tok_s']:.1f}"
+        if "aggregate_tok_s_min" in r:
+            aggregate += f" ({r['aggregate_tok_s_min']:.1f}-{r['aggregate_tok_s_max']:.1f})"
+        ratio = f"{users['speedup'].get(str(r['users']), 0):.2f}x"
+        if r.get("speedup_min") is not None and r["users"] != 1:
+            ratio += f" ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
+        lines.append(f"| {r['users']} | {aggregate} | {ratio} "
                      f"| {r['per_user_tok_s']:.1f} | {r['first_token_p50_s']:.2f} / {r['first_token_p95_s']:.2f} s "
                      f"| {r['last_token_p50_s']:.2f} / {r['last_token_p95_s']:.2f} s | {r['most_requests_in_batch']} "
                      f"| {r['rows_identical']}/{r['rows']} | {100 * r['positions_agree']:.1f}% |")
@@ -154,15 +217,16 @@ def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any]
     if gpu:
         s16 = users["speedup"].get("16")
         ok = "n/a" if s16 is None else ("met" if s16 >= TARGETS["gpu_16_users_vs_1"] else "NOT met")
-        lines.append(f"target: 16 users >= 8x the aggregate tok/s of 1 user: {ok}"
+        lines.append(f"target (medians): 16 users >= 8x the aggregate tok/s of 1 user: {ok}"
                      + (f" ({s16:.2f}x)" if s16 is not None else ""))
         p95 = by.get(16, {}).get("first_token_p95_s")
         ok = "n/a" if p95 is None else ("met" if p95 <= TARGETS["gpu_p95_first_token_s_16"] else "NOT met")
-        lines.append(f"target: p95 time to first token <= 1 s at 16 users: {ok}" + (f" ({p95:.2f} s)" if p95 else ""))
+        lines.append(f"target (medians): p95 time to first token <= 1 s at 16 users: {ok}"
+                     + (f" ({p95:.2f} s)" if p95 else ""))
     else:
         s4 = users["speedup"].get("4")
         ok = "n/a" if s4 is None else ("met" if s4 >= TARGETS["cpu_4_users_vs_1"] else "NOT met")
-        lines.append(f"target: 4 users >= 2x the aggregate tok/s of 1 user: {ok}"
+        lines.append(f"target (medians): 4 users >= 2x the aggregate tok/s of 1 user: {ok}"
                      + (f" ({s4:.2f}x)" if s4 is not None else ""))
     return "\n".join(lines)
 
@@ -204,7 +268,8 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
         results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": kind,
                                "fast_path": "on (not used: the scheduler runs the eager path)"
                                if engine.fast_path is not None else "off"}
-    results["users"] = run_users(lm, args.users, args.tokens, vector_for_layer, layer, multiplier)
+    results["users"] = run_users(lm, args.users, args.tokens, vector_for_layer, layer, multiplier,
+                                 repeats=args.repeats or 3)
     import os
 
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
