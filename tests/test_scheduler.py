@@ -335,3 +335,27 @@ def test_a_process_that_ran_the_scheduler_exits_cleanly(tmp_path):
     assert "terminate called" not in done.stderr
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["done", "2"]
+
+
+def test_in_the_app_gradios_queue_is_the_limit_users_meet(tiny_tokenizer):
+    """The README's "Bounded" item: the app lets at most app.concurrency_per_model model events run at once (Gradio's
+    concurrency group "model"), exactly the scheduler's batch limit, so an app user's request never waits inside
+    the scheduler and never gets its "the model is busy" refusal; the waiting happens in Gradio's queue of
+    app.max_queue, whose refusal is Gradio's own "Queue is full" message. The scheduler's own message is what
+    callers of the Engine see (Python, several threads): checked by test_a_full_queue_is_refused_with_one_line."""
+    import app_harness  # noqa: F401  (puts the project root on sys.path)
+    import app
+    from test_engine import make_engine
+
+    from steering.config import load_config
+
+    config = load_config()
+    config["app"] = {**config["app"], "concurrency_per_model": 2, "max_queue": 3}
+    engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny"), config)
+    demo = app.build_app(engine, config)
+    assert demo._queue.max_size == 3 == engine.scheduler.max_waiting
+    model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
+    assert len(model_events) >= 2  # Send and Retry at least (also the API, Calibrate, the strip)
+    assert {fn.concurrency_limit for fn in model_events} == {2} == {engine.scheduler.max_requests}
+    turns = [fn for fn in demo.fns.values() if fn.name in ("send", "retry", "compare")]
+    assert turns and all(fn.concurrency_id == "model" for fn in turns)  # every turn counts against the group
