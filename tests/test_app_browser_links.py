@@ -258,3 +258,26 @@ def test_a_users_message_shows_as_typed_and_small_print_is_readable(browser, app
             assert ratio is not None and ratio >= 4.5, f"{selector}: contrast {ratio}"
     finally:
         page.context.close()
+
+
+def test_a_one_layer_upload_sets_calibrates_layers_and_the_command_says_why(browser, app_url, embedded_engine,
+                                                                             tmp_path):
+    """Tester's items 5 and 6: with an uploaded one-layer vector, Copy as a command gave an empty box and
+    Calibrate's default layers (around the model's default) were layers the vector does not have."""
+    from steering.vector_files import VectorSet, load_vectors, save_safetensors
+
+    shipped = load_vectors(embedded_engine.vectors_dir / "refusal" / "smollm2-135m-instruct.safetensors")
+    upload = save_safetensors(VectorSet({5: shipped.vector(5)}), tmp_path / "one-layer.safetensors")
+    page = open_page(browser, app_url)
+    try:
+        page.get_by_text("Advanced").click()
+        page.locator("#upload input[type=file]").set_input_files(str(upload))
+        page.get_by_text("it is now selected").wait_for(timeout=60_000)
+        page.get_by_text("Share this view").click()
+        page.locator("#copy-command").click()
+        wait_for(lambda: "No command" in page.locator("#command").inner_text(), 30, "the reason in the command box")
+        assert "has no vector for layer" in page.locator("#command").inner_text()
+        page.get_by_role("tab", name="Calibrate").click()
+        wait_for(lambda: page.locator("#cal-layers textarea").input_value() == "5", 30, "Calibrate's layers")
+    finally:
+        page.context.close()
