@@ -253,7 +253,8 @@ def test_a_users_message_shows_as_typed_and_small_print_is_readable(browser, app
             user = page.locator(f"{pane} [data-testid='user']").last
             assert typed in user.inner_text()
             assert user.locator("b, img").count() == 0
-        for selector in ("#pane-added [data-testid='bot'] sub", ".demo-tip", "#meter .meter-legend, #meter .meter-empty"):
+        for selector in ("#pane-added [data-testid='bot'] sub", ".demo-tip",
+                         "#meter .meter-legend, #meter .meter-empty"):
             ratio = page.evaluate(CONTRAST_JS, selector)
             assert ratio is not None and ratio >= 4.5, f"{selector}: contrast {ratio}"
     finally:

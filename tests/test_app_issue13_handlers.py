@@ -6,11 +6,11 @@ button for a subtracted card says which pane it is, and the meter is titled like
 
 from __future__ import annotations
 
+import app_harness  # noqa: F401  (the project root on sys.path)
 import pytest
 import torch
 from fixtures import make_tiny_model
 
-import app_harness  # noqa: F401  (the project root on sys.path)
 import app
 from steering.config import load_config
 from steering.engine import Engine
