@@ -238,6 +238,26 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
 
 
 def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """`extract`: build steering vectors from a behavior's A/B pairs and save them (CAA's generate_vectors.py).
+
+    The method of Rimsky et al. 2023 (arXiv 2312.06681), section 3: for each layer, the mean over pairs of the
+    residual-stream activation at the answer letter with the behavior-matching answer minus the one with the
+    non-matching answer. `--method instructions` hands over to the refusal direction of Arditi et al. 2024
+    (arXiv 2406.11717, section 2.3: harmful minus harmless requests). Everything that can be checked (dataset,
+    layers, output file) is checked before the model loads.
+
+    Args:
+        args: parsed flags of `extract` (--dataset, --layers, --read-mode, --method, --out, --gguf, ...).
+        config: the loaded config.yaml tree.
+
+    Returns:
+        0 on success; writes `--out` (default vectors/<behavior>/<model slug>.safetensors), one (hidden_size,)
+        float vector per layer in residual-stream units, plus the .gguf / paper-layout copies when asked.
+
+    Raises:
+        SteeringError: a missing or malformed dataset, an unknown read mode, a layer outside the model, an
+            unwritable output, or a replacement that would lose layers or pairs without --force.
+    """
     if getattr(args, "method", "mean-diff") == "instructions":
         return _extract_instructions(args, config)
     from steering.datasets import load_ab_dataset
@@ -324,6 +344,22 @@ def _replacement(out: Path, layers: Sequence[int], pairs: int | None, force: boo
 
 # ---------------------------------------------------------------------------- chat
 def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """`chat`: print the added (+alpha), unsteered and subtracted (-alpha) answers to one prompt.
+
+    The three answers are generated in one batch by `Engine.compare`; the vector is `--vector` or the behavior's
+    recipe (its vector file, built on first use when --build-vectors or the user agrees).
+
+    Args:
+        args: parsed flags of `chat` (--prompt, --multiplier, --layer, --behavior, --vector, --json, sampling).
+        config: the loaded config.yaml tree.
+
+    Returns:
+        0; prints the three answers (or one JSON object with `added`, `unsteered`, `subtracted`, `settings`).
+
+    Raises:
+        SteeringError: an empty prompt, bad sampling settings, a multiplier outside the configured limits, a
+            missing vector file or layer, or a prompt over the token budget.
+    """
     from steering.limits import Limits, check_multiplier
 
     if not args.prompt.strip():
@@ -362,6 +398,23 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------------------- test
 def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """`test`: answer open-ended questions at several multipliers (the paper's test.py, open-ended part).
+
+    For each multiplier writes `<out>/test_results_x<multiplier>.json` with the added, subtracted and unsteered
+    answer per question, and the settings (model, layer, recipe, sampling) used.
+
+    Args:
+        args: parsed flags of `test` (--questions, --multipliers, --out, --layer, --vector, --limit,
+            --batch-size, sampling).
+        config: the loaded config.yaml tree.
+
+    Returns:
+        0 once every file is written.
+
+    Raises:
+        SteeringError: a missing or malformed questions file, an unwritable --out folder, a missing vector, or a
+            question over the token budget (all checked before the first answer).
+    """
     from tqdm.auto import tqdm
 
     from steering.datasets import load_open_ended
@@ -412,6 +465,19 @@ def _read_mode_of(engine, args: argparse.Namespace) -> str:
 
 # ---------------------------------------------------------------------------- vector files
 def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """`compare-vectors`: print the cosine similarity per layer of two vector sets (and their mean).
+
+    Args:
+        args: parsed flags: `a`, `b` (vector files or folders: .safetensors, .pt, .gguf), --json.
+        config: the loaded config.yaml tree (unused beyond the common flags).
+
+    Returns:
+        0; prints one cosine in [-1, 1] per layer the two sets share (JSON with --json).
+
+    Raises:
+        SteeringError: a missing or unreadable vector file, or sets that share no layer or differ in size
+            (see `steering.vector_files.cosine_by_layer`).
+    """
     from steering.vector_files import cosine_by_layer, load_vectors
 
     a = load_vectors(check_input_file(args.a, "a", folder_ok=True))
@@ -428,6 +494,19 @@ def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int
 
 
 def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """`export-gguf`: write a vector set as a llama.cpp control vector (.gguf), layer 0 left out.
+
+    Args:
+        args: parsed flags: `source` (vector file or folder), `out` (.gguf path), --layers, --model-hint.
+        config: the loaded config.yaml tree (unused beyond the common flags).
+
+    Returns:
+        0 after writing `out`.
+
+    Raises:
+        SteeringError: an unwritable `out`, an unreadable source, a layer the source lacks, or a layer list
+            with nothing left once layer 0 is dropped.
+    """
     from steering.vector_files import VectorSet, gguf_layers, load_vectors, save_gguf
 
     if args.layers:
@@ -445,6 +524,12 @@ def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    """Build the command-line parser: extract, chat, test, compare-vectors, export-gguf and the registered
+    extra commands (evaluate, bench, tune, import-caa, build-vectors).
+
+    Returns:
+        The argparse parser; each subcommand sets `func(args, config) -> int`. Its errors are one line.
+    """
     prog = "steering" if Path(sys.argv[0]).name == "steering" else "python -m steering"  # the installed command
     parser = _Parser(prog=prog, description="Contrastive Activation Addition for chat models")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -555,6 +640,15 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `steering` / `python -m steering`: parse, load the config, check the flags, run the command.
+
+    Args:
+        argv: the arguments without the program name (None: sys.argv[1:]).
+
+    Returns:
+        The exit status: the command's (0 on success), 2 on a SteeringError or OSError (printed as one line
+        `error: ...` on stderr, never a traceback), 130 when interrupted.
+    """
     args = build_parser().parse_args(argv)
     try:
         config = load_config(getattr(args, "config", None))

@@ -160,6 +160,14 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SteeringDefaults:
+    """A model's steering defaults: read mode, layer and multiplier (from config `models:` or the fallback).
+
+    Attributes:
+        read_mode: where extraction reads activations: "letter" (the answer letter, as in CAA, Rimsky et al.
+            2023, arXiv 2312.06681, section 3) or "answer-mean" (mean over the answer's tokens).
+        layer: decoder block index to steer, 0..num_layers - 1.
+        multiplier: the default alpha (unitless factor on the vector).
+    """
     read_mode: str
     layer: int
     multiplier: float

@@ -28,6 +28,15 @@ class FewRowLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = x W^T + b, as (W @ x.T).T when x has 1..MAX_ROWS rows on the CPU in the weight's dtype.
+
+        Args:
+            x: (..., in_features) tensor; rows = its size without the last dimension.
+
+        Returns:
+            (..., out_features) tensor, contiguous; other inputs (more rows, another dtype or device) go through
+            nn.Linear.forward unchanged.
+        """
         rows = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] else 0
         if not 1 <= rows <= MAX_ROWS or x.dtype != self.weight.dtype or x.device.type != "cpu":
             return super().forward(x)

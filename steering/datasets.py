@@ -197,4 +197,9 @@ def load_open_ended(path: str | Path, limits: Limits | None = None) -> list[str]
 
 
 def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex characters (dataset provenance in vector files).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -83,14 +83,25 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":
+        """Load the model named by config's `model:` section (flags in `overrides` win) and wrap it in an Engine.
+
+        Args:
+            config: the loaded config.yaml tree.
+            overrides: ModelSettings fields (name, device, dtype, ...); None values are ignored.
+
+        Raises:
+            SteeringError: the model cannot be loaded (see steering.models.load_model).
+        """
         return cls(load_model(ModelSettings.from_config(config["model"], **overrides)), config)
 
     # ------------------------------------------------------------------ vectors
     @property
     def vectors_dir(self) -> Path:
+        """The folder holding vectors/<behavior>/<model slug>.safetensors (config `vectors_dir`, resolved)."""
         return data_dir(self.config, "vectors_dir")  # absolute from load_config; else relative to config.home()
 
     def behaviors(self) -> list[str]:
+        """Names of the behaviors that have a vector file for this model in `vectors_dir`, sorted."""
         return available_behaviors(self.vectors_dir, self.lm.slug)
 
     def vectors_for(self, behavior: str) -> VectorSet:
@@ -135,6 +146,7 @@ class Engine:
         return self.validated(load_vectors(path, self.lm.name, label=label))
 
     def forget_vectors(self, behavior: str) -> None:
+        """Drop the cached vector set and recipe of `behavior`, so the next use reads its files again."""
         self._vectors.pop(behavior, None)
         self._recipes.pop(behavior, None)
 
@@ -226,6 +238,18 @@ class Engine:
         return {layer: self._norms[layer] for layer in layers}
 
     def relative_norm(self, vector: torch.Tensor, layer: int) -> float:
+        """The vector's L2 norm divided by the typical hidden-state norm at `layer` (see hidden_norm).
+
+        Args:
+            vector: (hidden_size,) tensor, residual-stream units.
+            layer: decoder block index, 0..num_layers - 1.
+
+        Returns:
+            A unitless ratio (1.0: as long as a typical residual-stream vector at that layer).
+
+        Raises:
+            SteeringError: `layer` is out of range.
+        """
         return float(vector.float().norm()) / self.hidden_norm(layer)
 
     # ------------------------------------------------------------------ generation

@@ -41,6 +41,13 @@ from steering.record import recording, run_truncated
 
 @dataclass(frozen=True)
 class PairTokens:
+    """The two tokenized sides of one A/B item, ready for extraction (see tokenize_pairs).
+
+    Attributes:
+        positive: the prompt with the behavior-matching answer, and the positions whose activations are read.
+        negative: the same with the non-matching answer.
+        shared: length in tokens of the common prefix of both sides, run through the model once.
+    """
     positive: ContrastTokens  # the behavior-matching answer
     negative: ContrastTokens
     shared: int  # length of the common token prefix that is computed once

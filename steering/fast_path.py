@@ -189,9 +189,14 @@ class PersistentSteering:
             self.clear()
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The tensors the hooks read, filled in place: vectors and units (layers, hidden), add, project and
+        target (layers, max_batch), steer_from (max_batch,). Their identity changes only when ensure_capacity
+        grows them.
+        """
         return self.vectors, self.units, self.add, self.project, self.target, self.steer_from
 
     def remove(self) -> None:
+        """Remove the forward hooks from every block and clear the steering; the model is hook-free again."""
         for handle in self.handles:
             handle.remove()
         self.handles = []
@@ -312,9 +317,22 @@ class FastPath:
 
     # ------------------------------------------------------------------ pieces handed to generate()
     def cache_length(self, total: int) -> int:
+        """The static cache length for `total` tokens (prompt + new tokens): rounded up to a multiple of `bucket`,
+        so nearby lengths share one cache (and one compiled graph).
+        """
         return -(-total // self.bucket) * self.bucket
 
     def cache_factory(self, batch: int, total: int) -> Any:
+        """A transformers StaticCache for `batch` rows and at least `total` tokens, reused (reset) when one of that
+        size exists; at most MAX_CACHES are kept, least recently used dropped first (generate()'s cache_factory).
+
+        Args:
+            batch: rows in the generation.
+            total: prompt length plus new tokens, in tokens.
+
+        Returns:
+            A reset transformers.StaticCache of length cache_length(total).
+        """
         from transformers import StaticCache
 
         key = (batch, self.cache_length(total))
@@ -343,6 +361,14 @@ class FastPath:
         return not self.compiled or batch <= self.max_batch
 
     def decode_step(self, **kwargs: Any) -> Any:
+        """One decoding step: the model's forward through the CUDA graph, the compiled or the plain forward.
+
+        Args:
+            kwargs: the model's forward keyword arguments (input_ids (batch, 1), position_ids, past_key_values, ...).
+
+        Returns:
+            The model's output (logits (batch, 1, vocab)), as generate()'s decode_forward.
+        """
         if self.graphs is not None:
             return self.graphs(**kwargs)
         if self.compiled and self._backend == "inductor" and next(self.model.parameters()).is_cuda:

@@ -63,6 +63,15 @@ class GenerationResult:
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end a reply: the model's generation_config eos_token_id(s) and the tokenizer's.
+
+    Args:
+        model: a transformers causal LM (its generation_config may list several end-of-turn ids).
+        tokenizer: its tokenizer.
+
+    Returns:
+        A set of token ids (empty when neither defines one).
+    """
     ids: set[int] = set()
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for value in (config_eos, tokenizer.eos_token_id):

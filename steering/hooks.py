@@ -99,6 +99,18 @@ class LayerSteering:
     def build(cls, vector: torch.Tensor, add: Sequence[float] | torch.Tensor,
               project: Sequence[float] | torch.Tensor | None = None,
               target: Sequence[float] | torch.Tensor | None = None) -> "LayerSteering":
+        """A LayerSteering from a vector and per-row values, copied to float32 tensors.
+
+        Args:
+            vector: (hidden,) the steering vector v, residual-stream units.
+            add: (batch,) multiple of v added per row (the CAA multiplier, Rimsky et al. 2023, arXiv 2312.06681).
+            project: (batch,) 0..1 projection weight per row (None: all 0, no projection).
+            target: (batch,) value the component along v / |v| is moved to, residual-stream units (None: all 0,
+                i.e. directional ablation when project = 1, Arditi et al. 2024, arXiv 2406.11717, section 2.4).
+
+        Raises:
+            ValueError: vector is not 1-D, or add, project and target differ in length.
+        """
         add_t = torch.as_tensor(add, dtype=torch.float32).detach().clone().reshape(-1)
         zeros = torch.zeros_like(add_t)
         project_t = zeros.clone() if project is None else torch.as_tensor(project, dtype=torch.float32).detach().clone()
@@ -124,6 +136,7 @@ class SteeringPlan:
 
     @property
     def rows(self) -> int:
+        """The batch size the plan is for: the per-row length of its tensors (0 for an empty plan)."""
         return int(next(iter(self.layers.values())).add.shape[0]) if self.layers else 0
 
     @classmethod
@@ -201,6 +214,14 @@ class SteeringHook:
             self._placed = (hidden.device, hidden.dtype)
 
     def set_multipliers(self, values: Sequence[float]) -> None:
+        """Set every row's add term (the CAA multiplier) in place, so a compiled graph is not rebuilt.
+
+        Args:
+            values: one multiplier per row, (batch,) in the same order as the batch.
+
+        Raises:
+            RuntimeError: `values` has a different number of rows than the hook.
+        """
         self.multipliers.copy_(torch.as_tensor(values, dtype=self.multipliers.dtype))
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:

@@ -44,6 +44,13 @@ class ModelSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ModelSettings":
+        """ModelSettings from config.yaml's `model:` section; non-None `overrides` (CLI flags) win.
+
+        Keys of `section` that are not fields are ignored.
+
+        Raises:
+            TypeError: an override that is not a ModelSettings field.
+        """
         values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -68,6 +75,7 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def describe(self) -> str:
+        """One line for headers: name · dtype or quantization · device · layers · hidden size."""
         quant = self.quantization or str(self.dtype).replace("torch.", "")
         return f"{self.name} · {quant} · {self.device} · {self.num_layers} layers · hidden {self.hidden_size}"
 
@@ -79,6 +87,9 @@ def model_slug(name: str) -> str:
 
 
 def cache_root() -> Path:
+    """The folder for the embedded model's converted copy: $LLAMA_STEERING_CACHE, else
+    $XDG_CACHE_HOME/llama-steering, else ~/.cache/llama-steering (not created here).
+    """
     env = os.environ.get("LLAMA_STEERING_CACHE")
     if env:
         return Path(env)
@@ -87,6 +98,12 @@ def cache_root() -> Path:
 
 
 def embedded_gguf_path() -> Path:
+    """The GGUF file of the embedded model inside its installed package.
+
+    Raises:
+        SteeringError: the package is not installed, or the file is missing from it (the message says how to
+            install it).
+    """
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise SteeringError(f"the embedded model package is not installed; run: {EMBEDDED_INSTALL}")
@@ -136,6 +153,11 @@ MIN_TRANSFORMERS = "5.24"
 
 
 def check_transformers() -> None:
+    """Refuse a transformers older than MIN_TRANSFORMERS.
+
+    Raises:
+        SteeringError: the installed version is too old (the message gives the pip command).
+    """
     import transformers
     from packaging.version import Version
 
@@ -177,6 +199,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for a config `dtype` name on a device.
+
+    Args:
+        dtype: "auto", "float32"/"fp32", "float16"/"fp16" or "bfloat16"/"bf16".
+        device: where the model runs; "auto" is bfloat16 (float16 without bf16 support) on CUDA, float32
+            elsewhere.
+
+    Raises:
+        SteeringError: an unknown dtype name.
+    """
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -31,6 +31,15 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int | None =
 
 
 def build_messages(history: Sequence[Message], system_prompt: str | None = None) -> list[Message]:
+    """A copy of the chat history with `system_prompt` put first, unless it already starts with a system turn.
+
+    Args:
+        history: messages {"role": ..., "content": ...} in order.
+        system_prompt: text of the system turn (None or "": none added).
+
+    Returns:
+        A new list of new message dicts (the input is not changed).
+    """
     messages = [dict(m) for m in history]
     if system_prompt and (not messages or messages[0]["role"] != "system"):
         messages.insert(0, {"role": "system", "content": system_prompt})
@@ -44,6 +53,13 @@ def _ids(tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -
 
 @dataclass(frozen=True)
 class PromptTokens:
+    """A prompt's token ids and where steering starts (see chat_prompt).
+
+    Attributes:
+        input_ids: the chat-template prompt, as token ids.
+        steer_from: first token position steered: the end of the user's last instruction (Rimsky et al. 2023,
+            arXiv 2312.06681, section 3: steering is added at every position after the instruction).
+    """
     input_ids: list[int]
     steer_from: int  # first position steered: the end of the user's last instruction (see chat_prompt)
 

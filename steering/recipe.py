@@ -176,6 +176,7 @@ class Recipe:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as a plain dict of its fields (JSON-ready), for defaults files and result settings."""
         return asdict(self)
 
     @classmethod

@@ -25,9 +25,17 @@ class ActivationRecorder:
         self.records: dict[int, torch.Tensor] = {}
 
     def select(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        """Choose which (row, position) pairs the next forward records, and drop the previous records.
+
+        Args:
+            rows: (n,) long, batch indices; cols: (n,) long, token positions (same length as rows).
+        """
         self.rows, self.cols, self.records = rows, cols, {}
 
     def hook(self, layer: int, last: bool):
+        """The forward hook for block `layer`: stores hidden[rows, cols], (n, hidden_size) float32 on the CPU,
+        in `records[layer]`; with `last`, it then stops the forward pass (no later block runs).
+        """
         def record(module: nn.Module, args: tuple, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             self.records[layer] = hidden[self.rows.to(hidden.device), self.cols.to(hidden.device)].float().cpu()
@@ -39,6 +47,21 @@ class ActivationRecorder:
 
 @contextmanager
 def recording(model: nn.Module, layers: Sequence[int]) -> Iterator[ActivationRecorder]:
+    """Record the outputs of the given decoder blocks for as long as the block lasts; hooks removed on any exit.
+
+    Use with run_truncated, which runs the model only up to the deepest requested layer.
+
+    Args:
+        model: a transformers causal LM.
+        layers: block indices, 0..num_layers - 1.
+
+    Yields:
+        The ActivationRecorder: `select(rows, cols)` before each forward, then `records[layer]`, an
+        (n, hidden_size) float32 tensor in residual-stream units.
+
+    Raises:
+        SteeringError: the model's decoder blocks cannot be found. IndexError: a layer beyond the model.
+    """
     recorder = ActivationRecorder(layers)
     blocks = decoder_layers(model)
     handles = [

@@ -66,6 +66,7 @@ class RefusalDetector:
         return self.match(text) is not None
 
     def rate(self, texts: Sequence[str]) -> float:
+        """The share of texts judged refusals, in [0, 1]; NaN for no texts."""
         return sum(map(self, texts)) / len(texts) if texts else float("nan")
 
 

@@ -87,6 +87,7 @@ class Reliability:
     slopes: list[float]
 
     def to_dict(self) -> dict[str, Any]:
+        """The summary as a JSON-ready dict (the Wilson interval as a list)."""
         data = asdict(self)
         data["wrong_way_ci"] = list(self.wrong_way_ci)
         return data

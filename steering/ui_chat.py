@@ -88,6 +88,13 @@ class VectorChoice:
 
     @classmethod
     def parse(cls, choice: str | None, uploads: dict[str, str] | None) -> "VectorChoice":
+        """The choice from the app's dropdown value: an uploaded file when `choice` names one in `uploads`,
+        else a behavior name (None for an empty choice).
+
+        Args:
+            choice: the dropdown's value.
+            uploads: {dropdown label: uploaded file's path} of this session.
+        """
         uploads = uploads or {}
         if choice and choice in uploads:
             return cls(None, uploads[choice])
@@ -105,6 +112,12 @@ class VectorChoice:
         raise SteeringError("choose a steering vector (or upload one under Advanced)")
 
     def vector(self, engine: Any, layer: int) -> torch.Tensor:
+        """The choice's steering vector at `layer`: (hidden_size,) tensor, residual-stream units.
+
+        Raises:
+            SteeringError: no vector chosen, an unreadable or unfitting file, or no vector for that layer (an
+                upload is named by its file name, not its temporary path).
+        """
         vset = self.vector_set(engine)
         try:
             return vset.vector(int(layer))

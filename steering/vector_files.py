@@ -55,13 +55,20 @@ class VectorSet:
 
     @property
     def hidden_size(self) -> int:
+        """The vectors' length (the model's hidden size), from the first layer's vector."""
         return int(next(iter(self.vectors.values())).shape[0])
 
     @property
     def layers(self) -> list[int]:
+        """The layers that have a vector, sorted."""
         return sorted(self.vectors)
 
     def vector(self, layer: int) -> torch.Tensor:
+        """The steering vector for `layer`: (hidden_size,) tensor, residual-stream units.
+
+        Raises:
+            SteeringError: the set has no vector for that layer (the message lists the layers it has).
+        """
         if layer not in self.vectors:
             raise SteeringError(
                 f"{self.source or 'vector set'} has no vector for layer {layer} (it has layers {_ranges(self.layers)})"
@@ -444,6 +451,17 @@ def load_vectors(path: str | Path, model: str | None = None, label: str | None =
 
 
 def cosine_by_layer(a: VectorSet, b: VectorSet) -> dict[int, float]:
+    """Cosine similarity of two vector sets at every layer they share.
+
+    Args:
+        a, b: vector sets; each layer's vector (hidden_size,).
+
+    Returns:
+        {layer: cosine in [-1, 1]}, layers ascending.
+
+    Raises:
+        SteeringError: no layer in common, or vectors of different sizes at a layer.
+    """
     common = sorted(set(a.vectors) & set(b.vectors))
     if not common:
         raise SteeringError(f"{a.source} and {b.source} have no layer in common")

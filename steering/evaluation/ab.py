@@ -44,6 +44,7 @@ class ABPrompt:
 
     @property
     def input_ids(self) -> list[int]:
+        """The whole prompt's token ids: `prefix` (unsteered) followed by `suffix` (steered)."""
         return self.prefix + self.suffix
 
 

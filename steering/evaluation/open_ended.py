@@ -19,6 +19,18 @@ from steering.refusal import RefusalDetector, distinct_ngram_share
 
 @dataclass
 class Answer:
+    """One open-ended answer of the evaluation, with its scores.
+
+    Attributes:
+        question: the question asked.
+        variant: which vector steered it: "vector" (the behavior's), "random" (a random direction of the same
+            norm) or "negated".
+        multiplier: alpha, the unitless factor on the vector.
+        text: the generated answer; tokens: its length in generated tokens; token_ids: those tokens.
+        refusal: whether steering.refusal.RefusalDetector flags it as a refusal.
+        distinct3: share of distinct 3-grams of words and punctuation marks, in [0, 1] (low: repetition).
+        nll: mean negative log-likelihood per token under the unsteered model, in nats (None: not scored).
+    """
     question: str
     variant: str  # vector, random, negated
     multiplier: float
