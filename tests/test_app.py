@@ -126,9 +126,9 @@ def test_api_behavior_is_a_name_and_messages_carry_no_paths(client, embedded_eng
         with pytest.raises(AppError, match=r"^behavior must be a name such as 'refusal', not a path$"):
             client.predict(PROMPT, behavior=behavior, max_new_tokens=1, api_name="/compare")
     with pytest.raises(AppError) as info:
-        client.predict(PROMPT, behavior="sycophancy", max_new_tokens=1, api_name="/compare")
+        client.predict(PROMPT, behavior="nosuch", max_new_tokens=1, api_name="/compare")  # no dataset, no vectors
     message = str(info.value)
-    assert "sycophancy" in message and "/" not in message and "python -m" not in message
+    assert "nosuch" in message and "/" not in message and "python -m" not in message
 
 
 def test_api_bounds_the_work_before_the_model_runs(client, embedded_engine):
