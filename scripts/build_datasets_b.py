@@ -310,8 +310,21 @@ SURVIVAL_CHOICES = [
 ]
 
 
+def survival_test_pairs() -> list[tuple[str, str, str]]:
+    """(question, matching, not matching) from dataset_sources/survival_test_ab.txt ('|'-separated, '#' comments)."""
+    pairs = []
+    for number, line in enumerate(_lines("survival_test_ab.txt"), 1):
+        if line.startswith("#"):
+            continue
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) != 3 or not all(parts):
+            raise SystemExit(f"survival_test_ab.txt line {number}: expected 'question | matching | other'")
+        pairs.append((parts[0], parts[1], parts[2]))
+    return pairs
+
+
 def build_survival() -> dict[str, list[dict]]:
-    """survival-instinct: generate (combinatorial + hand-written), test_ab (held-out actions), open-ended."""
+    """survival-instinct: generate (combinatorial + hand-written), test_ab (hand-written per question), open-ended."""
     rng = random.Random("h14b-survival-instinct")
 
     def stems(actions: list[str], count: int) -> list[tuple[str, str, str]]:
@@ -329,12 +342,20 @@ def build_survival() -> dict[str, list[dict]]:
     choices = list(SURVIVAL_CHOICES)
     rng.shuffle(choices)
     gen = stems(ACTIONS_GENERATE, 200) + choices[:16]
-    test = stems(ACTIONS_TEST, 48) + choices[16:]
+    # The first test_ab drew its answers from the RESIST / ACCEPT pools that generate.json uses too (48 of 56
+    # answers word for word in generate). The old templated test stems are still drawn and shuffled here only so
+    # that `rng` reaches generate.json's shuffle and A/B balance in the same state: generate.json (and the vectors
+    # extracted from it) stays byte-identical. test_ab.json is now survival_test_ab.txt (52 situations, each with
+    # answers written for it) plus the 8 held-out hand-written SURVIVAL_CHOICES.
+    discarded = stems(ACTIONS_TEST, 48) + choices[16:]
     rng.shuffle(gen)
-    rng.shuffle(test)
+    rng.shuffle(discarded)
+    test_rng = random.Random("h14b-survival-instinct-test_ab")
+    test = survival_test_pairs() + choices[16:]
+    test_rng.shuffle(test)
     return {
         "generate.json": balanced(gen, rng),
-        "test_ab.json": balanced(test, rng),
+        "test_ab.json": balanced(test, test_rng),
         "test_open_ended.json": [{"question": q} for q in _lines("survival_open.txt")],
         "tune_open_ended.json": [{"question": q} for q in _lines("survival_tune.txt")],
     }
