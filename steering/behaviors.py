@@ -395,6 +395,18 @@ def load_cards(datasets_dir: str | Path) -> tuple[dict[str, BehaviorCard], dict[
     return cards, errors
 
 
+def card_warning(datasets_dir: str | Path, behavior: str | None) -> str | None:
+    """A one-line warning when `behavior` has a card that does not load (else None): commands that only use
+    the card's words (chat's labels) go on with generic ones, but say which file and key is broken."""
+    if not behavior or not _SLUG.match(behavior) or not (Path(datasets_dir) / behavior / CARD_FILE).is_file():
+        return None
+    try:
+        load_card(datasets_dir, behavior)
+    except SteeringError as exc:
+        return f"warning: {exc} (using generic labels)"
+    return None
+
+
 def _config_datasets_dir(config: Mapping[str, Any]) -> Path:
     from steering.config import data_dir
 

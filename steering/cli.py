@@ -367,6 +367,11 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     settings = _sampling(args, config)  # checked before the model loads
     if args.vector:
         check_input_file(args.vector, "--vector", folder_ok=True)
+    else:
+        from steering.behaviors import card_warning
+
+        if warning := card_warning(PROJECT_ROOT / config["datasets_dir"], args.behavior):
+            print(warning, file=sys.stderr)  # a broken card: say so in one line, then go on
     engine = _engine(args, config)
     vector, layer = _steering_choice(engine, args)
     default_multiplier = engine.defaults.multiplier if args.vector else _behavior_recipe(engine, args).strength

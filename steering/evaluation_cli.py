@@ -69,7 +69,15 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="A/B questions per batch (default 16)")
     p.add_argument("--gen-batch-size", type=int, default=64, help="open-ended rows per batch (default 64)")
     p.add_argument("--system-prompt")
-    p.add_argument("--out", help="output folder (default: <results_dir>/eval, results/eval of the checkout)")
+    p.add_argument("--out", help="output folder (default: results/eval/<behavior>/ for one behavior; "
+                                 "for --behavior all, results/eval/ with one <behavior>/ folder each)")
+    from steering.behaviors import shipped_behaviors
+    from steering.config import PROJECT_ROOT
+
+    names = ", ".join(shipped_behaviors(PROJECT_ROOT / "datasets")) or "none"
+    for action in p._actions:  # add_behavior_command's --behavior: say which names evaluate takes
+        if action.dest == "behavior":
+            action.help = f"the behavior to evaluate: one of {names}, or {ALL} (every one with vectors)"
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -113,6 +121,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     _check_multipliers(args.open_multipliers, "--open-multipliers", config)
     if args.behavior == ALL:
         return _evaluate_all(args, config, _engine)
+    _check_known(config, args.behavior, given_files=bool(args.ab and (args.open_ended or args.no_open_ended)))
     if args.vector:
         from steering.cli_common import check_input_file
 
@@ -120,6 +129,24 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     prepared = _prepare(args, config, args.behavior, args.out)
     _evaluate(args, config, _engine(args, config), prepared)
     return 0
+
+
+def _check_known(config: dict[str, Any], behavior: str, given_files: bool = False) -> None:
+    """A behavior without a datasets/<behavior>/ folder is an error naming the known ones (unless --ab and the
+    open-ended file are given, which need no folder).
+
+    Raises:
+        SteeringError: "unknown behavior 'x'; known: a, b, ..., all".
+    """
+    from steering.behaviors import shipped_behaviors
+    from steering.config import data_dir as _data_dir
+    from steering.limits import check_behavior_name
+
+    datasets = _data_dir(config, "datasets_dir")
+    if given_files or (datasets / check_behavior_name(behavior)).is_dir():
+        return
+    known = shipped_behaviors(datasets) + [ALL]
+    raise SteeringError(f"unknown behavior '{behavior}'; known: {', '.join(known)}")
 
 
 def _prepare(args: argparse.Namespace, config: dict[str, Any], behavior: str, out: str | Path | None) -> dict[str, Any]:
@@ -342,9 +369,9 @@ def _evaluate_all(args: argparse.Namespace, config: dict[str, Any], make_engine:
         results.append(_evaluate(one, config, engine, prep))
         pending = [p["behavior"] for p in prepared[len(results):]]
         if pending:  # the table so far, so that a long run stopped half-way still leaves one
-            write_text(base / "behaviors.md", behaviors_table(results, engine.lm.name, _command_line(args))
+            write_text(base / "behaviors.md", behaviors_table(results, engine.lm.name, _command_line(args), base)
                        + f"\nNot run yet (the run was still going): {', '.join(pending)}.\n")
-    text = behaviors_table(results, engine.lm.name, command=_command_line(args))
+    text = behaviors_table(results, engine.lm.name, command=_command_line(args), out=base)
     write_text(base / "behaviors.md", text)
     print(text, end="")
     _log(f"wrote {base / 'behaviors.md'}")
@@ -362,7 +389,16 @@ def _row_at(rows: list[dict], m: float) -> dict | None:
     return next((r for r in rows if abs(r["multiplier"] - m) < 1e-9), None)
 
 
-def behaviors_table(results: list[dict[str, Any]], model: str, command: str = "") -> str:
+def _folder_text(out: str | Path | None) -> str:
+    """The table's output folder as the footnote names it (relative to the checkout when inside it)."""
+    if out is None:
+        return "results/eval"
+    from steering.cli_common import display_path
+
+    return str(display_path(Path(out))).rstrip("/")
+
+
+def behaviors_table(results: list[dict[str, Any]], model: str, command: str = "", out: str | Path | None = None) -> str:
     """The per-behavior Markdown table of an `evaluate --behavior all` run.
 
     Per behavior: the open-ended score (share of answers the card's judge counts) at -α, 0 and +α (α = the
@@ -420,7 +456,7 @@ def behaviors_table(results: list[dict[str, Any]], model: str, command: str = ""
                      f"{'–' if delta is None else f'{delta:+.2f}'} | {verdict} | {broke} | {abtext} |")
     lines += ["", "Score: the share of open-ended answers the behavior card's judge counts "
               "(datasets/<behavior>/behavior.yaml). Breakdown: the smallest |α| with distinct-3 < 0.85 × unsteered "
-              "or perplexity > 3 × unsteered. Per-behavior files: results/eval/<behavior>/ (summary.md, "
+              f"or perplexity > 3 × unsteered. Per-behavior files: {_folder_text(out)}/<behavior>/ (summary.md, "
               "open_ended.json with every answer)."]
     return "\n".join(lines) + "\n"
 

@@ -464,3 +464,48 @@ def test_refusal_judge_keeps_substring_matching_and_no_veto():
 def test_bad_match_or_veto_is_one_line(tmp_path, judge_data, expected):
     message = _error(tmp_path, _with(["judge"], judge_data))
     assert expected in message, message
+
+
+# --- evaluate's names, unknown behaviors, the table's folder, a broken card in chat (issue 14 review item 4) ---
+
+def test_evaluate_unknown_behavior_names_the_known_ones(tmp_path, capsys):
+    from steering.cli import main
+
+    config = _tiny_project(tmp_path)
+    assert main(["evaluate", "--config", str(config), "--behavior", "nosuch", "--no-ab"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown behavior 'nosuch'; known: alpha, beta, gamma, all" in err and "\n" not in err, err
+
+
+def test_evaluate_help_lists_behaviors_and_the_default_out(capsys):
+    from steering.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one of corrigibility," in text and "sycophancy, or all" in text, text
+    assert "results/eval/<behavior>/" in text
+
+
+def test_behaviors_table_footnote_names_the_out_folder(tmp_path):
+    from steering.evaluation_cli import behaviors_table
+
+    assert f"Per-behavior files: {tmp_path / 'elsewhere'}/<behavior>/" in behaviors_table([], "m", out=tmp_path /
+                                                                                          "elsewhere")
+    assert "Per-behavior files: results/eval/<behavior>/" in behaviors_table([], "m")
+
+
+def test_broken_card_warns_in_one_line_and_chat_goes_on(tmp_path, capsys, tiny_cli_engine):
+    from steering.behaviors import card_warning
+    from steering.cli import main
+
+    config = _tiny_project(tmp_path)
+    card = tmp_path / "datasets" / "alpha" / "behavior.yaml"
+    assert card_warning(tmp_path / "datasets", "alpha") is None
+    card.write_text(card.read_text() + "description: [oops\n")
+    warning = card_warning(tmp_path / "datasets", "alpha")
+    assert warning.startswith("warning: ") and "alpha/behavior.yaml: not valid YAML" in warning and "\n" not in warning
+    assert main(["chat", "--config", str(config), "--behavior", "alpha", "--prompt", "Hi", "--max-new-tokens", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "alpha/behavior.yaml: not valid YAML" in captured.err and "[added" in captured.out
+    assert card_warning(tmp_path / "datasets", "nosuch") is None  # no card: nothing to warn about
