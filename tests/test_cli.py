@@ -54,8 +54,8 @@ def test_compare_vectors_missing_file(tmp_path):
 
 @pytest.mark.integration
 def test_unknown_behavior():
-    assert_one_line_error(run_cli("chat", "--prompt", "hi", "--behavior", "sycophancy"),
-                          "no 'sycophancy' vectors", "known behaviors: refusal")
+    assert_one_line_error(run_cli("chat", "--prompt", "hi", "--behavior", "nosuch"),  # no dataset, no vectors
+                          "no 'nosuch' vectors", "known behaviors: ", "refusal")
 
 
 @pytest.mark.integration
