@@ -58,7 +58,7 @@ def _phrase_pattern(phrase: str) -> re.Pattern:
 
 
 def sentences(text: str) -> list[str]:
-    """`text` split after '.', '!', '?', ';' or ':' followed by white space, and at line breaks (empty parts dropped)."""
+    """`text` split after '.', '!', '?', ';' or ':' and white space, and at line breaks (empty parts dropped)."""
     return [part for part in _SENTENCE_END.split(text) if part.strip()]
 
 
@@ -295,7 +295,21 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
     if extra:
         raise SteeringError(f"{source}: prompts has unknown key {', '.join(extra)} (expected added, subtracted)")
 
-    judge_data = data["judge"]
+    judge = _parse_judge(data["judge"], source)
+
+    generate = data.get("generate", DEFAULT_GENERATE)
+    if not isinstance(generate, str) or not generate.strip() or Path(generate).name != generate \
+            or not generate.endswith(".json"):
+        raise SteeringError(f"{source}: 'generate' must be a .json file name in the behavior's folder, "
+                            f"found {generate!r}")
+    return BehaviorCard(behavior=behavior, name=name, description=description, added=added, subtracted=subtracted,
+                        examples=tuple(e.strip() for e in examples),
+                        prompts={k: prompts[k].strip() for k in ("added", "subtracted")}, judge=judge,
+                        generate=generate, folder=folder if folder is not None else Path(source).parent)
+
+
+def _parse_judge(judge_data: Any, source: str) -> Judge:
+    """A card's `judge:` (kind, phrases or patterns, optional match and veto) as a Judge; errors name `source`."""
     if not isinstance(judge_data, dict):
         raise SteeringError(f"{source}: 'judge' must be a mapping (kind, phrases), found {type(judge_data).__name__}")
     kind = judge_data.get("kind")
@@ -317,17 +331,7 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
     mode = judge_data.get("match", "substring")
     if mode not in MATCH_MODES:
         raise SteeringError(f"{source}: judge.match must be one of {', '.join(MATCH_MODES)}, found {mode!r}")
-    judge = Judge.from_phrases(items, kind, where=f"{source}: judge.{list_key}", veto=veto, mode=mode)
-
-    generate = data.get("generate", DEFAULT_GENERATE)
-    if not isinstance(generate, str) or not generate.strip() or Path(generate).name != generate \
-            or not generate.endswith(".json"):
-        raise SteeringError(f"{source}: 'generate' must be a .json file name in the behavior's folder, "
-                            f"found {generate!r}")
-    return BehaviorCard(behavior=behavior, name=name, description=description, added=added, subtracted=subtracted,
-                        examples=tuple(e.strip() for e in examples),
-                        prompts={k: prompts[k].strip() for k in ("added", "subtracted")}, judge=judge,
-                        generate=generate, folder=folder if folder is not None else Path(source).parent)
+    return Judge.from_phrases(items, kind, where=f"{source}: judge.{list_key}", veto=veto, mode=mode)
 
 
 def load_card(datasets_dir: str | Path, behavior: str) -> BehaviorCard:

@@ -207,7 +207,8 @@ def _answer_texts(path) -> set[str]:
     return texts
 
 
-_ALL_AB = sorted(p.name for p in DATASETS.iterdir() if (p / "test_ab.json").is_file() and (p / "generate.json").is_file())
+_ALL_AB = sorted(p.name for p in DATASETS.iterdir()
+                 if (p / "test_ab.json").is_file() and (p / "generate.json").is_file())
 
 
 @pytest.mark.parametrize("behavior", _ALL_AB)

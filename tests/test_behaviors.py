@@ -456,8 +456,10 @@ def test_refusal_judge_keeps_substring_matching_and_no_veto():
 
 
 @pytest.mark.parametrize("judge_data, expected", [
-    ({"kind": "phrases", "phrases": ["x"], "match": "exact"}, "judge.match must be one of substring, words, found 'exact'"),
-    ({"kind": "phrases", "phrases": ["x"], "veto": "not"}, "judge.veto must be a list of regular expressions, found str"),
+    ({"kind": "phrases", "phrases": ["x"], "match": "exact"},
+     "judge.match must be one of substring, words, found 'exact'"),
+    ({"kind": "phrases", "phrases": ["x"], "veto": "not"},
+     "judge.veto must be a list of regular expressions, found str"),
     ({"kind": "phrases", "phrases": ["x"], "veto": ["(bad"]}, "judge.veto[0]: not a valid regular expression"),
     ({"kind": "regex", "patterns": ["x"], "match": "words"}, "judge has unknown key match"),
 ])
@@ -505,7 +507,8 @@ def test_broken_card_warns_in_one_line_and_chat_goes_on(tmp_path, capsys, tiny_c
     card.write_text(card.read_text() + "description: [oops\n")
     warning = card_warning(tmp_path / "datasets", "alpha")
     assert warning.startswith("warning: ") and "alpha/behavior.yaml: not valid YAML" in warning and "\n" not in warning
-    assert main(["chat", "--config", str(config), "--behavior", "alpha", "--prompt", "Hi", "--max-new-tokens", "2"]) == 0
+    assert main(["chat", "--config", str(config), "--behavior", "alpha", "--prompt", "Hi",
+                 "--max-new-tokens", "2"]) == 0
     captured = capsys.readouterr()
     assert "alpha/behavior.yaml: not valid YAML" in captured.err and "[added" in captured.out
     assert card_warning(tmp_path / "datasets", "nosuch") is None  # no card: nothing to warn about
