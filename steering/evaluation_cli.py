@@ -44,6 +44,7 @@ OUTPUTS = ("ab_sweep.json", "ab_heatmap.png", "ab_controls.png", "open_ended.jso
 
 
 def register(sub: Any) -> None:
+    """Add the `evaluate` sub-command (its flags; --behavior's help lists the shipped behaviors) to `sub`."""
     from steering.cli_common import add_behavior_command, parse_float as _float
 
     p = add_behavior_command(sub, "evaluate", "A/B sweep over layers x multipliers, open-ended refusal rate "
