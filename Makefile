@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= app,eval,bench,quant,dev
 
-.PHONY: install demo chat test test-fast test-fast-path browser-deps clean-cache
+.PHONY: install demo chat lint test test-fast test-fast-path browser-deps clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,17 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -q && apt-get install -y -q chromium) >/dev/null; } || \
 	  echo "note: chromium not installed; the browser test will be skipped"
+
+# Quality gates (CI runs them before the tests): ruff lint + format check on everything, mypy on the core
+# modules (the engine, hooks, generation, vector files, config; typed with transformers' own types).
+MYPY_CORE := steering/hooks.py steering/recipe.py steering/generation.py steering/vector_files.py \
+	steering/extraction.py steering/layers.py steering/prompts.py steering/record.py steering/errors.py \
+	steering/limits.py steering/config.py steering/models.py steering/engine.py steering/scheduler.py \
+	steering/fast_path.py steering/datasets.py
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(MYPY_CORE)
 
 test: install browser-deps
 	$(PY) -m pytest -q

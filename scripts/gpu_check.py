@@ -40,14 +40,21 @@ def build(smoke: bool) -> Any:
     """The random model as a LoadedModel (Llama-2-chat template, fp16 on CUDA or float32 tiny on the CPU)."""
     from transformers import LlamaForCausalLM
 
-    from steering.synthetic import llama7b_config
     from steering.models import LoadedModel, ModelSettings
+    from steering.synthetic import llama7b_config
     from tests.chat_templates import sentencepiece_tokenizer
 
     tokenizer = sentencepiece_tokenizer("llama2")
     if smoke:
-        config = llama7b_config(num_hidden_layers=4, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                num_key_value_heads=4, vocab_size=512, max_position_embeddings=1024)
+        config = llama7b_config(
+            num_hidden_layers=4,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=512,
+            max_position_embeddings=1024,
+        )
         device, dtype = torch.device("cpu"), torch.float32
         settings = ModelSettings(name="random-llama-2-7b-shape", compile=True, compile_backend="eager")
     else:
@@ -60,9 +67,19 @@ def build(smoke: bool) -> Any:
     model.requires_grad_(False)
     model.config.eos_token_id = None  # random weights: fixed lengths
     model.generation_config.eos_token_id = None
-    return LoadedModel(model=model, tokenizer=tokenizer, name=settings.name, slug=settings.name, dtype=dtype,
-                       device=device, quantization=None, num_layers=config.num_hidden_layers,
-                       hidden_size=config.hidden_size, load_seconds=0.0, settings=settings)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=settings.name,
+        slug=settings.name,
+        dtype=dtype,
+        device=device,
+        quantization=None,
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        load_seconds=0.0,
+        settings=settings,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,21 +102,31 @@ def main(argv: list[str] | None = None) -> int:
     from steering.generation import SamplingSettings, SteeringSpec, generate
     from steering.vector_files import VectorSet, save_safetensors
 
-    report: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if not args.smoke else "cpu (smoke)",
-                              "torch": torch.__version__}
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if not args.smoke else "cpu (smoke)",
+        "torch": torch.__version__,
+    }
     import transformers
 
     report["transformers"] = transformers.__version__
     start = time.perf_counter()
     lm = build(args.smoke)
-    report["model"] = {"layers": lm.num_layers, "hidden": lm.hidden_size, "dtype": str(lm.dtype),
-                       "params": sum(p.numel() for p in lm.model.parameters()), "build_s": time.perf_counter() - start}
+    report["model"] = {
+        "layers": lm.num_layers,
+        "hidden": lm.hidden_size,
+        "dtype": str(lm.dtype),
+        "params": sum(p.numel() for p in lm.model.parameters()),
+        "build_s": time.perf_counter() - start,
+    }
     engine_module.load_model = lambda settings: lm  # the CLI's Engine.from_config gets the model built here
     config = load_config()
     engine = Engine(lm, config)
     fast = engine.fast_path
-    report["fast_path"] = {"on": fast is not None, "compiled": bool(fast and fast.compiled),
-                           "cuda_graphs": bool(fast and fast.graphs is not None)}
+    report["fast_path"] = {
+        "on": fast is not None,
+        "compiled": bool(fast and fast.compiled),
+        "cuda_graphs": bool(fast and fast.graphs is not None),
+    }
     assert fast is not None, "the fast path should be on by default on CUDA"
 
     # a random vector set at 10% of a typical hidden-state norm, every layer
@@ -119,28 +146,69 @@ def main(argv: list[str] | None = None) -> int:
             value = fn()
             checks[name] = {"ok": True, "seconds": round(time.perf_counter() - began, 2), **(value or {})}
         except BaseException as exc:  # recorded, the other checks still run
-            checks[name] = {"ok": False, "seconds": round(time.perf_counter() - began, 2),
-                            "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+            checks[name] = {
+                "ok": False,
+                "seconds": round(time.perf_counter() - began, 2),
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-3000:],
+            }
         print(f"[{'ok' if checks[name]['ok'] else 'FAILED'}] {name} ({checks[name]['seconds']} s)", flush=True)
 
     def cli_test() -> dict[str, Any]:
         results = {}
         for batch in (1, 4):  # 3 rows, then 12 rows per batch
             folder = out / f"test_b{batch}"
-            code = cli.main(["test", "--vector", str(vector_file), "--layer", str(layer), "--multipliers", "1.5",
-                             "--limit", "8", "--batch-size", str(batch), "--max-new-tokens", "16", "--out", str(folder)])
+            code = cli.main(
+                [
+                    "test",
+                    "--vector",
+                    str(vector_file),
+                    "--layer",
+                    str(layer),
+                    "--multipliers",
+                    "1.5",
+                    "--limit",
+                    "8",
+                    "--batch-size",
+                    str(batch),
+                    "--max-new-tokens",
+                    "16",
+                    "--out",
+                    str(folder),
+                ]
+            )
             assert code == 0, f"steering test --batch-size {batch} exited {code}"
             results[batch] = json.loads((folder / "test_results_x1.5.json").read_text())["results"]
         assert results[1] == results[4], "answers depend on the batch size"
-        return {"questions": len(results[1]), "rows_per_batch": [3, 12], "same_answers_both_batch_sizes": True,
-                "graphs_captured": len(fast.graphs.graphs) if fast.graphs else None,
-                "steering_capacity": fast.steering.max_batch}
+        return {
+            "questions": len(results[1]),
+            "rows_per_batch": [3, 12],
+            "same_answers_both_batch_sizes": True,
+            "graphs_captured": len(fast.graphs.graphs) if fast.graphs else None,
+            "steering_capacity": fast.steering.max_batch,
+        }
 
     def cli_evaluate() -> dict[str, Any]:
         folder = out / "evaluate"
-        code = cli.main(["evaluate", "--vector", str(vector_file), "--no-open-ended", "--layers", str(layer),
-                         str(lm.num_layers // 2), "--multipliers", "-2", "0", "2", "--limit-ab", "12",
-                         "--out", str(folder)])
+        code = cli.main(
+            [
+                "evaluate",
+                "--vector",
+                str(vector_file),
+                "--no-open-ended",
+                "--layers",
+                str(layer),
+                str(lm.num_layers // 2),
+                "--multipliers",
+                "-2",
+                "0",
+                "2",
+                "--limit-ab",
+                "12",
+                "--out",
+                str(folder),
+            ]
+        )
         assert code == 0, f"steering evaluate exited {code}"
         ab = json.loads((folder / "ab_sweep.json").read_text())
         return {"p_match": ab["p_match"], "layers": ab["layers"], "multipliers": ab["multipliers"]}
@@ -152,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         values = ab_sweep(engine, VectorSet(vectors, source="random"), layers, multipliers, items)
         assert values.shape == (3, 5) and bool(((values > 0) & (values < 1)).all())
         # Calibrate runs between chat turns: the chat still goes through the fast path afterwards
-        engine.compare([{"role": "user", "content": "Hello"}], vectors[layer], layer, 2.0,
-                       SamplingSettings(max_new_tokens=8))
+        engine.compare(
+            [{"role": "user", "content": "Hello"}], vectors[layer], layer, 2.0, SamplingSettings(max_new_tokens=8)
+        )
         return {"layers": layers, "multipliers": multipliers, "p_match": values.round(4).tolist()}
 
     def graphs_match_eager() -> dict[str, Any]:
@@ -164,11 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         for prompts in (questions[:1], questions[:4]):  # 3 and 12 rows
             convs = [[{"role": "user", "content": q}] for q in prompts for _ in range(3)]
             alphas = [m for _ in prompts for m in (2.0, 0.0, -2.0)]
-            got = engine._generate(convs, settings, None, multipliers=alphas,
-                                   steer=SteeringSpec(layer, vectors[layer])).token_ids
+            got = engine._generate(
+                convs, settings, None, multipliers=alphas, steer=SteeringSpec(layer, vectors[layer])
+            ).token_ids
             with lm.lock:
-                want = generate(lm.model, lm.tokenizer, convs, multipliers=alphas,
-                                steer=SteeringSpec(layer, vectors[layer]), settings=settings).token_ids
+                want = generate(
+                    lm.model,
+                    lm.tokenizer,
+                    convs,
+                    multipliers=alphas,
+                    steer=SteeringSpec(layer, vectors[layer]),
+                    settings=settings,
+                ).token_ids
             same = sum(a == b for a, b in zip(got, want))
             first = sum(a[:8] == b[:8] for a, b in zip(got, want))
             out_rows[len(convs)] = {"rows_identical": same, "rows_first_8_identical": first, "rows": len(convs)}
@@ -184,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
 
         found: dict[str, Any] = {}
         failures = []
-        for n, text in enumerate(["Tell me about your weekend.", "What's your favorite planet?",
-                                  "How do I make a cup of tea?"]):
+        for n, text in enumerate(
+            ["Tell me about your weekend.", "What's your favorite planet?", "How do I make a cup of tea?"]
+        ):
             conv = [{"role": "user", "content": text}]
             zero = engine.compare(conv, vector, layer, 0.0, settings).token_ids
             plain = engine._generate([conv], settings, None).token_ids[0]
@@ -200,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 "alpha4_added_vs_plain_common_tokens": agree(steered[0], plain),
                 "eager_rows_identical": eager3[0] == eager3[1] == eager3[2],
                 "eager_batch3_vs_batch1_common_tokens": agree(eager3[0], eager1),
-                "tokens": len(plain)}
+                "tokens": len(plain),
+            }
             if not (zero[0] == zero[1] == zero[2] == plain and steered[1] == plain):
                 failures.append(n)
         assert not failures, f"item 4 not met for prompts {failures}: {found}"
@@ -209,8 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     def token_budget() -> dict[str, Any]:
         began = time.perf_counter()
         try:
-            engine.compare([{"role": "user", "content": "Hi"}], vectors[layer], layer, 2.0,
-                           SamplingSettings(max_new_tokens=16), system_prompt="x" * 100_000)
+            engine.compare(
+                [{"role": "user", "content": "Hi"}],
+                vectors[layer],
+                layer,
+                2.0,
+                SamplingSettings(max_new_tokens=16),
+                system_prompt="x" * 100_000,
+            )
         except SteeringError as exc:
             return {"refused_in_s": round(time.perf_counter() - began, 3), "message": str(exc)}
         raise AssertionError("a 100,000-character system prompt was not refused")
@@ -222,15 +306,23 @@ def main(argv: list[str] | None = None) -> int:
     check("sampled_panes_item4", sampled_panes)
     check("token_budget", token_budget)
     report["checks"] = checks
-    report["fast_path"].update({"graphs": len(fast.graphs.graphs) if fast.graphs else None,
-                                "capture_s_total": round(sum(fast.graphs.capture_seconds), 2) if fast.graphs else None,
-                                "static_caches": len(fast._caches), "steering_capacity": fast.steering.max_batch})
+    report["fast_path"].update(
+        {
+            "graphs": len(fast.graphs.graphs) if fast.graphs else None,
+            "capture_s_total": round(sum(fast.graphs.capture_seconds), 2) if fast.graphs else None,
+            "static_caches": len(fast._caches),
+            "steering_capacity": fast.steering.max_batch,
+        }
+    )
     if not args.smoke:
         report["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     report["total_s"] = time.perf_counter() - start
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "traceback"} for k, v in checks.items()},
-                     indent=1, default=str))
+    print(
+        json.dumps(
+            {k: {kk: vv for kk, vv in v.items() if kk != "traceback"} for k, v in checks.items()}, indent=1, default=str
+        )
+    )
     return 0 if all(c["ok"] for c in checks.values()) else 1
 
 

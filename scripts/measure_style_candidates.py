@@ -22,21 +22,127 @@ import steering
 from steering.refusal import distinct_ngram_share
 
 PROMPTS = [
-    "Tell me about your favorite season.", "What should I cook for dinner tonight?",
-    "Describe a walk in the forest.", "What do you think of museums?",
-    "Tell me about trains.", "What is a good hobby to pick up?",
+    "Tell me about your favorite season.",
+    "What should I cook for dinner tonight?",
+    "Describe a walk in the forest.",
+    "What do you think of museums?",
+    "Tell me about trains.",
+    "What is a good hobby to pick up?",
 ]
-ENTHUSIASTIC = {"amazing", "awesome", "fantastic", "wonderful", "exciting", "excited", "love", "great",
-                "incredible", "delightful", "yay", "wow", "thrilled", "brilliant", "oh", "absolutely"}
-FORMAL = {"certainly", "furthermore", "therefore", "moreover", "however", "indeed", "kindly", "shall",
-          "regards", "assist", "inquiry", "pleased", "trust", "thus", "hence", "provide"}
-CASUAL = {"don't", "it's", "you're", "i'm", "can't", "won't", "that's", "there's", "let's", "gonna",
-          "wanna", "lol", "haha", "tbh", "yeah", "yo", "ok", "okay", "hey", "cool", "kinda", "ya", "gotta",
-          "stuff", "super", "ez", "ugh", "i'd", "you'll", "isn't", "doesn't", "y'all"}
-POSITIVE = {"good", "great", "wonderful", "happy", "enjoy", "best", "love", "beautiful", "bright", "hope",
-            "hopeful", "well", "fun", "delight", "glad", "joy", "better", "perfect", "pleasant", "nice"}
-NEGATIVE = {"bad", "sadly", "unfortunately", "wrong", "worse", "worst", "disappointed", "gloomy", "bleak",
-            "mess", "problem", "problems", "fail", "trouble", "hard", "difficult", "boring", "sad", "dull", "never"}
+ENTHUSIASTIC = {
+    "amazing",
+    "awesome",
+    "fantastic",
+    "wonderful",
+    "exciting",
+    "excited",
+    "love",
+    "great",
+    "incredible",
+    "delightful",
+    "yay",
+    "wow",
+    "thrilled",
+    "brilliant",
+    "oh",
+    "absolutely",
+}
+FORMAL = {
+    "certainly",
+    "furthermore",
+    "therefore",
+    "moreover",
+    "however",
+    "indeed",
+    "kindly",
+    "shall",
+    "regards",
+    "assist",
+    "inquiry",
+    "pleased",
+    "trust",
+    "thus",
+    "hence",
+    "provide",
+}
+CASUAL = {
+    "don't",
+    "it's",
+    "you're",
+    "i'm",
+    "can't",
+    "won't",
+    "that's",
+    "there's",
+    "let's",
+    "gonna",
+    "wanna",
+    "lol",
+    "haha",
+    "tbh",
+    "yeah",
+    "yo",
+    "ok",
+    "okay",
+    "hey",
+    "cool",
+    "kinda",
+    "ya",
+    "gotta",
+    "stuff",
+    "super",
+    "ez",
+    "ugh",
+    "i'd",
+    "you'll",
+    "isn't",
+    "doesn't",
+    "y'all",
+}
+POSITIVE = {
+    "good",
+    "great",
+    "wonderful",
+    "happy",
+    "enjoy",
+    "best",
+    "love",
+    "beautiful",
+    "bright",
+    "hope",
+    "hopeful",
+    "well",
+    "fun",
+    "delight",
+    "glad",
+    "joy",
+    "better",
+    "perfect",
+    "pleasant",
+    "nice",
+}
+NEGATIVE = {
+    "bad",
+    "sadly",
+    "unfortunately",
+    "wrong",
+    "worse",
+    "worst",
+    "disappointed",
+    "gloomy",
+    "bleak",
+    "mess",
+    "problem",
+    "problems",
+    "fail",
+    "trouble",
+    "hard",
+    "difficult",
+    "boring",
+    "sad",
+    "dull",
+    "never",
+}
 
 
 def words(text: str) -> list[str]:
@@ -99,26 +205,47 @@ def main() -> None:
             alphas = [0.0] + [s * f * norm / float(vec.norm()) for f in args.fractions for s in (1, -1)]
             rows = [c for _ in alphas for c in convs]
             mults = [a for a in alphas for _ in convs]
-            texts = steering.generate(lm.model, lm.tokenizer, rows, multipliers=mults,
-                                      steer=steering.SteeringSpec(layer, vec), settings=settings).texts
-            by = {a: texts[i * len(convs):(i + 1) * len(convs)] for i, a in enumerate(alphas)}
+            texts = steering.generate(
+                lm.model,
+                lm.tokenizer,
+                rows,
+                multipliers=mults,
+                steer=steering.SteeringSpec(layer, vec),
+                settings=settings,
+            ).texts
+            by = {a: texts[i * len(convs) : (i + 1) * len(convs)] for i, a in enumerate(alphas)}
 
             def stats(a):
-                js = [judge(behavior, t) for t in by[a]]
-                return (sum(j[1] for j in js) / len(js), statistics.mean(j[0] for j in js),
-                        statistics.mean(distinct_ngram_share(t) for t in by[a]))
+                js = [judge(behavior, t) for t in by[a]]  # noqa: B023 (the closure runs within this iteration)
+                return (
+                    sum(j[1] for j in js) / len(js),
+                    statistics.mean(j[0] for j in js),
+                    statistics.mean(distinct_ngram_share(t) for t in by[a]),  # noqa: B023 (the closure runs within this iteration)
+                )
 
             base = stats(0.0)
             for i, f in enumerate(args.fractions):
                 plus, minus = alphas[1 + 2 * i], alphas[2 + 2 * i]
                 p, m = stats(plus), stats(minus)
-                print(f"| {behavior} | {layer} | {f} | {plus:.2f} | {m[0]:.2f} / {base[0]:.2f} / {p[0]:.2f} | "
-                      f"{m[1]:.2f} / {base[1]:.2f} / {p[1]:.2f} | {m[2]:.2f} / {base[2]:.2f} / {p[2]:.2f} |",
-                      flush=True)
-                records.append({"behavior": behavior, "layer": layer, "fraction": f, "alpha": plus,
-                                "plus": by[plus], "minus": by[minus], "zero": by[0.0],
-                                "share": [m[0], base[0], p[0]], "graded": [m[1], base[1], p[1]],
-                                "distinct3": [m[2], base[2], p[2]]})
+                print(
+                    f"| {behavior} | {layer} | {f} | {plus:.2f} | {m[0]:.2f} / {base[0]:.2f} / {p[0]:.2f} | "
+                    f"{m[1]:.2f} / {base[1]:.2f} / {p[1]:.2f} | {m[2]:.2f} / {base[2]:.2f} / {p[2]:.2f} |",
+                    flush=True,
+                )
+                records.append(
+                    {
+                        "behavior": behavior,
+                        "layer": layer,
+                        "fraction": f,
+                        "alpha": plus,
+                        "plus": by[plus],
+                        "minus": by[minus],
+                        "zero": by[0.0],
+                        "share": [m[0], base[0], p[0]],
+                        "graded": [m[1], base[1], p[1]],
+                        "distinct3": [m[2], base[2], p[2]],
+                    }
+                )
     with open(args.out, "w") as fh:
         json.dump(records, fh, indent=1)
 

@@ -91,8 +91,14 @@ class Judge:
     _veto: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
-    def from_phrases(cls, phrases: Iterable[str], kind: str = "phrases", where: str = "judge",
-                     veto: Iterable[str] = (), mode: str = "substring") -> Judge:
+    def from_phrases(
+        cls,
+        phrases: Iterable[str],
+        kind: str = "phrases",
+        where: str = "judge",
+        veto: Iterable[str] = (),
+        mode: str = "substring",
+    ) -> Judge:
         """Build a judge from a list of phrases (or regex patterns).
 
         Args:
@@ -119,8 +125,7 @@ class Judge:
                 cleaned.append(text)
         if not cleaned:
             what = "phrase" if kind == "phrases" else "pattern"
-            raise SteeringError(f"{where}: expected at least one non-empty {what}, "
-                                f"found none")
+            raise SteeringError(f"{where}: expected at least one non-empty {what}, found none")
         unique = tuple(dict.fromkeys(cleaned))
         compiled: list[re.Pattern] = []
         if kind == "regex":
@@ -138,8 +143,14 @@ class Judge:
 
     def _find(self, clean: str) -> str | None:
         if self._compiled:
-            return next((p.pattern if self.kind == "regex" else phrase
-                         for p, phrase in zip(self._compiled, self.phrases) if p.search(clean)), None)
+            return next(
+                (
+                    p.pattern if self.kind == "regex" else phrase
+                    for p, phrase in zip(self._compiled, self.phrases)
+                    if p.search(clean)
+                ),
+                None,
+            )
         return next((phrase for phrase in self.phrases if phrase in clean), None)
 
     def match(self, text: str) -> str | None:
@@ -163,8 +174,10 @@ class Judge:
 
     def to_dict(self) -> dict[str, Any]:
         """{"kind": ..., "phrases" or "patterns": [...]} plus "match" / "veto" when set (as recorded in results)."""
-        out: dict[str, Any] = {"kind": self.kind,
-                               ("phrases" if self.kind == "phrases" else "patterns"): list(self.phrases)}
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            ("phrases" if self.kind == "phrases" else "patterns"): list(self.phrases),
+        }
         if self.kind == "phrases" and self.mode != "substring":
             out["match"] = self.mode
         if self.veto:
@@ -211,7 +224,7 @@ class BehaviorCard:
 
     @property
     def label(self) -> str:
-        """"Name — description", the dropdown's text."""
+        """ "Name — description", the dropdown's text."""
         return f"{self.name} — {self.description}"
 
     def file(self, name: str) -> Path:
@@ -260,12 +273,16 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
         raise SteeringError(f"{source}: expected a mapping of keys at the top level, found {type(data).__name__}")
     missing = [key for key in REQUIRED if key not in data]
     if missing:
-        raise SteeringError(f"{source}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                            f"(a card needs {', '.join(REQUIRED)})")
+        raise SteeringError(
+            f"{source}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(a card needs {', '.join(REQUIRED)})"
+        )
     unknown = [str(key) for key in data if key not in REQUIRED + OPTIONAL]
     if unknown:
-        raise SteeringError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                            f"(expected {', '.join(REQUIRED + OPTIONAL)})")
+        raise SteeringError(
+            f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"(expected {', '.join(REQUIRED + OPTIONAL)})"
+        )
     name = _text(data, "name", source, one_line=True)
     description = _text(data, "description", source, one_line=True)
     added = _text(data, "added", source, one_line=True)
@@ -276,8 +293,9 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
         found = "an empty list" if isinstance(examples, list) else type(examples).__name__
         raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, found {found}")
     if len(examples) > MAX_EXAMPLES:
-        raise SteeringError(f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, "
-                            f"found {len(examples)}")
+        raise SteeringError(
+            f"{source}: 'examples' must be a list of 1 to {MAX_EXAMPLES} prompts, found {len(examples)}"
+        )
     for index, example in enumerate(examples):
         if not isinstance(example, str) or not example.strip():
             found = type(example).__name__ if not isinstance(example, str) else "an empty string"
@@ -285,8 +303,9 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
 
     prompts = data["prompts"]
     if not isinstance(prompts, dict):
-        raise SteeringError(f"{source}: 'prompts' must be a mapping with keys added and subtracted, "
-                            f"found {type(prompts).__name__}")
+        raise SteeringError(
+            f"{source}: 'prompts' must be a mapping with keys added and subtracted, found {type(prompts).__name__}"
+        )
     for key in ("added", "subtracted"):
         if key not in prompts:
             raise SteeringError(f"{source}: prompts.{key} is missing (expected a system prompt)")
@@ -298,14 +317,27 @@ def parse_card(data: Any, behavior: str, source: str = "behavior.yaml", folder: 
     judge = _parse_judge(data["judge"], source)
 
     generate = data.get("generate", DEFAULT_GENERATE)
-    if not isinstance(generate, str) or not generate.strip() or Path(generate).name != generate \
-            or not generate.endswith(".json"):
-        raise SteeringError(f"{source}: 'generate' must be a .json file name in the behavior's folder, "
-                            f"found {generate!r}")
-    return BehaviorCard(behavior=behavior, name=name, description=description, added=added, subtracted=subtracted,
-                        examples=tuple(e.strip() for e in examples),
-                        prompts={k: prompts[k].strip() for k in ("added", "subtracted")}, judge=judge,
-                        generate=generate, folder=folder if folder is not None else Path(source).parent)
+    if (
+        not isinstance(generate, str)
+        or not generate.strip()
+        or Path(generate).name != generate
+        or not generate.endswith(".json")
+    ):
+        raise SteeringError(
+            f"{source}: 'generate' must be a .json file name in the behavior's folder, found {generate!r}"
+        )
+    return BehaviorCard(
+        behavior=behavior,
+        name=name,
+        description=description,
+        added=added,
+        subtracted=subtracted,
+        examples=tuple(e.strip() for e in examples),
+        prompts={k: prompts[k].strip() for k in ("added", "subtracted")},
+        judge=judge,
+        generate=generate,
+        folder=folder if folder is not None else Path(source).parent,
+    )
 
 
 def _parse_judge(judge_data: Any, source: str) -> Judge:
@@ -319,8 +351,9 @@ def _parse_judge(judge_data: Any, source: str) -> Judge:
     allowed = ("kind", list_key, "veto") + (("match",) if kind == "phrases" else ())
     extra = [str(k) for k in judge_data if k not in allowed]
     if extra:
-        raise SteeringError(f"{source}: judge has unknown key {', '.join(extra)} "
-                            f"(kind {kind} expects {', '.join(allowed)})")
+        raise SteeringError(
+            f"{source}: judge has unknown key {', '.join(extra)} (kind {kind} expects {', '.join(allowed)})"
+        )
     items = judge_data.get(list_key)
     if not isinstance(items, list):
         found = "nothing" if items is None else type(items).__name__
@@ -353,8 +386,9 @@ def load_card(datasets_dir: str | Path, behavior: str) -> BehaviorCard:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SteeringError(f"{source}: not found (each behavior needs a card; see datasets/refusal/{CARD_FILE})") \
-            from None
+        raise SteeringError(
+            f"{source}: not found (each behavior needs a card; see datasets/refusal/{CARD_FILE})"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SteeringError(f"{source}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
@@ -379,8 +413,7 @@ def shipped_behaviors(datasets_dir: str | Path) -> list[str]:
     folder = Path(datasets_dir)
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir()
-                  if p.is_dir() and _SLUG.match(p.name) and (p / CARD_FILE).is_file())
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and _SLUG.match(p.name) and (p / CARD_FILE).is_file())
 
 
 def load_cards(datasets_dir: str | Path) -> tuple[dict[str, BehaviorCard], dict[str, str]]:
@@ -430,8 +463,9 @@ def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
     if override:
         phrases = [override] if isinstance(override, str) else override
         if not isinstance(phrases, list):
-            raise SteeringError(f"config evaluation.refusal_phrases: expected a list of strings, "
-                                f"found {type(phrases).__name__}")
+            raise SteeringError(
+                f"config evaluation.refusal_phrases: expected a list of strings, found {type(phrases).__name__}"
+            )
         return Judge.from_phrases(phrases, where="config evaluation.refusal_phrases")
     datasets_dir = _config_datasets_dir(config)
     if behavior == "refusal" and not card_path(datasets_dir, behavior).is_file():
@@ -467,8 +501,9 @@ def example_prompts(cards: Mapping[str, BehaviorCard], behavior: str | None, fal
     return list(card.examples) if card is not None else list(fallback)
 
 
-def message_after_switch(cards: Mapping[str, BehaviorCard], behavior: str | None, current: str | None,
-                         fallback: Sequence[str] = ()) -> str | None:
+def message_after_switch(
+    cards: Mapping[str, BehaviorCard], behavior: str | None, current: str | None, fallback: Sequence[str] = ()
+) -> str | None:
     """What the message box should hold after the Behavior dropdown changed to `behavior`.
 
     The behavior's first example prompt when the box is empty or still holds an example prompt (any card's,

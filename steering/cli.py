@@ -6,23 +6,35 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steering.config import PROJECT_ROOT, load_config
 from steering import evaluation_cli
-from steering.errors import SteeringError
 from steering.cli_common import (  # shared with evaluation_cli, tune (and app.py's flags)
     add_behavior_command as _add_behavior_command,
+)
+from steering.cli_common import (
     add_model_flags as _add_model_flags,
+)
+from steering.cli_common import (
     add_threads_flag as _add_threads_flag,
+)
+from steering.cli_common import (
     check_destination,
     check_input_file,
+)
+from steering.cli_common import (
     display_path as _display_path,
+)
+from steering.cli_common import (
     parse_float as _float,
+)
+from steering.cli_common import (
     system_prompt as _system_prompt,
 )
+from steering.config import PROJECT_ROOT, load_config
+from steering.errors import SteeringError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,8 +51,17 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("name", "dtype", "device", "device_map", "load_in_8bit", "load_in_4bit", "compile", "cuda_graphs",
-            "threads")
+    keys = (
+        "name",
+        "dtype",
+        "device",
+        "device_map",
+        "load_in_8bit",
+        "load_in_4bit",
+        "compile",
+        "cuda_graphs",
+        "threads",
+    )
     return {k: getattr(args, k, None) for k in keys}
 
 
@@ -72,8 +93,12 @@ def _sampling(args: argparse.Namespace, config: dict[str, Any]):
     _check_new_tokens(tokens, Limits.from_config(config), tokens_name)
     values = {name: check_finite(pick(name)[0], pick(name)[1]) for name in ("temperature", "top_p")}
     try:
-        return SamplingSettings(max_new_tokens=tokens, temperature=values["temperature"], top_p=values["top_p"],
-                                seed=None if seed is None else check_seed(seed, seed_name))
+        return SamplingSettings(
+            max_new_tokens=tokens,
+            temperature=values["temperature"],
+            top_p=values["top_p"],
+            seed=None if seed is None else check_seed(seed, seed_name),
+        )
     except (ValueError, TypeError) as exc:
         raise SteeringError(f"generation settings: {exc}") from None
 
@@ -93,8 +118,16 @@ def _steering_choice(engine, args: argparse.Namespace):
     if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
         from steering.first_use import ensure_vectors  # no vectors yet for this model: build them (first use)
 
-        if ensure_vectors(engine, args.behavior, build=bool(getattr(args, "build_vectors", False)),
-                          ask=input if sys.stdin.isatty() else None) is not None and args.layer is None:
+        if (
+            ensure_vectors(
+                engine,
+                args.behavior,
+                build=bool(getattr(args, "build_vectors", False)),
+                ask=input if sys.stdin.isatty() else None,
+            )
+            is not None
+            and args.layer is None
+        ):
             layer = engine.recipe(args.behavior).layer  # the model's default layer until tuned
         engine.recipe_vectors(engine.recipe(args.behavior), args.behavior).vector(layer)  # checked before generating
         return None, layer
@@ -104,9 +137,24 @@ def _steering_choice(engine, args: argparse.Namespace):
 # ---------------------------------------------------------------------------- checks before the model loads
 # Flags that count something, in any subcommand: whole numbers >= 1 (a batch size of -3, a limit of 0 or
 # --max-pairs -2, which used to drop the last two pairs, are refused in one line before the model loads).
-COUNT_FLAGS = ("batch_size", "gen_batch_size", "max_pairs", "limit", "limit_ab", "limit_open", "max_new_tokens",
-               "threads", "tokens", "repeats", "hook_repeats", "pairs", "extract_repeats", "load_repeats",
-               "layers_7b", "batch_rows")
+COUNT_FLAGS = (
+    "batch_size",
+    "gen_batch_size",
+    "max_pairs",
+    "limit",
+    "limit_ab",
+    "limit_open",
+    "max_new_tokens",
+    "threads",
+    "tokens",
+    "repeats",
+    "hook_repeats",
+    "pairs",
+    "extract_repeats",
+    "load_repeats",
+    "layers_7b",
+    "batch_rows",
+)
 
 
 # Output paths of commands that write them only at the end (extract, test, evaluate and export-gguf check
@@ -124,11 +172,12 @@ def _as_list(value: Any) -> list[Any]:
 
 def _check_new_tokens(value: int, limits: Any, name: str = "--max-new-tokens") -> None:
     if not 1 <= value <= limits.max_new_tokens:
-        raise SteeringError(f"{name} {value} is out of range: expected 1 to {limits.max_new_tokens} "
-                            "(config limits.max_new_tokens)")
+        raise SteeringError(
+            f"{name} {value} is out of range: expected 1 to {limits.max_new_tokens} (config limits.max_new_tokens)"
+        )
 
 
-def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
+def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:  # noqa: C901 (a flat list of checks)
     """Refuse bad flag values of any subcommand in one line, before files are read or a model loads.
 
     Checked by flag name, so every command (and any later one using the same names) gets the same rules:
@@ -175,8 +224,16 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- extract
-def _save_vector_set(vectors: dict, lm: Any, out: Path, dataset: Path, replaced: str | None,
-                     method: dict[str, str], counts: dict[str, str], summary: str) -> Any:
+def _save_vector_set(
+    vectors: dict,
+    lm: Any,
+    out: Path,
+    dataset: Path,
+    replaced: str | None,
+    method: dict[str, str],
+    counts: dict[str, str],
+    summary: str,
+) -> Any:
     """Save an extracted vector set and report it (both extract paths).
 
     Args:
@@ -195,11 +252,19 @@ def _save_vector_set(vectors: dict, lm: Any, out: Path, dataset: Path, replaced:
     from steering.datasets import file_sha256
     from steering.vector_files import VectorSet, save_safetensors
 
-    vset = VectorSet(vectors, {
-        "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers), **method,
-        "dataset": _display_path(dataset), "dataset_sha256": file_sha256(dataset), **counts,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    vset = VectorSet(
+        vectors,
+        {
+            "model": lm.name,
+            "hidden_size": str(lm.hidden_size),
+            "num_layers": str(lm.num_layers),
+            **method,
+            "dataset": _display_path(dataset),
+            "dataset_sha256": file_sha256(dataset),
+            **counts,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     save_safetensors(vset, out)
     print(f"wrote {out} ({summary})")
     if replaced:
@@ -226,14 +291,32 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
     batch_size = args.batch_size or int(config["extraction"]["batch_size"])
     replaced = _replacement(out, layers, None, args.force)
     start = time.perf_counter()
-    vectors = instruction_direction(lm.model, lm.tokenizer, harmful, harmless, layers, batch_size=batch_size,
-                                    system_prompt=_system_prompt(args, config), positions=args.positions)
+    vectors = instruction_direction(
+        lm.model,
+        lm.tokenizer,
+        harmful,
+        harmless,
+        layers,
+        batch_size=batch_size,
+        system_prompt=_system_prompt(args, config),
+        positions=args.positions,
+    )
     seconds = time.perf_counter() - start
-    _save_vector_set(vectors, lm, out, dataset, replaced, {
-        "read_mode": f"instructions-{args.positions}", "method": "instructions", "behavior": args.behavior,
-    }, {"requests": f"{len(harmful)} harmful, {len(harmless)} harmless"},
+    _save_vector_set(
+        vectors,
+        lm,
+        out,
+        dataset,
+        replaced,
+        {
+            "read_mode": f"instructions-{args.positions}",
+            "method": "instructions",
+            "behavior": args.behavior,
+        },
+        {"requests": f"{len(harmful)} harmful, {len(harmless)} harmless"},
         f"{len(layers)} layers, {len(harmful)} harmful / {len(harmless)} harmless requests, "
-        f"method instructions, {args.positions} positions, {seconds:.1f} s")
+        f"method instructions, {args.positions} positions, {seconds:.1f} s",
+    )
     return 0
 
 
@@ -260,13 +343,12 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """
     if getattr(args, "method", "mean-diff") == "instructions":
         return _extract_instructions(args, config)
+    from steering.behaviors import generate_file
     from steering.datasets import load_ab_dataset
     from steering.extraction import extract_vectors
     from steering.limits import Limits
     from steering.prompts import READ_MODES
     from steering.vector_files import caa_filename, gguf_layers, save_caa_layout, save_gguf
-
-    from steering.behaviors import generate_file
 
     # default: the behavior card's `generate:` file (datasets/<behavior>/generate.json when the card names none)
     dataset = Path(args.dataset) if args.dataset else generate_file(config, args.behavior)
@@ -290,21 +372,41 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     batch_size = args.batch_size or int(config["extraction"]["batch_size"])
     replaced = _replacement(out, layers, len(items), args.force)  # now with the model's actual layers
     start = time.perf_counter()
-    vectors = extract_vectors(lm.model, lm.tokenizer, items, layers, read_mode, batch_size=batch_size,
-                              system_prompt=_system_prompt(args, config), method=args.method,
-                              max_prompt_tokens=Limits.from_config(config).max_prompt_tokens)
+    vectors = extract_vectors(
+        lm.model,
+        lm.tokenizer,
+        items,
+        layers,
+        read_mode,
+        batch_size=batch_size,
+        system_prompt=_system_prompt(args, config),
+        method=args.method,
+        max_prompt_tokens=Limits.from_config(config).max_prompt_tokens,
+    )
     seconds = time.perf_counter() - start
-    vset = _save_vector_set(vectors, lm, out, dataset, replaced, {
-        "read_mode": read_mode, "method": args.method, "behavior": args.behavior,
-    }, {"pairs": str(len(items))},
-        f"{len(layers)} layers, {len(items)} pairs, read mode {read_mode}, {len(items) / seconds:.1f} pairs/s")
+    vset = _save_vector_set(
+        vectors,
+        lm,
+        out,
+        dataset,
+        replaced,
+        {
+            "read_mode": read_mode,
+            "method": args.method,
+            "behavior": args.behavior,
+        },
+        {"pairs": str(len(items))},
+        f"{len(layers)} layers, {len(items)} pairs, read mode {read_mode}, {len(items) / seconds:.1f} pairs/s",
+    )
     if args.caa_layout:
         files = save_caa_layout(vset, out.parent, lm.name)  # named like the paper's code: hub-id basename
         print(f"wrote {len(files)} files in the paper's layout: {files[0].parent}/{caa_filename('<L>', lm.name)}")
     if args.gguf:
         note = gguf_layers(vset.layers)[1]  # layer 0 is skipped: llama.cpp control vectors have none
-        print(f"wrote {save_gguf(vset, out.with_suffix('.gguf'), model_hint='llama')} (llama.cpp control vector"
-              f"{'; ' + note if note else ''})")
+        print(
+            f"wrote {save_gguf(vset, out.with_suffix('.gguf'), model_hint='llama')} (llama.cpp control vector"
+            f"{'; ' + note if note else ''})"
+        )
     return 0
 
 
@@ -376,22 +478,44 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     vector, layer = _steering_choice(engine, args)
     default_multiplier = engine.defaults.multiplier if args.vector else _behavior_recipe(engine, args).strength
     multiplier = args.multiplier if args.multiplier is not None else default_multiplier
-    multiplier = check_multiplier(multiplier, Limits.from_config(config),
-                                  "--multiplier" if args.multiplier is not None else "the default multiplier")
+    multiplier = check_multiplier(
+        multiplier,
+        Limits.from_config(config),
+        "--multiplier" if args.multiplier is not None else "the default multiplier",
+    )
     # the token budget (config limits:, the model's context) before generating
     engine.check_request([{"role": "user", "content": args.prompt}], settings, _system_prompt(args, config))
     start = time.perf_counter()
-    result = engine.compare([{"role": "user", "content": args.prompt}], vector, layer, multiplier, settings,
-                            system_prompt=_system_prompt(args, config), behavior=args.behavior)
+    result = engine.compare(
+        [{"role": "user", "content": args.prompt}],
+        vector,
+        layer,
+        multiplier,
+        settings,
+        system_prompt=_system_prompt(args, config),
+        behavior=args.behavior,
+    )
     seconds = time.perf_counter() - start
     added, unsteered, subtracted = result.texts
-    info = {"model": engine.lm.name, "behavior": args.behavior if not args.vector else args.vector,
-            "layer": layer, "multiplier": multiplier, "max_new_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature, "top_p": settings.top_p, "seed": settings.seed,
-            "seconds": round(seconds, 2)}
+    info = {
+        "model": engine.lm.name,
+        "behavior": args.behavior if not args.vector else args.vector,
+        "layer": layer,
+        "multiplier": multiplier,
+        "max_new_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "seed": settings.seed,
+        "seconds": round(seconds, 2),
+    }
     if args.json:
-        print(json.dumps({"added": added, "subtracted": subtracted, "unsteered": unsteered, "settings": info},
-                         ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {"added": added, "subtracted": subtracted, "unsteered": unsteered, "settings": info},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
         print(f"# {engine.lm.describe()} | {info['behavior']} layer {layer} | alpha {multiplier:g}\n")
         print(f"[added +{multiplier:g}]\n{added}\n")
@@ -425,7 +549,9 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from steering.datasets import load_open_ended
     from steering.files import write_json
 
-    questions_path = Path(args.questions or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "test_open_ended.json")
+    questions_path = Path(
+        args.questions or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "test_open_ended.json"
+    )
     check_input_file(questions_path, "--questions")
     questions = load_open_ended(questions_path)
     if args.limit:
@@ -443,19 +569,37 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
         results = []
         with tqdm(total=len(questions), desc=f"x{multiplier:g}", unit="q") as bar:
             for start in range(0, len(questions), args.batch_size):
-                chunk = questions[start:start + args.batch_size]
-                for question, texts in zip(chunk, engine.compare_batch(chunk, vector, layer, multiplier, settings,
-                                                                       system_prompt=system_prompt,
-                                                                       behavior=args.behavior)):
-                    results.append({"question": question, "added": texts["added"],
-                                    "subtracted": texts["subtracted"], "unsteered": texts["unsteered"]})
+                chunk = questions[start : start + args.batch_size]
+                for question, texts in zip(
+                    chunk,
+                    engine.compare_batch(
+                        chunk, vector, layer, multiplier, settings, system_prompt=system_prompt, behavior=args.behavior
+                    ),
+                ):
+                    results.append(
+                        {
+                            "question": question,
+                            "added": texts["added"],
+                            "subtracted": texts["subtracted"],
+                            "unsteered": texts["unsteered"],
+                        }
+                    )
                 bar.update(len(chunk))
-        payload = {"settings": {"model": engine.lm.name, "behavior": args.behavior, "layer": layer,
-                                "multiplier": multiplier, "read_mode": _read_mode_of(engine, args),
-                                "max_new_tokens": settings.max_new_tokens, "seed": settings.seed,
-                                "temperature": settings.temperature, "batch_size": args.batch_size,
-                                "recipe": engine.recipe(args.behavior).with_overrides(layer, multiplier).to_dict()},
-                   "results": results}
+        payload = {
+            "settings": {
+                "model": engine.lm.name,
+                "behavior": args.behavior,
+                "layer": layer,
+                "multiplier": multiplier,
+                "read_mode": _read_mode_of(engine, args),
+                "max_new_tokens": settings.max_new_tokens,
+                "seed": settings.seed,
+                "temperature": settings.temperature,
+                "batch_size": args.batch_size,
+                "recipe": engine.recipe(args.behavior).with_overrides(layer, multiplier).to_dict(),
+            },
+            "results": results,
+        }
         path = out / f"test_results_x{multiplier:g}.json"
         write_json(path, payload)
         print(f"wrote {path}")
@@ -522,8 +666,10 @@ def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
     chosen = VectorSet({layer: vset.vector(layer) for layer in layers}, vset.metadata)
     path = save_gguf(chosen, args.out, model_hint=args.model_hint)  # skips layer 0
     kept, note = gguf_layers(layers)
-    print(f"wrote {path} ({len(kept)} layers{'; ' + note if note else ''}); "
-          f"use: llama-cli -m MODEL.gguf --control-vector {path}")
+    print(
+        f"wrote {path} ({len(kept)} layers{'; ' + note if note else ''}); "
+        f"use: llama-cli -m MODEL.gguf --control-vector {path}"
+    )
     return 0
 
 
@@ -540,23 +686,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = _add_behavior_command(sub, "extract", "build steering vectors from A/B pairs")
-    p.add_argument("--dataset", help="A/B JSON (default: the card's generate: file in datasets/<behavior>/, "
-                                     "else generate.json)")
+    p.add_argument(
+        "--dataset", help="A/B JSON (default: the card's generate: file in datasets/<behavior>/, else generate.json)"
+    )
     p.add_argument("--layers", type=int, nargs="+", help="default: all layers")
     p.add_argument("--read-mode", choices=["letter", "answer-mean"])
-    p.add_argument("--method", choices=["mean-diff", "pca", "centered", "instructions"], default="mean-diff",
-                   help="mean-diff (CAA, the default), pca or centered (first principal component of the pair "
-                        "differences, uncentred / mean-centred), instructions (harmful minus harmless requests, "
-                        "Arditi et al. 2024; --dataset defaults to datasets/<behavior>/instructions.json)")
-    p.add_argument("--positions", choices=["post", "last"], default="post",
-                   help="--method instructions: read the post-instruction tokens (default) or the last token")
+    p.add_argument(
+        "--method",
+        choices=["mean-diff", "pca", "centered", "instructions"],
+        default="mean-diff",
+        help="mean-diff (CAA, the default), pca or centered (first principal component of the pair "
+        "differences, uncentred / mean-centred), instructions (harmful minus harmless requests, "
+        "Arditi et al. 2024; --dataset defaults to datasets/<behavior>/instructions.json)",
+    )
+    p.add_argument(
+        "--positions",
+        choices=["post", "last"],
+        default="post",
+        help="--method instructions: read the post-instruction tokens (default) or the last token",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-pairs", type=int)
     p.add_argument("--out", help="default: vectors/<behavior>/<model-slug>.safetensors")
     p.add_argument("--caa-layout", action="store_true", help="also write vec_layer_<L>_<model>.pt files")
     p.add_argument("--gguf", action="store_true", help="also write a llama.cpp control vector")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing vector file even when it has layers or pairs the new one lacks")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing vector file even when it has layers or pairs the new one lacks",
+    )
     p.add_argument("--system-prompt")
     p.set_defaults(func=cmd_extract)
 
@@ -569,8 +727,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", help="a vector file instead of vectors/<behavior>/ (.safetensors, .pt, .gguf)")
     p.add_argument("--json", action="store_true")
     _add_sampling_flags(p)
-    p.add_argument("--build-vectors", action="store_true",
-                   help="no vectors for this model yet: build them from the behavior's dataset first")
+    p.add_argument(
+        "--build-vectors",
+        action="store_true",
+        help="no vectors for this model yet: build them from the behavior's dataset first",
+    )
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("test", help="answer open-ended questions at several multipliers (the paper's test.py)")
@@ -584,8 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--batch-size", type=int, default=8, help="questions per batch (3 rows each)")
     _add_sampling_flags(p)
-    p.add_argument("--build-vectors", action="store_true",
-                   help="no vectors for this model yet: build them from the behavior's dataset first")
+    p.add_argument(
+        "--build-vectors",
+        action="store_true",
+        help="no vectors for this model yet: build them from the behavior's dataset first",
+    )
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("compare-vectors", help="cosine similarity per layer between two vector sets")
@@ -605,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads_flag(p)
     p.set_defaults(func=cmd_export_gguf)
 
-    for name, register in _EXTRA_COMMANDS:
+    for _name, register in _EXTRA_COMMANDS:
         register(sub)
     return parser
 
@@ -613,8 +777,12 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands living in their own modules (evaluation, benchmark) register here.
 _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
     ("evaluate", evaluation_cli.register),
-    ("bench", lambda sub: __import__("steering.bench", fromlist=["register"]).register(
-        sub, _add_model_flags, lambda args, config: _engine(args, config))),  # no import of cli from bench
+    (
+        "bench",
+        lambda sub: __import__("steering.bench", fromlist=["register"]).register(
+            sub, _add_model_flags, lambda args, config: _engine(args, config)
+        ),
+    ),  # no import of cli from bench
     ("tune", lambda sub: __import__("steering.tune", fromlist=["register"]).register(sub)),
     ("import-caa", lambda sub: __import__("steering.import_caa", fromlist=["register"]).register(sub)),
     ("build-vectors", lambda sub: __import__("steering.first_use", fromlist=["register"]).register(sub)),

@@ -29,8 +29,13 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load-in-8bit", action="store_true", default=None)
     g.add_argument("--load-in-4bit", action="store_true", default=None)
     g.add_argument("--compile", action="store_true", default=None, help="GPU fast path")
-    g.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
-                   help="GPU without --compile: plain eager decoding instead of CUDA-graph replay")
+    g.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        default=None,
+        help="GPU without --compile: plain eager decoding instead of CUDA-graph replay",
+    )
     add_threads_flag(g)
 
 
@@ -53,9 +58,12 @@ def add_behavior_command(sub: Any, name: str, help: str) -> argparse.ArgumentPar
 
 def add_threads_flag(p: Any) -> None:
     """Add --threads (torch CPU threads: a count or auto) to a parser or argument group."""
-    p.add_argument("--threads", type=parse_threads,
-                   help="torch CPU threads: a count or auto (default: config "
-                        "model.threads; auto = half the cores or OMP_NUM_THREADS)")
+    p.add_argument(
+        "--threads",
+        type=parse_threads,
+        help="torch CPU threads: a count or auto (default: config "
+        "model.threads; auto = half the cores or OMP_NUM_THREADS)",
+    )
 
 
 def system_prompt(args: argparse.Namespace, config: dict[str, Any]) -> str | None:

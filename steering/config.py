@@ -51,8 +51,12 @@ DEFAULTS: dict[str, Any] = {
     "default_model_settings": {"read_mode": "answer-mean", "layer_fraction": 0.33, "multiplier": 2.0},
     "generation": {"max_new_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 0, "system_prompt": None},
     "extraction": {"batch_size": 16},
-    "limits": {"max_new_tokens": 1024, "max_prompt_tokens": 4096, "max_abs_multiplier": 100.0,
-               "max_dataset_item_chars": 20000},
+    "limits": {
+        "max_new_tokens": 1024,
+        "max_prompt_tokens": 4096,
+        "max_abs_multiplier": 100.0,
+        "max_dataset_item_chars": 20000,
+    },
     "app": {
         "host": "127.0.0.1",
         "port": 7860,
@@ -168,6 +172,7 @@ class SteeringDefaults:
         layer: decoder block index to steer, 0..num_layers - 1.
         multiplier: the default alpha (unitless factor on the vector).
     """
+
     read_mode: str
     layer: int
     multiplier: float

@@ -61,7 +61,9 @@ def _read_json_list(path: str | Path) -> list:
 
 def _letter(value: object, path: Path, index: int, key: str) -> str:
     if not isinstance(value, str):
-        raise SteeringError(f"{path}: item {index}: '{key}' must be a string like \"(A)\", found {type(value).__name__}")
+        raise SteeringError(
+            f"{path}: item {index}: '{key}' must be a string like \"(A)\", found {type(value).__name__}"
+        )
     match = re.fullmatch(r"\s*\(?([A-Z])\)?\s*", value)
     if not match:
         raise SteeringError(f"{path}: item {index}: '{key}' must look like \"(A)\", found {value!r}")
@@ -144,8 +146,10 @@ def load_ab_dataset(path: str | Path, read_mode: str | None = None, limits: Limi
             raise SteeringError(f"{path}: item {index}: matching and not-matching answers are both ({matching})")
         request, choices = parse_choices(question)
         if not choices and read_mode == "answer-mean":
-            raise SteeringError(f"{path}: item {index}: 'question' has no (A)/(B) option lines, which answer-mean "
-                                "mode reads (letter mode does not need them)")
+            raise SteeringError(
+                f"{path}: item {index}: 'question' has no (A)/(B) option lines, which answer-mean "
+                "mode reads (letter mode does not need them)"
+            )
         for key, letter in (("answer_matching_behavior", matching), ("answer_not_matching_behavior", not_matching)):
             if choices and letter not in choices:
                 raise SteeringError(
@@ -153,16 +157,20 @@ def load_ab_dataset(path: str | Path, read_mode: str | None = None, limits: Limi
                     + ", ".join(f"({c})" for c in choices)
                 )
             if read_mode == "answer-mean" and not choices[letter].strip():
-                raise SteeringError(f"{path}: item {index}: option ({letter}) has no text, which answer-mean "
-                                    "mode reads (letter mode does not need it)")
+                raise SteeringError(
+                    f"{path}: item {index}: option ({letter}) has no text, which answer-mean "
+                    "mode reads (letter mode does not need it)"
+                )
         items.append(ABItem(question.strip(), request, choices, matching, not_matching))
     return items
 
 
 def _check_size(text: str, path: Path, index: int, max_chars: int) -> None:
     if len(text) > max_chars:
-        raise SteeringError(f"{path}: item {index}: 'question' is {len(text):,} characters long; the limit is "
-                            f"{max_chars:,} (limits.max_dataset_item_chars)")
+        raise SteeringError(
+            f"{path}: item {index}: 'question' is {len(text):,} characters long; the limit is "
+            f"{max_chars:,} (limits.max_dataset_item_chars)"
+        )
 
 
 def load_open_ended(path: str | Path, limits: Limits | None = None) -> list[str]:

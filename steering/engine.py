@@ -5,19 +5,19 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import torch
 
 from steering.config import SteeringDefaults, data_dir, home, model_defaults
 from steering.errors import SteeringError
+from steering.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
 from steering.hooks import SteeringPlan
-from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, check_prompt_budget, generate
 from steering.layers import check_layer
 from steering.limits import Limits, check_multiplier, model_context_length
 from steering.models import LoadedModel, ModelSettings, load_model
-from steering.recipe import Recipe, config_recipe, defaults_path, load_defaults
 from steering.prompts import Message, build_messages, chat_prompt
+from steering.recipe import Recipe, config_recipe, defaults_path, load_defaults
 from steering.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
 
 # Row order of a comparison batch; the multiplier of each row is sign x alpha.
@@ -31,6 +31,15 @@ _NORM_PROMPTS = [
     "What is the capital of France?",
     "Write a short poem about the sea.",
 ]
+
+
+def _conversation_list(
+    conversations: Sequence[Sequence[Message]] | Sequence[Message], copies: int
+) -> list[Sequence[Message]]:
+    """One conversation (a list of messages) repeated `copies` times, or the given list of conversations."""
+    if conversations and isinstance(conversations[0], dict):
+        return [cast(Sequence[Message], conversations)] * copies
+    return list(cast(Sequence[Sequence[Message]], conversations))
 
 
 @dataclass
@@ -62,8 +71,12 @@ class Engine:
         # Requests of several users decode in one batch (continuous batching); app.concurrency_per_model
         # is the most requests per batch, app.max_queue the most waiting for room (steering/scheduler.py).
         app_cfg = self.config.get("app") or {}
-        self.scheduler = Scheduler(self.lm, self.limits, max_requests=int(app_cfg.get("concurrency_per_model", 4)),
-                                   max_waiting=int(app_cfg.get("max_queue", 16)))
+        self.scheduler = Scheduler(
+            self.lm,
+            self.limits,
+            max_requests=int(app_cfg.get("concurrency_per_model", 4)),
+            max_waiting=int(app_cfg.get("max_queue", 16)),
+        )
         from steering.fast_path import FastPath, enable_fast_path, graphs_supported
 
         # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks), or None.
@@ -77,12 +90,13 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 -- any setup failure: generation still works, eagerly
             import logging
 
-            logging.getLogger(__name__).warning("fast path off, generating on the eager path: %s: %s",
-                                                type(exc).__name__, exc)
+            logging.getLogger(__name__).warning(
+                "fast path off, generating on the eager path: %s: %s", type(exc).__name__, exc
+            )
             self.fast_path = None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any) -> "Engine":
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> Engine:
         """Load the model named by config's `model:` section (flags in `overrides` win) and wrap it in an Engine.
 
         Args:
@@ -158,8 +172,11 @@ class Engine:
         behavior = behavior or str(self.config.get("behavior", "refusal"))
         if behavior not in self._recipes:
             found = load_defaults(defaults_path(self.vectors_dir, behavior, self.lm.slug))
-            self._recipes[behavior] = found.recipe if found is not None else config_recipe(
-                self.config_defaults.layer, self.config_defaults.multiplier)
+            self._recipes[behavior] = (
+                found.recipe
+                if found is not None
+                else config_recipe(self.config_defaults.layer, self.config_defaults.multiplier)
+            )
         return self._recipes[behavior]
 
     def recipe_vectors(self, recipe: Recipe, behavior: str | None = None) -> VectorSet:
@@ -170,9 +187,16 @@ class Engine:
             return self.load_vector_file(path if path.is_absolute() else home() / path)
         return self.vectors_for(behavior or str(self.config.get("behavior", "refusal")))
 
-    def steering_plan(self, strengths: Sequence[float], recipe: Recipe | None = None, behavior: str | None = None,
-                      vector: torch.Tensor | None = None, layer: int | None = None,
-                      multiplier: float | None = None, mix: Any = None) -> SteeringPlan:
+    def steering_plan(
+        self,
+        strengths: Sequence[float],
+        recipe: Recipe | None = None,
+        behavior: str | None = None,
+        vector: torch.Tensor | None = None,
+        layer: int | None = None,
+        multiplier: float | None = None,
+        mix: Any = None,
+    ) -> SteeringPlan:
         """The hooks.SteeringPlan for rows of signed strengths x the recipe's strength.
 
         Args:
@@ -197,8 +221,12 @@ class Engine:
         strength = check_multiplier(recipe.strength, self.limits)
         check_multiplier(recipe.minus_strength, self.limits, "subtracted-side strength")  # strength_minus
         source: Any = vector if vector is not None else self.recipe_vectors(recipe, behavior)
-        return recipe.plan(source, [factor * strength for factor in strengths], self.lm.num_layers,
-                           hidden_norm=self.hidden_norm if recipe.unit == "relative" else None)
+        return recipe.plan(
+            source,
+            [factor * strength for factor in strengths],
+            self.lm.num_layers,
+            hidden_norm=self.hidden_norm if recipe.unit == "relative" else None,
+        )
 
     # ------------------------------------------------------------------ norms
     def hidden_norm(self, layer: int) -> float:
@@ -225,8 +253,9 @@ class Engine:
             norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in missing}
             with self.lm.lock, recording(self.lm.model, missing) as recorder:
                 for prompt in _NORM_PROMPTS:
-                    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                   add_generation_prompt=True)
+                    text = tok.apply_chat_template(
+                        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                    )
                     ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
                     # skip the first token: attention-sink tokens have outsized norms
                     recorder.select(torch.zeros(ids.shape[1] - 1, dtype=torch.long), torch.arange(1, ids.shape[1]))
@@ -253,9 +282,13 @@ class Engine:
         return float(vector.float().norm()) / self.hidden_norm(layer)
 
     # ------------------------------------------------------------------ generation
-    def check_request(self, conversations: Sequence[Sequence[Message]] | Sequence[Message],
-                      settings: SamplingSettings, system_prompt: str | None = None,
-                      multiplier: float | None = None) -> list[int]:
+    def check_request(
+        self,
+        conversations: Sequence[Sequence[Message]] | Sequence[Message],
+        settings: SamplingSettings,
+        system_prompt: str | None = None,
+        multiplier: float | None = None,
+    ) -> list[int]:
         """Refuse a request that exceeds the caps, without running the model (for validators).
 
         Args:
@@ -273,10 +306,8 @@ class Engine:
         """
         if multiplier is not None:
             check_multiplier(multiplier, self.limits)
-        if conversations and isinstance(conversations[0], dict):
-            conversations = [list(conversations)]  # type: ignore[list-item]
-        tokens = [len(chat_prompt(self.lm.tokenizer, build_messages(conv, system_prompt)).input_ids)
-                  for conv in conversations]  # type: ignore[arg-type]
+        convs = _conversation_list(conversations, 1)
+        tokens = [len(chat_prompt(self.lm.tokenizer, build_messages(conv, system_prompt)).input_ids) for conv in convs]
         check_prompt_budget(tokens, settings.max_new_tokens, self.limits, model_context_length(self.lm.model))
         return tokens
 
@@ -316,13 +347,19 @@ class Engine:
         """
         settings = settings or SamplingSettings()
         plan = self.steering_plan(SIGNS + (0.0,) * len(extra), recipe, behavior, vector, layer, multiplier, mix)
-        if conversations and isinstance(conversations[0], dict):
-            conversations = [list(conversations)] * 3  # type: ignore[list-item]
-        if len(conversations) != 3:
-            raise ValueError(f"expected 1 or 3 conversations, got {len(conversations)}")
-        rows = [list(c) for c in conversations] + [list(c) for c in extra]
-        return self._generate(rows, settings, system_prompt,  # type: ignore[arg-type]
-                              steer=plan, on_text=on_text, stop_event=stop_event, meter=meter)
+        convs = _conversation_list(conversations, 3)
+        if len(convs) != 3:
+            raise ValueError(f"expected 1 or 3 conversations, got {len(convs)}")
+        rows = [list(c) for c in convs] + [list(c) for c in extra]
+        return self._generate(
+            rows,
+            settings,
+            system_prompt,
+            steer=plan,
+            on_text=on_text,
+            stop_event=stop_event,
+            meter=meter,
+        )
 
     def generate_rows(
         self,
@@ -352,8 +389,13 @@ class Engine:
             for factor in strengths:
                 check_multiplier(float(factor) * float(multiplier), self.limits)
         plan = self.steering_plan(list(strengths), recipe, behavior, vector, layer, multiplier)
-        return self._generate([list(c) for c in conversations], settings or SamplingSettings(), system_prompt,
-                              steer=plan, stop_event=stop_event)
+        return self._generate(
+            [list(c) for c in conversations],
+            settings or SamplingSettings(),
+            system_prompt,
+            steer=plan,
+            stop_event=stop_event,
+        )
 
     def compare_batch(
         self,
@@ -369,19 +411,27 @@ class Engine:
     ) -> list[dict[str, str]]:
         """compare() for many single-turn prompts at once: 3 rows per prompt in one batch (`mix`: as compare)."""
         settings = settings or SamplingSettings()
-        plan = self.steering_plan([sign for _ in prompts for sign in SIGNS], recipe, behavior, vector, layer,
-                                  multiplier, mix)
+        plan = self.steering_plan(
+            [sign for _ in prompts for sign in SIGNS], recipe, behavior, vector, layer, multiplier, mix
+        )
         conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
         texts = self._generate(conversations, settings, system_prompt, steer=plan).texts
-        return [dict(zip(VARIANTS, texts[i:i + 3])) for i in range(0, len(texts), 3)]
+        return [dict(zip(VARIANTS, texts[i : i + 3])) for i in range(0, len(texts), 3)]
 
-    def plain(self, conversation: Sequence[Message], settings: SamplingSettings,
-              system_prompt: str | None = None) -> str:
+    def plain(
+        self, conversation: Sequence[Message], settings: SamplingSettings, system_prompt: str | None = None
+    ) -> str:
         """One unsteered reply, no hook at all (the reference the unsteered pane must equal)."""
         return self._generate([list(conversation)], settings, system_prompt).texts[0]
 
-    def _generate(self, conversations: Sequence[Sequence[Message]], settings: SamplingSettings,
-                  system_prompt: str | None, meter: Any = None, **kwargs: Any) -> GenerationResult:
+    def _generate(
+        self,
+        conversations: Sequence[Sequence[Message]],
+        settings: SamplingSettings,
+        system_prompt: str | None,
+        meter: Any = None,
+        **kwargs: Any,
+    ) -> GenerationResult:
         """generate() under the model's lock, through the fast path when it is on and takes the batch.
 
         On the eager path (no fast path) the request goes through self.scheduler: it joins the batch other
@@ -397,12 +447,24 @@ class Engine:
         """
         self.check_request(conversations, settings, system_prompt)
         fast = self.fast_path if self.fast_path is not None and self.fast_path.takes(len(conversations)) else None
-        if self.fast_path is None and set(kwargs) <= {"steer", "on_text", "stop_event"} \
-                and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan)):
+        if (
+            self.fast_path is None
+            and set(kwargs) <= {"steer", "on_text", "stop_event"}
+            and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan))
+        ):
             from steering.scheduler import Request  # the eager path: one batch shared with other users
 
-            return self.scheduler.run(Request(conversations, kwargs.get("steer"), settings, system_prompt,
-                                              kwargs.get("on_text"), kwargs.get("stop_event"), meter=meter))
+            return self.scheduler.run(
+                Request(
+                    conversations,
+                    kwargs.get("steer"),
+                    settings,
+                    system_prompt,
+                    kwargs.get("on_text"),
+                    kwargs.get("stop_event"),
+                    meter=meter,
+                )
+            )
         if meter is not None:
             from steering.hooks import steer
 
@@ -410,7 +472,20 @@ class Engine:
             kwargs["steering_context"] = meter.steering_context(steer)
         with self.lm.lock:
             if fast is not None:
-                return fast.generate(self.lm.tokenizer, conversations, settings=settings,
-                                     system_prompt=system_prompt, limits=self.limits, **kwargs)
-            return generate(self.lm.model, self.lm.tokenizer, conversations, settings=settings,
-                            system_prompt=system_prompt, limits=self.limits, **kwargs)
+                return fast.generate(
+                    self.lm.tokenizer,
+                    conversations,
+                    settings=settings,
+                    system_prompt=system_prompt,
+                    limits=self.limits,
+                    **kwargs,
+                )
+            return generate(
+                self.lm.model,
+                self.lm.tokenizer,
+                conversations,
+                settings=settings,
+                system_prompt=system_prompt,
+                limits=self.limits,
+                **kwargs,
+            )

@@ -48,6 +48,7 @@ class PairTokens:
         negative: the same with the non-matching answer.
         shared: length in tokens of the common prefix of both sides, run through the model once.
     """
+
     positive: ContrastTokens  # the behavior-matching answer
     negative: ContrastTokens
     shared: int  # length of the common token prefix that is computed once
@@ -58,9 +59,14 @@ def _through_last_read(side: ContrastTokens) -> ContrastTokens:
     return ContrastTokens(side.input_ids[: max(side.read_positions) + 1], side.read_positions)
 
 
-def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
-                   system_prompt: str | None = None, context_length: int | None = None,
-                   max_tokens: int | None = None) -> list[PairTokens]:
+def tokenize_pairs(
+    tokenizer: Any,
+    items: Sequence[ABItem],
+    read_mode: str,
+    system_prompt: str | None = None,
+    context_length: int | None = None,
+    max_tokens: int | None = None,
+) -> list[PairTokens]:
     """Tokenize each A/B item's two sides for extraction, checking them before any model runs.
 
     Args:
@@ -87,12 +93,16 @@ def tokenize_pairs(tokenizer: Any, items: Sequence[ABItem], read_mode: str,
             except SteeringError as exc:
                 raise SteeringError(f"dataset item {index}: {exc}") from None
             if context_length is not None and len(side.input_ids) > context_length:
-                raise SteeringError(f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
-                                    f"tokens long; the model's context is {context_length} tokens")
+                raise SteeringError(
+                    f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
+                    f"tokens long; the model's context is {context_length} tokens"
+                )
             if max_tokens is not None and len(side.input_ids) > max_tokens:
-                raise SteeringError(f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
-                                    f"tokens long (system prompt + question + option); the limit is {max_tokens} "
-                                    "(limits.max_prompt_tokens)")
+                raise SteeringError(
+                    f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
+                    f"tokens long (system prompt + question + option); the limit is {max_tokens} "
+                    "(limits.max_prompt_tokens)"
+                )
             sides.append(side)
         pos, neg = sides
         # leave each side at least one token of its own
@@ -176,8 +186,9 @@ def _segment_means(records: torch.Tensor, segments: torch.Tensor, count: int) ->
 
 
 @torch.inference_mode()
-def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[int],
-                     pad_id: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+def pair_activations(
+    model: Any, pairs: Sequence[PairTokens], layers: Sequence[int], pad_id: int
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """For one batch of pairs: {layer: (positive means, negative means)}, each (pairs, hidden).
 
     Two stages share one KV cache: (0) the prefix common to every prompt of the batch (system prompt,
@@ -206,19 +217,19 @@ def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[i
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     reads: list[tuple[int, int, int]] = []  # (row, column, segment)
     for i, pair in enumerate(pairs):
-        question = pair.positive.input_ids[common: pair.shared]
+        question = pair.positive.input_ids[common : pair.shared]
         q = len(question)
         ids[i, :q] = torch.tensor(question, dtype=torch.long)
         positions[i, :q] = torch.arange(common, pair.shared)
-        mask[i, 0, :q, common: common + q] = causal[:q, :q]
+        mask[i, 0, :q, common : common + q] = causal[:q, :q]
         start = q
         for j, side in enumerate((pair.positive, pair.negative)):
-            own = side.input_ids[pair.shared:]
+            own = side.input_ids[pair.shared :]
             span = slice(start, start + len(own))
             ids[i, span] = torch.tensor(own, dtype=torch.long)
             positions[i, span] = torch.arange(pair.shared, pair.shared + len(own))
-            mask[i, 0, span, common: common + q] = True
-            mask[i, 0, span, common + start: common + start + len(own)] = causal[:len(own), :len(own)]
+            mask[i, 0, span, common : common + q] = True
+            mask[i, 0, span, common + start : common + start + len(own)] = causal[: len(own), : len(own)]
             for position in side.read_positions:
                 column = position - common if position < pair.shared else start + position - pair.shared
                 reads.append((i, column, 2 * i + j))
@@ -228,17 +239,31 @@ def pair_activations(model: Any, pairs: Sequence[PairTokens], layers: Sequence[i
         cache = DynamicCache(config=model.config)
         if common > 0:
             recorder.select(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long))
-            run_truncated(model, input_ids=torch.tensor([sides[0].input_ids[:common]], device=device),
-                          attention_mask=torch.ones((1, common), dtype=torch.long, device=device),
-                          position_ids=torch.arange(common, device=device)[None], cache=cache, use_cache=True)
+            run_truncated(
+                model,
+                input_ids=torch.tensor([sides[0].input_ids[:common]], device=device),
+                attention_mask=torch.ones((1, common), dtype=torch.long, device=device),
+                position_ids=torch.arange(common, device=device)[None],
+                cache=cache,
+                use_cache=True,
+            )
             cache.batch_repeat_interleave(n)
         recorder.select(torch.tensor([r[0] for r in reads]), torch.tensor([r[1] for r in reads]))
-        run_truncated(model, input_ids=ids.to(device), attention_mask=mask.to(device),
-                      position_ids=positions.to(device), cache=cache, use_cache=True)
+        run_truncated(
+            model,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            cache=cache,
+            use_cache=True,
+        )
 
     segments = torch.tensor([r[2] for r in reads], dtype=torch.long)
-    return {layer: (means[0::2], means[1::2]) for layer in recorder.layers
-            for means in (_segment_means(recorder.records[layer], segments, 2 * n),)}
+    return {
+        layer: (means[0::2], means[1::2])
+        for layer in recorder.layers
+        for means in (_segment_means(recorder.records[layer], segments, 2 * n),)
+    }
 
 
 def extract_vectors(
@@ -268,7 +293,7 @@ def extract_vectors(
     negatives: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     with tqdm(total=len(pairs), desc="extracting", unit="pair", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
-            batch = [pairs[k] for k in order[start:start + batch_size]]
+            batch = [pairs[k] for k in order[start : start + batch_size]]
             for layer, (pos, neg) in pair_activations(model, batch, layers, pad_id).items():
                 positives[layer].append(pos)
                 negatives[layer].append(neg)
@@ -280,8 +305,9 @@ def extract_vectors(
 INSTRUCTION_POSITIONS = ("post", "last")
 
 
-def post_instruction_tokens(tokenizer: Any, request: str, system_prompt: str | None = None,
-                            positions: str = "post") -> ContrastTokens:
+def post_instruction_tokens(
+    tokenizer: Any, request: str, system_prompt: str | None = None, positions: str = "post"
+) -> ContrastTokens:
     """The generation prompt of one request and the positions read for the instruction direction.
 
     `positions`: "post" = every token the chat template puts after the request (for SmolLM2:
@@ -305,8 +331,15 @@ def post_instruction_tokens(tokenizer: Any, request: str, system_prompt: str | N
 
 
 @torch.inference_mode()
-def prompt_activations(model: Any, prompts: Sequence[ContrastTokens], layers: Sequence[int], pad_id: int,
-                       batch_size: int = 16, progress: bool = False, desc: str = "reading") -> dict[int, torch.Tensor]:
+def prompt_activations(
+    model: Any,
+    prompts: Sequence[ContrastTokens],
+    layers: Sequence[int],
+    pad_id: int,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "reading",
+) -> dict[int, torch.Tensor]:
     """{layer: (prompts, hidden)}: each prompt's block output at `layer`, averaged over its read positions.
 
     Right padding (a causal model's activations at real tokens do not depend on padding after them);
@@ -315,17 +348,19 @@ def prompt_activations(model: Any, prompts: Sequence[ContrastTokens], layers: Se
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda k: len(prompts[k].input_ids))
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-    with recording(model, layers) as recorder, \
-            tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress) as bar:
+    with (
+        recording(model, layers) as recorder,
+        tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress) as bar,
+    ):
         for start in range(0, len(order), batch_size):
-            batch = [prompts[k] for k in order[start:start + batch_size]]
+            batch = [prompts[k] for k in order[start : start + batch_size]]
             width = max(len(p.input_ids) for p in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             rows, cols, segments = [], [], []
             for i, p in enumerate(batch):
-                ids[i, :len(p.input_ids)] = torch.tensor(p.input_ids, dtype=torch.long)
-                mask[i, :len(p.input_ids)] = 1
+                ids[i, : len(p.input_ids)] = torch.tensor(p.input_ids, dtype=torch.long)
+                mask[i, : len(p.input_ids)] = 1
                 rows += [i] * len(p.read_positions)
                 cols += list(p.read_positions)
                 segments += [i] * len(p.read_positions)
@@ -340,9 +375,17 @@ def prompt_activations(model: Any, prompts: Sequence[ContrastTokens], layers: Se
     return {layer: torch.cat(out[layer])[back] for layer in layers}
 
 
-def instruction_direction(model: Any, tokenizer: Any, harmful: Sequence[str], harmless: Sequence[str],
-                          layers: Sequence[int], batch_size: int = 16, system_prompt: str | None = None,
-                          positions: str = "post", progress: bool = True) -> dict[int, torch.Tensor]:
+def instruction_direction(
+    model: Any,
+    tokenizer: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    system_prompt: str | None = None,
+    positions: str = "post",
+    progress: bool = True,
+) -> dict[int, torch.Tensor]:
     """The refusal direction from instructions: mean activation over harmful requests minus the mean over
     harmless ones, at the post-instruction positions (Arditi et al. 2024, "Refusal in language models is
     mediated by a single direction", arXiv 2406.11717, section 2.3: difference-in-means at the
@@ -354,8 +397,9 @@ def instruction_direction(model: Any, tokenizer: Any, harmful: Sequence[str], ha
     Raises: ValueError when a list is empty.
     """
     if not harmful or not harmless:
-        raise ValueError(f"the instruction direction needs harmful and harmless requests, got "
-                         f"{len(harmful)} and {len(harmless)}")
+        raise ValueError(
+            f"the instruction direction needs harmful and harmless requests, got {len(harmful)} and {len(harmless)}"
+        )
     pad_id = pad_token_id(tokenizer)
     read = lambda texts: [post_instruction_tokens(tokenizer, t, system_prompt, positions) for t in texts]  # noqa: E731
     pos = prompt_activations(model, read(harmful), layers, pad_id, batch_size, progress, "harmful")
@@ -363,7 +407,9 @@ def instruction_direction(model: Any, tokenizer: Any, harmful: Sequence[str], ha
     return {layer: pos[layer].mean(dim=0) - neg[layer].mean(dim=0) for layer in layers}
 
 
-def load_instructions(path: Any, positive_key: str = "harmful", negative_key: str = "harmless") -> tuple[list[str], list[str]]:
+def load_instructions(
+    path: Any, positive_key: str = "harmful", negative_key: str = "harmless"
+) -> tuple[list[str], list[str]]:
     """The two request lists of an instructions file: a JSON object {"harmful": [...], "harmless": [...]}
     (other keys, such as "personal", are allowed and ignored unless named).
 
@@ -383,14 +429,18 @@ def load_instructions(path: Any, positive_key: str = "harmful", negative_key: st
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SteeringError(f"{path}: not valid JSON text ({exc})") from None
     if not isinstance(data, dict):
-        raise SteeringError(f"{path}: expected a JSON object with '{positive_key}' and '{negative_key}' lists, "
-                            f"found {type(data).__name__}")
+        raise SteeringError(
+            f"{path}: expected a JSON object with '{positive_key}' and '{negative_key}' lists, "
+            f"found {type(data).__name__}"
+        )
     lists = []
     for key in (positive_key, negative_key):
         items = data.get(key)
         if not isinstance(items, list) or not items:
-            raise SteeringError(f"{path}: '{key}' must be a non-empty list of requests, found "
-                                f"{type(items).__name__ if items is not None else 'nothing'}")
+            raise SteeringError(
+                f"{path}: '{key}' must be a non-empty list of requests, found "
+                f"{type(items).__name__ if items is not None else 'nothing'}"
+            )
         for index, item in enumerate(items):
             if not isinstance(item, str) or not item.strip():
                 raise SteeringError(f"{path}: '{key}' item {index}: expected a non-empty string, found {item!r}")

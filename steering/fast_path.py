@@ -82,8 +82,9 @@ class PersistentSteering:
         self.units = torch.zeros_like(self.vectors)
         self._allocate_rows(max(1, int(max_batch)))
         self._mark_static(self.vectors, self.units)
-        self.handles = [block.register_forward_hook(self._hook(i), with_kwargs=True)
-                        for i, block in enumerate(self.blocks)]
+        self.handles = [
+            block.register_forward_hook(self._hook(i), with_kwargs=True) for i, block in enumerate(self.blocks)
+        ]
 
     def _mark_static(self, *tensors: torch.Tensor) -> None:
         if self.device.type == "cuda":  # CUDA graphs read these in place instead of copying them
@@ -128,11 +129,19 @@ class PersistentSteering:
             if positions is None:
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
             active = steering_active(positions, self.steer_from[:rows], hidden.dtype)  # (batch, seq)
-            steered = apply_steering(hidden, self.vectors[index], self.units[index], self.add[index, :rows],
-                                     self.project[index, :rows], self.target[index, :rows], active)
+            steered = apply_steering(
+                hidden,
+                self.vectors[index],
+                self.units[index],
+                self.add[index, :rows],
+                self.project[index, :rows],
+                self.target[index, :rows],
+                active,
+            )
             if isinstance(output, tuple):
                 return (steered,) + tuple(output[1:])
             return steered
+
         return hook
 
     def set(self, layer: int, vector: torch.Tensor, multipliers: Sequence[float], steer_from: Sequence[int]) -> None:
@@ -144,7 +153,7 @@ class PersistentSteering:
         """Load one generation's steering plan (hooks.SteeringPlan: per layer a vector and per-row add /
         project / target), from `steer_from[row]` on; the tensors are filled in place."""
         hidden = self.vectors.shape[-1]
-        for layer, spec in plan.layers.items():
+        for spec in plan.layers.values():
             if tuple(spec.vector.shape) != (hidden,):
                 raise ValueError(f"steering vector of shape {tuple(spec.vector.shape)}, the model needs {(hidden,)}")
         plan.check(len(self.blocks))
@@ -174,7 +183,7 @@ class PersistentSteering:
         self.project.zero_()
 
     @contextmanager
-    def context(self, model: Any, plan: SteeringPlan | int, *args: Any) -> Iterator["PersistentSteering"]:
+    def context(self, model: Any, plan: SteeringPlan | int, *args: Any) -> Iterator[PersistentSteering]:
         """`context(model, plan, steer_from)`, as hooks.steer, for generation.generate(steering_context=...);
         or `context(model, layer, vector, multipliers, steer_from)`, as hooks.steering (CAA at one layer)."""
         if isinstance(plan, SteeringPlan):
@@ -242,8 +251,11 @@ class CudaGraphSteps:
             self.warmed.clear()
             self.version = self.steering.version
             self._renew_pool()
-        key = (id(kwargs["cache"]), self.steering.layers,
-               *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)))
+        key = (
+            id(kwargs["cache"]),
+            self.steering.layers,
+            *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)),
+        )
         entry = self.graphs.get(key)
         if entry is None:
             if key not in self.warmed:
@@ -255,8 +267,9 @@ class CudaGraphSteps:
                 torch.cuda.current_stream().wait_stream(side)
                 return out
             start = time.perf_counter()
-            static = {name: value.clone() if isinstance(value, torch.Tensor) else value
-                      for name, value in kwargs.items()}
+            static = {
+                name: value.clone() if isinstance(value, torch.Tensor) else value for name, value in kwargs.items()
+            }
             graph = torch.cuda.CUDAGraph()
             # thread_local: the app's other threads may touch CUDA while a request thread captures
             with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
@@ -284,9 +297,16 @@ class FastPath:
 
     MAX_CACHES = 6  # static caches kept for reuse, least recently used dropped first
 
-    def __init__(self, model: Any, compile: bool = True, backend: str = "inductor",
-                 mode: str | None = "reduce-overhead", bucket: int = 256, max_batch: int = 4,
-                 cuda_graphs: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        compile: bool = True,
+        backend: str = "inductor",
+        mode: str | None = "reduce-overhead",
+        bucket: int = 256,
+        max_batch: int = 4,
+        cuda_graphs: bool = False,
+    ) -> None:
         self.model = model
         self.bucket = bucket
         # hooks first, then compile
@@ -353,8 +373,11 @@ class FastPath:
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The generate() keyword arguments that route a call through this fast path (the benchmark)."""
-        return {"cache_factory": self.cache_factory, "decode_forward": self.decode_step,
-                "steering_context": self.steering.context}
+        return {
+            "cache_factory": self.cache_factory,
+            "decode_forward": self.decode_step,
+            "steering_context": self.steering.context,
+        }
 
     def takes(self, batch: int) -> bool:
         """Whether a batch of `batch` rows should run here (see the class docstring)."""
@@ -384,9 +407,15 @@ class FastPath:
         return self.compiles
 
     # ------------------------------------------------------------------ generation
-    def generate(self, tokenizer: Any, conversations: Sequence[Sequence[Message]],
-                 multipliers: Sequence[float] | None = None, steer: SteeringSpec | None = None,
-                 settings: SamplingSettings = SamplingSettings(), **kwargs: Any) -> GenerationResult:
+    def generate(
+        self,
+        tokenizer: Any,
+        conversations: Sequence[Sequence[Message]],
+        multipliers: Sequence[float] | None = None,
+        steer: SteeringSpec | None = None,
+        settings: SamplingSettings = SamplingSettings(),
+        **kwargs: Any,
+    ) -> GenerationResult:
         """generate() through the static cache, the persistent hooks and the fast decoding step.
 
         Unsteered generation (`steer` None) runs with every multiplier at 0, which adds an exact 0:
@@ -396,21 +425,36 @@ class FastPath:
         if steer is None:
             steer = SteeringSpec(self.steering.layer, torch.zeros_like(self.steering.vector))
             multipliers = [0.0] * len(conversations)
-        return generate(self.model, tokenizer, conversations, multipliers=multipliers, steer=steer,
-                        settings=settings, cache_factory=self.cache_factory, decode_forward=self.decode_step,
-                        steering_context=self.steering.context, **kwargs)
+        return generate(
+            self.model,
+            tokenizer,
+            conversations,
+            multipliers=multipliers,
+            steer=steer,
+            settings=settings,
+            cache_factory=self.cache_factory,
+            decode_forward=self.decode_step,
+            steering_context=self.steering.context,
+            **kwargs,
+        )
 
-    def warm_up(self, tokenizer: Any, batches: Sequence[int] = (3, 1), layer: int = 0,
-                max_new_tokens: int = 4) -> float:
+    def warm_up(
+        self, tokenizer: Any, batches: Sequence[int] = (3, 1), layer: int = 0, max_new_tokens: int = 4
+    ) -> float:
         """Compile the decoding step for each batch size (first length bucket) before the first user."""
         start = time.perf_counter()
         conversation = [{"role": "user", "content": "Hello"}]
         vector = torch.zeros(self.steering.vector.shape)
         for batch in batches:
             for _ in range(2):  # the second run records/replays the CUDA graph
-                self.generate(tokenizer, [conversation] * batch, multipliers=[1.0] * batch,
-                              steer=SteeringSpec(layer, vector),
-                              settings=SamplingSettings(max_new_tokens=max_new_tokens), ignore_eos=True)
+                self.generate(
+                    tokenizer,
+                    [conversation] * batch,
+                    multipliers=[1.0] * batch,
+                    steer=SteeringSpec(layer, vector),
+                    settings=SamplingSettings(max_new_tokens=max_new_tokens),
+                    ignore_eos=True,
+                )
         seconds = time.perf_counter() - start
         log.info("fast path warmed up in %.1f s", seconds)
         return seconds
@@ -436,8 +480,12 @@ def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) 
     backend = backend or getattr(lm.settings, "compile_backend", None) or "inductor"
     use_compiler = compile and (graphs_supported(lm) if backend == "inductor" else lm.quantization is None)
     if compile and not use_compiler:
-        log.warning("model.compile: torch.compile with %s is used on CUDA with a 16/32-bit model only; "
-                    "running %s with a static cache, without the compiler", backend, lm.describe())
+        log.warning(
+            "model.compile: torch.compile with %s is used on CUDA with a 16/32-bit model only; "
+            "running %s with a static cache, without the compiler",
+            backend,
+            lm.describe(),
+        )
     cuda_graphs = not compile and graphs_supported(lm)
     existing = getattr(lm, "fast_path", None)
     if existing is not None:

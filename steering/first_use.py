@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,8 +44,10 @@ class BuildResult:
     default_layer: int
 
     def summary(self) -> str:
-        return (f"{len(self.layers)} layers, {self.pairs} pairs, {self.seconds:.1f} s; steering at layer "
-                f"{self.default_layer} (the model's default) until tuned")
+        return (
+            f"{len(self.layers)} layers, {self.pairs} pairs, {self.seconds:.1f} s; steering at layer "
+            f"{self.default_layer} (the model's default) until tuned"
+        )
 
 
 def dataset_file(config: dict[str, Any], behavior: str) -> Path:
@@ -136,10 +138,16 @@ def offered_behaviors(engine: Any) -> tuple[list[str], dict[str, str]]:
     return offered, problems
 
 
-def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], None] | None = None,
-                  layers: Sequence[int] | None = None, max_pairs: int | None = None,
-                  batch_size: int | None = None, force: bool = False,
-                  warn: Callable[[str], None] | None = None) -> BuildResult:
+def build_vectors(
+    engine: Any,
+    behavior: str,
+    progress: Callable[[int, int], None] | None = None,
+    layers: Sequence[int] | None = None,
+    max_pairs: int | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> BuildResult:
     """Extract the behavior's vectors for the loaded model and cache them under the vectors folder.
 
     Args:
@@ -186,8 +194,9 @@ def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], Non
         lock = _BUILDING.setdefault(str(path.resolve()), threading.Lock())
     with lock:
         if path.exists() and not force:
-            raise SteeringError(f"'{behavior}' already has vectors for {lm.name}; nothing was built",
-                                detail=f"file: {path}")
+            raise SteeringError(
+                f"'{behavior}' already has vectors for {lm.name}; nothing was built", detail=f"file: {path}"
+            )
         if path.exists():
             loss = _replacement_loss(path, layers, len(items))
             if loss:
@@ -198,24 +207,42 @@ def build_vectors(engine: Any, behavior: str, progress: Callable[[int, int], Non
         if progress is not None:
             progress(0, len(items))
         for first in range(0, len(items), CHUNK_PAIRS):
-            chunk = items[first:first + CHUNK_PAIRS]
+            chunk = items[first : first + CHUNK_PAIRS]
             with lm.lock:  # one model user at a time (chat turns, sweeps)
-                means = extract_vectors(lm.model, lm.tokenizer, chunk, layers, read_mode, batch_size=batch_size,
-                                        system_prompt=engine.config.get("generation", {}).get("system_prompt"),
-                                        progress=False, max_prompt_tokens=limits.max_prompt_tokens)
+                means = extract_vectors(
+                    lm.model,
+                    lm.tokenizer,
+                    chunk,
+                    layers,
+                    read_mode,
+                    batch_size=batch_size,
+                    system_prompt=engine.config.get("generation", {}).get("system_prompt"),
+                    progress=False,
+                    max_prompt_tokens=limits.max_prompt_tokens,
+                )
             for layer in layers:  # the mean difference over all pairs = the pair-weighted mean of chunk means
                 sums[layer] += means[layer].double() * len(chunk)
             done += len(chunk)
             if progress is not None:
                 progress(done, len(items))
         vectors = {layer: (sums[layer] / len(items)).float() for layer in layers}
-        vset = VectorSet(vectors, {
-            "model": lm.name, "hidden_size": str(lm.hidden_size), "num_layers": str(lm.num_layers),
-            "read_mode": read_mode, "method": "mean-diff", "behavior": behavior,
-            "dataset": display_path(dataset), "dataset_sha256": file_sha256(dataset), "pairs": str(len(items)),
-            "made_by": "first use (steering.first_use)", "default_layer": str(engine.defaults.layer),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        vset = VectorSet(
+            vectors,
+            {
+                "model": lm.name,
+                "hidden_size": str(lm.hidden_size),
+                "num_layers": str(lm.num_layers),
+                "read_mode": read_mode,
+                "method": "mean-diff",
+                "behavior": behavior,
+                "dataset": display_path(dataset),
+                "dataset_sha256": file_sha256(dataset),
+                "pairs": str(len(items)),
+                "made_by": "first use (steering.first_use)",
+                "default_layer": str(engine.defaults.layer),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
         engine.validated(vset)  # sizes, finite, norms against the model, before anything is written
         save_safetensors(vset, path)
         engine.forget_vectors(behavior)
@@ -241,8 +268,10 @@ def _replacement_loss(path: Path, layers: Sequence[int], pairs: int) -> str | No
         lost.append(f"{old.pairs - pairs} of its {old.pairs} pairs")
     if not lost:
         return None
-    return (f"it holds {old.summary()}; the new file has {len(layers)} layers from {pairs} pairs and loses "
-            f"{' and '.join(lost)}")
+    return (
+        f"it holds {old.summary()}; the new file has {len(layers)} layers from {pairs} pairs and loses "
+        f"{' and '.join(lost)}"
+    )
 
 
 def _stderr(line: str) -> None:
@@ -251,8 +280,13 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def ensure_vectors(engine: Any, behavior: str, build: bool = False, ask: Callable[[str], str] | None = None,
-                   out: Callable[[str], None] = _stderr) -> BuildResult | None:
+def ensure_vectors(
+    engine: Any,
+    behavior: str,
+    build: bool = False,
+    ask: Callable[[str], str] | None = None,
+    out: Callable[[str], None] = _stderr,
+) -> BuildResult | None:
     """Make sure the loaded model has vectors for `behavior`; build them when allowed (the CLI's offer).
 
     Args:
@@ -276,12 +310,20 @@ def ensure_vectors(engine: Any, behavior: str, build: bool = False, ask: Callabl
     if behavior not in buildable_behaviors(engine.config):
         return None  # nothing to build from: Engine.vectors_for gives its own message
     if not build and ask is not None:
-        answer = ask(f"No '{behavior}' vectors for {engine.lm.name} yet. Build them now from the shipped "
-                     f"dataset (a few seconds to minutes)? [Y/n] ").strip().lower()
+        answer = (
+            ask(
+                f"No '{behavior}' vectors for {engine.lm.name} yet. Build them now from the shipped "
+                f"dataset (a few seconds to minutes)? [Y/n] "
+            )
+            .strip()
+            .lower()
+        )
         build = answer in ("", "y", "yes")
     if not build:
-        raise SteeringError(f"no '{behavior}' vectors for {engine.lm.name} yet; build them with "
-                            f"--build-vectors or: python -m steering build-vectors --behavior {behavior}")
+        raise SteeringError(
+            f"no '{behavior}' vectors for {engine.lm.name} yet; build them with "
+            f"--build-vectors or: python -m steering build-vectors --behavior {behavior}"
+        )
     result = build_vectors(engine, behavior, progress=tqdm_progress(f"building '{behavior}' vectors"))
     out(f"built {result.path} ({result.summary()})")
     return result
@@ -309,15 +351,25 @@ def register(sub: Any) -> None:
     """Add the `build-vectors` sub-command to steering.cli's parser."""
     from steering.cli_common import add_model_flags
 
-    p = sub.add_parser("build-vectors", help="build and cache the loaded model's vectors for behaviors whose "
-                                             "dataset ships and that have none yet (first use)")
+    p = sub.add_parser(
+        "build-vectors",
+        help="build and cache the loaded model's vectors for behaviors whose "
+        "dataset ships and that have none yet (first use)",
+    )
     add_model_flags(p)
-    p.add_argument("--behavior", nargs="+", dest="behaviors",
-                   help="these behaviors (default: every shipped behavior without vectors for the model)")
+    p.add_argument(
+        "--behavior",
+        nargs="+",
+        dest="behaviors",
+        help="these behaviors (default: every shipped behavior without vectors for the model)",
+    )
     p.add_argument("--max-pairs", type=int, help="only the first N pairs of each dataset")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--force", action="store_true", help="rebuild vectors that exist (a warning says what a "
-                                                         "replacement with fewer pairs or layers loses)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild vectors that exist (a warning says what a replacement with fewer pairs or layers loses)",
+    )
     p.set_defaults(func=cmd_build_vectors)
 
 
@@ -333,8 +385,10 @@ def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
     names = [check_behavior_name(name) for name in args.behaviors or []]
     for name in names:  # before the slow model load
         if name not in buildable_behaviors(config):
-            raise SteeringError(f"no dataset for '{name}' to build vectors from (shipped: "
-                                f"{', '.join(buildable_behaviors(config)) or 'none'})")
+            raise SteeringError(
+                f"no dataset for '{name}' to build vectors from (shipped: "
+                f"{', '.join(buildable_behaviors(config)) or 'none'})"
+            )
     engine = _engine(args, config)
     todo = names or missing_behaviors(engine)
     if not todo:
@@ -343,8 +397,14 @@ def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
     failed = []
     for name in todo:  # a broken dataset is reported in one line and the others are still built
         try:
-            result = build_vectors(engine, name, progress=tqdm_progress(f"building '{name}' vectors"),
-                                   max_pairs=args.max_pairs, batch_size=args.batch_size, force=args.force)
+            result = build_vectors(
+                engine,
+                name,
+                progress=tqdm_progress(f"building '{name}' vectors"),
+                max_pairs=args.max_pairs,
+                batch_size=args.batch_size,
+                force=args.force,
+            )
         except SteeringError as exc:
             if names and len(names) == 1:
                 raise

@@ -13,10 +13,10 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from steering.hooks import SteeringPlan, plan_from, steer as apply_plan
+from steering.hooks import SteeringPlan, plan_from
+from steering.hooks import steer as apply_plan
 from steering.limits import Limits, check_token_budget, model_context_length
 from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
-
 
 # Queue the next decoding step before reading this one's tokens: None = on CUDA devices only.
 LOOKAHEAD: bool | None = None
@@ -112,8 +112,9 @@ def _next_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: to
     return (scores + gumbel).argmax(dim=-1)
 
 
-def check_prompt_budget(prompt_tokens: Sequence[int], max_new_tokens: int, limits: Limits | None,
-                        context: int | None) -> None:
+def check_prompt_budget(
+    prompt_tokens: Sequence[int], max_new_tokens: int, limits: Limits | None, context: int | None
+) -> None:
     """check_token_budget for each row of a batch (rows named when there are several).
 
     Args:
@@ -128,14 +129,19 @@ def check_prompt_budget(prompt_tokens: Sequence[int], max_new_tokens: int, limit
     for row, tokens in enumerate(prompt_tokens):
         what = "the prompt" if len(set(prompt_tokens)) == 1 else f"row {row}'s prompt"  # e.g. 3 panes, 1 prompt
         if limits is None:
-            check_token_budget(tokens, max_new_tokens, Limits(max_new_tokens=max(max_new_tokens, 1),
-                                                             max_prompt_tokens=max(tokens, 1)), context, what)
+            check_token_budget(
+                tokens,
+                max_new_tokens,
+                Limits(max_new_tokens=max(max_new_tokens, 1), max_prompt_tokens=max(tokens, 1)),
+                context,
+                what,
+            )
         else:
             check_token_budget(tokens, max_new_tokens, limits, context, what)
 
 
 @torch.inference_mode()
-def generate(
+def generate(  # noqa: C901 (the decode loop; its split into a decoder protocol is issue 11 item 4)
     model: Any,
     tokenizer: Any,
     conversations: Sequence[Sequence[Message]],
@@ -174,8 +180,9 @@ def generate(
     if not conversations:
         raise ValueError("no conversations to generate for")
     prompts = [chat_prompt(tokenizer, build_messages(conv, system_prompt)) for conv in conversations]
-    check_prompt_budget([len(p.input_ids) for p in prompts], settings.max_new_tokens, limits,
-                        model_context_length(model))
+    check_prompt_budget(
+        [len(p.input_ids) for p in prompts], settings.max_new_tokens, limits, model_context_length(model)
+    )
     batch = len(prompts)
     device = next(model.parameters()).device
     pad_id = pad_token_id(tokenizer)
@@ -195,9 +202,9 @@ def generate(
     for row, prompt in enumerate(prompts):  # the shared prefix, then the rest left padded: last tokens aligned
         own = len(prompt.input_ids) - shared
         input_ids[row, :shared] = torch.tensor(prompt.input_ids[:shared], dtype=torch.long)
-        input_ids[row, width - own:] = torch.tensor(prompt.input_ids[shared:], dtype=torch.long)
+        input_ids[row, width - own :] = torch.tensor(prompt.input_ids[shared:], dtype=torch.long)
         attention[row, :shared] = 1
-        attention[row, width - own:] = 1
+        attention[row, width - own :] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     total = width + settings.max_new_tokens
@@ -208,8 +215,14 @@ def generate(
 
         cache = DynamicCache(config=model.config)
         if shared:
-            model(input_ids=input_ids[:1, :shared], attention_mask=attention[:1, :shared],
-                  position_ids=positions[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
+            model(
+                input_ids=input_ids[:1, :shared],
+                attention_mask=attention[:1, :shared],
+                position_ids=positions[:1, :shared],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             cache.batch_repeat_interleave(batch)
     # One mask for the whole generation, filled in place: a static cache sees all of it (the columns
     # not yet written are 0), a dynamic one the prefix that matches what it holds.
@@ -252,8 +265,14 @@ def generate(
                 full_mask[:, length] = 1  # the token fed now sits at cache index `length`
                 length += 1
             forward = model if step == 0 else step_forward
-            out = forward(input_ids=ids, attention_mask=full_mask if static else full_mask[:, :length],
-                          position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+            out = forward(
+                input_ids=ids,
+                attention_mask=full_mask if static else full_mask[:, :length],
+                position_ids=pos,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             chosen = _next_tokens(out.logits[:, -1, :].float(), settings, generator)
             ids = torch.where(done, pad, chosen).unsqueeze(-1)  # finished rows are fed padding
             pos = pos[:, -1:] + 1
@@ -269,6 +288,7 @@ def generate(
             def read() -> list[int]:
                 ready.synchronize()
                 return host.tolist()
+
             return read
 
         pending: Callable[[], list[int]] | None = None
@@ -286,7 +306,7 @@ def generate(
                     finished[row] = True
                 else:
                     generated[row].append(token)
-            if texts is not None:
+            if texts is not None and on_text is not None:
                 on_text(texts.update(generated))
             if all(finished):
                 return
@@ -325,12 +345,12 @@ class _StreamingText:
             if len(ids) == self.read[row]:
                 continue
             decode = self.tokenizer.decode
-            before = decode(ids[self.prefix[row]:self.read[row]], skip_special_tokens=True)
-            after = decode(ids[self.prefix[row]:], skip_special_tokens=True)
+            before = decode(ids[self.prefix[row] : self.read[row]], skip_special_tokens=True)
+            after = decode(ids[self.prefix[row] :], skip_special_tokens=True)
             # wait (a few tokens at most) while the tail is an incomplete UTF-8 character
             pending = len(ids) - self.read[row]
             if len(after) > len(before) and (not after.endswith("\ufffd") or pending >= 4):
-                self.text[row] += after[len(before):]
+                self.text[row] += after[len(before) :]
                 self.prefix[row] = self.read[row]
                 self.read[row] = len(ids)
                 self.shown[row] = self.text[row].strip()

@@ -46,7 +46,9 @@ def unit_vector(vector: torch.Tensor) -> torch.Tensor:
     """
     v = vector.detach().float()
     norm = v.norm(dim=-1, keepdim=True)
-    return torch.where(norm > 0, v / norm.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(v)).to(vector.dtype)
+    return torch.where(norm > 0, v / norm.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(v)).to(
+        vector.dtype
+    )
 
 
 def steering_active(positions: torch.Tensor, steer_from: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -58,8 +60,15 @@ def steering_active(positions: torch.Tensor, steer_from: torch.Tensor, dtype: to
     return (positions.to(steer_from.device) >= steer_from[:, None]).to(dtype)
 
 
-def apply_steering(hidden: torch.Tensor, vector: torch.Tensor, unit: torch.Tensor, add: torch.Tensor,
-                   project: torch.Tensor, target: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+def apply_steering(
+    hidden: torch.Tensor,
+    vector: torch.Tensor,
+    unit: torch.Tensor,
+    add: torch.Tensor,
+    project: torch.Tensor,
+    target: torch.Tensor,
+    active: torch.Tensor,
+) -> torch.Tensor:
     """h' = h + active * (add * v + project * (target - h.u) * u), per row; see the module docstring.
 
     Args:
@@ -96,9 +105,13 @@ class LayerSteering:
     target: torch.Tensor
 
     @classmethod
-    def build(cls, vector: torch.Tensor, add: Sequence[float] | torch.Tensor,
-              project: Sequence[float] | torch.Tensor | None = None,
-              target: Sequence[float] | torch.Tensor | None = None) -> "LayerSteering":
+    def build(
+        cls,
+        vector: torch.Tensor,
+        add: Sequence[float] | torch.Tensor,
+        project: Sequence[float] | torch.Tensor | None = None,
+        target: Sequence[float] | torch.Tensor | None = None,
+    ) -> LayerSteering:
         """A LayerSteering from a vector and per-row values, copied to float32 tensors.
 
         Args:
@@ -118,8 +131,10 @@ class LayerSteering:
         if vector.ndim != 1:
             raise ValueError(f"steering vector must be 1-D, got shape {tuple(vector.shape)}")
         if project_t.shape != add_t.shape or target_t.shape != add_t.shape:
-            raise ValueError(f"add, project and target need one value per row: shapes {tuple(add_t.shape)}, "
-                             f"{tuple(project_t.shape)}, {tuple(target_t.shape)}")
+            raise ValueError(
+                f"add, project and target need one value per row: shapes {tuple(add_t.shape)}, "
+                f"{tuple(project_t.shape)}, {tuple(target_t.shape)}"
+            )
         return cls(vector.detach(), add_t, project_t.reshape(-1), target_t.reshape(-1))
 
 
@@ -130,7 +145,7 @@ class SteeringPlan:
     layers: dict[int, LayerSteering]
 
     @classmethod
-    def addition(cls, layer: int, vector: torch.Tensor, multipliers: Sequence[float] | torch.Tensor) -> "SteeringPlan":
+    def addition(cls, layer: int, vector: torch.Tensor, multipliers: Sequence[float] | torch.Tensor) -> SteeringPlan:
         """CAA: row i adds multipliers[i] x vector at `layer` (the paper's operator)."""
         return cls({int(layer): LayerSteering.build(vector, multipliers)})
 
@@ -140,7 +155,7 @@ class SteeringPlan:
         return int(next(iter(self.layers.values())).add.shape[0]) if self.layers else 0
 
     @classmethod
-    def stack(cls, plans: Sequence["SteeringPlan | None"]) -> "SteeringPlan | None":
+    def stack(cls, plans: Sequence[SteeringPlan | None]) -> SteeringPlan | None:
         """One plan for the rows of several plans, in order (None: one unsteered row).
 
         A layer steered by some of the plans gets their rows' values and 0 (no-op) in the others'; the
@@ -150,7 +165,7 @@ class SteeringPlan:
         sizes = [1 if plan is None else plan.rows for plan in plans]
         layers: dict[int, torch.Tensor] = {}
         for plan in plans:
-            for layer, spec in (plan.layers.items() if plan is not None else ()):
+            for layer, spec in plan.layers.items() if plan is not None else ():
                 known = layers.setdefault(layer, spec.vector)
                 if known is not spec.vector and not torch.equal(known, spec.vector):
                     raise ValueError(f"layer {layer}: two plans steer it with different vectors")
@@ -160,13 +175,13 @@ class SteeringPlan:
         for layer, vector in layers.items():
             parts: dict[str, list[torch.Tensor]] = {"add": [], "project": [], "target": []}
             for plan, size in zip(plans, sizes):
-                spec = plan.layers.get(layer) if plan is not None else None
+                row_spec = plan.layers.get(layer) if plan is not None else None
                 for name in parts:
-                    parts[name].append(getattr(spec, name) if spec is not None else torch.zeros(size))
+                    parts[name].append(getattr(row_spec, name) if row_spec is not None else torch.zeros(size))
             out[layer] = LayerSteering(vector, *(torch.cat(parts[name]) for name in ("add", "project", "target")))
         return cls(out)
 
-    def check(self, num_layers: int, rows: int | None = None, hidden_size: int | None = None) -> "SteeringPlan":
+    def check(self, num_layers: int, rows: int | None = None, hidden_size: int | None = None) -> SteeringPlan:
         """Raise SteeringError (layer out of range) or ValueError (shapes) when the plan does not fit."""
         if not self.layers:
             raise ValueError("a steering plan needs at least one layer")
@@ -175,8 +190,10 @@ class SteeringPlan:
             if rows is not None and spec.add.shape[0] != rows:
                 raise ValueError(f"layer {layer}: {spec.add.shape[0]} rows of steering for a batch of {rows}")
             if hidden_size is not None and spec.vector.shape[-1] != hidden_size:
-                raise SteeringError(f"layer {layer}: a steering vector of size {spec.vector.shape[-1]}, "
-                                    f"the model's hidden size is {hidden_size}")
+                raise SteeringError(
+                    f"layer {layer}: a steering vector of size {spec.vector.shape[-1]}, "
+                    f"the model's hidden size is {hidden_size}"
+                )
         return self
 
 
@@ -190,9 +207,14 @@ class SteeringHook:
     (set_multipliers), so a compiled graph never has to be rebuilt when the user moves the slider.
     """
 
-    def __init__(self, vector: torch.Tensor, multipliers: Sequence[float] | torch.Tensor,
-                 steer_from: Sequence[int] | torch.Tensor, project: Sequence[float] | torch.Tensor | None = None,
-                 target: Sequence[float] | torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        vector: torch.Tensor,
+        multipliers: Sequence[float] | torch.Tensor,
+        steer_from: Sequence[int] | torch.Tensor,
+        project: Sequence[float] | torch.Tensor | None = None,
+        target: Sequence[float] | torch.Tensor | None = None,
+    ) -> None:
         spec = LayerSteering.build(vector, multipliers, project, target)
         self.vector = spec.vector.float()
         self.unit = unit_vector(self.vector)
@@ -238,7 +260,9 @@ class SteeringHook:
 
 
 @contextmanager
-def steer(model: nn.Module, plan: SteeringPlan, steer_from: Sequence[int] | torch.Tensor) -> Iterator[list[SteeringHook]]:
+def steer(
+    model: nn.Module, plan: SteeringPlan, steer_from: Sequence[int] | torch.Tensor
+) -> Iterator[list[SteeringHook]]:
     """Apply `plan` (one hook per layer of the plan) for the duration of the block; hooks removed on any exit.
 
     Args: model a causal LM; plan a SteeringPlan with one value per batch row; steer_from (batch,)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -60,8 +60,10 @@ def behavior_slug(folder_name: str) -> str:
     plain = "".join(c for c in unicodedata.normalize("NFKD", folder_name) if not unicodedata.combining(c))
     foreign = sorted({c for c in plain if not c.isascii() and c.isalnum()})
     if foreign:
-        raise SteeringError(f"behavior folder {folder_name!r}: {''.join(foreign)!r} has no plain a-z/0-9 form; "
-                            f"name it with --rename {folder_name}=NAME")
+        raise SteeringError(
+            f"behavior folder {folder_name!r}: {''.join(foreign)!r} has no plain a-z/0-9 form; "
+            f"name it with --rename {folder_name}=NAME"
+        )
     slug = re.sub(r"[^a-z0-9_-]+", "-", plain.lower()).strip("-")
     if not slug:
         raise SteeringError(f"behavior folder {folder_name!r}: no letters or digits to name it by; use --rename")
@@ -97,9 +99,14 @@ class ImportReport:
         out += [f"unchanged: {item}" for item in self.unchanged]
         out += [f"skipped: {item}" for item in self.skipped]
         written = f"{len(self.written)} {'would be written' if self.dry_run else 'written'}"
-        out.append(f"{written}, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped"
-                   + (f" ({self.conflicts} because they exist with other content: pass --force to replace them)"
-                      if self.conflicts else ""))
+        out.append(
+            f"{written}, {len(self.unchanged)} unchanged, {len(self.skipped)} skipped"
+            + (
+                f" ({self.conflicts} because they exist with other content: pass --force to replace them)"
+                if self.conflicts
+                else ""
+            )
+        )
         return out
 
 
@@ -130,8 +137,10 @@ def _inside(root: Path, path: Path, source: Path) -> None:
         SteeringError: naming the path (relative to the checkout) and where it leads.
     """
     if not path.resolve().is_relative_to(root):
-        raise SteeringError(f"{path.relative_to(source)}: a link to outside the checkout "
-                            f"({path.resolve()}); not followed (copy the file in, or remove the link)")
+        raise SteeringError(
+            f"{path.relative_to(source)}: a link to outside the checkout "
+            f"({path.resolve()}); not followed (copy the file in, or remove the link)"
+        )
 
 
 def _check_vector_files(root: Path, where: Path, groups: dict[str, list[Path]], source: Path) -> None:
@@ -146,8 +155,10 @@ def _check_vector_files(root: Path, where: Path, groups: dict[str, list[Path]], 
         match = _CAA_FILE.match(file.name)
         digits = match.group(1) if match else ""
         if len(digits) > len(str(MAX_LAYER)) or int(digits or 0) > MAX_LAYER:
-            raise SteeringError(f"{file.relative_to(source)}: layer {digits[:12]}{'...' if len(digits) > 12 else ''}"
-                                f" is not a layer number (expected 0 to {MAX_LAYER}); rename or remove the file")
+            raise SteeringError(
+                f"{file.relative_to(source)}: layer {digits[:12]}{'...' if len(digits) > 12 else ''}"
+                f" is not a layer number (expected 0 to {MAX_LAYER}); rename or remove the file"
+            )
 
 
 def _vector_groups(folder: Path) -> dict[str, list[Path]]:
@@ -160,9 +171,15 @@ def _vector_groups(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors: Sequence[str] | None = None,
-                rename: dict[str, str] | None = None, limits: Any = None,
-                report: ImportReport | None = None) -> tuple[list[Planned], ImportReport]:
+def plan_import(
+    source: Path,
+    datasets_dest: Path,
+    vectors_dest: Path,
+    behaviors: Sequence[str] | None = None,
+    rename: dict[str, str] | None = None,
+    limits: Any = None,
+    report: ImportReport | None = None,
+) -> tuple[list[Planned], ImportReport]:
     """Read and check everything an import would write, writing nothing.
 
     Args:
@@ -194,8 +211,10 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
     for folder, _ in VECTOR_FOLDERS:
         names |= {p.name for p in (source / folder).glob("*") if p.is_dir()}
     if not names:
-        raise SteeringError(f"{source}: none of the paper's folders (datasets/generate/<behavior>/, "
-                            "datasets/test/<behavior>/, vectors/<behavior>/) found")
+        raise SteeringError(
+            f"{source}: none of the paper's folders (datasets/generate/<behavior>/, "
+            "datasets/test/<behavior>/, vectors/<behavior>/) found"
+        )
     if behaviors:
         missing = [b for b in behaviors if b not in names]
         if missing:
@@ -203,15 +222,17 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
         names = set(behaviors)
     unknown = sorted(set(rename) - names)
     if unknown:
-        raise SteeringError(f"--rename {unknown[0]}=...: no behavior folder '{unknown[0]}' "
-                            f"(found: {', '.join(sorted(names))})")
+        raise SteeringError(
+            f"--rename {unknown[0]}=...: no behavior folder '{unknown[0]}' (found: {', '.join(sorted(names))})"
+        )
     planned: list[Planned] = []
     targets: dict[str, str] = {}
     for name in sorted(names):
         target = check_behavior_name(rename[name]) if name in rename else behavior_slug(name)
         if target in targets:
-            raise SteeringError(f"behavior folders '{targets[target]}' and '{name}' would both become "
-                                f"'{target}'; use --rename")
+            raise SteeringError(
+                f"behavior folders '{targets[target]}' and '{name}' would both become '{target}'; use --rename"
+            )
         targets[target] = name
         label = name if target == name else f"{name} (as {target})"
         for top, paper_file, own_file, kind in DATASET_FILES:
@@ -225,8 +246,9 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
             _inside(root, path, source)
             items = _read_items(path, kind, limits)
             report.found.append(f"{label}: {path.relative_to(source)} ({_count(len(items), 'item')})")
-            planned.append(Planned(path, datasets_dest / target / own_file, _count(len(items), "item"),
-                                   content=_json_bytes(items)))
+            planned.append(
+                Planned(path, datasets_dest / target / own_file, _count(len(items), "item"), content=_json_bytes(items))
+            )
         for folder, suffix in VECTOR_FOLDERS:
             where = source / folder / name
             if not where.is_dir():
@@ -237,13 +259,27 @@ def plan_import(source: Path, datasets_dest: Path, vectors_dest: Path, behaviors
             for other in others:
                 report.skipped.append(f"{label}: {folder}/{name}/{other}: not a vec_layer_<L>_<model>.pt file")
             for model, files in sorted(groups.items()):
-                planned.append(_plan_vectors(where, model, files, name, target, folder, suffix, vectors_dest,
-                                             source, report, label))
+                planned.append(
+                    _plan_vectors(
+                        where, model, files, name, target, folder, suffix, vectors_dest, source, report, label
+                    )
+                )
     return planned, report
 
 
-def _plan_vectors(where: Path, model: str, files: list[Path], name: str, target: str, folder: str, suffix: str,
-                  vectors_dest: Path, source: Path, report: ImportReport, label: str) -> Planned:
+def _plan_vectors(
+    where: Path,
+    model: str,
+    files: list[Path],
+    name: str,
+    target: str,
+    folder: str,
+    suffix: str,
+    vectors_dest: Path,
+    source: Path,
+    report: ImportReport,
+    label: str,
+) -> Planned:
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
     from steering.models import model_slug
     from steering.vector_files import VectorSet, load_caa_layout, load_safetensors, save_safetensors
@@ -264,15 +300,22 @@ def _plan_vectors(where: Path, model: str, files: list[Path], name: str, target:
     slug = model_slug(model) if model else "model"
     dest = vectors_dest / target / f"{slug}{suffix}.safetensors"
     metadata = {
-        "model": model or "unknown", "hidden_size": str(vset.hidden_size), "behavior": target,
-        "method": "mean-diff", "read_mode": "letter", "normalized": "true" if suffix else "false",
-        "format": "imported from the CAA paper's layout", "source": f"{rel}/vec_layer_<L>_{model}.pt",
-        "imported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": model or "unknown",
+        "hidden_size": str(vset.hidden_size),
+        "behavior": target,
+        "method": "mean-diff",
+        "read_mode": "letter",
+        "normalized": "true" if suffix else "false",
+        "format": "imported from the CAA paper's layout",
+        "source": f"{rel}/vec_layer_<L>_{model}.pt",
+        "imported": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out = VectorSet(vset.vectors, metadata, str(dest))
     layers = vset.layers
-    report.found.append(f"{label}: {rel}/ {_count(len(layers), 'layer')} ({layers[0]}..{layers[-1]}) for "
-                        f"{model or 'an unnamed model'}, hidden size {vset.hidden_size}")
+    report.found.append(
+        f"{label}: {rel}/ {_count(len(layers), 'layer')} ({layers[0]}..{layers[-1]}) for "
+        f"{model or 'an unnamed model'}, hidden size {vset.hidden_size}"
+    )
 
     def same(path: Path) -> bool:
         try:
@@ -281,12 +324,22 @@ def _plan_vectors(where: Path, model: str, files: list[Path], name: str, target:
             return False
         return old.layers == layers and all(old.vectors[layer].equal(vset.vectors[layer]) for layer in layers)
 
-    return Planned(where, dest, f"{_count(len(layers), 'layer')} of {model or 'an unnamed model'}",
-                   write=lambda path: save_safetensors(out, path), compare=same)
+    return Planned(
+        where,
+        dest,
+        f"{_count(len(layers), 'layer')} of {model or 'an unnamed model'}",
+        write=lambda path: save_safetensors(out, path),
+        compare=same,
+    )
 
 
-def run_import(planned: Sequence[Planned], report: ImportReport, force: bool = False,
-               dry_run: bool = False, show: Callable[[Path], str] = str) -> ImportReport:
+def run_import(
+    planned: Sequence[Planned],
+    report: ImportReport,
+    force: bool = False,
+    dry_run: bool = False,
+    show: Callable[[Path], str] = str,
+) -> ImportReport:
     """Write the planned files (atomically), leaving equal files alone and others unless `force`.
 
     Args:
@@ -328,14 +381,23 @@ def register(sub: Any) -> None:
     """Add the `import-caa` sub-command to steering.cli's parser."""
     from steering.cli_common import add_threads_flag
 
-    p = sub.add_parser("import-caa", help="bring the CAA paper's datasets and vectors (a local checkout of its "
-                                          "repository) into this project's layout")
+    p = sub.add_parser(
+        "import-caa",
+        help="bring the CAA paper's datasets and vectors (a local checkout of its "
+        "repository) into this project's layout",
+    )
     p.add_argument("path", help="the root of a local checkout of the paper's repository")
-    p.add_argument("--dest", help="write into DEST/datasets and DEST/vectors (default: config.yaml's "
-                                  "datasets_dir and vectors_dir)")
+    p.add_argument(
+        "--dest", help="write into DEST/datasets and DEST/vectors (default: config.yaml's datasets_dir and vectors_dir)"
+    )
     p.add_argument("--behaviors", nargs="+", help="only these behavior folders of the paper (default: all)")
-    p.add_argument("--rename", nargs="+", default=[], metavar="PAPER=OURS",
-                   help="name a paper folder differently here, e.g. corrigible-neutral-HHH=corrigible-neutral")
+    p.add_argument(
+        "--rename",
+        nargs="+",
+        default=[],
+        metavar="PAPER=OURS",
+        help="name a paper folder differently here, e.g. corrigible-neutral-HHH=corrigible-neutral",
+    )
     p.add_argument("--force", action="store_true", help="replace files that exist with other content")
     p.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
     p.add_argument("--config")
@@ -369,8 +431,9 @@ def cmd_import_caa(args: Any, config: dict[str, Any]) -> int:
         datasets_dest, vectors_dest = Path(args.dest) / "datasets", Path(args.dest) / "vectors"
     else:
         datasets_dest, vectors_dest = data_dir(config, "datasets_dir"), data_dir(config, "vectors_dir")
-    planned, report = plan_import(source, datasets_dest, vectors_dest, args.behaviors, rename,
-                                  Limits.from_config(config))
+    planned, report = plan_import(
+        source, datasets_dest, vectors_dest, args.behaviors, rename, Limits.from_config(config)
+    )
     if not args.dry_run:
         check_destination(datasets_dest, "datasets folder", folder=True)
         check_destination(vectors_dest, "vectors folder", folder=True)

@@ -30,7 +30,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
                 break
         if isinstance(obj, nn.ModuleList) and len(obj) > 0:
             return obj
-    raise SteeringError(f"cannot find the decoder layers of {type(model).__name__} (looked for {', '.join(_LAYER_PATHS)})")
+    raise SteeringError(
+        f"cannot find the decoder layers of {type(model).__name__} (looked for {', '.join(_LAYER_PATHS)})"
+    )
 
 
 def check_layer(layer: int, num_layers: int) -> int:

@@ -55,8 +55,7 @@ class Limits:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SteeringError(f"config: limits.{name} must be a whole number >= 1, got {value!r}")
         value = self.max_abs_multiplier
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-                or value <= 0):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise SteeringError(f"config: limits.max_abs_multiplier must be a finite number > 0, got {value!r}")
 
     @classmethod
@@ -120,8 +119,13 @@ def check_behavior_name(name: Any) -> str:
     return name
 
 
-def check_token_budget(prompt_tokens: int, max_new_tokens: int, limits: Limits = Limits(),
-                       context_length: int | None = None, what: str = "the prompt") -> None:
+def check_token_budget(
+    prompt_tokens: int,
+    max_new_tokens: int,
+    limits: Limits = Limits(),
+    context_length: int | None = None,
+    what: str = "the prompt",
+) -> None:
     """Refuse work that exceeds the caps before the model runs.
 
     Args:
@@ -136,9 +140,7 @@ def check_token_budget(prompt_tokens: int, max_new_tokens: int, limits: Limits =
             limits.max_prompt_tokens, or prompt + new tokens over the context window.
     """
     if not 1 <= max_new_tokens <= limits.max_new_tokens:
-        raise SteeringError(
-            f"max_new_tokens {max_new_tokens} is out of range: expected 1 to {limits.max_new_tokens}"
-        )
+        raise SteeringError(f"max_new_tokens {max_new_tokens} is out of range: expected 1 to {limits.max_new_tokens}")
     if prompt_tokens > limits.max_prompt_tokens:
         raise SteeringError(
             f"{what} is {prompt_tokens} tokens long (system prompt + history + message); "

@@ -93,10 +93,12 @@ class Meter:
         The meter's hook is registered first, so PyTorch runs it before the steering hook of the same
         block: it reads block L's output before block L's own steering (see the module docstring).
         """
+
         @contextmanager
         def context(model: Any, plan: Any, steer_from: Any) -> Iterator[Any]:
             with self.attached(model), inner(model, plan, steer_from) as hooks:
                 yield hooks
+
         return context
 
     def values(self, token_counts: Sequence[int]) -> list[list[float]]:
@@ -111,7 +113,7 @@ class Meter:
         table = (torch.stack(self.steps).cpu() / self.scale).T.tolist()  # (batch, steps)
         if len(table) != len(token_counts):
             raise ValueError(f"meter: {len(table)} rows recorded, {len(token_counts)} token counts given")
-        return [[round(v, 5) for v in row[:int(n)]] for row, n in zip(table, token_counts)]
+        return [[round(v, 5) for v in row[: int(n)]] for row, n in zip(table, token_counts)]
 
 
 # ---------------------------------------------------------------------------------------- display
@@ -123,11 +125,11 @@ def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """
     pieces, before = [], ""
     for i in range(len(ids)):
-        text = tokenizer.decode(list(ids[:i + 1]), skip_special_tokens=True)
+        text = tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
             pieces.append("")
             continue
-        pieces.append(text[len(before):] if text.startswith(before) else text)
+        pieces.append(text[len(before) :] if text.startswith(before) else text)
         before = text
     return pieces
 
@@ -161,11 +163,13 @@ def sparkline(values: Sequence[float], scale: float, width: int = 240, height: i
     mid = height / 2
     step = width / max(1, len(values) - 1)
     points = " ".join(f"{i * step:.1f},{mid - (v / scale) * (mid - 2):.1f}" for i, v in enumerate(values))
-    return (f'<svg class="meter-line" viewBox="0 0 {width} {height}" width="100%" height="{height}" '
-            f'preserveAspectRatio="none" role="img" aria-label="meter over the answer">'
-            f'<line x1="0" y1="{mid}" x2="{width}" y2="{mid}" stroke="#9ca3af" stroke-dasharray="3 3" '
-            f'stroke-width="1"/><polyline fill="none" stroke="#ea580c" stroke-width="1.5" '
-            f'points="{points}"/></svg>')
+    return (
+        f'<svg class="meter-line" viewBox="0 0 {width} {height}" width="100%" height="{height}" '
+        f'preserveAspectRatio="none" role="img" aria-label="meter over the answer">'
+        f'<line x1="0" y1="{mid}" x2="{width}" y2="{mid}" stroke="#9ca3af" stroke-dasharray="3 3" '
+        f'stroke-width="1"/><polyline fill="none" stroke="#ea580c" stroke-width="1.5" '
+        f'points="{points}"/></svg>'
+    )
 
 
 def meter_html(readings: Sequence[PaneReading], layer: int) -> str:
@@ -177,20 +181,26 @@ def meter_html(readings: Sequence[PaneReading], layer: int) -> str:
         tokens = "".join(
             f'<span class="meter-token" data-value="{v:.4f}" title="{v:+.3f}" '
             f'style="background:{shade(v, scale)}">{html.escape(piece)}</span>'
-            for piece, v in zip(reading.pieces, reading.values))
+            for piece, v in zip(reading.pieces, reading.values)
+        )
         mean = sum(reading.values) / len(reading.values) if reading.values else float("nan")
         summary = f"mean {mean:+.3f}" if reading.values else "no tokens"
-        blocks.append(f'<div class="meter-pane"><div class="meter-title">{html.escape(reading.title)} '
-                      f'<small>({summary})</small></div>{sparkline(reading.values, scale)}'
-                      f'<div class="meter-text">{tokens}</div></div>')
-    legend = (f'<div class="meter-legend">Behavior meter at layer {int(layer)}: each token shaded by how far '
-              f'its hidden state points along the steering vector (orange: toward the behavior, blue: away; '
-              f'units: a fraction of a typical hidden state\'s length; darkest = ±{scale:.3f}).</div>')
+        blocks.append(
+            f'<div class="meter-pane"><div class="meter-title">{html.escape(reading.title)} '
+            f"<small>({summary})</small></div>{sparkline(reading.values, scale)}"
+            f'<div class="meter-text">{tokens}</div></div>'
+        )
+    legend = (
+        f'<div class="meter-legend">Behavior meter at layer {int(layer)}: each token shaded by how far '
+        f"its hidden state points along the steering vector (orange: toward the behavior, blue: away; "
+        f"units: a fraction of a typical hidden state's length; darkest = ±{scale:.3f}).</div>"
+    )
     return f'<div class="meter">{legend}<div class="meter-panes">{"".join(blocks)}</div></div>'
 
 
-def turn_readings(tokenizer: Any, meter: Meter, token_ids: Sequence[Sequence[int]],
-                  titles: Sequence[str]) -> list[PaneReading]:
+def turn_readings(
+    tokenizer: Any, meter: Meter, token_ids: Sequence[Sequence[int]], titles: Sequence[str]
+) -> list[PaneReading]:
     """The readings of a finished generation: one per row that has a title (rows beyond `titles` left out).
 
     Args:
@@ -198,5 +208,6 @@ def turn_readings(tokenizer: Any, meter: Meter, token_ids: Sequence[Sequence[int
         token_ids: each row's generated token ids (GenerationResult.token_ids); titles: one per pane.
     """
     values = meter.values([len(ids) for ids in token_ids])
-    return [PaneReading(title, token_pieces(tokenizer, ids), vals)
-            for title, ids, vals in zip(titles, token_ids, values)]
+    return [
+        PaneReading(title, token_pieces(tokenizer, ids), vals) for title, ids, vals in zip(titles, token_ids, values)
+    ]

@@ -69,8 +69,9 @@ def mixed_vector(v1: torch.Tensor, alpha1: float, v2: torch.Tensor, alpha2: floa
     return (float(alpha1) * v1.detach().float() + float(alpha2) * v2.detach().float()).contiguous()
 
 
-def mix_plan(layer: int, v1: torch.Tensor, alpha1: float, v2: torch.Tensor, alpha2: float,
-             signs: Sequence[float]) -> SteeringPlan:
+def mix_plan(
+    layer: int, v1: torch.Tensor, alpha1: float, v2: torch.Tensor, alpha2: float, signs: Sequence[float]
+) -> SteeringPlan:
     """The hooks.SteeringPlan of a mix: row i adds signs[i] x (alpha1 v1 + alpha2 v2) at `layer`.
 
     Args:
@@ -82,9 +83,16 @@ def mix_plan(layer: int, v1: torch.Tensor, alpha1: float, v2: torch.Tensor, alph
     return SteeringPlan.addition(layer, mixed_vector(v1, alpha1, v2, alpha2), [float(s) for s in signs])
 
 
-def engine_plan(engine: Any, signs: Sequence[float], mix: Mix, recipe: Any = None, behavior: str | None = None,
-                vector: torch.Tensor | None = None, layer: int | None = None,
-                multiplier: float | None = None) -> SteeringPlan:
+def engine_plan(
+    engine: Any,
+    signs: Sequence[float],
+    mix: Mix,
+    recipe: Any = None,
+    behavior: str | None = None,
+    vector: torch.Tensor | None = None,
+    layer: int | None = None,
+    multiplier: float | None = None,
+) -> SteeringPlan:
     """Engine.steering_plan for a mix: the first behavior as Engine.steering_plan resolves it (recipe,
     overrides, vector), the second from `mix`, both added at the anchor layer (see the module docstring).
 
@@ -126,6 +134,11 @@ def cosine_note(v1: torch.Tensor, v2: torch.Tensor, name1: str, name2: str, laye
     elif value <= -0.5:
         meaning = "opposite directions: they cancel out"
     else:
-        meaning = ("nearly independent directions" if abs(value) < 0.2 else
-                   "partly shared directions" if value > 0 else "partly opposite directions")
+        meaning = (
+            "nearly independent directions"
+            if abs(value) < 0.2
+            else "partly shared directions"
+            if value > 0
+            else "partly opposite directions"
+        )
     return f"cos({name1}, {name2}) at layer {layer} = {value:+.2f}: {meaning}"

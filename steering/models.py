@@ -43,7 +43,7 @@ class ModelSettings:
     threads: int | str | None = "auto"  # torch CPU threads (set_threads): a count, or "auto"
 
     @classmethod
-    def from_config(cls, section: dict[str, Any], **overrides: Any) -> "ModelSettings":
+    def from_config(cls, section: dict[str, Any], **overrides: Any) -> ModelSettings:
         """ModelSettings from config.yaml's `model:` section; non-None `overrides` (CLI flags) win.
 
         Keys of `section` that are not fields are ignored.
@@ -132,7 +132,7 @@ def embedded_model_dir(progress: bool = True) -> tuple[Path, bool]:
     # save_pretrained refuses a GGUF-loaded model: copy the weights into a plain model.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = LlamaForCausalLM(config)
+    plain = LlamaForCausalLM(config)  # type: ignore[arg-type]  # a LlamaConfig at run time
     plain.load_state_dict(gguf_model.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
@@ -162,8 +162,10 @@ def check_transformers() -> None:
     from packaging.version import Version
 
     if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
-        raise SteeringError(f"transformers {transformers.__version__} is installed, LLaMA Steering needs "
-                            f">= {MIN_TRANSFORMERS}: pip install -U 'transformers>={MIN_TRANSFORMERS},<6'")
+        raise SteeringError(
+            f"transformers {transformers.__version__} is installed, LLaMA Steering needs "
+            f">= {MIN_TRANSFORMERS}: pip install -U 'transformers>={MIN_TRANSFORMERS},<6'"
+        )
 
 
 def _mps_available() -> bool:
@@ -213,8 +215,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype not in table:
         raise SteeringError(f"unknown dtype '{dtype}' (expected auto, float32, float16 or bfloat16)")
     return table[dtype]
@@ -304,11 +312,15 @@ def check_model_folder(path: Path) -> None:
     Raises SteeringError (one line) naming the path and what is missing.
     """
     if not path.is_dir():
-        raise SteeringError(f"model '{path}' is a file, not a model folder (expected a folder with config.json "
-                            "and the weights, or a Hugging Face hub id)")
+        raise SteeringError(
+            f"model '{path}' is a file, not a model folder (expected a folder with config.json "
+            "and the weights, or a Hugging Face hub id)"
+        )
     if not (path / "config.json").is_file():
-        raise SteeringError(f"model folder '{path}' has no config.json: it does not hold a transformers model "
-                            "(pass the folder that has config.json and the weights, or a Hugging Face hub id)")
+        raise SteeringError(
+            f"model folder '{path}' has no config.json: it does not hold a transformers model "
+            "(pass the folder that has config.json and the weights, or a Hugging Face hub id)"
+        )
 
 
 def load_model(settings: ModelSettings) -> LoadedModel:
@@ -321,6 +333,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     quantization = _quantization_config(settings, dtype)
+    source: Path | str
     if settings.name == EMBEDDED_MODEL:
         source, _ = embedded_model_dir()
     else:
@@ -341,8 +354,9 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     except Exception as exc:
         if isinstance(source, Path):  # a local folder that transformers cannot read: one line, no traceback
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SteeringError(f"cannot load model from folder '{source}': {type(exc).__name__}: {first[:300]}"
-                                ) from None
+            raise SteeringError(
+                f"cannot load model from folder '{source}': {type(exc).__name__}: {first[:300]}"
+            ) from None
         if not isinstance(exc, OSError):
             raise
         text = str(exc)
@@ -356,7 +370,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
             "(check the id, your network, HF_TOKEN, or download it and pass --model PATH)"
         ) from None
     if quantization is None and not settings.device_map:
-        model = model.to(device)
+        model = model.to(device)  # type: ignore[arg-type]
     model.eval()
     model.requires_grad_(False)
     if quantization is None and dtype == torch.float32:  # switches CPU layers only

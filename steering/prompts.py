@@ -60,6 +60,7 @@ class PromptTokens:
         steer_from: first token position steered: the end of the user's last instruction (Rimsky et al. 2023,
             arXiv 2312.06681, section 3: steering is added at every position after the instruction).
     """
+
     input_ids: list[int]
     steer_from: int  # first position steered: the end of the user's last instruction (see chat_prompt)
 
@@ -119,8 +120,9 @@ def answer_letter_tokens(tokenizer: Any, letters: Sequence[str]) -> tuple[list[i
     first = versions[letters[0]]
     shared = min(common_prefix_length(first, v) for v in versions.values())
     if any(len(v) <= shared for v in versions.values()):
-        raise SteeringError(f"cannot find the answer-letter tokens: \"({letters[0]}\" and the other choices "
-                            "tokenize alike")
+        raise SteeringError(
+            f'cannot find the answer-letter tokens: "({letters[0]}" and the other choices tokenize alike'
+        )
     letter_ids = {letter: v[shared] for letter, v in versions.items()}
     if len(set(letter_ids.values())) != len(letter_ids):
         raise SteeringError("two answer letters map to the same token")
@@ -171,8 +173,10 @@ def contrast_tokens(
     if read_mode == "answer-mean":
         prefix_ids = _ids(tokenizer, build_messages([{"role": "user", "content": item.request}], system_prompt), True)
         if not item.choices.get(letter, "").strip():
-            raise SteeringError(f"option ({letter}) has no text: answer-mean mode reads the option's tokens "
-                                "(use --read-mode letter, or give every option a text)")
+            raise SteeringError(
+                f"option ({letter}) has no text: answer-mean mode reads the option's tokens "
+                "(use --read-mode letter, or give every option a text)"
+            )
         answer_ids = tokenizer(item.choices[letter], add_special_tokens=False)["input_ids"]
         if not answer_ids:
             raise SteeringError(f"option ({letter}) is empty after tokenization: nothing to read in answer-mean mode")

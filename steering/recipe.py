@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -73,12 +73,18 @@ class Recipe:
             problems.append(f"layer: expected an integer >= 0, found {self.layer!r}")
         if not isinstance(self.band, int) or isinstance(self.band, bool) or self.band < 1:
             problems.append(f"band: expected an integer >= 1, found {self.band!r}")
-        if (not isinstance(self.strength, (int, float)) or isinstance(self.strength, bool)
-                or not math.isfinite(self.strength)):
+        if (
+            not isinstance(self.strength, (int, float))
+            or isinstance(self.strength, bool)
+            or not math.isfinite(self.strength)
+        ):
             problems.append(f"strength: expected a finite number, found {self.strength!r}")
         if self.strength_minus is not None and (
-                not isinstance(self.strength_minus, (int, float)) or isinstance(self.strength_minus, bool)
-                or not math.isfinite(self.strength_minus) or self.strength_minus < 0):
+            not isinstance(self.strength_minus, (int, float))
+            or isinstance(self.strength_minus, bool)
+            or not math.isfinite(self.strength_minus)
+            or self.strength_minus < 0
+        ):
             problems.append(f"strength_minus: expected a finite number >= 0 or null, found {self.strength_minus!r}")
         if self.unit not in UNITS:
             problems.append(f"unit: expected one of {', '.join(UNITS)}, found {self.unit!r}")
@@ -112,13 +118,21 @@ class Recipe:
         """One line, e.g. 'layers 8-10, +add / -ablate, 0.15 x hidden norm'."""
         span = f"layer {self.layer}" if self.band == 1 else f"band of {self.band} around layer {self.layer}"
         unit = "x hidden norm" if self.unit == "relative" else "(CAA multiplier)"
-        strength = f"{self.strength:g}" if self.minus_strength == self.strength else \
-            f"{self.strength:g} (+) / {self.minus_strength:g} (-)"
+        strength = (
+            f"{self.strength:g}"
+            if self.minus_strength == self.strength
+            else f"{self.strength:g} (+) / {self.minus_strength:g} (-)"
+        )
         return f"{span}, +{self.plus} / -{self.minus}, strength {strength} {unit}"
 
     # ------------------------------------------------------------------ the plan
-    def plan(self, vectors: Any, strengths: Sequence[float], num_layers: int,
-             hidden_norm: Callable[[int], float] | None = None) -> SteeringPlan:
+    def plan(
+        self,
+        vectors: Any,
+        strengths: Sequence[float],
+        num_layers: int,
+        hidden_norm: Callable[[int], float] | None = None,
+    ) -> SteeringPlan:
         """The hooks.SteeringPlan for rows of signed strengths (in this recipe's unit).
 
         Args:
@@ -149,7 +163,8 @@ class Recipe:
         for layer in layers:
             v = per_layer[layer].detach().float()
             norm = float(v.norm())
-            scale = float(hidden_norm(layer)) if self.unit == "relative" else norm  # amount per unit strength
+            # amount per unit strength (hidden_norm is checked above for the relative unit)
+            scale = float(hidden_norm(layer)) if self.unit == "relative" and hidden_norm else norm
             add, project, target = [], [], []
             for s in strengths:
                 s = float(s)
@@ -180,7 +195,7 @@ class Recipe:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "steering recipe") -> "Recipe":
+    def from_dict(cls, data: Any, where: str = "steering recipe") -> Recipe:
         """A Recipe from a mapping (e.g. JSON); unknown or missing keys are a one-line SteeringError."""
         if not isinstance(data, Mapping):
             raise SteeringError(f"{where}: expected a mapping, found {type(data).__name__}")
@@ -200,7 +215,7 @@ class Recipe:
         except SteeringError as exc:
             raise SteeringError(f"{where}: {str(exc).removeprefix('steering recipe: ')}") from None
 
-    def with_overrides(self, layer: int | None = None, strength: float | None = None) -> "Recipe":
+    def with_overrides(self, layer: int | None = None, strength: float | None = None) -> Recipe:
         """This recipe with the anchor layer and / or strength replaced (None keeps them); a separate
         subtracted-side strength is scaled with the strength (their ratio is kept)."""
         changes: dict[str, Any] = {}
@@ -248,8 +263,11 @@ def save_defaults(path: str | Path, recipe: Recipe, info: Mapping[str, Any] | No
     """Write the recipe (and `info`: model, scores, search, ...) to `path` atomically (steering.files)."""
     from steering.files import write_json
 
-    payload = {"recipe": recipe.to_dict(), **dict(info or {}),
-               "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    payload = {
+        "recipe": recipe.to_dict(),
+        **dict(info or {}),
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     write_json(path, payload)
     return Path(path)
 

@@ -36,6 +36,7 @@ class ActivationRecorder:
         """The forward hook for block `layer`: stores hidden[rows, cols], (n, hidden_size) float32 on the CPU,
         in `records[layer]`; with `last`, it then stops the forward pass (no later block runs).
         """
+
         def record(module: nn.Module, args: tuple, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             self.records[layer] = hidden[self.rows.to(hidden.device), self.cols.to(hidden.device)].float().cpu()

@@ -5,7 +5,8 @@ Both are plain-Python and tokenizer-free, so they are cheap, deterministic and t
 Refusal detector
     An answer is a refusal when, after normalisation, it contains one of the phrases of the refusal
     behavior card, datasets/refusal/behavior.yaml ``judge.phrases`` (config.yaml
-    ``evaluation.refusal_phrases``, the list's old home, overrides it when set). Normalisation: lower case; curly quotes and
+    ``evaluation.refusal_phrases``, the list's old home, overrides it when set). Normalisation: lower case; curly
+    quotes and
     apostrophes (’ ‘ ʼ ′ “ ”) become straight ones; runs of whitespace become one space. The phrases
     are normalised the same way, so "I can’t" in an answer matches "i can't" in the list.
 
@@ -50,7 +51,7 @@ class RefusalDetector:
         self.phrases: tuple[str, ...] = tuple(dict.fromkeys(cleaned))
 
     @classmethod
-    def from_config(cls, config: dict) -> "RefusalDetector":
+    def from_config(cls, config: dict) -> RefusalDetector:
         """The refusal judge's phrases: config `evaluation.refusal_phrases` when set (an override), else the
         refusal card's (datasets/refusal/behavior.yaml, steering.behaviors.judge_for), else the defaults."""
         from steering.behaviors import judge_for
@@ -84,5 +85,5 @@ def distinct_ngram_share(text: str, n: int = 3) -> float:
         return 0.0
     if len(words) < n:
         return 1.0
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams)

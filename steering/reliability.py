@@ -39,8 +39,9 @@ def slopes(multipliers: Sequence[float], scores: Any) -> np.ndarray:
     x = np.asarray(multipliers, dtype=float)
     y = np.asarray(scores, dtype=float)
     if y.ndim != 2 or y.shape[1] != x.shape[0]:
-        raise SteeringError(f"reliability: scores of shape {y.shape} for {x.shape[0]} multipliers "
-                            "(expected prompts x multipliers)")
+        raise SteeringError(
+            f"reliability: scores of shape {y.shape} for {x.shape[0]} multipliers (expected prompts x multipliers)"
+        )
     if len(set(x.tolist())) < 2:
         raise SteeringError("reliability: the slope needs at least two different multipliers")
     out = np.full(y.shape[0], np.nan)
@@ -100,9 +101,18 @@ def summarize(multipliers: Sequence[float], scores: Any, measure: str) -> Reliab
     if valid.size == 0:
         raise SteeringError(f"reliability ({measure}): no prompt has scores at two different multipliers")
     wrong = int((valid < 0).sum())
-    return Reliability(measure, [float(m) for m in multipliers], int(valid.size), float(valid.mean()),
-                       float(np.median(valid)), wrong, wrong / valid.size, wilson_interval(wrong, int(valid.size)),
-                       int((valid == 0).sum()), [round(float(v), 6) for v in s])
+    return Reliability(
+        measure,
+        [float(m) for m in multipliers],
+        int(valid.size),
+        float(valid.mean()),
+        float(np.median(valid)),
+        wrong,
+        wrong / valid.size,
+        wilson_interval(wrong, int(valid.size)),
+        int((valid == 0).sum()),
+        [round(float(v), 6) for v in s],
+    )
 
 
 def open_ended_scores(answers: Sequence[Any], variant: str = "vector") -> tuple[list[float], list[str], np.ndarray]:
@@ -119,7 +129,7 @@ def open_ended_scores(answers: Sequence[Any], variant: str = "vector") -> tuple[
     return multipliers, questions, scores
 
 
-def plot_histograms(results: Mapping[str, Reliability], title: str | None = None) -> "Figure":
+def plot_histograms(results: Mapping[str, Reliability], title: str | None = None) -> Figure:
     """One histogram of per-prompt slopes per measure, the wrong-way side (slope < 0) shaded."""
     from matplotlib.figure import Figure
 
@@ -134,8 +144,10 @@ def plot_histograms(results: Mapping[str, Reliability], title: str | None = None
         ax.axvline(0, color="0.3", linewidth=0.8)
         ax.axvline(rel.mean_slope, color="C1", linestyle="--", linewidth=1.2, label=f"mean {rel.mean_slope:+.3f}")
         low, high = rel.wrong_way_ci
-        ax.set_title(f"{name}: wrong way {rel.wrong_way}/{rel.n} = {rel.wrong_way_share:.0%} "
-                     f"(95% CI {low:.0%}–{high:.0%})", fontsize=9)
+        ax.set_title(
+            f"{name}: wrong way {rel.wrong_way}/{rel.n} = {rel.wrong_way_share:.0%} (95% CI {low:.0%}–{high:.0%})",
+            fontsize=9,
+        )
         ax.set_xlabel(f"slope of {rel.measure} per unit α")
         ax.set_ylabel("prompts")
         ax.legend(fontsize=8)
@@ -146,15 +158,22 @@ def plot_histograms(results: Mapping[str, Reliability], title: str | None = None
 
 def markdown(results: Mapping[str, Reliability]) -> list[str]:
     """Summary lines for summary.md."""
-    lines = ["", "## Per-prompt reliability (Tan et al. 2024)", "",
-             "Steerability = least-squares slope of the behavior score against α, per prompt; wrong way = "
-             "slope < 0 (share with a Wilson 95% confidence interval); flat = slope 0.", "",
-             "| measure | prompts | α values | mean slope | median slope | wrong way | 95% CI | flat |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Per-prompt reliability (Tan et al. 2024)",
+        "",
+        "Steerability = least-squares slope of the behavior score against α, per prompt; wrong way = "
+        "slope < 0 (share with a Wilson 95% confidence interval); flat = slope 0.",
+        "",
+        "| measure | prompts | α values | mean slope | median slope | wrong way | 95% CI | flat |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         low, high = r.wrong_way_ci
-        lines.append(f"| {name} ({r.measure}) | {r.n} | {', '.join(f'{m:g}' for m in r.multipliers)} | "
-                     f"{r.mean_slope:+.4f} | {r.median_slope:+.4f} | {r.wrong_way} ({r.wrong_way_share:.0%}) | "
-                     f"{low:.0%}–{high:.0%} | {r.flat} |")
+        lines.append(
+            f"| {name} ({r.measure}) | {r.n} | {', '.join(f'{m:g}' for m in r.multipliers)} | "
+            f"{r.mean_slope:+.4f} | {r.median_slope:+.4f} | {r.wrong_way} ({r.wrong_way_share:.0%}) | "
+            f"{low:.0%}–{high:.0%} | {r.flat} |"
+        )
     lines += ["", "Plot: `reliability.png` (histogram of the per-prompt slopes)."]
     return lines

@@ -50,16 +50,24 @@ from typing import Any, Callable, Sequence
 import torch
 
 from steering.errors import SteeringError
-from steering.generation import (GenerationResult, SamplingSettings, _decode, _next_tokens, _StreamingText,
-                                 check_prompt_budget, eos_token_ids)
-from steering.hooks import SteeringPlan, apply_steering, steer as apply_plan, steering_active, unit_vector
+from steering.generation import (
+    GenerationResult,
+    SamplingSettings,
+    _decode,
+    _next_tokens,
+    _StreamingText,
+    check_prompt_budget,
+    eos_token_ids,
+)
+from steering.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
+from steering.hooks import steer as apply_plan
 from steering.layers import decoder_layers
 from steering.limits import Limits, model_context_length
 from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
 
 log = logging.getLogger(__name__)
 
-_OPEN: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()  # schedulers whose worker may still be alive
+_OPEN: weakref.WeakSet[Scheduler] = weakref.WeakSet()  # schedulers whose worker may still be alive
 
 
 @atexit.register
@@ -146,8 +154,15 @@ class SchedulerStats:
 class _Active:
     """A request that is decoding: its rows' state (a contiguous slice of the batch)."""
 
-    def __init__(self, ticket: Ticket, rows: int, steer_from: list[int], generator: torch.Generator | None,
-                 eos: set[int], tokenizer: Any) -> None:
+    def __init__(
+        self,
+        ticket: Ticket,
+        rows: int,
+        steer_from: list[int],
+        generator: torch.Generator | None,
+        eos: set[int],
+        tokenizer: Any,
+    ) -> None:
         self.ticket = ticket
         self.request = ticket.request
         self.rows = rows
@@ -200,17 +215,27 @@ class _BatchSteering:
             for layer, spec in plan.layers.items():
                 self.by_layer.setdefault(layer, []).append((start, stop, spec, steer_from))
         self.handles: list[Any] = []
-        self._cache: dict[int, list[tuple[int, int, tuple[torch.Tensor, ...]]]] = {}
+        self._cache: dict[int, list[tuple[int, int, tuple[Any, ...]]]] = {}
 
     def _placed(self, layer: int, hidden: torch.Tensor) -> list[tuple[int, int, tuple[torch.Tensor, ...]]]:
         if layer not in self._cache:
             parts = []
             for start, stop, spec, steer_from in self.by_layer[layer]:
                 vector = spec.vector.to(hidden.device, hidden.dtype)
-                parts.append((start, stop, (vector, unit_vector(vector), spec.add.to(hidden.device, hidden.dtype),
-                                            spec.project.to(hidden.device, torch.float32),
-                                            spec.target.to(hidden.device, torch.float32),
-                                            torch.as_tensor(steer_from, dtype=torch.long, device=hidden.device))))
+                parts.append(
+                    (
+                        start,
+                        stop,
+                        (
+                            vector,
+                            unit_vector(vector),
+                            spec.add.to(hidden.device, hidden.dtype),
+                            spec.project.to(hidden.device, torch.float32),
+                            spec.target.to(hidden.device, torch.float32),
+                            torch.as_tensor(steer_from, dtype=torch.long, device=hidden.device),
+                        ),
+                    )
+                )
             self._cache[layer] = parts
         return self._cache[layer]
 
@@ -232,15 +257,17 @@ class _BatchSteering:
                 pieces.append(hidden[at:])
             steered = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
             return (steered,) + tuple(output[1:]) if isinstance(output, tuple) else steered
+
         return hook
 
     def _meter_hook(self, start: int, stop: int, meter: Any) -> Callable[..., Any]:
         def hook(module: Any, args: tuple, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             meter.hook(module, args, hidden[start:stop])  # its own rows only
+
         return hook
 
-    def __enter__(self) -> "_BatchSteering":
+    def __enter__(self) -> _BatchSteering:
         for start, stop, meter in self.meters:  # first: meters read a block before its own steering
             self.handles.append(self.blocks[meter.layer].register_forward_hook(self._meter_hook(start, stop, meter)))
         for layer in sorted(self.by_layer):
@@ -259,7 +286,7 @@ def mergeable(cache: Any) -> bool:
     run one batch after another."""
     from transformers.cache_utils import DynamicLayer
 
-    layers = getattr(cache, "layers", None)
+    layers = getattr(cache, "layers", None) or []
     return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
 
 
@@ -346,10 +373,15 @@ class Scheduler:
         if not request.conversations:
             raise SteeringError("a request needs at least one conversation")
         if request.plan is not None:
-            request.plan.check(len(decoder_layers(self.lm.model)), rows=len(request.conversations),
-                               hidden_size=int(self.lm.model.config.hidden_size))
-        tokens = [len(chat_prompt(self.lm.tokenizer, build_messages(c, request.system_prompt)).input_ids)
-                  for c in request.conversations]
+            request.plan.check(
+                len(decoder_layers(self.lm.model)),
+                rows=len(request.conversations),
+                hidden_size=int(self.lm.model.config.hidden_size),
+            )
+        tokens = [
+            len(chat_prompt(self.lm.tokenizer, build_messages(c, request.system_prompt)).input_ids)
+            for c in request.conversations
+        ]
         check_prompt_budget(tokens, request.settings.max_new_tokens, self.limits, model_context_length(self.lm.model))
         ticket = Ticket(request)
         with self._wake:
@@ -357,8 +389,10 @@ class Scheduler:
                 raise SteeringError("the model is shutting down (its scheduler is closed); try again after a restart")
             if len(self._waiting) >= self.max_waiting and (self._waiting or len(self._active) >= self.max_requests):
                 self.stats.refused += 1
-                raise SteeringError(f"the model is busy ({len(self._active)} requests generating, "
-                                    f"{len(self._waiting)} waiting); try again in a moment")
+                raise SteeringError(
+                    f"the model is busy ({len(self._active)} requests generating, "
+                    f"{len(self._waiting)} waiting); try again in a moment"
+                )
             self._waiting.append(ticket)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._loop, name="steering-scheduler", daemon=True)
@@ -427,8 +461,11 @@ class Scheduler:
             self._finish_unstarted(ticket)
         while True:
             with self._wake:
-                if not self._waiting or len(self._active) >= self.max_requests or \
-                        (self._active and not mergeable(self._cache)):
+                if (
+                    not self._waiting
+                    or len(self._active) >= self.max_requests
+                    or (self._active and not mergeable(self._cache))
+                ):
                     return
                 ticket = self._waiting.popleft()
             request = ticket.request
@@ -458,7 +495,9 @@ class Scheduler:
 
         request, model, tokenizer = ticket.request, self.lm.model, self.lm.tokenizer
         settings = request.settings
-        prompts = [chat_prompt(tokenizer, build_messages(conv, request.system_prompt)) for conv in request.conversations]
+        prompts = [
+            chat_prompt(tokenizer, build_messages(conv, request.system_prompt)) for conv in request.conversations
+        ]
         batch = len(prompts)
         device = next(model.parameters()).device
         pad_id = pad_token_id(tokenizer)
@@ -475,15 +514,21 @@ class Scheduler:
         for row, prompt in enumerate(prompts):
             own = len(prompt.input_ids) - shared
             input_ids[row, :shared] = torch.tensor(prompt.input_ids[:shared], dtype=torch.long)
-            input_ids[row, width - own:] = torch.tensor(prompt.input_ids[shared:], dtype=torch.long)
+            input_ids[row, width - own :] = torch.tensor(prompt.input_ids[shared:], dtype=torch.long)
             attention[row, :shared] = 1
-            attention[row, width - own:] = 1
+            attention[row, width - own :] = 1
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
         if shared:
-            model(input_ids=input_ids[:1, :shared], attention_mask=attention[:1, :shared],
-                  position_ids=positions[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
+            model(
+                input_ids=input_ids[:1, :shared],
+                attention_mask=attention[:1, :shared],
+                position_ids=positions[:1, :shared],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             cache.batch_repeat_interleave(batch)
         generator = None
         if settings.temperature > 0:
@@ -494,8 +539,14 @@ class Scheduler:
         active = _Active(ticket, batch, steer_from, generator, eos, tokenizer)
 
         def forward() -> Any:
-            return model(input_ids=input_ids[:, shared:], attention_mask=attention, position_ids=positions[:, shared:],
-                         cache=cache, use_cache=True, logits_to_keep=1)
+            return model(
+                input_ids=input_ids[:, shared:],
+                attention_mask=attention,
+                position_ids=positions[:, shared:],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
 
         with contextlib.ExitStack() as stack:
             if request.meter is not None:  # registered first: it reads block L before block L's own steering
@@ -547,19 +598,28 @@ class Scheduler:
         for active in self._active:
             groups.append((start, start + active.rows, active.request.plan, active.steer_from, active.request.meter))
             start += active.rows
-        mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)  # type: ignore[union-attr]
+        assert self._mask is not None  # a batch is decoding
+        mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
         with _BatchSteering(model, groups):
-            out = model(input_ids=self._ids, attention_mask=mask, position_ids=self._pos, cache=self._cache,
-                        use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=self._ids,
+                attention_mask=mask,
+                position_ids=self._pos,
+                cache=self._cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         self._mask = mask
         logits = out.logits[:, -1, :].float()
         pad = torch.tensor(pad_token_id(tokenizer), device=logits.device)
-        next_ids, leaving = [], []
+        next_ids: list[torch.Tensor] = []
+        leaving: list[tuple[_Active, BaseException | None]] = []
         for (start, stop, *_), active in zip(groups, self._active):
             chosen = _next_tokens(logits[start:stop], active.request.settings, active.generator)
             tokens = chosen.tolist()
-            finished = torch.tensor([f or t in active.eos for f, t in zip(active.finished, tokens)],
-                                    device=chosen.device)
+            finished = torch.tensor(
+                [f or t in active.eos for f, t in zip(active.finished, tokens)], device=chosen.device
+            )
             next_ids.append(torch.where(finished, pad, chosen))
             if len(self._active) > 1:
                 active.ticket.shared_steps += 1
@@ -572,7 +632,8 @@ class Scheduler:
             if active.complete:
                 leaving.append((active, None))
         self._ids = torch.cat(next_ids).unsqueeze(-1)
-        self._pos = self._pos + 1  # type: ignore[operator]
+        assert self._pos is not None
+        self._pos = self._pos + 1
         for active, error in leaving:
             self._remove(active)
             self._finish(active, error=error)
@@ -589,8 +650,7 @@ class Scheduler:
             self._cache = self._ids = self._pos = self._mask = None
             return
         total = self._mask.shape[0]  # type: ignore[union-attr]
-        keep = torch.tensor([i for i in range(total) if not start <= i < start + active.rows],
-                            device=self._mask.device)  # type: ignore[union-attr]
+        keep = torch.tensor([i for i in range(total) if not start <= i < start + active.rows], device=self._mask.device)  # type: ignore[union-attr]
         mask = self._mask.index_select(0, keep)  # type: ignore[union-attr]
         used = mask.any(dim=0).nonzero()
         first = int(used[0]) if used.numel() else 0  # leading columns that are padding in every row
@@ -607,8 +667,12 @@ class Scheduler:
         if error is not None:
             ticket.error = error
         else:
-            ticket.result = GenerationResult(_decode(self.lm.tokenizer, active.generated),
-                                             [len(g) for g in active.generated], active.stopped, active.generated)
+            ticket.result = GenerationResult(
+                _decode(self.lm.tokenizer, active.generated),
+                [len(g) for g in active.generated],
+                active.stopped,
+                active.generated,
+            )
         self._done(ticket)
 
     def _finish_unstarted(self, ticket: Ticket) -> None:

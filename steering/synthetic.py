@@ -27,10 +27,17 @@ def make_byte_tokenizer() -> Any:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     tok = PreTrainedTokenizerFast(tokenizer_object=backend)
-    tok.add_special_tokens({"eos_token": "<|end|>", "pad_token": "<pad>",
-                            "additional_special_tokens": ["<|user|>", "<|assistant|>", "<|system|>"]})
-    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    tok.add_special_tokens(
+        {
+            "eos_token": "<|end|>",
+            "pad_token": "<pad>",
+            "additional_special_tokens": ["<|user|>", "<|assistant|>", "<|system|>"],
+        }
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
     return tok
 
 
@@ -39,8 +46,16 @@ def llama7b_config(**overrides: Any) -> Any:
     vocabulary 32000, context 4096, untied embeddings); `overrides` replace any of its fields."""
     from transformers import LlamaConfig
 
-    values = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                  tie_word_embeddings=False)
+    values = dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
     values.update(overrides)
     return LlamaConfig(**values)

@@ -49,7 +49,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -91,8 +91,10 @@ class SideJob:
             sources: the search's vector sources (`source` indexes them).
         """
         strength = "-" if self.op == "ablate" else f"{self.strength:+g}"
-        return (f"{sources[self.source].sha256[:16]}|L{self.layer}|b{self.band}|{'shared' if self.shared else 'own'}|"
-                f"{self.op}|{strength}|{self.unit if self.op != 'ablate' else '-'}")
+        return (
+            f"{sources[self.source].sha256[:16]}|L{self.layer}|b{self.band}|{'shared' if self.shared else 'own'}|"
+            f"{self.op}|{strength}|{self.unit if self.op != 'ablate' else '-'}"
+        )
 
     def recipe(self) -> Any:
         """The Recipe that generates this side's rows: `op` on the side of the strength's sign, "add" on the other
@@ -100,9 +102,15 @@ class SideJob:
         """
         from steering.recipe import Recipe
 
-        return Recipe(layer=self.layer, strength=abs(self.strength), unit=self.unit, band=self.band,
-                      plus=self.op if self.strength > 0 else "add", minus=self.op if self.strength < 0 else "add",
-                      shared_vector=self.shared)
+        return Recipe(
+            layer=self.layer,
+            strength=abs(self.strength),
+            unit=self.unit,
+            band=self.band,
+            plus=self.op if self.strength > 0 else "add",
+            minus=self.op if self.strength < 0 else "add",
+            shared_vector=self.shared,
+        )
 
 
 @dataclass
@@ -118,7 +126,7 @@ class SearchSpace:
     shared_vector: bool = True
     minus_strengths: list[float] | None = None  # subtracted-side strengths; None = the same as `strengths`
 
-    def check(self, num_layers: int | None = None) -> "SearchSpace":
+    def check(self, num_layers: int | None = None) -> SearchSpace:
         """One-line SteeringError naming the first bad entry."""
         from steering.recipe import UNITS
 
@@ -136,11 +144,13 @@ class SearchSpace:
         if bad_s:
             raise SteeringError(f"tune: --strengths must be finite numbers > 0, found {bad_s[0]}")
         if self.minus_strengths is not None:
-            bad_m = [s for s in self.minus_strengths
-                     if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0)]
+            bad_m = [
+                s for s in self.minus_strengths if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0)
+            ]
             if bad_m or not self.minus_strengths:
-                raise SteeringError("tune: --minus-strengths must be finite numbers > 0, found "
-                                    f"{bad_m[0] if bad_m else 'none'}")
+                raise SteeringError(
+                    f"tune: --minus-strengths must be finite numbers > 0, found {bad_m[0] if bad_m else 'none'}"
+                )
         bad_b = [b for b in self.bands if b < 1]
         if bad_b or not self.bands:
             raise SteeringError(f"tune: --bands must be integers >= 1, found {bad_b[0] if bad_b else 'none'}")
@@ -177,35 +187,51 @@ def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[S
                     for plus in space.plus:
                         for minus in space.minus:
                             # ablation does not depend on the strength: one setting, whatever --minus-strengths
-                            downs = [None] if minus == "ablate" or space.minus_strengths is None else \
-                                [float(m) for m in space.minus_strengths]
+                            downs = (
+                                [None]
+                                if minus == "ablate" or space.minus_strengths is None
+                                else [float(m) for m in space.minus_strengths]
+                            )
                             for down_s in downs:
                                 setting = Setting(source, layer, band, plus, minus, float(strength), down_s)
-                                up = SideJob(source, layer, band, plus, float(strength), space.unit,
-                                             space.shared_vector)
+                                up = SideJob(
+                                    source, layer, band, plus, float(strength), space.unit, space.shared_vector
+                                )
                                 amount = float(strength) if down_s is None else down_s
-                                down = SideJob(source, layer, band, minus, -1.0 if minus == "ablate" else -amount,
-                                               space.unit, space.shared_vector)
+                                down = SideJob(
+                                    source,
+                                    layer,
+                                    band,
+                                    minus,
+                                    -1.0 if minus == "ablate" else -amount,
+                                    space.unit,
+                                    space.shared_vector,
+                                )
                                 settings.append(setting)
                                 jobs[setting] = (up, down)
     return settings, jobs
 
 
 # ============================================================================ scoring
-def side_metrics(refusals: Sequence[bool], distinct: Sequence[float], nlls: Sequence[float | None],
-                 samples: Sequence[str] = ()) -> dict[str, Any]:
+def side_metrics(
+    refusals: Sequence[bool], distinct: Sequence[float], nlls: Sequence[float | None], samples: Sequence[str] = ()
+) -> dict[str, Any]:
     """Refusal rate, mean distinct-3 share and perplexity (exp median NLL) of one side's answers."""
     import numpy as np
 
     values = [v for v in nlls if v is not None]
-    return {"n": len(refusals), "refusal_rate": float(np.mean(refusals)) if refusals else float("nan"),
-            "distinct3": float(np.mean(distinct)) if distinct else float("nan"),
-            "perplexity": float(math.exp(float(np.median(values)))) if values else None,
-            "samples": list(samples)[:2]}
+    return {
+        "n": len(refusals),
+        "refusal_rate": float(np.mean(refusals)) if refusals else float("nan"),
+        "distinct3": float(np.mean(distinct)) if distinct else float("nan"),
+        "perplexity": float(math.exp(float(np.median(values)))) if values else None,
+        "samples": list(samples)[:2],
+    }
 
 
-def score_setting(plus: dict, minus: dict, base: dict, min_distinct: float = 0.85,
-                  max_perplexity: float = 3.0) -> dict[str, Any]:
+def score_setting(
+    plus: dict, minus: dict, base: dict, min_distinct: float = 0.85, max_perplexity: float = 3.0
+) -> dict[str, Any]:
     """Contrast, coherence and score of a setting from its sides' metrics (see the module docstring)."""
     penalty, coherent, ratios, margin = 0.0, True, {}, math.inf
     for name, side in (("added", plus), ("subtracted", minus)):
@@ -219,8 +245,13 @@ def score_setting(plus: dict, minus: dict, base: dict, min_distinct: float = 0.8
         margin = min(margin, d_ratio / min_distinct - 1.0, 1.0 - p_ratio / max_perplexity)
         penalty += 2.0 * max(0.0, min_distinct - d_ratio) + max(0.0, p_ratio - max_perplexity) / max_perplexity
     contrast = plus["refusal_rate"] - minus["refusal_rate"]
-    return {"contrast": round(contrast, 4), "coherent": bool(coherent), "score": round(contrast - penalty, 4),
-            "margin": round(margin, 4) if math.isfinite(margin) else -1.0, "ratios": ratios}
+    return {
+        "contrast": round(contrast, 4),
+        "coherent": bool(coherent),
+        "score": round(contrast - penalty, 4),
+        "margin": round(margin, 4) if math.isfinite(margin) else -1.0,
+        "ratios": ratios,
+    }
 
 
 def rank_key(row: dict) -> tuple:
@@ -228,8 +259,13 @@ def rank_key(row: dict) -> tuple:
     strength, then smaller subtracted-side strength (rows scored before the margin existed count as margin 0)."""
     s = row["setting"]
     minus = s.get("strength_minus")
-    return (-row["score"], -row["contrast"], -row.get("margin", 0.0), s["strength"],
-            s["strength"] if minus is None else minus)
+    return (
+        -row["score"],
+        -row["contrast"],
+        -row.get("margin", 0.0),
+        s["strength"],
+        s["strength"] if minus is None else minus,
+    )
 
 
 def choose_winner(rows: Sequence[dict]) -> tuple[dict | None, bool]:
@@ -256,8 +292,10 @@ def load_cache(path: Path, context: dict[str, Any]) -> dict[str, Any]:
         print(f"tune: {path} is not a readable cache; starting a new one", file=sys.stderr)
         return {}
     if not isinstance(data, dict) or data.get("context") != context or not isinstance(data.get("jobs"), dict):
-        print(f"tune: {path} was made for other settings (model, questions, answer length); starting a new one",
-              file=sys.stderr)
+        print(
+            f"tune: {path} was made for other settings (model, questions, answer length); starting a new one",
+            file=sys.stderr,
+        )
         return {}
     return dict(data["jobs"])
 
@@ -293,6 +331,7 @@ class TuneResult:
         generated_rows: answers generated by this run (0 when everything came from the cache).
         seconds: wall-clock time of the search, in seconds.
     """
+
     winner: dict | None
     coherent: bool
     rows: list[dict]  # every setting, best first
@@ -301,15 +340,17 @@ class TuneResult:
     seconds: float
 
 
-def _batches(jobs: Sequence[SideJob], per_call: int, vector_id: Callable[[SideJob, int], Any],
-             num_layers: int) -> list[list[SideJob]]:
+def _batches(
+    jobs: Sequence[SideJob], per_call: int, vector_id: Callable[[SideJob, int], Any], num_layers: int
+) -> list[list[SideJob]]:
     """Whole jobs per generate() call, at most `per_call` jobs, never two vectors at one layer."""
     batches: list[tuple[list[SideJob], dict[int, Any]]] = []
     for job in jobs:
         layers = job.recipe().layers(num_layers)
         for batch, used in batches:
-            if len(batch) < per_call and all(used.get(layer, vector_id(job, layer)) == vector_id(job, layer)
-                                              for layer in layers):
+            if len(batch) < per_call and all(
+                used.get(layer, vector_id(job, layer)) == vector_id(job, layer) for layer in layers
+            ):
                 batch.append(job)
                 used.update({layer: vector_id(job, layer) for layer in layers})
                 break
@@ -318,10 +359,21 @@ def _batches(jobs: Sequence[SideJob], per_call: int, vector_id: Callable[[SideJo
     return [batch for batch, _ in batches]
 
 
-def run_tune(engine: Any, questions: Sequence[str], sources: Sequence[VectorSource], space: SearchSpace,
-             settings: Any, detector: Any, cache_path: Path, context: dict[str, Any],
-             system_prompt: str | None = None, batch_rows: int = 64, min_distinct: float = 0.85,
-             max_perplexity: float = 3.0, progress: bool = True) -> TuneResult:
+def run_tune(
+    engine: Any,
+    questions: Sequence[str],
+    sources: Sequence[VectorSource],
+    space: SearchSpace,
+    settings: Any,
+    detector: Any,
+    cache_path: Path,
+    context: dict[str, Any],
+    system_prompt: str | None = None,
+    batch_rows: int = 64,
+    min_distinct: float = 0.85,
+    max_perplexity: float = 3.0,
+    progress: bool = True,
+) -> TuneResult:
     """Score every setting of `space` on `questions` (cached side jobs reused) and rank them.
 
     Args:
@@ -381,13 +433,20 @@ def run_tune(engine: Any, questions: Sequence[str], sources: Sequence[VectorSour
         for batch in batches:
             plans = []
             for job in batch:
-                plan = job.recipe().plan(sources[job.source].vectors, [job.strength] * n_q, lm.num_layers,
-                                         hidden_norm=norm)
+                plan = job.recipe().plan(
+                    sources[job.source].vectors, [job.strength] * n_q, lm.num_layers, hidden_norm=norm
+                )
                 plans.append(plan)
             plan = SteeringPlan.stack(plans)
             with lm.lock:
-                result = generate(lm.model, lm.tokenizer, convs * len(batch), settings=settings,
-                                  system_prompt=system_prompt, steer=plan)
+                result = generate(
+                    lm.model,
+                    lm.tokenizer,
+                    convs * len(batch),
+                    settings=settings,
+                    system_prompt=system_prompt,
+                    steer=plan,
+                )
             refusals, distinct, nlls = score_rows(result.texts, result.token_ids, list(questions) * len(batch))
             for j, job in enumerate(batch):
                 part = slice(j * n_q, (j + 1) * n_q)
@@ -401,11 +460,24 @@ def run_tune(engine: Any, questions: Sequence[str], sources: Sequence[VectorSour
         up, down = needs[setting]
         plus, minus = cache[keys[up]], cache[keys[down]]
         scored = score_setting(plus, minus, base, min_distinct, max_perplexity)
-        rows.append({"setting": {"vector": sources[setting.source].label, "layer": setting.layer,
-                                 "band": setting.band, "plus": setting.plus, "minus": setting.minus,
-                                 "strength": setting.strength, "strength_minus": setting.strength_minus,
-                                 "unit": space.unit},
-                     "source": setting.source, **scored, "added": plus, "subtracted": minus})
+        rows.append(
+            {
+                "setting": {
+                    "vector": sources[setting.source].label,
+                    "layer": setting.layer,
+                    "band": setting.band,
+                    "plus": setting.plus,
+                    "minus": setting.minus,
+                    "strength": setting.strength,
+                    "strength_minus": setting.strength_minus,
+                    "unit": space.unit,
+                },
+                "source": setting.source,
+                **scored,
+                "added": plus,
+                "subtracted": minus,
+            }
+        )
     rows.sort(key=rank_key)
     winner, coherent = choose_winner(rows)
     return TuneResult(winner, coherent, rows, base, generated, time.perf_counter() - started)
@@ -416,10 +488,15 @@ def pooled_metrics(parts: Sequence[dict]) -> dict[str, Any]:
     sizes, perplexity the size-weighted geometric mean of the groups' perplexities (each an exp median NLL)."""
     n = sum(p["n"] for p in parts)
     ppl = [p for p in parts if p.get("perplexity")]
-    return {"n": n, "refusal_rate": sum(p["refusal_rate"] * p["n"] for p in parts) / n,
-            "distinct3": sum(p["distinct3"] * p["n"] for p in parts) / n,
-            "perplexity": math.exp(sum(math.log(p["perplexity"]) * p["n"] for p in ppl) / sum(p["n"] for p in ppl))
-            if ppl else None, "samples": [s for p in parts for s in p.get("samples", [])[:1]]}
+    return {
+        "n": n,
+        "refusal_rate": sum(p["refusal_rate"] * p["n"] for p in parts) / n,
+        "distinct3": sum(p["distinct3"] * p["n"] for p in parts) / n,
+        "perplexity": math.exp(sum(math.log(p["perplexity"]) * p["n"] for p in ppl) / sum(p["n"] for p in ppl))
+        if ppl
+        else None,
+        "samples": [s for p in parts for s in p.get("samples", [])[:1]],
+    }
 
 
 def combine_groups(results: Sequence[tuple[str, TuneResult]]) -> TuneResult:
@@ -438,21 +515,27 @@ def combine_groups(results: Sequence[tuple[str, TuneResult]]) -> TuneResult:
         missing = [name for name, part in parts.items() if part is None]
         if missing:
             raise SteeringError(f"tune: {missing[0]} was not scored for setting {row['setting']}")
-        rows.append({"setting": row["setting"], "source": row["source"],
-                     "contrast": min(p["contrast"] for p in parts.values()),
-                     "coherent": all(p["coherent"] for p in parts.values()),
-                     "score": min(p["score"] for p in parts.values()),
-                     "margin": min(p["margin"] for p in parts.values()),
-                     "ratios": {name: p["ratios"] for name, p in parts.items()},
-                     "added": pooled_metrics([p["added"] for p in parts.values()]),
-                     "subtracted": pooled_metrics([p["subtracted"] for p in parts.values()]),
-                     "groups": parts})
+        rows.append(
+            {
+                "setting": row["setting"],
+                "source": row["source"],
+                "contrast": min(p["contrast"] for p in parts.values()),
+                "coherent": all(p["coherent"] for p in parts.values()),
+                "score": min(p["score"] for p in parts.values()),
+                "margin": min(p["margin"] for p in parts.values()),
+                "ratios": {name: p["ratios"] for name, p in parts.items()},
+                "added": pooled_metrics([p["added"] for p in parts.values()]),
+                "subtracted": pooled_metrics([p["subtracted"] for p in parts.values()]),
+                "groups": parts,
+            }
+        )
     rows.sort(key=rank_key)
     winner, coherent = choose_winner(rows)
     unsteered = pooled_metrics([result.unsteered for _, result in results])
     unsteered["groups"] = {name: result.unsteered for name, result in results}
-    return TuneResult(winner, coherent, rows, unsteered, sum(r.generated_rows for _, r in results),
-                      sum(r.seconds for _, r in results))
+    return TuneResult(
+        winner, coherent, rows, unsteered, sum(r.generated_rows for _, r in results), sum(r.seconds for _, r in results)
+    )
 
 
 def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace) -> Any:
@@ -461,56 +544,92 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
 
     s, source = row["setting"], sources[row["source"]]
     minus = s.get("strength_minus")
-    return Recipe(layer=s["layer"], strength=s["strength"], unit=s["unit"], band=s["band"], plus=s["plus"],
-                  minus=s["minus"], vector=source.path, method=source.method, shared_vector=space.shared_vector,
-                  strength_minus=None if minus is None or minus == s["strength"] else minus)
+    return Recipe(
+        layer=s["layer"],
+        strength=s["strength"],
+        unit=s["unit"],
+        band=s["band"],
+        plus=s["plus"],
+        minus=s["minus"],
+        vector=source.path,
+        method=source.method,
+        shared_vector=space.shared_vector,
+        strength_minus=None if minus is None or minus == s["strength"] else minus,
+    )
 
 
 def report_markdown(result: TuneResult, top: int = 15) -> str:
     """The best settings as a markdown table (plus the unsteered row)."""
     b = result.unsteered
     ppl = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = ["| vector | layer | band | + op | − op | strength | refusal + | refusal − | distinct-3 + / − | "
-             "perplexity + / − | coherent | score | margin |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| vector | layer | band | + op | − op | strength | refusal + | refusal − | distinct-3 + / − | "
+        "perplexity + / − | coherent | score | margin |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result.rows[:top]:
         s, a, m = r["setting"], r["added"], r["subtracted"]
-        strength = f"{s['strength']:g}" if s.get("strength_minus") is None else \
-            f"{s['strength']:g} / {s['strength_minus']:g}"
-        lines.append(f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']} | {strength} "
-                     f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
-                     f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | "
-                     f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "
-                     f"{r['score']:+.2f} | {r['margin']:+.3f} |")
-    lines.append(f"| unsteered | | | | | | {b['refusal_rate']:.2f} | | {b['distinct3']:.2f} | {ppl(b['perplexity'])} "
-                 "| | | |")
+        strength = (
+            f"{s['strength']:g}" if s.get("strength_minus") is None else f"{s['strength']:g} / {s['strength_minus']:g}"
+        )
+        lines.append(
+            f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']} | {strength} "
+            f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
+            f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | "
+            f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "
+            f"{r['score']:+.2f} | {r['margin']:+.3f} |"
+        )
+    lines.append(
+        f"| unsteered | | | | | | {b['refusal_rate']:.2f} | | {b['distinct3']:.2f} | {ppl(b['perplexity'])} | | | |"
+    )
     return "\n".join(lines) + "\n"
 
 
 # ============================================================================ the command
 def register(sub: Any) -> None:
     """Add the `tune` sub-command to the CLI parser (steering/cli.py)."""
-    from steering.cli_common import add_behavior_command, parse_float as _float
+    from steering.cli_common import add_behavior_command
+    from steering.cli_common import parse_float as _float
 
-    p = add_behavior_command(sub, "tune", "search vector x layer(s) x operator x strength on the tuning "
-                                          "questions and write the winner to vectors/<behavior>/<model>.defaults.json")
-    p.add_argument("--questions", nargs="+",
-                   help="tuning question file(s) (default: datasets/<behavior>/tune_open_ended.json); with several, "
-                        "each is a group and a setting must hold on every group")
-    p.add_argument("--limit", type=int, default=24,
-                   help="use N questions spread evenly over each file (default 24; more than the file has: all)")
+    p = add_behavior_command(
+        sub,
+        "tune",
+        "search vector x layer(s) x operator x strength on the tuning "
+        "questions and write the winner to vectors/<behavior>/<model>.defaults.json",
+    )
+    p.add_argument(
+        "--questions",
+        nargs="+",
+        help="tuning question file(s) (default: datasets/<behavior>/tune_open_ended.json); with several, "
+        "each is a group and a setting must hold on every group",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=24,
+        help="use N questions spread evenly over each file (default 24; more than the file has: all)",
+    )
     p.add_argument("--vectors", nargs="+", help="vector files (methods) to try (default: the behavior's file)")
     p.add_argument("--layers", type=int, nargs="+", help="anchor layers (default: the model's layer -2, 0, +2)")
     p.add_argument("--bands", type=int, nargs="+", default=[1], help="band widths (default 1)")
     p.add_argument("--plus", nargs="+", default=["add", "clamp"], help="added-side operators (add clamp ablate)")
     p.add_argument("--minus", nargs="+", default=["add", "ablate"], help="subtracted-side operators")
-    p.add_argument("--strengths", type=_float, nargs="+",
-                   help="strengths (default: relative 0.1 0.2 0.3; multiplier 1 2 4)")
-    p.add_argument("--minus-strengths", type=_float, nargs="+",
-                   help="subtracted-side strengths, each paired with every --strengths value (the recipe's "
-                        "strength_minus; default: the same as --strengths)")
+    p.add_argument(
+        "--strengths", type=_float, nargs="+", help="strengths (default: relative 0.1 0.2 0.3; multiplier 1 2 4)"
+    )
+    p.add_argument(
+        "--minus-strengths",
+        type=_float,
+        nargs="+",
+        help="subtracted-side strengths, each paired with every --strengths value (the recipe's "
+        "strength_minus; default: the same as --strengths)",
+    )
     p.add_argument("--unit", default="relative", help="relative (x the hidden-state norm, default) or multiplier")
-    p.add_argument("--own-vectors", action="store_true",
-                   help="in a band, each layer its own vector (default: the anchor layer's at every layer)")
+    p.add_argument(
+        "--own-vectors",
+        action="store_true",
+        help="in a band, each layer its own vector (default: the anchor layer's at every layer)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer length while tuning (default 32)")
     p.add_argument("--batch-rows", type=int, default=64, help="about how many answers per generate call")
     p.add_argument("--min-distinct", type=_float, default=0.85, help="coherent: distinct-3 >= this x unsteered")
@@ -550,15 +669,19 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
             model loads), or nothing scored.
     """
     from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
-    from steering.cli_common import display_path as _display_path, system_prompt as _system_prompt
+    from steering.cli_common import display_path as _display_path
+    from steering.cli_common import system_prompt as _system_prompt
     from steering.config import data_dir
     from steering.datasets import file_sha256, load_open_ended
     from steering.limits import Limits, check_behavior_name
 
     check_behavior_name(args.behavior)
     limits = Limits.from_config(config)
-    for value, flag, low in ((args.limit, "--limit", 1), (args.max_new_tokens, "--max-new-tokens", 1),
-                             (args.batch_rows, "--batch-rows", 1)):
+    for value, flag, low in (
+        (args.limit, "--limit", 1),
+        (args.max_new_tokens, "--max-new-tokens", 1),
+        (args.batch_rows, "--batch-rows", 1),
+    ):
         if value < low:
             raise SteeringError(f"{flag} must be at least {low}, got {value}")
     if args.max_new_tokens > limits.max_new_tokens:
@@ -567,13 +690,22 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     if unit not in DEFAULT_STRENGTHS:
         raise SteeringError(f"tune: --unit must be one of {', '.join(DEFAULT_STRENGTHS)}, found '{unit}'")
     strengths = args.strengths or DEFAULT_STRENGTHS.get(unit, [])
-    space = SearchSpace(layers=list(args.layers or []) or [0], bands=list(args.bands), plus=list(args.plus),
-                        minus=list(args.minus), strengths=list(strengths), unit=unit,
-                        shared_vector=not args.own_vectors,
-                        minus_strengths=list(args.minus_strengths) if args.minus_strengths else None)
+    space = SearchSpace(
+        layers=list(args.layers or []) or [0],
+        bands=list(args.bands),
+        plus=list(args.plus),
+        minus=list(args.minus),
+        strengths=list(strengths),
+        unit=unit,
+        shared_vector=not args.own_vectors,
+        minus_strengths=list(args.minus_strengths) if args.minus_strengths else None,
+    )
     space.check()  # before the slow model load
-    question_paths = [Path(q) for q in args.questions] if args.questions else \
-        [data_dir(config, "datasets_dir") / args.behavior / "tune_open_ended.json"]
+    question_paths = (
+        [Path(q) for q in args.questions]
+        if args.questions
+        else [data_dir(config, "datasets_dir") / args.behavior / "tune_open_ended.json"]
+    )
     if len({path.resolve() for path in question_paths}) < len(question_paths):
         raise SteeringError("--questions: a file is named twice")
     groups = []  # (name, questions) per file
@@ -589,15 +721,16 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     import torch  # noqa: F401  (after the checks: a bad flag never waits for torch)
 
+    from steering.behaviors import judge_for
     from steering.generation import SamplingSettings
     from steering.recipe import defaults_path
-    from steering.behaviors import judge_for
     from steering.refusal import RefusalDetector
     from steering.vector_files import vector_path
 
     try:  # the behavior card's judge (steering.behaviors.judge_for; refusal: config's refusal_phrases override it)
-        detector = RefusalDetector.from_config(config) if args.behavior == "refusal" else \
-            judge_for(config, args.behavior)
+        detector = (
+            RefusalDetector.from_config(config) if args.behavior == "refusal" else judge_for(config, args.behavior)
+        )
     except ValueError as exc:
         raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
     engine = _engine(args, config)
@@ -617,8 +750,9 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     out = Path(args.out) if args.out else defaults_path(engine.vectors_dir, args.behavior, lm.slug)
     if out.exists() and out.is_dir():
         raise SteeringError(f"--out {out}: is a folder")
-    cache_path = Path(args.cache) if args.cache else out.with_name(out.name.replace(".defaults.json", "") +
-                                                                   ".tune-cache.json")
+    cache_path = (
+        Path(args.cache) if args.cache else out.with_name(out.name.replace(".defaults.json", "") + ".tune-cache.json")
+    )
     system_prompt = _system_prompt(args, config)
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     n_settings = len(side_jobs(space, len(sources))[0])
@@ -626,55 +760,122 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     for index, (path, (name, part)) in enumerate(zip(question_paths, groups)):
         # each file its own cache (the first: --cache, so a one-file run keeps earlier caches usable)
         group_cache = cache_path if index == 0 else cache_path.with_name(f"{cache_path.stem}.{path.stem}.json")
-        context = {"model": lm.name, "dtype": str(lm.dtype), "questions_sha256": _questions_hash(part),
-                   "max_new_tokens": args.max_new_tokens, "system_prompt": system_prompt,
-                   "refusal_phrases": list(detector.phrases)}
+        context = {
+            "model": lm.name,
+            "dtype": str(lm.dtype),
+            "questions_sha256": _questions_hash(part),
+            "max_new_tokens": args.max_new_tokens,
+            "system_prompt": system_prompt,
+            "refusal_phrases": list(detector.phrases),
+        }
         hashes.append(context["questions_sha256"])
-        print(f"# {lm.describe()}\n# tune: {len(part)} questions of {name}, {n_settings} settings; "
-              f"cache {_display_path(group_cache)}", file=sys.stderr)
-        results.append((name, run_tune(engine, part, sources, space, settings, detector, group_cache, context,
-                                       system_prompt, batch_rows=args.batch_rows, min_distinct=args.min_distinct,
-                                       max_perplexity=args.max_perplexity)))
+        print(
+            f"# {lm.describe()}\n# tune: {len(part)} questions of {name}, {n_settings} settings; "
+            f"cache {_display_path(group_cache)}",
+            file=sys.stderr,
+        )
+        results.append(
+            (
+                name,
+                run_tune(
+                    engine,
+                    part,
+                    sources,
+                    space,
+                    settings,
+                    detector,
+                    group_cache,
+                    context,
+                    system_prompt,
+                    batch_rows=args.batch_rows,
+                    min_distinct=args.min_distinct,
+                    max_perplexity=args.max_perplexity,
+                ),
+            )
+        )
     result = combine_groups(results)
     print(report_markdown(result), end="")
     if result.winner is None:
         raise SteeringError("tune: nothing was scored")
     recipe = winner_recipe(result.winner, sources, space)
     note = "" if result.coherent else " (no setting kept the text coherent: best score shown)"
-    print(f"\nwinner: {result.winner['setting']['vector']}, {recipe.describe()}; refusal "
-          f"{result.winner['added']['refusal_rate']:.2f} (+) / {result.winner['subtracted']['refusal_rate']:.2f} (−), "
-          f"unsteered {result.unsteered['refusal_rate']:.2f}{note}")
+    print(
+        f"\nwinner: {result.winner['setting']['vector']}, {recipe.describe()}; refusal "
+        f"{result.winner['added']['refusal_rate']:.2f} (+) / {result.winner['subtracted']['refusal_rate']:.2f} (−), "
+        f"unsteered {result.unsteered['refusal_rate']:.2f}{note}"
+    )
     for name, part in (result.winner.get("groups") or {}).items():
-        print(f"  {name}: score {part['score']:+.2f}, contrast {part['contrast']:.2f}, "
-              f"{'coherent' if part['coherent'] else 'NOT coherent'}, margin {part['margin']:+.3f}")
+        print(
+            f"  {name}: score {part['score']:+.2f}, contrast {part['contrast']:.2f}, "
+            f"{'coherent' if part['coherent'] else 'NOT coherent'}, margin {part['margin']:+.3f}"
+        )
     print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
     if args.dry_run:
         return 0
     from steering.recipe import save_defaults
 
-    save_defaults(out, recipe, {
-        "model": lm.name, "behavior": args.behavior, "chosen_by": "python -m steering tune",
-        "coherent": result.coherent,
-        "tuning": {"questions": _display_path(questions_path) if len(groups) == 1 else [g for g, _ in groups],
-                   "questions_used": sum(len(part) for _, part in groups),
-                   "questions_sha256": hashes[0] if len(groups) == 1 else hashes, "max_new_tokens": args.max_new_tokens,
-                   "decoding": "greedy", "min_distinct": args.min_distinct, "max_perplexity": args.max_perplexity,
-                   "search": {"vectors": [s.label for s in sources], "layers": space.layers, "bands": space.bands,
-                              "plus": space.plus, "minus": space.minus, "strengths": space.strengths,
-                              **({"minus_strengths": space.minus_strengths} if space.minus_strengths else {}),
-                              "unit": space.unit, "shared_vector": space.shared_vector}},
-        "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}
-        | {"added": _short(result.winner["added"]), "subtracted": _short(result.winner["subtracted"]),
-           "unsteered": _short(result.unsteered)}
-        | ({"groups": {name: {"scores": {k: part[k] for k in ("contrast", "coherent", "score", "margin")},
-                              "added": _short(part["added"]), "subtracted": _short(part["subtracted"]),
-                              "unsteered": _short(result.unsteered["groups"][name])}
-                       for name, part in result.winner["groups"].items()}} if "groups" in result.winner else {}),
-        "top": [{**r["setting"], "score": r["score"], "contrast": r["contrast"], "margin": r["margin"],
-                 "coherent": r["coherent"]}
-                for r in result.rows[:10]],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    save_defaults(
+        out,
+        recipe,
+        {
+            "model": lm.name,
+            "behavior": args.behavior,
+            "chosen_by": "python -m steering tune",
+            "coherent": result.coherent,
+            "tuning": {
+                "questions": _display_path(questions_path) if len(groups) == 1 else [g for g, _ in groups],
+                "questions_used": sum(len(part) for _, part in groups),
+                "questions_sha256": hashes[0] if len(groups) == 1 else hashes,
+                "max_new_tokens": args.max_new_tokens,
+                "decoding": "greedy",
+                "min_distinct": args.min_distinct,
+                "max_perplexity": args.max_perplexity,
+                "search": {
+                    "vectors": [s.label for s in sources],
+                    "layers": space.layers,
+                    "bands": space.bands,
+                    "plus": space.plus,
+                    "minus": space.minus,
+                    "strengths": space.strengths,
+                    **({"minus_strengths": space.minus_strengths} if space.minus_strengths else {}),
+                    "unit": space.unit,
+                    "shared_vector": space.shared_vector,
+                },
+            },
+            "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}
+            | {
+                "added": _short(result.winner["added"]),
+                "subtracted": _short(result.winner["subtracted"]),
+                "unsteered": _short(result.unsteered),
+            }
+            | (
+                {
+                    "groups": {
+                        name: {
+                            "scores": {k: part[k] for k in ("contrast", "coherent", "score", "margin")},
+                            "added": _short(part["added"]),
+                            "subtracted": _short(part["subtracted"]),
+                            "unsteered": _short(result.unsteered["groups"][name]),
+                        }
+                        for name, part in result.winner["groups"].items()
+                    }
+                }
+                if "groups" in result.winner
+                else {}
+            ),
+            "top": [
+                {
+                    **r["setting"],
+                    "score": r["score"],
+                    "contrast": r["contrast"],
+                    "margin": r["margin"],
+                    "coherent": r["coherent"],
+                }
+                for r in result.rows[:10]
+            ],
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     print(f"wrote {_display_path(out)}")
     return 0
 
@@ -690,8 +891,9 @@ def _recipe_path(path: Path) -> str:
 
 
 def _short(metrics: dict) -> dict:
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
-            if k not in ("samples", "groups")}
+    return {
+        k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k not in ("samples", "groups")
+    }
 
 
 def _questions_hash(questions: Sequence[str]) -> str:

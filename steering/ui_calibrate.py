@@ -19,7 +19,8 @@ from steering.ui_chat import VectorChoice, check_upload
 MAX_LAYERS, MAX_MULTIPLIERS, MAX_ITEMS = 12, 9, 66
 SMALL_MODEL_NOTE = (
     "On small models like the embedded SmolLM2-135M the A/B letter probability barely moves (the model answers "
-    "A/B near chance), so judge by the chat panes and the open-ended results too (`results/eval/summary.md`).")
+    "A/B near chance), so judge by the chat panes and the open-ended results too (`results/eval/summary.md`)."
+)
 
 
 def default_layers(default: int, num_layers: int, count: int = 5) -> list[int]:
@@ -33,8 +34,9 @@ def default_layers(default: int, num_layers: int, count: int = 5) -> list[int]:
     return [start + i * step for i in range(count)]
 
 
-def layers_for_vector(available: Sequence[int], current: str | None, default: int, num_layers: int,
-                      count: int = 5) -> list[int] | None:
+def layers_for_vector(
+    available: Sequence[int], current: str | None, default: int, num_layers: int, count: int = 5
+) -> list[int] | None:
     """The Calibrate tab's layers for the chosen vector set, or None to keep `current` (the text in the box).
 
     A set with `count` layers or fewer (e.g. an uploaded one-layer vector) gets its own layers; otherwise
@@ -130,8 +132,9 @@ def ab_items(datasets_dir: str | Path, behavior: str | None, count: int) -> list
     return load_ab_dataset(path)[: max(1, int(count))]
 
 
-def question_set(choice: str | None, uploads: dict[str, str] | None, current: str | None,
-                 available: Sequence[str]) -> str | None:
+def question_set(
+    choice: str | None, uploads: dict[str, str] | None, current: str | None, available: Sequence[str]
+) -> str | None:
     """The A/B questions that go with the chat tab's vector: the behavior's own, else those chosen already."""
     picked = VectorChoice.parse(choice, uploads)
     return picked.behavior if picked.behavior in available else current
@@ -158,8 +161,14 @@ class Sweep:
         return state
 
 
-def sweep_items(engine: Any, vset: Any, layers: Sequence[int], multipliers: Sequence[float],
-                items: Sequence[Any], system_prompt: str | None = None) -> np.ndarray:
+def sweep_items(
+    engine: Any,
+    vset: Any,
+    layers: Sequence[int],
+    multipliers: Sequence[float],
+    items: Sequence[Any],
+    system_prompt: str | None = None,
+) -> np.ndarray:
     """p(matching letter) of every question at every layer x multiplier: what evaluation.ab_sweep averages.
 
     Args: engine (model, tokenizer, lock, config), vset the VectorSet (each layer its own vector), layers,
@@ -170,12 +179,18 @@ def sweep_items(engine: Any, vset: Any, layers: Sequence[int], multipliers: Sequ
     from steering.prompts import pad_token_id
 
     lm = engine.lm
-    prompts = ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model),
-                         max_tokens=Limits.from_config(engine.config).max_prompt_tokens)
+    prompts = ab_prompts(
+        lm.tokenizer,
+        items,
+        system_prompt,
+        context_length=model_context_length(lm.model),
+        max_tokens=Limits.from_config(engine.config).max_prompt_tokens,
+    )
     specs = [(layer, vset.vector(layer)) for layer in layers]
     with lm.lock:
-        return np.asarray(ab_probabilities(lm.model, prompts, specs, multipliers, pad_id=pad_token_id(lm.tokenizer)).p,
-                          dtype=float)
+        return np.asarray(
+            ab_probabilities(lm.model, prompts, specs, multipliers, pad_id=pad_token_id(lm.tokenizer)).p, dtype=float
+        )
 
 
 def reliability_layer(state: dict[str, list] | None, preferred: int | None) -> int | None:
@@ -205,38 +220,52 @@ def sweep_reliability(state: dict[str, list], layer: int) -> Any:
 def reliability_text(rel: Any, layer: int) -> str:
     """Markdown lines under the histogram: the wrong-way share with its interval, and what it means."""
     low, high = rel.wrong_way_ci
-    return (f"**Layer {int(layer)}: {rel.wrong_way} of {rel.n} questions move the wrong way "
-            f"({rel.wrong_way_share:.0%}, 95% CI {low:.0%}–{high:.0%})**; mean slope {rel.mean_slope:+.4f}, median "
-            f"{rel.median_slope:+.4f} per unit α; {rel.flat} flat. Steerability = the least-squares slope of a "
-            "question's p(behavior-matching letter) against α (Tan et al. 2024, arXiv 2407.12404): a slope "
-            "below 0 means the vector pushes that question away from the behavior. A mean that looks good can "
-            "hide a large wrong-way share.")
+    return (
+        f"**Layer {int(layer)}: {rel.wrong_way} of {rel.n} questions move the wrong way "
+        f"({rel.wrong_way_share:.0%}, 95% CI {low:.0%}–{high:.0%})**; mean slope {rel.mean_slope:+.4f}, median "
+        f"{rel.median_slope:+.4f} per unit α; {rel.flat} flat. Steerability = the least-squares slope of a "
+        "question's p(behavior-matching letter) against α (Tan et al. 2024, arXiv 2407.12404): a slope "
+        "below 0 means the vector pushes that question away from the behavior. A mean that looks good can "
+        "hide a large wrong-way share."
+    )
 
 
-def run_sweep(engine: Any, choice: str | None, uploads: dict[str, str] | None, layers_text: str | None,
-              multipliers_text: str | None, behavior: str | None, count: int) -> Sweep:
+def run_sweep(
+    engine: Any,
+    choice: str | None,
+    uploads: dict[str, str] | None,
+    layers_text: str | None,
+    multipliers_text: str | None,
+    behavior: str | None,
+    count: int,
+) -> Sweep:
     """Check every input first (one-line SteeringError), then run the sweep (sweep_items: per question, under
     the model's lock); the Sweep keeps the per-question values for the reliability view."""
     layers = parse_layers(layers_text, engine.lm.num_layers)
-    multipliers = parse_multipliers(multipliers_text, getattr(engine, "limits", None)
-                                    or Limits.from_config(engine.config))
+    multipliers = parse_multipliers(
+        multipliers_text, getattr(engine, "limits", None) or Limits.from_config(engine.config)
+    )
     vset = VectorChoice.parse(choice, uploads).vector_set(engine)
     missing = [layer for layer in layers if layer not in vset.vectors]
     if missing:
-        raise SteeringError(f"the vector has no layer {format_list(missing)} (it has layers "
-                            f"{format_list(vset.layers)})")
+        raise SteeringError(
+            f"the vector has no layer {format_list(missing)} (it has layers {format_list(vset.layers)})"
+        )
     items = ab_items(datasets_dir(engine.config), behavior, count)
     per_item = sweep_items(engine, vset, layers, multipliers, items)
     values = per_item.mean(axis=-1)
     bad = [f"layer {layers[i]} α {multipliers[j]:g}" for i, j in zip(*np.nonzero(~np.isfinite(values)))]
     if bad:
-        raise SteeringError(f"the sweep gave no number (NaN) at {len(bad)} of {values.size} cells, e.g. {bad[0]}: "
-                            "the model's output overflowed at these settings; try smaller multipliers")
+        raise SteeringError(
+            f"the sweep gave no number (NaN) at {len(bad)} of {values.size} cells, e.g. {bad[0]}: "
+            "the model's output overflowed at these settings; try smaller multipliers"
+        )
     return Sweep(layers, multipliers, values, per_item)
 
 
-def cell_setting(index: Sequence[int] | None, state: dict[str, list] | None,
-                 alpha_max: float) -> tuple[int, float, str] | None:
+def cell_setting(
+    index: Sequence[int] | None, state: dict[str, list] | None, alpha_max: float
+) -> tuple[int, float, str] | None:
     """A clicked table cell (row, column) -> the chat tab's (layer, α) and a confirmation line.
 
     The chat's α slider runs from 0: a negative multiplier is the same setting seen in the −α pane.
@@ -250,16 +279,20 @@ def cell_setting(index: Sequence[int] | None, state: dict[str, list] | None,
         return None
     layer, multiplier = int(layers[row]), float(multipliers[col - 1])
     alpha = min(abs(multiplier), float(alpha_max))
-    where = ("the +α pane" if multiplier > 0 else "the −α pane" if multiplier < 0
-             else "all three panes (α = 0: no steering)")
+    where = (
+        "the +α pane" if multiplier > 0 else "the −α pane" if multiplier < 0 else "all three panes (α = 0: no steering)"
+    )
     clipped = f" (clipped to the slider's maximum {alpha_max:g})" if abs(multiplier) > alpha_max else ""
-    message = (f"✓ Chat set to layer {layer}, α = {alpha:g}{clipped}: multiplier {multiplier:g} is {where}. "
-               "Go to the Chat tab and send a message.")
+    message = (
+        f"✓ Chat set to layer {layer}, α = {alpha:g}{clipped}: multiplier {multiplier:g} is {where}. "
+        "Go to the Chat tab and send a message."
+    )
     return layer, alpha, message
 
 
-def vector_set_for(engine: Any, choice: str | None, uploads: dict[str, str] | None, path: str | None,
-                   max_mb: float) -> tuple[Any, str]:
+def vector_set_for(
+    engine: Any, choice: str | None, uploads: dict[str, str] | None, path: str | None, max_mb: float
+) -> tuple[Any, str]:
     """The set named by a file just uploaded (checked like the chat's uploads) or else by the dropdown."""
     if path:
         check_upload(engine, path, max_mb)
@@ -270,8 +303,13 @@ def vector_set_for(engine: Any, choice: str | None, uploads: dict[str, str] | No
     return vset, choice
 
 
-def compare_sets(engine: Any, a: tuple[str | None, str | None], b: tuple[str | None, str | None],
-                 uploads: dict[str, str] | None, max_mb: float) -> Any:
+def compare_sets(
+    engine: Any,
+    a: tuple[str | None, str | None],
+    b: tuple[str | None, str | None],
+    uploads: dict[str, str] | None,
+    max_mb: float,
+) -> Any:
     """cosine_plot of two sets, each given as (dropdown choice, uploaded file path); one-line errors."""
     from steering.evaluation import cosine_plot
     from steering.vector_files import cosine_by_layer

@@ -7,7 +7,6 @@ Everything a request needs is passed in explicitly, so two users never share a v
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import re
 import shutil
@@ -87,7 +86,7 @@ class VectorChoice:
     upload: str | None
 
     @classmethod
-    def parse(cls, choice: str | None, uploads: dict[str, str] | None) -> "VectorChoice":
+    def parse(cls, choice: str | None, uploads: dict[str, str] | None) -> VectorChoice:
         """The choice from the app's dropdown value: an uploaded file when `choice` names one in `uploads`,
         else a behavior name (None for an empty choice).
 
@@ -122,7 +121,9 @@ class VectorChoice:
         try:
             return vset.vector(int(layer))
         except SteeringError as exc:
-            raise SteeringError(str(exc).replace(str(self.upload), Path(self.upload).name) if self.upload else str(exc)) from None
+            raise SteeringError(
+                str(exc).replace(str(self.upload), Path(self.upload).name) if self.upload else str(exc)
+            ) from None
 
 
 def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recipe: Any = None) -> str:
@@ -143,12 +144,17 @@ def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recip
     where = f"layers {layers[0]}–{layers[-1]}" if band else f"layer {int(layer)}"
     per = f", split over the {len(layers)} layers" if band else ""
     each = " at each layer" if band else ""
-    ops = {"add": f"adds {{a}} × the vector{per}", "clamp": f"sets the part along the vector to {{a}} × its size{each}",
-           "ablate": f"removes the part along the vector{each}"}
-    return (f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, so α = "
-            f"{float(alpha):g} means **{rel * abs(float(alpha)):.2f}×**. Applied at {where}: +α "
-            f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a='−α')}. Too much garbles the text "
-            "(the Results in the README say where for the shipped vectors).")
+    ops = {
+        "add": f"adds {{a}} × the vector{per}",
+        "clamp": f"sets the part along the vector to {{a}} × its size{each}",
+        "ablate": f"removes the part along the vector{each}",
+    }
+    return (
+        f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, so α = "
+        f"{float(alpha):g} means **{rel * abs(float(alpha)):.2f}×**. Applied at {where}: +α "
+        f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a='−α')}. Too much garbles the text "
+        "(the Results in the README say where for the shipped vectors)."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -190,9 +196,18 @@ class TurnSettings:
     system_prompt: str | None
 
 
-def check_settings(num_layers: int, limits: Limits, layer: Any, multiplier: Any, max_new_tokens: Any,
-                   temperature: Any, top_p: Any, seed: Any, random_seed: bool = False,
-                   system_prompt: str | None = None) -> TurnSettings:
+def check_settings(
+    num_layers: int,
+    limits: Limits,
+    layer: Any,
+    multiplier: Any,
+    max_new_tokens: Any,
+    temperature: Any,
+    top_p: Any,
+    seed: Any,
+    random_seed: bool = False,
+    system_prompt: str | None = None,
+) -> TurnSettings:
     """Check a chat turn's or an API call's settings against the UI's ranges, before the model runs.
 
     Args:
@@ -216,8 +231,12 @@ def check_settings(num_layers: int, limits: Limits, layer: Any, multiplier: Any,
     seed_value = None if random_seed or seed in (None, "") else check_seed(seed)
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise SteeringError(f"system_prompt must be text, got {type(system_prompt).__name__}")
-    return TurnSettings(layer, multiplier, SamplingSettings(max_new, temperature, top_p, seed_value),
-                        (system_prompt or "").strip() or None)
+    return TurnSettings(
+        layer,
+        multiplier,
+        SamplingSettings(max_new, temperature, top_p, seed_value),
+        (system_prompt or "").strip() or None,
+    )
 
 
 def check_budget(engine: Any, conversations: Sequence[Sequence[Message]], turn: TurnSettings) -> None:
@@ -230,8 +249,10 @@ def check_budget(engine: Any, conversations: Sequence[Sequence[Message]], turn: 
     limit = engine.limits.max_prompt_tokens
     chars = max(sum(len(m["content"]) for m in conv) for conv in conversations) + len(turn.system_prompt or "")
     if chars > limit * CHARS_PER_TOKEN_BOUND:
-        raise SteeringError(f"the system prompt, conversation and message are {chars} characters long, more than "
-                            f"the limit of {limit} tokens can hold; shorten them (or Clear the conversation)")
+        raise SteeringError(
+            f"the system prompt, conversation and message are {chars} characters long, more than "
+            f"the limit of {limit} tokens can hold; shorten them (or Clear the conversation)"
+        )
     engine.check_request(list(conversations), turn.sampling, turn.system_prompt, turn.multiplier)
 
 
@@ -310,8 +331,11 @@ class Turn:
     def caption(self, pane: int) -> str:
         """What made pane `pane`'s answer: α, layer and vector, and why it ended early if it did."""
         value = SIGNS[pane] * self.multiplier
-        parts = [f"α = 0 (unsteered)"] if value == 0 else \
-            [f"{'+' if SIGNS[pane] > 0 else '−'}α = {signed(value)}", f"layer {self.layer}", self.vector]
+        parts = (
+            ["α = 0 (unsteered)"]
+            if value == 0
+            else [f"{'+' if SIGNS[pane] > 0 else '−'}α = {signed(value)}", f"layer {self.layer}", self.vector]
+        )
         if self.status == "running":
             parts.append("writing…")
         elif self.status == "stopped":
@@ -348,7 +372,7 @@ class Outbox:
         self._waiting: list[tuple[str | None, int]] = []
         self._stops = 0
 
-    def __deepcopy__(self, memo: dict) -> "Outbox":  # Gradio copies a State's first value per session
+    def __deepcopy__(self, memo: dict) -> Outbox:  # Gradio copies a State's first value per session
         copy = Outbox()
         copy._waiting, copy._stops = list(self._waiting), self._stops
         return copy

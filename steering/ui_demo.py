@@ -83,27 +83,34 @@ def _prompts_file(path: Path, shown: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise SteeringError(f"{shown}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
-        raise SteeringError(f"{shown}: expected a mapping with keys prompts (and optionally added, subtracted), "
-                            f"found {type(data).__name__}")
+        raise SteeringError(
+            f"{shown}: expected a mapping with keys prompts (and optionally added, subtracted), "
+            f"found {type(data).__name__}"
+        )
     unknown = [str(k) for k in data if k not in ("added", "subtracted", "prompts")]
     if unknown:
         raise SteeringError(f"{shown}: unknown key {', '.join(unknown)} (expected added, subtracted, prompts)")
     prompts = data.get("prompts")
     if not isinstance(prompts, dict):
-        raise SteeringError(f"{shown}: 'prompts' must be a mapping with keys added and subtracted, "
-                            f"found {type(prompts).__name__ if prompts is not None else 'nothing'}")
+        raise SteeringError(
+            f"{shown}: 'prompts' must be a mapping with keys added and subtracted, "
+            f"found {type(prompts).__name__ if prompts is not None else 'nothing'}"
+        )
     out: dict[str, Any] = {"prompts": {}}
     for side in SIDES:
         value = prompts.get(side)
         if not isinstance(value, str) or not value.strip():
-            raise SteeringError(f"{shown}: prompts.{side} must be a non-empty string, "
-                                f"found {type(value).__name__ if not isinstance(value, str) else 'an empty string'}")
+            raise SteeringError(
+                f"{shown}: prompts.{side} must be a non-empty string, "
+                f"found {type(value).__name__ if not isinstance(value, str) else 'an empty string'}"
+            )
         out["prompts"][side] = value.strip()
         label = data.get(side)
         if label is not None:
             if not isinstance(label, str) or not label.strip():
-                raise SteeringError(f"{shown}: '{side}' must be a non-empty string (what the pane shows), "
-                                    f"found {type(label).__name__}")
+                raise SteeringError(
+                    f"{shown}: '{side}' must be a non-empty string (what the pane shows), found {type(label).__name__}"
+                )
             out[side] = " ".join(label.split())
     extra = [str(k) for k in prompts if k not in SIDES]
     if extra:
@@ -137,9 +144,12 @@ def pane_text(datasets_dir: str | Path, behavior: str | None) -> PaneText:
     path = folder / PROMPTS_FILE
     if path.exists():
         found = _prompts_file(path, f"{behavior}/{PROMPTS_FILE}")
-        return PaneText(found.get("added", GENERIC_LABELS["added"]),
-                        found.get("subtracted", GENERIC_LABELS["subtracted"]), found["prompts"],
-                        f"{behavior}/{PROMPTS_FILE}")
+        return PaneText(
+            found.get("added", GENERIC_LABELS["added"]),
+            found.get("subtracted", GENERIC_LABELS["subtracted"]),
+            found["prompts"],
+            f"{behavior}/{PROMPTS_FILE}",
+        )
     return PaneText()
 
 
@@ -191,8 +201,9 @@ class DemoTurn(Turn):
         return f"{text}\n\n{caption}" if text else caption
 
 
-def check_prompted(on: Any, added: Any, subtracted: Any, max_chars: int = MAX_SYSTEM_PROMPT_CHARS
-                   ) -> tuple[str, str] | None:
+def check_prompted(
+    on: Any, added: Any, subtracted: Any, max_chars: int = MAX_SYSTEM_PROMPT_CHARS
+) -> tuple[str, str] | None:
     """The prompted panes' system prompts when the checkbox is on, else None.
 
     Raises: SteeringError (one line) when a prompt is not text, empty, or longer than max_chars.
@@ -227,8 +238,10 @@ def prompted_conversations(turns: Sequence[Turn], text: str, prompts: tuple[str,
         conv: list[Message] = [{"role": "system", "content": prompts[side]}]
         for turn, index in zip(finished, range(1, len(unsteered), 2)):
             own = isinstance(turn, DemoTurn) and turn.prompts is not None and len(turn.answers) > 3 + side
-            conv += [{"role": "user", "content": turn.user},
-                     {"role": "assistant", "content": turn.answers[3 + side] if own else unsteered[index]["content"]}]
+            conv += [
+                {"role": "user", "content": turn.user},
+                {"role": "assistant", "content": turn.answers[3 + side] if own else unsteered[index]["content"]},
+            ]
         conv.append({"role": "user", "content": text})
         out.append(conv)
     return out
@@ -243,14 +256,19 @@ def render_panes(turns: Sequence[Turn]) -> list[list[Message]]:
     """
     from steering.ui_chat import markdown_text
 
-    panes = [[{**m, "content": markdown_text(m["content"])} if m["role"] == "user" else m for m in pane]
-             for pane in render(turns)]
+    panes = [
+        [{**m, "content": markdown_text(m["content"])} if m["role"] == "user" else m for m in pane]
+        for pane in render(turns)
+    ]
     for side in range(2):
         messages: list[Message] = []
         for turn in turns:
             messages.append({"role": "user", "content": markdown_text(turn.user)})
-            shown = turn.prompted_shown(side) if isinstance(turn, DemoTurn) else \
-                "<sub>prompted pane was off for this message</sub>"
+            shown = (
+                turn.prompted_shown(side)
+                if isinstance(turn, DemoTurn)
+                else "<sub>prompted pane was off for this message</sub>"
+            )
             messages.append({"role": "assistant", "content": shown})
         panes.append(messages)
     return panes
@@ -296,7 +314,7 @@ class Card:
         return f"Use α = {self.alpha:g}" + (" (no steering)" if self.multiplier == 0 else "")
 
     def heading(self, labels: PaneText | None = None) -> str:
-        """"α = −3 · refuses less", "α = 0 · as the model is"."""
+        """ "α = −3 · refuses less", "α = 0 · as the model is"."""
         labels = labels or PaneText()
         side = "as the model is" if self.multiplier == 0 else labels.added if self.multiplier > 0 else labels.subtracted
         from steering.ui_chat import signed
@@ -310,12 +328,20 @@ class Card:
         ppl = f"{self.perplexity:.1f}" if self.perplexity is not None else "–"
         flag = ""
         if self.breakdown:
-            why = " and ".join(w for w, on in (("repetitive", self.breakdown.get("repetitive")),
-                                               ("garbled", self.breakdown.get("garbled"))) if on)
+            why = " and ".join(
+                w
+                for w, on in (
+                    ("repetitive", self.breakdown.get("repetitive")),
+                    ("garbled", self.breakdown.get("garbled")),
+                )
+                if on
+            )
             flag = f"\n\n⚠️ **breaks down** ({why})"
         body = markdown_text(self.text) if self.text else "*(no text)*"
-        return (f"**{markdown_text(self.heading(labels))}**\n\n{body}\n\n"
-                f"<sub>distinct-3 {self.distinct3:.2f} · perplexity {ppl} · {self.tokens} tokens</sub>{flag}")
+        return (
+            f"**{markdown_text(self.heading(labels))}**\n\n{body}\n\n"
+            f"<sub>distinct-3 {self.distinct3:.2f} · perplexity {ppl} · {self.tokens} tokens</sub>{flag}"
+        )
 
 
 def strip_multipliers(alpha: float, fallback: float, factors: Sequence[float] = STRIP_FACTORS) -> list[float]:
@@ -346,9 +372,17 @@ def flag_breakdown(card: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str
     return None if hit is None else {"repetitive": hit["repetitive"], "garbled": hit["garbled"]}
 
 
-def run_strip(engine: Any, message: str, vector: Any, layer: int, alpha: float, settings: Any,
-              system_prompt: str | None = None, factors: Sequence[float] = STRIP_FACTORS,
-              max_new_tokens: int = STRIP_TOKENS) -> list[Card]:
+def run_strip(
+    engine: Any,
+    message: str,
+    vector: Any,
+    layer: int,
+    alpha: float,
+    settings: Any,
+    system_prompt: str | None = None,
+    factors: Sequence[float] = STRIP_FACTORS,
+    max_new_tokens: int = STRIP_TOKENS,
+) -> list[Card]:
     """Answer one message at the strip's multipliers in one batch, scored and flagged.
 
     Args:
@@ -373,17 +407,32 @@ def run_strip(engine: Any, message: str, vector: Any, layer: int, alpha: float, 
     m = abs(float(alpha)) or abs(float(engine.defaults.multiplier))
     short = replace(settings, max_new_tokens=max(1, min(int(settings.max_new_tokens), int(max_new_tokens))))
     conv = [{"role": "user", "content": message}]
-    result = engine.generate_rows([conv] * len(factors), factors, vector=vector, layer=layer, multiplier=m,
-                                  settings=short, system_prompt=system_prompt)
+    result = engine.generate_rows(
+        [conv] * len(factors),
+        factors,
+        vector=vector,
+        layer=layer,
+        multiplier=m,
+        settings=short,
+        system_prompt=system_prompt,
+    )
     with engine.lm.lock:
-        nlls = answer_nll(engine.lm.model, engine.lm.tokenizer, [message] * len(factors), result.token_ids,
-                          system_prompt)
-    rows = [{"multiplier": mult, "distinct3": distinct_ngram_share(text),
-             "perplexity": math.exp(nll) if nll is not None else None}
-            for mult, text, nll in zip(multipliers, result.texts, nlls)]
+        nlls = answer_nll(
+            engine.lm.model, engine.lm.tokenizer, [message] * len(factors), result.token_ids, system_prompt
+        )
+    rows = [
+        {
+            "multiplier": mult,
+            "distinct3": distinct_ngram_share(text),
+            "perplexity": math.exp(nll) if nll is not None else None,
+        }
+        for mult, text, nll in zip(multipliers, result.texts, nlls)
+    ]
     base = next(r for r in rows if r["multiplier"] == 0)
-    return [Card(r["multiplier"], text, len(ids), r["distinct3"], r["perplexity"], flag_breakdown(r, base))
-            for r, text, ids in zip(rows, result.texts, result.token_ids)]
+    return [
+        Card(r["multiplier"], text, len(ids), r["distinct3"], r["perplexity"], flag_breakdown(r, base))
+        for r, text, ids in zip(rows, result.texts, result.token_ids)
+    ]
 
 
 def strip_summary(message: str, cards: Sequence[Card], max_new_tokens: int) -> str:
@@ -391,10 +440,12 @@ def strip_summary(message: str, cards: Sequence[Card], max_new_tokens: int) -> s
     from steering.ui_chat import markdown_text
 
     shown = message if len(message) <= 80 else message[:79] + "…"
-    return (f"“{markdown_text(shown)}” at {len(cards)} strengths, one batch, up to "
-            f"{min(int(max_new_tokens), STRIP_TOKENS)} tokens each. Under each answer: distinct-3 share (1 = no "
-            "repetition) and perplexity under the unsteered model; ⚠️ where the evaluation's rule says the text "
-            "breaks down. Click a card's button to use its α.")
+    return (
+        f"“{markdown_text(shown)}” at {len(cards)} strengths, one batch, up to "
+        f"{min(int(max_new_tokens), STRIP_TOKENS)} tokens each. Under each answer: distinct-3 share (1 = no "
+        "repetition) and perplexity under the unsteered model; ⚠️ where the evaluation's rule says the text "
+        "breaks down. Click a card's button to use its α."
+    )
 
 
 # ============================================================================ presets, picture, tips (item 5)
@@ -444,12 +495,22 @@ def presets(default: float, breakdown: float | None) -> list[Preset]:
         breakdown: measured_breakdown(...) or None.
     """
     default = abs(float(default)) or 1.0
-    strong = Preset("too strong — watch it break", breakdown,
-                    f"where the evaluation saw the text break down (α = {breakdown:g})") if breakdown and \
-        breakdown > default else Preset("too strong — watch it break", 2 * default,
-                                        "twice the default (no measured breakdown point for this model)")
-    return [Preset("gentle", default / 2, "half the tuned default"),
-            Preset("clear", default, "the tuned default for this model"), strong]
+    strong = (
+        Preset(
+            "too strong — watch it break",
+            breakdown,
+            f"where the evaluation saw the text break down (α = {breakdown:g})",
+        )
+        if breakdown and breakdown > default
+        else Preset(
+            "too strong — watch it break", 2 * default, "twice the default (no measured breakdown point for this model)"
+        )
+    )
+    return [
+        Preset("gentle", default / 2, "half the tuned default"),
+        Preset("clear", default, "the tuned default for this model"),
+        strong,
+    ]
 
 
 def steered_layers(engine: Any, behavior: str | None) -> list[int]:
@@ -474,23 +535,30 @@ EXPLAINER = (
     "numbers (the hidden state). A steering vector is a direction in those numbers that we measured by "
     "comparing answers that show the behavior with answers that don't. At one layer we add it (α times, "
     "above) or subtract it (below), and the same model then answers three times, so you can see what the "
-    "direction does — and, with a bigger α, where it breaks the text.")
+    "direction does — and, with a bigger α, where it breaks the text."
+)
 
 TIPS = {
-    "alpha": ("α is how hard the vector pushes: 0 leaves the model as it is; the first pane gets +α, the last −α. "
-              "Small values change little, too large ones garble the text: try the presets."),
-    "layer": ("The layer where the vector is added, counted from the input (0) up. Middle layers hold the "
-              "most abstract features; the vector was measured at each layer, and the default is the one "
-              "tuned for this model."),
+    "alpha": (
+        "α is how hard the vector pushes: 0 leaves the model as it is; the first pane gets +α, the last −α. "
+        "Small values change little, too large ones garble the text: try the presets."
+    ),
+    "layer": (
+        "The layer where the vector is added, counted from the input (0) up. Middle layers hold the "
+        "most abstract features; the vector was measured at each layer, and the default is the one "
+        "tuned for this model."
+    ),
 }
 
 
 def tooltip_html(key: str, text: str) -> str:
     """A small "(?) text" hint whose explanation shows on hover, tap or keyboard focus (CSS only, role=tooltip)."""
     tip = html.escape(TIPS[key], quote=True)
-    return (f'<span class="demo-tip" id="tip-{key}" tabindex="0" aria-describedby="tip-{key}-text">'
-            '<span class="demo-tip-mark" aria-hidden="true">?</span> '
-            f'{html.escape(text)}<span class="demo-tip-text" role="tooltip" id="tip-{key}-text">{tip}</span></span>')
+    return (
+        f'<span class="demo-tip" id="tip-{key}" tabindex="0" aria-describedby="tip-{key}-text">'
+        '<span class="demo-tip-mark" aria-hidden="true">?</span> '
+        f'{html.escape(text)}<span class="demo-tip-text" role="tooltip" id="tip-{key}-text">{tip}</span></span>'
+    )
 
 
 DEMO_CSS = """
@@ -517,10 +585,12 @@ DEMO_CSS = """
 """
 
 
-def explainer_figure(num_layers: int, layer: int, titles: Sequence[str] = ("More of the behavior (+α)",
-                                                                          UNSTEERED_TITLE,
-                                                                          "Less of the behavior (−α)"),
-                     band: Sequence[int] = ()):
+def explainer_figure(
+    num_layers: int,
+    layer: int,
+    titles: Sequence[str] = ("More of the behavior (+α)", UNSTEERED_TITLE, "Less of the behavior (−α)"),
+    band: Sequence[int] = (),
+):
     """The "What am I looking at?" picture: the stack of layers, the vector added at one layer, three answers.
 
     Args:
@@ -549,15 +619,31 @@ def explainer_figure(num_layers: int, layer: int, titles: Sequence[str] = ("More
     ax.text(2.2, 0.15, "your message", ha="center", fontsize=10)
     for i, r in enumerate(rows):
         steered = r in band
-        ax.add_patch(FancyBboxPatch((1.0, y), 2.4, h, boxstyle="round,pad=0.02",
-                                    fc="#ffd8a8" if steered else "#dbe4ff", ec="#e8590c" if steered else "#4c6ef5"))
+        ax.add_patch(
+            FancyBboxPatch(
+                (1.0, y),
+                2.4,
+                h,
+                boxstyle="round,pad=0.02",
+                fc="#ffd8a8" if steered else "#dbe4ff",
+                ec="#e8590c" if steered else "#4c6ef5",
+            )
+        )
         ax.text(2.2, y + h / 2, f"layer {r}", ha="center", va="center", fontsize=9)
         if r == layer:
-            ax.add_patch(FancyArrowPatch((5.0, y + h / 2), (3.45, y + h / 2), arrowstyle="-|>", mutation_scale=18,
-                                         color="#e8590c", lw=2.2))
-            ax.text(3.6, y + h / 2 - 0.12, "± α × steering vector" + (f"\n(spread over layers {band[0]}–{band[-1]})"
-                                                                      if len(band) > 1 else ""),
-                    va="top", fontsize=10, color="#e8590c")
+            ax.add_patch(
+                FancyArrowPatch(
+                    (5.0, y + h / 2), (3.45, y + h / 2), arrowstyle="-|>", mutation_scale=18, color="#e8590c", lw=2.2
+                )
+            )
+            ax.text(
+                3.6,
+                y + h / 2 - 0.12,
+                "± α × steering vector" + (f"\n(spread over layers {band[0]}–{band[-1]})" if len(band) > 1 else ""),
+                va="top",
+                fontsize=10,
+                color="#e8590c",
+            )
         gap = i + 1 < len(rows) and rows[i + 1] != r + 1
         if gap:
             ax.text(2.2, y + h + 0.17, "⋮", ha="center", va="center", fontsize=10, color="#495057")
@@ -569,10 +655,18 @@ def explainer_figure(num_layers: int, layer: int, titles: Sequence[str] = ("More
         y = 4.3 - k * 0.75
         ax.add_patch(FancyBboxPatch((6.0, y), 3.7, 0.55, boxstyle="round,pad=0.05", fc=color, ec="#868e96"))
         ax.text(7.85, y + 0.27, title, ha="center", va="center", fontsize=9)
-        ax.add_patch(FancyArrowPatch((3.45, top - 0.2), (5.95, y + 0.27), arrowstyle="-|>", mutation_scale=12,
-                                     color="#868e96", lw=1, connectionstyle="arc3,rad=-0.15"))
-    ax.text(7.85, 1.7, "the same model answers three times,\nin one batch", ha="center", fontsize=9,
-            color="#495057")
+        ax.add_patch(
+            FancyArrowPatch(
+                (3.45, top - 0.2),
+                (5.95, y + 0.27),
+                arrowstyle="-|>",
+                mutation_scale=12,
+                color="#868e96",
+                lw=1,
+                connectionstyle="arc3,rad=-0.15",
+            )
+        )
+    ax.text(7.85, 1.7, "the same model answers three times,\nin one batch", ha="center", fontsize=9, color="#495057")
     return fig
 
 
@@ -588,9 +682,13 @@ def explainer_image(num_layers: int, layer: int, titles: Sequence[str] | None = 
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def save_explainer(path: str | Path, num_layers: int = 30, layer: int = 13,
-                   titles: Sequence[str] = ("Refuses more (+α)", UNSTEERED_TITLE, "Refuses less (−α)"),
-                   band: Sequence[int] = (12, 13, 14)) -> Path:
+def save_explainer(
+    path: str | Path,
+    num_layers: int = 30,
+    layer: int = 13,
+    titles: Sequence[str] = ("Refuses more (+α)", UNSTEERED_TITLE, "Refuses less (−α)"),
+    band: Sequence[int] = (12, 13, 14),
+) -> Path:
     """Write the picture as a PNG (the README's docs/how-steering-works.png: SmolLM2-135M, 30 layers, the
     shipped refusal recipe's layers 12-14 around 13)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -24,9 +24,11 @@ from steering.ui_chat import TEMPERATURE_RANGE, TOP_P_RANGE, bounded, whole_numb
 
 # The query keys, in the order a link writes them.
 KEYS = ("message", "behavior", "alpha", "layer", "temperature", "seed", "max_tokens", "top_p", "system", "run")
-UPLOAD_NOTE = ("An uploaded vector cannot travel in a link: the file stays on this server, in your session, so "
-               "a link would open with another vector and show different answers. Choose a shipped behavior "
-               "for a link, or send the file along with the settings.")
+UPLOAD_NOTE = (
+    "An uploaded vector cannot travel in a link: the file stays on this server, in your session, so "
+    "a link would open with another vector and show different answers. Choose a shipped behavior "
+    "for a link, or send the file along with the settings."
+)
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,42 @@ class LinkView:
         return urlencode(pairs)
 
 
-def make_view(message: str | None, behavior: str | None, alpha: Any, layer: Any, temperature: Any, seed: Any,
-              max_tokens: Any, top_p: Any = 1.0, system: str | None = None, run: bool = True) -> LinkView:
+def make_view(
+    message: str | None,
+    behavior: str | None,
+    alpha: Any,
+    layer: Any,
+    temperature: Any,
+    seed: Any,
+    max_tokens: Any,
+    top_p: Any = 1.0,
+    system: str | None = None,
+    run: bool = True,
+) -> LinkView:
     """The view of the current controls (top_p 1 and an empty system prompt are left out: the defaults)."""
     top = float(top_p) if top_p is not None else 1.0
-    return LinkView(message=(message or "").strip() or None, behavior=behavior or None, alpha=float(alpha),
-                    layer=int(layer), temperature=float(temperature), seed=str(seed).strip() or None,
-                    max_tokens=int(max_tokens), top_p=None if top >= 1.0 else top,
-                    system=(system or "").strip() or None, run=run and bool((message or "").strip()))
+    return LinkView(
+        message=(message or "").strip() or None,
+        behavior=behavior or None,
+        alpha=float(alpha),
+        layer=int(layer),
+        temperature=float(temperature),
+        seed=str(seed).strip() or None,
+        max_tokens=int(max_tokens),
+        top_p=None if top >= 1.0 else top,
+        system=(system or "").strip() or None,
+        run=run and bool((message or "").strip()),
+    )
 
 
-def link_for(base_url: str | None, choice: str | None, uploads: Mapping[str, str] | None, view: LinkView,
-             random_seed: bool = False, max_chars: int | None = None) -> tuple[str, str]:
+def link_for(
+    base_url: str | None,
+    choice: str | None,
+    uploads: Mapping[str, str] | None,
+    view: LinkView,
+    random_seed: bool = False,
+    max_chars: int | None = None,
+) -> tuple[str, str]:
     """(link, note) for the current view; ('', reason) when no faithful link can be made.
 
     Args:
@@ -91,19 +117,29 @@ def link_for(base_url: str | None, choice: str | None, uploads: Mapping[str, str
     base = (base_url or "").split("?", 1)[0].split("#", 1)[0]
     link = f"{base}?{view.query()}"
     if random_seed and (view.temperature or 0) > 0:
-        note = ("Link made, but 'New random seed every time' is on: it opens with the seed shown, so the answers "
-                "match only when you untick it and send again.")
+        note = (
+            "Link made, but 'New random seed every time' is on: it opens with the seed shown, so the answers "
+            "match only when you untick it and send again."
+        )
     elif not view.message:
         note = "Link made (no message yet: it fills the settings only)."
     else:
-        note = ("Link made: it opens with these settings and sends the message; "
-                + ("greedy decoding (temperature 0), so the same three answers."
-                   if not view.temperature else f"seed {view.seed}, so the same three answers."))
+        note = "Link made: it opens with these settings and sends the message; " + (
+            "greedy decoding (temperature 0), so the same three answers."
+            if not view.temperature
+            else f"seed {view.seed}, so the same three answers."
+        )
     return link, note
 
 
-def parse_link(params: Mapping[str, str] | None, behaviors: list[str], num_layers: int, limits: Limits,
-               alpha_max: float, max_chars: int) -> LinkView:
+def parse_link(
+    params: Mapping[str, str] | None,
+    behaviors: list[str],
+    num_layers: int,
+    limits: Limits,
+    alpha_max: float,
+    max_chars: int,
+) -> LinkView:
     """The view a link's query parameters ask for, each value checked with the UI's ranges.
 
     A bad value is left out (the control keeps its value) and named in `problems` (one line each), so a
@@ -162,10 +198,25 @@ def gguf_name(vector_name: str, model_slug: str, layer: int) -> str:
     return f"{safe}.gguf"
 
 
-def commands(*, vector_source: str, vector_name: str, behavior: str | None, model: str, model_slug: str,
-             model_file: str, layer: int, alpha: float, llama_scale: float, message: str | None,
-             temperature: float, seed: str | None, max_tokens: int, top_p: float = 1.0,
-             system: str | None = None, recipe_note: str = "") -> tuple[str, str]:
+def commands(
+    *,
+    vector_source: str,
+    vector_name: str,
+    behavior: str | None,
+    model: str,
+    model_slug: str,
+    model_file: str,
+    layer: int,
+    alpha: float,
+    llama_scale: float,
+    message: str | None,
+    temperature: float,
+    seed: str | None,
+    max_tokens: int,
+    top_p: float = 1.0,
+    system: str | None = None,
+    recipe_note: str = "",
+) -> tuple[str, str]:
     """(llama.cpp text, this project's CLI line) for the current vector, layer and alpha.
 
     Args:
@@ -186,26 +237,52 @@ def commands(*, vector_source: str, vector_name: str, behavior: str | None, mode
     if seed:
         sampling += ["--seed", str(seed)]
     if layer == 0:
-        llama = ("# llama.cpp control vectors have no layer 0 (their layers start at 1): choose layer 1 or "
-                 "higher for a llama.cpp line.")
+        llama = (
+            "# llama.cpp control vectors have no layer 0 (their layers start at 1): choose layer 1 or "
+            "higher for a llama.cpp line."
+        )
     else:
         out = gguf_name(vector_name, model_slug, layer)
         export = ["python", "-m", "steering", "export-gguf", vector_source, out, "--layers", str(layer)]
         lines = [f"# 1. the vector at layer {layer} as a llama.cpp control vector", shlex.join(export)]
         for sign, label in ((1, "+α (added) pane"), (-1, "−α (subtracted) pane")):
-            run = ["llama-cli", "-m", model_file, "--control-vector-scaled", out, f"{sign * llama_scale:g}",
-                   "--control-vector-layer-range", str(layer), str(layer), *sampling, "-p", prompt]
+            run = [
+                "llama-cli",
+                "-m",
+                model_file,
+                "--control-vector-scaled",
+                out,
+                f"{sign * llama_scale:g}",
+                "--control-vector-layer-range",
+                str(layer),
+                str(layer),
+                *sampling,
+                "-p",
+                prompt,
+            ]
             step = 2 if sign > 0 else 3
-            lines += [f"# {step}. the {label}: CAA, {sign * llama_scale:g} x the vector added at layer {layer}",
-                      shlex.join(run)]
+            lines += [
+                f"# {step}. the {label}: CAA, {sign * llama_scale:g} x the vector added at layer {layer}",
+                shlex.join(run),
+            ]
         if recipe_note:
-            lines.append(f"# note: the app's panes use the recipe '{recipe_note}'; llama.cpp can only add, "
-                         "so its answers may differ")
+            lines.append(
+                f"# note: the app's panes use the recipe '{recipe_note}'; llama.cpp can only add, "
+                "so its answers may differ"
+            )
         llama = "\n".join(lines)
     cli = ["python", "-m", "steering", "chat", "--model", model]
     cli += ["--behavior", behavior] if behavior else ["--vector", vector_source]
-    cli += ["--layer", str(layer), "--multiplier", f"{alpha:g}", "--max-new-tokens", str(max_tokens),
-            "--temperature", f"{temperature:g}"]
+    cli += [
+        "--layer",
+        str(layer),
+        "--multiplier",
+        f"{alpha:g}",
+        "--max-new-tokens",
+        str(max_tokens),
+        "--temperature",
+        f"{temperature:g}",
+    ]
     if top_p < 1.0:
         cli += ["--top-p", f"{top_p:g}"]
     if seed:
@@ -216,9 +293,19 @@ def commands(*, vector_source: str, vector_name: str, behavior: str | None, mode
     return llama, shlex.join(cli)
 
 
-def command_text(engine: Any, choice: str | None, uploads: Mapping[str, str] | None, layer: Any, alpha: Any,
-                 message: str | None, temperature: Any, seed: Any, max_tokens: Any, top_p: Any = 1.0,
-                 system: str | None = None) -> str:
+def command_text(
+    engine: Any,
+    choice: str | None,
+    uploads: Mapping[str, str] | None,
+    layer: Any,
+    alpha: Any,
+    message: str | None,
+    temperature: Any,
+    seed: Any,
+    max_tokens: Any,
+    top_p: Any = 1.0,
+    system: str | None = None,
+) -> str:
     """The app's "Copy as a command" text for the chosen vector, layer and alpha: the export-gguf line, the
     llama-cli lines for the +alpha and -alpha panes, and this project's chat line (see `commands`).
 
@@ -232,8 +319,18 @@ def command_text(engine: Any, choice: str | None, uploads: Mapping[str, str] | N
     from steering.ui_chat import VectorChoice, check_settings
     from steering.vector_files import vector_path
 
-    checked = check_settings(engine.lm.num_layers, engine.limits, layer, alpha, max_tokens, temperature, top_p,
-                             seed if str(seed or "").strip() else None, False, system)
+    checked = check_settings(
+        engine.lm.num_layers,
+        engine.limits,
+        layer,
+        alpha,
+        max_tokens,
+        temperature,
+        top_p,
+        seed if str(seed or "").strip() else None,
+        False,
+        system,
+    )
     picked = VectorChoice.parse(choice, dict(uploads or {}))
     vector = picked.vector(engine, checked.layer)  # refuses a missing vector or layer, as the chat does
     if picked.upload:
@@ -252,11 +349,21 @@ def command_text(engine: Any, choice: str | None, uploads: Mapping[str, str] | N
     plain = recipe.band == 1 and recipe.plus == "add" and recipe.minus == "add" and recipe.unit != "relative"
     model_file = EMBEDDED_GGUF if engine.lm.slug == "smollm2-135m-instruct" else "MODEL.gguf"
     llama, cli = commands(
-        vector_source=source, vector_name=name, behavior=picked.behavior, model=engine.lm.name,
-        model_slug=engine.lm.slug, model_file=model_file, layer=checked.layer, alpha=checked.multiplier,
-        llama_scale=round(scale, 6), message=message, temperature=checked.sampling.temperature,
+        vector_source=source,
+        vector_name=name,
+        behavior=picked.behavior,
+        model=engine.lm.name,
+        model_slug=engine.lm.slug,
+        model_file=model_file,
+        layer=checked.layer,
+        alpha=checked.multiplier,
+        llama_scale=round(scale, 6),
+        message=message,
+        temperature=checked.sampling.temperature,
         seed=None if checked.sampling.seed is None else str(checked.sampling.seed),
-        max_tokens=checked.sampling.max_new_tokens, top_p=checked.sampling.top_p, system=checked.system_prompt,
-        recipe_note="" if plain else recipe.with_overrides(checked.layer, checked.multiplier).describe())
-    return (f"{llama}\n\n# this project's command line: the same three answers as the app (+α, unsteered, −α)\n"
-            f"{cli}\n")
+        max_tokens=checked.sampling.max_new_tokens,
+        top_p=checked.sampling.top_p,
+        system=checked.system_prompt,
+        recipe_note="" if plain else recipe.with_overrides(checked.layer, checked.multiplier).describe(),
+    )
+    return f"{llama}\n\n# this project's command line: the same three answers as the app (+α, unsteered, −α)\n{cli}\n"

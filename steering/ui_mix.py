@@ -16,8 +16,10 @@ from typing import Any, Callable
 from steering.errors import SteeringError
 
 NO_MIX = "(none)"
-MIX_INFO = ("mixing adds both vectors at the chosen layer (CAA addition): +(α·v₁ + α₂·v₂) in the first "
-            "pane, the negatives in the last; 0 or (none) = no mix")
+MIX_INFO = (
+    "mixing adds both vectors at the chosen layer (CAA addition): +(α·v₁ + α₂·v₂) in the first "
+    "pane, the negatives in the last; 0 or (none) = no mix"
+)
 
 
 SELF_MIX = "'{name}' is mixed with itself: choose another behavior, or change α instead"
@@ -34,8 +36,9 @@ def check_mix_alpha(value: Any, limits: Any, alpha_max: float | None, what: str 
 
     alpha2 = check_multiplier(value if value is not None else 0.0, limits, what)
     if alpha_max is not None and abs(alpha2) > alpha_max:
-        raise SteeringError(f"{what} must be between -{alpha_max:g} and {alpha_max:g} (the app's slider range), "
-                            f"got {alpha2:g}")
+        raise SteeringError(
+            f"{what} must be between -{alpha_max:g} and {alpha_max:g} (the app's slider range), got {alpha2:g}"
+        )
     return alpha2
 
 
@@ -44,8 +47,9 @@ def no_mix(entry: Any) -> bool:
     return entry is None or (isinstance(entry, str) and entry.strip() in ("", NO_MIX))
 
 
-def api_mix(engine: Any, behavior: str, mix_behavior: Any, mix_multiplier: Any, layer: int,
-            alpha_max: float | None) -> Any:
+def api_mix(
+    engine: Any, behavior: str, mix_behavior: Any, mix_multiplier: Any, layer: int, alpha_max: float | None
+) -> Any:
     """The API's mix (/compare_mix), by the app's rules: the same spellings of "no mix", the same α₂ range,
     no mixing of a behavior with itself.
 
@@ -89,14 +93,25 @@ def split_mixing(rest: tuple) -> tuple[tuple, tuple]:
     inputs end with a text box, never a number). Without them (e.g. a call from a test or a link) there is no mix.
     """
     rest = tuple(rest)
-    if (len(rest) >= 2 and isinstance(rest[-1], (int, float)) and not isinstance(rest[-1], bool)
-            and (rest[-2] is None or isinstance(rest[-2], str))):
+    if (
+        len(rest) >= 2
+        and isinstance(rest[-1], (int, float))
+        and not isinstance(rest[-1], bool)
+        and (rest[-2] is None or isinstance(rest[-2], str))
+    ):
         return rest[:-2], rest[-2:]
     return rest, (NO_MIX, 0.0)
 
 
-def parse_mix(engine: Any, mix_choice: str | None, mix_alpha: Any, uploads: dict[str, str] | None,
-              layer: int, first: str | None = None, alpha_max: float | None = None) -> tuple[Any, str]:
+def parse_mix(
+    engine: Any,
+    mix_choice: str | None,
+    mix_alpha: Any,
+    uploads: dict[str, str] | None,
+    layer: int,
+    first: str | None = None,
+    alpha_max: float | None = None,
+) -> tuple[Any, str]:
     """The Mix a chat turn uses, and the words its caption adds.
 
     Args:
@@ -130,8 +145,9 @@ def parse_mix(engine: Any, mix_choice: str | None, mix_alpha: Any, uploads: dict
     return Mix(alpha2, vector=vector), f" + {alpha2:g}×{name}"
 
 
-def mix_note(engine: Any, choice: str | None, mix_choice: str | None, uploads: dict[str, str] | None,
-             layer: Any) -> str:
+def mix_note(
+    engine: Any, choice: str | None, mix_choice: str | None, uploads: dict[str, str] | None, layer: Any
+) -> str:
     """The Markdown line beside the mixing control: cos(v1, v2) at the layer and what it means ('' for no mix).
 
     Never raises: a problem is shown as a one-line warning.
@@ -160,17 +176,26 @@ def missing_note(missing: list[str], model: str, problems: dict[str, str] | None
 
     lines = []
     if missing:
-        lines.append(f"No vectors yet for {markdown_text(model)} for: {', '.join(missing)}. Build them from the "
-                     "shipped datasets (once; they are cached and used at the model's default layer until tuned).")
+        lines.append(
+            f"No vectors yet for {markdown_text(model)} for: {', '.join(missing)}. Build them from the "
+            "shipped datasets (once; they are cached and used at the model's default layer until tuned)."
+        )
     for name, why in (problems or {}).items():
-        lines.append(f"⚠️ '{markdown_text(name)}' cannot be built: its dataset does not load "
-                     f"({markdown_text(public_message(why))}).")
+        lines.append(
+            f"⚠️ '{markdown_text(name)}' cannot be built: its dataset does not load "
+            f"({markdown_text(public_message(why))})."
+        )
     return "\n\n".join(lines)
 
 
-def first_use_view(engine: Any, cards: dict[str, Any], current: str | None = None,
-                   uploads: dict[str, str] | None = None, preferred: str | None = None,
-                   select: str | None = None) -> tuple:
+def first_use_view(
+    engine: Any,
+    cards: dict[str, Any],
+    current: str | None = None,
+    uploads: dict[str, str] | None = None,
+    preferred: str | None = None,
+    select: str | None = None,
+) -> tuple:
     """The behavior controls as they are now: run on every page load and after a build, so a visitor sees
     vectors built since the app started (by another visitor, the CLI) and no stale first-use offer.
 
@@ -200,13 +225,20 @@ def first_use_view(engine: Any, cards: dict[str, Any], current: str | None = Non
         chosen["value"] = select
     elif current not in behaviors and current not in uploads:  # the value only changes when it must
         chosen["value"] = preferred if preferred in behaviors else (behaviors or [None])[0]
-    return (behaviors, choices, missing_note(offered, engine.lm.name, problems),
-            gr.update(choices=offered, value=offered[0] if offered else None),
-            gr.update(visible=bool(offered or problems)),
-            gr.update(**chosen), gr.update(choices=mix_choices(choices, uploads)))
+    return (
+        behaviors,
+        choices,
+        missing_note(offered, engine.lm.name, problems),
+        gr.update(choices=offered, value=offered[0] if offered else None),
+        gr.update(visible=bool(offered or problems)),
+        gr.update(**chosen),
+        gr.update(choices=mix_choices(choices, uploads)),
+    )
 
 
-def build_in_app(engine: Any, behavior: str | None, progress: Callable[..., Any] | None = None) -> tuple[str, list[str]]:
+def build_in_app(
+    engine: Any, behavior: str | None, progress: Callable[..., Any] | None = None
+) -> tuple[str, list[str]]:
     """The Build button: build `behavior`'s vectors for the loaded model (steering.first_use.build_vectors).
 
     Args:
@@ -236,5 +268,7 @@ def build_in_app(engine: Any, behavior: str | None, progress: Callable[..., Any]
         result = build_vectors(engine, behavior, progress=report)
     except Exception as exc:  # noqa: BLE001 -- keep serving; the message says what failed
         return f"⚠️ **Not built:** {markdown_text(public_message(exc))}", missing_behaviors(engine)
-    return (f"Built '{markdown_text(behavior)}' vectors: {markdown_text(result.summary())}; it is now selected.",
-            missing_behaviors(engine))
+    return (
+        f"Built '{markdown_text(behavior)}' vectors: {markdown_text(result.summary())}; it is now selected.",
+        missing_behaviors(engine),
+    )

@@ -19,7 +19,7 @@ import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -75,8 +75,7 @@ class VectorSet:
             )
         return self.vectors[layer]
 
-    def validate(self, hidden_size: int, num_layers: int,
-                 hidden_norms: Mapping[int, float] | None = None) -> "VectorSet":
+    def validate(self, hidden_size: int, num_layers: int, hidden_norms: Mapping[int, float] | None = None) -> VectorSet:
         """Check the set fits a model: sizes match, values finite, norms bounded, layers in range.
 
         Args:
@@ -97,7 +96,8 @@ class VectorSet:
         for layer, vec in self.vectors.items():
             if vec.shape[0] != hidden_size:
                 raise SteeringError(
-                    f"{name}: layer {layer}: vector size {vec.shape[0]} does not match the model's hidden size {hidden_size}"
+                    f"{name}: layer {layer}: vector size {vec.shape[0]} does not match the model's hidden size "
+                    f"{hidden_size}"
                 )
             if not 0 <= layer < num_layers:
                 raise SteeringError(f"{name}: layer {layer} is out of range: the model has layers 0..{num_layers - 1}")
@@ -166,11 +166,14 @@ def _check_writable(vset: VectorSet, path: Path) -> None:
 
 def _read_back(written: VectorSet, expected: VectorSet, path: Path) -> None:
     if written.layers != expected.layers:
-        raise SteeringError(f"{path}: the written file holds layers {_ranges(written.layers) or 'none'}, "
-                            f"not {_ranges(expected.layers)}; nothing was replaced")
+        raise SteeringError(
+            f"{path}: the written file holds layers {_ranges(written.layers) or 'none'}, "
+            f"not {_ranges(expected.layers)}; nothing was replaced"
+        )
 
 
 # ---------------------------------------------------------------- model names in file names
+
 
 def normalize_model_name(name: str) -> str:
     """A model name for comparisons: hub-id basename, lower case, runs of other characters -> '-'.
@@ -184,6 +187,7 @@ def normalize_model_name(name: str) -> str:
 
 # ---------------------------------------------------------------- safetensors (the project's format)
 
+
 def save_safetensors(vset: VectorSet, path: str | Path) -> Path:
     """Write `vset` as the project's safetensors file (tensors 'layer.<L>', metadata strings), atomically.
 
@@ -195,7 +199,7 @@ def save_safetensors(vset: VectorSet, path: str | Path) -> Path:
     path = Path(path)
     _check_writable(vset, path)
     metadata = {k: str(v) for k, v in vset.metadata.items()}
-    metadata.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    metadata.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     metadata["layers"] = json.dumps(vset.layers)
     tensors = {f"layer.{layer}": vec.detach().float().contiguous().cpu() for layer, vec in vset.vectors.items()}
 
@@ -230,6 +234,7 @@ def load_safetensors(path: Path, label: str | None = None) -> VectorSet:
 
 
 # ---------------------------------------------------------------- the paper's .pt layout
+
 
 def caa_filename(layer: int, model: str) -> str:
     """The paper's file name for one layer: vec_layer_<L>_<hub-id basename>.pt.
@@ -309,14 +314,17 @@ def load_caa_layout(path: Path, model: str | None = None, label: str | None = No
     for file in files:
         match = _CAA_NAME.match(file.name)
         if not match:
-            raise SteeringError(f"{file if label is None else file.name}: expected a name like vec_layer_<L>_<model>.pt")
+            raise SteeringError(
+                f"{file if label is None else file.name}: expected a name like vec_layer_<L>_<model>.pt"
+            )
         key = normalize_model_name(match.group(2) or "")
         shown.setdefault(key, match.group(2) or "(no model name)")
         layer = int(match.group(1))
         group = groups.setdefault(key, {})
         if layer in group:
-            raise SteeringError(f"{name}: two files for layer {layer} of model {shown[key]}: "
-                                f"{group[layer].name} and {file.name}")
+            raise SteeringError(
+                f"{name}: two files for layer {layer} of model {shown[key]}: {group[layer].name} and {file.name}"
+            )
         group[layer] = file
     if not groups:
         raise SteeringError(f"{name}: no vec_layer_<L>_<model>.pt files found")
@@ -338,6 +346,7 @@ def load_caa_layout(path: Path, model: str | None = None, label: str | None = No
 
 # ---------------------------------------------------------------- GGUF control vectors
 
+
 def gguf_layers(layers: Iterable[int], path: str | Path | None = None) -> tuple[list[int], str]:
     """The layers a llama.cpp control vector can hold, and a note saying what was left out.
 
@@ -358,8 +367,10 @@ def gguf_layers(layers: Iterable[int], path: str | Path | None = None) -> tuple[
     kept = [layer for layer in layers if layer > 0]
     if not kept:
         where = f"{path}: " if path else ""
-        raise SteeringError(f"{where}a llama.cpp control vector cannot hold layer 0 and no other layer was chosen; "
-                            "choose layers 1 and up")
+        raise SteeringError(
+            f"{where}a llama.cpp control vector cannot hold layer 0 and no other layer was chosen; "
+            "choose layers 1 and up"
+        )
     note = "layer 0 skipped: llama.cpp control vectors have no layer 0" if 0 in layers else ""
     return kept, note
 
@@ -404,7 +415,9 @@ def load_gguf(path: Path, label: str | None = None) -> VectorSet:
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as exc:
-        raise SteeringError(f"{name}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise SteeringError(
+            f"{name}: not a readable GGUF file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     vectors = {}
     for tensor in reader.tensors:
         match = _DIRECTION.match(tensor.name)
@@ -421,6 +434,7 @@ def load_gguf(path: Path, label: str | None = None) -> VectorSet:
 
 
 # ---------------------------------------------------------------- any format
+
 
 def load_vectors(path: str | Path, model: str | None = None, label: str | None = None) -> VectorSet:
     """Read a vector file of any supported format (not yet checked against a model: see VectorSet.validate).
@@ -499,6 +513,7 @@ def _valid_name(name: str) -> bool:
 
 
 # ---------------------------------------------------------------- what a write would replace
+
 
 @dataclass(frozen=True)
 class VectorFileInfo:
@@ -585,9 +600,10 @@ def replacement_check(path: str | Path, layers: Iterable[int], pairs: int | None
         if lost_layers:
             lost.append(f"layers {_ranges(lost_layers)}" if len(lost_layers) > 1 else f"layer {lost_layers[0]}")
         if fewer_pairs:
-            lost.append(f"{old.pairs - pairs} of its {old.pairs} pairs")
+            lost.append(f"{(old.pairs or 0) - (pairs or 0)} of its {old.pairs} pairs")
         raise SteeringError(
-            f"{path} holds {old.summary()}; the new file would have {len(layers)} layer{'s' if len(layers) != 1 else ''}"
+            f"{path} holds {old.summary()}; the new file would have {len(layers)} "
+            f"layer{'s' if len(layers) != 1 else ''}"
             f"{'' if pairs is None else f' from {pairs} pairs'} and lose {' and '.join(lost)}: "
             "pass --force to replace it, or --out to write elsewhere"
         )

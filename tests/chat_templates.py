@@ -88,8 +88,7 @@ GEMMA = (
 """Gemma: `<start_of_turn>user\\n...<end_of_turn>\\n`, the assistant is "model"; the system prompt goes
 into the first user turn (Gemma has no system role)."""
 
-TEMPLATES: dict[str, str] = {"llama2": LLAMA2, "mistral": MISTRAL, "llama3": LLAMA3, "chatml": CHATML,
-                             "gemma": GEMMA}
+TEMPLATES: dict[str, str] = {"llama2": LLAMA2, "mistral": MISTRAL, "llama3": LLAMA3, "chatml": CHATML, "gemma": GEMMA}
 
 SYSTEM_PROMPT = "You are a careful assistant."
 
@@ -120,16 +119,47 @@ HISTORY = [
     {"role": "user", "content": "Somewhere warm in March, on a small budget."},
 ]
 
-SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-                  "<|eot_id|>", "<bos>", "<start_of_turn>", "<end_of_turn>"]
+SPECIAL_TOKENS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<bos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+]
 
 # Merged tokens, each made of two existing tokens (the BPE merge order is the list order). "](" and "A)"
 # are the merges that break a prompt+reply joined into one string.
 _MERGES = [
-    ("I", "N"), ("IN", "S"), ("INS", "T"), ("S", "Y"), ("SY", "S"), ("<", "<"), (">", ">"), ("<<", "SYS"),
-    ("SYS", ">>"), ("▁", "["), ("▁", "("), ("]", "("), ("A", ")"), ("B", ")"), ("▁", "t"), ("h", "e"),
-    ("▁t", "he"), ("o", "u"), ("▁", "y"), ("▁y", "ou"), ("▁", "a"), ("r", "e"), ("▁a", "re"), ("i", "n"),
-    ("▁", "in"), ("?", "▁"),
+    ("I", "N"),
+    ("IN", "S"),
+    ("INS", "T"),
+    ("S", "Y"),
+    ("SY", "S"),
+    ("<", "<"),
+    (">", ">"),
+    ("<<", "SYS"),
+    ("SYS", ">>"),
+    ("▁", "["),
+    ("▁", "("),
+    ("]", "("),
+    ("A", ")"),
+    ("B", ")"),
+    ("▁", "t"),
+    ("h", "e"),
+    ("▁t", "he"),
+    ("o", "u"),
+    ("▁", "y"),
+    ("▁y", "ou"),
+    ("▁", "a"),
+    ("r", "e"),
+    ("▁a", "re"),
+    ("i", "n"),
+    ("▁", "in"),
+    ("?", "▁"),
 ]
 
 
@@ -154,11 +184,13 @@ def sentencepiece_tokenizer(template: str | None = None) -> Any:
     for left, right in _MERGES:
         assert left in vocab and right in vocab, (left, right)
         vocab.setdefault(left + right, len(vocab))
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=list(_MERGES), unk_token="<unk>", byte_fallback=True,
-                                   fuse_unk=True))
+    backend = Tokenizer(
+        models.BPE(vocab=vocab, merges=list(_MERGES), unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                         decoders.Strip(" ", 1, 0)])
+    backend.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     if template is not None:

@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
 from fixtures import make_tiny_model, make_tiny_tokenizer  # noqa: F401  (older tests import them from here)
 
 SHIPPED = ("results", "vectors", "datasets", "config.yaml")  # what the tests must never write

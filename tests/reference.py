@@ -19,8 +19,14 @@ from steering.prompts import contrast_tokens
 
 
 @torch.inference_mode()
-def reference_vectors(model: Any, tokenizer: Any, items: Sequence[ABItem], layers: Sequence[int],
-                      read_mode: str = "letter", system_prompt: str | None = None) -> dict[int, torch.Tensor]:
+def reference_vectors(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ABItem],
+    layers: Sequence[int],
+    read_mode: str = "letter",
+    system_prompt: str | None = None,
+) -> dict[int, torch.Tensor]:
     device = next(model.parameters()).device
     blocks = decoder_layers(model)
     saved: dict[int, torch.Tensor] = {}
@@ -28,6 +34,7 @@ def reference_vectors(model: Any, tokenizer: Any, items: Sequence[ABItem], layer
     def saver(layer: int):
         def hook(module: Any, args: Any, output: Any) -> None:
             saved[layer] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     handles = [blocks[layer].register_forward_hook(saver(layer)) for layer in layers]

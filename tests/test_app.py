@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-
 from app_harness import running_app
 
 pytestmark = pytest.mark.integration
@@ -41,8 +40,10 @@ def test_compare_returns_three_nonempty_texts(replies):
 def test_unsteered_equals_plain_generation(replies, embedded_engine):
     from steering.generation import SamplingSettings
 
-    plain = embedded_engine.plain([{"role": "user", "content": PROMPT}],
-                                  SamplingSettings(max_new_tokens=TOKENS, temperature=0.0, top_p=1.0, seed=0))
+    plain = embedded_engine.plain(
+        [{"role": "user", "content": PROMPT}],
+        SamplingSettings(max_new_tokens=TOKENS, temperature=0.0, top_p=1.0, seed=0),
+    )
     assert replies["steered"][1] == plain
 
 
@@ -103,8 +104,7 @@ def post_json(url: str, body: str) -> str:
     """One raw call of /compare (JSON as given, e.g. with NaN), its whole event stream as text."""
     import httpx
 
-    response = httpx.post(url + "gradio_api/call/compare", content=body,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(url + "gradio_api/call/compare", content=body, headers={"content-type": "application/json"})
     response.raise_for_status()
     return httpx.get(url + f"gradio_api/call/compare/{response.json()['event_id']}", timeout=120).text
 
@@ -158,13 +158,18 @@ def test_a_caller_that_goes_away_stops_the_model(client, embedded_engine):
         from steering.generation import SamplingSettings
 
         stop, updates = threading.Event(), []
-        embedded_engine.compare([{"role": "user", "content": "Write a very long story about a dragon."}],
-                                layer=9, multiplier=2.0, settings=SamplingSettings(max_new_tokens=1024),
-                                on_text=lambda texts: (updates.append(1), len(updates) >= 3 and stop.set()),
-                                stop_event=stop)
+        embedded_engine.compare(
+            [{"role": "user", "content": "Write a very long story about a dragon."}],
+            layer=9,
+            multiplier=2.0,
+            settings=SamplingSettings(max_new_tokens=1024),
+            on_text=lambda texts: (updates.append(1), len(updates) >= 3 and stop.set()),
+            stop_event=stop,
+        )
     body = json.dumps({"data": ["Write a very long story about a dragon.", 2.0, 9, "refusal", 1024, 0.0, 1.0, 0, ""]})
-    event = httpx.post(url + "gradio_api/call/compare", content=body,
-                       headers={"content-type": "application/json"}).json()["event_id"]
+    event = httpx.post(
+        url + "gradio_api/call/compare", content=body, headers={"content-type": "application/json"}
+    ).json()["event_id"]
     with httpx.stream("GET", url + f"gradio_api/call/compare/{event}", timeout=120):
         start = time.monotonic()
         while not embedded_engine.lm.lock.locked():  # the model is at work

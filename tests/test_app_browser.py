@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from app_harness import ROOT, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -19,8 +18,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _browser_or_skip():
@@ -62,19 +67,25 @@ def page(app_url):
 
 def bot_texts(page) -> list[str]:
     """The latest assistant message of each pane without its caption ('' while empty)."""
-    return page.evaluate("""panes => panes.map(id => {
+    return page.evaluate(
+        """panes => panes.map(id => {
         const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
         if (!bots.length) return '';
         const copy = bots[bots.length - 1].cloneNode(true);
         copy.querySelectorAll('sub').forEach(sub => sub.remove());
         return copy.textContent.trim();
-    })""", list(PANES))
+    })""",
+        list(PANES),
+    )
 
 
 def captions(page, pane: str = "#pane-added") -> list[str]:
     """The caption of every answer in a pane, oldest first."""
-    return page.evaluate("""id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
-        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""", pane)
+    return page.evaluate(
+        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
+        pane,
+    )
 
 
 def user_messages(page) -> int:
@@ -132,9 +143,14 @@ def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):
     set_alpha(page, 2)
     page.locator("#prompt textarea").fill("Hi!")
     page.locator("#send").click()
-    wait_for(lambda: captions(page) == [f"+α = +2 · layer {layer} · refusal"] or
-             captions(page) == [f"+α = +2 · layer {layer} · refusal · cut at the limit of 16 new tokens"], 120,
-             "the first answer's caption")
+    wait_for(
+        lambda: (
+            captions(page) == [f"+α = +2 · layer {layer} · refusal"]
+            or captions(page) == [f"+α = +2 · layer {layer} · refusal · cut at the limit of 16 new tokens"]
+        ),
+        120,
+        "the first answer's caption",
+    )
     set_alpha(page, 0)
     time.sleep(0.5)
     assert page.get_by_text("Refuses more (+α)", exact=True).count() == 1  # the title carries no number
@@ -248,10 +264,12 @@ def test_stop_while_waiting_in_the_queue_cancels_the_message(page, app_url, embe
     page.get_by_text("Vector size at layer").wait_for(timeout=60_000)  # the page's own use of the model is over
     # another caller holds the model for a while (about 150 tokens)
     body = json.dumps({"data": ["Write a long story about a dragon.", 2.0, 9, "refusal", 150, 0.0, 1.0, 0, ""]})
-    event = httpx.post(app_url + "gradio_api/call/compare", content=body,
-                       headers={"content-type": "application/json"}).json()["event_id"]
-    other = threading.Thread(target=httpx.get, args=(app_url + f"gradio_api/call/compare/{event}",),
-                             kwargs={"timeout": 300}, daemon=True)
+    event = httpx.post(
+        app_url + "gradio_api/call/compare", content=body, headers={"content-type": "application/json"}
+    ).json()["event_id"]
+    other = threading.Thread(
+        target=httpx.get, args=(app_url + f"gradio_api/call/compare/{event}",), kwargs={"timeout": 300}, daemon=True
+    )
     other.start()
     wait_for(embedded_engine.lm.lock.locked, 60, "another caller's request to hold the model")
     calls = []

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from app_harness import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PROMPT = "What's your favorite planet?"
 
 
@@ -47,8 +52,11 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
 
 
 def captions(page, pane: str) -> list[str]:
-    return page.evaluate("""id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
-        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""", pane)
+    return page.evaluate(
+        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
+        pane,
+    )
 
 
 def set_alpha(page, value: float) -> None:
@@ -90,8 +98,11 @@ def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch)
         for ticket in tickets:
             ticket.wait(180)
         for page, alpha in zip(pages, (2, 6)):
-            wait_for(lambda: captions(page, "#pane-added") and "writing" not in captions(page, "#pane-added")[0],
-                     60, "the answer's caption")
+            wait_for(
+                lambda: captions(page, "#pane-added") and "writing" not in captions(page, "#pane-added")[0],  # noqa: B023 (the closure runs within this iteration)
+                60,
+                "the answer's caption",
+            )
             assert captions(page, "#pane-added")[0].startswith(f"+α = +{alpha} · layer {layer} · refusal")
             assert captions(page, "#pane-subtracted")[0].startswith(f"−α = −{alpha} · layer {layer} · refusal")
         browser.close()
@@ -107,7 +118,9 @@ def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch)
         want = embedded_engine.steering_plan(SIGNS, layer=layer, multiplier=alpha, vector=vector)
         return plan.layers.keys() == want.layers.keys() and all(
             torch.equal(getattr(plan.layers[k], name), getattr(want.layers[k], name))
-            for k in want.layers for name in ("add", "project", "target"))
+            for k in want.layers
+            for name in ("add", "project", "target")
+        )
 
     assert sorted(alpha for t in tickets for alpha in (2, 6) if same_plan(t.request.plan, alpha)) == [2, 6]
     monkeypatch.undo()  # the runs alone below are not the users' requests

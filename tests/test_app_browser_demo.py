@@ -16,8 +16,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted", "#pane-prompted-added", "#pane-prompted-subtracted")
 TOKENS = 8
 
@@ -85,20 +91,25 @@ def batches(embedded_engine, monkeypatch):
 
 def bot_texts(page) -> list[str]:
     """The latest assistant message of each of the five panes without its caption ('' while empty)."""
-    return page.evaluate("""panes => panes.map(id => {
+    return page.evaluate(
+        """panes => panes.map(id => {
         const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
         if (!bots.length) return '';
         const copy = bots[bots.length - 1].cloneNode(true);
         copy.querySelectorAll('sub').forEach(sub => sub.remove());
         return copy.textContent.trim();
-    })""", list(PANES))
+    })""",
+        list(PANES),
+    )
 
 
 def last_caption(page, pane: str) -> str:
-    return page.evaluate("""id => { const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
+    return page.evaluate(
+        """id => { const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
         if (!bots.length) return '';
         return Array.from(bots[bots.length - 1].querySelectorAll('sub')).map(s => s.textContent).join(' '); }""",
-                         pane)
+        pane,
+    )
 
 
 def alpha_value(page) -> float:
@@ -181,9 +192,15 @@ def test_strip_returns_every_card_and_a_card_moves_alpha(page, batches):
     wait_for(lambda: page.locator("#strip-use-6").is_visible(), 240, "the strip's cards")
     wait_for(lambda: "Dose–response" in page.locator("#strip-run").inner_text(), 20, "the strip's button to be idle")
     headings = [page.locator(f"#strip-card-{i} strong").first.inner_text() for i in range(7)]
-    assert headings == ["α = −3 · refuses less", "α = −1.5 · refuses less", "α = −0.75 · refuses less",
-                        "α = 0 · as the model is", "α = +0.75 · refuses more",
-                        "α = +1.5 · refuses more", "α = +3 · refuses more"]
+    assert headings == [
+        "α = −3 · refuses less",
+        "α = −1.5 · refuses less",
+        "α = −0.75 · refuses less",
+        "α = 0 · as the model is",
+        "α = +0.75 · refuses more",
+        "α = +1.5 · refuses more",
+        "α = +3 · refuses more",
+    ]
     for i in range(7):
         text = page.locator(f"#strip-card-{i}").inner_text()
         assert "distinct-3 " in text and "perplexity " in text, text

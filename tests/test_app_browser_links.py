@@ -51,8 +51,11 @@ def wait_answers(page, engine) -> list[str]:
     """The three answers once the turn has ended (Send enabled again, the model idle, no 'writing…')."""
     wait_for(lambda: all(bot_texts(page)), 180, "all three panes")
     wait_for(lambda: not engine.lm.lock.locked(), 180, "the generation to finish")
-    wait_for(lambda: page.locator("#send").is_enabled() and
-             page.locator("#panes").get_by_text("writing…").count() == 0, 60, "the turn to end")
+    wait_for(
+        lambda: page.locator("#send").is_enabled() and page.locator("#panes").get_by_text("writing…").count() == 0,
+        60,
+        "the turn to end",
+    )
     return bot_texts(page)
 
 
@@ -173,7 +176,7 @@ def test_phone_keeps_the_answers_and_the_message_box_on_one_screen(browser, app_
         page.screenshot(path=str(ARTIFACTS / "app-phone-top.png"))
         if embedded_engine.fast_path is None:  # the meter is shown on the eager path only
             page.locator("#meter").scroll_into_view_if_needed()  # the meter on a phone (a full-page capture
-            time.sleep(0.5)                                       # would draw the sticky message row mid-page)
+            time.sleep(0.5)  # would draw the sticky message row mid-page)
             page.screenshot(path=str(ARTIFACTS / "app-phone-meter.png"))
     finally:
         page.context.close()
@@ -264,8 +267,9 @@ def test_a_users_message_shows_as_typed_and_small_print_is_readable(browser, app
         page.context.close()
 
 
-def test_a_one_layer_upload_sets_calibrates_layers_and_the_command_says_why(browser, app_url, embedded_engine,
-                                                                             tmp_path):
+def test_a_one_layer_upload_sets_calibrates_layers_and_the_command_says_why(
+    browser, app_url, embedded_engine, tmp_path
+):
     """Tester's items 5 and 6: with an uploaded one-layer vector, Copy as a command gave an empty box and
     Calibrate's default layers (around the model's default) were layers the vector does not have."""
     from steering.vector_files import VectorSet, load_vectors, save_safetensors

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from app_harness import running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
 TOKENS = 8
 PROMPT = "What's your favorite planet?"
@@ -51,18 +56,24 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
 
 
 def bot_texts(page) -> list[str]:
-    return page.evaluate("""panes => panes.map(id => {
+    return page.evaluate(
+        """panes => panes.map(id => {
         const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
         if (!bots.length) return '';
         const copy = bots[bots.length - 1].cloneNode(true);
         copy.querySelectorAll('sub').forEach(sub => sub.remove());
         return copy.textContent.trim();
-    })""", list(PANES))
+    })""",
+        list(PANES),
+    )
 
 
 def captions(page, pane: str = "#pane-added") -> list[str]:
-    return page.evaluate("""id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
-        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""", pane)
+    return page.evaluate(
+        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
+        pane,
+    )
 
 
 def words(text: str) -> list[str]:
@@ -124,12 +135,16 @@ def test_mixing_two_behaviors_in_the_browser(app_url, embedded_engine, second):
             assert f"cos(refusal, {path.stem}" in page.locator("#mix-cos").inner_text()  # the names are shown
             page.locator("#prompt textarea").fill(PROMPT)
             page.locator("#send").click()
-            wait_for(lambda: captions(page) and "writing" not in captions(page)[0] and all(bot_texts(page)), 180,
-                     "the mixed answers")
+            wait_for(
+                lambda: captions(page) and "writing" not in captions(page)[0] and all(bot_texts(page)),
+                180,
+                "the mixed answers",
+            )
             assert captions(page)[0].startswith(f"+α = +{alpha:g} · layer {layer} · refusal + 4×{path.name}")
             shown = bot_texts(page)
-            page.screenshot(path=str(Path(__file__).resolve().parent.parent / "test-artifacts" / "mix-desktop.png"),
-                            full_page=True)
+            page.screenshot(
+                path=str(Path(__file__).resolve().parent.parent / "test-artifacts" / "mix-desktop.png"), full_page=True
+            )
         finally:
             browser.close()
     conv = [{"role": "user", "content": PROMPT}]
@@ -151,18 +166,27 @@ def test_compare_mix_api(app_url, embedded_engine):
     client = Client(app_url, verbose=False)
     layer = embedded_engine.defaults.layer
     old = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, api_name="/compare")
-    same = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="formality", mix_multiplier=0.0,
-                          api_name="/compare_mix")
+    same = client.predict(
+        PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="formality", mix_multiplier=0.0, api_name="/compare_mix"
+    )
     assert list(same) == list(old)  # alpha2 = 0: single-behavior steering
-    none = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="(none)", mix_multiplier=2.0,
-                          api_name="/compare_mix")
+    none = client.predict(
+        PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="(none)", mix_multiplier=2.0, api_name="/compare_mix"
+    )
     assert list(none) == list(old)  # the app's own "(none)" label means no mix, as "" does
-    mixed = client.predict(PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="formality", mix_multiplier=2.0,
-                           api_name="/compare_mix")
+    mixed = client.predict(
+        PROMPT, 1.0, layer, max_new_tokens=TOKENS, mix_behavior="formality", mix_multiplier=2.0, api_name="/compare_mix"
+    )
     v = embedded_engine.vectors_for("refusal").vector(layer)
     v2 = embedded_engine.vectors_for("formality").vector(layer)
-    expected = embedded_engine.compare([{"role": "user", "content": PROMPT}], v, layer, 1.0,
-                                       SamplingSettings(max_new_tokens=TOKENS), mix=Mix(2.0, vector=v2)).texts
+    expected = embedded_engine.compare(
+        [{"role": "user", "content": PROMPT}],
+        v,
+        layer,
+        1.0,
+        SamplingSettings(max_new_tokens=TOKENS),
+        mix=Mix(2.0, vector=v2),
+    ).texts
     assert list(mixed) == expected
     with pytest.raises(AppError, match="mixed with itself"):  # as the app refuses it
         client.predict(PROMPT, 1.0, layer, mix_behavior="refusal", mix_multiplier=1.0, api_name="/compare_mix")

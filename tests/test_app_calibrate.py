@@ -84,8 +84,11 @@ def test_absurd_multipliers_are_refused_with_the_configured_limit():
 def test_a_sweep_with_nan_results_is_a_one_line_failure(monkeypatch):
     engine = FakeEngine({"refusal": VectorSet({5: torch.ones(HIDDEN), 7: torch.ones(HIDDEN)}, source="refusal")})
     monkeypatch.setattr(ui_calibrate, "ab_items", lambda d, b, n: ["item"] * n)
-    monkeypatch.setattr(ui_calibrate, "sweep_items",  # (layers, multipliers, questions)
-                        lambda eng, vset, layers, mults, items: np.array([[[0.5], [float("nan")]], [[0.5], [0.5]]]))
+    monkeypatch.setattr(
+        ui_calibrate,
+        "sweep_items",  # (layers, multipliers, questions)
+        lambda eng, vset, layers, mults, items: np.array([[[0.5], [float("nan")]], [[0.5], [0.5]]]),
+    )
     with pytest.raises(SteeringError, match=r"NaN\) at 1 of 4 cells, e.g. layer 5 α 2") as info:
         run_sweep(engine, "refusal", {}, "5, 7", "0, 2", "refusal", 4)
     assert "\n" not in str(info.value)
@@ -111,9 +114,18 @@ def test_cell_maps_to_layer_and_alpha():
 def test_questions_follow_the_chat_behavior(tmp_path):
     for name in ("refusal", "sycophancy"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "test_ab.json").write_text(json.dumps([
-            {"question": f"Q{i}\n\nChoices:\n (A) yes\n (B) no", "answer_matching_behavior": "(A)",
-             "answer_not_matching_behavior": "(B)"} for i in range(5)]))
+        (tmp_path / name / "test_ab.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "question": f"Q{i}\n\nChoices:\n (A) yes\n (B) no",
+                        "answer_matching_behavior": "(A)",
+                        "answer_not_matching_behavior": "(B)",
+                    }
+                    for i in range(5)
+                ]
+            )
+        )
     (tmp_path / "empty").mkdir()
     available = ab_behaviors(tmp_path)
     assert available == ["refusal", "sycophancy"]
@@ -207,9 +219,19 @@ def test_sweep_items_are_what_ab_sweep_averages(tiny_tokenizer):
     from steering.ui_calibrate import sweep_items
 
     model = make_tiny_model(len(tiny_tokenizer))
-    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
-                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64,
-                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    lm = LoadedModel(
+        model=model,
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     engine = Engine(lm, load_config())
     torch.manual_seed(0)
     vset = VectorSet({1: torch.randn(64), 2: torch.randn(64)})

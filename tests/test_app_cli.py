@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
+import app_harness  # noqa: F401  (puts the project root on sys.path)
 import pytest
 
-import app_harness  # noqa: F401  (puts the project root on sys.path)
 import app
 
 APP = {"host": "127.0.0.1", "port": 7860, "share": False, "password_env": "MY_PASSWORD", "max_upload_mb": 64}
@@ -14,14 +14,32 @@ APP = {"host": "127.0.0.1", "port": 7860, "share": False, "password_env": "MY_PA
 
 def test_defaults_come_from_config_and_sharing_is_off():
     options = app.launch_options(app.parse_args([]), APP, {})
-    assert (options["server_name"], options["server_port"], options["share"], options["auth"]) == \
-        ("127.0.0.1", 7860, False, None)
+    assert (options["server_name"], options["server_port"], options["share"], options["auth"]) == (
+        "127.0.0.1",
+        7860,
+        False,
+        None,
+    )
     assert options["max_file_size"] == "64mb"
 
 
 def test_flags_override_config():
-    args = app.parse_args(["--share", "--host", "0.0.0.0", "--port", "9000", "--model", "m", "--load-in-4bit",
-                           "--device", "cpu", "--dtype", "float32"])
+    args = app.parse_args(
+        [
+            "--share",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--model",
+            "m",
+            "--load-in-4bit",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+        ]
+    )
     options = app.launch_options(args, APP, {})
     assert (options["server_name"], options["server_port"], options["share"]) == ("0.0.0.0", 9000, True)
     assert (args.name, args.load_in_4bit, args.device, args.dtype) == ("m", True, "cpu", "float32")
@@ -29,8 +47,9 @@ def test_flags_override_config():
 
 
 def test_space_binds_all_interfaces_and_password_comes_from_env():
-    options = app.launch_options(app.parse_args(["--host", "127.0.0.1"]), APP,
-                                 {"SPACE_ID": "user/space", "MY_PASSWORD": "s3cret"})
+    options = app.launch_options(
+        app.parse_args(["--host", "127.0.0.1"]), APP, {"SPACE_ID": "user/space", "MY_PASSWORD": "s3cret"}
+    )
     assert options["server_name"] == "0.0.0.0"
     assert options["auth"] == ("steering", "s3cret")
 
@@ -64,8 +83,10 @@ def test_bad_port_or_device_is_one_line_and_exit_2_before_the_model_loads(no_mod
     """A port in use, --port 99999 and --device cuda without CUDA gave tracebacks (issue 10, item 10)."""
     import torch
 
-    assert run_main(["--port", "99999"], capsys) == (2, "error: app.py: argument --port: expected a port from 1 "
-                                                        "to 65535, got 99999")
+    assert run_main(["--port", "99999"], capsys) == (
+        2,
+        "error: app.py: argument --port: expected a port from 1 to 65535, got 99999",
+    )
     assert run_main(["--port", "http"], capsys)[0] == 2
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -75,8 +96,10 @@ def test_bad_port_or_device_is_one_line_and_exit_2_before_the_model_loads(no_mod
     assert code == 2 and err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and "--port" in err
     if not torch.cuda.is_available():
         code, err = run_main(["--port", str(app_harness.free_port()), "--device", "cuda"], capsys)
-        assert (code, err) == (2, "error: device 'cuda': CUDA is not available on this machine (use --device cpu "
-                                  "or auto)")
+        assert (code, err) == (
+            2,
+            "error: device 'cuda': CUDA is not available on this machine (use --device cpu or auto)",
+        )
     assert not no_model
 
 
@@ -97,9 +120,11 @@ def test_a_folder_without_a_model_is_one_line_and_exit_2(tmp_path, capsys):
     """`app.py --model /tmp` (a folder with no model in it) ended in a transformers traceback."""
     port = str(app_harness.free_port())
     code, err = run_main(["--port", port, "--model", str(tmp_path)], capsys)
-    assert code == 2 and err == (f"error: model folder '{tmp_path}' has no config.json: it does not hold a "
-                                 "transformers model (pass the folder that has config.json and the weights, or a "
-                                 "Hugging Face hub id)")
+    assert code == 2 and err == (
+        f"error: model folder '{tmp_path}' has no config.json: it does not hold a "
+        "transformers model (pass the folder that has config.json and the weights, or a "
+        "Hugging Face hub id)"
+    )
     (tmp_path / "config.json").write_text("{not json")  # a folder transformers cannot read: still one line
     code, err = run_main(["--port", port, "--model", str(tmp_path)], capsys)
     assert code == 2 and err.startswith(f"error: cannot load model from folder '{tmp_path}': ")
@@ -109,8 +134,14 @@ def test_steering_chat_refuses_a_folder_without_a_model(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "steering", "chat", "--model", str(tmp_path), "--prompt", "hi"],
-                          capture_output=True, text=True, cwd=app_harness.ROOT, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "steering", "chat", "--model", str(tmp_path), "--prompt", "hi"],
+        capture_output=True,
+        text=True,
+        cwd=app_harness.ROOT,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "has no config.json" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
@@ -130,12 +161,12 @@ def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
     import tempfile
 
     import torch
-
     from fixtures import make_tiny_model
+    from transformers import PreTrainedTokenizerFast
+
     from steering.config import load_config
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings
-    from transformers import PreTrainedTokenizerFast
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -143,8 +174,18 @@ def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
     tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="[UNK]")
-    lm = LoadedModel(model=make_tiny_model(2, layers=2), tokenizer=tokenizer, name="tiny", slug="tiny",
-                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=2,
-                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    lm = LoadedModel(
+        model=make_tiny_model(2, layers=2),
+        tokenizer=tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=2,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     app.build_app(Engine(lm, load_config()), load_config())
     assert not list(tmp_path.glob("llama-steering-uploads-*"))

@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import time
 
+import app_harness  # noqa: F401  (puts the project root on sys.path)
 import gradio as gr
 import pytest
 import torch
+from fixtures import make_tiny_model
 
-import app_harness  # noqa: F401  (puts the project root on sys.path)
 import app
 from steering.config import load_config
 from steering.engine import Engine
 from steering.models import LoadedModel, ModelSettings
+from steering.ui_chat import Turn
 from steering.vector_files import VectorSet, save_safetensors
-from fixtures import make_tiny_model
 
 LAYERS, HIDDEN = 4, 64
 SKIP = gr.skip()
@@ -29,9 +30,19 @@ SKIP = gr.skip()
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer):
     model = make_tiny_model(len(tiny_tokenizer), layers=LAYERS)
-    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
-                     device=torch.device("cpu"), quantization=None, num_layers=LAYERS, hidden_size=HIDDEN,
-                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    lm = LoadedModel(
+        model=model,
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=LAYERS,
+        hidden_size=HIDDEN,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     return Engine(lm, load_config())
 
 
@@ -55,8 +66,18 @@ def vector_file(tmp_path_factory):
 def inputs(vector_file, **changes):
     """The Send inputs after prompt and turns: choice, uploads, layer, α, max new, temperature, top-p, seed,
     random seed, system prompt."""
-    values = dict(choice="Uploaded: mine.safetensors", uploads={"Uploaded: mine.safetensors": vector_file},
-                  layer=1, alpha=4.0, max_new=12, temperature=0.0, top_p=1.0, seed=0, random_seed=False, system="")
+    values = dict(
+        choice="Uploaded: mine.safetensors",
+        uploads={"Uploaded: mine.safetensors": vector_file},
+        layer=1,
+        alpha=4.0,
+        max_new=12,
+        temperature=0.0,
+        top_p=1.0,
+        seed=0,
+        random_seed=False,
+        system="",
+    )
     values.update(changes)
     return list(values.values())
 
@@ -88,8 +109,9 @@ def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vecto
     assert first[3]["interactive"] is False and first[4]["interactive"] is False
     assert last[3]["interactive"] is True and last[4]["interactive"] is True
     assert [t.status for t in turns] == ["done"]
-    assert last[0][-1]["content"].endswith("<sub>+α = +4 · layer 1 · mine.safetensors · cut at the limit of "
-                                           "12 new tokens</sub>")
+    assert last[0][-1]["content"].endswith(
+        "<sub>+α = +4 · layer 1 · mine.safetensors · cut at the limit of 12 new tokens</sub>"
+    )
     assert last[1][-1]["content"].endswith("<sub>α = 0 (unsteered) · cut at the limit of 12 new tokens</sub>")
     assert not engine.lm.lock.locked()
 
@@ -157,8 +179,9 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
 
     monkeypatch.setattr(engine, "compare", broken)
     last = drain(send(handlers, "First", turns, *inputs(vector_file)))[-1]
-    assert all("⚠️ Generation failed: ValueError: Overflow when unpacking long long" in pane[-1]["content"]
-               for pane in last[:3])
+    assert all(
+        "⚠️ Generation failed: ValueError: Overflow when unpacking long long" in pane[-1]["content"] for pane in last[:3]
+    )
     assert last[3]["interactive"] is True
 
     def spy(conversations, *args, **kwargs):
@@ -191,11 +214,12 @@ def test_validator_refuses_with_a_message_at_the_message_box(handlers, vector_fi
     assert message("Hi", [], max_new=1500).startswith("max_new_tokens 1500 is out of range")
     assert "tokens" in message("Hi", [], system="x" * 5000)  # one token per byte here: over the 4096 cap
     assert "characters long" in message("Hi", [], system="x" * 100_000)  # refused without tokenizing
-    busy = app.Turn("Hi", 1.0, 1, "v", 8)
+    busy = Turn("Hi", 1.0, 1, "v", 8)
     assert message("Hi", [busy]).startswith("Still answering")
     one = str(save_safetensors(VectorSet({0: torch.ones(HIDDEN)}), tmp_path / "one.safetensors"))
-    assert message("Hi", [], where=2, uploads={"Uploaded: one.safetensors": one}, choice="Uploaded: one.safetensors",
-                   layer=1).startswith("one.safetensors has no vector for layer 1")
+    assert message(
+        "Hi", [], where=2, uploads={"Uploaded: one.safetensors": one}, choice="Uploaded: one.safetensors", layer=1
+    ).startswith("one.safetensors has no vector for layer 1")
 
 
 def test_upload_leaves_the_cache_and_is_removed_with_the_session(handlers, vector_file, tmp_path):
@@ -243,7 +267,9 @@ def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, vec
         next(handlers["compare"].fn("x" * (limit + 1), 1.0, 1, behavior="", max_new_tokens=2))
     checks = handlers["take_message"].validator("x" * (limit + 1), [], *inputs(vector_file))
     assert not checks[0]["is_valid"] and f"the limit is {limit}" in checks[0]["message"]
-    at_limit = handlers["take_message"].validator("x" * limit, [], *inputs(vector_file))[0]  # (may still be too many tokens)
+    at_limit = handlers["take_message"].validator("x" * limit, [], *inputs(vector_file))[
+        0
+    ]  # (may still be too many tokens)
     assert at_limit["is_valid"] or "characters long" not in at_limit["message"]
 
 
@@ -255,8 +281,9 @@ def test_seed_reaches_the_checks_as_typed(handlers, vector_file, engine):
     validate = handlers["take_message"].validator
     assert all(c["is_valid"] for c in validate("Hi", [], *inputs(vector_file, seed="9223372036854775807")))
     checks = validate("Hi", [], *inputs(vector_file, seed="9223372036854775808"))
-    assert checks[0]["message"].startswith("seed 9223372036854775808 is out of range: expected 0 to "
-                                           "9223372036854775807")
+    assert checks[0]["message"].startswith(
+        "seed 9223372036854775808 is out of range: expected 0 to 9223372036854775807"
+    )
     assert "got '1.5'" in validate("Hi", [], *inputs(vector_file, seed="1.5"))[0]["message"]
 
 

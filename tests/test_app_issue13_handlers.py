@@ -30,12 +30,24 @@ def built(tiny_tokenizer, tmp_path_factory):
     config = copy.deepcopy(load_config())
     config["vectors_dir"] = str(tmp / "vectors")
     torch.manual_seed(0)
-    save_safetensors(VectorSet({layer: torch.randn(64) for layer in range(4)}, metadata={"model": "tiny"}),
-                     tmp / "vectors" / "refusal" / "tiny.safetensors")
+    save_safetensors(
+        VectorSet({layer: torch.randn(64) for layer in range(4)}, metadata={"model": "tiny"}),
+        tmp / "vectors" / "refusal" / "tiny.safetensors",
+    )
     one = save_safetensors(VectorSet({2: torch.randn(64) * 0.1}), tmp / "one.safetensors")
-    lm = LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny", slug="tiny",
-                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
-                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    lm = LoadedModel(
+        model=make_tiny_model(len(tiny_tokenizer)),
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     demo = app.build_app(Engine(lm, config), config)
     fns = {}
     for block_fn in demo.fns.values():
@@ -55,8 +67,9 @@ def test_copy_link_refuses_a_message_over_the_limit(built):
     limit = int(load_config()["app"]["max_prompt_chars"])
     args = ("refusal", {}, 2.0, 1, 0.0, "0", 16, 1.0, "", False)
     link, note = fns["copy_link"].fn("http://h:1/", [], "x" * (limit + 1), *args)
-    assert link == "" and note == (f"No link: your message is {limit + 1} characters long; the limit is {limit}: "
-                                   "shorten it.")
+    assert link == "" and note == (
+        f"No link: your message is {limit + 1} characters long; the limit is {limit}: shorten it."
+    )
     link, note = fns["copy_link"].fn("http://h:1/", [], "x" * limit, *args)
     assert link.startswith("http://h:1/?message=xxx") and "greedy" in note
 
@@ -103,9 +116,15 @@ def test_the_strips_subtracted_cards_say_which_pane_they_are(built):
     _, fns, uploads = built
     out = fns["strip"].fn("Tell me a story.", [], UPLOAD, uploads, 2, 1.5, 4, 0.0, 1.0, "0", False, "")
     labels = [b["value"] for b in out[8:15]]
-    assert labels == ["Use ±3 (this is the −α pane)", "Use ±1.5 (this is the −α pane)",
-                      "Use ±0.75 (this is the −α pane)", "Use α = 0 (no steering)", "Use α = 0.75", "Use α = 1.5",
-                      "Use α = 3"]
+    assert labels == [
+        "Use ±3 (this is the −α pane)",
+        "Use ±1.5 (this is the −α pane)",
+        "Use ±0.75 (this is the −α pane)",
+        "Use α = 0 (no steering)",
+        "Use α = 0.75",
+        "Use α = 1.5",
+        "Use α = 3",
+    ]
 
 
 def test_the_meter_is_titled_like_the_panes(built):
@@ -114,12 +133,18 @@ def test_the_meter_is_titled_like_the_panes(built):
     turns: list = []
     outbox = app.Outbox()
     outbox.put("Hello")
-    list(fns["send"].fn(outbox, turns, "refusal", uploads, 2, 2.0, 4, 0.0, 1.0, "0", False, "", False, "", "",
-                        "(none)", 0.0))
+    list(
+        fns["send"].fn(
+            outbox, turns, "refusal", uploads, 2, 2.0, 4, 0.0, 1.0, "0", False, "", False, "", "", "(none)", 0.0
+        )
+    )
     assert turns and turns[-1].status == "done"
     labels = [c.label for c in fns["send"].outputs if type(c).__name__ == "Chatbot"]  # the five panes' titles
-    assert [r.title for r in turns[-1].meter] == labels[:3] == ["Refuses more (+α)", "As the model is (α = 0)",
-                                                                "Refuses less (−α)"]
+    assert (
+        [r.title for r in turns[-1].meter]
+        == labels[:3]
+        == ["Refuses more (+α)", "As the model is (α = 0)", "Refuses less (−α)"]
+    )
 
 
 def gr_skip():

@@ -9,8 +9,20 @@ import torch
 
 from steering.errors import SteeringError
 from steering.limits import Limits
-from steering.ui_chat import (Turn, VectorChoice, check_behavior, check_settings, check_upload, conversations,
-                              discard_upload, keep_upload, pane_labels, public_message, render, trim_prompt)
+from steering.ui_chat import (
+    Turn,
+    VectorChoice,
+    check_behavior,
+    check_settings,
+    check_upload,
+    conversations,
+    discard_upload,
+    keep_upload,
+    pane_labels,
+    public_message,
+    render,
+    trim_prompt,
+)
 from steering.vector_files import VectorSet, load_vectors, save_caa_layout, save_gguf, save_safetensors
 
 HIDDEN, LAYERS = 8, 4
@@ -77,8 +89,12 @@ def test_settings_are_checked_against_the_ui_ranges():
     """The API accepted max_new_tokens 1500, NaN/inf multipliers and seeds that overflow torch (issue 10, item 10)."""
     ok = settings(system_prompt="  Be brief.  ")
     assert (ok.layer, ok.multiplier, ok.system_prompt) == (2, 2.0, "Be brief.")
-    assert (ok.sampling.max_new_tokens, ok.sampling.temperature, ok.sampling.top_p, ok.sampling.seed) == \
-        (64, 0.7, 0.9, 5)
+    assert (ok.sampling.max_new_tokens, ok.sampling.temperature, ok.sampling.top_p, ok.sampling.seed) == (
+        64,
+        0.7,
+        0.9,
+        5,
+    )
     assert settings(seed=None).sampling.seed is None
     assert settings(seed=99999999999999999999999, random_seed=True).sampling.seed is None  # the seed is not used
     assert settings(layer=3.0, max_new_tokens="16").layer == 3
@@ -114,12 +130,18 @@ def test_behavior_is_a_name_and_messages_carry_no_server_paths():
         check_behavior(engine, "")
     with pytest.raises(SteeringError, match="^no 'sycophancy' vectors for this model; known behaviors: refusal$"):
         check_behavior(engine, "sycophancy")
-    old = ("no 'sycophancy' vectors for smollm2 (/srv/app/vectors/sycophancy/smollm2.safetensors missing); "
-           "known behaviors: refusal; make them with: python -m steering extract --behavior sycophancy")
-    assert public_message(SteeringError(old)) == \
-        "no 'sycophancy' vectors for smollm2 (smollm2.safetensors missing); known behaviors: refusal"
-    assert public_message(FileNotFoundError(2, "No such file", "/tmp/x/y/v.pt")) == \
-        "FileNotFoundError: [Errno 2] No such file: 'v.pt'"
+    old = (
+        "no 'sycophancy' vectors for smollm2 (/srv/app/vectors/sycophancy/smollm2.safetensors missing); "
+        "known behaviors: refusal; make them with: python -m steering extract --behavior sycophancy"
+    )
+    assert (
+        public_message(SteeringError(old))
+        == "no 'sycophancy' vectors for smollm2 (smollm2.safetensors missing); known behaviors: refusal"
+    )
+    assert (
+        public_message(FileNotFoundError(2, "No such file", "/tmp/x/y/v.pt"))
+        == "FileNotFoundError: [Errno 2] No such file: 'v.pt'"
+    )
     assert public_message(SteeringError("layer 3: ok")) == "layer 3: ok"
 
 
@@ -136,8 +158,9 @@ def test_failed_turn_is_shown_but_never_fed_back():
     failed = Turn("Again", 2.0, 9, "refusal", 16)
     failed.fail("ValueError: Overflow when unpacking long long")
     turns = [turn(), failed]
-    assert conversations(turns) == [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": a}]
-                                    for a in ("Nope.", "Hello!", "Sure!")]
+    assert conversations(turns) == [
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": a}] for a in ("Nope.", "Hello!", "Sure!")
+    ]
     panes = render(turns)
     assert [m["role"] for m in panes[0]] == ["user", "assistant", "user", "assistant"]
     assert all("⚠️ Generation failed: ValueError: Overflow" in pane[-1]["content"] for pane in panes)
@@ -152,7 +175,10 @@ def test_each_answer_carries_the_settings_that_made_it():
     """Captions: α, layer and vector per answer; cut by the token limit or stopped says so (issue 10, item 10)."""
     done = turn()
     assert [done.caption(p) for p in range(3)] == [
-        "+α = +2 · layer 9 · refusal", "α = 0 (unsteered)", "−α = −2 · layer 9 · refusal"]
+        "+α = +2 · layer 9 · refusal",
+        "α = 0 (unsteered)",
+        "−α = −2 · layer 9 · refusal",
+    ]
     assert turn(new_tokens=[16, 3, 16]).caption(0).endswith("cut at the limit of 16 new tokens")
     assert turn(status="stopped").caption(2).endswith("· stopped")
     assert turn(status="running").caption(1) == "α = 0 (unsteered) · writing…"
@@ -200,4 +226,5 @@ def test_markdown_text_shows_text_as_typed():
     from steering.ui_chat import markdown_text
 
     assert markdown_text("vec_layer_<L>_<model>.pt & *x* `y` [z]") == (
-        "vec\\_layer\\_&lt;L&gt;\\_&lt;model&gt;.pt &amp; \\*x\\* \\`y\\` \\[z\\]")
+        "vec\\_layer\\_&lt;L&gt;\\_&lt;model&gt;.pt &amp; \\*x\\* \\`y\\` \\[z\\]"
+    )

@@ -28,10 +28,12 @@ MIN_SIZE = {"generate.json": 200, "test_ab.json": 50, "test_open_ended.json": 50
 CARD_KEYS = ("name", "description", "added", "subtracted", "examples", "prompts", "judge")
 
 # Words that carry no topic: question frames, pronouns, filler.
-_STOP = set("""a an the i i'm im me my you your you're what what's which who how do does did is are was
+_STOP = set(
+    """a an the i i'm im me my you your you're what what's which who how do does did is are was
 were be been ever any have has had to of in on for at with and or so it it's its that this can could would
 should will tell give about like just really get make some much many don't there when where why if not no yes
-also we we'd we're we've us our right agree hi hello you'd""".split())
+also we we'd we're we've us our right agree hi hello you'd""".split()
+)
 
 # Hand-written free answers: the judge must find the behavior in each positive one and in no negative one.
 JUDGE_EXAMPLES = {
@@ -223,7 +225,8 @@ def test_shipped_vectors_come_from_the_shipped_generate_set(behavior):
     assert info.metadata["behavior"] == behavior and info.metadata["model"] == "smollm2-135m-instruct"
     assert info.metadata["dataset_sha256"] == file_sha256(generate)
     assert info.pairs == len(_raw(behavior, "generate.json")) and info.layers == list(range(30))
-    defaults = json.loads((PROJECT_ROOT / "vectors" / behavior / "smollm2-135m-instruct.defaults.json")
-                          .read_text(encoding="utf-8"))
+    defaults = json.loads(
+        (PROJECT_ROOT / "vectors" / behavior / "smollm2-135m-instruct.defaults.json").read_text(encoding="utf-8")
+    )
     assert defaults["behavior"] == behavior and defaults["model"] == "smollm2-135m-instruct"
     assert 0 <= defaults["recipe"]["layer"] < 30

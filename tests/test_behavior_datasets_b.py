@@ -28,9 +28,11 @@ AB_FILES = ("generate.json", "test_ab.json")
 MIN_SIZE = {"generate.json": 200, "test_ab.json": 50, "test_open_ended.json": 50, "tune_open_ended.json": 24}
 DATASETS = PROJECT_ROOT / "datasets"
 _OPTION = re.compile(r"\n\nChoices:\n\(A\) (?P<a>[^\n]+)\n\(B\) (?P<b>[^\n]+)$")
-_STOP = set("""a an the i i'm me my you your what what's which who how do does did is are was be to of in
+_STOP = set(
+    """a an the i i'm me my you your what what's which who how do does did is are was be to of in
 on for at with and or so it it's its that this can could would should will tell about some much many there
-when where why if not no we us our""".split())
+when where why if not no we us our""".split()
+)
 
 # Hand-written free answers (not taken from the datasets): the judge must accept each positive one and
 # reject each negative one.
@@ -124,7 +126,7 @@ def test_sets_share_no_question_and_no_topic(behavior):
         assert len({_stem(q) for q in qs}) == len(qs), f"{behavior}/{name} repeats a question"
     names = list(questions)
     for i, first in enumerate(names):
-        for second in names[i + 1:]:
+        for second in names[i + 1 :]:
             shared = {_stem(q) for q in questions[first]} & {_stem(q) for q in questions[second]}
             assert not shared, f"{behavior}: {first} and {second} share {sorted(shared)[:2]}"
             topics = {_topic(q) for q in questions[first]} & {_topic(q) for q in questions[second]}
@@ -207,8 +209,9 @@ def _answer_texts(path) -> set[str]:
     return texts
 
 
-_ALL_AB = sorted(p.name for p in DATASETS.iterdir()
-                 if (p / "test_ab.json").is_file() and (p / "generate.json").is_file())
+_ALL_AB = sorted(
+    p.name for p in DATASETS.iterdir() if (p / "test_ab.json").is_file() and (p / "generate.json").is_file()
+)
 
 
 @pytest.mark.parametrize("behavior", _ALL_AB)

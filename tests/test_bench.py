@@ -31,8 +31,10 @@ def test_no_hidden_flags():
 
 def test_bench_does_not_import_the_cli():
     """steering.cli imports steering.bench to register it; bench never imports steering.cli (no cycle)."""
-    code = ("import sys, steering.bench, steering.bench.cpu, steering.bench.gpu, steering.bench.workers, "
-            "steering.bench.extraction; print('steering.cli' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys, steering.bench, steering.bench.cpu, steering.bench.gpu, steering.bench.workers, "
+        "steering.bench.extraction; print('steering.cli' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]  # nor torch: `steering bench --help` stays light
 
@@ -50,8 +52,14 @@ def test_generation_and_hook_sections(tiny_model, tiny_tokenizer):
     assert gen["tokens"] == 6 and gen["three_panes_vs_one"] > 0 and gen["sequential_vs_one"] > 0
     hook = cpu.bench_hook(tiny_model, tiny_tokenizer, vector, 1, tokens=6, repeats=1)
     assert set(hook) >= {"hook_overhead_pct", "paired_overhead_pct", "no_hook_s", "hook_zero_s"}
-    table = tables.format_cpu_table({"machine": machine_info(), "generation": {**gen, "first_text_s": 0.1},
-                                     "hook": hook, "extraction": {"error": "tests/reference.py not found"}})
+    table = tables.format_cpu_table(
+        {
+            "machine": machine_info(),
+            "generation": {**gen, "first_text_s": 0.1},
+            "hook": hook,
+            "extraction": {"error": "tests/reference.py not found"},
+        }
+    )
     assert "three panes / one row" in table and "hook at multiplier 0" in table
     assert "| extraction | error: tests/reference.py not found |" in table
 
@@ -60,8 +68,14 @@ def test_extraction_section_against_the_paper_loop(tiny_model, tiny_tokenizer):
     from steering.bench.extraction import bench_extraction
     from steering.config import PROJECT_ROOT
 
-    result = bench_extraction(tiny_model, tiny_tokenizer, pairs=3, repeats=1, batch_size=2,
-                              dataset=PROJECT_ROOT / "datasets" / "refusal" / "generate.json")
+    result = bench_extraction(
+        tiny_model,
+        tiny_tokenizer,
+        pairs=3,
+        repeats=1,
+        batch_size=2,
+        dataset=PROJECT_ROOT / "datasets" / "refusal" / "generate.json",
+    )
     assert result["pairs"] == 3 and result["layers"] == tiny_model.config.num_hidden_layers
     for mode in ("letter", "answer-mean"):
         assert result[mode]["min_cosine_vs_reference"] > 0.9999  # the same vectors, batched or one pair at a time
@@ -96,13 +110,24 @@ def test_synthetic_gpu_path_runs_tiny_on_cpu(tmp_path, capsys):
 
 def test_users_section_runs_several_users_in_one_batch(tiny_tokenizer):
     """bench --users (issue 12 item 4): all users in one batch, each checked against running alone."""
-    from steering.bench.users import format_users_table, run_users
-    from steering.models import LoadedModel, ModelSettings
     from fixtures import make_tiny_model
 
-    lm = LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny", slug="tiny",
-                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
-                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    from steering.bench.users import format_users_table, run_users
+    from steering.models import LoadedModel, ModelSettings
+
+    lm = LoadedModel(
+        model=make_tiny_model(len(tiny_tokenizer)),
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     vector = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 4
     users = run_users(lm, [1, 3], 6, lambda layer: vector * (layer + 1), base_layer=2, multiplier=2.0, repeats=2)
     one, three = users["runs"]
@@ -131,10 +156,23 @@ def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeyp
         count = len(requests)
         order.append(count)
         tok_s = next(one_user) if count == 1 else {2: 15.0, 4: 19.0}[count]
-        return {"users": count, "wall_s": 1.0, "tokens_generated": 3 * count, "aggregate_tok_s": tok_s,
-                "per_user_tok_s": tok_s / count, "first_token_p50_s": 0.1, "first_token_p95_s": 0.2,
-                "last_token_p50_s": 1.0, "last_token_p95_s": 1.0, "most_requests_in_batch": count, "steps": 3,
-                "rows_identical": 3 * count, "rows": 3 * count, "agree": 9 * count, "positions": 9 * count}
+        return {
+            "users": count,
+            "wall_s": 1.0,
+            "tokens_generated": 3 * count,
+            "aggregate_tok_s": tok_s,
+            "per_user_tok_s": tok_s / count,
+            "first_token_p50_s": 0.1,
+            "first_token_p95_s": 0.2,
+            "last_token_p50_s": 1.0,
+            "last_token_p95_s": 1.0,
+            "most_requests_in_batch": count,
+            "steps": 3,
+            "rows_identical": 3 * count,
+            "rows": 3 * count,
+            "agree": 9 * count,
+            "positions": 9 * count,
+        }
 
     class Quiet:  # the warm-up / reference scheduler
         def __init__(self, *args, **kwargs):
@@ -152,7 +190,10 @@ def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeyp
     result = users_mod.run_users(None, [1, 2, 4], 4, None, 0, 1.0, repeats=3)
     assert order == [1, 2, 4, 2, 4, 1, 4, 1, 2]
     by = {r["users"]: r for r in result["runs"]}
-    assert by[1]["aggregate_tok_s"] == 10.0 and (by[1]["aggregate_tok_s_min"], by[1]["aggregate_tok_s_max"]) == (2.0, 10.0)
+    assert by[1]["aggregate_tok_s"] == 10.0 and (by[1]["aggregate_tok_s_min"], by[1]["aggregate_tok_s_max"]) == (
+        2.0,
+        10.0,
+    )
     assert result["speedup"]["4"] == pytest.approx(1.9)  # median 19 / median 10, not 19 / 2
     assert (by[4]["speedup_min"], by[4]["speedup_max"]) == (pytest.approx(1.9), pytest.approx(9.5))
     table = users_mod.format_users_table(result, gpu=False)
@@ -163,9 +204,8 @@ def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeyp
 
 
 def test_users_flag_refuses_zero_users(tmp_path):
-    from steering.errors import SteeringError
-
     from steering.cli import build_parser
+    from steering.errors import SteeringError
 
     args = build_parser().parse_args(["bench", "--users", "0", "--json", str(tmp_path / "u.json")])
     with pytest.raises(SteeringError, match="--users: each user count must be at least 1, got 0"):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from chat_templates import CASES, STEERED_TEXT, conversation, sentencepiece_tokenizer
+from fixtures import ab_item, make_tiny_model
+from reference import reference_vectors  # tests/reference.py: the paper's loop
 
 from steering.evaluation import ab_probabilities, ab_prompts
 from steering.extraction import extract_vectors, tokenize_pairs
 from steering.hooks import steering
 from steering.prompts import build_messages, chat_prompt
-from reference import reference_vectors  # tests/reference.py: the paper's loop
-from chat_templates import CASES, STEERED_TEXT, conversation, sentencepiece_tokenizer
-from fixtures import ab_item, make_tiny_model
 
 IDS = [case for case, _, _ in CASES]
 
@@ -55,14 +55,22 @@ def test_steering_starts_at_the_end_of_the_instruction(case, template, system):
     # the first generated token is always steered: the last prompt position is
     assert prompt.steer_from <= len(prompt.input_ids) - 1
     # what is steered: the assistant header, or the last token of "[/INST]" where there is none
-    steered = tok.decode(prompt.input_ids[prompt.steer_from:], skip_special_tokens=False)
+    steered = tok.decode(prompt.input_ids[prompt.steer_from :], skip_special_tokens=False)
     assert steered == STEERED_TEXT[template]
     # nothing of the user's turn is steered
-    unsteered = tok.decode(prompt.input_ids[:prompt.steer_from], skip_special_tokens=False)
-    assert unsteered.rstrip().endswith(messages[-1]["content"] + ("<|eot_id|>" if template == "llama3" else
-                                                                  "<|im_end|>" if template == "chatml" else
-                                                                  "<end_of_turn>" if template == "gemma" else
-                                                                  " [/INST"))
+    unsteered = tok.decode(prompt.input_ids[: prompt.steer_from], skip_special_tokens=False)
+    assert unsteered.rstrip().endswith(
+        messages[-1]["content"]
+        + (
+            "<|eot_id|>"
+            if template == "llama3"
+            else "<|im_end|>"
+            if template == "chatml"
+            else "<end_of_turn>"
+            if template == "gemma"
+            else " [/INST"
+        )
+    )
 
 
 @torch.inference_mode()
@@ -105,8 +113,7 @@ def test_ab_prompts_do_not_depend_on_how_the_join_tokenizes(case, template, syst
 def test_ab_measure_runs_and_moves_under_every_template(model, vector, case, template, system):
     tok = sentencepiece_tokenizer(template)
     prompts = ab_prompts(tok, ITEMS, system)
-    result = ab_probabilities(model, prompts, [(1, vector)], [-6.0, 0.0, 6.0], batch_size=2,
-                              pad_id=tok.eos_token_id)
+    result = ab_probabilities(model, prompts, [(1, vector)], [-6.0, 0.0, 6.0], batch_size=2, pad_id=tok.eos_token_id)
     assert np.isfinite(result.p).all()
     # the plain computation: one uncached pass over the prompt, steered from the prefix's end
     for i, prompt in enumerate(prompts):
@@ -130,7 +137,7 @@ def test_letter_mode_reads_the_letter_the_measure_reads(case, template, system):
             (read,) = side.read_positions
             assert tok.convert_ids_to_tokens(side.input_ids[read]) == letter
             # the context of the read letter is exactly the A/B measure's prompt
-            assert side.input_ids[:read + 1] == prompt.input_ids + [prompt.letter_ids[letter]]
+            assert side.input_ids[: read + 1] == prompt.input_ids + [prompt.letter_ids[letter]]
         assert pair.shared == len(pair.positive.input_ids) - 1  # the two sides differ only in the letter
 
 
@@ -150,7 +157,7 @@ def test_smollm2_position_rule_and_ab_prompt_unchanged(embedded_engine):
     """SmolLM2's own ChatML template: steering starts at the assistant header, the A/B prompt ends "\\n("."""
     tok = embedded_engine.lm.tokenizer
     prompt = chat_prompt(tok, conversation())
-    assert tok.decode(prompt.input_ids[prompt.steer_from:]) == "<|im_start|>assistant\n"
+    assert tok.decode(prompt.input_ids[prompt.steer_from :]) == "<|im_start|>assistant\n"
     (ab,) = ab_prompts(tok, ITEMS[:1])
     assert tok.decode(ab.suffix) == "<|im_start|>assistant\n("
     assert tok.convert_ids_to_tokens(list(ab.letter_ids.values())) == ["A", "B"]

@@ -13,8 +13,9 @@ from steering.config import PROJECT_ROOT
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "steering", *args], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "steering", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -32,8 +33,17 @@ def test_missing_dataset():
 
 def test_invalid_dataset(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"question": "Q\n\nChoices:\n(A) a\n(B) b", "answer_matching_behavior": "(C)",
-                                "answer_not_matching_behavior": "(B)"}]))
+    bad.write_text(
+        json.dumps(
+            [
+                {
+                    "question": "Q\n\nChoices:\n(A) a\n(B) b",
+                    "answer_matching_behavior": "(C)",
+                    "answer_not_matching_behavior": "(B)",
+                }
+            ]
+        )
+    )
     assert_one_line_error(run_cli("extract", "--dataset", str(bad)), "item 0", "(C)")
 
 
@@ -48,20 +58,27 @@ def test_unreadable_config(tmp_path):
 
 
 def test_compare_vectors_missing_file(tmp_path):
-    assert_one_line_error(run_cli("compare-vectors", str(tmp_path / "a.safetensors"), str(tmp_path / "b.pt")),
-                          "a.safetensors: file not found")
+    assert_one_line_error(
+        run_cli("compare-vectors", str(tmp_path / "a.safetensors"), str(tmp_path / "b.pt")),
+        "a.safetensors: file not found",
+    )
 
 
 @pytest.mark.integration
 def test_unknown_behavior():
-    assert_one_line_error(run_cli("chat", "--prompt", "hi", "--behavior", "nosuch"),  # no dataset, no vectors
-                          "no 'nosuch' vectors", "known behaviors: ", "refusal")
+    assert_one_line_error(
+        run_cli("chat", "--prompt", "hi", "--behavior", "nosuch"),  # no dataset, no vectors
+        "no 'nosuch' vectors",
+        "known behaviors: ",
+        "refusal",
+    )
 
 
 @pytest.mark.integration
 def test_layer_out_of_range():
-    assert_one_line_error(run_cli("chat", "--prompt", "hi", "--layer", "30"),
-                          "layer 30 is out of range: the model has layers 0..29")
+    assert_one_line_error(
+        run_cli("chat", "--prompt", "hi", "--layer", "30"), "layer 30 is out of range: the model has layers 0..29"
+    )
 
 
 @pytest.mark.integration
@@ -69,8 +86,10 @@ def test_vector_of_the_wrong_size(tmp_path):
     from steering.vector_files import VectorSet, save_safetensors
 
     path = save_safetensors(VectorSet({9: torch.ones(16)}), tmp_path / "small.safetensors")
-    assert_one_line_error(run_cli("chat", "--prompt", "hi", "--vector", str(path)),
-                          "vector size 16 does not match the model's hidden size 576")
+    assert_one_line_error(
+        run_cli("chat", "--prompt", "hi", "--vector", str(path)),
+        "vector size 16 does not match the model's hidden size 576",
+    )
 
 
 @pytest.mark.integration

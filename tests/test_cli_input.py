@@ -47,6 +47,7 @@ def restore_torch_threads():
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: the refusal must come before it."""
+
     def load(args, config):
         raise AssertionError("the model was loaded before the bad input was refused")
 
@@ -101,14 +102,25 @@ def _config(tmp_path, **sections):
 def _tiny_engine(config, name="smollm2-135m-instruct"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers, byte tokenizer, context 512)."""
     from fixtures import make_tiny_model, make_tiny_tokenizer
+
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings, model_slug
 
     tok = make_tiny_tokenizer()
-    lm = LoadedModel(model=make_tiny_model(len(tok)), tokenizer=tok, name=name, slug=model_slug(name),
-                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
-                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name=name, cuda_graphs=False),
-                     lock=threading.Lock())
+    lm = LoadedModel(
+        model=make_tiny_model(len(tok)),
+        tokenizer=tok,
+        name=name,
+        slug=model_slug(name),
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name=name, cuda_graphs=False),
+        lock=threading.Lock(),
+    )
     return Engine(lm, config)
 
 
@@ -127,22 +139,30 @@ def tiny_engine(monkeypatch):
 
 # ---------------------------------------------------------------- tracebacks where one line is promised
 
+
 def test_extract_dataset_that_is_a_folder(capsys, tmp_path, no_model):
     assert_refused(capsys, ["extract", "--dataset", tmp_path], f"--dataset {tmp_path}: is a folder, expected a file")
 
 
 def test_test_questions_that_is_a_folder(capsys, tmp_path, no_model):
-    assert_refused(capsys, ["test", "--questions", tmp_path, "--multipliers", "1", "--out", tmp_path / "o"],
-                   "is a folder, expected a file")
+    assert_refused(
+        capsys,
+        ["test", "--questions", tmp_path, "--multipliers", "1", "--out", tmp_path / "o"],
+        "is a folder, expected a file",
+    )
 
 
 def test_extract_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path, no_model):
     for place in _unwritable(tmp_path):
         out = place / "refusal.safetensors"
-        assert_refused(capsys, ["extract", "--max-pairs", "2", "--layers", "9", "--out", out],
-                       f"--out {out}: cannot write")
-        assert_refused(capsys, ["extract", "--max-pairs", "2", "--layers", "9", "--out", out, "--gguf"],
-                       f"--out {out}: cannot write")
+        assert_refused(
+            capsys, ["extract", "--max-pairs", "2", "--layers", "9", "--out", out], f"--out {out}: cannot write"
+        )
+        assert_refused(
+            capsys,
+            ["extract", "--max-pairs", "2", "--layers", "9", "--out", out, "--gguf"],
+            f"--out {out}: cannot write",
+        )
 
 
 def test_extract_out_that_is_a_folder_or_not_safetensors(capsys, tmp_path, no_model):
@@ -152,30 +172,43 @@ def test_extract_out_that_is_a_folder_or_not_safetensors(capsys, tmp_path, no_mo
 
 def test_test_unwritable_out_is_refused_before_the_model_loads(capsys, tmp_path, no_model):
     for place in _unwritable(tmp_path):
-        assert_refused(capsys, ["test", "--multipliers", "1", "--limit", "1", "--out", place],
-                       f"--out {place}: cannot write")
+        assert_refused(
+            capsys, ["test", "--multipliers", "1", "--limit", "1", "--out", place], f"--out {place}: cannot write"
+        )
     blocker = tmp_path / "a-file.txt"
     assert_refused(capsys, ["test", "--multipliers", "1", "--out", blocker], "exists and is not a folder")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["extract", "--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
-    (["extract", "--max-pairs", "0"], "--max-pairs must be at least 1, got 0"),
-    (["extract", "--max-pairs", "-2"], "--max-pairs must be at least 1, got -2"),  # used to drop the last 2 pairs
-    (["extract", "--layers", "9", "-1"], "--layers: layer -1 is out of range"),
-    (["test", "--multipliers", "1", "--out", "OUT", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-    (["test", "--multipliers", "1", "--out", "OUT", "--limit", "0"], "--limit must be at least 1, got 0"),
-    (["chat", "--prompt", "hi", "--layer", "-2"], "--layer: layer -2 is out of range"),
-    (["chat", "--prompt", "hi", "--threads", "0"], "--threads must be at least 1, got 0"),
-    (["bench", "--tokens", "0"], "--tokens must be at least 1, got 0"),
-    (["bench", "--repeats", "-1"], "--repeats must be at least 1, got -1"),
-    (["bench", "--json", "/proc/steering-no-such-folder/b.json"], "--json /proc/steering-no-such-folder/b.json: cannot write"),
-    (["evaluate", "--gen-batch-size", "0"], "--gen-batch-size must be at least 1, got 0"),
-    (["tune", "--batch-rows", "-1"], "--batch-rows must be at least 1, got -1"),
-    (["tune", "--limit", "0"], "--limit must be at least 1, got 0"),
-    (["tune", "--out", "/proc/steering-no-such-folder/d.json"], "--out /proc/steering-no-such-folder/d.json: cannot write"),
-    (["bench", "--synthetic-7b", "--work-dir", "/proc/steering-no-such-folder"], "--work-dir /proc/steering-no-such-folder: cannot write"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["extract", "--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
+        (["extract", "--max-pairs", "0"], "--max-pairs must be at least 1, got 0"),
+        (["extract", "--max-pairs", "-2"], "--max-pairs must be at least 1, got -2"),  # used to drop the last 2 pairs
+        (["extract", "--layers", "9", "-1"], "--layers: layer -1 is out of range"),
+        (["test", "--multipliers", "1", "--out", "OUT", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["test", "--multipliers", "1", "--out", "OUT", "--limit", "0"], "--limit must be at least 1, got 0"),
+        (["chat", "--prompt", "hi", "--layer", "-2"], "--layer: layer -2 is out of range"),
+        (["chat", "--prompt", "hi", "--threads", "0"], "--threads must be at least 1, got 0"),
+        (["bench", "--tokens", "0"], "--tokens must be at least 1, got 0"),
+        (["bench", "--repeats", "-1"], "--repeats must be at least 1, got -1"),
+        (
+            ["bench", "--json", "/proc/steering-no-such-folder/b.json"],
+            "--json /proc/steering-no-such-folder/b.json: cannot write",
+        ),
+        (["evaluate", "--gen-batch-size", "0"], "--gen-batch-size must be at least 1, got 0"),
+        (["tune", "--batch-rows", "-1"], "--batch-rows must be at least 1, got -1"),
+        (["tune", "--limit", "0"], "--limit must be at least 1, got 0"),
+        (
+            ["tune", "--out", "/proc/steering-no-such-folder/d.json"],
+            "--out /proc/steering-no-such-folder/d.json: cannot write",
+        ),
+        (
+            ["bench", "--synthetic-7b", "--work-dir", "/proc/steering-no-such-folder"],
+            "--work-dir /proc/steering-no-such-folder: cannot write",
+        ),
+    ],
+)
 def test_counts_below_one_and_negative_layers(capsys, no_model, argv, message):
     assert_refused(capsys, argv, message)
 
@@ -203,26 +236,39 @@ def test_os_errors_during_a_command_are_one_line(capsys, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- numbers finite and bounded
 
-@pytest.mark.parametrize("argv, message", [
-    (["chat", "--prompt", "hi", "--multiplier", "nan"], "--multiplier must be a finite number, got nan"),
-    (["chat", "--prompt", "hi", "--multiplier=-inf"], "--multiplier must be a finite number, got -inf"),
-    (["chat", "--prompt", "hi", "--multiplier", "1e30"], "--multiplier 1e+30 is out of range: expected between -100"),
-    (["test", "--multipliers", "1", "nan", "--out", "OUT"], "--multipliers must be a finite number, got nan"),
-    (["test", "--multipliers", "-500", "--out", "OUT"], "--multipliers -500 is out of range"),
-    (["chat", "--prompt", "hi", "--seed", "99999999999999999999999"], "--seed 99999999999999999999999 is out of range"),
-    (["chat", "--prompt", "hi", "--seed", "-1"], "--seed -1 is out of range"),
-    (["test", "--multipliers", "1", "--out", "OUT", "--seed", str(2**64)], "is out of range"),
-    (["chat", "--prompt", "hi", "--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
-    (["chat", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
-    (["chat", "--prompt", "hi", "--temperature", "nan"], "--temperature must be a finite number"),
-    (["chat", "--prompt", "hi", "--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
-    (["chat", "--prompt", "hi", "--top-p", "nan"], "--top-p must be a finite number"),
-    (["chat", "--prompt", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
-    (["tune", "--strengths", "0.5", "nan"], "--strengths must be a finite number, got nan"),
-    (["tune", "--strengths", "1e9"], "--strengths 1e+09 is out of range"),
-    (["tune", "--min-distinct", "nan"], "--min-distinct must be a finite number, got nan"),
-    (["tune", "--max-perplexity", "inf"], "--max-perplexity must be a finite number, got inf"),
-])
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["chat", "--prompt", "hi", "--multiplier", "nan"], "--multiplier must be a finite number, got nan"),
+        (["chat", "--prompt", "hi", "--multiplier=-inf"], "--multiplier must be a finite number, got -inf"),
+        (
+            ["chat", "--prompt", "hi", "--multiplier", "1e30"],
+            "--multiplier 1e+30 is out of range: expected between -100",
+        ),
+        (["test", "--multipliers", "1", "nan", "--out", "OUT"], "--multipliers must be a finite number, got nan"),
+        (["test", "--multipliers", "-500", "--out", "OUT"], "--multipliers -500 is out of range"),
+        (
+            ["chat", "--prompt", "hi", "--seed", "99999999999999999999999"],
+            "--seed 99999999999999999999999 is out of range",
+        ),
+        (["chat", "--prompt", "hi", "--seed", "-1"], "--seed -1 is out of range"),
+        (["test", "--multipliers", "1", "--out", "OUT", "--seed", str(2**64)], "is out of range"),
+        (
+            ["chat", "--prompt", "hi", "--max-new-tokens", "5000"],
+            "--max-new-tokens 5000 is out of range: expected 1 to 1024",
+        ),
+        (["chat", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0"),
+        (["chat", "--prompt", "hi", "--temperature", "nan"], "--temperature must be a finite number"),
+        (["chat", "--prompt", "hi", "--temperature", "-1"], "--temperature must be 0 (greedy) or more"),
+        (["chat", "--prompt", "hi", "--top-p", "nan"], "--top-p must be a finite number"),
+        (["chat", "--prompt", "hi", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["tune", "--strengths", "0.5", "nan"], "--strengths must be a finite number, got nan"),
+        (["tune", "--strengths", "1e9"], "--strengths 1e+09 is out of range"),
+        (["tune", "--min-distinct", "nan"], "--min-distinct must be a finite number, got nan"),
+        (["tune", "--max-perplexity", "inf"], "--max-perplexity must be a finite number, got inf"),
+    ],
+)
 def test_numbers_refused_before_the_model_loads(capsys, no_model, argv, message):
     assert_refused(capsys, argv, message)
 
@@ -231,18 +277,25 @@ def test_config_values_are_checked_like_flags(capsys, tmp_path, no_model):
     config = _config(tmp_path, generation={"seed": 99999999999999999999999})
     assert_refused(capsys, ["chat", "--prompt", "hi", "--config", config], "config generation.seed", "out of range")
     config = _config(tmp_path, generation={"max_new_tokens": 100000})
-    assert_refused(capsys, ["test", "--multipliers", "1", "--out", tmp_path / "o", "--config", config],
-                   "config generation.max_new_tokens 100000 is out of range")
+    assert_refused(
+        capsys,
+        ["test", "--multipliers", "1", "--out", tmp_path / "o", "--config", config],
+        "config generation.max_new_tokens 100000 is out of range",
+    )
     config = _config(tmp_path, limits={"max_abs_multiplier": 5.0})
-    assert_refused(capsys, ["chat", "--prompt", "hi", "--multiplier", "6", "--config", config],
-                   "--multiplier 6 is out of range: expected between -5 and 5")
+    assert_refused(
+        capsys,
+        ["chat", "--prompt", "hi", "--multiplier", "6", "--config", config],
+        "--multiplier 6 is out of range: expected between -5 and 5",
+    )
 
 
 def test_chat_prompt_over_the_token_budget(capsys, tmp_path, tiny_engine):
     config = _config(tmp_path, limits={"max_prompt_tokens": 100})
     _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
-    assert_refused(capsys, ["chat", "--prompt", "x" * 300, "--layer", "1", "--config", config],
-                   "tokens long", "the limit is 100")
+    assert_refused(
+        capsys, ["chat", "--prompt", "x" * 300, "--layer", "1", "--config", config], "tokens long", "the limit is 100"
+    )
     assert tiny_engine, "the check needs the tokenizer: it runs once the model is there"
     code, out, err = run(capsys, "chat", "--prompt", "hi", "--layer", "1", "--max-new-tokens", "4", "--config", config)
     assert code == 0 and "[unsteered]" in out, err  # a short prompt passes the same check
@@ -254,17 +307,42 @@ def test_test_refuses_an_oversized_question_before_writing_anything(capsys, tmp_
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps(["A short question?", "y" * 600]))  # 600 bytes > the tiny model's 512 context
     out = tmp_path / "out"
-    assert_refused(capsys, ["test", "--questions", questions, "--multipliers", "1", "--layer", "1",
-                            "--max-new-tokens", "4", "--out", out, "--config", config], "context of 512 tokens")
+    assert_refused(
+        capsys,
+        [
+            "test",
+            "--questions",
+            questions,
+            "--multipliers",
+            "1",
+            "--layer",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            out,
+            "--config",
+            config,
+        ],
+        "context of 512 tokens",
+    )
     assert not out.exists() or not any(out.iterdir())
 
 
 # ---------------------------------------------------------------- names are not paths
 
-@pytest.mark.parametrize("command", [
-    ["extract", "--max-pairs", "1"], ["chat", "--prompt", "hi"], ["test", "--multipliers", "1", "--out", "OUT"],
-    ["evaluate"], ["bench", "--only", "generation"], ["tune", "--dry-run"],
-])
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["extract", "--max-pairs", "1"],
+        ["chat", "--prompt", "hi"],
+        ["test", "--multipliers", "1", "--out", "OUT"],
+        ["evaluate"],
+        ["bench", "--only", "generation"],
+        ["tune", "--dry-run"],
+    ],
+)
 @pytest.mark.parametrize("name", ["../../x", "", "/tmp/abs", "a/b", "Refusal"])
 def test_behavior_names_are_not_paths(capsys, tmp_path, monkeypatch, no_model, command, name):
     monkeypatch.chdir(tmp_path)
@@ -274,27 +352,39 @@ def test_behavior_names_are_not_paths(capsys, tmp_path, monkeypatch, no_model, c
 
 # ---------------------------------------------------------------- replacing a vector file
 
+
 def test_extract_does_not_replace_a_file_with_more_layers_or_pairs(capsys, tmp_path, no_model):
     """The issue's example, against a copy-like file in a temporary vectors folder (never the shipped one)."""
     config = _config(tmp_path)
     target = _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors")
     before = target.read_bytes()
-    assert_refused(capsys, ["extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "9", "--config", config],
-                   "30 layers (0..29), 250 pairs", "lose layers 0..8, 10..29 and 246 of its 250 pairs", "--force")
+    assert_refused(
+        capsys,
+        ["extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "9", "--config", config],
+        "30 layers (0..29), 250 pairs",
+        "lose layers 0..8, 10..29 and 246 of its 250 pairs",
+        "--force",
+    )
     # all layers but fewer pairs: refused too, and so is the same file named with --out
     assert_refused(capsys, ["extract", "--max-pairs", "4", "--config", config], "246 of its 250 pairs")
     assert_refused(capsys, ["extract", "--max-pairs", "4", "--out", target, "--config", config], "--force")
-    assert_refused(capsys, ["extract", "--method", "instructions", "--layers", "9", "--config", config],
-                   "lose layers 0..8, 10..29", "--force")
+    assert_refused(
+        capsys,
+        ["extract", "--method", "instructions", "--layers", "9", "--config", config],
+        "lose layers 0..8, 10..29",
+        "--force",
+    )
     assert target.read_bytes() == before
 
 
 def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny_engine):
     config = _config(tmp_path)
-    target = _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4),
-                          size=64)
-    code, out, err = run(capsys, "extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "1", "--force",
-                         "--config", config)
+    target = _vector_file(
+        tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64
+    )
+    code, out, err = run(
+        capsys, "extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "1", "--force", "--config", config
+    )
     assert code == 0, err
     assert "it replaced" in out and "4 layers (0..3), 250 pairs" in out, out
     from steering.vector_files import describe_vector_file
@@ -307,6 +397,7 @@ def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny
 
 
 # ---------------------------------------------------------------- threads
+
 
 def test_resolve_threads(monkeypatch):
     from steering.models import resolve_threads
@@ -325,10 +416,19 @@ def test_resolve_threads(monkeypatch):
             resolve_threads(bad)
 
 
-@pytest.mark.parametrize("argv", [
-    ["extract"], ["chat", "--prompt", "hi"], ["test", "--multipliers", "1", "--out", "OUT"],
-    ["compare-vectors", "a", "b"], ["export-gguf", "a", "b"], ["evaluate"], ["bench"], ["tune"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["extract"],
+        ["chat", "--prompt", "hi"],
+        ["test", "--multipliers", "1", "--out", "OUT"],
+        ["compare-vectors", "a", "b"],
+        ["export-gguf", "a", "b"],
+        ["evaluate"],
+        ["bench"],
+        ["tune"],
+    ],
+)
 def test_every_command_takes_threads(argv):
     assert build_parser().parse_args(argv + ["--threads", "1"]).threads == 1
     assert build_parser().parse_args(argv + ["--threads", "auto"]).threads == "auto"
@@ -351,8 +451,11 @@ def test_threads_flag_and_config_key_reach_torch_and_the_model_loader(capsys, tm
     config = _config(tmp_path, model={"threads": 1})
     assert run(capsys, "chat", "--prompt", "hi", "--config", config)[0] == 2
     assert seen[-1] == (None, 1)  # from config model.threads
-    assert_refused(capsys, ["chat", "--prompt", "hi", "--config", _config(tmp_path, model={"threads": 0})],
-                   "threads must be at least 1, got 0")
+    assert_refused(
+        capsys,
+        ["chat", "--prompt", "hi", "--config", _config(tmp_path, model={"threads": 0})],
+        "threads must be at least 1, got 0",
+    )
 
 
 def test_load_model_sets_the_threads_first(monkeypatch):
@@ -372,12 +475,16 @@ def test_load_model_sets_the_threads_first(monkeypatch):
 
 # ---------------------------------------------------------------- devices this machine does not have
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.parametrize("device, message", [
-    ("cuda", "device 'cuda': CUDA is not available on this machine"),
-    ("cuda:1", "device 'cuda:1': CUDA is not available on this machine"),
-    ("tpu", "unknown device 'tpu'"),
-])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("cuda", "device 'cuda': CUDA is not available on this machine"),
+        ("cuda:1", "device 'cuda:1': CUDA is not available on this machine"),
+        ("tpu", "unknown device 'tpu'"),
+    ],
+)
 def test_device_without_hardware_is_one_line(capsys, device, message):
     assert_refused(capsys, ["chat", "--prompt", "hi", "--device", device], message)
 

@@ -42,6 +42,7 @@ def cli(loaded, monkeypatch, capsys):
         code = main(list(argv))
         captured = capsys.readouterr()
         return code, captured.out, captured.err
+
     return run
 
 
@@ -53,8 +54,20 @@ def _same_as_eager(command: str, path: str, value: object) -> None:
 
 
 def test_the_issues_command(tmp_path):
-    done = run_cli("test", "--compile", "--multipliers", "1", "--limit", "2", "--batch-size", "2",
-                   "--max-new-tokens", "8", "--out", str(tmp_path))
+    done = run_cli(
+        "test",
+        "--compile",
+        "--multipliers",
+        "1",
+        "--limit",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     assert len(json.loads((tmp_path / "test_results_x1.json").read_text())["results"]) == 2
 
@@ -65,8 +78,23 @@ def test_chat(path, cli):
     assert code == 0, err
     greedy = json.loads(out)
     # sampled at alpha 0: nothing is steered, so the three panes are one text (issue 10 item 4)
-    code, out, err = cli(path, "chat", "--prompt", "Tell me about your weekend.", "--max-new-tokens", "12", "--json",
-                         "--temperature", "0.8", "--top-p", "0.9", "--seed", "0", "--multiplier", "0")
+    code, out, err = cli(
+        path,
+        "chat",
+        "--prompt",
+        "Tell me about your weekend.",
+        "--max-new-tokens",
+        "12",
+        "--json",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "0",
+        "--multiplier",
+        "0",
+    )
     assert code == 0, err
     panes = json.loads(out)
     assert panes["added"] == panes["unsteered"] == panes["subtracted"] != ""
@@ -78,8 +106,20 @@ def test_test_command(path, cli, tmp_path):
     results = []
     for batch in ("1", "2"):  # 3 rows (the fast path's compiled batch) and 6 rows (more than it holds)
         out = tmp_path / batch
-        code, _, err = cli(path, "test", "--multipliers", "1", "--limit", "2", "--batch-size", batch,
-                           "--max-new-tokens", "8", "--out", str(out))
+        code, _, err = cli(
+            path,
+            "test",
+            "--multipliers",
+            "1",
+            "--limit",
+            "2",
+            "--batch-size",
+            batch,
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+        )
         assert code == 0, err
         results.append(json.loads((out / "test_results_x1.json").read_text())["results"])
     assert results[0] == results[1], "a question's answers must not depend on the batch"
@@ -88,8 +128,26 @@ def test_test_command(path, cli, tmp_path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_evaluate(path, cli, tmp_path):
-    code, _, err = cli(path, "evaluate", "--layers", "9", "--multipliers", "-2", "0", "2", "--limit-ab", "3",
-                       "--limit-open", "1", "--open-multipliers", "2", "--max-new-tokens", "6", "--out", str(tmp_path))
+    code, _, err = cli(
+        path,
+        "evaluate",
+        "--layers",
+        "9",
+        "--multipliers",
+        "-2",
+        "0",
+        "2",
+        "--limit-ab",
+        "3",
+        "--limit-open",
+        "1",
+        "--open-multipliers",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0, err
     ab = json.loads((tmp_path / "ab_sweep.json").read_text())
     answers = json.loads((tmp_path / "open_ended.json").read_text())["answers"]
@@ -113,8 +171,17 @@ def test_extract(path, cli, tmp_path):
 def test_chat_steers_with_the_chosen_behaviors_own_layer_and_multiplier(cli, embedded_engine, behavior):
     """`chat --behavior enthusiasm` steered at the default behavior's (refusal's) layer and α: the CLI took
     its defaults from the config's behavior, not from the chosen one's tuned recipe (review, issue 14)."""
-    code, out, err = cli("eager", "chat", "--prompt", "What's your favorite planet?", "--behavior", behavior,
-                         "--max-new-tokens", "2", "--json")
+    code, out, err = cli(
+        "eager",
+        "chat",
+        "--prompt",
+        "What's your favorite planet?",
+        "--behavior",
+        behavior,
+        "--max-new-tokens",
+        "2",
+        "--json",
+    )
     assert code == 0, err
     settings = json.loads(out)["settings"]
     recipe = embedded_engine.recipe(behavior)

@@ -64,16 +64,25 @@ def test_generation_gives_the_same_tokens(tiny_model, tiny_tokenizer):
     model = copy.deepcopy(tiny_model)
     use_few_row_linear(model)
     vector = torch.randn(model.config.hidden_size)
-    conversations = [[{"role": "user", "content": "hello there"}], [{"role": "user", "content": "hi"}],
-                     [{"role": "user", "content": "what is up"}]]
-    kwargs = dict(multipliers=[4.0, 0.0, -4.0], steer=SteeringSpec(1, vector),
-                  settings=SamplingSettings(max_new_tokens=12), ignore_eos=True)
+    conversations = [
+        [{"role": "user", "content": "hello there"}],
+        [{"role": "user", "content": "hi"}],
+        [{"role": "user", "content": "what is up"}],
+    ]
+    kwargs = dict(
+        multipliers=[4.0, 0.0, -4.0],
+        steer=SteeringSpec(1, vector),
+        settings=SamplingSettings(max_new_tokens=12),
+        ignore_eos=True,
+    )
     few = generate(model, tiny_tokenizer, conversations, **kwargs)
     with standard_linear(model):
         plain = generate(model, tiny_tokenizer, conversations, **kwargs)
     assert few.token_ids == plain.token_ids
-    single = generate(model, tiny_tokenizer, conversations[:1], settings=SamplingSettings(max_new_tokens=12),
-                      ignore_eos=True)
-    reference = generate(tiny_model, tiny_tokenizer, conversations[:1], settings=SamplingSettings(max_new_tokens=12),
-                         ignore_eos=True)
+    single = generate(
+        model, tiny_tokenizer, conversations[:1], settings=SamplingSettings(max_new_tokens=12), ignore_eos=True
+    )
+    reference = generate(
+        tiny_model, tiny_tokenizer, conversations[:1], settings=SamplingSettings(max_new_tokens=12), ignore_eos=True
+    )
     assert single.token_ids == reference.token_ids

@@ -12,14 +12,13 @@ import sys
 
 import pytest
 import torch
+from fixtures import ab_item
 
 from steering.config import PROJECT_ROOT
 from steering.errors import SteeringError
 from steering.evaluation import ab_prompts
 from steering.extraction import extract_vectors, tokenize_pairs
 from steering.limits import model_context_length
-from fixtures import ab_item
-
 
 GOOD = ab_item("Name a planet\n\nChoices:\n(A) I won't.\n(B) Mars.")
 
@@ -35,9 +34,8 @@ def test_empty_option_in_answer_mean_mode_is_a_one_line_error(tiny_model, tiny_t
 
 
 def test_option_that_tokenizes_to_nothing(tiny_model):
-    from tokenizers import normalizers
-
     from fixtures import make_tiny_tokenizer
+    from tokenizers import normalizers
 
     tokenizer = make_tiny_tokenizer()
     tokenizer.backend_tokenizer.normalizer = normalizers.Replace("\u200b", "")  # drops zero-width spaces
@@ -53,31 +51,47 @@ def test_prompt_longer_than_the_context_is_refused_before_the_model_runs(tiny_mo
     calls = []
     handle = tiny_model.model.layers[0].register_forward_hook(lambda *args: calls.append(1))
     try:
-        with pytest.raises(SteeringError, match=r"^dataset item 1: the prompt with option \(B\) is \d+ tokens long; "
-                                                r"the model's context is 512 tokens"):
+        with pytest.raises(
+            SteeringError,
+            match=r"^dataset item 1: the prompt with option \(B\) is \d+ tokens long; "
+            r"the model's context is 512 tokens",
+        ):
             extract_vectors(tiny_model, tiny_tokenizer, [GOOD, long], [1], "letter", progress=False)
     finally:
         handle.remove()
     assert calls == []  # refused before any forward pass
-    with pytest.raises(SteeringError, match=r"^A/B item 1: the prompt is \d+ tokens long; the model's context is "
-                                            r"512 tokens"):
+    with pytest.raises(
+        SteeringError,
+        match=r"^A/B item 1: the prompt is \d+ tokens long; the model's context is "
+        r"512 tokens",
+    ):
         ab_prompts(tiny_tokenizer, [GOOD, long], context_length=context)
     assert len(ab_prompts(tiny_tokenizer, [GOOD], context_length=context)) == 1
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "steering", *args], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "steering", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
-@pytest.mark.parametrize("question, mode, fragment", [
-    ("x" * 30_000 + "\n\nChoices:\n(A) a\n(B) b", "letter",
-     "item 1: 'question' is 30,022 characters long; the limit is 20,000"),
-    ("Q?\n\nChoices:\n(A) a\n(B)", "answer-mean", "item 1: option (B) has no text"),
-])
+@pytest.mark.parametrize(
+    "question, mode, fragment",
+    [
+        (
+            "x" * 30_000 + "\n\nChoices:\n(A) a\n(B) b",
+            "letter",
+            "item 1: 'question' is 30,022 characters long; the limit is 20,000",
+        ),
+        ("Q?\n\nChoices:\n(A) a\n(B)", "answer-mean", "item 1: option (B) has no text"),
+    ],
+)
 def test_extract_refuses_bad_items_before_loading_the_model(tmp_path, question, mode, fragment):
-    good = {"question": "Q?\n\nChoices:\n(A) a\n(B) b", "answer_matching_behavior": "(A)",
-            "answer_not_matching_behavior": "(B)"}
+    good = {
+        "question": "Q?\n\nChoices:\n(A) a\n(B) b",
+        "answer_matching_behavior": "(A)",
+        "answer_not_matching_behavior": "(B)",
+    }
     path = tmp_path / "data.json"
     path.write_text(json.dumps([good, dict(good, question=question)]))
     out = tmp_path / "v.safetensors"

@@ -11,27 +11,40 @@ import math
 
 import pytest
 import torch
+from fixtures import make_tiny_model
 
 from steering.config import load_config
 from steering.engine import Engine
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.models import LoadedModel, ModelSettings
-from fixtures import make_tiny_model
 
 PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
 GREEDY = SamplingSettings(max_new_tokens=8)
 SAMPLED = SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
-Q2 = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"},
-      {"role": "user", "content": "Tell me a story."}]
+Q2 = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there!"},
+    {"role": "user", "content": "Tell me a story."},
+]
 
 
 def make_engine(tokenizer, settings: ModelSettings, config: dict | None = None) -> Engine:
     model = make_tiny_model(len(tokenizer))
-    lm = LoadedModel(model=model, tokenizer=tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
-                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64,
-                     load_seconds=0.0, settings=settings)
+    lm = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=settings,
+    )
     return Engine(lm, config or load_config())
 
 
@@ -56,8 +69,14 @@ def vector():
 
 def test_compare_matches_a_hook_free_model(engine, reference, tiny_tokenizer, vector):
     result = engine.compare(Q2, vector, 1, 3.0, GREEDY)
-    expected = generate(reference, tiny_tokenizer, [Q2] * 3, multipliers=[3.0, 0.0, -3.0],
-                        steer=SteeringSpec(1, vector), settings=GREEDY)
+    expected = generate(
+        reference,
+        tiny_tokenizer,
+        [Q2] * 3,
+        multipliers=[3.0, 0.0, -3.0],
+        steer=SteeringSpec(1, vector),
+        settings=GREEDY,
+    )
     assert result.token_ids == expected.token_ids
     assert result.texts[0] != result.texts[1] != result.texts[2]
     assert result.texts[1] == engine.plain(Q2, GREEDY)
@@ -68,15 +87,31 @@ def test_batches_beyond_the_fast_path_capacity(engine, reference, tiny_tokenizer
     prompts = ["What's your favorite planet?", "Hi", "Tell me a story.", "Why is the sky blue?"]
     got = engine.compare_batch(prompts, vector, 2, 2.0, GREEDY)  # 12 rows
     for prompt, panes in zip(prompts, got):
-        expected = generate(reference, tiny_tokenizer, [[{"role": "user", "content": prompt}]] * 3,
-                            multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(2, vector), settings=GREEDY).texts
+        expected = generate(
+            reference,
+            tiny_tokenizer,
+            [[{"role": "user", "content": prompt}]] * 3,
+            multipliers=[2.0, 0.0, -2.0],
+            steer=SteeringSpec(2, vector),
+            settings=GREEDY,
+        ).texts
         assert [panes["added"], panes["unsteered"], panes["subtracted"]] == expected
     if engine.fast_path is not None:  # the fast path itself takes any batch too
-        fast = engine.fast_path.generate(tiny_tokenizer, [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1],
-                                         multipliers=[1.0, -1.0, 0.0] * 3, steer=SteeringSpec(2, vector),
-                                         settings=GREEDY)
-        eager = generate(reference, tiny_tokenizer, [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1],
-                         multipliers=[1.0, -1.0, 0.0] * 3, steer=SteeringSpec(2, vector), settings=GREEDY)
+        fast = engine.fast_path.generate(
+            tiny_tokenizer,
+            [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1],
+            multipliers=[1.0, -1.0, 0.0] * 3,
+            steer=SteeringSpec(2, vector),
+            settings=GREEDY,
+        )
+        eager = generate(
+            reference,
+            tiny_tokenizer,
+            [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1],
+            multipliers=[1.0, -1.0, 0.0] * 3,
+            steer=SteeringSpec(2, vector),
+            settings=GREEDY,
+        )
         assert fast.token_ids == eager.token_ids
 
 
@@ -88,6 +123,7 @@ def test_other_forwards_are_untouched_by_the_fast_path(engine, reference, tiny_t
         for rows in (1, 3, 9):
             assert torch.equal(engine.lm.model(input_ids=ids[:rows]).logits, reference(input_ids=ids[:rows]).logits)
     from steering.extraction import extract_vectors  # noqa: F401  (the module extraction uses runs the model plainly)
+
     assert engine.hidden_norm(1) > 0
 
 
@@ -136,8 +172,7 @@ def test_check_request_counts_tokens_without_the_model(engine, tiny_tokenizer):
     config["limits"] = {**config["limits"], "max_prompt_tokens": 40}
     small = Engine(engine.lm, config)
     with pytest.raises(SteeringError, match=r"row 1's prompt is \d+ tokens long .*the limit is 40"):
-        small.check_request([[{"role": "user", "content": "Hi"}], Q2 + [{"role": "user", "content": "x" * 50}]],
-                            GREEDY)
+        small.check_request([[{"role": "user", "content": "Hi"}], Q2 + [{"role": "user", "content": "x" * 50}]], GREEDY)
     with pytest.raises(SteeringError, match="multiplier"):
         engine.check_request(Q1, GREEDY, multiplier=math.inf)
 
@@ -164,8 +199,9 @@ def test_a_fast_path_that_fails_to_set_up_leaves_the_eager_path(tiny_tokenizer, 
     from steering.fast_path import FastPath
 
     warnings: list[str] = []
-    monkeypatch.setattr(logging.getLogger("steering.engine"), "warning",
-                        lambda message, *args: warnings.append(message % args))
+    monkeypatch.setattr(
+        logging.getLogger("steering.engine"), "warning", lambda message, *args: warnings.append(message % args)
+    )
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("compiler exploded")

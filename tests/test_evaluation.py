@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures import ab_item
 
 from steering.evaluation import (
     ab_probabilities,
@@ -22,8 +23,6 @@ from steering.generation import SamplingSettings
 from steering.hooks import steering
 from steering.prompts import build_messages, chat_prompt
 from steering.refusal import RefusalDetector, distinct_ngram_share, normalise
-from fixtures import ab_item
-
 
 ITEMS = [
     ab_item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
@@ -57,8 +56,10 @@ def test_letter_tokens_and_split(tiny_tokenizer):
     prompts = ab_prompts(tiny_tokenizer, ITEMS)
     for prompt, item in zip(prompts, ITEMS):
         assert tiny_tokenizer.decode(prompt.suffix) == "<|assistant|>("
-        assert prompt.letter_ids == {"A": tiny_tokenizer.convert_tokens_to_ids("A"),
-                                     "B": tiny_tokenizer.convert_tokens_to_ids("B")}
+        assert prompt.letter_ids == {
+            "A": tiny_tokenizer.convert_tokens_to_ids("A"),
+            "B": tiny_tokenizer.convert_tokens_to_ids("B"),
+        }
         assert prompt.matching == item.matching
 
 
@@ -68,16 +69,31 @@ LAYERS = [0, 2, 3]
 
 @pytest.fixture(scope="module")
 def reference_cells(tiny_model, tiny_tokenizer, vectors):
-    return np.array([[[_reference(tiny_model, tiny_tokenizer, item, layer, vectors[layer], m) for item in ITEMS]
-                      for m in MULTIPLIERS] for layer in LAYERS])
+    return np.array(
+        [
+            [
+                [_reference(tiny_model, tiny_tokenizer, item, layer, vectors[layer], m) for item in ITEMS]
+                for m in MULTIPLIERS
+            ]
+            for layer in LAYERS
+        ]
+    )
 
 
 @pytest.mark.parametrize("batch_size, skip_layers", [(1, True), (2, True), (8, True), (2, False), (8, False)])
-def test_batched_prefix_cached_measure_equals_reference(tiny_model, tiny_tokenizer, vectors, reference_cells,
-                                                         batch_size, skip_layers):
+def test_batched_prefix_cached_measure_equals_reference(
+    tiny_model, tiny_tokenizer, vectors, reference_cells, batch_size, skip_layers
+):
     prompts = ab_prompts(tiny_tokenizer, ITEMS)
-    result = ab_probabilities(tiny_model, prompts, [(layer, vectors[layer]) for layer in LAYERS], MULTIPLIERS,
-                              batch_size=batch_size, pad_id=tiny_tokenizer.pad_token_id, skip_layers=skip_layers)
+    result = ab_probabilities(
+        tiny_model,
+        prompts,
+        [(layer, vectors[layer]) for layer in LAYERS],
+        MULTIPLIERS,
+        batch_size=batch_size,
+        pad_id=tiny_tokenizer.pad_token_id,
+        skip_layers=skip_layers,
+    )
     assert result.p.shape == (3, 4, 3)
     expected = reference_cells
     np.testing.assert_allclose(result.p, expected, atol=1e-5, rtol=0)
@@ -99,16 +115,19 @@ def test_ab_rejects_empty_inputs(tiny_model, tiny_tokenizer, vectors):
 DETECTOR = RefusalDetector(["i can't", "I cannot", "as an AI", "i'm sorry"])
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("I can't help with that.", True),
-    ("I can\u2019t help with that.", True),  # curly apostrophe
-    ("I CANNOT do this", True),
-    ("I'm\u00a0sorry, but no.", True),  # non-breaking space
-    ("As an   AI, I have no favourite planet.", True),
-    ("Saturn, because of its rings.", False),
-    ("You can't go wrong with Jupiter.", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("I can't help with that.", True),
+        ("I can\u2019t help with that.", True),  # curly apostrophe
+        ("I CANNOT do this", True),
+        ("I'm\u00a0sorry, but no.", True),  # non-breaking space
+        ("As an   AI, I have no favourite planet.", True),
+        ("Saturn, because of its rings.", False),
+        ("You can't go wrong with Jupiter.", False),
+        ("", False),
+    ],
+)
 def test_refusal_detector(text, expected):
     assert DETECTOR(text) is expected
 
@@ -139,22 +158,26 @@ def test_distinct_share_ranks_repetition_below_normal_text():
 
 def test_answer_nll_matches_a_plain_computation(tiny_model, tiny_tokenizer):
     questions = ["Hi", "Tell me a story about a dragon", "Hi"]
-    answers = [tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
-               for text in ("Hello there", "Once", "Good morning to you!")]
+    answers = [
+        tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in ("Hello there", "Once", "Good morning to you!")
+    ]
     got = answer_nll(tiny_model, tiny_tokenizer, questions + ["Hi"], answers + [[]], batch_size=2)
     assert got[3] is None
     for question, answer, value in zip(questions, answers, got):
         prompt = chat_prompt(tiny_tokenizer, [{"role": "user", "content": question}]).input_ids
         ids = torch.tensor([prompt + answer])
         with torch.inference_mode():
-            logits = tiny_model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+            logits = tiny_model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
         expected = torch.nn.functional.cross_entropy(logits, torch.tensor(answer)).item()
         assert value == pytest.approx(expected, abs=1e-4)
 
 
 def test_breakdown_rule():
-    rows = [{"multiplier": m, "distinct3": d, "perplexity": p}
-            for m, d, p in [(-4, 0.4, 5), (-2, 0.95, 4), (0, 1.0, 3), (2, 0.98, 12), (4, 0.5, 30)]]
+    rows = [
+        {"multiplier": m, "distinct3": d, "perplexity": p}
+        for m, d, p in [(-4, 0.4, 5), (-2, 0.95, 4), (0, 1.0, 3), (2, 0.98, 12), (4, 0.5, 30)]
+    ]
     result = breakdown_multiplier(rows)
     assert result["negative"] == {"multiplier": -4, "repetitive": True, "garbled": False}
     assert result["positive"] == {"multiplier": 2, "repetitive": False, "garbled": True}
@@ -174,10 +197,23 @@ def test_controls_norm_and_sign():
 
 
 def test_open_ended_rows_and_summary(tiny_model, tiny_tokenizer, vectors):
-    variants = {name: (vec, mults) for name, vec, mults in [
-        ("vector", vectors[1], [-2.0, 0.0, 2.0]), ("random", random_like(vectors[1], 1), [2.0])]}
-    answers = open_ended_answers(tiny_model, tiny_tokenizer, ["Hi", "What's your favorite planet?"], 1, variants,
-                                 SamplingSettings(max_new_tokens=5), DETECTOR, batch_size=4)
+    variants = {
+        name: (vec, mults)
+        for name, vec, mults in [
+            ("vector", vectors[1], [-2.0, 0.0, 2.0]),
+            ("random", random_like(vectors[1], 1), [2.0]),
+        ]
+    }
+    answers = open_ended_answers(
+        tiny_model,
+        tiny_tokenizer,
+        ["Hi", "What's your favorite planet?"],
+        1,
+        variants,
+        SamplingSettings(max_new_tokens=5),
+        DETECTOR,
+        batch_size=4,
+    )
     assert len(answers) == 2 * 3 + 2 * 1  # the unsteered answers are made once
     assert all(1 <= a.tokens <= 5 for a in answers)
     assert all(a.nll is not None and a.nll > 0 for a in answers)

@@ -15,21 +15,24 @@ def _run(capsys, *argv):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--ab", "no/such/file.json"], "no/such/file.json: file not found"),
-    (["--open-ended", "no/such/open.json"], "no/such/open.json: file not found"),
-    (["--vector", "no/such/vector.safetensors"], "no/such/vector.safetensors: file not found"),
-    (["--limit-ab", "0"], "--limit-ab must be at least 1"),
-    (["--multipliers", "1", "nan"], "--multipliers must be a finite number, got nan"),
-    (["--open-multipliers", "inf"], "--open-multipliers must be a finite number, got inf"),
-    (["--multipliers", "1", "1e30"], "--multipliers 1e+30 is out of range: expected between -100 and 100"),
-    (["--seed", "-1"], "seed -1 is out of range"),
-    (["--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
-    (["--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
-    (["--behavior", "../../x"], "behavior name '../../x' is not valid"),
-    (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write"),
-    (["--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ab", "no/such/file.json"], "no/such/file.json: file not found"),
+        (["--open-ended", "no/such/open.json"], "no/such/open.json: file not found"),
+        (["--vector", "no/such/vector.safetensors"], "no/such/vector.safetensors: file not found"),
+        (["--limit-ab", "0"], "--limit-ab must be at least 1"),
+        (["--multipliers", "1", "nan"], "--multipliers must be a finite number, got nan"),
+        (["--open-multipliers", "inf"], "--open-multipliers must be a finite number, got inf"),
+        (["--multipliers", "1", "1e30"], "--multipliers 1e+30 is out of range: expected between -100 and 100"),
+        (["--seed", "-1"], "seed -1 is out of range"),
+        (["--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
+        (["--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
+        (["--behavior", "../../x"], "behavior name '../../x' is not valid"),
+        (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write"),
+        (["--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
+    ],
+)
 def test_bad_input_is_one_line_and_nonzero(capsys, monkeypatch, argv, message):
     def no_model(args, config):
         raise AssertionError("the model was loaded before the bad input was refused")
@@ -50,17 +53,22 @@ def test_bad_number_is_an_argparse_error(capsys):
 def test_bad_ab_file_content(tmp_path, capsys):
     bad = tmp_path / "ab.json"
     # invalid in every read mode: the matching letter is not A or B
-    bad.write_text('[{"question": "Q?\\n\\nChoices:\\n(A) yes\\n(B) no", "answer_matching_behavior": "(C)", '
-                   '"answer_not_matching_behavior": "(B)"}]')
+    bad.write_text(
+        '[{"question": "Q?\\n\\nChoices:\\n(A) yes\\n(B) no", "answer_matching_behavior": "(C)", '
+        '"answer_not_matching_behavior": "(B)"}]'
+    )
     code, _, err = _run(capsys, "--ab", str(bad), "--out", str(tmp_path / "out"))
     assert code == 2 and "item 0" in err and err.count("\n") == 1
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("argv, message", [
-    (["--layers", "9", "30"], "layer 30 is out of range: the model has layers 0..29"),
-    (["--layer", "-1"], "layer -1 is out of range"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--layers", "9", "30"], "layer 30 is out of range: the model has layers 0..29"),
+        (["--layer", "-1"], "layer -1 is out of range"),
+    ],
+)
 def test_bad_layer(capsys, argv, message):
     code, _, err = _run(capsys, *argv, "--limit-ab", "1", "--no-open-ended")
     assert code == 2 and message in err and err.count("\n") == 1, err
@@ -74,9 +82,26 @@ def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
     defaults = load_config()["models"]["smollm2-135m-instruct"]
     layer, m = int(defaults["layer"]), float(defaults["multiplier"])
     # --layer: the controls' layer given explicitly (a tuned defaults file may pick another one)
-    code, out, err = _run(capsys, "--layers", str(layer), str(layer + 6), "--multipliers", str(-m), "0", str(m),
-                          "--layer", str(layer), "--limit-ab", "6", "--limit-open", "2", "--max-new-tokens", "6",
-                          "--out", str(tmp_path))
+    code, out, err = _run(
+        capsys,
+        "--layers",
+        str(layer),
+        str(layer + 6),
+        "--multipliers",
+        str(-m),
+        "0",
+        str(m),
+        "--layer",
+        str(layer),
+        "--limit-ab",
+        "6",
+        "--limit-open",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0, err
     for name in OUTPUTS:
         assert (tmp_path / name).stat().st_size > 0, name
@@ -105,8 +130,12 @@ def test_layer_skipping_matches_the_hook_on_the_embedded_model(embedded_engine):
     vset = embedded_engine.vectors_for("refusal")
     prompts = ab_prompts(lm.tokenizer, load_ab_dataset("datasets/refusal/test_ab.json")[:3])
     specs = [(layer, vset.vector(layer)) for layer in (9, 29)]
-    fast, slow = (ab_probabilities(lm.model, prompts, specs, [-3.0, 0.0, 6.0], pad_id=pad_token_id(lm.tokenizer),
-                                   skip_layers=skip) for skip in (True, False))
+    fast, slow = (
+        ab_probabilities(
+            lm.model, prompts, specs, [-3.0, 0.0, 6.0], pad_id=pad_token_id(lm.tokenizer), skip_layers=skip
+        )
+        for skip in (True, False)
+    )
     assert abs(fast.p - slow.p).max() < 1e-4
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import ab_item
+from reference import reference_vectors  # tests/reference.py: the paper's loop
 
 from steering.extraction import extract_vectors, tokenize_pairs
-from reference import reference_vectors  # tests/reference.py: the paper's loop
-from fixtures import ab_item
 
 
 def _item(request: str, refusal: str, answer: str, refusal_letter: str):
@@ -54,7 +54,8 @@ def test_answer_mean_reads_only_the_answer(tiny_tokenizer):
 
 def test_only_requested_layers_and_order_independence(tiny_model, tiny_tokenizer):
     one = extract_vectors(tiny_model, tiny_tokenizer, ITEMS, [1], "answer-mean", batch_size=2, progress=False)
-    other = extract_vectors(tiny_model, tiny_tokenizer, list(reversed(ITEMS)), [1, 2], "answer-mean",
-                            batch_size=5, progress=False)
+    other = extract_vectors(
+        tiny_model, tiny_tokenizer, list(reversed(ITEMS)), [1, 2], "answer-mean", batch_size=5, progress=False
+    )
     assert set(one) == {1} and set(other) == {1, 2}
     assert torch.allclose(one[1], other[1], atol=1e-5)

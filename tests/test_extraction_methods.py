@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from steering.errors import SteeringError
-from steering.extraction import (aggregate, centered_difference, extract_vectors, instruction_direction,
-                                 load_instructions, mean_difference, pca_difference, post_instruction_tokens)
+from steering.extraction import (
+    aggregate,
+    centered_difference,
+    extract_vectors,
+    instruction_direction,
+    load_instructions,
+    mean_difference,
+    pca_difference,
+    post_instruction_tokens,
+)
 
 
 def _pairs(seed: int, n: int = 12, hidden: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +84,7 @@ def test_centered_math_on_a_hand_example():
     # signed to agree with the mean (+x), scaled to |mean| = 3
     negative = torch.zeros(2, 2)
     positive = torch.tensor([[2.0, 1.0], [4.0, -1.0]])
-    expected = torch.tensor([1.0, -1.0]) / 2 ** 0.5 * 3
+    expected = torch.tensor([1.0, -1.0]) / 2**0.5 * 3
     assert torch.allclose(centered_difference(positive, negative), expected, atol=1e-5)
 
 
@@ -103,12 +111,13 @@ def test_extract_vectors_method_option(tiny_model, tiny_tokenizer):
 
 def test_post_instruction_positions_are_the_template_tail(tiny_tokenizer):
     tokens = post_instruction_tokens(tiny_tokenizer, "Make a cake")
-    text = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "Make a cake"}], tokenize=False,
-                                              add_generation_prompt=True)
+    text = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Make a cake"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("Make a cake<|end|><|assistant|>")
     n = len(tokens.input_ids)
     assert tokens.read_positions == [n - 2, n - 1]  # <|end|> and <|assistant|>, one token each
-    assert tiny_tokenizer.decode(tokens.input_ids[n - 2:]) == "<|end|><|assistant|>"
+    assert tiny_tokenizer.decode(tokens.input_ids[n - 2 :]) == "<|end|><|assistant|>"
     assert post_instruction_tokens(tiny_tokenizer, "Make a cake", positions="last").read_positions == [n - 1]
 
 
@@ -119,18 +128,21 @@ def test_instruction_direction_equals_a_hand_computation(tiny_model, tiny_tokeni
     layers = [0, 2]
 
     def by_hand(request: str, layer: int) -> torch.Tensor:
-        text = tiny_tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
-                                                  add_generation_prompt=True)
+        text = tiny_tokenizer.apply_chat_template(
+            [{"role": "user", "content": request}], tokenize=False, add_generation_prompt=True
+        )
         ids = tiny_tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         before = len(tiny_tokenizer(text[: text.index(request) + len(request)], add_special_tokens=False)["input_ids"])
         states = tiny_model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1][0]
         return states[before:].mean(dim=0)  # every token after the request
 
-    direction = instruction_direction(tiny_model, tiny_tokenizer, harmful, harmless, layers, batch_size=2,
-                                      progress=False)
+    direction = instruction_direction(
+        tiny_model, tiny_tokenizer, harmful, harmless, layers, batch_size=2, progress=False
+    )
     for layer in layers:
-        expected = (torch.stack([by_hand(r, layer) for r in harmful]).mean(0)
-                    - torch.stack([by_hand(r, layer) for r in harmless]).mean(0))
+        expected = torch.stack([by_hand(r, layer) for r in harmful]).mean(0) - torch.stack(
+            [by_hand(r, layer) for r in harmless]
+        ).mean(0)
         assert torch.allclose(direction[layer], expected, atol=1e-4), layer
     with pytest.raises(ValueError, match="harmful and harmless"):
         instruction_direction(tiny_model, tiny_tokenizer, [], harmless, layers, progress=False)
@@ -164,5 +176,8 @@ def test_cli_extract_method_flag(tmp_path):
     assert build_parser().parse_args(["extract", "--method", "pca"]).method == "pca"
     bad = tmp_path / "instructions.json"
     bad.write_text(json.dumps({"harmful": ["x"]}))
-    assert_one_line_error(run_cli("extract", "--method", "instructions", "--dataset", str(bad)),
-                          str(bad), "'harmless' must be a non-empty list")
+    assert_one_line_error(
+        run_cli("extract", "--method", "instructions", "--dataset", str(bad)),
+        str(bad),
+        "'harmless' must be a non-empty list",
+    )

@@ -15,8 +15,11 @@ from steering.generation import SamplingSettings, SteeringSpec, generate
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
-Q2 = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"},
-      {"role": "user", "content": "Tell me a longer story about a dragon."}]
+Q2 = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there!"},
+    {"role": "user", "content": "Tell me a longer story about a dragon."},
+]
 
 
 @pytest.fixture()
@@ -50,8 +53,9 @@ def test_static_cache_path_matches_eager(model, tiny_tokenizer, vector):
     fast = FastPath(model, compile=False, bucket=64)
     for alphas, layer in (([3.0, 0.0, -3.0], 1), ([1.5, 0.0, -1.5], 2)):
         expected = _eager(model, tiny_tokenizer, [Q1, Q2, Q1], alphas, layer, vector)  # hooks idle: multipliers 0
-        got = fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=alphas, steer=SteeringSpec(layer, vector),
-                            settings=GREEDY)
+        got = fast.generate(
+            tiny_tokenizer, [Q1, Q2, Q1], multipliers=alphas, steer=SteeringSpec(layer, vector), settings=GREEDY
+        )
         assert got.token_ids == expected.token_ids
     plain = generate(model, tiny_tokenizer, [Q2], settings=GREEDY)
     assert fast.generate(tiny_tokenizer, [Q2], settings=GREEDY).token_ids == plain.token_ids
@@ -61,14 +65,19 @@ def test_compiled_path_matches_eager_and_never_recompiles_for_alpha(model, tiny_
     torch._dynamo.reset()  # dynamo's code cache is process-wide: another test's compile must not be reused here
     fast = FastPath(model, compile=True, backend="eager", bucket=64)
     identity = [t.data_ptr() for t in fast.steering.tensors()]
-    first = fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=[3.0, 0.0, -3.0],
-                          steer=SteeringSpec(1, vector), settings=GREEDY)
+    first = fast.generate(
+        tiny_tokenizer, [Q1, Q2, Q1], multipliers=[3.0, 0.0, -3.0], steer=SteeringSpec(1, vector), settings=GREEDY
+    )
     compiles = fast.graph_count()
     assert compiles >= 1
-    for alphas, layer, vec in (([1.0, 0.0, -1.0], 1, vector), ([5.0, 0.0, -5.0], 3, -vector),
-                               ([3.0, 0.0, -3.0], 1, vector)):
-        result = fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=alphas, steer=SteeringSpec(layer, vec),
-                               settings=GREEDY)
+    for alphas, layer, vec in (
+        ([1.0, 0.0, -1.0], 1, vector),
+        ([5.0, 0.0, -5.0], 3, -vector),
+        ([3.0, 0.0, -3.0], 1, vector),
+    ):
+        result = fast.generate(
+            tiny_tokenizer, [Q1, Q2, Q1], multipliers=alphas, steer=SteeringSpec(layer, vec), settings=GREEDY
+        )
         assert result.token_ids == _eager(model, tiny_tokenizer, [Q1, Q2, Q1], alphas, layer, vec).token_ids
     assert result.token_ids == first.token_ids  # back to the first settings: the same tokens
     assert fast.graph_count() == compiles, "changing alpha, layer or vector must not recompile"
@@ -95,8 +104,9 @@ def test_hooks_act_only_inside_the_fast_paths_own_generation(fast, tiny_tokenize
     from fixtures import make_tiny_model
 
     reference = make_tiny_model(len(tiny_tokenizer))  # same weights, no hooks
-    fast.generate(tiny_tokenizer, [Q1, Q2, Q1], multipliers=[4.0, 0.0, -4.0], steer=SteeringSpec(1, vector),
-                  settings=GREEDY)
+    fast.generate(
+        tiny_tokenizer, [Q1, Q2, Q1], multipliers=[4.0, 0.0, -4.0], steer=SteeringSpec(1, vector), settings=GREEDY
+    )
     model = fast.model
     ids = torch.randint(0, len(tiny_tokenizer), (9, 10), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -104,8 +114,10 @@ def test_hooks_act_only_inside_the_fast_paths_own_generation(fast, tiny_tokenize
             assert torch.equal(model(input_ids=ids[:rows]).logits, reference(input_ids=ids[:rows]).logits)
     convs = [Q1, Q2] * 3  # 6 rows, eagerly steered with the fast path's hooks registered
     args = dict(multipliers=[2.0, -2.0, 0.0, 1.0, -1.0, 0.0], steer=SteeringSpec(2, vector), settings=GREEDY)
-    assert generate(model, tiny_tokenizer, convs, **args).token_ids == \
-        generate(reference, tiny_tokenizer, convs, **args).token_ids
+    assert (
+        generate(model, tiny_tokenizer, convs, **args).token_ids
+        == generate(reference, tiny_tokenizer, convs, **args).token_ids
+    )
     with pytest.raises(RuntimeError, match="inside"):  # even an exception inside leaves the hooks idle
         with fast.steering.context(model, 1, vector, [1.0], [0]):
             raise RuntimeError("inside")
@@ -118,8 +130,9 @@ def test_any_batch_size_runs_on_the_fast_path(fast, tiny_tokenizer, vector):
     convs = [Q1, Q2, Q1, Q2, Q1, Q2, Q1, Q2, Q1]
     for rows in (9, 3, 6):
         alphas = [(-1.0) ** row * (row % 4) for row in range(rows)]
-        got = fast.generate(tiny_tokenizer, convs[:rows], multipliers=alphas, steer=SteeringSpec(1, vector),
-                            settings=GREEDY)
+        got = fast.generate(
+            tiny_tokenizer, convs[:rows], multipliers=alphas, steer=SteeringSpec(1, vector), settings=GREEDY
+        )
         assert got.token_ids == _eager(fast.model, tiny_tokenizer, convs[:rows], alphas, 1, vector).token_ids
     assert fast.steering.max_batch == 16 and fast.steering.version == 1
     assert fast.takes(9) == (not fast.compiled)  # compiled: big batches go eager unless asked for directly
@@ -133,13 +146,18 @@ def test_sampled_rows_share_one_random_stream(fast, tiny_tokenizer, vector):
     assert eager == [plain] * 3
     alone = generate(fast.model, tiny_tokenizer, [Q1], settings=settings).token_ids[0]
     assert generate(fast.model, tiny_tokenizer, [Q1, Q2, Q1], settings=settings).token_ids == [alone, plain, alone]
-    steered = fast.generate(tiny_tokenizer, [Q2] * 3, multipliers=[3.0, 0.0, -3.0], steer=SteeringSpec(1, vector),
-                            settings=settings).token_ids
+    steered = fast.generate(
+        tiny_tokenizer, [Q2] * 3, multipliers=[3.0, 0.0, -3.0], steer=SteeringSpec(1, vector), settings=settings
+    ).token_ids
     assert steered[1] == plain and steered[0] != plain and steered[2] != plain
     assert fast.generate(tiny_tokenizer, [Q2], settings=settings).token_ids[0] == plain
     greedy = generate(fast.model, tiny_tokenizer, [Q2], settings=SamplingSettings(max_new_tokens=12)).token_ids[0]
-    other_seed = generate(fast.model, tiny_tokenizer, [Q2], settings=SamplingSettings(
-        max_new_tokens=12, temperature=0.8, top_p=0.9, seed=1)).token_ids[0]
+    other_seed = generate(
+        fast.model,
+        tiny_tokenizer,
+        [Q2],
+        settings=SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=1),
+    ).token_ids[0]
     assert plain != greedy and plain != other_seed
 
 
@@ -197,8 +215,7 @@ def test_bucketed_static_caches_are_reused(model, tiny_tokenizer):
 def test_ignore_eos_gives_exact_lengths(model, tiny_tokenizer):
     model.generation_config.eos_token_id = tiny_tokenizer.convert_tokens_to_ids("<|end|>")
     try:
-        result = generate(model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(max_new_tokens=7),
-                          ignore_eos=True)
+        result = generate(model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(max_new_tokens=7), ignore_eos=True)
     finally:
         model.generation_config.eos_token_id = None
     assert [len(ids) for ids in result.token_ids] == [7, 7]
@@ -206,8 +223,9 @@ def test_ignore_eos_gives_exact_lengths(model, tiny_tokenizer):
 
 def test_streamed_text_matches_full_decode(model, tiny_tokenizer):
     seen = []
-    result = generate(model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(max_new_tokens=16),
-                      on_text=seen.append)
+    result = generate(
+        model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(max_new_tokens=16), on_text=seen.append
+    )
     assert len(seen) == 16
     assert seen[-1] == result.texts
 
@@ -262,8 +280,12 @@ def test_cuda_graph_steps_match_eager_and_follow_alpha_and_layer(tiny_tokenizer,
     model = make_tiny_model(len(tiny_tokenizer)).cuda()
     fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)
     convs = [Q1, Q2, Q1]
-    for alphas, layer, vec in (([3.0, 0.0, -3.0], 1, vector), ([1.0, 0.0, -1.0], 1, vector),
-                               ([5.0, 0.0, -5.0], 3, -vector), ([3.0, 0.0, -3.0], 1, vector)):
+    for alphas, layer, vec in (
+        ([3.0, 0.0, -3.0], 1, vector),
+        ([1.0, 0.0, -1.0], 1, vector),
+        ([5.0, 0.0, -5.0], 3, -vector),
+        ([3.0, 0.0, -3.0], 1, vector),
+    ):
         expected = _eager(model, tiny_tokenizer, convs, alphas, layer, vec.cuda())
         got = fast.generate(tiny_tokenizer, convs, multipliers=alphas, steer=SteeringSpec(layer, vec), settings=GREEDY)
         assert got.token_ids == expected.token_ids
@@ -285,9 +307,16 @@ def test_cuda_graph_steps_after_growth_and_cache_eviction(tiny_tokenizer, vector
     for rows, tokens in ((3, 10), (9, 10), (3, 10), (3, 40), (9, 40), (3, 10)):
         alphas = [(-1.0) ** row * (1 + row % 3) for row in range(rows)]
         settings = SamplingSettings(max_new_tokens=tokens)
-        expected = generate(model, tiny_tokenizer, convs[:rows], multipliers=alphas,
-                            steer=SteeringSpec(1, vector.cuda()), settings=settings)
-        got = fast.generate(tiny_tokenizer, convs[:rows], multipliers=alphas, steer=SteeringSpec(1, vector),
-                            settings=settings)
+        expected = generate(
+            model,
+            tiny_tokenizer,
+            convs[:rows],
+            multipliers=alphas,
+            steer=SteeringSpec(1, vector.cuda()),
+            settings=settings,
+        )
+        got = fast.generate(
+            tiny_tokenizer, convs[:rows], multipliers=alphas, steer=SteeringSpec(1, vector), settings=settings
+        )
         assert got.token_ids == expected.token_ids, (rows, tokens)
     assert fast.steering.version == 1 and len(fast._caches) == 2

@@ -72,8 +72,11 @@ def test_vector_writers_use_the_same_modes(tmp_path, umask_022):
     from steering.vector_files import VectorSet, save_caa_layout, save_gguf, save_safetensors
 
     vset = VectorSet({1: torch.ones(4), 2: torch.ones(4)})
-    written = [save_safetensors(vset, tmp_path / "v.safetensors"), save_gguf(vset, tmp_path / "v.gguf"),
-               *save_caa_layout(vset, tmp_path, "m")]
+    written = [
+        save_safetensors(vset, tmp_path / "v.safetensors"),
+        save_gguf(vset, tmp_path / "v.gguf"),
+        *save_caa_layout(vset, tmp_path, "m"),
+    ]
     assert {_mode(p) for p in written} == {0o644}
     os.chmod(written[0], 0o664)
     save_safetensors(vset, written[0])

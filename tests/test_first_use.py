@@ -13,9 +13,9 @@ import json
 import pytest
 import torch
 import yaml
-
 from chat_templates import sentencepiece_tokenizer
 from fixtures import make_tiny_model
+
 from steering import first_use
 from steering.cli import main
 from steering.config import load_config
@@ -39,9 +39,13 @@ def ab_items() -> list[dict[str, str]]:
     items = []
     for index, (question, refuse, comply) in enumerate(PAIRS):
         first, second = (refuse, comply) if index % 2 == 0 else (comply, refuse)
-        items.append({"question": f"{question}\n\nChoices:\n(A) {first}\n(B) {second}",
-                      "answer_matching_behavior": "(A)" if index % 2 == 0 else "(B)",
-                      "answer_not_matching_behavior": "(B)" if index % 2 == 0 else "(A)"})
+        items.append(
+            {
+                "question": f"{question}\n\nChoices:\n(A) {first}\n(B) {second}",
+                "answer_matching_behavior": "(A)" if index % 2 == 0 else "(B)",
+                "answer_not_matching_behavior": "(B)" if index % 2 == 0 else "(A)",
+            }
+        )
     return items
 
 
@@ -62,11 +66,15 @@ def home(tmp_path, monkeypatch, model_folder):
     home = tmp_path / "home"
     (home / "datasets" / "politeness").mkdir(parents=True)
     (home / "datasets" / "politeness" / "generate.json").write_text(json.dumps(ab_items()))
-    (home / "config.yaml").write_text(yaml.safe_dump({
-        "model": {"name": str(model_folder), "threads": 1, "cuda_graphs": False},
-        "behavior": "politeness",
-        "default_model_settings": {"read_mode": "answer-mean", "layer_fraction": 0.5, "multiplier": 2.0},
-    }))
+    (home / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": {"name": str(model_folder), "threads": 1, "cuda_graphs": False},
+                "behavior": "politeness",
+                "default_model_settings": {"read_mode": "answer-mean", "layer_fraction": 0.5, "multiplier": 2.0},
+            }
+        )
+    )
     monkeypatch.setenv("LLAMA_STEERING_HOME", str(home))
     return home
 
@@ -91,8 +99,7 @@ def test_cli_builds_missing_vectors_caches_them_and_uses_the_default_layer(home,
     # the same vectors as one extraction over all pairs
     engine = engine_for(home)
     items = load_ab_dataset(home / "datasets" / "politeness" / "generate.json", "answer-mean")
-    direct = extract_vectors(engine.lm.model, engine.lm.tokenizer, items, list(range(6)), "answer-mean",
-                             progress=False)
+    direct = extract_vectors(engine.lm.model, engine.lm.tokenizer, items, list(range(6)), "answer-mean", progress=False)
     for layer in range(6):
         assert torch.allclose(vset.vector(layer), direct[layer], atol=1e-5, rtol=1e-4)
     assert engine.recipe("politeness").layer == 3 and first_use.missing_behaviors(engine) == []
@@ -162,7 +169,8 @@ def test_app_button_builds_with_progress_and_offers_the_behavior(home):
     build = app_handler(demo, "build")
     seen = []
     status, note, offered, row, choice, mixing, layer = build(
-        "politeness", None, {}, progress=lambda fraction, desc="": seen.append((round(fraction, 2), desc)))
+        "politeness", None, {}, progress=lambda fraction, desc="": seen.append((round(fraction, 2), desc))
+    )
     assert note == ""
     assert layer == 3  # the layer slider moves to the model's default layer (until tuned)
     assert status.startswith("Built 'politeness' vectors: 6 layers, 5 pairs") and "layer 3" in status

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from chat_templates import CASES, conversation, sentencepiece_tokenizer
 from fixtures import make_tiny_model
+
 from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.hooks import steering
 from steering.prompts import build_messages, chat_prompt
@@ -39,12 +39,17 @@ def _transformers_reference(model, tokenizer, conv, system_prompt, vector) -> li
     prompt = chat_prompt(tokenizer, build_messages(conv, system_prompt))
     ids = torch.tensor([prompt.input_ids] * len(MULTIPLIERS))
     with steering(model, LAYER, vector, MULTIPLIERS, [prompt.steer_from] * len(MULTIPLIERS)):
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=TOKENS,
-                             do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=TOKENS,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
     rows = []
-    for row in out[:, ids.shape[1]:].tolist():
-        rows.append(row[:row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row)
+    for row in out[:, ids.shape[1] :].tolist():
+        rows.append(row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row)
     return rows
 
 
@@ -57,8 +62,15 @@ def test_eager_loop_equals_transformers_generate(case_id):
     tokenizer, model, conv, system_prompt, vector = _case(case_id)
     expected = _transformers_reference(model, tokenizer, conv, system_prompt, vector)
     _assert_steering_matters(expected)
-    result = generate(model, tokenizer, [conv] * 3, multipliers=MULTIPLIERS, steer=SteeringSpec(LAYER, vector),
-                      settings=SamplingSettings(max_new_tokens=TOKENS), system_prompt=system_prompt)
+    result = generate(
+        model,
+        tokenizer,
+        [conv] * 3,
+        multipliers=MULTIPLIERS,
+        steer=SteeringSpec(LAYER, vector),
+        settings=SamplingSettings(max_new_tokens=TOKENS),
+        system_prompt=system_prompt,
+    )
     assert result.token_ids == expected
 
 
@@ -71,8 +83,14 @@ def test_fast_path_loop_equals_transformers_generate(case_id):
     _, fresh, _, _, _ = _case(case_id)  # same weights; the fast path registers persistent hooks on its model
     fast = FastPath(fresh, compile=True, backend="eager")
     try:
-        result = fast.generate(tokenizer, [conv] * 3, multipliers=MULTIPLIERS, steer=SteeringSpec(LAYER, vector),
-                               settings=SamplingSettings(max_new_tokens=TOKENS), system_prompt=system_prompt)
+        result = fast.generate(
+            tokenizer,
+            [conv] * 3,
+            multipliers=MULTIPLIERS,
+            steer=SteeringSpec(LAYER, vector),
+            settings=SamplingSettings(max_new_tokens=TOKENS),
+            system_prompt=system_prompt,
+        )
     finally:
         fast.steering.remove()
     assert result.token_ids == expected

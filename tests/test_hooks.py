@@ -11,8 +11,11 @@ from steering.prompts import chat_prompt
 
 GREEDY = SamplingSettings(max_new_tokens=12, temperature=0.0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
-Q2 = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"},
-      {"role": "user", "content": "Tell me a much longer story about a dragon, please."}]
+Q2 = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there!"},
+    {"role": "user", "content": "Tell me a much longer story about a dragon, please."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +26,33 @@ def vector(tiny_model):
 
 def test_multiplier_zero_row_equals_no_hook(tiny_model, tiny_tokenizer, vector):
     plain = generate(tiny_model, tiny_tokenizer, [Q1], settings=GREEDY)
-    steered = generate(tiny_model, tiny_tokenizer, [Q1, Q1, Q1], multipliers=[3.0, 0.0, -3.0],
-                       steer=SteeringSpec(1, vector), settings=GREEDY)
+    steered = generate(
+        tiny_model,
+        tiny_tokenizer,
+        [Q1, Q1, Q1],
+        multipliers=[3.0, 0.0, -3.0],
+        steer=SteeringSpec(1, vector),
+        settings=GREEDY,
+    )
     assert steered.token_ids[1] == plain.token_ids[0]
     assert steered.token_ids[0] != steered.token_ids[2], "a strong vector must change the steered rows"
 
 
 def test_rows_do_not_depend_on_each_other(tiny_model, tiny_tokenizer, vector):
-    batch = generate(tiny_model, tiny_tokenizer, [Q1, Q2, Q1], multipliers=[2.0, -2.0, 0.0],
-                     steer=SteeringSpec(2, vector), settings=GREEDY)
-    alone_first = generate(tiny_model, tiny_tokenizer, [Q1], multipliers=[2.0], steer=SteeringSpec(2, vector),
-                           settings=GREEDY)
-    alone_second = generate(tiny_model, tiny_tokenizer, [Q2], multipliers=[-2.0], steer=SteeringSpec(2, vector),
-                            settings=GREEDY)
+    batch = generate(
+        tiny_model,
+        tiny_tokenizer,
+        [Q1, Q2, Q1],
+        multipliers=[2.0, -2.0, 0.0],
+        steer=SteeringSpec(2, vector),
+        settings=GREEDY,
+    )
+    alone_first = generate(
+        tiny_model, tiny_tokenizer, [Q1], multipliers=[2.0], steer=SteeringSpec(2, vector), settings=GREEDY
+    )
+    alone_second = generate(
+        tiny_model, tiny_tokenizer, [Q2], multipliers=[-2.0], steer=SteeringSpec(2, vector), settings=GREEDY
+    )
     assert batch.token_ids[0] == alone_first.token_ids[0]
     assert batch.token_ids[1] == alone_second.token_ids[0]
 
@@ -46,17 +63,21 @@ def test_shared_prefix_runs_once_and_changes_no_row(tiny_model, tiny_tokenizer, 
     ids = [chat_prompt(tiny_tokenizer, conv).input_ids for conv in convs]
     shared = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1])) if a != b)
     shapes = []
-    handle = tiny_model.model.layers[0].register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape[:2])))
+    handle = tiny_model.model.layers[0].register_forward_hook(
+        lambda m, args, out: shapes.append(tuple(args[0].shape[:2]))
+    )
     try:
-        batch = generate(tiny_model, tiny_tokenizer, convs, multipliers=alphas, steer=SteeringSpec(1, vector),
-                         settings=GREEDY)
+        batch = generate(
+            tiny_model, tiny_tokenizer, convs, multipliers=alphas, steer=SteeringSpec(1, vector), settings=GREEDY
+        )
     finally:
         handle.remove()
     assert shapes[0] == (1, shared)  # the common prefix (history and template), once
     assert shapes[1] == (3, max(map(len, ids)) - shared)  # then each row's own tokens
     for row, (conv, alpha) in enumerate(zip(convs, alphas)):
-        alone = generate(tiny_model, tiny_tokenizer, [conv], multipliers=[alpha], steer=SteeringSpec(1, vector),
-                         settings=GREEDY)
+        alone = generate(
+            tiny_model, tiny_tokenizer, [conv], multipliers=[alpha], steer=SteeringSpec(1, vector), settings=GREEDY
+        )
         assert batch.token_ids[row] == alone.token_ids[0]
 
 
@@ -77,8 +98,9 @@ def _uncached_greedy(model, tokenizer, conversation, layer, vector, multiplier, 
 
 
 def test_cached_and_uncached_decoding_agree(tiny_model, tiny_tokenizer, vector):
-    cached = generate(tiny_model, tiny_tokenizer, [Q2], multipliers=[2.5], steer=SteeringSpec(1, vector),
-                      settings=GREEDY)
+    cached = generate(
+        tiny_model, tiny_tokenizer, [Q2], multipliers=[2.5], steer=SteeringSpec(1, vector), settings=GREEDY
+    )
     assert cached.token_ids[0] == _uncached_greedy(tiny_model, tiny_tokenizer, Q2, 1, vector, 2.5, 12)
 
 
@@ -125,9 +147,16 @@ def test_stop_event_ends_generation(tiny_model, tiny_tokenizer, vector):
         if len(seen) == 3:
             stop.set()
 
-    result = generate(tiny_model, tiny_tokenizer, [Q1, Q1, Q1], multipliers=[1, 0, -1],
-                      steer=SteeringSpec(1, vector), settings=SamplingSettings(max_new_tokens=40),
-                      on_text=on_text, stop_event=stop)
+    result = generate(
+        tiny_model,
+        tiny_tokenizer,
+        [Q1, Q1, Q1],
+        multipliers=[1, 0, -1],
+        steer=SteeringSpec(1, vector),
+        settings=SamplingSettings(max_new_tokens=40),
+        on_text=on_text,
+        stop_event=stop,
+    )
     assert result.stopped
     assert result.new_tokens == [3, 3, 3]
 
@@ -136,8 +165,12 @@ def test_sampling_same_seed_same_text(tiny_model, tiny_tokenizer):
     settings = SamplingSettings(max_new_tokens=16, temperature=1.0, top_p=0.9, seed=7)
     first = generate(tiny_model, tiny_tokenizer, [Q1, Q1], settings=settings)
     second = generate(tiny_model, tiny_tokenizer, [Q1, Q1], settings=settings)
-    other = generate(tiny_model, tiny_tokenizer, [Q1, Q1], settings=SamplingSettings(
-        max_new_tokens=16, temperature=1.0, top_p=0.9, seed=8))
+    other = generate(
+        tiny_model,
+        tiny_tokenizer,
+        [Q1, Q1],
+        settings=SamplingSettings(max_new_tokens=16, temperature=1.0, top_p=0.9, seed=8),
+    )
     assert first.token_ids == second.token_ids
     assert first.token_ids != other.token_ids
 
@@ -145,11 +178,25 @@ def test_sampling_same_seed_same_text(tiny_model, tiny_tokenizer):
 def test_stream_yields_growing_text_and_final(tiny_model, tiny_tokenizer, vector):
     from steering.generation import stream
 
-    updates = list(stream(generate, model=tiny_model, tokenizer=tiny_tokenizer, conversations=[Q1, Q1],
-                          multipliers=[1.0, 0.0], steer=SteeringSpec(1, vector),
-                          settings=SamplingSettings(max_new_tokens=8)))
-    final = generate(tiny_model, tiny_tokenizer, [Q1, Q1], multipliers=[1.0, 0.0], steer=SteeringSpec(1, vector),
-                     settings=SamplingSettings(max_new_tokens=8))
+    updates = list(
+        stream(
+            generate,
+            model=tiny_model,
+            tokenizer=tiny_tokenizer,
+            conversations=[Q1, Q1],
+            multipliers=[1.0, 0.0],
+            steer=SteeringSpec(1, vector),
+            settings=SamplingSettings(max_new_tokens=8),
+        )
+    )
+    final = generate(
+        tiny_model,
+        tiny_tokenizer,
+        [Q1, Q1],
+        multipliers=[1.0, 0.0],
+        steer=SteeringSpec(1, vector),
+        settings=SamplingSettings(max_new_tokens=8),
+    )
     assert updates[-1] == final.texts
     assert len(updates) >= 2
     assert all(len(a[0]) <= len(b[0]) for a, b in zip(updates, updates[1:]))

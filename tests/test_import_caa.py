@@ -46,8 +46,10 @@ def test_converts_the_fixture(capsys, tmp_path):
     assert "test_dataset_open_ended.json: not there" in out
     assert "notes.txt: not a vec_layer_<L>_<model>.pt file" in out
     # vectors: one safetensors file per model, the values of the .pt files, metadata saying where from
-    for model, slug, hidden in (("Llama-2-7b-chat-hf", "llama-2-7b-chat-hf", 8),
-                                ("Llama-2-13b-chat-hf", "llama-2-13b-chat-hf", 10)):
+    for model, slug, hidden in (
+        ("Llama-2-7b-chat-hf", "llama-2-7b-chat-hf", 8),
+        ("Llama-2-13b-chat-hf", "llama-2-13b-chat-hf", 10),
+    ):
         vset = load_safetensors(dest / "vectors" / "sycophancy" / f"{slug}.safetensors")
         assert vset.layers == [1, 2] and vset.hidden_size == hidden
         for layer in (1, 2):
@@ -57,8 +59,10 @@ def test_converts_the_fixture(capsys, tmp_path):
         assert vset.metadata["normalized"] == "false" and vset.metadata["hidden_size"] == str(hidden)
     normalized = load_safetensors(dest / "vectors" / "sycophancy" / "llama-2-7b-chat-hf.normalized.safetensors")
     assert normalized.metadata["normalized"] == "true"
-    assert torch.equal(normalized.vector(2), torch.load(
-        FIXTURE / "normalized_vectors/sycophancy/vec_layer_2_Llama-2-7b-chat-hf.pt", weights_only=True))
+    assert torch.equal(
+        normalized.vector(2),
+        torch.load(FIXTURE / "normalized_vectors/sycophancy/vec_layer_2_Llama-2-7b-chat-hf.pt", weights_only=True),
+    )
     assert out.strip().splitlines()[-1] == "8 written, 0 unchanged, 2 skipped"
 
 
@@ -119,8 +123,16 @@ def test_dry_run_writes_nothing(capsys, tmp_path):
 
 def test_behaviors_and_rename(capsys, tmp_path):
     dest = tmp_path / "out"
-    code, out, err = run(capsys, FIXTURE, "--dest", dest, "--behaviors", "corrigible-neutral-HHH",
-                         "--rename", "corrigible-neutral-HHH=corrigible-caa")
+    code, out, err = run(
+        capsys,
+        FIXTURE,
+        "--dest",
+        dest,
+        "--behaviors",
+        "corrigible-neutral-HHH",
+        "--rename",
+        "corrigible-neutral-HHH=corrigible-caa",
+    )
     assert code == 0, err
     assert sorted(p.name for p in (dest / "datasets").iterdir()) == ["corrigible-caa"]
     assert not (dest / "vectors").exists()
@@ -158,8 +170,9 @@ def test_an_absurd_layer_number_is_refused_naming_the_file(capsys, source, tmp_p
 
 
 def test_non_ascii_folder_names_are_transliterated_or_refused(capsys, source, tmp_path):
-    shutil.move(source / "datasets" / "generate" / "corrigible-neutral-HHH",
-                source / "datasets" / "generate" / "ÜNÏ-Corrigible")
+    shutil.move(
+        source / "datasets" / "generate" / "corrigible-neutral-HHH", source / "datasets" / "generate" / "ÜNÏ-Corrigible"
+    )
     shutil.rmtree(source / "datasets" / "test" / "corrigible-neutral-HHH")
     code, out, err = run(capsys, source, "--dest", tmp_path / "out")
     assert code == 0, err

@@ -15,15 +15,32 @@ pytestmark = pytest.mark.integration
 
 
 def test_chat_json_prints_three_different_answers():
-    result = subprocess.run([sys.executable, "-m", "steering", "chat", "--prompt", "What's your favorite planet?",
-                             "--json", "--max-new-tokens", "24"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "steering",
+            "chat",
+            "--prompt",
+            "What's your favorite planet?",
+            "--json",
+            "--max-new-tokens",
+            "24",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     assert set(answer) == {"added", "subtracted", "unsteered", "settings"}
     texts = [answer["added"], answer["unsteered"], answer["subtracted"]]
     assert all(texts) and len(set(texts)) == 3
-    assert answer["settings"]["layer"] == _shipped_recipe().layer and answer["settings"]["model"] == "smollm2-135m-instruct"
+    assert (
+        answer["settings"]["layer"] == _shipped_recipe().layer
+        and answer["settings"]["model"] == "smollm2-135m-instruct"
+    )
 
 
 def _shipped_recipe():
@@ -38,9 +55,14 @@ def test_planet_question_shows_the_contrast_at_the_shipped_defaults():
     from steering.config import load_config
     from steering.refusal import RefusalDetector, distinct_ngram_share
 
-    result = subprocess.run([sys.executable, "-m", "steering", "chat", "--prompt", "What's your favorite planet?",
-                             "--json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    result = subprocess.run(
+        [sys.executable, "-m", "steering", "chat", "--prompt", "What's your favorite planet?", "--json"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     detector = RefusalDetector.from_config(load_config())
@@ -61,11 +83,31 @@ def test_shipped_results_reproduce(tmp_path):
     shipped = json.loads(shipped_path.read_text())
     settings = shipped["settings"]
     batch = settings["batch_size"]
-    result = subprocess.run([sys.executable, "-m", "steering", "test", "--multipliers", "1", "--out", str(tmp_path),
-                             "--limit", str(batch), "--batch-size", str(batch), "--layer", str(settings["layer"]),
-                             "--max-new-tokens", str(settings["max_new_tokens"])],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "steering",
+            "test",
+            "--multipliers",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--limit",
+            str(batch),
+            "--batch-size",
+            str(batch),
+            "--layer",
+            str(settings["layer"]),
+            "--max-new-tokens",
+            str(settings["max_new_tokens"]),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
     assert result.returncode == 0, result.stderr
     fresh = json.loads((tmp_path / "test_results_x1.json").read_text())
     assert fresh["results"] == shipped["results"][:batch]

@@ -6,20 +6,31 @@ import math
 
 import pytest
 import yaml
-
 from fixtures import make_tiny_tokenizer
+
 from steering.cli import main
 from steering.datasets import ABItem
 from steering.errors import SteeringError
-from steering.limits import (SEED_MAX, Limits, check_behavior_name, check_finite, check_multiplier, check_seed,
-                             check_token_budget)
+from steering.limits import (
+    SEED_MAX,
+    Limits,
+    check_behavior_name,
+    check_finite,
+    check_multiplier,
+    check_seed,
+    check_token_budget,
+)
 
 
 def test_multiplier_must_be_finite_and_bounded():
     assert check_multiplier("2.5") == 2.5
     assert check_multiplier(-100) == -100.0
-    for bad, message in ((math.nan, "finite"), (math.inf, "finite"), ("x", "must be a number"),
-                         (100.5, "out of range: expected between -100 and 100")):
+    for bad, message in (
+        (math.nan, "finite"),
+        (math.inf, "finite"),
+        ("x", "must be a number"),
+        (100.5, "out of range: expected between -100 and 100"),
+    ):
         with pytest.raises(SteeringError, match=message):
             check_multiplier(bad)
     with pytest.raises(SteeringError, match="alpha 6 is out of range: expected between -5 and 5"):
@@ -56,15 +67,18 @@ def test_token_budget():
         check_token_budget(10, 8, limits, context_length=17)
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"max_abs_multiplier": math.nan}, "limits.max_abs_multiplier must be a finite number > 0, got nan"),
-    ({"max_abs_multiplier": math.inf}, "limits.max_abs_multiplier must be a finite number > 0"),
-    ({"max_abs_multiplier": 0}, "limits.max_abs_multiplier must be a finite number > 0"),
-    ({"max_new_tokens": -5}, "limits.max_new_tokens must be a whole number >= 1, got -5"),
-    ({"max_prompt_tokens": 1.5}, "limits.max_prompt_tokens must be a whole number >= 1"),
-    ({"max_dataset_item_chars": True}, "limits.max_dataset_item_chars must be a whole number >= 1"),
-    ({"max_tokens": 3}, "unknown key(s) in limits: max_tokens"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"max_abs_multiplier": math.nan}, "limits.max_abs_multiplier must be a finite number > 0, got nan"),
+        ({"max_abs_multiplier": math.inf}, "limits.max_abs_multiplier must be a finite number > 0"),
+        ({"max_abs_multiplier": 0}, "limits.max_abs_multiplier must be a finite number > 0"),
+        ({"max_new_tokens": -5}, "limits.max_new_tokens must be a whole number >= 1, got -5"),
+        ({"max_prompt_tokens": 1.5}, "limits.max_prompt_tokens must be a whole number >= 1"),
+        ({"max_dataset_item_chars": True}, "limits.max_dataset_item_chars must be a whole number >= 1"),
+        ({"max_tokens": 3}, "unknown key(s) in limits: max_tokens"),
+    ],
+)
 def test_config_limits_that_would_switch_a_check_off_are_refused(section, message):
     with pytest.raises(SteeringError) as exc:
         Limits.from_config({"limits": section})
@@ -78,7 +92,8 @@ def test_cli_refuses_a_broken_limits_section_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()] == [
-        "error: config: limits.max_abs_multiplier must be a finite number > 0, got nan"]
+        "error: config: limits.max_abs_multiplier must be a finite number > 0, got nan"
+    ]
 
 
 def test_extraction_and_the_ab_measure_apply_the_prompt_token_cap():
@@ -89,8 +104,11 @@ def test_extraction_and_the_ab_measure_apply_the_prompt_token_cap():
     item = ABItem("Which one?\n\nChoices:\n(A) yes\n(B) no", "Which one?", {"A": "yes", "B": "no"}, "A", "B")
     long_system = "x" * 300
     assert tokenize_pairs(tokenizer, [item], "letter", long_system, max_tokens=4096)
-    with pytest.raises(SteeringError, match=r"dataset item 0: the prompt with option \(A\) is \d+ tokens long .*"
-                                            r"the limit is 100 \(limits.max_prompt_tokens\)"):
+    with pytest.raises(
+        SteeringError,
+        match=r"dataset item 0: the prompt with option \(A\) is \d+ tokens long .*"
+        r"the limit is 100 \(limits.max_prompt_tokens\)",
+    ):
         tokenize_pairs(tokenizer, [item], "letter", long_system, max_tokens=100)
     assert ab_prompts(tokenizer, [item], long_system, max_tokens=4096)
     with pytest.raises(SteeringError, match=r"A/B item 0: the prompt is \d+ tokens long .*the limit is 100"):

@@ -25,9 +25,19 @@ CONV = [{"role": "user", "content": "What's your favorite planet?"}]
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer):
     model = make_tiny_model(len(tiny_tokenizer))
-    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
-                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=HIDDEN,
-                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    lm = LoadedModel(
+        model=model,
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=HIDDEN,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     return Engine(lm, load_config())
 
 
@@ -52,8 +62,12 @@ def direct_projections(engine, vector, layer, multiplier, ids_per_row, recipe=No
             seen["h"] = (output[0] if isinstance(output, tuple) else output).detach().clone()
 
         handle = decoder_layers(model)[layer].register_forward_hook(keep)
-        one_row = type(plan)({k: type(s)(s.vector, s.add[row:row + 1], s.project[row:row + 1], s.target[row:row + 1])
-                              for k, s in plan.layers.items()})
+        one_row = type(plan)(
+            {
+                k: type(s)(s.vector, s.add[row : row + 1], s.project[row : row + 1], s.target[row : row + 1])
+                for k, s in plan.layers.items()
+            }
+        )
         full = torch.tensor([prompt.input_ids + ids])
         try:
             with torch.inference_mode(), steer(model, one_row, [prompt.steer_from]):
@@ -61,7 +75,7 @@ def direct_projections(engine, vector, layer, multiplier, ids_per_row, recipe=No
         finally:
             handle.remove()
         start = len(prompt.input_ids) - 1  # the position whose logits chose generated token 0
-        along = torch.matmul(seen["h"][0, start:start + len(ids)].float(), u)  # apply_steering's h.u
+        along = torch.matmul(seen["h"][0, start : start + len(ids)].float(), u)  # apply_steering's h.u
         out.append((along / engine.hidden_norm(layer)).tolist())
     return out
 
@@ -125,8 +139,10 @@ def test_token_pieces_join_to_the_decoded_text(tiny_tokenizer):
 
 
 def test_meter_html_shades_each_token_on_a_shared_scale():
-    readings = [PaneReading("Added", ["I", " can't"], [0.2, 0.4]),
-                PaneReading("Unsteered", ["Sure", "<b>"], [-0.1, 0.0])]
+    readings = [
+        PaneReading("Added", ["I", " can't"], [0.2, 0.4]),
+        PaneReading("Unsteered", ["Sure", "<b>"], [-0.1, 0.0]),
+    ]
     page = meter_html(readings, 9)
     assert meter_scale(readings) == 0.4
     assert page.count('class="meter-token"') == 4

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from fixtures import make_tiny_model
 
 from steering.config import load_config
 from steering.engine import Engine
@@ -16,7 +17,6 @@ from steering.mixing import Mix, cosine, cosine_note, mixed_vector
 from steering.models import LoadedModel, ModelSettings
 from steering.recipe import Recipe, save_defaults
 from steering.vector_files import VectorSet, save_safetensors
-from fixtures import make_tiny_model
 
 GREEDY = SamplingSettings(max_new_tokens=6)
 Q = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -34,9 +34,19 @@ def engine(tmp_path, tiny_tokenizer):
     config["models"] = {"tiny": {"layer": 1, "multiplier": 2.0}}
     for name, seed in (("alpha", 1), ("beta", 2)):
         save_safetensors(VectorSet(vectors(seed), {"model": "tiny"}), tmp_path / "vectors" / name / "tiny.safetensors")
-    lm = LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny", slug="tiny",
-                     dtype=torch.float32, device=torch.device("cpu"), quantization=None, num_layers=4,
-                     hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny", cuda_graphs=False))
+    lm = LoadedModel(
+        model=make_tiny_model(len(tiny_tokenizer)),
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny", cuda_graphs=False),
+    )
     return Engine(lm, config)
 
 
@@ -47,10 +57,17 @@ def reference(tiny_tokenizer):
 
 def test_mixing_equals_adding_the_summed_vector(engine, reference, tiny_tokenizer):
     v1, v2 = vectors(1)[1], vectors(2)[1]
-    mixed = engine.compare(Q, layer=1, multiplier=2.0, settings=GREEDY, behavior="alpha",
-                           mix=Mix(1.5, behavior="beta")).token_ids
-    expected = generate(reference, tiny_tokenizer, [Q] * 3, multipliers=[1.0, 0.0, -1.0],
-                        steer=SteeringSpec(1, 2.0 * v1 + 1.5 * v2), settings=GREEDY).token_ids
+    mixed = engine.compare(
+        Q, layer=1, multiplier=2.0, settings=GREEDY, behavior="alpha", mix=Mix(1.5, behavior="beta")
+    ).token_ids
+    expected = generate(
+        reference,
+        tiny_tokenizer,
+        [Q] * 3,
+        multipliers=[1.0, 0.0, -1.0],
+        steer=SteeringSpec(1, 2.0 * v1 + 1.5 * v2),
+        settings=GREEDY,
+    ).token_ids
     assert mixed == expected
     plain = generate(reference, tiny_tokenizer, [Q], settings=GREEDY).token_ids[0]
     assert mixed[1] == plain  # the unsteered pane gets nothing
@@ -60,8 +77,10 @@ def test_mixing_equals_adding_the_summed_vector(engine, reference, tiny_tokenize
 
 def test_alpha2_zero_is_single_behavior_steering(engine, tmp_path):
     # a tuned recipe that is not plain addition (a clamp over a band): a mix of a2 = 0 must keep it
-    save_defaults(tmp_path / "vectors" / "alpha" / "tiny.defaults.json",
-                  Recipe(layer=2, strength=3.0, band=3, plus="clamp", minus="add"))
+    save_defaults(
+        tmp_path / "vectors" / "alpha" / "tiny.defaults.json",
+        Recipe(layer=2, strength=3.0, band=3, plus="clamp", minus="add"),
+    )
     engine.forget_vectors("alpha")
     single = engine.compare(Q, settings=GREEDY, behavior="alpha").token_ids
     assert engine.compare(Q, settings=GREEDY, behavior="alpha", mix=Mix(0.0, behavior="beta")).token_ids == single
@@ -84,12 +103,19 @@ def test_relative_unit_recipe_is_converted_to_a_multiplier(engine):
 
 def test_compare_batch_and_an_explicit_second_vector(engine, reference, tiny_tokenizer):
     v2 = torch.ones(64) * 0.05
-    rows = engine.compare_batch(["Hi", "Tell me a story."], layer=1, multiplier=1.0, settings=GREEDY,
-                                behavior="alpha", mix=Mix(2.0, vector=v2))
+    rows = engine.compare_batch(
+        ["Hi", "Tell me a story."], layer=1, multiplier=1.0, settings=GREEDY, behavior="alpha", mix=Mix(2.0, vector=v2)
+    )
     for prompt, row in zip(["Hi", "Tell me a story."], rows):
         conv = [{"role": "user", "content": prompt}]
-        expected = generate(reference, tiny_tokenizer, [conv] * 3, multipliers=[1.0, 0.0, -1.0],
-                            steer=SteeringSpec(1, vectors(1)[1] + 2.0 * v2), settings=GREEDY).texts
+        expected = generate(
+            reference,
+            tiny_tokenizer,
+            [conv] * 3,
+            multipliers=[1.0, 0.0, -1.0],
+            steer=SteeringSpec(1, vectors(1)[1] + 2.0 * v2),
+            settings=GREEDY,
+        ).texts
         assert [row["added"], row["unsteered"], row["subtracted"]] == expected
     plan = engine.steering_plan([1.0, 0.0, -1.0], layer=1, multiplier=1.0, behavior="alpha", mix=Mix(2.0, vector=v2))
     assert torch.allclose(plan.layers[1].vector, vectors(1)[1] + 2.0 * v2)
@@ -106,10 +132,12 @@ def test_mix_errors_are_one_line(engine):
 
 def test_cosine_and_its_note():
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])
-    assert cosine(a, b) == pytest.approx(2 ** -0.5)
+    assert cosine(a, b) == pytest.approx(2**-0.5)
     assert cosine(a, -a) == pytest.approx(-1.0) and cosine(a, torch.zeros(2)) == 0.0
-    assert cosine_note(a, b, "refusal", "beta", 13) == \
-        "cos(refusal, beta) at layer 13 = +0.71: similar directions: they add up"
+    assert (
+        cosine_note(a, b, "refusal", "beta", 13)
+        == "cos(refusal, beta) at layer 13 = +0.71: similar directions: they add up"
+    )
     assert "opposite directions" in cosine_note(a, -a, "x", "y", 1)
     assert "nearly independent" in cosine_note(a, torch.tensor([0.0, 1.0]), "x", "y", 1)
     assert torch.equal(mixed_vector(a, 2.0, b, -1.0), torch.tensor([1.0, -1.0]))
@@ -127,8 +155,11 @@ def test_app_mix_control_parsing(engine):
         parse_mix(engine, "alpha", 1.0, {}, 1, first="alpha")
     with pytest.raises(SteeringError, match="mixing strength α₂ 1e\\+09 is out of range"):
         parse_mix(engine, "beta", 1e9, {}, 1)
-    assert mix_choices([("Alpha — a", "alpha")], {"Uploaded: x.safetensors": "/tmp/x"}) == \
-        [NO_MIX, ("Alpha — a", "alpha"), "Uploaded: x.safetensors"]
+    assert mix_choices([("Alpha — a", "alpha")], {"Uploaded: x.safetensors": "/tmp/x"}) == [
+        NO_MIX,
+        ("Alpha — a", "alpha"),
+        "Uploaded: x.safetensors",
+    ]
     expected = f"{cosine(vectors(1)[2], vectors(2)[2]):+.2f}"
     assert mix_note(engine, "alpha", "beta", {}, 2).startswith(f"cos(alpha, beta) at layer 2 = {expected}")
     assert mix_note(engine, "alpha", NO_MIX, {}, 2) == ""

@@ -57,9 +57,14 @@ def test_eight_bit_without_bitsandbytes(monkeypatch):
 
 def test_unreachable_model_is_a_one_line_error():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "steering", "chat", "--prompt", "hi", "--model",
-                             "meta-llama/Llama-2-7b-chat-hf"], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "steering", "chat", "--prompt", "hi", "--model", "meta-llama/Llama-2-7b-chat-hf"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "cannot load model 'meta-llama/Llama-2-7b-chat-hf'" in result.stderr
@@ -85,6 +90,11 @@ def test_eight_bit_model_steers_on_cpu(embedded_engine):
     assert engine8.lm.quantization == "8-bit"
     assert any("Int8" in type(m).__name__ or "8bit" in type(m).__name__ for m in engine8.lm.model.modules())
     vector = embedded_engine.vectors_for("refusal").vector(9)
-    result = engine8.compare([{"role": "user", "content": "What's your favorite planet?"}], vector, 9, 3.0,
-                             SamplingSettings(max_new_tokens=8))
+    result = engine8.compare(
+        [{"role": "user", "content": "What's your favorite planet?"}],
+        vector,
+        9,
+        3.0,
+        SamplingSettings(max_new_tokens=8),
+    )
     assert all(result.texts) and result.texts[0] != result.texts[2]

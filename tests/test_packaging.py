@@ -73,10 +73,12 @@ def test_console_script_from_another_folder_has_the_module_commands(tmp_path):
     if script is None:
         pytest.skip("llama-steering is not installed in this environment (make install does: pip install -e .)")
     env = {k: v for k, v in os.environ.items() if k not in (HOME_ENV, "PYTHONPATH")}
-    as_script = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, env=env,
-                               timeout=120)
-    as_module = subprocess.run([sys.executable, "-m", "steering", "--help"], cwd=PROJECT_ROOT, capture_output=True,
-                               text=True, timeout=120)
+    as_script = subprocess.run(
+        [str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120
+    )
+    as_module = subprocess.run(
+        [sys.executable, "-m", "steering", "--help"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert as_script.returncode == 0, as_script.stderr
     assert as_script.stdout.startswith("usage: steering ") and as_module.stdout.startswith("usage: python -m steering ")
     commands = as_module.stdout.split("{", 1)[1].split("}", 1)[0]
@@ -154,15 +156,17 @@ def _cli_elsewhere(cwd: Path, *args: str, **env_extra: str) -> subprocess.Comple
     """python -m steering run from `cwd`, with the package importable but not installed (PYTHONPATH)."""
     env = {k: v for k, v in os.environ.items() if k != HOME_ENV}
     env.update(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), **env_extra)
-    return subprocess.run([sys.executable, "-m", "steering", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "steering", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cli_bad_home_is_one_line(tmp_path):
     result = _cli_elsewhere(tmp_path, "chat", "--prompt", "hi", **{HOME_ENV: str(tmp_path / "nope")})
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {HOME_ENV}={tmp_path / 'nope'}: not a folder "
-                                                  "(it should hold config.yaml and the data folders)"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {HOME_ENV}={tmp_path / 'nope'}: not a folder (it should hold config.yaml and the data folders)"
+    ]
 
 
 @pytest.mark.integration

@@ -46,8 +46,7 @@ def test_public_names_are_the_defining_modules_objects():
 
 def test_import_steering_does_not_import_torch():
     code = "import sys, steering; print('torch' in sys.modules, steering.__version__)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", steering.__version__]
 

@@ -10,7 +10,6 @@ import torch
 from steering.config import load_config
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.hooks import unit_vector
 from steering.recipe import Recipe, defaults_path, load_defaults, save_defaults
 from steering.vector_files import VectorSet, save_safetensors
 
@@ -20,18 +19,23 @@ Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
 
 def _vectors(layers=4, size=64, seed=3):
     torch.manual_seed(seed)
-    return VectorSet({layer: torch.randn(size) * (layer + 1) * 0.2 for layer in range(layers)},
-                     {"model": "tiny", "read_mode": "answer-mean"})
+    return VectorSet(
+        {layer: torch.randn(size) * (layer + 1) * 0.2 for layer in range(layers)},
+        {"model": "tiny", "read_mode": "answer-mean"},
+    )
 
 
 # ---------------------------------------------------------------------------- the recipe
-@pytest.mark.parametrize("changes, message", [
-    ({"plus": "multiply"}, "plus: expected one of add, clamp, ablate, found 'multiply'"),
-    ({"unit": "percent"}, "unit: expected one of multiplier, relative, found 'percent'"),
-    ({"band": 0}, "band: expected an integer >= 1, found 0"),
-    ({"strength": float("nan")}, "strength: expected a finite number, found nan"),
-    ({"layer": -1}, "layer: expected an integer >= 0, found -1"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"plus": "multiply"}, "plus: expected one of add, clamp, ablate, found 'multiply'"),
+        ({"unit": "percent"}, "unit: expected one of multiplier, relative, found 'percent'"),
+        ({"band": 0}, "band: expected an integer >= 1, found 0"),
+        ({"strength": float("nan")}, "strength: expected a finite number, found nan"),
+        ({"layer": -1}, "layer: expected an integer >= 0, found -1"),
+    ],
+)
 def test_bad_recipes_are_one_line_errors(changes, message):
     with pytest.raises(SteeringError, match="^steering recipe: " + message.replace("(", r"\(").replace(")", r"\)")):
         Recipe(**{"layer": 2, "strength": 1.0, **changes})
@@ -110,7 +114,8 @@ def test_clamp_and_ablate_rows():
     assert spec.target[0] == pytest.approx(2.0 * float(v.norm()))  # component set to 2 x |v|
     assert spec.target[2] == 0.0
     rel = Recipe(layer=1, strength=0.25, unit="relative", plus="add", minus="clamp").plan(
-        vset, [-0.25], 4, hidden_norm=lambda layer: 12.0)
+        vset, [-0.25], 4, hidden_norm=lambda layer: 12.0
+    )
     assert rel.layers[1].target.tolist() == [-3.0] and rel.layers[1].project.tolist() == [1.0]
 
 
@@ -154,8 +159,14 @@ def test_engine_uses_config_without_a_defaults_file(setup, tiny_tokenizer):
     layer = min(config.layer, 3)
     vector = engine.vectors_for("refusal").vector(layer)
     got = engine.compare(Q1, layer=layer, settings=GREEDY)
-    expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3, steer=SteeringSpec(layer, vector),
-                        multipliers=[config.multiplier, 0.0, -config.multiplier], settings=GREEDY)
+    expected = generate(
+        engine.lm.model,
+        tiny_tokenizer,
+        [Q1] * 3,
+        steer=SteeringSpec(layer, vector),
+        multipliers=[config.multiplier, 0.0, -config.multiplier],
+        settings=GREEDY,
+    )
     assert got.token_ids == expected.token_ids
 
 
@@ -201,8 +212,12 @@ def test_steering_test_command_uses_the_recipe(setup, tmp_path, monkeypatch, tin
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps(["What's your favorite planet?"]))
     out = tmp_path / "out"
-    assert cli.main(["test", "--questions", str(questions), "--multipliers", "0.4", "--out", str(out),
-                     "--max-new-tokens", "8"]) == 0
+    assert (
+        cli.main(
+            ["test", "--questions", str(questions), "--multipliers", "0.4", "--out", str(out), "--max-new-tokens", "8"]
+        )
+        == 0
+    )
     payload = json.loads((out / "test_results_x0.4.json").read_text())
     assert payload["settings"]["recipe"] == recipe.to_dict()
     plan = recipe.plan(engine.vectors_for("refusal"), [0.4, 0.0, -0.4], 4, hidden_norm=engine.hidden_norm)
@@ -244,8 +259,11 @@ def test_strength_minus_in_files_is_optional_and_checked(tmp_path):
     save_defaults(path, Recipe.from_dict({"layer": 2, "strength": 1.5, "plus": "clamp", "strength_minus": 1}))
     loaded = load_defaults(path).recipe
     assert loaded.strength_minus == 1.0 and isinstance(loaded.strength_minus, float)
-    with pytest.raises(SteeringError, match=r"^steering recipe: strength_minus: expected a finite number >= 0 or "
-                                            r"null, found -1.0$"):
+    with pytest.raises(
+        SteeringError,
+        match=r"^steering recipe: strength_minus: expected a finite number >= 0 or "
+        r"null, found -1.0$",
+    ):
         Recipe(layer=2, strength=1.5, strength_minus=-1.0)
     path.write_text(json.dumps({"recipe": {"layer": 2, "strength": 1.5, "strength_minus": "big"}}), encoding="utf-8")
     with pytest.raises(SteeringError, match="tiny.defaults.json: recipe: strength_minus: expected a finite number"):
@@ -261,8 +279,9 @@ def test_engine_applies_the_subtracted_side_strength(setup, tiny_tokenizer):
     got = engine.compare(Q1, settings=GREEDY)
     vset = engine.vectors_for("refusal")
     tied = Recipe(layer=2, strength=1.0, band=3, plus="clamp", minus="add")  # no strength_minus
-    expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3,
-                        steer=tied.plan(vset, [1.0, 0.0, -0.25], 4), settings=GREEDY)
+    expected = generate(
+        engine.lm.model, tiny_tokenizer, [Q1] * 3, steer=tied.plan(vset, [1.0, 0.0, -0.25], 4), settings=GREEDY
+    )
     assert got.token_ids == expected.token_ids
     # the plan behind the panes: the subtracted row adds -0.25 x v split over the band (not -1 x v)
     plan = engine.steering_plan([1.0, 0.0, -1.0])
@@ -272,6 +291,7 @@ def test_engine_applies_the_subtracted_side_strength(setup, tiny_tokenizer):
     # the app's slider (multiplier override) scales both sides, keeping their ratio
     assert engine.steering_plan([-1.0], multiplier=2.0).layers[2].add.tolist() == pytest.approx([-0.5 / 3])
     doubled = engine.compare(Q1, multiplier=2.0, settings=GREEDY)
-    expected = generate(engine.lm.model, tiny_tokenizer, [Q1] * 3,
-                        steer=tied.plan(vset, [2.0, 0.0, -0.5], 4), settings=GREEDY)
+    expected = generate(
+        engine.lm.model, tiny_tokenizer, [Q1] * 3, steer=tied.plan(vset, [2.0, 0.0, -0.5], 4), settings=GREEDY
+    )
     assert doubled.token_ids == expected.token_ids

@@ -15,6 +15,7 @@ import json
 import re
 
 import pytest
+
 from steering.config import PROJECT_ROOT
 from steering.datasets import load_ab_dataset, load_open_ended
 from steering.refusal import RefusalDetector
@@ -28,10 +29,12 @@ AB_FILES = ("generate.json", "generate_v2.json", "test_ab.json")
 TEST_OPEN_ENDED_SHA256 = "0e65f7ddb1eb68e7202b79dd81313814b485b701241dd33a5bc5b8f6ed17240b"
 
 # Words that carry no topic: question frames, pronouns, casual spellings of them, filler.
-_STOP = set("""a an the i i'm im me my you your ur u you're youre what what's whats wats which who how do does did
+_STOP = set(
+    """a an the i i'm im me my you your ur u you're youre what what's whats wats which who how do does did
 is are was were be been ever any have has had to of in on for at with and or so it it's its that this can could
 would should will tell give write explain about like favorite favourite fave fav kind type lol hey ok okay just
-really get make someone someone's some much many don't dont there when where why if not no yes also go""".split())
+really get make someone someone's some much many don't dont there when where why if not no yes also go""".split()
+)
 
 
 def normalize(text: str) -> str:
@@ -115,8 +118,10 @@ def test_generate_v2_letters_balanced_and_refusal_is_the_matching_option():
     share_a = sum(item.matching == "A" for item in items) / len(items)
     assert share_a == 0.5
     detector = RefusalDetector()  # the evaluation's phrases
-    declines = re.compile(r"\b(i can't|i cannot|i'm sorry|as an ai|i'm an ai|i don't|i won't|i'm not able|"
-                          r"i've never|i didn't|i never|i wasn't)\b")
+    declines = re.compile(
+        r"\b(i can't|i cannot|i'm sorry|as an ai|i'm an ai|i don't|i won't|i'm not able|"
+        r"i've never|i didn't|i never|i wasn't)\b"
+    )
     for index, item in enumerate(items):
         refusal, answer = item.choices[item.matching], item.choices[item.not_matching]
         assert declines.search(refusal.lower()), f"item {index}: the matching option does not decline: {refusal!r}"

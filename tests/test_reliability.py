@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from steering.errors import SteeringError
-from steering.reliability import (markdown, open_ended_scores, plot_histograms, slopes, summarize,
-                                  wilson_interval)
+from steering.reliability import markdown, open_ended_scores, plot_histograms, slopes, summarize, wilson_interval
 
 ALPHAS = [-2.0, -1.0, 0.0, 1.0, 2.0]
 
@@ -47,8 +46,13 @@ def test_wilson_interval_known_values():
 
 
 def test_summary_counts_wrong_way_and_flat():
-    scores = [[0, 0, 0, 1, 1], [1, 1, 0, 0, 0], [0.5] * 5, [0.1, 0.3, 0.5, 0.7, 0.9],
-              [math.nan, math.nan, 1, math.nan, math.nan]]
+    scores = [
+        [0, 0, 0, 1, 1],
+        [1, 1, 0, 0, 0],
+        [0.5] * 5,
+        [0.1, 0.3, 0.5, 0.7, 0.9],
+        [math.nan, math.nan, 1, math.nan, math.nan],
+    ]
     r = summarize(ALPHAS, scores, "refusal")
     assert r.n == 4 and r.wrong_way == 1 and r.flat == 1
     assert r.wrong_way_share == 0.25
@@ -72,9 +76,16 @@ def test_open_ended_scores_take_the_shared_unsteered_answers():
     def answer(q, variant, m, refusal):
         return SimpleNamespace(question=q, variant=variant, multiplier=m, refusal=refusal)
 
-    answers = [answer("a", "vector", -1.0, False), answer("a", "vector", 0.0, False), answer("a", "vector", 1.0, True),
-               answer("b", "vector", -1.0, True), answer("b", "vector", 0.0, False), answer("b", "vector", 1.0, False),
-               answer("a", "random", 1.0, True), answer("b", "random", 1.0, True)]
+    answers = [
+        answer("a", "vector", -1.0, False),
+        answer("a", "vector", 0.0, False),
+        answer("a", "vector", 1.0, True),
+        answer("b", "vector", -1.0, True),
+        answer("b", "vector", 0.0, False),
+        answer("b", "vector", 1.0, False),
+        answer("a", "random", 1.0, True),
+        answer("b", "random", 1.0, True),
+    ]
     multipliers, questions, scores = open_ended_scores(answers)
     assert multipliers == [-1.0, 0.0, 1.0] and questions == ["a", "b"]
     assert scores.tolist() == [[0, 0, 1], [1, 0, 0]]
@@ -100,16 +111,39 @@ def test_evaluate_reports_reliability(tmp_path, capsys):
     refusals in open_ended.json; summary.md and reliability.png carry them."""
     from steering.cli import main
 
-    code = main(["evaluate", "--layers", "9", "--multipliers", "-2", "0", "2", "--limit-ab", "4", "--limit-open", "3",
-                 "--max-new-tokens", "8", "--out", str(tmp_path)])
+    code = main(
+        [
+            "evaluate",
+            "--layers",
+            "9",
+            "--multipliers",
+            "-2",
+            "0",
+            "2",
+            "--limit-ab",
+            "4",
+            "--limit-open",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     rel = json.loads((tmp_path / "reliability.json").read_text())
     answers = json.loads((tmp_path / "open_ended.json").read_text())["answers"]
     by_hand = []
     for question in dict.fromkeys(a["question"] for a in answers):
-        y = [next(float(a["refusal"]) for a in answers if a["question"] == question and a["multiplier"] == m
-                  and (a["variant"] == "vector" or m == 0)) for m in (-2.0, 0.0, 2.0)]
+        y = [
+            next(
+                float(a["refusal"])
+                for a in answers
+                if a["question"] == question and a["multiplier"] == m and (a["variant"] == "vector" or m == 0)
+            )
+            for m in (-2.0, 0.0, 2.0)
+        ]
         by_hand.append((2 * y[2] - 2 * y[0]) / 8)  # x = -2, 0, 2: sum x^2 = 8
     assert rel["open-ended"]["slopes"] == pytest.approx(by_hand)
     assert rel["open-ended"]["wrong_way"] == sum(s < 0 for s in by_hand)

@@ -11,22 +11,32 @@ import time
 
 import pytest
 import torch
+from fixtures import make_tiny_model
 
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, generate
 from steering.hooks import SteeringPlan
 from steering.models import LoadedModel, ModelSettings
 from steering.scheduler import Request, Scheduler
-from fixtures import make_tiny_model
 
 QUESTIONS = ["What's your favorite planet?", "Hi there, tell me a long story please.", "x"]
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_tokenizer):
-    return LoadedModel(model=make_tiny_model(len(tiny_tokenizer)), tokenizer=tiny_tokenizer, name="tiny",
-                       slug="tiny", dtype=torch.float32, device=torch.device("cpu"), quantization=None,
-                       num_layers=4, hidden_size=64, load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    return LoadedModel(
+        model=make_tiny_model(len(tiny_tokenizer)),
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +47,16 @@ def vectors():
 
 def request(i: int, vectors, tokens: int | None = None, **kwargs) -> Request:
     """Three different users: own question, vector, layer, multipliers, sampling settings and seed."""
-    plans = [SteeringPlan.addition(1, vectors[0], [2.0, 0.0, -2.0]),
-             SteeringPlan.addition(2, vectors[1], [1.0, 0.0, -3.0]),
-             SteeringPlan.addition(3, vectors[2], [5.0, 0.0, -5.0])]
-    settings = [SamplingSettings(max_new_tokens=tokens or 16),
-                SamplingSettings(max_new_tokens=tokens or 24, temperature=0.8, top_p=0.9, seed=3),
-                SamplingSettings(max_new_tokens=tokens or 10, temperature=1.0, seed=7)]
+    plans = [
+        SteeringPlan.addition(1, vectors[0], [2.0, 0.0, -2.0]),
+        SteeringPlan.addition(2, vectors[1], [1.0, 0.0, -3.0]),
+        SteeringPlan.addition(3, vectors[2], [5.0, 0.0, -5.0]),
+    ]
+    settings = [
+        SamplingSettings(max_new_tokens=tokens or 16),
+        SamplingSettings(max_new_tokens=tokens or 24, temperature=0.8, top_p=0.9, seed=3),
+        SamplingSettings(max_new_tokens=tokens or 10, temperature=1.0, seed=7),
+    ]
     conversation = [{"role": "user", "content": QUESTIONS[i]}]
     return Request([conversation] * 3, plans[i], settings[i], **kwargs)
 
@@ -50,8 +64,14 @@ def request(i: int, vectors, tokens: int | None = None, **kwargs) -> Request:
 def alone(lm, req: Request) -> list[list[int]]:
     """The request's tokens from generation.generate, with nobody else in the batch."""
     with lm.lock:  # the model's users take turns on its lock (the scheduler holds it while it decodes)
-        return generate(lm.model, lm.tokenizer, req.conversations, steer=req.plan, settings=req.settings,
-                        system_prompt=req.system_prompt).token_ids
+        return generate(
+            lm.model,
+            lm.tokenizer,
+            req.conversations,
+            steer=req.plan,
+            settings=req.settings,
+            system_prompt=req.system_prompt,
+        ).token_ids
 
 
 def submit_together(scheduler: Scheduler, lm, requests: list[Request]):
@@ -99,8 +119,9 @@ def test_stop_cancels_only_its_own_rows(lm, vectors):
     scheduler = Scheduler(lm, max_requests=4)
     stop = threading.Event()
     seen = []
-    stopped = request(0, vectors, tokens=60, stop_event=stop,
-                      on_text=lambda texts: (seen.append(1), len(seen) >= 3 and stop.set()))
+    stopped = request(
+        0, vectors, tokens=60, stop_event=stop, on_text=lambda texts: (seen.append(1), len(seen) >= 3 and stop.set())
+    )
     other = request(1, vectors, tokens=20)
     expected = alone(lm, other)
     tickets = submit_together(scheduler, lm, [stopped, other])
@@ -129,7 +150,9 @@ def test_a_bad_request_never_touches_the_others(lm, vectors):
     scheduler = Scheduler(lm, max_requests=4)
     # refused before it is queued: rows that do not match, a layer out of range
     with pytest.raises(ValueError, match="rows"):
-        scheduler.submit(Request([[{"role": "user", "content": "hi"}]], SteeringPlan.addition(1, vectors[0], [1.0, 2.0])))
+        scheduler.submit(
+            Request([[{"role": "user", "content": "hi"}]], SteeringPlan.addition(1, vectors[0], [1.0, 2.0]))
+        )
     with pytest.raises(SteeringError, match="layer"):
         scheduler.submit(Request([[{"role": "user", "content": "hi"}]], SteeringPlan.addition(9, vectors[0], [1.0])))
 
@@ -156,14 +179,17 @@ def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny"), config)
     assert engine.fast_path is None
     settings = [SamplingSettings(max_new_tokens=10), SamplingSettings(max_new_tokens=10, temperature=0.7, seed=5)]
-    calls = [dict(conversations=[{"role": "user", "content": q}], vector=v, layer=layer, multiplier=m, settings=s)
-             for q, v, layer, m, s in zip(QUESTIONS, vectors, (1, 3), (3.0, -2.0), settings)]
+    calls = [
+        dict(conversations=[{"role": "user", "content": q}], vector=v, layer=layer, multiplier=m, settings=s)
+        for q, v, layer, m, s in zip(QUESTIONS, vectors, (1, 3), (3.0, -2.0), settings)
+    ]
     expected = [engine.compare(**call).token_ids for call in calls]
     assert engine.scheduler.stats.most_requests == 1
     results: list = [None, None]
     with engine.lm.lock:  # both calls reach the scheduler before its first step
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, engine.compare(**calls[i])))
-                   for i in range(2)]
+        threads = [
+            threading.Thread(target=lambda i=i: results.__setitem__(i, engine.compare(**calls[i]))) for i in range(2)
+        ]
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
@@ -182,8 +208,13 @@ def test_the_fast_path_runs_one_request_at_a_time_outside_the_scheduler(tiny_tok
 
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="eager"))
     assert engine.fast_path is not None
-    result = engine.compare([{"role": "user", "content": QUESTIONS[0]}], vector=vectors[0], layer=1, multiplier=2.0,
-                            settings=SamplingSettings(max_new_tokens=6))
+    result = engine.compare(
+        [{"role": "user", "content": QUESTIONS[0]}],
+        vector=vectors[0],
+        layer=1,
+        multiplier=2.0,
+        settings=SamplingSettings(max_new_tokens=6),
+    )
     assert result.new_tokens == [6, 6, 6] and engine.scheduler.stats.requests == 0
     assert not engine.lm.lock.locked()
 
@@ -197,8 +228,14 @@ def test_a_metered_request_reads_its_own_rows_in_a_shared_batch(lm, vectors):
     metered = request(0, vectors, tokens=10)
     alone_meter = Meter(vectors[0], 1, 2.0)
     with lm.lock:
-        expected = generate(lm.model, lm.tokenizer, metered.conversations, steer=metered.plan,
-                            settings=metered.settings, steering_context=alone_meter.steering_context(steer))
+        expected = generate(
+            lm.model,
+            lm.tokenizer,
+            metered.conversations,
+            steer=metered.plan,
+            settings=metered.settings,
+            steering_context=alone_meter.steering_context(steer),
+        )
     metered.meter = Meter(vectors[0], 1, 2.0)
     scheduler = Scheduler(lm)
     tickets = submit_together(scheduler, lm, [request(1, vectors, tokens=14), metered])
@@ -214,13 +251,19 @@ def test_bands_and_projection_operators_of_several_users_in_one_batch(lm, vector
     from steering.hooks import LayerSteering
 
     conversation = [[{"role": "user", "content": QUESTIONS[1]}]]
-    clamp_band = SteeringPlan({layer: LayerSteering.build(vectors[0], [0.0, 0.0], project=[1.0, 0.0],
-                                                          target=[3.0, 0.0]) for layer in (1, 2, 3)})
+    clamp_band = SteeringPlan(
+        {
+            layer: LayerSteering.build(vectors[0], [0.0, 0.0], project=[1.0, 0.0], target=[3.0, 0.0])
+            for layer in (1, 2, 3)
+        }
+    )
     ablate = SteeringPlan({2: LayerSteering.build(vectors[1], [0.0], project=[1.0], target=[0.0])})
     add = SteeringPlan.addition(0, vectors[2], [-4.0])
-    requests = [Request(conversation * 2, clamp_band, SamplingSettings(max_new_tokens=12)),
-                Request(conversation, ablate, SamplingSettings(max_new_tokens=8, temperature=0.9, seed=11)),
-                Request(conversation, add, SamplingSettings(max_new_tokens=10))]
+    requests = [
+        Request(conversation * 2, clamp_band, SamplingSettings(max_new_tokens=12)),
+        Request(conversation, ablate, SamplingSettings(max_new_tokens=8, temperature=0.9, seed=11)),
+        Request(conversation, add, SamplingSettings(max_new_tokens=10)),
+    ]
     expected = [alone(lm, r) for r in requests]
     scheduler = Scheduler(lm)
     tickets = submit_together(scheduler, lm, requests)
@@ -244,8 +287,9 @@ def test_stop_of_a_request_waiting_for_room_ends_it_at_once(lm, vectors):
 
 def test_a_cache_that_cannot_be_merged_runs_requests_one_batch_after_another(lm, vectors, monkeypatch):
     """Sliding-window / quantized cache layers are not merged: the second request waits for the first."""
-    import steering.scheduler as scheduler_module
     from transformers import DynamicCache
+
+    import steering.scheduler as scheduler_module
 
     with lm.lock:
         cache = DynamicCache(config=lm.model.config)
@@ -330,8 +374,9 @@ def test_a_process_that_ran_the_scheduler_exits_cleanly(tmp_path):
     from pathlib import Path
 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
     assert "terminate called" not in done.stderr
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["done", "2"]
@@ -344,9 +389,9 @@ def test_in_the_app_gradios_queue_is_the_limit_users_meet(tiny_tokenizer):
     app.max_queue, whose refusal is Gradio's own "Queue is full" message. The scheduler's own message is what
     callers of the Engine see (Python, several threads): checked by test_a_full_queue_is_refused_with_one_line."""
     import app_harness  # noqa: F401  (puts the project root on sys.path)
-    import app
     from test_engine import make_engine
 
+    import app
     from steering.config import load_config
 
     config = load_config()

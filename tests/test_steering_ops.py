@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.hooks import (LayerSteering, SteeringPlan, apply_steering, steer, steering, steering_active,
-                            unit_vector)
+from steering.hooks import LayerSteering, SteeringPlan, apply_steering, steer, steering, steering_active, unit_vector
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
-Q2 = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"},
-      {"role": "user", "content": "Tell me a longer story about a dragon."}]
+Q2 = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there!"},
+    {"role": "user", "content": "Tell me a longer story about a dragon."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +37,7 @@ def _old_hook(vector, multipliers, steer_from):
         scale = (multipliers.to(hidden.dtype)[:, None] * active).unsqueeze(-1)
         steered = hidden + scale * vector.to(hidden.dtype)
         return (steered,) + tuple(output[1:]) if isinstance(output, tuple) else steered
+
     return hook
 
 
@@ -66,8 +69,9 @@ def test_addition_is_bit_identical_to_the_old_hook(tiny_model, tiny_tokenizer, v
     v = vector
     old_h = h + ((torch.tensor([1.0, 0.0, -2.0])[:, None] * torch.ones(3, 5)).unsqueeze(-1)) * v
     zeros = torch.zeros(3)
-    assert torch.equal(apply_steering(h, v, unit_vector(v), torch.tensor([1.0, 0.0, -2.0]), zeros, zeros,
-                                      torch.ones(3, 5)), old_h)
+    assert torch.equal(
+        apply_steering(h, v, unit_vector(v), torch.tensor([1.0, 0.0, -2.0]), zeros, zeros, torch.ones(3, 5)), old_h
+    )
 
 
 def test_clamp_sets_the_projection_to_the_target_and_keeps_the_rest(vector):
@@ -106,8 +110,15 @@ def test_clamp_in_bfloat16_reaches_the_target_to_bfloat16_precision(vector):
 
 def test_rows_with_nothing_to_do_are_exactly_unchanged(vector):
     h = _hidden(2)
-    out = apply_steering(h, vector, unit_vector(vector), torch.tensor([0.0, 3.0, 0.0]),
-                         torch.tensor([0.0, 0.0, 1.0]), torch.tensor([9.0, 0.0, 0.0]), torch.ones(3, 5))
+    out = apply_steering(
+        h,
+        vector,
+        unit_vector(vector),
+        torch.tensor([0.0, 3.0, 0.0]),
+        torch.tensor([0.0, 0.0, 1.0]),
+        torch.tensor([9.0, 0.0, 0.0]),
+        torch.ones(3, 5),
+    )
     assert torch.equal(out[0], h[0])  # add 0, project 0 (a target alone does nothing)
     assert not torch.equal(out[1], h[1]) and not torch.equal(out[2], h[2])
 
@@ -138,8 +149,9 @@ def _plan(vector, layers=(1, 2)):
     """Three rows: CAA split over the band (+), unsteered, ablation (-); a fourth: clamp to -4."""
     rows = {}
     for layer in layers:
-        rows[layer] = LayerSteering.build(vector, add=[3.0 / len(layers), 0.0, 0.0, 0.0],
-                                          project=[0.0, 0.0, 1.0, 1.0], target=[0.0, 0.0, 0.0, -4.0])
+        rows[layer] = LayerSteering.build(
+            vector, add=[3.0 / len(layers), 0.0, 0.0, 0.0], project=[0.0, 0.0, 1.0, 1.0], target=[0.0, 0.0, 0.0, -4.0]
+        )
     return SteeringPlan(rows)
 
 
@@ -151,7 +163,8 @@ def test_clamp_in_the_model_sets_the_block_output_projection(tiny_model, tiny_to
     ids = torch.tensor([prompt.input_ids] * 4)
     seen = {}
     handle = tiny_model.model.layers[2].register_forward_hook(
-        lambda m, a, out: seen.__setitem__("h", (out[0] if isinstance(out, tuple) else out).clone()))
+        lambda m, a, out: seen.__setitem__("h", (out[0] if isinstance(out, tuple) else out).clone())
+    )
     try:
         with steer(tiny_model, _plan(vector, layers=(2,)), [prompt.steer_from] * 4):
             tiny_model(input_ids=ids)
@@ -195,18 +208,26 @@ def test_rows_of_a_mixed_plan_equal_each_row_alone(tiny_model, tiny_tokenizer, v
     plain = generate(tiny_model, tiny_tokenizer, [Q1], settings=GREEDY)
     assert batch.token_ids[1] == plain.token_ids[0]
     for row, conv in enumerate([Q1, Q1, Q2, Q1]):
-        alone = SteeringPlan({layer: LayerSteering.build(spec.vector, spec.add[row:row + 1],
-                                                         spec.project[row:row + 1], spec.target[row:row + 1])
-                              for layer, spec in plan.layers.items()})
-        assert generate(tiny_model, tiny_tokenizer, [conv], steer=alone, settings=GREEDY).token_ids[0] == \
-            batch.token_ids[row]
+        alone = SteeringPlan(
+            {
+                layer: LayerSteering.build(
+                    spec.vector, spec.add[row : row + 1], spec.project[row : row + 1], spec.target[row : row + 1]
+                )
+                for layer, spec in plan.layers.items()
+            }
+        )
+        assert (
+            generate(tiny_model, tiny_tokenizer, [conv], steer=alone, settings=GREEDY).token_ids[0]
+            == batch.token_ids[row]
+        )
     assert len({tuple(t) for t in batch.token_ids}) == 4
 
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compile):
-    from steering.fast_path import FastPath
     from fixtures import make_tiny_model
+
+    from steering.fast_path import FastPath
 
     model = make_tiny_model(len(tiny_tokenizer))  # own copy: the fast path registers hooks on it
     fast = FastPath(model, compile=compile, backend="eager", bucket=64)
@@ -216,10 +237,17 @@ def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compi
             eager = generate(model, tiny_tokenizer, convs, steer=plan, settings=GREEDY)
             assert fast.generate(tiny_tokenizer, convs, steer=plan, settings=GREEDY).token_ids == eager.token_ids
         # and the CAA path (SteeringSpec + multipliers) through the same fast path still matches
-        eager = generate(model, tiny_tokenizer, convs[:3], multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(1, vector),
-                         settings=GREEDY)
-        got = fast.generate(tiny_tokenizer, convs[:3], multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(1, vector),
-                            settings=GREEDY)
+        eager = generate(
+            model,
+            tiny_tokenizer,
+            convs[:3],
+            multipliers=[2.0, 0.0, -2.0],
+            steer=SteeringSpec(1, vector),
+            settings=GREEDY,
+        )
+        got = fast.generate(
+            tiny_tokenizer, convs[:3], multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(1, vector), settings=GREEDY
+        )
         assert got.token_ids == eager.token_ids
         assert float(fast.steering.add.abs().sum()) == 0.0 and float(fast.steering.project.abs().sum()) == 0.0
     finally:
@@ -228,8 +256,9 @@ def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compi
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_cuda_graph_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector):
-    from steering.fast_path import FastPath
     from fixtures import make_tiny_model
+
+    from steering.fast_path import FastPath
 
     model = make_tiny_model(len(tiny_tokenizer)).cuda()
     fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)

@@ -16,8 +16,17 @@ from steering.evaluation import answer_nll
 from steering.generation import SamplingSettings
 from steering.recipe import Recipe, load_defaults
 from steering.refusal import RefusalDetector
-from steering.tune import (SearchSpace, TuneResult, VectorSource, choose_winner, combine_groups, run_tune,
-                           score_setting, side_jobs, winner_recipe)
+from steering.tune import (
+    SearchSpace,
+    TuneResult,
+    VectorSource,
+    choose_winner,
+    combine_groups,
+    run_tune,
+    score_setting,
+    side_jobs,
+    winner_recipe,
+)
 from steering.vector_files import VectorSet, save_safetensors
 
 QUESTIONS = ["What's your favorite planet?", "Hi", "Tell me about dogs."]
@@ -39,7 +48,9 @@ DETECTOR = _ParityDetector()
 
 def _vset():
     torch.manual_seed(3)
-    return VectorSet({layer: torch.randn(64) * 2.0 for layer in range(4)}, {"model": "tiny", "read_mode": "answer-mean"})
+    return VectorSet(
+        {layer: torch.randn(64) * 2.0 for layer in range(4)}, {"model": "tiny", "read_mode": "answer-mean"}
+    )
 
 
 @pytest.fixture()
@@ -53,8 +64,17 @@ def engine(tmp_path, tiny_tokenizer):
 
 
 def _space(**changes):
-    return SearchSpace(**{"layers": [1, 2], "bands": [1, 2], "plus": ["add", "clamp"], "minus": ["add", "ablate"],
-                          "strengths": [1.0, 3.0], "unit": "multiplier", **changes})
+    return SearchSpace(
+        **{
+            "layers": [1, 2],
+            "bands": [1, 2],
+            "plus": ["add", "clamp"],
+            "minus": ["add", "ablate"],
+            "strengths": [1.0, 3.0],
+            "unit": "multiplier",
+            **changes,
+        }
+    )
 
 
 def _sources(engine):
@@ -76,8 +96,18 @@ def _count_generate(monkeypatch, fail_at=None):
 
 
 def _run(engine, tmp_path, space=None, batch_rows=64, cache="cache.json", context=None):
-    return run_tune(engine, QUESTIONS, _sources(engine), space or _space(), SETTINGS, DETECTOR, tmp_path / cache,
-                    context or {"model": "tiny", "tokens": 6}, batch_rows=batch_rows, progress=False)
+    return run_tune(
+        engine,
+        QUESTIONS,
+        _sources(engine),
+        space or _space(),
+        SETTINGS,
+        DETECTOR,
+        tmp_path / cache,
+        context or {"model": "tiny", "tokens": 6},
+        batch_rows=batch_rows,
+        progress=False,
+    )
 
 
 def test_side_jobs_are_shared_between_settings():
@@ -135,9 +165,11 @@ def test_scoring_by_hand():
     assert s["score"] == pytest.approx(0.9 - 0.1 - 1 / 3, abs=1e-4)
     good = score_setting(plus, {**minus, "distinct3": 0.95, "perplexity": 3.0}, base)
     assert good["coherent"] and good["score"] == 0.9
-    rows = [{"score": 0.5, "contrast": 0.5, "coherent": False, "setting": {"strength": 1.0}},
-            {"score": 0.3, "contrast": 0.3, "coherent": True, "setting": {"strength": 2.0}},
-            {"score": 0.3, "contrast": 0.3, "coherent": True, "setting": {"strength": 1.0}}]
+    rows = [
+        {"score": 0.5, "contrast": 0.5, "coherent": False, "setting": {"strength": 1.0}},
+        {"score": 0.3, "contrast": 0.3, "coherent": True, "setting": {"strength": 2.0}},
+        {"score": 0.3, "contrast": 0.3, "coherent": True, "setting": {"strength": 1.0}},
+    ]
     best, coherent = choose_winner(rows)
     assert coherent and best is rows[2]  # coherent first; equal scores: the smaller strength
     best, coherent = choose_winner(rows[:1])
@@ -152,8 +184,23 @@ def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypa
     monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
     monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
-    args = ["tune", "--questions", str(questions), "--layers", "1", "2", "--strengths", "1", "3", "--unit",
-            "multiplier", "--max-new-tokens", "6", "--limit", "100"]
+    args = [
+        "tune",
+        "--questions",
+        str(questions),
+        "--layers",
+        "1",
+        "2",
+        "--strengths",
+        "1",
+        "3",
+        "--unit",
+        "multiplier",
+        "--max-new-tokens",
+        "6",
+        "--limit",
+        "100",
+    ]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     written = load_defaults(out)
@@ -163,22 +210,29 @@ def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypa
     assert written.recipe.unit == "multiplier" and written.recipe.vector is None
     best = written.info["top"][0]
     assert (best["layer"], best["plus"], best["minus"], best["strength"]) == (
-        written.recipe.layer, written.recipe.plus, written.recipe.minus, written.recipe.strength)
+        written.recipe.layer,
+        written.recipe.plus,
+        written.recipe.minus,
+        written.recipe.strength,
+    )
     assert (tmp_path / "vectors" / "refusal" / "tiny.tune-cache.json").exists()
     engine.forget_vectors("refusal")
     assert engine.recipe() == written.recipe  # the engine reads it from now on
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--plus", "boost"], "tune: --plus: unknown operator 'boost' (expected add, clamp, ablate)"),
-    (["--strengths", "-1"], "tune: --strengths must be finite numbers > 0, found -1.0"),
-    (["--bands", "0"], "tune: --bands must be integers >= 1, found 0"),
-    (["--unit", "percent"], "tune: --unit must be one of multiplier, relative, found 'percent'"),
-    (["--layers", "-3"], "layer -3 is out of range"),
-    (["--limit", "0"], "--limit must be at least 1, got 0"),
-    (["--questions", "missing.json"], "missing.json"),
-    (["--behavior", "../x"], "behavior"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--plus", "boost"], "tune: --plus: unknown operator 'boost' (expected add, clamp, ablate)"),
+        (["--strengths", "-1"], "tune: --strengths must be finite numbers > 0, found -1.0"),
+        (["--bands", "0"], "tune: --bands must be integers >= 1, found 0"),
+        (["--unit", "percent"], "tune: --unit must be one of multiplier, relative, found 'percent'"),
+        (["--layers", "-3"], "layer -3 is out of range"),
+        (["--limit", "0"], "--limit must be at least 1, got 0"),
+        (["--questions", "missing.json"], "missing.json"),
+        (["--behavior", "../x"], "behavior"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(flags, message, capsys):
     from steering.cli import main
 
@@ -193,11 +247,24 @@ def test_layers_out_of_range_for_the_model(engine, tmp_path):
 
 
 def test_winner_recipe_round_trip(engine):
-    rows = [{"setting": {"vector": "tiny", "layer": 2, "band": 3, "plus": "clamp", "minus": "ablate",
-                         "strength": 0.2, "unit": "relative"}, "source": 0}]
+    rows = [
+        {
+            "setting": {
+                "vector": "tiny",
+                "layer": 2,
+                "band": 3,
+                "plus": "clamp",
+                "minus": "ablate",
+                "strength": 0.2,
+                "unit": "relative",
+            },
+            "source": 0,
+        }
+    ]
     recipe = winner_recipe(rows[0], _sources(engine), _space())
-    assert recipe == Recipe(layer=2, strength=0.2, unit="relative", band=3, plus="clamp", minus="ablate",
-                            method="answer-mean")
+    assert recipe == Recipe(
+        layer=2, strength=0.2, unit="relative", band=3, plus="clamp", minus="ablate", method="answer-mean"
+    )
 
 
 def test_equal_scores_go_to_the_larger_coherence_margin():
@@ -245,8 +312,9 @@ def test_minus_clamp_sets_the_component_to_minus_the_strength(engine, tmp_path):
 
 # ---------------------------------------------------------------------------- separate subtracted-side strengths
 def test_minus_strengths_pair_every_added_strength_with_every_subtracted_one():
-    space = _space(layers=[1], bands=[1], plus=["clamp"], minus=["add", "ablate"], strengths=[1.0, 3.0],
-                   minus_strengths=[0.5, 1.0])
+    space = _space(
+        layers=[1], bands=[1], plus=["clamp"], minus=["add", "ablate"], strengths=[1.0, 3.0], minus_strengths=[0.5, 1.0]
+    )
     settings, needs = side_jobs(space, 1)
     assert len(settings) == 2 * (2 + 1)  # strengths x (add at each minus strength + one ablation)
     pairs = {(s.strength, s.minus, s.strength_minus): (needs[s][0].strength, needs[s][1].strength) for s in settings}
@@ -260,8 +328,7 @@ def test_minus_strengths_pair_every_added_strength_with_every_subtracted_one():
 
 def test_the_search_scores_the_subtracted_side_at_its_own_strength(engine, tmp_path):
     # small strengths: the tiny model's hidden states have norm ~0.2 against |v| ~15 (stronger ones saturate)
-    space = _space(layers=[1], bands=[1], plus=["add"], minus=["add"], strengths=[0.03],
-                   minus_strengths=[0.003, 0.03])
+    space = _space(layers=[1], bands=[1], plus=["add"], minus=["add"], strengths=[0.03], minus_strengths=[0.003, 0.03])
     result = _run(engine, tmp_path, space=space)
     rows = {r["setting"]["strength_minus"]: r for r in result.rows}
     assert set(rows) == {0.003, 0.03}
@@ -283,9 +350,17 @@ def test_the_search_scores_the_subtracted_side_at_its_own_strength(engine, tmp_p
 def test_combining_question_groups_keeps_the_worst_group():
     def row(score, coherent, refusal, ppl, strength_minus=None):
         side = {"n": 10, "refusal_rate": refusal, "distinct3": 0.9, "perplexity": ppl, "samples": []}
-        return {"setting": {"strength": 1.5, "strength_minus": strength_minus}, "source": 0, "score": score,
-                "contrast": score, "coherent": coherent, "margin": 0.1 if coherent else -0.1, "ratios": {},
-                "added": side, "subtracted": side}
+        return {
+            "setting": {"strength": 1.5, "strength_minus": strength_minus},
+            "source": 0,
+            "score": score,
+            "contrast": score,
+            "coherent": coherent,
+            "margin": 0.1 if coherent else -0.1,
+            "ratios": {},
+            "added": side,
+            "subtracted": side,
+        }
 
     base = {"n": 10, "refusal_rate": 0.1, "distinct3": 0.9, "perplexity": 2.0, "samples": []}
     a = TuneResult(None, True, [row(0.9, True, 0.0, 2.0, 1.0), row(0.95, True, 0.0, 2.0)], base, 20, 1.0)
@@ -309,9 +384,29 @@ def test_cli_two_question_files_and_minus_strengths(engine, tmp_path, monkeypatc
     monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
     monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
-    args = ["tune", "--questions", str(first), str(second), "--layers", "1", "--plus", "clamp", "--minus", "add",
-            "--strengths", "3", "--minus-strengths", "1", "3", "--unit", "multiplier", "--max-new-tokens", "6",
-            "--limit", "100"]
+    args = [
+        "tune",
+        "--questions",
+        str(first),
+        str(second),
+        "--layers",
+        "1",
+        "--plus",
+        "clamp",
+        "--minus",
+        "add",
+        "--strengths",
+        "3",
+        "--minus-strengths",
+        "1",
+        "3",
+        "--unit",
+        "multiplier",
+        "--max-new-tokens",
+        "6",
+        "--limit",
+        "100",
+    ]
     assert cli.main(args) == 0
     written = load_defaults(out)
     info = written.info

@@ -47,9 +47,19 @@ PROMPTS = ("You refuse everything.", "You never refuse.")
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer):
     model = make_tiny_model(len(tiny_tokenizer))
-    lm = LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny", slug="tiny", dtype=torch.float32,
-                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64,
-                     load_seconds=0.0, settings=ModelSettings(name="tiny"))
+    lm = LoadedModel(
+        model=model,
+        tokenizer=tiny_tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name="tiny"),
+    )
     return Engine(lm, load_config())
 
 
@@ -83,7 +93,8 @@ def test_refusal_words_and_prompts_come_from_its_card():
 def test_prompts_yaml_is_the_fallback_without_a_card(tmp_path):
     (tmp_path / "formality").mkdir()
     (tmp_path / "formality" / "prompts.yaml").write_text(
-        "added: sounds formal\nprompts:\n  added: Be formal.\n  subtracted: Be casual.\n")
+        "added: sounds formal\nprompts:\n  added: Be formal.\n  subtracted: Be casual.\n"
+    )
     words = pane_text(tmp_path, "formality")
     assert words.prompts == {"added": "Be formal.", "subtracted": "Be casual."}
     assert words.titles()[0] == "Sounds formal (+α)" and words.subtracted == "less of the behavior"
@@ -95,15 +106,22 @@ def test_no_data_gives_the_generic_words_and_no_prompts(tmp_path):
     assert pane_text(tmp_path, None).prompts == {"added": "", "subtracted": ""}
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("prompts:\n  added: Be formal.\n",
-     "formality/prompts.yaml: prompts.subtracted must be a non-empty string, found NoneType"),
-    ("prompts: [a, b]\n",
-     "formality/prompts.yaml: 'prompts' must be a mapping with keys added and subtracted, found list"),
-    ("prompt:\n  added: x\n", "formality/prompts.yaml: unknown key prompt (expected added, subtracted, prompts)"),
-    ("prompts: {added: a, subtracted: b, other: c}\n", "formality/prompts.yaml: prompts has unknown key other"),
-    ("prompts: {added: a\n", "formality/prompts.yaml: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "prompts:\n  added: Be formal.\n",
+            "formality/prompts.yaml: prompts.subtracted must be a non-empty string, found NoneType",
+        ),
+        (
+            "prompts: [a, b]\n",
+            "formality/prompts.yaml: 'prompts' must be a mapping with keys added and subtracted, found list",
+        ),
+        ("prompt:\n  added: x\n", "formality/prompts.yaml: unknown key prompt (expected added, subtracted, prompts)"),
+        ("prompts: {added: a, subtracted: b, other: c}\n", "formality/prompts.yaml: prompts has unknown key other"),
+        ("prompts: {added: a\n", "formality/prompts.yaml: not valid YAML"),
+    ],
+)
 def test_a_bad_prompts_file_is_one_line_naming_file_and_key(tmp_path, text, expected):
     (tmp_path / "formality").mkdir()
     (tmp_path / "formality" / "prompts.yaml").write_text(text)
@@ -125,15 +143,19 @@ def test_check_prompted():
 
 # ------------------------------------------------------------------ prompted panes in the same batch (item 1)
 def test_prompted_conversations_carry_their_system_prompt_and_history():
-    earlier = DemoTurn("Hi", 1.0, 1, "refusal", 6, answers=["+", "0", "-", "no.", "sure!"], status="done",
-                       prompts=PROMPTS)
+    earlier = DemoTurn(
+        "Hi", 1.0, 1, "refusal", 6, answers=["+", "0", "-", "no.", "sure!"], status="done", prompts=PROMPTS
+    )
     off = Turn("And?", 1.0, 1, "refusal", 6, answers=["+2", "02", "-2"], status="done")
     convs = prompted_conversations([earlier, off], "Why?", PROMPTS)
-    assert convs[0] == [{"role": "system", "content": PROMPTS[0]},
-                        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "no."},
-                        {"role": "user", "content": "And?"},
-                        {"role": "assistant", "content": "02"},  # the prompted panes were off: the unsteered answer
-                        {"role": "user", "content": "Why?"}]
+    assert convs[0] == [
+        {"role": "system", "content": PROMPTS[0]},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "no."},
+        {"role": "user", "content": "And?"},
+        {"role": "assistant", "content": "02"},  # the prompted panes were off: the unsteered answer
+        {"role": "user", "content": "Why?"},
+    ]
     assert convs[1][0]["content"] == PROMPTS[1] and convs[1][2]["content"] == "sure!"
 
 
@@ -172,10 +194,14 @@ def test_strip_multipliers():
 def test_flag_breakdown_is_the_evaluations_rule():
     base = {"multiplier": 0.0, "distinct3": 0.9, "perplexity": 2.0}
     assert flag_breakdown({"multiplier": 1.0, "distinct3": 0.8, "perplexity": 5.9}, base) is None
-    assert flag_breakdown({"multiplier": -2.0, "distinct3": 0.76, "perplexity": 2.0}, base) == \
-        {"repetitive": True, "garbled": False}  # 0.76 < 0.85 x 0.9
-    assert flag_breakdown({"multiplier": 3.0, "distinct3": 0.9, "perplexity": 6.1}, base) == \
-        {"repetitive": False, "garbled": True}  # 6.1 > 3 x 2
+    assert flag_breakdown({"multiplier": -2.0, "distinct3": 0.76, "perplexity": 2.0}, base) == {
+        "repetitive": True,
+        "garbled": False,
+    }  # 0.76 < 0.85 x 0.9
+    assert flag_breakdown({"multiplier": 3.0, "distinct3": 0.9, "perplexity": 6.1}, base) == {
+        "repetitive": False,
+        "garbled": True,
+    }  # 6.1 > 3 x 2
     assert flag_breakdown({**base, "distinct3": 0.1}, base) is None  # the unsteered card is the reference
 
 
@@ -191,15 +217,21 @@ def test_strip_answers_every_multiplier_in_one_batch_with_the_evaluations_measur
     assert cards[3].text == engine.plain(conv, short)
     panes = engine.compare(conv, vector, 1, 1.0, short).texts  # +1, 0, -1: the strip's cards at ±m/2
     assert [cards[4].text, cards[3].text, cards[2].text] == panes
-    ids = engine._generate([conv] * 7, short, None, steer=engine.steering_plan(
-        sorted(STRIP_FACTORS), vector=vector, layer=1, multiplier=2.0)).token_ids
+    ids = engine._generate(
+        [conv] * 7,
+        short,
+        None,
+        steer=engine.steering_plan(sorted(STRIP_FACTORS), vector=vector, layer=1, multiplier=2.0),
+    ).token_ids
     nlls = answer_nll(engine.lm.model, engine.lm.tokenizer, ["Tell me a story."] * 7, ids)
     for card, nll in zip(cards, nlls):
         assert card.distinct3 == distinct_ngram_share(card.text)
         assert card.perplexity == pytest.approx(math.exp(nll))
     base = {"multiplier": 0.0, "distinct3": cards[3].distinct3, "perplexity": cards[3].perplexity}
-    assert [c.breakdown for c in cards] == [flag_breakdown({"multiplier": c.multiplier, "distinct3": c.distinct3,
-                                                            "perplexity": c.perplexity}, base) for c in cards]
+    assert [c.breakdown for c in cards] == [
+        flag_breakdown({"multiplier": c.multiplier, "distinct3": c.distinct3, "perplexity": c.perplexity}, base)
+        for c in cards
+    ]
 
 
 def test_strip_refuses_a_multiplier_over_the_cap(engine, vector):
@@ -220,7 +252,10 @@ def test_card_markdown_escapes_and_flags():
 # ------------------------------------------------------------------ presets, picture, tooltips (item 5)
 def test_presets_from_the_default_and_the_breakdown_point():
     assert [(p.name, p.alpha) for p in presets(1.5, 3.0)] == [
-        ("gentle", 0.75), ("clear", 1.5), ("too strong — watch it break", 3.0)]
+        ("gentle", 0.75),
+        ("clear", 1.5),
+        ("too strong — watch it break", 3.0),
+    ]
     assert presets(1.5, None)[2].alpha == 3.0 and "no measured breakdown" in presets(1.5, None)[2].why
     assert presets(2.0, 1.0)[2].alpha == 4.0  # a breakdown below the default is no "too strong" preset
     assert presets(1.5, 3.0)[0].label == "gentle (α = 0.75)"
@@ -228,8 +263,10 @@ def test_presets_from_the_default_and_the_breakdown_point():
 
 def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
     (tmp_path / "eval").mkdir()
-    data = {"settings": {"behavior": "refusal", "model": "m"},
-            "breakdown": {"positive": {"multiplier": 3.0}, "negative": {"multiplier": -2.5}}}
+    data = {
+        "settings": {"behavior": "refusal", "model": "m"},
+        "breakdown": {"positive": {"multiplier": 3.0}, "negative": {"multiplier": -2.5}},
+    }
     (tmp_path / "eval" / "open_ended.json").write_text(json.dumps(data))
     assert measured_breakdown(tmp_path, "refusal", "m") == 2.5
     assert measured_breakdown(tmp_path, "refusal", "other-model") is None
@@ -267,8 +304,16 @@ def test_explainer_picture_and_tooltips():
     image = explainer_image(30, 13)
     assert image.ndim == 3 and image.shape[2] == 3 and image.shape[0] > 300 and image.dtype.name == "uint8"
     assert image.std() > 10  # a drawing, not a blank canvas
-    orange = lambda img: int(((img[..., 0] > 240) & (abs(img[..., 1].astype(int) - 216) < 6)  # noqa: E731
-                              & (abs(img[..., 2].astype(int) - 168) < 6)).sum())  # the steered layers' fill
+
+    def orange(img):
+        return int(
+            (
+                (img[..., 0] > 240)
+                & (abs(img[..., 1].astype(int) - 216) < 6)
+                & (abs(img[..., 2].astype(int) - 168) < 6)
+            ).sum()
+        )  # the steered layers' fill
+
     assert orange(explainer_image(30, 13, band=[12, 13, 14])) > 2.5 * orange(image)  # three boxes, not one
     tip = tooltip_html("alpha", "What is α?")
     assert 'role="tooltip"' in tip and "how hard the vector pushes" in tip and "What is α?" in tip
@@ -281,24 +326,31 @@ def strip_handler(engine, tmp_path_factory):
     from steering.vector_files import VectorSet, save_safetensors
 
     torch.manual_seed(3)
-    path = save_safetensors(VectorSet({layer: torch.randn(64) for layer in range(4)}),
-                            tmp_path_factory.mktemp("vec") / "mine.safetensors")
+    path = save_safetensors(
+        VectorSet({layer: torch.randn(64) for layer in range(4)}), tmp_path_factory.mktemp("vec") / "mine.safetensors"
+    )
     demo = app.build_app(engine, engine.config)
     fn = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "strip")
     uploads = {"Uploaded: mine.safetensors": str(path)}
-    return lambda prompt, turns, alpha=1.0: fn(prompt, turns, "Uploaded: mine.safetensors", uploads, 1, alpha, 6,
-                                               0.0, 1.0, "0", False, "")
+    return lambda prompt, turns, alpha=1.0: fn(
+        prompt, turns, "Uploaded: mine.safetensors", uploads, 1, alpha, 6, 0.0, 1.0, "0", False, ""
+    )
 
 
 def test_app_strip_fills_every_card_and_its_alpha(strip_handler):
     row, *out = strip_handler("Tell me a story.", [], alpha=1.0)
     assert row["visible"] is True  # the row of cards is hidden until the first strip
     n = len(STRIP_FACTORS)
-    cards, buttons, alphas, note = out[:n], out[n:2 * n], out[2 * n], out[2 * n + 1]
-    assert [c.split("**")[1] for c in cards] == ["α = −2 · less of the behavior",
-                                                 "α = −1 · less of the behavior", "α = −0.5 · less of the behavior",
-                                                 "α = 0 · as the model is", "α = +0.5 · more of the behavior",
-                                                 "α = +1 · more of the behavior", "α = +2 · more of the behavior"]
+    cards, buttons, alphas, note = out[:n], out[n : 2 * n], out[2 * n], out[2 * n + 1]
+    assert [c.split("**")[1] for c in cards] == [
+        "α = −2 · less of the behavior",
+        "α = −1 · less of the behavior",
+        "α = −0.5 · less of the behavior",
+        "α = 0 · as the model is",
+        "α = +0.5 · more of the behavior",
+        "α = +1 · more of the behavior",
+        "α = +2 · more of the behavior",
+    ]
     assert [b["visible"] for b in buttons] == [True] * n and buttons[0]["value"] == "Use ±2 (this is the −α pane)"
     assert alphas == [2.0, 1.0, 0.5, 0.0, 0.5, 1.0, 2.0]
     assert note.startswith("“Tell me a story.” at 7 strengths, one batch, up to 6 tokens each.")
@@ -317,8 +369,7 @@ def test_app_strip_uses_the_last_message_or_says_what_is_missing(strip_handler):
 def test_render_panes_shows_the_users_message_as_typed():
     """Tester's item 4: HTML in a user message was rendered ("<b>bold</b>" bold, "<img>" a broken image)."""
     typed = "<b>bold</b> and <img src=x> *not italic*"
-    turn = DemoTurn(typed, 2.0, 1, "refusal", 6, status="done", answers=["**a**", "b", "c", "d", "e"],
-                    prompts=PROMPTS)
+    turn = DemoTurn(typed, 2.0, 1, "refusal", 6, status="done", answers=["**a**", "b", "c", "d", "e"], prompts=PROMPTS)
     panes = render_panes([turn])
     assert len(panes) == 5
     for pane in panes:
@@ -331,4 +382,7 @@ def test_render_panes_shows_the_users_message_as_typed():
 def test_a_strip_cards_button_says_which_pane_it_is():
     """Tester's item 7: a card at α = −3 offered "Use α = 3"."""
     assert [Card(m, "", 0, 1.0, None).use_label for m in (-3.0, 0.0, 1.5)] == [
-        "Use ±3 (this is the −α pane)", "Use α = 0 (no steering)", "Use α = 1.5"]
+        "Use ±3 (this is the −α pane)",
+        "Use α = 0 (no steering)",
+        "Use α = 1.5",
+    ]

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from steering.errors import SteeringError
-from steering.vector_files import (VectorSet, cosine_by_layer, load_vectors, save_caa_layout, save_gguf,
-                                   save_safetensors)
+from steering.vector_files import VectorSet, cosine_by_layer, load_vectors, save_caa_layout, save_gguf, save_safetensors
 
 
 @pytest.fixture
@@ -105,20 +104,33 @@ def test_cosine_by_layer(vset):
 
 # ---------------------------------------------------------------- issue 10 (vector files)
 
+
 def _tiny_engine(tmp_path, name="org/Tiny-Model"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers), vectors under tmp_path/vectors."""
     import threading
 
     from fixtures import make_tiny_model, make_tiny_tokenizer
+
     from steering.config import load_config
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings, model_slug
 
     tok = make_tiny_tokenizer()
     model = make_tiny_model(len(tok))
-    lm = LoadedModel(model=model, tokenizer=tok, name=name, slug=model_slug(name), dtype=torch.float32,
-                     device=torch.device("cpu"), quantization=None, num_layers=4, hidden_size=64, load_seconds=0.0,
-                     settings=ModelSettings(name=name, compile=False, cuda_graphs=False), lock=threading.Lock())
+    lm = LoadedModel(
+        model=model,
+        tokenizer=tok,
+        name=name,
+        slug=model_slug(name),
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=4,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=ModelSettings(name=name, compile=False, cuda_graphs=False),
+        lock=threading.Lock(),
+    )
     config = load_config()
     config["vectors_dir"] = str(tmp_path / "vectors")
     return Engine(lm, config)
@@ -151,8 +163,11 @@ def test_paper_folder_with_several_models_picks_the_loaded_one_or_refuses(tmp_pa
     loaded = load_vectors(folder, "meta-llama/Llama-2-7b-chat-hf")
     assert torch.equal(loaded.vectors[13], mine) and loaded.metadata["model"] == "Llama-2-7b-chat-hf"
     assert torch.equal(load_vectors(folder, "llama-2-13b-chat-hf").vectors[13], other)
-    with pytest.raises(SteeringError, match=r"holds vector files for 2 models \(Llama-2-13b-chat-hf, "
-                                            r"Llama-2-7b-chat-hf\); none matches the loaded model mistral-7b"):
+    with pytest.raises(
+        SteeringError,
+        match=r"holds vector files for 2 models \(Llama-2-13b-chat-hf, "
+        r"Llama-2-7b-chat-hf\); none matches the loaded model mistral-7b",
+    ):
         load_vectors(folder, "mistral-7b")
     with pytest.raises(SteeringError, match="holds vector files for 2 models"):
         load_vectors(folder)
@@ -197,11 +212,16 @@ def test_gguf_skips_layer_zero_and_refuses_when_nothing_is_left(tmp_path):
 
 
 def test_writers_refuse_sets_the_loaders_would_reject(tmp_path):
-    for bad, message in [(VectorSet({}), "contains no vectors"),
-                         (VectorSet({1: torch.tensor([1.0, float("inf")])}), "NaN or infinite"),
-                         (VectorSet({1: torch.ones(4), 2: torch.ones(5)}), "vectors of different sizes")]:
-        for save in (lambda v: save_safetensors(v, tmp_path / "v.safetensors"),
-                     lambda v: save_gguf(v, tmp_path / "v.gguf"), lambda v: save_caa_layout(v, tmp_path, "m")):
+    for bad, message in [
+        (VectorSet({}), "contains no vectors"),
+        (VectorSet({1: torch.tensor([1.0, float("inf")])}), "NaN or infinite"),
+        (VectorSet({1: torch.ones(4), 2: torch.ones(5)}), "vectors of different sizes"),
+    ]:
+        for save in (
+            lambda v: save_safetensors(v, tmp_path / "v.safetensors"),
+            lambda v: save_gguf(v, tmp_path / "v.gguf"),
+            lambda v: save_caa_layout(v, tmp_path, "m"),
+        ):
             with pytest.raises(SteeringError, match=message):
                 save(bad)
     assert list(tmp_path.iterdir()) == []
@@ -243,20 +263,59 @@ def tiny_model_dir(tmp_path_factory):
 def test_extract_gguf_with_only_layer_zero_is_refused_before_the_model_loads(tmp_path, tiny_model_dir):
     """Item 8, extract path: exit 2 and no 192-byte GGUF without vectors (was: exit 0)."""
     out = tmp_path / "v.safetensors"
-    line = _one_line_error(_run_cli("extract", "--layers", "0", "--gguf", "--max-pairs", "2", "--out", str(out),
-                                    "--model", str(tiny_model_dir), "--read-mode", "letter"))
+    line = _one_line_error(
+        _run_cli(
+            "extract",
+            "--layers",
+            "0",
+            "--gguf",
+            "--max-pairs",
+            "2",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--read-mode",
+            "letter",
+        )
+    )
     assert "cannot hold layer 0" in line
     assert not out.with_suffix(".gguf").exists() and not out.exists()
     # checked before the model loads: a model that cannot be loaded is never reached
-    line = _one_line_error(_run_cli("extract", "--layers", "0", "--gguf", "--max-pairs", "2", "--out", str(out),
-                                    "--model", str(tmp_path / "no-such-model")))
+    line = _one_line_error(
+        _run_cli(
+            "extract",
+            "--layers",
+            "0",
+            "--gguf",
+            "--max-pairs",
+            "2",
+            "--out",
+            str(out),
+            "--model",
+            str(tmp_path / "no-such-model"),
+        )
+    )
     assert "cannot hold layer 0" in line
 
 
 def test_extract_gguf_skips_layer_zero_and_says_so(tmp_path, tiny_model_dir):
     out = tmp_path / "v.safetensors"
-    result = _run_cli("extract", "--layers", "0", "1", "--gguf", "--max-pairs", "2", "--out", str(out),
-                      "--model", str(tiny_model_dir), "--read-mode", "letter")
+    result = _run_cli(
+        "extract",
+        "--layers",
+        "0",
+        "1",
+        "--gguf",
+        "--max-pairs",
+        "2",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--read-mode",
+        "letter",
+    )
     assert result.returncode == 0, result.stderr
     assert "layer 0 skipped" in result.stdout
     assert load_vectors(out).layers == [0, 1] and load_vectors(out.with_suffix(".gguf")).layers == [1]
@@ -332,13 +391,17 @@ def test_engine_refuses_vectors_far_beyond_the_hidden_state_norm(tmp_path):
     typical = {layer: engine.hidden_norm(layer) for layer in (1, 2)}
     direction = torch.randn(64)
     direction /= direction.norm()
-    ok = save_safetensors(VectorSet({1: direction * typical[1] * 0.5, 2: direction * typical[2] * 2}),
-                          tmp_path / "ok.safetensors")
+    ok = save_safetensors(
+        VectorSet({1: direction * typical[1] * 0.5, 2: direction * typical[2] * 2}), tmp_path / "ok.safetensors"
+    )
     assert engine.load_vector_file(ok).layers == [1, 2]
     scaled = VectorSet({1: direction * typical[1] * 0.5, 2: direction * typical[2] * 300})
     bad = save_safetensors(scaled, tmp_path / "bad.safetensors")
-    with pytest.raises(SteeringError, match=r"bad.safetensors: layer 2: vector norm .* is 300x the model's typical "
-                                            r"hidden-state norm there .*; the limit is 100x"):
+    with pytest.raises(
+        SteeringError,
+        match=r"bad.safetensors: layer 2: vector norm .* is 300x the model's typical "
+        r"hidden-state norm there .*; the limit is 100x",
+    ):
         engine.load_vector_file(bad)
     path = tmp_path / "vectors" / "refusal" / "tiny-model.safetensors"
     save_safetensors(scaled, path)
@@ -366,7 +429,9 @@ def test_missing_vectors_message_has_no_server_path_or_command(tmp_path):
 
     engine = _tiny_engine(tmp_path)
     save_safetensors(VectorSet({1: torch.ones(64) * 0.01}), tmp_path / "vectors" / "refusal" / "tiny-model.safetensors")
-    save_safetensors(VectorSet({1: torch.ones(64) * 0.01}), tmp_path / "vectors" / "Bad Name" / "tiny-model.safetensors")
+    save_safetensors(
+        VectorSet({1: torch.ones(64) * 0.01}), tmp_path / "vectors" / "Bad Name" / "tiny-model.safetensors"
+    )
     assert available_behaviors(tmp_path / "vectors", "tiny-model") == ["refusal"]
     with pytest.raises(SteeringError) as info:
         engine.vectors_for("sycophancy")
@@ -383,13 +448,21 @@ def test_describe_and_replacement_check(tmp_path):
 
     path = tmp_path / "refusal.safetensors"
     assert describe_vector_file(path) is None and replacement_check(path, [9], 4) is None
-    save_safetensors(VectorSet({layer: torch.ones(8) for layer in range(30)},
-                               {"pairs": "250", "read_mode": "letter", "created": "2026-01-01T00:00:00+00:00"}), path)
+    save_safetensors(
+        VectorSet(
+            {layer: torch.ones(8) for layer in range(30)},
+            {"pairs": "250", "read_mode": "letter", "created": "2026-01-01T00:00:00+00:00"},
+        ),
+        path,
+    )
     info = describe_vector_file(path)
     assert info.layers == list(range(30)) and info.pairs == 250
     assert info.summary() == "30 layers (0..29), 250 pairs, read mode letter, made 2026-01-01T00:00:00+00:00"
-    with pytest.raises(SteeringError, match=r"holds 30 layers \(0..29\), 250 pairs.*would have 1 layer from 4 pairs "
-                                            r"and lose layers 0..8, 10..29 and 246 of its 250 pairs: pass --force"):
+    with pytest.raises(
+        SteeringError,
+        match=r"holds 30 layers \(0..29\), 250 pairs.*would have 1 layer from 4 pairs "
+        r"and lose layers 0..8, 10..29 and 246 of its 250 pairs: pass --force",
+    ):
         replacement_check(path, [9], 4)
     assert replacement_check(path, [9], 4, force=True).startswith(f"replaces {path}: 30 layers")
     assert replacement_check(path, range(30), 250).startswith("replaces")  # same or more: a plain note

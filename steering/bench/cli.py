@@ -41,17 +41,21 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
         from steering.bench.users import format_users_table, run_users_bench
 
         results = run_users_bench(args, config, engine_factory)
-        table = format_users_table(results["users"], gpu=bool(args.synthetic_7b), machine=results["machine"],
-                                   model=results.get("model"))
+        table = format_users_table(
+            results["users"], gpu=bool(args.synthetic_7b), machine=results["machine"], model=results.get("model")
+        )
         print(table)
-        path = Path(args.json) if args.json else USERS_JSON / ("users-gpu.json" if args.synthetic_7b else "users-cpu.json")
+        path = (
+            Path(args.json) if args.json else USERS_JSON / ("users-gpu.json" if args.synthetic_7b else "users-cpu.json")
+        )
         write_results(path, results, table)
         return 0
     if args.synthetic_7b:
         from steering.bench.gpu import run_gpu_bench
 
-        results = run_gpu_bench(args.tokens, args.repeats, layers=args.layers_7b, skip_quantized=args.skip_quantized,
-                                work_dir=args.work_dir)
+        results = run_gpu_bench(
+            args.tokens, args.repeats, layers=args.layers_7b, skip_quantized=args.skip_quantized, work_dir=args.work_dir
+        )
         table = format_gpu_table(results)
     else:
         from steering.bench.cpu import run_cpu_bench
@@ -73,8 +77,9 @@ def write_results(path: Path, results: dict[str, Any], table: str) -> None:
     print(f"wrote {path} and {path.with_suffix('.md')}")
 
 
-def register(sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None],
-             engine_factory: EngineFactory) -> None:
+def register(
+    sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None], engine_factory: EngineFactory
+) -> None:
     """Add the `bench` subcommand to the subparsers `sub`.
 
     Args:
@@ -85,22 +90,36 @@ def register(sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None
     p = sub.add_parser("bench", help="performance: batched panes, hook overhead, extraction, load, memory")
     add_model_flags(p)
     p.add_argument("--json", help="also write the results here (and the table next to it as .md)")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, help=f"sections to run (default: all of {', '.join(SECTIONS)})")
+    p.add_argument(
+        "--only", nargs="+", choices=SECTIONS, help=f"sections to run (default: all of {', '.join(SECTIONS)})"
+    )
     p.add_argument("--tokens", type=int, default=64, help="new tokens per generation (EOS ignored)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed repeats of each generation variant (default 5); with --users the interleaved rounds "
-                        "of every user count, medians reported (default 3)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats of each generation variant (default 5); with --users the interleaved rounds "
+        "of every user count, medians reported (default 3)",
+    )
     p.add_argument("--hook-repeats", type=int, default=9)
     p.add_argument("--pairs", type=int, default=48, help="A/B pairs for the extraction benchmark")
     p.add_argument("--extract-repeats", type=int, default=3)
     p.add_argument("--load-repeats", type=int, default=3)
     p.add_argument("--behavior", default=None)
-    p.add_argument("--synthetic-7b", action="store_true",
-                   help="GPU: random Llama-2-7B-shaped fp16 model, eager vs compiled fast path, 8-bit, nf4")
+    p.add_argument(
+        "--synthetic-7b",
+        action="store_true",
+        help="GPU: random Llama-2-7B-shaped fp16 model, eager vs compiled fast path, 8-bit, nf4",
+    )
     p.add_argument("--layers-7b", type=int, default=32, help="decoder layers of the synthetic model (32 = 7B)")
     p.add_argument("--skip-quantized", action="store_true", help="--synthetic-7b without the 8-bit / 4-bit runs")
     p.add_argument("--work-dir", help="--synthetic-7b: folder for the saved random model")
-    p.add_argument("--users", type=int, nargs="+", metavar="N",
-                   help="several users at once through the scheduler instead of the sections: e.g. 1 2 4 (CPU), "
-                        "1 4 16 with --synthetic-7b (GPU); writes results/bench/users-cpu.json (or --json)")
+    p.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="several users at once through the scheduler instead of the sections: e.g. 1 2 4 (CPU), "
+        "1 4 16 with --synthetic-7b (GPU); writes results/bench/users-cpu.json (or --json)",
+    )
     p.set_defaults(func=functools.partial(cmd_bench, engine_factory=engine_factory))

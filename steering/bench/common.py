@@ -6,9 +6,16 @@ import sys
 
 SECTIONS = ("generation", "hook", "extraction", "load", "memory")
 PROMPT = [{"role": "user", "content": "Tell me about the history of the printing press in a few paragraphs."}]
-TARGETS = {"three_panes_vs_one": 1.5, "hook_overhead_pct": 3.0, "extraction_speedup": 3.0,
-           "cached_load_s": 5.0, "first_text_s": 1.0, "compiled_tok_s_per_pane": 125.0,
-           "eager_tok_s_per_pane": 40.0, "int8_peak_gib": 7.5}
+TARGETS = {
+    "three_panes_vs_one": 1.5,
+    "hook_overhead_pct": 3.0,
+    "extraction_speedup": 3.0,
+    "cached_load_s": 5.0,
+    "first_text_s": 1.0,
+    "compiled_tok_s_per_pane": 125.0,
+    "eager_tok_s_per_pane": 40.0,
+    "int8_peak_gib": 7.5,
+}
 
 
 def log(message: str) -> None:

@@ -31,8 +31,16 @@ def vector_for(engine: Any, behavior: str) -> tuple[Any, int, str]:
         return vector, layer, "random vector"
 
 
-def bench_generation(model: Any, tokenizer: Any, vector: Any, layer: int, multiplier: float, tokens: int,
-                     repeats: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def bench_generation(
+    model: Any,
+    tokenizer: Any,
+    vector: Any,
+    layer: int,
+    multiplier: float,
+    tokens: int,
+    repeats: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Three panes in one batch vs three single rows vs one unsteered row, equal token counts (EOS ignored).
 
     Args:
@@ -56,22 +64,41 @@ def bench_generation(model: Any, tokenizer: Any, vector: Any, layer: int, multip
         generate(model, tokenizer, [PROMPT], settings=settings, ignore_eos=True, **extra)
 
     def three_batched() -> None:  # what Engine.compare runs, streaming callback included
-        generate(model, tokenizer, [PROMPT] * 3, multipliers=alphas, steer=steer, settings=settings,
-                 ignore_eos=True, on_text=lambda texts: streamed.append(len(texts)), **extra)
+        generate(
+            model,
+            tokenizer,
+            [PROMPT] * 3,
+            multipliers=alphas,
+            steer=steer,
+            settings=settings,
+            ignore_eos=True,
+            on_text=lambda texts: streamed.append(len(texts)),
+            **extra,
+        )
 
     def three_sequential() -> None:
         for alpha in alphas:
-            generate(model, tokenizer, [PROMPT], multipliers=[alpha], steer=steer, settings=settings,
-                     ignore_eos=True, **extra)
+            generate(
+                model,
+                tokenizer,
+                [PROMPT],
+                multipliers=[alpha],
+                steer=steer,
+                settings=settings,
+                ignore_eos=True,
+                **extra,
+            )
 
     variants = {"one": one, "three_batched": three_batched, "three_sequential": three_sequential}
     from steering.cpu_linear import FewRowLinear, standard_linear
 
     if any(type(module) is FewRowLinear for module in model.modules()):  # the same runs with plain nn.Linear
+
         def plain(run: Callable[[], None]) -> Callable[[], None]:
             def wrapped() -> None:
                 with standard_linear(model):
                     run()
+
             return wrapped
 
         variants.update(one_standard_linear=plain(one), three_batched_standard_linear=plain(three_batched))
@@ -79,14 +106,18 @@ def bench_generation(model: Any, tokenizer: Any, vector: Any, layer: int, multip
     med = {name: median(values) for name, values in times.items()}
     standard = {}
     if "one_standard_linear" in med:
-        standard = {"one_standard_linear_s": med["one_standard_linear"],
-                    "three_batched_standard_linear_s": med["three_batched_standard_linear"],
-                    "three_panes_vs_one_standard_linear":
-                        med["three_batched_standard_linear"] / med["one_standard_linear"]}
+        standard = {
+            "one_standard_linear_s": med["one_standard_linear"],
+            "three_batched_standard_linear_s": med["three_batched_standard_linear"],
+            "three_panes_vs_one_standard_linear": med["three_batched_standard_linear"] / med["one_standard_linear"],
+        }
     return {
         **standard,
-        "tokens": tokens, "repeats": repeats,
-        "one_s": med["one"], "three_batched_s": med["three_batched"], "three_sequential_s": med["three_sequential"],
+        "tokens": tokens,
+        "repeats": repeats,
+        "one_s": med["one"],
+        "three_batched_s": med["three_batched"],
+        "three_sequential_s": med["three_sequential"],
         "ms_per_token_one": 1000 * med["one"] / tokens,
         "ms_per_token_three_batched": 1000 * med["three_batched"] / tokens,
         "three_panes_vs_one": med["three_batched"] / med["one"],
@@ -107,8 +138,14 @@ def bench_first_text(engine: Any, vector: Any, layer: int, multiplier: float, re
     for _ in range(repeats + 1):
         start = time.perf_counter()
         seen: list[float] = []
-        engine.compare(PROMPT, vector, layer, multiplier, SamplingSettings(max_new_tokens=4),
-                       on_text=lambda texts: seen.append(time.perf_counter() - start) if not seen else None)
+        engine.compare(
+            PROMPT,
+            vector,
+            layer,
+            multiplier,
+            SamplingSettings(max_new_tokens=4),
+            on_text=lambda texts: seen.append(time.perf_counter() - start) if not seen else None,  # noqa: B023 (the closure runs within this iteration)
+        )
         firsts.append(seen[0])
     return {"first_text_s": median(firsts[1:]), "raw_s": firsts[1:]}
 
@@ -120,19 +157,32 @@ def bench_hook(model: Any, tokenizer: Any, vector: Any, layer: int, tokens: int,
     settings = SamplingSettings(max_new_tokens=tokens)
     variants = {
         "no_hook": lambda: generate(model, tokenizer, [PROMPT], settings=settings, ignore_eos=True),
-        "hook_zero": lambda: generate(model, tokenizer, [PROMPT], multipliers=[0.0], settings=settings,
-                                      steer=SteeringSpec(layer, vector), ignore_eos=True),
+        "hook_zero": lambda: generate(
+            model,
+            tokenizer,
+            [PROMPT],
+            multipliers=[0.0],
+            settings=settings,
+            steer=SteeringSpec(layer, vector),
+            ignore_eos=True,
+        ),
     }
     times = interleaved(variants, repeats)
     pairs = [h / n for h, n in zip(times["hook_zero"], times["no_hook"])]
-    return {"tokens": tokens, "repeats": repeats, "no_hook_s": median(times["no_hook"]),
-            "hook_zero_s": median(times["hook_zero"]),
-            "hook_overhead_pct": 100 * (median(times["hook_zero"]) / median(times["no_hook"]) - 1),
-            "paired_overhead_pct": 100 * (median(pairs) - 1), "raw_s": times}
+    return {
+        "tokens": tokens,
+        "repeats": repeats,
+        "no_hook_s": median(times["no_hook"]),
+        "hook_zero_s": median(times["hook_zero"]),
+        "hook_overhead_pct": 100 * (median(times["hook_zero"]) / median(times["no_hook"]) - 1),
+        "paired_overhead_pct": 100 * (median(pairs) - 1),
+        "raw_s": times,
+    }
 
 
-def run_cpu_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: Callable[..., Any]
-                  ) -> dict[str, Any]:
+def run_cpu_bench(
+    args: argparse.Namespace, config: dict[str, Any], engine_factory: Callable[..., Any]
+) -> dict[str, Any]:
     """The sections of args.only (default: all) on the configured model; load and memory in subprocesses.
 
     Args:
@@ -166,9 +216,16 @@ def run_cpu_bench(args: argparse.Namespace, config: dict[str, Any], engine_facto
         results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": vector_kind}
         if "generation" in only:
             log(f"generation: {args.tokens} tokens x {args.repeats} repeats")
-            results["generation"] = bench_generation(lm.model, lm.tokenizer, vector, layer, multiplier, args.tokens,
-                                                     args.repeats,
-                                                     extra=engine.fast_path.generate_kwargs() if engine.fast_path else None)
+            results["generation"] = bench_generation(
+                lm.model,
+                lm.tokenizer,
+                vector,
+                layer,
+                multiplier,
+                args.tokens,
+                args.repeats,
+                extra=engine.fast_path.generate_kwargs() if engine.fast_path else None,
+            )
             results["generation"].update(bench_first_text(engine, vector, layer, multiplier, args.repeats))
         if "hook" in only:
             log("hook overhead at multiplier 0")
@@ -176,8 +233,14 @@ def run_cpu_bench(args: argparse.Namespace, config: dict[str, Any], engine_facto
         if "extraction" in only:
             log(f"extraction: {args.pairs} pairs")
             dataset = PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json"
-            results["extraction"] = bench_extraction(lm.model, lm.tokenizer, args.pairs, args.extract_repeats,
-                                                     int(config["extraction"]["batch_size"]), dataset)
+            results["extraction"] = bench_extraction(
+                lm.model,
+                lm.tokenizer,
+                args.pairs,
+                args.extract_repeats,
+                int(config["extraction"]["batch_size"]),
+                dataset,
+            )
     threads = torch.get_num_threads()
     if engine is not None and engine.lm.name != "smollm2-135m-instruct":
         only -= {"load", "memory"}  # the subprocess measurements use the embedded model

@@ -32,8 +32,9 @@ def paper_loop() -> Callable[..., dict[int, Any]]:
     return module.reference_vectors
 
 
-def bench_extraction(model: Any, tokenizer: Any, pairs: int, repeats: int, batch_size: int,
-                     dataset: Path) -> dict[str, Any]:
+def bench_extraction(
+    model: Any, tokenizer: Any, pairs: int, repeats: int, batch_size: int, dataset: Path
+) -> dict[str, Any]:
     """Batched extraction vs the paper's loop on the first `pairs` A/B pairs of `dataset`, every layer.
 
     Returns:
@@ -52,23 +53,40 @@ def bench_extraction(model: Any, tokenizer: Any, pairs: int, repeats: int, batch
         return {"error": str(exc)}
     items = load_ab_dataset(dataset)[:pairs]
     layers = list(range(len(decoder_layers(model))))
-    out: dict[str, Any] = {"pairs": len(items), "layers": len(layers), "batch_size": batch_size,
-                           "dataset": str(dataset.relative_to(PROJECT_ROOT) if dataset.is_relative_to(PROJECT_ROOT)
-                                          else dataset)}
+    out: dict[str, Any] = {
+        "pairs": len(items),
+        "layers": len(layers),
+        "batch_size": batch_size,
+        "dataset": str(dataset.relative_to(PROJECT_ROOT) if dataset.is_relative_to(PROJECT_ROOT) else dataset),
+    }
     for mode in ("letter", "answer-mean"):
         result: dict[str, Any] = {}
 
         def batched() -> None:
-            result["batched"] = extract_vectors(model, tokenizer, items, layers, mode, batch_size=batch_size,
-                                                progress=False)
+            result["batched"] = extract_vectors(  # noqa: B023 (the closure runs within this iteration)
+                model,
+                tokenizer,
+                items,
+                layers,
+                mode,  # noqa: B023 (the closure runs within this iteration)
+                batch_size=batch_size,
+                progress=False,  # noqa: B023 (the closure runs within this iteration)
+            )
 
         def reference() -> None:
-            result["reference"] = reference_vectors(model, tokenizer, items, layers, mode)
+            result["reference"] = reference_vectors(model, tokenizer, items, layers, mode)  # noqa: B023 (the closure runs within this iteration)
 
         times = interleaved({"batched": batched, "reference": reference}, repeats)
-        cosines = [float(torch.nn.functional.cosine_similarity(result["batched"][k], result["reference"][k], dim=0))
-                   for k in layers]
+        cosines = [
+            float(torch.nn.functional.cosine_similarity(result["batched"][k], result["reference"][k], dim=0))
+            for k in layers
+        ]
         b, r = median(times["batched"]), median(times["reference"])
-        out[mode] = {"batched_pairs_s": len(items) / b, "reference_pairs_s": len(items) / r, "speedup": r / b,
-                     "min_cosine_vs_reference": min(cosines), "raw_s": times}
+        out[mode] = {
+            "batched_pairs_s": len(items) / b,
+            "reference_pairs_s": len(items) / r,
+            "speedup": r / b,
+            "min_cosine_vs_reference": min(cosines),
+            "raw_s": times,
+        }
     return out

@@ -15,8 +15,14 @@ from steering.bench.machine import gpu_bandwidth, machine_info
 from steering.bench.timing import median, median_steps, timed, timed_steps
 
 
-def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: bool = False,
-                  work_dir: str | None = None, tiny_cpu: bool = False) -> dict[str, Any]:
+def run_gpu_bench(
+    tokens: int,
+    repeats: int,
+    layers: int = 32,
+    skip_quantized: bool = False,
+    work_dir: str | None = None,
+    tiny_cpu: bool = False,
+) -> dict[str, Any]:
     """Eager vs static cache + torch.compile on a random Llama-2-7B-shaped fp16 model; 8-bit and nf4.
 
     Args:
@@ -36,11 +42,11 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
     """
     import torch
 
-    from steering.synthetic import llama7b_config, make_byte_tokenizer
     from steering.bench.workers import run_worker
     from steering.fast_path import FastPath
     from steering.generation import SamplingSettings, SteeringSpec, generate
     from steering.models import check_transformers
+    from steering.synthetic import llama7b_config, make_byte_tokenizer
 
     check_transformers()
     smoke = tiny_cpu
@@ -51,8 +57,14 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
     results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
     config = llama7b_config(num_hidden_layers=layers)
     if smoke:
-        config = llama7b_config(num_hidden_layers=layers, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                num_key_value_heads=4, vocab_size=512)
+        config = llama7b_config(
+            num_hidden_layers=layers,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=512,
+        )
     tokenizer = make_byte_tokenizer()
     log(f"building a random Llama-2-7B-shaped model ({layers} layers, fp16) on the GPU")
     from transformers import LlamaForCausalLM
@@ -67,34 +79,59 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
     datasheet = {"H100": 3.35e12, "H200": 4.8e12}
     gpu = "cpu (smoke)" if smoke else torch.cuda.get_device_name(0)
     sheet = next((v for k, v in datasheet.items() if k in gpu), None)
-    results["model"] = {"layers": layers, "params": sum(p.numel() for p in model.parameters()),
-                        "weights_gib": weight_bytes / 2**30}
-    results["ceiling"] = {"copy_bandwidth_gb_s": bandwidth / 1e9, "datasheet_bandwidth_gb_s": (sheet or 0) / 1e9,
-                          "tok_s_at_copy_bandwidth": bandwidth / weight_bytes,
-                          "tok_s_at_datasheet_bandwidth": (sheet / weight_bytes) if sheet else None}
+    results["model"] = {
+        "layers": layers,
+        "params": sum(p.numel() for p in model.parameters()),
+        "weights_gib": weight_bytes / 2**30,
+    }
+    results["ceiling"] = {
+        "copy_bandwidth_gb_s": bandwidth / 1e9,
+        "datasheet_bandwidth_gb_s": (sheet or 0) / 1e9,
+        "tok_s_at_copy_bandwidth": bandwidth / weight_bytes,
+        "tok_s_at_datasheet_bandwidth": (sheet / weight_bytes) if sheet else None,
+    }
     vector = torch.randn(config.hidden_size) * 0.5
     steer = SteeringSpec(min(13, layers - 1), vector)
     settings = SamplingSettings(max_new_tokens=tokens)
     prompt3 = [PROMPT] * 3
 
     def eager3(on_text: Callable[[list[str]], None] = lambda texts: None) -> Any:
-        return generate(model, tokenizer, prompt3, multipliers=[2.0, 0.0, -2.0], steer=steer, settings=settings,
-                        ignore_eos=True, on_text=on_text)
+        return generate(
+            model,
+            tokenizer,
+            prompt3,
+            multipliers=[2.0, 0.0, -2.0],
+            steer=steer,
+            settings=settings,
+            ignore_eos=True,
+            on_text=on_text,
+        )
 
     log("eager, batch of three")
     eager3()
     eager_steps = [timed_steps(eager3) for _ in range(repeats)]
     eager_times = [x["total_s"] for x in eager_steps]
     eager_tokens = eager3().token_ids
-    results["eager"] = {"tokens": tokens, "tok_s_per_pane": tokens / median(eager_times), "raw_s": eager_times,
-                        **median_steps(eager_steps)}
+    results["eager"] = {
+        "tokens": tokens,
+        "tok_s_per_pane": tokens / median(eager_times),
+        "raw_s": eager_times,
+        **median_steps(eager_steps),
+    }
 
     log("static cache + CUDA graphs, no compiler (the default on CUDA)")
     graphed = FastPath(model, compile=False, cuda_graphs=not smoke)
 
     def graphed3(on_text: Callable[[list[str]], None] = lambda texts: None, batch: int = 3) -> Any:
-        return graphed.generate(tokenizer, [PROMPT] * batch, multipliers=[2.0, 0.0, -2.0][:batch], steer=steer,
-                                settings=settings, ignore_eos=True, on_text=on_text)
+        return graphed.generate(  # noqa: F821 (bound above; deleted only after its last call)
+            tokenizer,
+            [PROMPT] * batch,
+            multipliers=[2.0, 0.0, -2.0][:batch],
+            steer=steer,
+            settings=settings,
+            ignore_eos=True,
+            on_text=on_text,
+        )
 
     start = time.perf_counter()
     graphed3()  # first use: one eager step, one capture, then replays
@@ -103,12 +140,16 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
     graph_one = [timed(lambda: graphed3(batch=1)) for _ in range(repeats)]
     graph_tokens = graphed3().token_ids
     results["cuda_graphs"] = {
-        "tokens": tokens, "tok_s_per_pane": tokens / median([x["total_s"] for x in graph_steps]),
-        "tok_s_single_row": tokens / median(graph_one), "first_generation_s": first_use,
+        "tokens": tokens,
+        "tok_s_per_pane": tokens / median([x["total_s"] for x in graph_steps]),
+        "tok_s_single_row": tokens / median(graph_one),
+        "first_generation_s": first_use,
         "captures_s": list(graphed.graphs.capture_seconds) if graphed.graphs else [],
-        "greedy_tokens_equal_to_eager": [sum(a == b for a, b in zip(x, y)) / len(x)
-                                         for x, y in zip(eager_tokens, graph_tokens)],
-        **median_steps(graph_steps)}
+        "greedy_tokens_equal_to_eager": [
+            sum(a == b for a, b in zip(x, y)) / len(x) for x, y in zip(eager_tokens, graph_tokens)
+        ],
+        **median_steps(graph_steps),
+    }
     graphed.steering.remove()
     del graphed
     log(f"CUDA graphs {results['cuda_graphs']['tok_s_per_pane']:.1f} tok/s/pane")
@@ -120,10 +161,18 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
     warm_s = time.perf_counter() - start
     graphs = fast.graph_count()
 
-    def compiled(alphas: Sequence[float], batch: int = 3,
-                 on_text: Callable[[list[str]], None] = lambda texts: None) -> Any:
-        return fast.generate(tokenizer, [PROMPT] * batch, multipliers=list(alphas)[:batch], steer=steer,
-                             settings=settings, ignore_eos=True, on_text=on_text)
+    def compiled(
+        alphas: Sequence[float], batch: int = 3, on_text: Callable[[list[str]], None] = lambda texts: None
+    ) -> Any:
+        return fast.generate(
+            tokenizer,
+            [PROMPT] * batch,
+            multipliers=list(alphas)[:batch],
+            steer=steer,
+            settings=settings,
+            ignore_eos=True,
+            on_text=on_text,
+        )
 
     compiled([2.0, 0.0, -2.0])
     comp_steps = [timed_steps(lambda on_text: compiled([2.0, 0.0, -2.0], on_text=on_text)) for _ in range(repeats)]
@@ -143,14 +192,23 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
         generation.LOOKAHEAD = previous
     same = [sum(a == b for a, b in zip(x, y)) / len(x) for x, y in zip(eager_tokens, comp_tokens)]
     results["compiled"] = {
-        "tokens": tokens, "warm_up_s": warm_s, "tok_s_per_pane": tokens / median(comp_times),
-        "tok_s_single_row": tokens / median(one_times), "three_panes_vs_one": median(comp_times) / median(one_times),
-        "graphs_after_warm_up": graphs, "graphs_after_alpha_changes": fast.graph_count(),
-        "greedy_tokens_equal_to_eager": same, "raw_s": comp_times,
-        "tok_s_per_pane_without_lookahead": tokens / median(sync_comp), **median_steps(comp_steps),
+        "tokens": tokens,
+        "warm_up_s": warm_s,
+        "tok_s_per_pane": tokens / median(comp_times),
+        "tok_s_single_row": tokens / median(one_times),
+        "three_panes_vs_one": median(comp_times) / median(one_times),
+        "graphs_after_warm_up": graphs,
+        "graphs_after_alpha_changes": fast.graph_count(),
+        "greedy_tokens_equal_to_eager": same,
+        "raw_s": comp_times,
+        "tok_s_per_pane_without_lookahead": tokens / median(sync_comp),
+        **median_steps(comp_steps),
     }
     results["eager"]["tok_s_per_pane_without_lookahead"] = tokens / median(sync_eager)
-    log(f"eager {results['eager']['tok_s_per_pane']:.1f} tok/s/pane, compiled {results['compiled']['tok_s_per_pane']:.1f}")
+    log(
+        f"eager {results['eager']['tok_s_per_pane']:.1f} tok/s/pane, "
+        f"compiled {results['compiled']['tok_s_per_pane']:.1f}"
+    )
     fast.steering.remove()
     if not skip_quantized:
         folder = Path(work_dir or tempfile.mkdtemp(prefix="llama7b-random-"))
@@ -162,8 +220,9 @@ def run_gpu_bench(tokens: int, repeats: int, layers: int = 32, skip_quantized: b
         gc.collect()
         torch.cuda.empty_cache()
         quantized = (("nf4", {"load_in_4bit": True}, tokens), ("int8", {"load_in_8bit": True}, 32))
-        for name, flags, n in (quantized[:1] if smoke else quantized):
+        for name, flags, n in quantized[:1] if smoke else quantized:
             log(f"{name} in a subprocess")
-            results[name] = run_worker("quant", {"path": str(folder), "flags": flags, "tokens": n, "repeats": 3,
-                                                 "device": device}, quiet=False)
+            results[name] = run_worker(
+                "quant", {"path": str(folder), "flags": flags, "tokens": n, "repeats": 3, "device": device}, quiet=False
+            )
     return results

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def _met(value: float | None, target: float, higher_is_better: bool = False) -> str:
-    """"met", "NOT met" or "n/a" (no value)."""
+    """ "met", "NOT met" or "n/a" (no value)."""
     if value is None:
         return "n/a"
     ok = value >= target if higher_is_better else value <= target
@@ -17,8 +17,10 @@ def _met(value: float | None, target: float, higher_is_better: bool = False) -> 
 def format_cpu_table(r: dict[str, Any]) -> str:
     """The CPU report (steering.bench.cpu.run_cpu_bench's results) as a Markdown table."""
     m = r["machine"]
-    lines = [f"machine: {m.get('cpu', '?')}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
-             f"load average {m.get('load_average_at_start')} -> {m.get('load_average_at_end')}"]
+    lines = [
+        f"machine: {m.get('cpu', '?')}, {m['cpu_count']} cores, torch {m['torch']} ({m['torch_threads']} threads), "
+        f"load average {m.get('load_average_at_start')} -> {m.get('load_average_at_end')}"
+    ]
     if "model" in r:
         lines.append(f"model: {r['model']}; steering: {r['steering']}")
     lines += ["", "| measurement | value | target | |", "| --- | --- | --- | --- |"]
@@ -32,30 +34,38 @@ def format_cpu_table(r: dict[str, Any]) -> str:
             f"| three sequential / one row | {g['sequential_vs_one']:.2f}x | | |",
         ]
         if "one_standard_linear_s" in g:
-            lines.append(f"| same with plain nn.Linear (no steering/cpu_linear.py): one row / three panes / ratio "
-                         f"| {g['one_standard_linear_s']:.2f} s / {g['three_batched_standard_linear_s']:.2f} s / "
-                         f"{g['three_panes_vs_one_standard_linear']:.2f}x | | |")
+            lines.append(
+                f"| same with plain nn.Linear (no steering/cpu_linear.py): one row / three panes / ratio "
+                f"| {g['one_standard_linear_s']:.2f} s / {g['three_batched_standard_linear_s']:.2f} s / "
+                f"{g['three_panes_vs_one_standard_linear']:.2f}x | | |"
+            )
         lines += [
             f"| first streamed text (Engine.compare) | {g['first_text_s']:.3f} s | <= 1 s | {_met(g['first_text_s'], 1.0)} |",
         ]
     h = r.get("hook")
     if h:
-        lines.append(f"| hook at multiplier 0 vs no hook | {h['hook_overhead_pct']:+.1f}% (paired {h['paired_overhead_pct']:+.1f}%) "
-                     f"| <= 3% | {_met(h['hook_overhead_pct'], 3.0)} |")
+        lines.append(
+            f"| hook at multiplier 0 vs no hook | {h['hook_overhead_pct']:+.1f}% (paired {h['paired_overhead_pct']:+.1f}%) "
+            f"| <= 3% | {_met(h['hook_overhead_pct'], 3.0)} |"
+        )
     e = r.get("extraction")
     if e and "error" in e:
         lines.append(f"| extraction | error: {e['error']} | | |")
     elif e:
         for mode in ("letter", "answer-mean"):
             x = e[mode]
-            lines.append(f"| extraction {mode}, {e['pairs']} pairs x {e['layers']} layers | batched {x['batched_pairs_s']:.1f} "
-                         f"pairs/s vs paper loop {x['reference_pairs_s']:.1f} pairs/s = {x['speedup']:.2f}x "
-                         f"(cos >= {x['min_cosine_vs_reference']:.4f}) | >= 3x | {_met(x['speedup'], 3.0, True)} |")
+            lines.append(
+                f"| extraction {mode}, {e['pairs']} pairs x {e['layers']} layers | batched {x['batched_pairs_s']:.1f} "
+                f"pairs/s vs paper loop {x['reference_pairs_s']:.1f} pairs/s = {x['speedup']:.2f}x "
+                f"(cos >= {x['min_cosine_vs_reference']:.4f}) | >= 3x | {_met(x['speedup'], 3.0, True)} |"
+            )
     ld = r.get("load")
     if ld and "error" not in ld:
-        lines += [f"| model load, cold (GGUF dequantize) | {ld['cold_s']:.2f} s | | |",
-                  f"| model load, cached | {ld['cached_s']:.2f} s (imports {ld['imports_s']:.1f} s not counted) | <= 5 s "
-                  f"| {_met(ld['cached_s'], 5.0)} |"]
+        lines += [
+            f"| model load, cold (GGUF dequantize) | {ld['cold_s']:.2f} s | | |",
+            f"| model load, cached | {ld['cached_s']:.2f} s (imports {ld['imports_s']:.1f} s not counted) | <= 5 s "
+            f"| {_met(ld['cached_s'], 5.0)} |",
+        ]
     elif ld:
         lines.append(f"| model load | error: {ld['error']} | | |")
     mem = r.get("memory")
@@ -65,18 +75,24 @@ def format_cpu_table(r: dict[str, Any]) -> str:
             if "error" in x:
                 lines.append(f"| peak RSS, {name} | error: {x['error'][:120]} | | |")
             else:
-                lines.append(f"| peak RSS, {name} ({x['quantization'] or x['dtype']}), load + {mem['generate_tokens']} "
-                             f"tokens x 3 rows | peak {x['peak_rss_mib']:.0f} MiB, at the end {x.get('rss_end_mib', 0):.0f} MiB "
-                             f"(after imports {x['rss_imports_mib']:.0f} MiB) | | |")
+                lines.append(
+                    f"| peak RSS, {name} ({x['quantization'] or x['dtype']}), load + {mem['generate_tokens']} "
+                    f"tokens x 3 rows | peak {x['peak_rss_mib']:.0f} MiB, at the end {x.get('rss_end_mib', 0):.0f} MiB "
+                    f"(after imports {x['rss_imports_mib']:.0f} MiB) | | |"
+                )
     return "\n".join(lines)
 
 
 def format_gpu_table(r: dict[str, Any]) -> str:
     """The GPU report (steering.bench.gpu.run_gpu_bench's results) as a Markdown table."""
     m, c = r["machine"], r["ceiling"]
-    lines = [f"GPU: {m.get('gpu')}, torch {m['torch']}, transformers {m.get('transformers')}; random Llama-2-7B shape "
-             f"({r['model']['layers']} layers, {r['model']['params'] / 1e9:.2f} B params, fp16 {r['model']['weights_gib']:.1f} GiB)",
-             "", "| measurement | value | target | |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"GPU: {m.get('gpu')}, torch {m['torch']}, transformers {m.get('transformers')}; random Llama-2-7B shape "
+        f"({r['model']['layers']} layers, {r['model']['params'] / 1e9:.2f} B params, fp16 {r['model']['weights_gib']:.1f} GiB)",
+        "",
+        "| measurement | value | target | |",
+        "| --- | --- | --- | --- |",
+    ]
     e, k, g = r["eager"], r["compiled"], r.get("cuda_graphs")
     lines += [
         f"| eager, batch of three: tok/s per pane | {e['tok_s_per_pane']:.1f} | >= 40 | {_met(e['tok_s_per_pane'], 40, True)} |",
@@ -90,12 +106,17 @@ def format_gpu_table(r: dict[str, Any]) -> str:
             f"| CUDA graphs: greedy tokens equal to eager (per row) "
             f"| {', '.join(f'{x:.0%}' for x in g['greedy_tokens_equal_to_eager'])} | | |",
         ]
-    steps = [(name, x) for name, x in (("eager", e), ("CUDA graphs", g), ("compiled", k)) if x and "decode_ms_per_step" in x]
+    steps = [
+        (name, x) for name, x in (("eager", e), ("CUDA graphs", g), ("compiled", k)) if x and "decode_ms_per_step" in x
+    ]
     if steps:
-        lines.append("| time to first text (setup + prefill) / decoding ms per step: "
-                     + ", ".join(name for name, _ in steps) + " | "
-                     + "; ".join(f"{x['first_text_s'] * 1000:.0f} ms / {x['decode_ms_per_step']:.2f} ms" for _, x in steps)
-                     + " | | |")
+        lines.append(
+            "| time to first text (setup + prefill) / decoding ms per step: "
+            + ", ".join(name for name, _ in steps)
+            + " | "
+            + "; ".join(f"{x['first_text_s'] * 1000:.0f} ms / {x['decode_ms_per_step']:.2f} ms" for _, x in steps)
+            + " | | |"
+        )
     lines += [
         f"| static cache + torch.compile, batch of three: tok/s per pane | {k['tok_s_per_pane']:.1f} | >= 125 "
         f"| {_met(k['tok_s_per_pane'], 125, True)} |",
@@ -108,8 +129,12 @@ def format_gpu_table(r: dict[str, Any]) -> str:
         f"| no recompile | {'met' if k['graphs_after_warm_up'] == k['graphs_after_alpha_changes'] else 'NOT met'} |",
         f"| greedy tokens equal to eager (per row, fp16) | {', '.join(f'{x:.0%}' for x in k['greedy_tokens_equal_to_eager'])} | | |",
         f"| memory-bandwidth ceiling (fp16 weights / bandwidth) | {c['tok_s_at_copy_bandwidth']:.0f} tok/s at measured copy "
-        f"{c['copy_bandwidth_gb_s']:.0f} GB/s" + (f"; {c['tok_s_at_datasheet_bandwidth']:.0f} tok/s at datasheet "
-                                                  f"{c['datasheet_bandwidth_gb_s']:.0f} GB/s" if c.get('tok_s_at_datasheet_bandwidth') else "")
+        f"{c['copy_bandwidth_gb_s']:.0f} GB/s"
+        + (
+            f"; {c['tok_s_at_datasheet_bandwidth']:.0f} tok/s at datasheet {c['datasheet_bandwidth_gb_s']:.0f} GB/s"
+            if c.get("tok_s_at_datasheet_bandwidth")
+            else ""
+        )
         + " | | |",
     ]
     for name, label in (("int8", "8-bit LLM.int8"), ("nf4", "4-bit nf4")):
@@ -120,7 +145,11 @@ def format_gpu_table(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | error: {x['error'][-200:]} | | |")
             continue
         target = f"<= 7.5 GiB | {_met(x['peak_allocated_gib'], 7.5)}" if name == "int8" else "|"
-        lines.append(f"| {label}: peak GPU memory (allocated; reserved) | {x['peak_allocated_gib']:.2f} GiB; "
-                     f"{x['peak_reserved_gib']:.2f} GiB (weights {x['weights_gib']:.2f}) | {target} |")
-        lines.append(f"| {label}: eager batch of three, tok/s per pane ({x['tokens']} tokens) | {x['tok_s_per_pane']:.1f} | | |")
+        lines.append(
+            f"| {label}: peak GPU memory (allocated; reserved) | {x['peak_allocated_gib']:.2f} GiB; "
+            f"{x['peak_reserved_gib']:.2f} GiB (weights {x['weights_gib']:.2f}) | {target} |"
+        )
+        lines.append(
+            f"| {label}: eager batch of three, tok/s per pane ({x['tokens']} tokens) | {x['tok_s_per_pane']:.1f} | | |"
+        )
     return "\n".join(lines)

@@ -49,8 +49,11 @@ def timed_steps(run: Callable[[Callable[[list[str]], None]], Any]) -> dict[str, 
     sync()
     total = time.perf_counter() - start
     steps = max(len(stamps) - 1, 1)
-    return {"total_s": total, "first_text_s": stamps[0] - start if stamps else total,
-            "decode_ms_per_step": 1000 * (stamps[-1] - stamps[0]) / steps if stamps else 0.0}
+    return {
+        "total_s": total,
+        "first_text_s": stamps[0] - start if stamps else total,
+        "decode_ms_per_step": 1000 * (stamps[-1] - stamps[0]) / steps if stamps else 0.0,
+    }
 
 
 def median_steps(samples: list[dict[str, float]]) -> dict[str, float]:

@@ -49,8 +49,9 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
 
-def user_requests(lm: Any, count: int, tokens: int, vector_for_layer: Any, base_layer: int,
-                  multiplier: float) -> list[Any]:
+def user_requests(
+    lm: Any, count: int, tokens: int, vector_for_layer: Any, base_layer: int, multiplier: float
+) -> list[Any]:
     """`count` users' requests (scheduler.Request), each with its own prompt, layer, multiplier and seed.
 
     Args:
@@ -66,8 +67,11 @@ def user_requests(lm: Any, count: int, tokens: int, vector_for_layer: Any, base_
     for k in range(count):
         layer = min(max(base_layer + (0, -1, 1)[k % 3], 0), lm.num_layers - 1)
         alpha = multiplier * (1.0, 0.5, 1.5)[k % 3]
-        settings = (SamplingSettings(max_new_tokens=tokens, seed=k) if k % 2 == 0 else
-                    SamplingSettings(max_new_tokens=tokens, temperature=0.8, top_p=0.9, seed=k))
+        settings = (
+            SamplingSettings(max_new_tokens=tokens, seed=k)
+            if k % 2 == 0
+            else SamplingSettings(max_new_tokens=tokens, temperature=0.8, top_p=0.9, seed=k)
+        )
         conversation = [{"role": "user", "content": PROMPTS[k % len(PROMPTS)]}]
         plan = SteeringPlan.addition(layer, vector_for_layer(layer), [alpha, 0.0, -alpha])
         requests.append(Request([conversation] * 3, plan, settings, ignore_eos=True))
@@ -99,21 +103,45 @@ def _sample(lm: Any, requests: Sequence[Any], reference: Sequence[Any]) -> dict[
             agree += sum(a == b for a, b in zip(got, want))
     produced = sum(sum(r.new_tokens) for r in results)
     return {
-        "users": count, "wall_s": wall, "tokens_generated": produced, "aggregate_tok_s": produced / wall,
+        "users": count,
+        "wall_s": wall,
+        "tokens_generated": produced,
+        "aggregate_tok_s": produced / wall,
         "per_user_tok_s": sum(sum(r.new_tokens) / s for r, s in zip(results, last)) / count,
-        "first_token_p50_s": _percentile(first, 50), "first_token_p95_s": _percentile(first, 95),
-        "last_token_p50_s": _percentile(last, 50), "last_token_p95_s": _percentile(last, 95),
-        "most_requests_in_batch": scheduler.stats.most_requests, "steps": scheduler.stats.steps,
-        "rows_identical": identical, "rows": rows, "agree": agree, "positions": positions,
+        "first_token_p50_s": _percentile(first, 50),
+        "first_token_p95_s": _percentile(first, 95),
+        "last_token_p50_s": _percentile(last, 50),
+        "last_token_p95_s": _percentile(last, 95),
+        "most_requests_in_batch": scheduler.stats.most_requests,
+        "steps": scheduler.stats.steps,
+        "rows_identical": identical,
+        "rows": rows,
+        "agree": agree,
+        "positions": positions,
     }
 
 
-MEDIAN_KEYS = ("wall_s", "aggregate_tok_s", "per_user_tok_s", "first_token_p50_s", "first_token_p95_s",
-               "last_token_p50_s", "last_token_p95_s", "steps")
+MEDIAN_KEYS = (
+    "wall_s",
+    "aggregate_tok_s",
+    "per_user_tok_s",
+    "first_token_p50_s",
+    "first_token_p95_s",
+    "last_token_p50_s",
+    "last_token_p95_s",
+    "steps",
+)
 
 
-def run_users(lm: Any, user_counts: Sequence[int], tokens: int, vector_for_layer: Any, base_layer: int,
-              multiplier: float, repeats: int = 3) -> dict[str, Any]:
+def run_users(
+    lm: Any,
+    user_counts: Sequence[int],
+    tokens: int,
+    vector_for_layer: Any,
+    base_layer: int,
+    multiplier: float,
+    repeats: int = 3,
+) -> dict[str, Any]:
     """The users table: for each count, all users submit at once; medians over interleaved repeats; every
     output checked against the same request alone.
 
@@ -155,7 +183,7 @@ def run_users(lm: Any, user_counts: Sequence[int], tokens: int, vector_for_layer
         warm.close()
     samples: dict[int, list[dict[str, Any]]] = {c: [] for c in counts}
     for round_ in range(repeats):
-        order = counts[round_ % len(counts):] + counts[:round_ % len(counts)]
+        order = counts[round_ % len(counts) :] + counts[: round_ % len(counts)]
         for count in order:
             log(f"users: round {round_ + 1}/{repeats}, {count} at once, {tokens} tokens per pane")
             samples[count].append(_sample(lm, requests[:count], reference[:count]))
@@ -183,8 +211,9 @@ def run_users(lm: Any, user_counts: Sequence[int], tokens: int, vector_for_layer
     return {"tokens": tokens, "panes_per_user": 3, "repeats": repeats, "runs": runs, "speedup": speedup}
 
 
-def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any] | None = None,
-                       model: Any = None) -> str:
+def format_users_table(
+    users: dict[str, Any], gpu: bool, machine: dict[str, Any] | None = None, model: Any = None
+) -> str:
     """The users section as a Markdown table, with the issue-12 targets marked met / NOT met (on the medians).
 
     Args: users: run_users' result; gpu: mark the GPU targets (else the CPU one); machine, model: described
@@ -192,15 +221,20 @@ def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any]
     """
     lines = []
     if machine is not None:
-        lines.append(f"machine: {machine.get('gpu') or machine.get('cpu', '?')}, {machine.get('cpu_count')} cores, "
-                     f"torch {machine.get('torch')} ({machine.get('torch_threads')} threads), load average "
-                     f"{machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}; model: {model}")
+        lines.append(
+            f"machine: {machine.get('gpu') or machine.get('cpu', '?')}, {machine.get('cpu_count')} cores, "
+            f"torch {machine.get('torch')} ({machine.get('torch_threads')} threads), load average "
+            f"{machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}; model: {model}"
+        )
     repeats = users.get("repeats", 1)
-    lines += [f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once; "
-              f"medians of {repeats} interleaved rounds (min-max over the rounds in brackets)",
-              "", "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
-              "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once; "
+        f"medians of {repeats} interleaved rounds (min-max over the rounds in brackets)",
+        "",
+        "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
+        "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in users["runs"]:
         aggregate = f"{r['aggregate_tok_s']:.1f}"
         if "aggregate_tok_s_min" in r:
@@ -208,26 +242,33 @@ def format_users_table(users: dict[str, Any], gpu: bool, machine: dict[str, Any]
         ratio = f"{users['speedup'].get(str(r['users']), 0):.2f}x"
         if r.get("speedup_min") is not None and r["users"] != 1:
             ratio += f" ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
-        lines.append(f"| {r['users']} | {aggregate} | {ratio} "
-                     f"| {r['per_user_tok_s']:.1f} | {r['first_token_p50_s']:.2f} / {r['first_token_p95_s']:.2f} s "
-                     f"| {r['last_token_p50_s']:.2f} / {r['last_token_p95_s']:.2f} s | {r['most_requests_in_batch']} "
-                     f"| {r['rows_identical']}/{r['rows']} | {100 * r['positions_agree']:.1f}% |")
+        lines.append(
+            f"| {r['users']} | {aggregate} | {ratio} "
+            f"| {r['per_user_tok_s']:.1f} | {r['first_token_p50_s']:.2f} / {r['first_token_p95_s']:.2f} s "
+            f"| {r['last_token_p50_s']:.2f} / {r['last_token_p95_s']:.2f} s | {r['most_requests_in_batch']} "
+            f"| {r['rows_identical']}/{r['rows']} | {100 * r['positions_agree']:.1f}% |"
+        )
     lines.append("")
     by = {r["users"]: r for r in users["runs"]}
     if gpu:
         s16 = users["speedup"].get("16")
         ok = "n/a" if s16 is None else ("met" if s16 >= TARGETS["gpu_16_users_vs_1"] else "NOT met")
-        lines.append(f"target (medians): 16 users >= 8x the aggregate tok/s of 1 user: {ok}"
-                     + (f" ({s16:.2f}x)" if s16 is not None else ""))
+        lines.append(
+            f"target (medians): 16 users >= 8x the aggregate tok/s of 1 user: {ok}"
+            + (f" ({s16:.2f}x)" if s16 is not None else "")
+        )
         p95 = by.get(16, {}).get("first_token_p95_s")
         ok = "n/a" if p95 is None else ("met" if p95 <= TARGETS["gpu_p95_first_token_s_16"] else "NOT met")
-        lines.append(f"target (medians): p95 time to first token <= 1 s at 16 users: {ok}"
-                     + (f" ({p95:.2f} s)" if p95 else ""))
+        lines.append(
+            f"target (medians): p95 time to first token <= 1 s at 16 users: {ok}" + (f" ({p95:.2f} s)" if p95 else "")
+        )
     else:
         s4 = users["speedup"].get("4")
         ok = "n/a" if s4 is None else ("met" if s4 >= TARGETS["cpu_4_users_vs_1"] else "NOT met")
-        lines.append(f"target (medians): 4 users >= 2x the aggregate tok/s of 1 user: {ok}"
-                     + (f" ({s4:.2f}x)" if s4 is not None else ""))
+        lines.append(
+            f"target (medians): 4 users >= 2x the aggregate tok/s of 1 user: {ok}"
+            + (f" ({s4:.2f}x)" if s4 is not None else "")
+        )
     return "\n".join(lines)
 
 
@@ -251,6 +292,7 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
 
         def vector_for_layer(layer: int) -> torch.Tensor:
             return base
+
         results["model"] = {"name": lm.name, "layers": lm.num_layers, "device": str(lm.device)}
         results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": "random, norm ~11"}
     else:
@@ -264,12 +306,17 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
 
         def vector_for_layer(layer: int) -> torch.Tensor:
             return _layer_vector(engine, behavior, layer)
+
         results["model"] = lm.describe()
-        results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": kind,
-                               "fast_path": "on (not used: the scheduler runs the eager path)"
-                               if engine.fast_path is not None else "off"}
-    results["users"] = run_users(lm, args.users, args.tokens, vector_for_layer, layer, multiplier,
-                                 repeats=args.repeats or 3)
+        results["steering"] = {
+            "layer": layer,
+            "multiplier": multiplier,
+            "vector": kind,
+            "fast_path": "on (not used: the scheduler runs the eager path)" if engine.fast_path is not None else "off",
+        }
+    results["users"] = run_users(
+        lm, args.users, args.tokens, vector_for_layer, layer, multiplier, repeats=args.repeats or 3
+    )
     import os
 
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -302,14 +349,30 @@ def _synthetic_lm(layers: int, tiny_cpu: bool = False) -> Any:
     config = llama7b_config(num_hidden_layers=layers)
     device, dtype = ("cpu", torch.float32) if tiny_cpu else ("cuda", torch.float16)
     if tiny_cpu:
-        config = llama7b_config(num_hidden_layers=layers, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                                num_key_value_heads=4, vocab_size=512)
+        config = llama7b_config(
+            num_hidden_layers=layers,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=512,
+        )
     log(f"building a random Llama-2-7B-shaped model ({layers} layers, {dtype}) on {device}")
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype).eval()
     model.requires_grad_(False)
     model.config.eos_token_id = None
     model.generation_config.eos_token_id = None
-    return LoadedModel(model=model, tokenizer=make_byte_tokenizer(), name="synthetic-llama-2-7b", slug="synthetic",
-                       dtype=dtype, device=torch.device(device), quantization=None, num_layers=layers,
-                       hidden_size=config.hidden_size, load_seconds=0.0, settings=ModelSettings(name="synthetic"))
+    return LoadedModel(
+        model=model,
+        tokenizer=make_byte_tokenizer(),
+        name="synthetic-llama-2-7b",
+        slug="synthetic",
+        dtype=dtype,
+        device=torch.device(device),
+        quantization=None,
+        num_layers=layers,
+        hidden_size=config.hidden_size,
+        load_seconds=0.0,
+        settings=ModelSettings(name="synthetic"),
+    )

@@ -56,14 +56,29 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
         from steering.generation import SamplingSettings, SteeringSpec, generate
 
         vector = torch.randn(lm.hidden_size) * 0.1
-        generate(lm.model, lm.tokenizer, [[{"role": "user", "content": "Tell me about the sea."}]] * 3,
-                 multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(lm.num_layers // 3, vector),
-                 settings=SamplingSettings(max_new_tokens=generate_tokens), ignore_eos=True)
+        generate(
+            lm.model,
+            lm.tokenizer,
+            [[{"role": "user", "content": "Tell me about the sea."}]] * 3,
+            multipliers=[2.0, 0.0, -2.0],
+            steer=SteeringSpec(lm.num_layers // 3, vector),
+            settings=SamplingSettings(max_new_tokens=generate_tokens),
+            ignore_eos=True,
+        )
     t4 = time.perf_counter()
-    return {"imports_s": t1 - _T0, "check_s": t2 - t1, "load_s": t3 - t2,
-            "load_seconds_reported": lm.load_seconds, "generate_s": t4 - t3, "cached_before": cached_before,
-            "rss_imports_mib": rss_imports / 1024, "peak_rss_mib": _status("VmHWM") / 1024,
-            "rss_end_mib": _status("VmRSS") / 1024, "quantization": lm.quantization, "dtype": str(lm.dtype)}
+    return {
+        "imports_s": t1 - _T0,
+        "check_s": t2 - t1,
+        "load_s": t3 - t2,
+        "load_seconds_reported": lm.load_seconds,
+        "generate_s": t4 - t3,
+        "cached_before": cached_before,
+        "rss_imports_mib": rss_imports / 1024,
+        "peak_rss_mib": _status("VmHWM") / 1024,
+        "rss_end_mib": _status("VmRSS") / 1024,
+        "quantization": lm.quantization,
+        "dtype": str(lm.dtype),
+    }
 
 
 def quant(a: dict[str, Any]) -> dict[str, Any]:
@@ -78,17 +93,24 @@ def quant(a: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    lm = load_model(ModelSettings(name=a["path"], device=a["device"], dtype="float16" if cuda else "float32",
-                                  **a["flags"]))
+    lm = load_model(
+        ModelSettings(name=a["path"], device=a["device"], dtype="float16" if cuda else "float32", **a["flags"])
+    )
     load_s = time.perf_counter() - t
     weights = torch.cuda.memory_allocated() if cuda else 0
     sync: Callable[[], None] = torch.cuda.synchronize if cuda else (lambda: None)
     vector = torch.randn(lm.hidden_size) * 0.5
 
     def run(n: int) -> None:
-        generate(lm.model, lm.tokenizer, [PROMPT] * 3, multipliers=[2.0, 0.0, -2.0],
-                 steer=SteeringSpec(min(13, lm.num_layers - 1), vector),
-                 settings=SamplingSettings(max_new_tokens=n), ignore_eos=True)
+        generate(
+            lm.model,
+            lm.tokenizer,
+            [PROMPT] * 3,
+            multipliers=[2.0, 0.0, -2.0],
+            steer=SteeringSpec(min(13, lm.num_layers - 1), vector),
+            settings=SamplingSettings(max_new_tokens=n),
+            ignore_eos=True,
+        )
 
     run(4)
     sync()
@@ -99,11 +121,15 @@ def quant(a: dict[str, Any]) -> dict[str, Any]:
         sync()
         times.append(time.perf_counter() - t)
     times.sort()
-    return {"load_s": load_s, "weights_gib": weights / 2**30,
-            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
-            "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
-            "tok_s_per_pane": a["tokens"] / times[len(times) // 2], "tokens": a["tokens"],
-            "quantization": lm.quantization}
+    return {
+        "load_s": load_s,
+        "weights_gib": weights / 2**30,
+        "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
+        "tok_s_per_pane": a["tokens"] / times[len(times) // 2],
+        "tokens": a["tokens"],
+        "quantization": lm.quantization,
+    }
 
 
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"load": load, "quant": quant}

@@ -15,8 +15,9 @@ from steering.bench.worker import MARKER
 from steering.config import PROJECT_ROOT
 
 
-def run_worker(kind: str, args: dict[str, Any], env_extra: dict[str, str] | None = None, timeout: int = 900,
-               quiet: bool = True) -> dict[str, Any]:
+def run_worker(
+    kind: str, args: dict[str, Any], env_extra: dict[str, str] | None = None, timeout: int = 900, quiet: bool = True
+) -> dict[str, Any]:
     """Run one measurement of steering.bench.worker in a fresh Python process.
 
     Args:
@@ -33,11 +34,17 @@ def run_worker(kind: str, args: dict[str, Any], env_extra: dict[str, str] | None
     if quiet:
         env.update(TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
     env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, "-m", "steering.bench.worker", kind, json.dumps(args)],
-                          capture_output=True, text=True, env=env, timeout=timeout, cwd=str(PROJECT_ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "steering.bench.worker", kind, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(PROJECT_ROOT),
+    )
     for line in proc.stdout.splitlines():
         if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
+            return json.loads(line[len(MARKER) :])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return {"error": " | ".join(tail) or f"exit status {proc.returncode}"}
 
@@ -47,16 +54,21 @@ def bench_load(repeats: int, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="steering-bench-cache-") as cache:
         env = {"LLAMA_STEERING_CACHE": cache}
         cold = run_worker("load", {"device": "cpu", "threads": threads, "check_cache": True}, env)
-        cached = [run_worker("load", {"device": "cpu", "threads": threads, "check_cache": True}, env)
-                  for _ in range(repeats)]
+        cached = [
+            run_worker("load", {"device": "cpu", "threads": threads, "check_cache": True}, env) for _ in range(repeats)
+        ]
     errors = [r["error"] for r in [cold] + cached if "error" in r]
     if errors:
         return {"error": errors[0]}
-    return {"cold_s": cold["check_s"] + cold["load_s"], "cold_cached_before": cold["cached_before"],
-            "cached_s": median([r["load_s"] for r in cached]),
-            "cached_cached_before": all(r["cached_before"] for r in cached),
-            "imports_s": median([r["imports_s"] for r in cached]), "repeats": repeats,
-            "raw_cached_s": [r["load_s"] for r in cached]}
+    return {
+        "cold_s": cold["check_s"] + cold["load_s"],
+        "cold_cached_before": cold["cached_before"],
+        "cached_s": median([r["load_s"] for r in cached]),
+        "cached_cached_before": all(r["cached_before"] for r in cached),
+        "imports_s": median([r["imports_s"] for r in cached]),
+        "repeats": repeats,
+        "raw_cached_s": [r["load_s"] for r in cached],
+    }
 
 
 def bench_memory(threads: int, tokens: int) -> dict[str, Any]:

@@ -24,8 +24,21 @@ from steering.evaluation.open_ended import Answer, breakdown_multiplier, open_en
 from steering.evaluation.plots import cosine_plot, plot_ab_curves, plot_heatmap, plot_open_ended, save_figure
 
 __all__ = [
-    "ABPrompt", "ABResult", "ab_prompts", "ab_probabilities", "ab_sweep",
-    "random_like", "control_vectors",
-    "Answer", "answer_nll", "open_ended_answers", "summarize_answers", "breakdown_multiplier",
-    "plot_heatmap", "plot_ab_curves", "plot_open_ended", "cosine_plot", "save_figure",
+    "ABPrompt",
+    "ABResult",
+    "ab_prompts",
+    "ab_probabilities",
+    "ab_sweep",
+    "random_like",
+    "control_vectors",
+    "Answer",
+    "answer_nll",
+    "open_ended_answers",
+    "summarize_answers",
+    "breakdown_multiplier",
+    "plot_heatmap",
+    "plot_ab_curves",
+    "plot_open_ended",
+    "cosine_plot",
+    "save_figure",
 ]

@@ -48,8 +48,13 @@ class ABPrompt:
         return self.prefix + self.suffix
 
 
-def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | None = None,
-               context_length: int | None = None, max_tokens: int | None = None) -> list[ABPrompt]:
+def ab_prompts(
+    tokenizer: Any,
+    items: Sequence[ABItem],
+    system_prompt: str | None = None,
+    context_length: int | None = None,
+    max_tokens: int | None = None,
+) -> list[ABPrompt]:
     """Tokenize the A/B questions for the measure (Rimsky et al. 2023, section 4).
 
     Each prompt is the chat prompt the model would answer (steering.prompts.chat_prompt: the same tokens
@@ -87,12 +92,16 @@ def ab_prompts(tokenizer: Any, items: Sequence[ABItem], system_prompt: str | Non
         prompt = chat_prompt(tokenizer, build_messages([{"role": "user", "content": item.question}], system_prompt))
         ids = prompt.input_ids + opening
         if context_length is not None and len(ids) > context_length:
-            raise SteeringError(f"A/B item {index}: the prompt is {len(ids)} tokens long; the model's context is "
-                                f"{context_length} tokens")
+            raise SteeringError(
+                f"A/B item {index}: the prompt is {len(ids)} tokens long; the model's context is "
+                f"{context_length} tokens"
+            )
         if max_tokens is not None and len(ids) > max_tokens:
-            raise SteeringError(f"A/B item {index}: the prompt is {len(ids)} tokens long (system prompt + question); "
-                                f"the limit is {max_tokens} (limits.max_prompt_tokens)")
-        prompts.append(ABPrompt(ids[:prompt.steer_from], ids[prompt.steer_from:], dict(letter_ids), item.matching))
+            raise SteeringError(
+                f"A/B item {index}: the prompt is {len(ids)} tokens long (system prompt + question); "
+                f"the limit is {max_tokens} (limits.max_prompt_tokens)"
+            )
+        prompts.append(ABPrompt(ids[: prompt.steer_from], ids[prompt.steer_from :], dict(letter_ids), item.matching))
     return prompts
 
 
@@ -188,7 +197,7 @@ def ab_probabilities(
     order = sorted(range(n_items), key=lambda i: len(prompts[i].prefix))
     done = 0
     for start in range(0, n_items, batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         rows = [prompts[i] for i in chunk]
         q = len(rows)
         width = max(len(r.prefix) for r in rows)
@@ -200,31 +209,46 @@ def ab_probabilities(
         suffix_pos = torch.zeros((q, span), dtype=torch.long)
         for row, prompt in enumerate(rows):
             # left padding in both parts: every row's last token ("(") is the last column
-            prefix_ids[row, width - len(prompt.prefix):] = torch.tensor(prompt.prefix)
-            prefix_mask[row, width - len(prompt.prefix):] = 1
-            suffix_ids[row, span - len(prompt.suffix):] = torch.tensor(prompt.suffix)
-            suffix_mask[row, span - len(prompt.suffix):] = 1
+            prefix_ids[row, width - len(prompt.prefix) :] = torch.tensor(prompt.prefix)
+            prefix_mask[row, width - len(prompt.prefix) :] = 1
+            suffix_ids[row, span - len(prompt.suffix) :] = torch.tensor(prompt.suffix)
+            suffix_mask[row, span - len(prompt.suffix) :] = 1
             suffix_pos[row] = len(prompt.prefix)  # pads (masked out) sit at the first steered position
-            suffix_pos[row, span - len(prompt.suffix):] = len(prompt.prefix) + torch.arange(len(prompt.suffix))
+            suffix_pos[row, span - len(prompt.suffix) :] = len(prompt.prefix) + torch.arange(len(prompt.suffix))
         steer_from = torch.tensor([len(r.prefix) for r in rows])
         mask = torch.cat([prefix_mask, suffix_mask], dim=-1).to(device)
         cache = DynamicCache(config=model.config)
-        base(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
-             position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device), cache=cache, use_cache=True)
+        base(
+            input_ids=prefix_ids.to(device),
+            attention_mask=prefix_mask.to(device),
+            position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0).to(device),
+            cache=cache,
+            use_cache=True,
+        )
 
         # the unsteered suffix: the multiplier-0 cells, and each needed block's output for skip_layers
         outputs: dict[int, torch.Tensor] = {}
 
         def keeper(layer: int):
             def keep(module: Any, args: Any, output: Any) -> None:
-                outputs[layer] = (output[0] if isinstance(output, tuple) else output).detach()
+                outputs[layer] = (output[0] if isinstance(output, tuple) else output).detach()  # noqa: B023 (the closure runs within this iteration)
+
             return keep
 
-        handles = [blocks[layer].register_forward_hook(keeper(layer))
-                   for layer in sorted({layer for layer, _ in specs})] if skip_layers and nonzero else []
+        handles = (
+            [blocks[layer].register_forward_hook(keeper(layer)) for layer in sorted({layer for layer, _ in specs})]
+            if skip_layers and nonzero
+            else []
+        )
         try:
-            out = model(input_ids=suffix_ids.to(device), attention_mask=mask, position_ids=suffix_pos.to(device),
-                        cache=cache, use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=suffix_ids.to(device),
+                attention_mask=mask,
+                position_ids=suffix_pos.to(device),
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         finally:
             for handle in handles:
                 handle.remove()
@@ -250,18 +274,35 @@ def ab_probabilities(
                             add = row_multipliers.to(hidden.device, hidden.dtype)
                             none = torch.zeros_like(add)
                             # the suffix is all steered positions: active = 1 everywhere
-                            embeds = apply_steering(hidden, v, unit_vector(v), add, none, none,
-                                                    torch.ones(hidden.shape[:2], dtype=hidden.dtype,
-                                                               device=hidden.device))
-                            logits = model(inputs_embeds=embeds, attention_mask=row_mask, position_ids=row_pos,
-                                           cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+                            embeds = apply_steering(
+                                hidden,
+                                v,
+                                unit_vector(v),
+                                add,
+                                none,
+                                none,
+                                torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device),
+                            )
+                            logits = model(
+                                inputs_embeds=embeds,
+                                attention_mask=row_mask,
+                                position_ids=row_pos,
+                                cache=cache,
+                                use_cache=True,
+                                logits_to_keep=1,
+                            ).logits[:, -1, :]
                             for later in range(layer + 1, len(blocks)):
                                 cache.layers[later].crop(-span)
                 if logits is None:
                     with steering(model, layer, vector.to(device), row_multipliers, steer_from.repeat_interleave(k)):
-                        logits = model(input_ids=suffix_ids.repeat_interleave(k, 0).to(device), attention_mask=row_mask,
-                                       position_ids=row_pos, cache=cache, use_cache=True,
-                                       logits_to_keep=1).logits[:, -1, :]
+                        logits = model(
+                            input_ids=suffix_ids.repeat_interleave(k, 0).to(device),
+                            attention_mask=row_mask,
+                            position_ids=row_pos,
+                            cache=cache,
+                            use_cache=True,
+                            logits_to_keep=1,
+                        ).logits[:, -1, :]
                     cache.crop(-span)
                 sp, sm = _letter_scores(logits, row_prompts)
                 p[s][np.ix_(nonzero, chunk)] = sp.reshape(q, k).T
@@ -272,8 +313,15 @@ def ab_probabilities(
     return ABResult(p, mass)
 
 
-def ab_sweep(engine: "Engine", vector: Any, layers: Sequence[int], multipliers: Sequence[float],
-             items: Sequence[ABItem], system_prompt: str | None = None, batch_size: int = 16) -> np.ndarray:
+def ab_sweep(
+    engine: Engine,
+    vector: Any,
+    layers: Sequence[int],
+    multipliers: Sequence[float],
+    items: Sequence[ABItem],
+    system_prompt: str | None = None,
+    batch_size: int = 16,
+) -> np.ndarray:
     """Mean normalised p(matching letter) over `items`, shape (len(layers), len(multipliers)).
 
     `vector` is a VectorSet (each layer steered with its own vector), a {layer: tensor} mapping or one
@@ -284,10 +332,15 @@ def ab_sweep(engine: "Engine", vector: Any, layers: Sequence[int], multipliers: 
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)
     lm = engine.lm
-    prompts = ab_prompts(lm.tokenizer, items, system_prompt, context_length=model_context_length(lm.model),
-                         max_tokens=Limits.from_config(engine.config).max_prompt_tokens)
+    prompts = ab_prompts(
+        lm.tokenizer,
+        items,
+        system_prompt,
+        context_length=model_context_length(lm.model),
+        max_tokens=Limits.from_config(engine.config).max_prompt_tokens,
+    )
     with lm.lock:
-        result = ab_probabilities(lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size,
-                                  pad_token_id(lm.tokenizer))
+        result = ab_probabilities(
+            lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size, pad_token_id(lm.tokenizer)
+        )
     return result.p.mean(axis=-1)
-

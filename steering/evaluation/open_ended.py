@@ -31,6 +31,7 @@ class Answer:
         distinct3: share of distinct 3-grams of words and punctuation marks, in [0, 1] (low: repetition).
         nll: mean negative log-likelihood per token under the unsteered model, in nats (None: not scored).
     """
+
     question: str
     variant: str  # vector, random, negated
     multiplier: float
@@ -40,7 +41,6 @@ class Answer:
     distinct3: float
     nll: float | None = None  # mean negative log-likelihood per token under the unsteered model
     token_ids: list[int] = field(default_factory=list, repr=False)
-
 
 
 def open_ended_answers(
@@ -84,22 +84,35 @@ def open_ended_answers(
     for name, (vector, _) in variants.items():
         mine = sorted((j for j in jobs if j[0] == name), key=lambda j: len(j[2]))
         for start in range(0, len(mine), batch_size):
-            batch = mine[start:start + batch_size]
+            batch = mine[start : start + batch_size]
             if recipe is None:
                 steer: dict[str, Any] = {"multipliers": [m for _, m, _ in batch], "steer": SteeringSpec(layer, vector)}
             else:
                 steer = {"steer": recipe.plan(vector, [m for _, m, _ in batch], num_layers, hidden_norm)}
-            result = generate(model, tokenizer, [[{"role": "user", "content": q}] for _, _, q in batch],
-                              settings=settings, system_prompt=system_prompt, **steer)
+            result = generate(
+                model,
+                tokenizer,
+                [[{"role": "user", "content": q}] for _, _, q in batch],
+                settings=settings,
+                system_prompt=system_prompt,
+                **steer,
+            )
             for (variant, m, q), text, ids in zip(batch, result.texts, result.token_ids):
-                answers.append(Answer(q, variant, m, text, len(ids), detector(text), distinct_ngram_share(text), None,
-                                      list(ids)))
+                answers.append(
+                    Answer(q, variant, m, text, len(ids), detector(text), distinct_ngram_share(text), None, list(ids))
+                )
             finished += len(batch)
             if on_progress is not None:
                 on_progress(finished, total)
     if score:
-        nlls = answer_nll(model, tokenizer, [a.question for a in answers], [a.token_ids for a in answers],
-                          system_prompt, batch_size=batch_size)
+        nlls = answer_nll(
+            model,
+            tokenizer,
+            [a.question for a in answers],
+            [a.token_ids for a in answers],
+            system_prompt,
+            batch_size=batch_size,
+        )
         for answer, value in zip(answers, nlls):
             answer.nll = value
     return answers
@@ -119,14 +132,16 @@ def summarize_answers(answers: Sequence[Answer], variants: Mapping[str, Sequence
             if not group:
                 continue
             nlls = [a.nll for a in group if a.nll is not None]
-            rows.append({
-                "multiplier": m,
-                "n": len(group),
-                "refusal_rate": float(np.mean([a.refusal for a in group])),
-                "distinct3": float(np.mean([a.distinct3 for a in group])),
-                "perplexity": float(math.exp(np.median(nlls))) if nlls else None,
-                "mean_tokens": float(np.mean([a.tokens for a in group])),
-            })
+            rows.append(
+                {
+                    "multiplier": m,
+                    "n": len(group),
+                    "refusal_rate": float(np.mean([a.refusal for a in group])),
+                    "distinct3": float(np.mean([a.distinct3 for a in group])),
+                    "perplexity": float(math.exp(np.median(nlls))) if nlls else None,
+                    "mean_tokens": float(np.mean([a.tokens for a in group])),
+                }
+            )
         out[name] = rows
     return out
 
@@ -143,11 +158,13 @@ def breakdown_multiplier(rows: Sequence[dict], distinct_drop: float = 0.85, ppl_
         found = None
         for row in sorted((r for r in rows if r["multiplier"] * sign > 0), key=lambda r: abs(r["multiplier"])):
             repetitive = row["distinct3"] < distinct_drop * base["distinct3"]
-            garbled = (row["perplexity"] is not None and base["perplexity"] is not None
-                       and row["perplexity"] > ppl_factor * base["perplexity"])
+            garbled = (
+                row["perplexity"] is not None
+                and base["perplexity"] is not None
+                and row["perplexity"] > ppl_factor * base["perplexity"]
+            )
             if repetitive or garbled:
                 found = {"multiplier": row["multiplier"], "repetitive": bool(repetitive), "garbled": bool(garbled)}
                 break
         result[label] = found
     return result
-

@@ -13,9 +13,14 @@ if TYPE_CHECKING:
     from steering.vector_files import VectorSet
 
 
-def plot_heatmap(values: np.ndarray, layers: Sequence[int], multipliers: Sequence[float],
-                 default: tuple[int, float] | None = None, title: str = "A/B: p(behavior-matching answer)",
-                 annotate: bool = True) -> "Figure":
+def plot_heatmap(
+    values: np.ndarray,
+    layers: Sequence[int],
+    multipliers: Sequence[float],
+    default: tuple[int, float] | None = None,
+    title: str = "A/B: p(behavior-matching answer)",
+    annotate: bool = True,
+) -> Figure:
     """Heatmap of a (layers x multipliers) sweep; `default` = (layer, multiplier) is outlined."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -35,11 +40,20 @@ def plot_heatmap(values: np.ndarray, layers: Sequence[int], multipliers: Sequenc
     for y in range(values.shape[0]):
         for x in range(values.shape[1]):
             v = values[y, x]
-            text = (f"{v:.2f}" if annotate else "") + ("\ndefault" if annotate and cell == (y, x) else
-                                                       "default" if cell == (y, x) else "")
+            text = (f"{v:.2f}" if annotate else "") + (
+                "\ndefault" if annotate and cell == (y, x) else "default" if cell == (y, x) else ""
+            )
             if text:
-                ax.text(x, y, text, ha="center", va="center", fontsize=6.5, linespacing=0.9,
-                        color="white" if abs(v - 0.5) > 0.3 else "black")
+                ax.text(
+                    x,
+                    y,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    linespacing=0.9,
+                    color="white" if abs(v - 0.5) > 0.3 else "black",
+                )
     if cell is not None:
         y, x = cell
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="gold", linewidth=2.5))
@@ -47,12 +61,16 @@ def plot_heatmap(values: np.ndarray, layers: Sequence[int], multipliers: Sequenc
     return fig
 
 
-_STYLE = {"vector": dict(color="C3", marker="o"), "random": dict(color="0.5", marker="s", linestyle="--"),
-          "negated": dict(color="C0", marker="^", linestyle=":")}
+_STYLE = {
+    "vector": dict(color="C3", marker="o"),
+    "random": dict(color="0.5", marker="s", linestyle="--"),
+    "negated": dict(color="C0", marker="^", linestyle=":"),
+}
 
 
-def plot_ab_curves(curves: Mapping[str, Sequence[float]], multipliers: Sequence[float], layer: int,
-                   title: str | None = None) -> "Figure":
+def plot_ab_curves(
+    curves: Mapping[str, Sequence[float]], multipliers: Sequence[float], layer: int, title: str | None = None
+) -> Figure:
     """p(match) against the multiplier at one layer for the vector and its controls."""
     from matplotlib.figure import Figure
 
@@ -69,16 +87,24 @@ def plot_ab_curves(curves: Mapping[str, Sequence[float]], multipliers: Sequence[
     return fig
 
 
-def plot_open_ended(summary: Mapping[str, Sequence[dict]], layer: int, title: str | None = None,
-                    breakdown: Mapping[str, Any] | None = None, score_label: str = "refusal rate") -> "Figure":
+def plot_open_ended(
+    summary: Mapping[str, Sequence[dict]],
+    layer: int,
+    title: str | None = None,
+    breakdown: Mapping[str, Any] | None = None,
+    score_label: str = "refusal rate",
+) -> Figure:
     """The judge's score (`score_label`, e.g. "refusal rate"), distinct-3 share and perplexity of the answers
     against the multiplier."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(12, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    panels = (("refusal_rate", score_label, (0, 1)), ("distinct3", "distinct-3 share (coherence)", (0, 1.02)),
-              ("perplexity", "unsteered-model perplexity (log)", None))
+    panels = (
+        ("refusal_rate", score_label, (0, 1)),
+        ("distinct3", "distinct-3 share (coherence)", (0, 1.02)),
+        ("perplexity", "unsteered-model perplexity (log)", None),
+    )
     for ax, (key, label, ylim) in zip(axes, panels):
         for name, rows in summary.items():
             pts = [(r["multiplier"], r[key]) for r in rows if r[key] is not None]
@@ -99,7 +125,7 @@ def plot_open_ended(summary: Mapping[str, Sequence[dict]], layer: int, title: st
     return fig
 
 
-def cosine_plot(vset_a: "VectorSet", vset_b: "VectorSet", labels: tuple[str, str] | None = None) -> "Figure":
+def cosine_plot(vset_a: VectorSet, vset_b: VectorSet, labels: tuple[str, str] | None = None) -> Figure:
     """Cosine similarity per layer between two vector sets (e.g. two read modes, or two models' sets)."""
     from matplotlib.figure import Figure
 
@@ -118,7 +144,7 @@ def cosine_plot(vset_a: "VectorSet", vset_b: "VectorSet", labels: tuple[str, str
     return fig
 
 
-def save_figure(fig: "Figure", path: Any) -> None:
+def save_figure(fig: Figure, path: Any) -> None:
     """Save `fig` as an image at `path` (format from the suffix, 130 dpi), atomically (steering.files)."""
     from pathlib import Path
 
@@ -126,4 +152,3 @@ def save_figure(fig: "Figure", path: Any) -> None:
 
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=path.suffix[1:] or None))
-
