@@ -44,6 +44,7 @@ class BuildResult:
     default_layer: int
 
     def summary(self) -> str:
+        """One line for the user: layers, pairs, seconds, and the layer steered at until the behavior is tuned."""
         return (
             f"{len(self.layers)} layers, {self.pairs} pairs, {self.seconds:.1f} s; steering at layer "
             f"{self.default_layer} (the model's default) until tuned"
