@@ -94,6 +94,9 @@ class ImportReport:
     dry_run: bool = False  # `written` holds what would be written
 
     def lines(self) -> list[str]:
+        """The report as terminal lines: one per found / written / unchanged / skipped item, then a count line
+        (naming the files kept because they exist with other content, and --force).
+        """
         out = [f"found: {item}" for item in self.found]
         out += [f"wrote: {item}" for item in self.written]
         out += [f"unchanged: {item}" for item in self.unchanged]
