@@ -58,11 +58,17 @@ def layers_for_vector(
 
 
 def default_multipliers(m: float) -> list[float]:
+    """The Calibrate tab's default multipliers around alpha = m: [-2m, -m, 0, m, 2m] with m = |m| (1 when m is 0).
+
+    Args:
+        m: the model's default multiplier (unitless factor on the vector).
+    """
     m = abs(float(m)) or 1.0
     return [-2 * m, -m, 0.0, m, 2 * m]
 
 
 def format_list(values: Sequence[float]) -> str:
+    """Numbers as the app's boxes show them: comma-separated, shortest form (`1, 2.5, -3`)."""
     return ", ".join(f"{v:g}" for v in values)
 
 
@@ -122,6 +128,19 @@ def ab_behaviors(datasets_dir: str | Path) -> list[str]:
 
 
 def ab_items(datasets_dir: str | Path, behavior: str | None, count: int) -> list[Any]:
+    """The first `count` (at least 1) A/B questions of a behavior: <datasets_dir>/<behavior>/test_ab.json.
+
+    Args:
+        datasets_dir: the datasets folder (config `datasets_dir`, resolved).
+        behavior: the behavior's folder name.
+        count: how many questions the sweep uses.
+
+    Returns:
+        A list of steering.datasets.ABItem.
+
+    Raises:
+        SteeringError: no behavior chosen, no test_ab.json for it, or a malformed file (load_ab_dataset).
+    """
     from steering.datasets import load_ab_dataset
 
     if not behavior:
@@ -142,6 +161,17 @@ def question_set(
 
 @dataclass(frozen=True)
 class Sweep:
+    """A Calibrate-tab A/B sweep: p(behavior-matching letter) at every layer x multiplier.
+
+    The probability is normalised over the two answer letters, as the paper's A/B measure (Rimsky et al. 2023,
+    arXiv 2312.06681, section 4).
+
+    Attributes:
+        layers: the swept decoder layers; multipliers: the swept alphas (unitless).
+        values: (layers, multipliers) float array, mean p(matching letter) over the questions, in [0, 1].
+        per_item: (layers, multipliers, questions) float array, p(matching letter) per question (None: not
+            kept); the reliability view's input.
+    """
     layers: list[int]
     multipliers: list[float]
     values: np.ndarray  # (layers, multipliers): mean p(matching letter)
