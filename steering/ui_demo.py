@@ -459,6 +459,7 @@ class Preset:
 
     @property
     def label(self) -> str:
+        """The preset's button text: its name and alpha, e.g. "clear (α = 4)"."""
         return f"{self.name} (α = {self.alpha:g})"
 
 
