@@ -172,6 +172,7 @@ class Sweep:
         per_item: (layers, multipliers, questions) float array, p(matching letter) per question (None: not
             kept); the reliability view's input.
     """
+
     layers: list[int]
     multipliers: list[float]
     values: np.ndarray  # (layers, multipliers): mean p(matching letter)
