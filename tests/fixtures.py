@@ -44,3 +44,34 @@ def ab_item(question: str, matching: str = "A"):
 
     request, choices = parse_choices(question)
     return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")
+
+
+def make_tiny_lm(tokenizer, settings=None, layers: int = 4, **extra):
+    """A steering.models.LoadedModel named "tiny" around make_tiny_model(len(tokenizer), layers=layers): float32 on
+    CPU, hidden size 64, no quantization. `settings` defaults to ModelSettings(name="tiny"); `extra` goes to
+    LoadedModel as is (e.g. lock=threading.Lock())."""
+    from steering.models import LoadedModel, ModelSettings
+
+    return LoadedModel(
+        model=make_tiny_model(len(tokenizer), layers=layers),
+        tokenizer=tokenizer,
+        name="tiny",
+        slug="tiny",
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=None,
+        num_layers=layers,
+        hidden_size=64,
+        load_seconds=0.0,
+        settings=settings if settings is not None else ModelSettings(name="tiny"),
+        **extra,
+    )
+
+
+def make_tiny_engine(tokenizer, config: dict | None = None, settings=None, layers: int = 4, **extra):
+    """A steering.engine.Engine over make_tiny_lm(tokenizer, settings, layers, **extra) with `config` (default:
+    steering.config.load_config())."""
+    from steering.config import load_config
+    from steering.engine import Engine
+
+    return Engine(make_tiny_lm(tokenizer, settings, layers, **extra), config if config is not None else load_config())

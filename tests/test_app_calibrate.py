@@ -210,29 +210,13 @@ def test_reliability_view_of_a_sweep():
 
 def test_sweep_items_are_what_ab_sweep_averages(tiny_tokenizer):
     """The per-question sweep behind the reliability view gives ab_sweep's means (tiny random model)."""
-    from fixtures import ab_item, make_tiny_model
+    from fixtures import ab_item, make_tiny_engine
 
     from steering.config import load_config
-    from steering.engine import Engine
     from steering.evaluation import ab_sweep
-    from steering.models import LoadedModel, ModelSettings
     from steering.ui_calibrate import sweep_items
 
-    model = make_tiny_model(len(tiny_tokenizer))
-    lm = LoadedModel(
-        model=model,
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
-    engine = Engine(lm, load_config())
+    engine = make_tiny_engine(tiny_tokenizer, config=load_config())
     torch.manual_seed(0)
     vset = VectorSet({1: torch.randn(64), 2: torch.randn(64)})
     items = [ab_item(f"Question {i}?\n\nChoices:\n(A) Yes\n(B) No", "AB"[i % 2]) for i in range(3)]

@@ -9,12 +9,11 @@ from __future__ import annotations
 import app_harness  # noqa: F401  (the project root on sys.path)
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_lm
 
 import app
 from steering.config import load_config
 from steering.engine import Engine
-from steering.models import LoadedModel, ModelSettings
 from steering.vector_files import VectorSet, save_safetensors
 
 UPLOAD = "Uploaded: one.safetensors"
@@ -35,19 +34,7 @@ def built(tiny_tokenizer, tmp_path_factory):
         tmp / "vectors" / "refusal" / "tiny.safetensors",
     )
     one = save_safetensors(VectorSet({2: torch.randn(64) * 0.1}), tmp / "one.safetensors")
-    lm = LoadedModel(
-        model=make_tiny_model(len(tiny_tokenizer)),
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
+    lm = make_tiny_lm(tiny_tokenizer)
     demo = app.build_app(Engine(lm, config), config)
     fns = {}
     for block_fn in demo.fns.values():

@@ -268,30 +268,16 @@ def _tiny_project(tmp_path):
 def tiny_cli_engine(monkeypatch):
     import threading
 
-    import torch
-    from fixtures import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_lm, make_tiny_tokenizer
 
     from steering.engine import Engine
-    from steering.models import LoadedModel, ModelSettings
+    from steering.models import ModelSettings
 
     loads = []
 
     def load(args, config):
         tok = make_tiny_tokenizer()
-        lm = LoadedModel(
-            model=make_tiny_model(len(tok)),
-            tokenizer=tok,
-            name="tiny",
-            slug="tiny",
-            dtype=torch.float32,
-            device=torch.device("cpu"),
-            quantization=None,
-            num_layers=4,
-            hidden_size=64,
-            load_seconds=0.0,
-            settings=ModelSettings(name="tiny", cuda_graphs=False),
-            lock=threading.Lock(),
-        )
+        lm = make_tiny_lm(tok, settings=ModelSettings(name="tiny", cuda_graphs=False), lock=threading.Lock())
         loads.append(1)
         return Engine(lm, config)
 
@@ -419,30 +405,16 @@ def test_app_dropdown_shows_card_names_and_switching_fills_the_box(tmp_path):
     import threading
 
     import gradio as gr
-    import torch
-    from fixtures import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_lm, make_tiny_tokenizer
 
     import app
     from steering.engine import Engine
-    from steering.models import LoadedModel, ModelSettings
+    from steering.models import ModelSettings
 
     config = load_config(_tiny_project(tmp_path))
     config["behavior"] = "alpha"
     tok = make_tiny_tokenizer()
-    lm = LoadedModel(
-        model=make_tiny_model(len(tok)),
-        tokenizer=tok,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny", cuda_graphs=False),
-        lock=threading.Lock(),
-    )
+    lm = make_tiny_lm(tok, settings=ModelSettings(name="tiny", cuda_graphs=False), lock=threading.Lock())
     demo = app.build_app(Engine(lm, config), config)
     dropdown = next(
         b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Behavior (steering vector)"

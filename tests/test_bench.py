@@ -110,24 +110,11 @@ def test_synthetic_gpu_path_runs_tiny_on_cpu(tmp_path, capsys):
 
 def test_users_section_runs_several_users_in_one_batch(tiny_tokenizer):
     """bench --users (issue 12 item 4): all users in one batch, each checked against running alone."""
-    from fixtures import make_tiny_model
+    from fixtures import make_tiny_lm
 
     from steering.bench.users import format_users_table, run_users
-    from steering.models import LoadedModel, ModelSettings
 
-    lm = LoadedModel(
-        model=make_tiny_model(len(tiny_tokenizer)),
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
+    lm = make_tiny_lm(tiny_tokenizer)
     vector = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 4
     users = run_users(lm, [1, 3], 6, lambda layer: vector * (layer + 1), base_layer=2, multiplier=2.0, repeats=2)
     one, three = users["runs"]

@@ -11,13 +11,13 @@ import math
 
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_engine, make_tiny_model
 
 from steering.config import load_config
 from steering.engine import Engine
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.models import LoadedModel, ModelSettings
+from steering.models import ModelSettings
 
 PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
 GREEDY = SamplingSettings(max_new_tokens=8)
@@ -31,21 +31,7 @@ Q2 = [
 
 
 def make_engine(tokenizer, settings: ModelSettings, config: dict | None = None) -> Engine:
-    model = make_tiny_model(len(tokenizer))
-    lm = LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=settings,
-    )
-    return Engine(lm, config or load_config())
+    return make_tiny_engine(tokenizer, settings=settings, config=config or load_config())
 
 
 @pytest.fixture(params=sorted(PATHS))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_engine
 
 from steering.config import load_config
-from steering.engine import Engine
 from steering.generation import SamplingSettings
 from steering.hooks import steer, unit_vector
 from steering.layers import decoder_layers
 from steering.meter import Meter, PaneReading, meter_html, meter_scale, shade, token_pieces
-from steering.models import LoadedModel, ModelSettings
 from steering.prompts import build_messages, chat_prompt
 from steering.recipe import Recipe
 
@@ -24,21 +22,7 @@ CONV = [{"role": "user", "content": "What's your favorite planet?"}]
 
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer):
-    model = make_tiny_model(len(tiny_tokenizer))
-    lm = LoadedModel(
-        model=model,
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=HIDDEN,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
-    return Engine(lm, load_config())
+    return make_tiny_engine(tiny_tokenizer, config=load_config())
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,13 @@ import copy
 
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_engine, make_tiny_model
 
 from steering.config import load_config
-from steering.engine import Engine
 from steering.errors import SteeringError
 from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.mixing import Mix, cosine, cosine_note, mixed_vector
-from steering.models import LoadedModel, ModelSettings
+from steering.models import ModelSettings
 from steering.recipe import Recipe, save_defaults
 from steering.vector_files import VectorSet, save_safetensors
 
@@ -34,20 +33,7 @@ def engine(tmp_path, tiny_tokenizer):
     config["models"] = {"tiny": {"layer": 1, "multiplier": 2.0}}
     for name, seed in (("alpha", 1), ("beta", 2)):
         save_safetensors(VectorSet(vectors(seed), {"model": "tiny"}), tmp_path / "vectors" / name / "tiny.safetensors")
-    lm = LoadedModel(
-        model=make_tiny_model(len(tiny_tokenizer)),
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny", cuda_graphs=False),
-    )
-    return Engine(lm, config)
+    return make_tiny_engine(tiny_tokenizer, settings=ModelSettings(name="tiny", cuda_graphs=False), config=config)
 
 
 @pytest.fixture(scope="module")

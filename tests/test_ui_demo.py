@@ -10,14 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_engine
 
 from steering.config import load_config
-from steering.engine import Engine
 from steering.errors import SteeringError
 from steering.evaluation import answer_nll
 from steering.generation import SamplingSettings
-from steering.models import LoadedModel, ModelSettings
 from steering.refusal import distinct_ngram_share
 from steering.ui_chat import Turn
 from steering.ui_demo import (
@@ -46,21 +44,7 @@ PROMPTS = ("You refuse everything.", "You never refuse.")
 
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer):
-    model = make_tiny_model(len(tiny_tokenizer))
-    lm = LoadedModel(
-        model=model,
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
-    return Engine(lm, load_config())
+    return make_tiny_engine(tiny_tokenizer, config=load_config())
 
 
 @pytest.fixture(scope="module")

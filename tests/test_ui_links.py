@@ -201,12 +201,10 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
     """The app's text on a tiny model: a shipped-style behavior (vectors_dir in tmp) and an uploaded file."""
     import copy
 
-    from fixtures import make_tiny_model
+    from fixtures import make_tiny_engine
 
     from steering.config import load_config
-    from steering.engine import Engine
     from steering.errors import SteeringError
-    from steering.models import LoadedModel, ModelSettings
     from steering.ui_links import command_text
     from steering.vector_files import VectorSet, save_safetensors
 
@@ -216,20 +214,7 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
     vset = VectorSet({1: torch.randn(64), 2: torch.randn(64)}, metadata={"model": "tiny"})
     save_safetensors(vset, tmp_path / "vectors" / "refusal" / "tiny.safetensors")
     upload = save_safetensors(vset, tmp_path / "mine.safetensors")
-    lm = LoadedModel(
-        model=make_tiny_model(len(tiny_tokenizer)),
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
-    engine = Engine(lm, config)
+    engine = make_tiny_engine(tiny_tokenizer, config=config)
     text = command_text(engine, "refusal", {}, 2, 1.5, "Hi there", 0, "0", 16)
     assert "export-gguf" in text and "refusal-tiny-layer2.gguf 1.5 --control-vector-layer-range 2 2" in text
     assert "refusal-tiny-layer2.gguf -1.5" in text and "-m MODEL.gguf" in text
@@ -251,12 +236,11 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
 
     import app_harness  # noqa: F401  (the project root on sys.path)
     import gradio as gr
-    from fixtures import make_tiny_model
+    from fixtures import make_tiny_lm
 
     import app
     from steering.config import load_config
     from steering.engine import Engine
-    from steering.models import LoadedModel, ModelSettings
     from steering.ui_chat import Turn
     from steering.vector_files import VectorSet, save_safetensors
 
@@ -266,19 +250,7 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
         VectorSet({1: torch.ones(64), 2: torch.ones(64)}, metadata={"model": "tiny"}),
         tmp_path / "vectors" / "refusal" / "tiny.safetensors",
     )
-    lm = LoadedModel(
-        model=make_tiny_model(len(tiny_tokenizer)),
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
+    lm = make_tiny_lm(tiny_tokenizer)
     demo = app.build_app(Engine(lm, config), config)
     fns = {getattr(f.fn, "__name__", ""): f.fn for f in demo.fns.values()}
     request = SimpleNamespace(
