@@ -8,44 +8,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
-from app_harness import ROOT, running_app
+from app_harness import running_app
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PANES, bot_texts, browser_or_skip, captions, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _browser_or_skip():
-    reason = None
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} not found (apt-get install chromium)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed"
-    if reason:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def app_url(embedded_engine):
-    _browser_or_skip()
+    browser_or_skip()
     # one request at a time (the app's default batches up to 4): the queued-Stop test needs a message to wait
     with running_app(embedded_engine, app_overrides={"concurrency_per_model": 1}, max_new_tokens=16) as url:
         yield url
@@ -63,29 +36,6 @@ def page(app_url):
         page.wait_for_selector("#prompt textarea")
         yield page
         browser.close()
-
-
-def bot_texts(page) -> list[str]:
-    """The latest assistant message of each pane without its caption ('' while empty)."""
-    return page.evaluate(
-        """panes => panes.map(id => {
-        const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
-        if (!bots.length) return '';
-        const copy = bots[bots.length - 1].cloneNode(true);
-        copy.querySelectorAll('sub').forEach(sub => sub.remove());
-        return copy.textContent.trim();
-    })""",
-        list(PANES),
-    )
-
-
-def captions(page, pane: str = "#pane-added") -> list[str]:
-    """The caption of every answer in a pane, oldest first."""
-    return page.evaluate(
-        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
-        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
-        pane,
-    )
 
 
 def user_messages(page) -> int:
@@ -110,16 +60,6 @@ def error_badges(page) -> int:
     """Gradio's red "Error" status badges over the panes and the message box."""
     return page.evaluate("""() => Array.from(document.querySelectorAll('#panes *, #prompt *'))
         .filter(el => el.children.length === 0 && el.textContent.trim() === 'Error').length""")
-
-
-def wait_for(condition, timeout: float, what: str, step: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def test_empty_prompt_shows_message_and_leaves_panes(page):

@@ -3,60 +3,16 @@ scheduler (steering/scheduler.py), each with its own settings (issue 12)."""
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from app_harness import running_app
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, browser_or_skip, captions, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PROMPT = "What's your favorite planet?"
-
-
-def _browser_or_skip():
-    reason = None
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} not found (apt-get install chromium)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed"
-    if reason:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
-
-
-def wait_for(condition, timeout: float, what: str, step: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def captions(page, pane: str) -> list[str]:
-    return page.evaluate(
-        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
-        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
-        pane,
-    )
 
 
 def set_alpha(page, value: float) -> None:
@@ -67,7 +23,7 @@ def set_alpha(page, value: float) -> None:
 
 
 def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch):
-    _browser_or_skip()
+    browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     if embedded_engine.fast_path is not None:

@@ -5,47 +5,22 @@ are; Send shows the busy state. Desktop and phone (390 px) screenshots go to tes
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
+import browser_helpers
 import pytest
-from app_harness import ROOT, running_app
+from app_harness import running_app
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, browser_or_skip, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted", "#pane-prompted-added", "#pane-prompted-subtracted")
 TOKENS = 8
 
 
-def _browser_or_skip():
-    reason = None
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} not found (apt-get install chromium)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed"
-    if reason:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def app_url(embedded_engine):
-    _browser_or_skip()
+    browser_or_skip()
     with running_app(embedded_engine, max_new_tokens=TOKENS) as url:
         yield url
 
@@ -91,16 +66,7 @@ def batches(embedded_engine, monkeypatch):
 
 def bot_texts(page) -> list[str]:
     """The latest assistant message of each of the five panes without its caption ('' while empty)."""
-    return page.evaluate(
-        """panes => panes.map(id => {
-        const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
-        if (!bots.length) return '';
-        const copy = bots[bots.length - 1].cloneNode(true);
-        copy.querySelectorAll('sub').forEach(sub => sub.remove());
-        return copy.textContent.trim();
-    })""",
-        list(PANES),
-    )
+    return browser_helpers.bot_texts(page, PANES)
 
 
 def last_caption(page, pane: str) -> str:
@@ -114,16 +80,6 @@ def last_caption(page, pane: str) -> str:
 
 def alpha_value(page) -> float:
     return float(page.get_by_label("number input for Steering strength α").input_value())
-
-
-def wait_for(condition, timeout: float, what: str, step: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def test_panes_say_what_they_are_in_plain_words(page):

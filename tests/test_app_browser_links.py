@@ -10,12 +10,11 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from app_harness import ROOT, running_app
-from test_app_browser import CHROMIUM, CHROMIUM_ARGS, PANES, _browser_or_skip, bot_texts, wait_for
+from app_harness import running_app
+from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PANES, bot_texts, browser_or_skip, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-ARTIFACTS = ROOT / "test-artifacts"
 MESSAGE = "What's your favorite planet?"
 PHONE = {"width": 390, "height": 844}
 NEAR_PX = 40  # the message box sits at most this far below the last answer pane on a phone
@@ -23,7 +22,7 @@ NEAR_PX = 40  # the message box sits at most this far below the last answer pane
 
 @pytest.fixture(scope="module")
 def app_url(embedded_engine):
-    _browser_or_skip()
+    browser_or_skip()
     with running_app(embedded_engine, max_new_tokens=12) as url:
         yield url
 

@@ -4,76 +4,19 @@ so; and the /compare_mix API endpoint (old /compare callers unchanged)."""
 
 from __future__ import annotations
 
-import os
 import re
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import torch
 from app_harness import running_app
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, bot_texts, browser_or_skip, captions, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
 TOKENS = 8
 PROMPT = "What's your favorite planet?"
-
-
-def _browser_or_skip():
-    reason = None
-    if not Path(CHROMIUM).exists():
-        reason = f"{CHROMIUM} not found (apt-get install chromium)"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed"
-    if reason:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
-        pytest.skip(reason)
-
-
-def wait_for(condition, timeout: float, what: str, step: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def bot_texts(page) -> list[str]:
-    return page.evaluate(
-        """panes => panes.map(id => {
-        const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
-        if (!bots.length) return '';
-        const copy = bots[bots.length - 1].cloneNode(true);
-        copy.querySelectorAll('sub').forEach(sub => sub.remove());
-        return copy.textContent.trim();
-    })""",
-        list(PANES),
-    )
-
-
-def captions(page, pane: str = "#pane-added") -> list[str]:
-    return page.evaluate(
-        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
-        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
-        pane,
-    )
 
 
 def words(text: str) -> list[str]:
@@ -98,7 +41,7 @@ def second(embedded_engine, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app_url(embedded_engine):
-    _browser_or_skip()
+    browser_or_skip()
     with running_app(embedded_engine, max_new_tokens=TOKENS) as url:
         yield url
 

@@ -1,0 +1,79 @@
+"""Shared helpers of the browser tests (tests/test_app_browser*.py): the Chromium path and flags, the skip-or-fail
+check (REQUIRE_BROWSER=1 turns a missing browser into a failure), the artifacts folder, polling, and reading the
+answer panes of the page."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from app_harness import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+PANES = ("#pane-added", "#pane-unsteered", "#pane-subtracted")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def browser_or_skip() -> None:
+    """Skip the test when Chromium (CHROMIUM) or Playwright is missing; with REQUIRE_BROWSER=1 fail instead.
+
+    Raises:
+        pytest.skip.Exception / pytest.fail.Exception naming what is missing.
+    """
+    reason = None
+    if not Path(CHROMIUM).exists():
+        reason = f"{CHROMIUM} not found (apt-get install chromium)"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            reason = "playwright is not installed"
+    if reason:
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
+        pytest.skip(reason)
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.1):
+    """Poll `condition()` every `step` seconds until it returns a truthy value (returned) or `timeout` seconds
+    pass (AssertionError naming `what`)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def bot_texts(page, panes=PANES) -> list[str]:
+    """The latest assistant message of each pane in `panes` (CSS ids) without its caption ('' while empty)."""
+    return page.evaluate(
+        """panes => panes.map(id => {
+        const bots = document.querySelectorAll(id + ' [data-testid="bot"]');
+        if (!bots.length) return '';
+        const copy = bots[bots.length - 1].cloneNode(true);
+        copy.querySelectorAll('sub').forEach(sub => sub.remove());
+        return copy.textContent.trim();
+    })""",
+        list(panes),
+    )
+
+
+def captions(page, pane: str = "#pane-added") -> list[str]:
+    """The caption of every answer in a pane, oldest first."""
+    return page.evaluate(
+        """id => Array.from(document.querySelectorAll(id + ' [data-testid="bot"]'))
+        .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
+        pane,
+    )
