@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from app_harness import ROOT
@@ -42,6 +44,21 @@ def browser_or_skip() -> None:
         if os.environ.get("REQUIRE_BROWSER") == "1":
             pytest.fail(f"browser test required (REQUIRE_BROWSER=1) but {reason}")
         pytest.skip(reason)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium (CHROMIUM with CHROMIUM_ARGS) launched through Playwright; yields the Browser and
+    closes it on exit unless the caller already did."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            if browser.is_connected():
+                browser.close()
 
 
 def wait_for(condition, timeout: float, what: str, step: float = 0.1):

@@ -11,7 +11,15 @@ import time
 
 import pytest
 from app_harness import running_app
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PANES, bot_texts, browser_or_skip, captions, wait_for
+from browser_helpers import (
+    ARTIFACTS,
+    PANES,
+    bot_texts,
+    browser_or_skip,
+    captions,
+    chromium,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -26,10 +34,7 @@ def app_url(embedded_engine):
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(120_000)
         page.goto(app_url)

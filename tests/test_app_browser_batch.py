@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from app_harness import running_app
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, browser_or_skip, captions, wait_for
+from browser_helpers import browser_or_skip, captions, chromium, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -24,8 +24,6 @@ def set_alpha(page, value: float) -> None:
 
 def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch):
     browser_or_skip()
-    from playwright.sync_api import sync_playwright
-
     if embedded_engine.fast_path is not None:
         pytest.skip("the fast path runs one request at a time (steering/scheduler.py)")
     scheduler = embedded_engine.scheduler
@@ -34,8 +32,7 @@ def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch)
     tickets = []
     real_submit = scheduler.submit
     monkeypatch.setattr(scheduler, "submit", lambda request: tickets.append(real_submit(request)) or tickets[-1])
-    with running_app(embedded_engine, max_new_tokens=12) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with running_app(embedded_engine, max_new_tokens=12) as url, chromium() as browser:
         pages = []
         for alpha in (2, 6):  # two users: two browser contexts, two Gradio sessions
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()

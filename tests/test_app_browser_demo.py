@@ -10,7 +10,7 @@ import time
 import browser_helpers
 import pytest
 from app_harness import running_app
-from browser_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, browser_or_skip, wait_for
+from browser_helpers import ARTIFACTS, browser_or_skip, chromium, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -27,10 +27,7 @@ def app_url(embedded_engine):
 
 @pytest.fixture(scope="module")
 def browser(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
         browser.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from app_harness import running_app
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, bot_texts, browser_or_skip, captions, wait_for
+from browser_helpers import bot_texts, browser_or_skip, captions, chromium, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -47,15 +47,12 @@ def app_url(embedded_engine):
 
 
 def test_mixing_two_behaviors_in_the_browser(app_url, embedded_engine, second):
-    from playwright.sync_api import sync_playwright
-
     from steering.generation import SamplingSettings
     from steering.mixing import Mix, cosine
 
     path, vset = second
     layer, alpha = embedded_engine.defaults.layer, embedded_engine.defaults.multiplier
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
         try:
