@@ -94,3 +94,11 @@ def captions(page, pane: str = "#pane-added") -> list[str]:
         .map(bot => Array.from(bot.querySelectorAll('sub')).map(s => s.textContent.trim()).join(' '))""",
         pane,
     )
+
+
+def set_alpha(page, value: float) -> None:
+    """Type `value` into the α number box, press Enter and wait until the help text shows the new α."""
+    alpha = page.get_by_label("number input for Steering strength α")
+    alpha.fill(f"{value:g}")
+    alpha.press("Enter")
+    page.get_by_text(f"so α = {value:g} means").wait_for(timeout=30_000)

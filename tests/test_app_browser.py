@@ -18,6 +18,7 @@ from browser_helpers import (
     browser_or_skip,
     captions,
     chromium,
+    set_alpha,
     wait_for,
 )
 
@@ -72,13 +73,6 @@ def test_empty_prompt_shows_message_and_leaves_panes(page):
     page.locator("#send").click()
     page.locator("#prompt").get_by_text("Type a message first.").wait_for(timeout=15_000)  # at the box
     assert bot_texts(page) == ["", "", ""]
-
-
-def set_alpha(page, value: float) -> None:
-    alpha = page.get_by_label("number input for Steering strength α")
-    alpha.fill(f"{value:g}")
-    alpha.press("Enter")
-    page.get_by_text(f"so α = {value:g} means").wait_for(timeout=30_000)
 
 
 def test_each_answer_keeps_the_alpha_that_made_it(page, embedded_engine):

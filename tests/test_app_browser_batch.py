@@ -8,18 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 from app_harness import running_app
-from browser_helpers import browser_or_skip, captions, chromium, wait_for
+from browser_helpers import browser_or_skip, captions, chromium, set_alpha, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 PROMPT = "What's your favorite planet?"
-
-
-def set_alpha(page, value: float) -> None:
-    alpha = page.get_by_label("number input for Steering strength α")
-    alpha.fill(f"{value:g}")
-    alpha.press("Enter")
-    page.get_by_text(f"so α = {value:g} means").wait_for(timeout=30_000)
 
 
 def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch):
