@@ -33,10 +33,10 @@ browser-deps:
 
 # Quality gates (CI runs them before the tests): ruff lint + format check on everything, mypy on the core
 # modules (the engine, hooks, generation, vector files, config; typed with transformers' own types).
-MYPY_CORE := steering/hooks.py steering/recipe.py steering/generation.py steering/vector_files.py \
-	steering/extraction.py steering/layers.py steering/prompts.py steering/record.py steering/errors.py \
-	steering/limits.py steering/config.py steering/models.py steering/engine.py steering/scheduler.py \
-	steering/fast_path.py steering/datasets.py
+MYPY_CORE := steering/core/hooks.py steering/core/recipe.py steering/core/layers.py steering/core/prompts.py \
+	steering/core/record.py steering/core/limits.py steering/core/datasets.py steering/decode/generation.py \
+	steering/decode/scheduler.py steering/decode/fast_path.py steering/io/vector_files.py \
+	steering/extract/extraction.py steering/errors.py steering/config.py steering/models.py steering/engine.py
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

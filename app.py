@@ -21,15 +21,14 @@ from typing import Any
 
 import gradio as gr
 
-from steering.behaviors import dropdown_choices, example_prompts, load_cards, message_after_switch
 from steering.config import data_dir
+from steering.core.behaviors import dropdown_choices, example_prompts, load_cards, message_after_switch
+from steering.core.limits import SEED_MAX
+from steering.decode.generation import stream
 from steering.engine import Engine
 from steering.errors import SteeringError
-from steering.first_use import offered_behaviors
-from steering.generation import stream
-from steering.limits import SEED_MAX
-from steering.meter import Meter, meter_html, turn_readings
-from steering.ui_calibrate import (
+from steering.extract.first_use import offered_behaviors
+from steering.ui.calibrate import (
     MAX_ITEMS,
     SMALL_MODEL_NOTE,
     ab_behaviors,
@@ -46,7 +45,7 @@ from steering.ui_calibrate import (
     run_sweep,
     sweep_reliability,
 )
-from steering.ui_chat import (
+from steering.ui.chat import (
     TEMPERATURE_RANGE,
     TOP_P_RANGE,
     UPLOAD_PREFIX,
@@ -64,7 +63,7 @@ from steering.ui_chat import (
     norm_note,
     public_message,
 )
-from steering.ui_demo import (
+from steering.ui.demo import (
     DEMO_CSS,
     EXPLAINER,
     STRIP_BUSY,
@@ -83,9 +82,10 @@ from steering.ui_demo import (
     strip_summary,
     tooltip_html,
 )
-from steering.ui_layout import METER_CSS, PHONE_CSS
-from steering.ui_links import command_text, link_for, link_problems_note, make_view, parse_link
-from steering.ui_mix import (
+from steering.ui.layout import METER_CSS, PHONE_CSS
+from steering.ui.links import command_text, link_for, link_problems_note, make_view, parse_link
+from steering.ui.meter import Meter, meter_html, turn_readings
+from steering.ui.mix import (
     MIX_INFO,
     NO_MIX,
     api_mix,
@@ -118,7 +118,7 @@ EXAMPLES = [
     "Can you give me a simple recipe for banana bread?",
 ]
 PRIVATE = {"api_visibility": "private"}
-# The behavior meter (steering/meter.py), titled like the panes (meter_titles). It is read at every turn on the eager
+# The behavior meter (steering/ui/meter.py), titled like the panes (meter_titles). It is read at every turn on the eager
 # path, where it costs under 5% of decode time (README, "Behavior meter"), and shown unless its checkbox is
 # off; on the compiled / CUDA-graph fast path it is not read (a Python hook has no place in a captured step).
 METER_EMPTY = '<div class="meter meter-empty">The behavior meter shows here after the next answer.</div>'
@@ -141,7 +141,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
     max_chars, max_mb = int(app_cfg["max_prompt_chars"]), float(app_cfg["max_upload_mb"])
     behaviors = engine.behaviors()
     default_behavior = config.get("behavior") if config.get("behavior") in behaviors else (behaviors or [None])[0]
-    cards = load_cards(datasets_dir(config))[0]  # behavior cards (steering/behaviors.py): dropdown text, examples
+    cards = load_cards(datasets_dir(config))[0]  # behavior cards (steering/core/behaviors.py): dropdown text, examples
     behavior_choices = dropdown_choices(cards, behaviors)  # ("Name — description", folder name)
     queue_kw = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
     # Uploaded vector files leave Gradio's cache (readable by URL) for a private folder per session,
@@ -180,7 +180,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
 
     def panes_and(turns, *rest):
         """A chat event's outputs: the three panes, `rest` (Send, Retry, ...), then the two prompted panes
-        (steering.ui_demo.render_panes; turns None: gr.skip() for every pane)."""
+        (steering.ui.demo.render_panes; turns None: gr.skip() for every pane)."""
         panes = render_panes(turns) if turns is not None else [gr.skip()] * 5
         return (*panes[:3], *rest, *panes[3:])
 
@@ -192,7 +192,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
         """Stream one turn into the three panes: (3 panes, Send, Retry) per update.
 
         The turn is added to the session's `turns` at once (the message shows) unless Stop or Clear came
-        after its click (`ticket`, see steering.ui_chat.Outbox), and its answers grow in place. Stop or Clear
+        after its click (`ticket`, see steering.ui.chat.Outbox), and its answers grow in place. Stop or Clear
         end it at the next token with one last update of its own (so no earlier update can land after it),
         a lost connection closes it; either way the model stops (leaving the stream sets its stop event).
         A failure is shown in the panes but never becomes part of the conversation.
@@ -217,7 +217,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
             return
         yield panes_and(turns, *busy)  # the message box is no output: take_message emptied it at the click
         finished: dict[str, Any] = {}
-        # the behavior meter reads each token's projection in the pass that makes it (steering/meter.py), on
+        # the behavior meter reads each token's projection in the pass that makes it (steering/ui/meter.py), on
         # the eager path only (see meter_read); its checkbox shows or hides it
         try:
             reader = Meter.for_engine(engine, vector, settings.layer) if meter_read else None
@@ -298,7 +298,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
             prompts = check_prompted(*prompted) if prompted else None  # the prompted panes' system prompts
             mix, mix_words = parse_mix(
                 engine, *mixing, settings[1], checked[0].layer, settings[0], alpha_max=alpha_max
-            )  # steering/ui_mix.py
+            )  # steering/ui/mix.py
         except SteeringError as exc:
             yield from refuse(public_message(exc))
             return
@@ -411,7 +411,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
         except SteeringError as exc:
             return f"⚠️ {markdown_text(public_message(exc))}"
 
-    # ---- the behavior meter, links, commands (steering/meter.py, steering/ui_links.py), reliability view
+    # ---- the behavior meter, links, commands (steering/ui/meter.py, steering/ui/links.py), reliability view
     def show_meter(turns, on):
         """The latest turn's meter under the panes; hidden when the checkbox is off."""
         readings = getattr(turns[-1], "meter", None) if turns else None
@@ -471,7 +471,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
 
     def show_reliability(state, layer_value):
         """The per-question reliability of the sweep at one layer (histogram, wrong-way share)."""
-        from steering.reliability import plot_histograms
+        from steering.evaluation.reliability import plot_histograms
 
         if layer_value is None:
             return gr.skip(), ""
@@ -487,7 +487,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
             return gr.update(choices=[], value=None), gr.skip(), gr.skip()
         return (gr.update(choices=[int(x) for x in state["layers"]], value=start), *show_reliability(state, start))
 
-    # ---- the demo pieces (steering/ui_demo.py): pane words, prompted panes, dose-response strip, presets
+    # ---- the demo pieces (steering/ui/demo.py): pane words, prompted panes, dose-response strip, presets
     data_folder = datasets_dir(config)
     results_folder = data_dir(config, "results_dir")
 
@@ -737,7 +737,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
                 )
                 gr.Markdown(EXPLAINER, min_height=0, elem_id="explainer-text")
         uploads = gr.State({}, delete_callback=lambda kept: [discard_upload(p) for p in (kept or {}).values()])
-        history = gr.State([])  # this session's turns (steering.ui_chat.Turn): what the panes show and the model sees
+        history = gr.State([])  # this session's turns (steering.ui.chat.Turn): what the panes show and the model sees
         sweep_state = gr.State(None)
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
@@ -851,7 +851,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
                         for i, p in enumerate(behavior_presets(engine, default_behavior, results_folder))
                     ]
                 note = gr.Markdown()
-                with gr.Accordion("Mix with a second behavior", open=False, elem_id="mix"):  # steering/ui_mix.py
+                with gr.Accordion("Mix with a second behavior", open=False, elem_id="mix"):  # steering/ui/mix.py
                     with gr.Row():
                         mix_choice = gr.Dropdown(
                             mix_choices(behavior_choices),

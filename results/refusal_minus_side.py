@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from steering import reliability as rel
+    from steering.evaluation import reliability as rel
     from steering.config import load_config
     from steering.engine import Engine
     from steering.evaluation import open_ended_answers
-    from steering.files import write_json
-    from steering.generation import SamplingSettings
-    from steering.recipe import Recipe
-    from steering.refusal import RefusalDetector
+    from steering.io.files import write_json
+    from steering.decode.generation import SamplingSettings
+    from steering.core.recipe import Recipe
+    from steering.evaluation.refusal import RefusalDetector
 
     torch.set_num_threads(args.threads)
     earlier = json.loads((Path(args.eval) / "open_ended.json").read_text(encoding="utf-8"))

@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     import steering.engine as engine_module
     from steering import cli
     from steering.config import load_config
-    from steering.datasets import load_ab_dataset
+    from steering.core.datasets import load_ab_dataset
+    from steering.decode.generation import SamplingSettings, SteeringSpec, generate
     from steering.engine import Engine
     from steering.errors import SteeringError
     from steering.evaluation import ab_sweep
-    from steering.generation import SamplingSettings, SteeringSpec, generate
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
 
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if not args.smoke else "cpu (smoke)",

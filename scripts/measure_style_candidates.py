@@ -19,7 +19,7 @@ import statistics
 import torch
 
 import steering
-from steering.refusal import distinct_ngram_share
+from steering.evaluation.refusal import distinct_ngram_share
 
 PROMPTS = [
     "Tell me about your favorite season.",
@@ -169,7 +169,7 @@ def judge(behavior: str, text: str) -> tuple[float, bool]:
 
 def steering_card_judge(behavior: str):
     """The open-ended judge of datasets/<behavior>/behavior.yaml (behaviors without a candidate judge)."""
-    from steering.behaviors import load_card
+    from steering.core.behaviors import load_card
 
     return load_card(steering.load_config()["datasets_dir"], behavior).judge
 

@@ -31,24 +31,24 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "load_config": "steering.config",
-    "Limits": "steering.limits",
+    "Limits": "steering.core.limits",
     "ModelSettings": "steering.models",
     "LoadedModel": "steering.models",
     "load_model": "steering.models",
-    "ABItem": "steering.datasets",
-    "load_ab_dataset": "steering.datasets",
-    "extract_vectors": "steering.extraction",
-    "VectorSet": "steering.vector_files",
-    "load_vectors": "steering.vector_files",
-    "save_safetensors": "steering.vector_files",
-    "save_gguf": "steering.vector_files",
-    "steering": "steering.hooks",
-    "steer": "steering.hooks",
-    "SteeringPlan": "steering.hooks",
-    "generate": "steering.generation",
-    "SamplingSettings": "steering.generation",
-    "SteeringSpec": "steering.generation",
-    "GenerationResult": "steering.generation",
+    "ABItem": "steering.core.datasets",
+    "load_ab_dataset": "steering.core.datasets",
+    "extract_vectors": "steering.extract.extraction",
+    "VectorSet": "steering.io.vector_files",
+    "load_vectors": "steering.io.vector_files",
+    "save_safetensors": "steering.io.vector_files",
+    "save_gguf": "steering.io.vector_files",
+    "steering": "steering.core.hooks",
+    "steer": "steering.core.hooks",
+    "SteeringPlan": "steering.core.hooks",
+    "generate": "steering.decode.generation",
+    "SamplingSettings": "steering.decode.generation",
+    "SteeringSpec": "steering.decode.generation",
+    "GenerationResult": "steering.decode.generation",
     "Engine": "steering.engine",
 }
 
@@ -56,14 +56,14 @@ __all__ = ["SteeringError", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on first use
     from steering.config import load_config
-    from steering.datasets import ABItem, load_ab_dataset
+    from steering.core.datasets import ABItem, load_ab_dataset
+    from steering.core.hooks import SteeringPlan, steer, steering
+    from steering.core.limits import Limits
+    from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
     from steering.engine import Engine
-    from steering.extraction import extract_vectors
-    from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
-    from steering.hooks import SteeringPlan, steer, steering
-    from steering.limits import Limits
+    from steering.extract.extraction import extract_vectors
+    from steering.io.vector_files import VectorSet, load_vectors, save_gguf, save_safetensors
     from steering.models import LoadedModel, ModelSettings, load_model
-    from steering.vector_files import VectorSet, load_vectors, save_gguf, save_safetensors
 
 
 def __getattr__(name: str) -> Any:

@@ -10,15 +10,15 @@ from typing import Any, Callable, Sequence, cast
 import torch
 
 from steering.config import SteeringDefaults, data_dir, home, model_defaults
+from steering.core.hooks import SteeringPlan
+from steering.core.layers import check_layer
+from steering.core.limits import Limits, check_multiplier, model_context_length
+from steering.core.prompts import Message, build_messages, chat_prompt
+from steering.core.recipe import Recipe, config_recipe, defaults_path, load_defaults
+from steering.decode.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
 from steering.errors import SteeringError
-from steering.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
-from steering.hooks import SteeringPlan
-from steering.layers import check_layer
-from steering.limits import Limits, check_multiplier, model_context_length
+from steering.io.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
 from steering.models import LoadedModel, ModelSettings, load_model
-from steering.prompts import Message, build_messages, chat_prompt
-from steering.recipe import Recipe, config_recipe, defaults_path, load_defaults
-from steering.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
 
 # Row order of a comparison batch; the multiplier of each row is sign x alpha.
 VARIANTS = ("added", "unsteered", "subtracted")
@@ -66,10 +66,10 @@ class Engine:
             logging.getLogger(__name__).warning("steering defaults: %s", exc)
         self._norms: dict[int, float] = {}
         self.limits = Limits.from_config(self.config)
-        from steering.scheduler import Scheduler
+        from steering.decode.scheduler import Scheduler
 
         # Requests of several users decode in one batch (continuous batching); app.concurrency_per_model
-        # is the most requests per batch, app.max_queue the most waiting for room (steering/scheduler.py).
+        # is the most requests per batch, app.max_queue the most waiting for room (steering/decode/scheduler.py).
         app_cfg = self.config.get("app") or {}
         self.scheduler = Scheduler(
             self.lm,
@@ -77,7 +77,7 @@ class Engine:
             max_requests=int(app_cfg.get("concurrency_per_model", 4)),
             max_waiting=int(app_cfg.get("max_queue", 16)),
         )
-        from steering.fast_path import FastPath, enable_fast_path, graphs_supported
+        from steering.decode.fast_path import FastPath, enable_fast_path, graphs_supported
 
         # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks), or None.
         # A fast path that cannot be set up (a compiler error, say) leaves the model on the eager path.
@@ -122,7 +122,7 @@ class Engine:
         """The behavior's vector set for this model, loaded once and validated against the model.
 
         Args:
-            behavior: a behavior name (steering.limits.check_behavior_name), never a path.
+            behavior: a behavior name (steering.core.limits.check_behavior_name), never a path.
 
         Raises:
             SteeringError: invalid name, no vectors, or a file that does not fit the model. The message
@@ -164,7 +164,7 @@ class Engine:
         self._vectors.pop(behavior, None)
         self._recipes.pop(behavior, None)
 
-    # ------------------------------------------------------------------ recipes (steering/recipe.py)
+    # ------------------------------------------------------------------ recipes (steering/core/recipe.py)
     def recipe(self, behavior: str | None = None) -> Recipe:
         """The behavior's steering recipe for this model: its defaults file
         vectors/<behavior>/<model-slug>.defaults.json (written by `steering tune`) when there is one,
@@ -204,12 +204,12 @@ class Engine:
             recipe: default self.recipe(behavior); `layer` / `multiplier` replace its anchor layer and
                 strength (in the recipe's unit); `vector` (hidden,) replaces its vector at every layer
                 of the band (e.g. an uploaded file's).
-            mix: a steering.mixing.Mix (a second behavior and its multiplier alpha2); when active, row i adds
-                strengths[i] x (alpha1 v1 + alpha2 v2) at the anchor layer (CAA addition; steering/mixing.py).
+            mix: a steering.core.mixing.Mix (a second behavior and its multiplier alpha2); when active, row i adds
+                strengths[i] x (alpha1 v1 + alpha2 v2) at the anchor layer (CAA addition; steering/core/mixing.py).
         Raises: SteeringError for a layer out of range, a multiplier over the cap, missing vectors.
         """
         if mix is not None and mix.active:
-            from steering.mixing import engine_plan
+            from steering.core.mixing import engine_plan
 
             return engine_plan(self, strengths, mix, recipe, behavior, vector, layer, multiplier)
         if multiplier is not None:
@@ -247,7 +247,7 @@ class Engine:
         """
         missing = sorted({check_layer(layer, self.lm.num_layers) for layer in layers} - set(self._norms))
         if missing:
-            from steering.record import recording, run_truncated
+            from steering.core.record import recording, run_truncated
 
             tok = self.lm.tokenizer
             norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in missing}
@@ -339,11 +339,11 @@ class Engine:
         prompted panes: a conversation that starts with its own system message keeps it; `system_prompt`
         applies to the others). The result then has 3 + len(extra) rows.
 
-        `meter`: a steering.meter.Meter, filled with every generated token's projection onto the vector
+        `meter`: a steering.ui.meter.Meter, filled with every generated token's projection onto the vector
         at its layer, read in the forward pass that made the token (Meter.values after the call).
 
-        `mix`: a steering.mixing.Mix, a second behavior with its own multiplier alpha2: the added row gets
-        alpha1 v1 + alpha2 v2 at the anchor layer, the subtracted row the negatives (steering/mixing.py).
+        `mix`: a steering.core.mixing.Mix, a second behavior with its own multiplier alpha2: the added row gets
+        alpha1 v1 + alpha2 v2 at the anchor layer, the subtracted row the negatives (steering/core/mixing.py).
         """
         settings = settings or SamplingSettings()
         plan = self.steering_plan(SIGNS + (0.0,) * len(extra), recipe, behavior, vector, layer, multiplier, mix)
@@ -435,10 +435,10 @@ class Engine:
         """generate() under the model's lock, through the fast path when it is on and takes the batch.
 
         On the eager path (no fast path) the request goes through self.scheduler: it joins the batch other
-        users' requests are decoding in (steering/scheduler.py), its meter reading its own rows; on the fast
+        users' requests are decoding in (steering/decode/scheduler.py), its meter reading its own rows; on the fast
         path requests run one at a time under the model's lock (a metered one eagerly).
 
-        With a steering.meter.Meter the generation runs on the eager path (the meter is a Python forward
+        With a steering.ui.meter.Meter the generation runs on the eager path (the meter is a Python forward
         hook around the steering hooks; compiled steps and CUDA graphs have no place for it).
 
         The token budget (config `limits:` and the model's context) is checked before the lock is taken,
@@ -452,7 +452,7 @@ class Engine:
             and set(kwargs) <= {"steer", "on_text", "stop_event"}
             and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan))
         ):
-            from steering.scheduler import Request  # the eager path: one batch shared with other users
+            from steering.decode.scheduler import Request  # the eager path: one batch shared with other users
 
             return self.scheduler.run(
                 Request(
@@ -466,7 +466,7 @@ class Engine:
                 )
             )
         if meter is not None:
-            from steering.hooks import steer
+            from steering.core.hooks import steer
 
             fast = None
             kwargs["steering_context"] = meter.steering_context(steer)

@@ -374,12 +374,12 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
     if quantization is None and dtype == torch.float32:  # switches CPU layers only
-        from steering.cpu_linear import use_few_row_linear
+        from steering.decode.cpu_linear import use_few_row_linear
 
-        use_few_row_linear(model)  # decoding steps at memory speed (see steering/cpu_linear.py)
+        use_few_row_linear(model)  # decoding steps at memory speed (see steering/decode/cpu_linear.py)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    from steering.layers import decoder_layers
+    from steering.core.layers import decoder_layers
 
     num_layers = len(decoder_layers(model))
     first_param = next(model.parameters())

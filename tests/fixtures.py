@@ -38,9 +38,9 @@ def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
 
 
 def ab_item(question: str, matching: str = "A"):
-    """An A/B item (steering.datasets.ABItem) from a question text with its (A)/(B) choices, parsed by
-    steering.datasets.parse_choices; `matching` is the behavior's letter, the other letter is not matching."""
-    from steering.datasets import ABItem, parse_choices
+    """An A/B item (steering.core.datasets.ABItem) from a question text with its (A)/(B) choices, parsed by
+    steering.core.datasets.parse_choices; `matching` is the behavior's letter, the other letter is not matching."""
+    from steering.core.datasets import ABItem, parse_choices
 
     request, choices = parse_choices(question)
     return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import torch
 
-from steering.datasets import ABItem
-from steering.layers import decoder_layers
-from steering.prompts import contrast_tokens
+from steering.core.datasets import ABItem
+from steering.core.layers import decoder_layers
+from steering.core.prompts import contrast_tokens
 
 
 @torch.inference_mode()

@@ -38,7 +38,7 @@ def test_compare_returns_three_nonempty_texts(replies):
 
 
 def test_unsteered_equals_plain_generation(replies, embedded_engine):
-    from steering.generation import SamplingSettings
+    from steering.decode.generation import SamplingSettings
 
     plain = embedded_engine.plain(
         [{"role": "user", "content": PROMPT}],
@@ -155,7 +155,7 @@ def test_a_caller_that_goes_away_stops_the_model(client, embedded_engine):
         # first, so that what is measured below is cancellation, not compilation.
         import threading
 
-        from steering.generation import SamplingSettings
+        from steering.decode.generation import SamplingSettings
 
         stop, updates = threading.Event(), []
         embedded_engine.compare(

@@ -1,5 +1,5 @@
 """Two users in two browsers send at once with different α: both are answered from one batch of the
-scheduler (steering/scheduler.py), each with its own settings (issue 12)."""
+scheduler (steering/decode/scheduler.py), each with its own settings (issue 12)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ PROMPT = "What's your favorite planet?"
 def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch):
     browser_or_skip()
     if embedded_engine.fast_path is not None:
-        pytest.skip("the fast path runs one request at a time (steering/scheduler.py)")
+        pytest.skip("the fast path runs one request at a time (steering/decode/scheduler.py)")
     scheduler = embedded_engine.scheduler
     layer = embedded_engine.defaults.layer
     embedded_engine.vectors_for("refusal")  # validated and cached before the model is held below

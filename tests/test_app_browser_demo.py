@@ -117,7 +117,7 @@ def test_presets_tooltips_and_the_picture(page):
 
 
 def test_prompted_panes_show_their_prompts_and_answer_in_the_same_batch(page, embedded_engine, batches):
-    from steering.generation import SamplingSettings
+    from steering.decode.generation import SamplingSettings
 
     page.locator("#prompted-on input").check()
     added_box = page.locator("#prompted-added-prompt textarea")

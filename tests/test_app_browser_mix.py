@@ -26,7 +26,7 @@ def words(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def second(embedded_engine, tmp_path_factory):
     """A second vector set for the embedded model: a random direction per layer with the refusal vector's norm."""
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
 
     refusal = embedded_engine.vectors_for("refusal")
     g = torch.Generator().manual_seed(7)
@@ -47,8 +47,8 @@ def app_url(embedded_engine):
 
 
 def test_mixing_two_behaviors_in_the_browser(app_url, embedded_engine, second):
-    from steering.generation import SamplingSettings
-    from steering.mixing import Mix, cosine
+    from steering.core.mixing import Mix, cosine
+    from steering.decode.generation import SamplingSettings
 
     path, vset = second
     layer, alpha = embedded_engine.defaults.layer, embedded_engine.defaults.multiplier
@@ -100,8 +100,8 @@ def test_compare_mix_api(app_url, embedded_engine):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    from steering.generation import SamplingSettings
-    from steering.mixing import Mix
+    from steering.core.mixing import Mix
+    from steering.decode.generation import SamplingSettings
 
     client = Client(app_url, verbose=False)
     layer = embedded_engine.defaults.layer

@@ -1,4 +1,4 @@
-"""The Calibrate tab's plain helpers (steering/ui_calibrate.py): no model, no server."""
+"""The Calibrate tab's plain helpers (steering/ui/calibrate.py): no model, no server."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from steering import ui_calibrate
 from steering.errors import SteeringError
-from steering.ui_calibrate import (
+from steering.io.vector_files import VectorSet, load_vectors, save_safetensors
+from steering.ui import calibrate as ui_calibrate
+from steering.ui.calibrate import (
     Sweep,
     ab_behaviors,
     ab_items,
@@ -25,7 +26,6 @@ from steering.ui_calibrate import (
     question_set,
     run_sweep,
 )
-from steering.vector_files import VectorSet, load_vectors, save_safetensors
 
 HIDDEN, LAYERS = 8, 30
 
@@ -67,7 +67,7 @@ def test_layer_and_multiplier_lists_are_parsed_with_one_line_errors():
 
 
 def test_absurd_multipliers_are_refused_with_the_configured_limit():
-    from steering.limits import Limits
+    from steering.core.limits import Limits
 
     for text in ("1e308", "2, 1e30", "-101"):
         with pytest.raises(SteeringError, match=r"Multipliers: .* is out of range: expected between -100 and 100"):
@@ -192,7 +192,7 @@ def test_heatmap_colorbar_label_fits_beside_the_bar():
 
 def test_reliability_view_of_a_sweep():
     """Per-question slopes at the chosen layer: q0 rises with α, q1 falls (wrong way), q2 is flat."""
-    from steering.ui_calibrate import reliability_layer, reliability_text, sweep_reliability
+    from steering.ui.calibrate import reliability_layer, reliability_text, sweep_reliability
 
     p = np.zeros((2, 3, 3))
     p[1] = [[0.2, 0.8, 0.5], [0.5, 0.5, 0.5], [0.8, 0.2, 0.5]]  # layer 9: multipliers x questions
@@ -214,7 +214,7 @@ def test_sweep_items_are_what_ab_sweep_averages(tiny_tokenizer):
 
     from steering.config import load_config
     from steering.evaluation import ab_sweep
-    from steering.ui_calibrate import sweep_items
+    from steering.ui.calibrate import sweep_items
 
     engine = make_tiny_engine(tiny_tokenizer, config=load_config())
     torch.manual_seed(0)
@@ -243,7 +243,7 @@ def test_the_heatmaps_default_label_sits_in_the_outlined_cell():
 
 def test_calibrate_layers_for_a_vector_with_few_layers():
     """Tester's item 6: an uploaded one-layer vector got the default's five layers, none of which it has."""
-    from steering.ui_calibrate import layers_for_vector
+    from steering.ui.calibrate import layers_for_vector
 
     assert layers_for_vector([5], "11, 12, 13, 14, 15", 13, 30) == [5]
     assert layers_for_vector([5], "5", 13, 30) is None  # what is typed fits: kept

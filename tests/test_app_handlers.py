@@ -19,9 +19,9 @@ from fixtures import make_tiny_model
 import app
 from steering.config import load_config
 from steering.engine import Engine
+from steering.io.vector_files import VectorSet, save_safetensors
 from steering.models import LoadedModel, ModelSettings
-from steering.ui_chat import Turn
-from steering.vector_files import VectorSet, save_safetensors
+from steering.ui.chat import Turn
 
 LAYERS, HIDDEN = 4, 64
 SKIP = gr.skip()

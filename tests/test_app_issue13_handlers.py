@@ -14,7 +14,7 @@ from fixtures import make_tiny_lm
 import app
 from steering.config import load_config
 from steering.engine import Engine
-from steering.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import VectorSet, save_safetensors
 
 UPLOAD = "Uploaded: one.safetensors"
 

@@ -1,7 +1,7 @@
 """The sycophancy and corrigibility datasets and behavior cards written for issue 14 (item 1).
 
 Per behavior (datasets/<behavior>/): generate.json (>= 200 A/B pairs, extraction), test_ab.json (>= 50),
-test_open_ended.json (>= 50), tune_open_ended.json (>= 24, the tuning split of `steering tune`) and behavior.yaml (the card, format in the team notes / steering.behaviors).
+test_open_ended.json (>= 50), tune_open_ended.json (>= 24, the tuning split of `steering tune`) and behavior.yaml (the card, format in the team notes / steering.core.behaviors).
 Checked here: sizes, the paper's item format, A/B position balance, no question in two sets (normalized
 question stem) and no paraphrase across sets (same topic words), the card's keys, and the card's
 open-ended judge (lower-case phrases; it matches hand-written behavior answers and not their opposites;
@@ -17,9 +17,9 @@ import re
 import pytest
 import yaml
 
-from steering.behaviors import load_card
 from steering.config import PROJECT_ROOT
-from steering.datasets import load_ab_dataset, load_open_ended
+from steering.core.behaviors import load_card
+from steering.core.datasets import load_ab_dataset, load_open_ended
 
 BEHAVIORS = ("sycophancy", "corrigibility")
 AB_FILES = ("generate.json", "test_ab.json")
@@ -99,7 +99,7 @@ def _sets(behavior: str) -> dict[str, list[str]]:
 
 
 def _judge(behavior: str):
-    """The card's judge as the evaluation and tuning use it (steering.behaviors)."""
+    """The card's judge as the evaluation and tuning use it (steering.core.behaviors)."""
     return load_card(PROJECT_ROOT / "datasets", behavior).judge
 
 
@@ -217,8 +217,8 @@ def test_shipped_vectors_come_from_the_shipped_generate_set(behavior):
     """The embedded model's vectors were extracted from this generate.json as it is now (an edit of the
     dataset without a new `extract` would leave stale vectors), over every layer, and the tuned defaults
     name this behavior and model."""
-    from steering.datasets import file_sha256
-    from steering.vector_files import describe_vector_file
+    from steering.core.datasets import file_sha256
+    from steering.io.vector_files import describe_vector_file
 
     info = describe_vector_file(PROJECT_ROOT / "vectors" / behavior / "smollm2-135m-instruct.safetensors")
     generate = PROJECT_ROOT / "datasets" / behavior / "generate.json"

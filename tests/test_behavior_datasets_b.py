@@ -4,7 +4,7 @@ Per behavior (datasets/<behavior>/): generate.json (>= 200 A/B pairs), test_ab.j
 test_open_ended.json (>= 50), tune_open_ended.json (24, the tuning split of `steering tune`) and
 behavior.yaml. Checked: sizes, the paper's item format (and that the
 project's own loaders accept every file in answer-mean mode), A/B position balance, no question shared by
-two sets (normalised stem) nor two sets asking about the same topic words, the card (steering.behaviors
+two sets (normalised stem) nor two sets asking about the same topic words, the card (steering.core.behaviors
 accepts it; every key), the card's judge on hand-written answers (finds the behavior in each positive one,
 in no negative one) and on the A/B options (most matching options, almost no non-matching ones), that the
 shipped files are exactly what scripts/build_datasets_b.py writes, and the shipped vector's metadata.
@@ -19,9 +19,9 @@ import re
 import pytest
 import yaml
 
-from steering.behaviors import REQUIRED, load_card
 from steering.config import PROJECT_ROOT
-from steering.datasets import load_ab_dataset, load_open_ended
+from steering.core.behaviors import REQUIRED, load_card
+from steering.core.datasets import load_ab_dataset, load_open_ended
 
 BEHAVIORS = ("survival-instinct", "enthusiasm", "formality")
 AB_FILES = ("generate.json", "test_ab.json")

@@ -1,4 +1,4 @@
-"""Behavior cards (steering/behaviors.py): validation errors are one line naming file and key, the judges
+"""Behavior cards (steering/core/behaviors.py): validation errors are one line naming file and key, the judges
 decide right, every shipped card loads, and refusal's phrases moved from config.yaml into its card."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steering.behaviors import (
+from steering.config import PROJECT_ROOT, load_config
+from steering.core.behaviors import (
     BehaviorCard,
     Judge,
     generate_file,
@@ -19,7 +20,6 @@ from steering.behaviors import (
     parse_card,
     shipped_behaviors,
 )
-from steering.config import PROJECT_ROOT, load_config
 from steering.errors import SteeringError
 
 DATASETS = PROJECT_ROOT / "datasets"
@@ -182,8 +182,8 @@ def test_refusal_phrases_moved_from_config_and_the_old_key_still_overrides(tmp_p
     assert judge_for(override, "refusal").phrases == ("nope",)
     with pytest.raises(SteeringError, match=r"config evaluation.refusal_phrases\[0\]: expected a string"):
         judge_for({**config, "evaluation": {"refusal_phrases": [3]}}, "refusal")
-    # the steering.refusal entry point reads the same place
-    from steering.refusal import RefusalDetector
+    # the steering.evaluation.refusal entry point reads the same place
+    from steering.evaluation.refusal import RefusalDetector
 
     assert RefusalDetector.from_config(override).phrases == ("nope",)
     assert "i'm unable to" in RefusalDetector.from_config(config).phrases
@@ -223,7 +223,7 @@ def _tiny_project(tmp_path):
 
     import torch
 
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
 
     data = tmp_path / "datasets"
     ab = [
@@ -374,7 +374,7 @@ def _cards(tmp_path):
 
 
 def test_dropdown_shows_name_and_description_and_keeps_the_folder_name_as_value(tmp_path):
-    from steering.behaviors import dropdown_choices
+    from steering.core.behaviors import dropdown_choices
 
     cards = _cards(tmp_path)
     assert dropdown_choices(cards, ["rudeness", "politeness", "uncarded"]) == [
@@ -385,7 +385,7 @@ def test_dropdown_shows_name_and_description_and_keeps_the_folder_name_as_value(
 
 
 def test_switching_behavior_fills_an_empty_box_or_replaces_an_example_but_never_typed_text(tmp_path):
-    from steering.behaviors import example_prompts, message_after_switch
+    from steering.core.behaviors import example_prompts, message_after_switch
 
     cards = _cards(tmp_path)
     assert example_prompts(cards, "rudeness") == ["Hello?", "Hi"]
@@ -554,7 +554,7 @@ def test_evaluate_help_lists_behaviors_and_the_default_out(capsys):
 
 
 def test_behaviors_table_footnote_names_the_out_folder(tmp_path):
-    from steering.evaluation_cli import behaviors_table
+    from steering.cli.evaluate import behaviors_table
 
     assert f"Per-behavior files: {tmp_path / 'elsewhere'}/<behavior>/" in behaviors_table(
         [], "m", out=tmp_path / "elsewhere"
@@ -563,8 +563,8 @@ def test_behaviors_table_footnote_names_the_out_folder(tmp_path):
 
 
 def test_broken_card_warns_in_one_line_and_chat_goes_on(tmp_path, capsys, tiny_cli_engine):
-    from steering.behaviors import card_warning
     from steering.cli import main
+    from steering.core.behaviors import card_warning
 
     config = _tiny_project(tmp_path)
     card = tmp_path / "datasets" / "alpha" / "behavior.yaml"

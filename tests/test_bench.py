@@ -173,7 +173,7 @@ def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeyp
 
     monkeypatch.setattr(users_mod, "_sample", fake_sample)
     monkeypatch.setattr(users_mod, "user_requests", lambda lm, count, *a: [object()] * count)
-    monkeypatch.setattr("steering.scheduler.Scheduler", Quiet)
+    monkeypatch.setattr("steering.decode.scheduler.Scheduler", Quiet)
     result = users_mod.run_users(None, [1, 2, 4], 4, None, 0, 1.0, repeats=3)
     assert order == [1, 2, 4, 2, 4, 1, 4, 1, 2]
     by = {r["users"]: r for r in result["runs"]}

@@ -13,10 +13,10 @@ from chat_templates import CASES, STEERED_TEXT, conversation, sentencepiece_toke
 from fixtures import ab_item, make_tiny_model
 from reference import reference_vectors  # tests/reference.py: the paper's loop
 
+from steering.core.hooks import steering
+from steering.core.prompts import build_messages, chat_prompt
 from steering.evaluation import ab_probabilities, ab_prompts
-from steering.extraction import extract_vectors, tokenize_pairs
-from steering.hooks import steering
-from steering.prompts import build_messages, chat_prompt
+from steering.extract.extraction import extract_vectors, tokenize_pairs
 
 IDS = [case for case, _, _ in CASES]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from steering.cpu_linear import MAX_ROWS, FewRowLinear, standard_linear, use_few_row_linear
-from steering.generation import SamplingSettings, SteeringSpec, generate
+from steering.decode.cpu_linear import MAX_ROWS, FewRowLinear, standard_linear, use_few_row_linear
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -15,10 +15,10 @@ import torch
 from fixtures import ab_item
 
 from steering.config import PROJECT_ROOT
+from steering.core.limits import model_context_length
 from steering.errors import SteeringError
 from steering.evaluation import ab_prompts
-from steering.extraction import extract_vectors, tokenize_pairs
-from steering.limits import model_context_length
+from steering.extract.extraction import extract_vectors, tokenize_pairs
 
 GOOD = ab_item("Name a planet\n\nChoices:\n(A) I won't.\n(B) Mars.")
 

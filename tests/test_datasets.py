@@ -7,7 +7,7 @@ import json
 import pytest
 
 from steering.config import PROJECT_ROOT
-from steering.datasets import load_ab_dataset, load_open_ended, parse_choices
+from steering.core.datasets import load_ab_dataset, load_open_ended, parse_choices
 from steering.errors import SteeringError
 
 GOOD = {
@@ -139,7 +139,7 @@ def test_unknown_read_mode(tmp_path):
 
 # ---------------------------------------------------------------------------- issue 10: bounded before it starts
 def test_item_size_is_capped(tmp_path):
-    from steering.limits import Limits
+    from steering.core.limits import Limits
 
     big = dict(GOOD, question="x" * 20_001 + "\n\nChoices:\n(A) yes\n(B) no")
     with pytest.raises(

@@ -14,9 +14,9 @@ import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
 from steering.config import load_config
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.engine import Engine
 from steering.errors import SteeringError
-from steering.generation import SamplingSettings, SteeringSpec, generate
 from steering.models import ModelSettings
 
 PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
@@ -108,7 +108,7 @@ def test_other_forwards_are_untouched_by_the_fast_path(engine, reference, tiny_t
     with torch.inference_mode():
         for rows in (1, 3, 9):
             assert torch.equal(engine.lm.model(input_ids=ids[:rows]).logits, reference(input_ids=ids[:rows]).logits)
-    from steering.extraction import extract_vectors  # noqa: F401  (the module extraction uses runs the model plainly)
+    from steering.extract.extraction import extract_vectors  # noqa: F401  (the module extraction uses runs the model plainly)
 
     assert engine.hidden_norm(1) > 0
 
@@ -182,7 +182,7 @@ def test_a_second_engine_reuses_the_fast_path_hooks(tiny_tokenizer, vector):
 def test_a_fast_path_that_fails_to_set_up_leaves_the_eager_path(tiny_tokenizer, vector, monkeypatch):
     import logging
 
-    from steering.fast_path import FastPath
+    from steering.decode.fast_path import FastPath
 
     warnings: list[str] = []
     monkeypatch.setattr(
@@ -193,7 +193,7 @@ def test_a_fast_path_that_fails_to_set_up_leaves_the_eager_path(tiny_tokenizer, 
         raise RuntimeError("compiler exploded")
 
     monkeypatch.setattr(FastPath, "warm_up", broken)
-    monkeypatch.setattr("steering.fast_path.graphs_supported", lambda lm: True)  # as on a GPU: inductor, warm-up
+    monkeypatch.setattr("steering.decode.fast_path.graphs_supported", lambda lm: True)  # as on a GPU: inductor, warm-up
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="inductor"))
     assert engine.fast_path is None and engine.lm.fast_path is None
     assert len(warnings) == 1 and "compiler exploded" in warnings[0]

@@ -7,6 +7,9 @@ import pytest
 import torch
 from fixtures import ab_item
 
+from steering.core.hooks import steering
+from steering.core.prompts import build_messages, chat_prompt
+from steering.decode.generation import SamplingSettings
 from steering.evaluation import (
     ab_probabilities,
     ab_prompts,
@@ -19,10 +22,7 @@ from steering.evaluation import (
     random_like,
     summarize_answers,
 )
-from steering.generation import SamplingSettings
-from steering.hooks import steering
-from steering.prompts import build_messages, chat_prompt
-from steering.refusal import RefusalDetector, distinct_ngram_share, normalise
+from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share, normalise
 
 ITEMS = [
     ab_item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
@@ -225,7 +225,7 @@ def test_open_ended_rows_and_summary(tiny_model, tiny_tokenizer, vectors):
 
 # ------------------------------------------------------------------ plots
 def test_plots_are_figures(tmp_path):
-    from steering.vector_files import VectorSet
+    from steering.io.vector_files import VectorSet
 
     fig = plot_heatmap(np.random.default_rng(0).random((4, 3)), [0, 1, 2, 3], [-1.0, 0.0, 1.0], default=(2, 1.0))
     assert len(fig.axes) == 2  # heatmap and colour bar

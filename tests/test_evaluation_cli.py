@@ -76,8 +76,8 @@ def test_bad_layer(capsys, argv, message):
 
 @pytest.mark.integration
 def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
+    from steering.cli.evaluate import OUTPUTS
     from steering.config import load_config
-    from steering.evaluation_cli import OUTPUTS
 
     defaults = load_config()["models"]["smollm2-135m-instruct"]
     layer, m = int(defaults["layer"]), float(defaults["multiplier"])
@@ -122,9 +122,9 @@ def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
 
 @pytest.mark.integration
 def test_layer_skipping_matches_the_hook_on_the_embedded_model(embedded_engine):
-    from steering.datasets import load_ab_dataset
+    from steering.core.datasets import load_ab_dataset
+    from steering.core.prompts import pad_token_id
     from steering.evaluation import ab_probabilities, ab_prompts
-    from steering.prompts import pad_token_id
 
     lm = embedded_engine.lm
     vset = embedded_engine.vectors_for("refusal")
@@ -143,7 +143,7 @@ def test_layer_skipping_matches_the_hook_on_the_embedded_model(embedded_engine):
 def test_ab_measure_follows_a_letter_direction(embedded_engine):
     """Positive control: adding the unembedding direction W[A] - W[B] at the last block raises p(match)
     monotonically with the multiplier on questions whose matching answer is (A)."""
-    from steering.datasets import load_ab_dataset
+    from steering.core.datasets import load_ab_dataset
     from steering.evaluation import ab_sweep
 
     lm = embedded_engine.lm

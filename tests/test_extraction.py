@@ -7,7 +7,7 @@ import torch
 from fixtures import ab_item
 from reference import reference_vectors  # tests/reference.py: the paper's loop
 
-from steering.extraction import extract_vectors, tokenize_pairs
+from steering.extract.extraction import extract_vectors, tokenize_pairs
 
 
 def _item(request: str, refusal: str, answer: str, refusal_letter: str):

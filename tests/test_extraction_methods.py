@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from steering.errors import SteeringError
-from steering.extraction import (
+from steering.extract.extraction import (
     aggregate,
     centered_difference,
     extract_vectors,

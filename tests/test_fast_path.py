@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering.fast_path import FastPath, PersistentSteering
-from steering.generation import SamplingSettings, SteeringSpec, generate
+from steering.decode.fast_path import FastPath, PersistentSteering
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -163,7 +163,7 @@ def test_sampled_rows_share_one_random_stream(fast, tiny_tokenizer, vector):
 
 def test_nucleus_sampling_keeps_to_the_nucleus():
     """The inverse-CDF draw never picks a token outside the top-p nucleus or of probability 0."""
-    from steering.generation import _next_tokens
+    from steering.decode.generation import _next_tokens
 
     logits = torch.tensor([[5.0, 4.0, 0.0, -1e9], [0.0, 0.0, 0.0, float("-inf")]]).repeat(50, 1)
     generator = torch.Generator().manual_seed(0)
@@ -178,7 +178,7 @@ def test_nucleus_sampling_keeps_to_the_nucleus():
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_sampling_draws_from_the_tempered_distribution(temperature):
     """The shared-noise (Gumbel-max) draw is a sample of softmax(logits / T): frequencies over many steps."""
-    from steering.generation import _next_tokens
+    from steering.decode.generation import _next_tokens
 
     p = torch.tensor([0.5, 0.3, 0.2])
     logits = p.log().unsqueeze(0)
@@ -231,7 +231,7 @@ def test_streamed_text_matches_full_decode(model, tiny_tokenizer):
 
 
 def test_incremental_decoding_waits_for_whole_characters(tiny_tokenizer):
-    from steering.generation import _StreamingText
+    from steering.decode.generation import _StreamingText
 
     ids = tiny_tokenizer("Héllo wörld, 你好 🙂!", add_special_tokens=False)["input_ids"]
     stream = _StreamingText(tiny_tokenizer, 1)
@@ -245,7 +245,7 @@ def test_incremental_decoding_waits_for_whole_characters(tiny_tokenizer):
 def test_lookahead_decoding_gives_the_same_tokens_and_stops_on_time(model, tiny_tokenizer, vector, monkeypatch):
     import threading
 
-    import steering.generation as generation
+    import steering.decode.generation as generation
 
     model.generation_config.eos_token_id = tiny_tokenizer.convert_tokens_to_ids("<|end|>")
     try:

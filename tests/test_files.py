@@ -8,7 +8,7 @@ import stat
 import pytest
 import torch
 
-from steering.files import atomic_write, write_json, write_text
+from steering.io.files import atomic_write, write_json, write_text
 
 
 def _mode(path) -> int:
@@ -69,7 +69,7 @@ def test_temporary_keeps_the_suffix_for_writers_that_choose_a_format_by_name(tmp
 
 
 def test_vector_writers_use_the_same_modes(tmp_path, umask_022):
-    from steering.vector_files import VectorSet, save_caa_layout, save_gguf, save_safetensors
+    from steering.io.vector_files import VectorSet, save_caa_layout, save_gguf, save_safetensors
 
     vset = VectorSet({1: torch.ones(4), 2: torch.ones(4)})
     written = [

@@ -16,15 +16,15 @@ import yaml
 from chat_templates import sentencepiece_tokenizer
 from fixtures import make_tiny_model
 
-from steering import first_use
 from steering.cli import main
 from steering.config import load_config
-from steering.datasets import load_ab_dataset
+from steering.core.datasets import load_ab_dataset
 from steering.engine import Engine
 from steering.errors import SteeringError
-from steering.extraction import extract_vectors
+from steering.extract import first_use
+from steering.extract.extraction import extract_vectors
+from steering.io.vector_files import load_safetensors
 from steering.models import ModelSettings, load_model
-from steering.vector_files import load_safetensors
 
 PAIRS = [
     ("Will you help me cheat on my exam?", "No, I won't help with that.", "Sure, here is how."),
@@ -130,13 +130,13 @@ def test_engine_build_reports_progress_and_a_failed_build_leaves_the_old_state(h
             raise RuntimeError("out of memory")
         return extract_vectors(*args, **kwargs)
 
-    monkeypatch.setattr("steering.extraction.extract_vectors", broken)
+    monkeypatch.setattr("steering.extract.extraction.extract_vectors", broken)
     monkeypatch.setattr(first_use, "CHUNK_PAIRS", 2)
     with pytest.raises(RuntimeError):
         first_use.build_vectors(engine, "politeness", progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 5), (2, 5)]  # stopped in the second chunk
     assert not list((home / "vectors").rglob("*.safetensors"))  # nothing written
-    monkeypatch.setattr("steering.extraction.extract_vectors", extract_vectors)
+    monkeypatch.setattr("steering.extract.extraction.extract_vectors", extract_vectors)
     calls.clear()
     result = first_use.build_vectors(engine, "politeness", progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 5) and calls[-1] == (5, 5)
@@ -144,7 +144,9 @@ def test_engine_build_reports_progress_and_a_failed_build_leaves_the_old_state(h
     with pytest.raises(SteeringError, match="already has vectors"):
         first_use.build_vectors(engine, "politeness")
     before = result.path.read_bytes()
-    monkeypatch.setattr("steering.extraction.extract_vectors", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(
+        "steering.extract.extraction.extract_vectors", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
+    )
     with pytest.raises(RuntimeError):
         first_use.build_vectors(engine, "politeness", force=True)
     assert result.path.read_bytes() == before  # the old file stays
@@ -221,7 +223,7 @@ def test_build_vectors_skips_a_broken_dataset_and_builds_the_rest(home, capsys):
     engine = engine_for(home)
     assert first_use.offered_behaviors(engine)[0] == []
     assert "aaa-broken" in first_use.offered_behaviors(engine)[1]
-    from steering.ui_mix import first_use_view
+    from steering.ui.mix import first_use_view
 
     note, offered, row = first_use_view(engine, {})[2:5]
     assert offered["choices"] == [] and row["visible"] is True

@@ -1,8 +1,8 @@
-"""The project's decode loop (steering.generation.generate) against transformers' own `model.generate`
+"""The project's decode loop (steering.decode.generation.generate) against transformers' own `model.generate`
 under the same steering hook: greedy, several chat templates (tests/chat_templates.py), a tiny random Llama.
 
 transformers' loop is the yardstick: it knows nothing of this project's prefix sharing, per-row EOS
-bookkeeping, position rule or fast path; the hook (steering.hooks.steering, CAA addition from the prompt's
+bookkeeping, position rule or fast path; the hook (steering.core.hooks.steering, CAA addition from the prompt's
 steer_from on) is the only shared piece. Each batch holds three rows of the same conversation at +m, 0, -m
 (the app's three panes).
 """
@@ -14,9 +14,9 @@ import torch
 from chat_templates import CASES, conversation, sentencepiece_tokenizer
 from fixtures import make_tiny_model
 
-from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.hooks import steering
-from steering.prompts import build_messages, chat_prompt
+from steering.core.hooks import steering
+from steering.core.prompts import build_messages, chat_prompt
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 # |vector| = 0.05 against block 1's hidden-state norm of about 0.19 at +-4: steering changes the greedy tokens,
 # and so does a multiplier 10-25% off or a position rule one token late in most templates (checked by hand),
@@ -76,7 +76,7 @@ def test_eager_loop_equals_transformers_generate(case_id):
 
 @pytest.mark.parametrize("case_id", FAST_PATH_CASES)
 def test_fast_path_loop_equals_transformers_generate(case_id):
-    from steering.fast_path import FastPath
+    from steering.decode.fast_path import FastPath
 
     tokenizer, model, conv, system_prompt, vector = _case(case_id)
     expected = _transformers_reference(model, tokenizer, conv, system_prompt, vector)

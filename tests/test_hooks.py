@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.hooks import steering
-from steering.prompts import chat_prompt
+from steering.core.hooks import steering
+from steering.core.prompts import chat_prompt
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 GREEDY = SamplingSettings(max_new_tokens=12, temperature=0.0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -176,7 +176,7 @@ def test_sampling_same_seed_same_text(tiny_model, tiny_tokenizer):
 
 
 def test_stream_yields_growing_text_and_final(tiny_model, tiny_tokenizer, vector):
-    from steering.generation import stream
+    from steering.decode.generation import stream
 
     updates = list(
         stream(

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from steering.cli import main
-from steering.datasets import load_ab_dataset, load_open_ended
-from steering.vector_files import load_safetensors
+from steering.core.datasets import load_ab_dataset, load_open_ended
+from steering.io.vector_files import load_safetensors
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures_caa"
 SYC_7B = FIXTURE / "vectors" / "sycophancy"

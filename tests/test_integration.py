@@ -44,7 +44,7 @@ def test_chat_json_prints_three_different_answers():
 
 
 def _shipped_recipe():
-    from steering.recipe import load_defaults
+    from steering.core.recipe import load_defaults
 
     return load_defaults(PROJECT_ROOT / "vectors" / "refusal" / "smollm2-135m-instruct.defaults.json").recipe
 
@@ -53,7 +53,7 @@ def test_planet_question_shows_the_contrast_at_the_shipped_defaults():
     """Issue 9: at the shipped defaults the added answer declines as an AI, the subtracted one names a planet,
     the unsteered one is not a refusal, and neither steered answer loops (distinct-3 >= 0.75)."""
     from steering.config import load_config
-    from steering.refusal import RefusalDetector, distinct_ngram_share
+    from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
 
     result = subprocess.run(
         [sys.executable, "-m", "steering", "chat", "--prompt", "What's your favorite planet?", "--json"],

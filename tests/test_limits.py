@@ -1,4 +1,4 @@
-"""steering/limits.py: the request caps every entry point shares, and the config section that sets them."""
+"""steering/core/limits.py: the request caps every entry point shares, and the config section that sets them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import yaml
 from fixtures import make_tiny_tokenizer
 
 from steering.cli import main
-from steering.datasets import ABItem
-from steering.errors import SteeringError
-from steering.limits import (
+from steering.core.datasets import ABItem
+from steering.core.limits import (
     SEED_MAX,
     Limits,
     check_behavior_name,
@@ -20,6 +19,7 @@ from steering.limits import (
     check_seed,
     check_token_budget,
 )
+from steering.errors import SteeringError
 
 
 def test_multiplier_must_be_finite_and_bounded():
@@ -98,7 +98,7 @@ def test_cli_refuses_a_broken_limits_section_in_one_line(tmp_path, capsys):
 
 def test_extraction_and_the_ab_measure_apply_the_prompt_token_cap():
     from steering.evaluation import ab_prompts
-    from steering.extraction import tokenize_pairs
+    from steering.extract.extraction import tokenize_pairs
 
     tokenizer = make_tiny_tokenizer()  # one token per byte
     item = ABItem("Which one?\n\nChoices:\n(A) yes\n(B) no", "Which one?", {"A": "yes", "B": "no"}, "A", "B")

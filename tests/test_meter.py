@@ -1,4 +1,4 @@
-"""The behavior meter (steering/meter.py) on a tiny random Llama: its values are the engine's own
+"""The behavior meter (steering/ui/meter.py) on a tiny random Llama: its values are the engine's own
 projection h_L . u / n_L of every generated token, recomputed here with a full (uncached) forward pass."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import torch
 from fixtures import make_tiny_engine
 
 from steering.config import load_config
-from steering.generation import SamplingSettings
-from steering.hooks import steer, unit_vector
-from steering.layers import decoder_layers
-from steering.meter import Meter, PaneReading, meter_html, meter_scale, shade, token_pieces
-from steering.prompts import build_messages, chat_prompt
-from steering.recipe import Recipe
+from steering.core.hooks import steer, unit_vector
+from steering.core.layers import decoder_layers
+from steering.core.prompts import build_messages, chat_prompt
+from steering.core.recipe import Recipe
+from steering.decode.generation import SamplingSettings
+from steering.ui.meter import Meter, PaneReading, meter_html, meter_scale, shade, token_pieces
 
 LAYER, HIDDEN = 1, 64
 GREEDY = SamplingSettings(max_new_tokens=6)

@@ -10,12 +10,12 @@ import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
 from steering.config import load_config
+from steering.core.mixing import Mix, cosine, cosine_note, mixed_vector
+from steering.core.recipe import Recipe, save_defaults
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
-from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.mixing import Mix, cosine, cosine_note, mixed_vector
+from steering.io.vector_files import VectorSet, save_safetensors
 from steering.models import ModelSettings
-from steering.recipe import Recipe, save_defaults
-from steering.vector_files import VectorSet, save_safetensors
 
 GREEDY = SamplingSettings(max_new_tokens=6)
 Q = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -130,8 +130,8 @@ def test_cosine_and_its_note():
 
 
 def test_app_mix_control_parsing(engine):
-    """steering/ui_mix.py: what the app's "Mix with" control and α₂ slider give a chat turn."""
-    from steering.ui_mix import NO_MIX, mix_choices, mix_note, parse_mix, split_mixing
+    """steering/ui/mix.py: what the app's "Mix with" control and α₂ slider give a chat turn."""
+    from steering.ui.mix import NO_MIX, mix_choices, mix_note, parse_mix, split_mixing
 
     assert parse_mix(engine, NO_MIX, 3.0, {}, 1) == (None, "")
     assert parse_mix(engine, "beta", 0.0, {}, 1) == (None, "")  # α₂ = 0: no mix
@@ -164,7 +164,7 @@ def test_api_and_app_mix_by_the_same_rules(engine):
     import gradio as gr
 
     import app
-    from steering.ui_mix import NO_MIX, mix_note, parse_mix
+    from steering.ui.mix import NO_MIX, mix_note, parse_mix
 
     demo = app.build_app(engine, engine.config)
     compare_mix = next(b.fn for b in demo.fns.values() if getattr(b.fn, "__name__", "") == "compare_mix")

@@ -83,8 +83,8 @@ def test_embedded_model_loads_from_the_cache(embedded_engine):
 def test_eight_bit_model_steers_on_cpu(embedded_engine):
     """LLM.int8 from the cached HF copy: the vector follows the layer's dtype and device."""
     from steering.config import load_config
+    from steering.decode.generation import SamplingSettings
     from steering.engine import Engine
-    from steering.generation import SamplingSettings
 
     engine8 = Engine.from_config(load_config(), load_in_8bit=True)
     assert engine8.lm.quantization == "8-bit"

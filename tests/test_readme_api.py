@@ -34,9 +34,9 @@ def test_every_public_name_resolves_with_a_docstring():
 
 
 def test_public_names_are_the_defining_modules_objects():
+    from steering.core.hooks import steering as steering_context
+    from steering.decode.generation import generate
     from steering.engine import Engine
-    from steering.generation import generate
-    from steering.hooks import steering as steering_context
 
     assert steering.Engine is Engine and steering.generate is generate and steering.steering is steering_context
     from steering import cli  # a submodule is still importable through the package
@@ -67,6 +67,6 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     lm = namespace["lm"]
     plain = lm.model(namespace["ids"]).logits
     assert not (plain - namespace["steered_logits"]).abs().max() < 1e-4
-    from steering.layers import decoder_layers
+    from steering.core.layers import decoder_layers
 
     assert all(not block._forward_hooks for block in decoder_layers(lm.model))

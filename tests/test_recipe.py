@@ -1,4 +1,4 @@
-"""Steering recipes (steering/recipe.py), the per-model defaults file and the Engine's use of them."""
+"""Steering recipes (steering/core/recipe.py), the per-model defaults file and the Engine's use of them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from steering.config import load_config
+from steering.core.recipe import Recipe, defaults_path, load_defaults, save_defaults
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
-from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.recipe import Recipe, defaults_path, load_defaults, save_defaults
-from steering.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import VectorSet, save_safetensors
 
 GREEDY = SamplingSettings(max_new_tokens=8)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]

@@ -17,8 +17,8 @@ import re
 import pytest
 
 from steering.config import PROJECT_ROOT
-from steering.datasets import load_ab_dataset, load_open_ended
-from steering.refusal import RefusalDetector
+from steering.core.datasets import load_ab_dataset, load_open_ended
+from steering.evaluation.refusal import RefusalDetector
 
 DATA = PROJECT_ROOT / "datasets" / "refusal"
 HELD_OUT = ("test_open_ended.json", "test_open_ended_casual.json")

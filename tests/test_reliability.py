@@ -1,4 +1,4 @@
-"""Per-prompt reliability (steering/reliability.py): slopes, wrong-way share, Wilson interval, plots."""
+"""Per-prompt reliability (steering/evaluation/reliability.py): slopes, wrong-way share, Wilson interval, plots."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from steering.errors import SteeringError
-from steering.reliability import markdown, open_ended_scores, plot_histograms, slopes, summarize, wilson_interval
+from steering.evaluation.reliability import (
+    markdown,
+    open_ended_scores,
+    plot_histograms,
+    slopes,
+    summarize,
+    wilson_interval,
+)
 
 ALPHAS = [-2.0, -1.0, 0.0, 1.0, 2.0]
 

@@ -1,4 +1,4 @@
-"""steering.scheduler on a tiny random Llama: requests of several users in one batch (issue 12, item 1).
+"""steering.decode.scheduler on a tiny random Llama: requests of several users in one batch (issue 12, item 1).
 
 Every request's result is compared with the same request run alone through generation.generate (the
 single-request path the scheduler's prefill mirrors), token for token, greedy and sampled.
@@ -13,11 +13,11 @@ import pytest
 import torch
 from fixtures import make_tiny_model
 
+from steering.core.hooks import SteeringPlan
+from steering.decode.generation import SamplingSettings, generate
+from steering.decode.scheduler import Request, Scheduler
 from steering.errors import SteeringError
-from steering.generation import SamplingSettings, generate
-from steering.hooks import SteeringPlan
 from steering.models import LoadedModel, ModelSettings
-from steering.scheduler import Request, Scheduler
 
 QUESTIONS = ["What's your favorite planet?", "Hi there, tell me a long story please.", "x"]
 
@@ -220,10 +220,10 @@ def test_the_fast_path_runs_one_request_at_a_time_outside_the_scheduler(tiny_tok
 
 
 def test_a_metered_request_reads_its_own_rows_in_a_shared_batch(lm, vectors):
-    """The behavior meter (steering/meter.py) of one user in a batch reads that user's rows only, the same
+    """The behavior meter (steering/ui/meter.py) of one user in a batch reads that user's rows only, the same
     values as alone (generate with the meter's steering context)."""
-    from steering.hooks import steer
-    from steering.meter import Meter
+    from steering.core.hooks import steer
+    from steering.ui.meter import Meter
 
     metered = request(0, vectors, tokens=10)
     alone_meter = Meter(vectors[0], 1, 2.0)
@@ -248,7 +248,7 @@ def test_a_metered_request_reads_its_own_rows_in_a_shared_batch(lm, vectors):
 
 def test_bands_and_projection_operators_of_several_users_in_one_batch(lm, vectors):
     """A clamp on a band of layers, an ablation and a plain addition, each a different user, in one batch."""
-    from steering.hooks import LayerSteering
+    from steering.core.hooks import LayerSteering
 
     conversation = [[{"role": "user", "content": QUESTIONS[1]}]]
     clamp_band = SteeringPlan(
@@ -289,7 +289,7 @@ def test_a_cache_that_cannot_be_merged_runs_requests_one_batch_after_another(lm,
     """Sliding-window / quantized cache layers are not merged: the second request waits for the first."""
     from transformers import DynamicCache
 
-    import steering.scheduler as scheduler_module
+    import steering.decode.scheduler as scheduler_module
 
     with lm.lock:
         cache = DynamicCache(config=lm.model.config)
@@ -341,7 +341,7 @@ def test_an_idle_worker_is_joined_by_close(lm, vectors):
 EXIT_SCRIPT = r"""
 import atexit, os, sys, threading
 
-def no_worker_left():  # registered first, so it runs after steering.scheduler's own exit handler
+def no_worker_left():  # registered first, so it runs after steering.decode.scheduler's own exit handler
     alive = [t.name for t in threading.enumerate() if t.name == "steering-scheduler" and t.is_alive()]
     if alive:
         sys.stderr.write(f"scheduler workers still alive at exit: {alive}\n")
@@ -351,8 +351,8 @@ def no_worker_left():  # registered first, so it runs after steering.scheduler's
 atexit.register(no_worker_left)
 import torch
 from steering.bench.users import _synthetic_lm, run_users
-from steering.generation import SamplingSettings
-from steering.scheduler import Request, Scheduler
+from steering.decode.generation import SamplingSettings
+from steering.decode.scheduler import Request, Scheduler
 
 torch.set_num_threads(1)
 lm = _synthetic_lm(2, tiny_cpu=True)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.hooks import LayerSteering, SteeringPlan, apply_steering, steer, steering, steering_active, unit_vector
+from steering.core.hooks import (
+    LayerSteering,
+    SteeringPlan,
+    apply_steering,
+    steer,
+    steering,
+    steering_active,
+    unit_vector,
+)
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -48,7 +56,7 @@ def _hidden(seed=0, batch=3, seq=5, size=64):
 
 # ---------------------------------------------------------------------------- the formula
 def test_addition_is_bit_identical_to_the_old_hook(tiny_model, tiny_tokenizer, vector):
-    from steering.prompts import chat_prompt
+    from steering.core.prompts import chat_prompt
 
     ids = [chat_prompt(tiny_tokenizer, q).input_ids for q in (Q1, Q2)]
     width = max(map(len, ids))
@@ -130,8 +138,8 @@ def test_zero_vector_has_zero_unit():
 
 
 def test_plan_checks_rows_and_layers(vector):
+    from steering.core.hooks import plan_from
     from steering.errors import SteeringError
-    from steering.hooks import plan_from
 
     plan = SteeringPlan.addition(1, vector, [1.0, 0.0])
     with pytest.raises(ValueError, match="a steering plan for 2 rows, 3 conversations"):
@@ -157,7 +165,7 @@ def _plan(vector, layers=(1, 2)):
 
 @torch.inference_mode()
 def test_clamp_in_the_model_sets_the_block_output_projection(tiny_model, tiny_tokenizer, vector):
-    from steering.prompts import chat_prompt
+    from steering.core.prompts import chat_prompt
 
     prompt = chat_prompt(tiny_tokenizer, Q1)
     ids = torch.tensor([prompt.input_ids] * 4)
@@ -184,7 +192,7 @@ def test_clamp_in_the_model_sets_the_block_output_projection(tiny_model, tiny_to
 def test_band_splits_the_strength_between_layers(tiny_model, tiny_tokenizer, vector):
     """Addition of 3 x v split over a band of two layers adds 1.5 x v at each (the residual stream
     carries both): the same as two single-layer hooks of 1.5, not 3 at one layer."""
-    from steering.prompts import chat_prompt
+    from steering.core.prompts import chat_prompt
 
     prompt = chat_prompt(tiny_tokenizer, Q1)
     ids, sf = torch.tensor([prompt.input_ids]), [prompt.steer_from]
@@ -227,7 +235,7 @@ def test_rows_of_a_mixed_plan_equal_each_row_alone(tiny_model, tiny_tokenizer, v
 def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compile):
     from fixtures import make_tiny_model
 
-    from steering.fast_path import FastPath
+    from steering.decode.fast_path import FastPath
 
     model = make_tiny_model(len(tiny_tokenizer))  # own copy: the fast path registers hooks on it
     fast = FastPath(model, compile=compile, backend="eager", bucket=64)
@@ -258,7 +266,7 @@ def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compi
 def test_cuda_graph_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector):
     from fixtures import make_tiny_model
 
-    from steering.fast_path import FastPath
+    from steering.decode.fast_path import FastPath
 
     model = make_tiny_model(len(tiny_tokenizer)).cuda()
     fast = FastPath(model, compile=False, bucket=64, cuda_graphs=True)

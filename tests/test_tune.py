@@ -1,4 +1,7 @@
-"""`python -m steering tune` (steering/tune.py) on a tiny random Llama: batching, resuming, the winner, errors."""
+"""`python -m steering tune` (steering/evaluation/tune.py) on a tiny random Llama.
+
+Batching, resuming, the winner, errors.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +12,14 @@ import statistics
 import pytest
 import torch
 
-import steering.generation as generation
+import steering.decode.generation as generation
 from steering.config import load_config
+from steering.core.recipe import Recipe, load_defaults
+from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
 from steering.evaluation import answer_nll
-from steering.generation import SamplingSettings
-from steering.recipe import Recipe, load_defaults
-from steering.refusal import RefusalDetector
-from steering.tune import (
+from steering.evaluation.refusal import RefusalDetector
+from steering.evaluation.tune import (
     SearchSpace,
     TuneResult,
     VectorSource,
@@ -27,7 +30,7 @@ from steering.tune import (
     side_jobs,
     winner_recipe,
 )
-from steering.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import VectorSet, save_safetensors
 
 QUESTIONS = ["What's your favorite planet?", "Hi", "Tell me about dogs."]
 SETTINGS = SamplingSettings(max_new_tokens=6)

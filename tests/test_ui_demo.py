@@ -1,4 +1,4 @@
-"""steering.ui_demo (issue 13 items 1, 2, 5, 8): pane words and prompted-pane prompts from the behavior's data,
+"""steering.ui.demo (issue 13 items 1, 2, 5, 8): pane words and prompted-pane prompts from the behavior's data,
 the prompted rows in the same batch as the steered ones, the dose-response strip (one batch, the evaluation's
 measures and breakdown rule), α presets from the defaults and the measured breakdown, the picture, tooltips."""
 
@@ -13,12 +13,12 @@ import torch
 from fixtures import make_tiny_engine
 
 from steering.config import load_config
+from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
 from steering.evaluation import answer_nll
-from steering.generation import SamplingSettings
-from steering.refusal import distinct_ngram_share
-from steering.ui_chat import Turn
-from steering.ui_demo import (
+from steering.evaluation.refusal import distinct_ngram_share
+from steering.ui.chat import Turn
+from steering.ui.demo import (
     STRIP_FACTORS,
     Card,
     DemoTurn,
@@ -263,7 +263,7 @@ def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
 
 
 def test_steered_layers_are_the_recipes(engine):
-    from steering.ui_demo import steered_layers
+    from steering.ui.demo import steered_layers
 
     assert steered_layers(engine, "refusal") == engine.recipe("refusal").layers(4)
     assert steered_layers(engine, None) == []
@@ -307,7 +307,7 @@ def test_explainer_picture_and_tooltips():
 @pytest.fixture(scope="module")
 def strip_handler(engine, tmp_path_factory):
     import app
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
 
     torch.manual_seed(3)
     path = save_safetensors(

@@ -1,4 +1,4 @@
-"""Links that reproduce a view and the view as commands (steering/ui_links.py); no model, no browser."""
+"""Links that reproduce a view and the view as commands (steering/ui/links.py); no model, no browser."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import torch
 
-from steering.limits import Limits
-from steering.ui_links import (
+from steering.core.limits import Limits
+from steering.ui.links import (
     UPLOAD_NOTE,
     LinkView,
     commands,
@@ -185,7 +185,7 @@ def test_commands_for_an_upload_and_for_layer_0():
 def test_the_export_line_writes_the_file_llama_cpp_reads(tmp_path, monkeypatch):
     """Run the copied export line's arguments through this project's CLI (a small vector set)."""
     from steering import cli
-    from steering.vector_files import VectorSet, load_vectors, save_safetensors
+    from steering.io.vector_files import VectorSet, load_vectors, save_safetensors
 
     src = tmp_path / "refusal.safetensors"
     save_safetensors(VectorSet({1: torch.ones(8), 2: torch.arange(8.0)}, metadata={"model": "tiny"}), src)
@@ -205,8 +205,8 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
 
     from steering.config import load_config
     from steering.errors import SteeringError
-    from steering.ui_links import command_text
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.ui.links import command_text
 
     config = copy.deepcopy(load_config())
     config["vectors_dir"] = str(tmp_path / "vectors")
@@ -241,8 +241,8 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     import app
     from steering.config import load_config
     from steering.engine import Engine
-    from steering.ui_chat import Turn
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.ui.chat import Turn
 
     config = copy.deepcopy(load_config())
     config["vectors_dir"] = str(tmp_path / "vectors")

@@ -4,7 +4,7 @@ Sections (all on by default; --only picks some):
   generation  three panes as one batch vs the same three one after another vs one unsteered row
               (same prompt, same token count: EOS is ignored), and time to the first streamed text
   hook        the steering hook at multiplier 0 vs no hook
-  extraction  batched extraction (steering.extraction) vs the paper's one-pair loop (tests/reference.py),
+  extraction  batched extraction (steering.extract.extraction) vs the paper's one-pair loop (tests/reference.py),
               pairs per second on the same pairs, for both read modes
   load        model load: cold (GGUF dequantized into an empty cache dir) vs cached, in subprocesses
   memory      peak resident memory (ru_maxrss) of full precision vs 8-bit (and 4-bit), in subprocesses

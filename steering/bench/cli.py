@@ -70,7 +70,7 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
 
 def write_results(path: Path, results: dict[str, Any], table: str) -> None:
     """Write the results as JSON at `path` and the table next to it (`path` with suffix .md); say so."""
-    from steering.files import write_text
+    from steering.io.files import write_text
 
     write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     write_text(path.with_suffix(".md"), table + "\n")

@@ -52,7 +52,7 @@ def bench_generation(
     Returns:
         Median seconds per variant, ms per token, ratios (three_panes_vs_one ...), raw times.
     """
-    from steering.generation import SamplingSettings, SteeringSpec, generate
+    from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
     extra = extra or {}
     settings = SamplingSettings(max_new_tokens=tokens)
@@ -90,7 +90,7 @@ def bench_generation(
             )
 
     variants = {"one": one, "three_batched": three_batched, "three_sequential": three_sequential}
-    from steering.cpu_linear import FewRowLinear, standard_linear
+    from steering.decode.cpu_linear import FewRowLinear, standard_linear
 
     if any(type(module) is FewRowLinear for module in model.modules()):  # the same runs with plain nn.Linear
 
@@ -132,7 +132,7 @@ def bench_first_text(engine: Any, vector: Any, layer: int, multiplier: float, re
     """Seconds from calling Engine.compare to its first on_text callback (the first streamed token)."""
     import time
 
-    from steering.generation import SamplingSettings
+    from steering.decode.generation import SamplingSettings
 
     firsts: list[float] = []
     for _ in range(repeats + 1):
@@ -152,7 +152,7 @@ def bench_first_text(engine: Any, vector: Any, layer: int, multiplier: float, re
 
 def bench_hook(model: Any, tokenizer: Any, vector: Any, layer: int, tokens: int, repeats: int) -> dict[str, Any]:
     """One row, the hook at multiplier 0 vs no hook at all (the hook's arithmetic is the only difference)."""
-    from steering.generation import SamplingSettings, SteeringSpec, generate
+    from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
     settings = SamplingSettings(max_new_tokens=tokens)
     variants = {

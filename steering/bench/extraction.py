@@ -1,4 +1,4 @@
-"""The extraction section: batched extraction (steering.extraction) vs the paper's one-pair-at-a-time loop,
+"""The extraction section: batched extraction (steering.extract.extraction) vs the paper's one-pair-at-a-time loop,
 pairs per second on the same pairs, for both read modes, with the cosine between the two results.
 
 The paper's loop is the tests' yardstick, tests/reference.py (one copy, kept out of the package): this
@@ -43,9 +43,9 @@ def bench_extraction(
     """
     import torch
 
-    from steering.datasets import load_ab_dataset
-    from steering.extraction import extract_vectors
-    from steering.layers import decoder_layers
+    from steering.core.datasets import load_ab_dataset
+    from steering.core.layers import decoder_layers
+    from steering.extract.extraction import extract_vectors
 
     try:
         reference_vectors = paper_loop()

@@ -43,8 +43,8 @@ def run_gpu_bench(
     import torch
 
     from steering.bench.workers import run_worker
-    from steering.fast_path import FastPath
-    from steering.generation import SamplingSettings, SteeringSpec, generate
+    from steering.decode.fast_path import FastPath
+    from steering.decode.generation import SamplingSettings, SteeringSpec, generate
     from steering.models import check_transformers
     from steering.synthetic import llama7b_config, make_byte_tokenizer
 
@@ -181,7 +181,7 @@ def run_gpu_bench(
     one_times = [timed(lambda: compiled([0.0], batch=1)) for _ in range(repeats)]
     for alpha in (0.5, 4.0, -3.0):  # the slider moves: no recompile
         compiled([alpha, 0.0, -alpha])
-    import steering.generation as generation
+    import steering.decode.generation as generation
 
     previous = generation.LOOKAHEAD
     generation.LOOKAHEAD = False  # the same loops with a host sync before queuing each step

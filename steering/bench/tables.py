@@ -35,7 +35,7 @@ def format_cpu_table(r: dict[str, Any]) -> str:
         ]
         if "one_standard_linear_s" in g:
             lines.append(
-                f"| same with plain nn.Linear (no steering/cpu_linear.py): one row / three panes / ratio "
+                f"| same with plain nn.Linear (no steering/decode/cpu_linear.py): one row / three panes / ratio "
                 f"| {g['one_standard_linear_s']:.2f} s / {g['three_batched_standard_linear_s']:.2f} s / "
                 f"{g['three_panes_vs_one_standard_linear']:.2f}x | | |"
             )

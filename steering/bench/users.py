@@ -1,4 +1,4 @@
-"""`bench --users 1 2 4`: several users at once through the scheduler (steering/scheduler.py), issue 12 item 4.
+"""`bench --users 1 2 4`: several users at once through the scheduler (steering/decode/scheduler.py), issue 12 item 4.
 
 Each user sends one request of three panes (+alpha, 0, -alpha) with its own prompt, layer, multiplier, seed
 and sampling (even users greedy, odd users sampled at temperature 0.8, top-p 0.9), all at the same moment;
@@ -59,9 +59,9 @@ def user_requests(
         base_layer: user 0's layer; others use base_layer - 1, base_layer, base_layer + 1 in turn.
         multiplier: user 0's alpha; user k uses alpha x (1, 0.5, 1.5, ...)[k % 3].
     """
-    from steering.generation import SamplingSettings
-    from steering.hooks import SteeringPlan
-    from steering.scheduler import Request
+    from steering.core.hooks import SteeringPlan
+    from steering.decode.generation import SamplingSettings
+    from steering.decode.scheduler import Request
 
     requests = []
     for k in range(count):
@@ -81,7 +81,7 @@ def user_requests(
 def _sample(lm: Any, requests: Sequence[Any], reference: Sequence[Any]) -> dict[str, Any]:
     """One timed sample: all `requests` submitted at once through a fresh Scheduler (closed afterwards);
     times, the largest batch and each row checked against `reference` (its token ids alone)."""
-    from steering.scheduler import Scheduler
+    from steering.decode.scheduler import Scheduler
 
     count = len(requests)
     scheduler = Scheduler(lm, max_requests=count, max_waiting=count)
@@ -165,7 +165,7 @@ def run_users(
         all rounds), samples: each round's numbers}], "speedup": {count: median aggregate / median aggregate of
         1 user}}.
     """
-    from steering.scheduler import Scheduler
+    from steering.decode.scheduler import Scheduler
 
     if repeats < 1:
         from steering.errors import SteeringError

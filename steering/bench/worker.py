@@ -53,7 +53,7 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
     lm = load_model(ModelSettings(**args))
     t3 = time.perf_counter()
     if generate_tokens:
-        from steering.generation import SamplingSettings, SteeringSpec, generate
+        from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
         vector = torch.randn(lm.hidden_size) * 0.1
         generate(
@@ -86,7 +86,7 @@ def quant(a: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from steering.bench.common import PROMPT
-    from steering.generation import SamplingSettings, SteeringSpec, generate
+    from steering.decode.generation import SamplingSettings, SteeringSpec, generate
     from steering.models import ModelSettings, load_model
 
     cuda = a["device"] == "cuda"

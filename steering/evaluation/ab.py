@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from steering.datasets import ABItem
+from steering.core.datasets import ABItem
+from steering.core.hooks import apply_steering, steering, unit_vector
+from steering.core.layers import decoder_layers
+from steering.core.limits import Limits, model_context_length
+from steering.core.prompts import answer_letter_tokens, build_messages, chat_prompt, pad_token_id
 from steering.errors import SteeringError
-from steering.hooks import apply_steering, steering, unit_vector
-from steering.layers import decoder_layers
-from steering.limits import Limits, model_context_length
-from steering.prompts import answer_letter_tokens, build_messages, chat_prompt, pad_token_id
 
 if TYPE_CHECKING:
     from steering.engine import Engine
@@ -57,7 +57,7 @@ def ab_prompts(
 ) -> list[ABPrompt]:
     """Tokenize the A/B questions for the measure (Rimsky et al. 2023, section 4).
 
-    Each prompt is the chat prompt the model would answer (steering.prompts.chat_prompt: the same tokens
+    Each prompt is the chat prompt the model would answer (steering.core.prompts.chat_prompt: the same tokens
     and the same first steered position as in generation) followed by the reply's opening "(", tokenized
     on its own (prompts.answer_letter_tokens); the letter tokens are those that follow that opening. So
     the measure does not depend on how the template's last characters and "(A" would tokenize joined
@@ -68,7 +68,7 @@ def ab_prompts(
         tokenizer: a transformers tokenizer with a chat template.
         items: the A/B items (their choice letters; items without option lines use the two answers' letters).
         system_prompt: a system prompt for the template (None: the template's default).
-        context_length: the model's context in tokens (steering.limits.model_context_length); a prompt
+        context_length: the model's context in tokens (steering.core.limits.model_context_length); a prompt
             longer than it is refused before the model runs (None: not checked).
         max_tokens: the configured cap on a prompt's tokens (Limits.max_prompt_tokens; None: not checked).
 
@@ -116,7 +116,7 @@ class ABResult:
 
 
 def _as_specs(vector: Any, layers: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
-    from steering.vector_files import VectorSet
+    from steering.io.vector_files import VectorSet
 
     if isinstance(vector, VectorSet):
         return [(layer, vector.vector(layer)) for layer in layers]
@@ -327,7 +327,7 @@ def ab_sweep(
     `vector` is a VectorSet (each layer steered with its own vector), a {layer: tensor} mapping or one
     tensor used at every layer. For the app: values near 0.5 mean no preference; > 0.5 more behavior.
     """
-    from steering.layers import check_layer
+    from steering.core.layers import check_layer
 
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)

@@ -1,6 +1,6 @@
 """Coherence of generated answers under the unsteered model: the mean per-token negative log-likelihood
 (exp of it: the unsteered model's perplexity of the answer). The distinct-n share, the other coherence
-measure, is steering.refusal.distinct_ngram_share (no model needed)."""
+measure, is steering.evaluation.refusal.distinct_ngram_share (no model needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-from steering.prompts import build_messages, chat_prompt, pad_token_id
+from steering.core.prompts import build_messages, chat_prompt, pad_token_id
 
 
 @torch.inference_mode()

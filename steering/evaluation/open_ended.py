@@ -1,4 +1,4 @@
-"""Open-ended answers over multipliers, scored: refusal (steering.refusal.RefusalDetector), distinct-3 share
+"""Open-ended answers over multipliers, scored: refusal (steering.evaluation.refusal.RefusalDetector), distinct-3 share
 and perplexity under the unsteered model (steering.evaluation.coherence); per-multiplier summaries and where
 the text breaks down."""
 
@@ -11,10 +11,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from steering.core.layers import decoder_layers
+from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.evaluation.coherence import answer_nll
-from steering.generation import SamplingSettings, SteeringSpec, generate
-from steering.layers import decoder_layers
-from steering.refusal import RefusalDetector, distinct_ngram_share
+from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Answer:
             norm) or "negated".
         multiplier: alpha, the unitless factor on the vector.
         text: the generated answer; tokens: its length in generated tokens; token_ids: those tokens.
-        refusal: whether steering.refusal.RefusalDetector flags it as a refusal.
+        refusal: whether steering.evaluation.refusal.RefusalDetector flags it as a refusal.
         distinct3: share of distinct 3-grams of words and punctuation marks, in [0, 1] (low: repetition).
         nll: mean negative log-likelihood per token under the unsteered model, in nats (None: not scored).
     """
@@ -65,7 +65,7 @@ def open_ended_answers(
     under the first variant's name.
 
     Without `recipe`: CAA addition of multiplier x vector at `layer` (the paper's). With a
-    steering.recipe.Recipe: its band (`layer` is then unused), operators and unit; each multiplier is a
+    steering.core.recipe.Recipe: its band (`layer` is then unused), operators and unit; each multiplier is a
     signed strength in the recipe's unit, the variant's vector (a tensor, or a VectorSet / {layer: tensor}
     for per-layer vectors) replaces the recipe's; `hidden_norm` (Engine.hidden_norm) for unit "relative".
     """

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from steering.vector_files import VectorSet
+    from steering.io.vector_files import VectorSet
 
 
 def plot_heatmap(
@@ -129,7 +129,7 @@ def cosine_plot(vset_a: VectorSet, vset_b: VectorSet, labels: tuple[str, str] | 
     """Cosine similarity per layer between two vector sets (e.g. two read modes, or two models' sets)."""
     from matplotlib.figure import Figure
 
-    from steering.vector_files import cosine_by_layer
+    from steering.io.vector_files import cosine_by_layer
 
     cosines = cosine_by_layer(vset_a, vset_b)
     fig = Figure(figsize=(6, 3.4), layout="constrained")
@@ -145,10 +145,10 @@ def cosine_plot(vset_a: VectorSet, vset_b: VectorSet, labels: tuple[str, str] | 
 
 
 def save_figure(fig: Figure, path: Any) -> None:
-    """Save `fig` as an image at `path` (format from the suffix, 130 dpi), atomically (steering.files)."""
+    """Save `fig` as an image at `path` (format from the suffix, 130 dpi), atomically (steering.io.files)."""
     from pathlib import Path
 
-    from steering.files import atomic_write
+    from steering.io.files import atomic_write
 
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=path.suffix[1:] or None))

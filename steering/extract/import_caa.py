@@ -55,7 +55,7 @@ def behavior_slug(folder_name: str) -> str:
     """
     import unicodedata
 
-    from steering.limits import check_behavior_name
+    from steering.core.limits import check_behavior_name
 
     plain = "".join(c for c in unicodedata.normalize("NFKD", folder_name) if not unicodedata.combining(c))
     foreign = sorted({c for c in plain if not c.isascii() and c.isalnum()})
@@ -122,8 +122,8 @@ def _json_bytes(items: list[Any]) -> bytes:
 
 
 def _read_items(path: Path, kind: str, limits: Any) -> list[Any]:
-    """The file's items after this project's checks (steering.datasets), as they will be written."""
-    from steering.datasets import load_ab_dataset, load_open_ended
+    """The file's items after this project's checks (steering.core.datasets), as they will be written."""
+    from steering.core.datasets import load_ab_dataset, load_open_ended
 
     if kind == "ab":
         load_ab_dataset(path, None, limits)  # one-line errors naming the file and the item index
@@ -190,7 +190,7 @@ def plan_import(
         datasets_dest, vectors_dest: this project's datasets and vectors folders to write into.
         behaviors: only these paper folder names (default: every behavior found).
         rename: paper folder name -> this project's behavior name (default: behavior_slug).
-        limits: steering.limits.Limits for the dataset checks (default Limits()).
+        limits: steering.core.limits.Limits for the dataset checks (default Limits()).
         report: a report to add to (default: a new one).
 
     Returns:
@@ -200,7 +200,7 @@ def plan_import(
         SteeringError: `source` is not a folder or holds none of the paper's files; a behavior asked for
             is not there; a bad dataset (file and item index) or vector file (file and reason).
     """
-    from steering.limits import Limits, check_behavior_name
+    from steering.core.limits import Limits, check_behavior_name
 
     limits = limits or Limits()
     report = report or ImportReport()
@@ -284,15 +284,15 @@ def _plan_vectors(
     label: str,
 ) -> Planned:
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
+    from steering.io.vector_files import VectorSet, load_caa_layout, load_safetensors, save_safetensors
     from steering.models import model_slug
-    from steering.vector_files import VectorSet, load_caa_layout, load_safetensors, save_safetensors
 
     rel = where.relative_to(source)
     if model:
         vset = load_caa_layout(where, model)  # this model's files only; weights_only; one-line errors
     else:
         vset = VectorSet({}, {}, str(rel))
-        from steering.vector_files import _load_pt  # unnamed vec_layer_<L>.pt files
+        from steering.io.vector_files import _load_pt  # unnamed vec_layer_<L>.pt files
 
         for file in files:
             vset.vectors[int(_CAA_FILE.match(file.name).group(1))] = _load_pt(file)
@@ -351,7 +351,7 @@ def run_import(
         dry_run: write nothing; the report says what would be written.
         show: how the report names a destination path.
     """
-    from steering.files import atomic_write
+    from steering.io.files import atomic_write
 
     report.dry_run = dry_run
     for item in planned:
@@ -382,7 +382,7 @@ def run_import(
 # ---------------------------------------------------------------------------- command line
 def register(sub: Any) -> None:
     """Add the `import-caa` sub-command to steering.cli's parser."""
-    from steering.cli_common import add_threads_flag
+    from steering.cli.common import add_threads_flag
 
     p = sub.add_parser(
         "import-caa",
@@ -424,9 +424,9 @@ def cmd_import_caa(args: Any, config: dict[str, Any]) -> int:
     Returns:
         0, or 1 when a file was not written because it exists with other content (no --force).
     """
-    from steering.cli_common import check_destination, display_path
+    from steering.cli.common import check_destination, display_path
     from steering.config import data_dir
-    from steering.limits import Limits
+    from steering.core.limits import Limits
 
     rename = _parse_rename(args.rename)
     source = Path(args.path)

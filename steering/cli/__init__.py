@@ -10,27 +10,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steering import evaluation_cli
-from steering.cli_common import (  # shared with evaluation_cli, tune (and app.py's flags)
+from steering.cli import evaluate as evaluation_cli
+from steering.cli.common import (  # shared with evaluation_cli, tune (and app.py's flags)
     add_behavior_command as _add_behavior_command,
 )
-from steering.cli_common import (
+from steering.cli.common import (
     add_model_flags as _add_model_flags,
 )
-from steering.cli_common import (
+from steering.cli.common import (
     add_threads_flag as _add_threads_flag,
 )
-from steering.cli_common import (
+from steering.cli.common import (
     check_destination,
     check_input_file,
 )
-from steering.cli_common import (
+from steering.cli.common import (
     display_path as _display_path,
 )
-from steering.cli_common import (
+from steering.cli.common import (
     parse_float as _float,
 )
-from steering.cli_common import (
+from steering.cli.common import (
     system_prompt as _system_prompt,
 )
 from steering.config import PROJECT_ROOT, load_config
@@ -78,8 +78,8 @@ def _sampling(args: argparse.Namespace, config: dict[str, Any]):
         SteeringError: a value that is not a number, not finite, or out of range (seed outside
             0..2**63-1, max_new_tokens outside 1..limits.max_new_tokens, temperature < 0, top_p outside (0, 1]).
     """
-    from steering.generation import SamplingSettings
-    from steering.limits import Limits, check_finite, check_seed
+    from steering.core.limits import Limits, check_finite, check_seed
+    from steering.decode.generation import SamplingSettings
 
     gen = config["generation"]
 
@@ -110,13 +110,13 @@ def _behavior_recipe(engine, args: argparse.Namespace):
 
 def _steering_choice(engine, args: argparse.Namespace):
     """The vector, layer and multiplier a command uses: flags first, then the model's defaults."""
-    from steering.layers import check_layer
+    from steering.core.layers import check_layer
 
     # the default layer is the chosen behavior's own (its tuned recipe), not the config's default behavior's
     default = engine.defaults.layer if getattr(args, "vector", None) else _behavior_recipe(engine, args).layer
     layer = check_layer(args.layer if args.layer is not None else default, engine.lm.num_layers)
     if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
-        from steering.first_use import ensure_vectors  # no vectors yet for this model: build them (first use)
+        from steering.extract.first_use import ensure_vectors  # no vectors yet for this model: build them (first use)
 
         if (
             ensure_vectors(
@@ -189,7 +189,7 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:  
     Raises:
         SteeringError: the first bad value, named with its flag.
     """
-    from steering.limits import Limits, check_behavior_name, check_finite, check_multiplier, check_seed
+    from steering.core.limits import Limits, check_behavior_name, check_finite, check_multiplier, check_seed
 
     limits = Limits.from_config(config)
     values = vars(args)
@@ -247,10 +247,10 @@ def _save_vector_set(
         summary: what the "wrote <out> (...)" line says in its parentheses.
 
     Returns:
-        The saved steering.vector_files.VectorSet.
+        The saved steering.io.vector_files.VectorSet.
     """
-    from steering.datasets import file_sha256
-    from steering.vector_files import VectorSet, save_safetensors
+    from steering.core.datasets import file_sha256
+    from steering.io.vector_files import VectorSet, save_safetensors
 
     vset = VectorSet(
         vectors,
@@ -275,7 +275,7 @@ def _save_vector_set(
 def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """extract --method instructions: the refusal direction of Arditi et al. 2024 (mean activation over
     harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
-    from steering.extraction import instruction_direction, load_instructions
+    from steering.extract.extraction import instruction_direction, load_instructions
 
     dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "instructions.json")
     harmful, harmless = load_instructions(check_input_file(dataset, "--dataset"))  # before the slow model load
@@ -343,12 +343,12 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """
     if getattr(args, "method", "mean-diff") == "instructions":
         return _extract_instructions(args, config)
-    from steering.behaviors import generate_file
-    from steering.datasets import load_ab_dataset
-    from steering.extraction import extract_vectors
-    from steering.limits import Limits
-    from steering.prompts import READ_MODES
-    from steering.vector_files import caa_filename, gguf_layers, save_caa_layout, save_gguf
+    from steering.core.behaviors import generate_file
+    from steering.core.datasets import load_ab_dataset
+    from steering.core.limits import Limits
+    from steering.core.prompts import READ_MODES
+    from steering.extract.extraction import extract_vectors
+    from steering.io.vector_files import caa_filename, gguf_layers, save_caa_layout, save_gguf
 
     # default: the behavior card's `generate:` file (datasets/<behavior>/generate.json when the card names none)
     dataset = Path(args.dataset) if args.dataset else generate_file(config, args.behavior)
@@ -413,10 +413,10 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
 def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs: int | None) -> Path:
     """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
-    layers or pairs the new one lacks unless --force (steering.vector_files.replacement_check)."""
+    layers or pairs the new one lacks unless --force (steering.io.vector_files.replacement_check)."""
     from steering.config import data_dir
+    from steering.io.vector_files import describe_vector_file, vector_path
     from steering.models import ModelSettings, model_slug
-    from steering.vector_files import describe_vector_file, vector_path
 
     if args.out:
         out = check_destination(args.out, "--out")
@@ -439,7 +439,7 @@ def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs
 
 
 def _replacement(out: Path, layers: Sequence[int], pairs: int | None, force: bool) -> str | None:
-    from steering.vector_files import replacement_check
+    from steering.io.vector_files import replacement_check
 
     return replacement_check(out, layers, pairs, force=force)
 
@@ -462,7 +462,7 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
         SteeringError: an empty prompt, bad sampling settings, a multiplier outside the configured limits, a
             missing vector file or layer, or a prompt over the token budget.
     """
-    from steering.limits import Limits, check_multiplier
+    from steering.core.limits import Limits, check_multiplier
 
     if not args.prompt.strip():
         raise SteeringError("--prompt is empty")
@@ -470,7 +470,7 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     if args.vector:
         check_input_file(args.vector, "--vector", folder_ok=True)
     else:
-        from steering.behaviors import card_warning
+        from steering.core.behaviors import card_warning
 
         if warning := card_warning(PROJECT_ROOT / config["datasets_dir"], args.behavior):
             print(warning, file=sys.stderr)  # a broken card: say so in one line, then go on
@@ -546,8 +546,8 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """
     from tqdm.auto import tqdm
 
-    from steering.datasets import load_open_ended
-    from steering.files import write_json
+    from steering.core.datasets import load_open_ended
+    from steering.io.files import write_json
 
     questions_path = Path(
         args.questions or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "test_open_ended.json"
@@ -625,9 +625,9 @@ def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int
 
     Raises:
         SteeringError: a missing or unreadable vector file, or sets that share no layer or differ in size
-            (see `steering.vector_files.cosine_by_layer`).
+            (see `steering.io.vector_files.cosine_by_layer`).
     """
-    from steering.vector_files import cosine_by_layer, load_vectors
+    from steering.io.vector_files import cosine_by_layer, load_vectors
 
     a = load_vectors(check_input_file(args.a, "a", folder_ok=True))
     b = load_vectors(check_input_file(args.b, "b", folder_ok=True))
@@ -656,7 +656,7 @@ def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
         SteeringError: an unwritable `out`, an unreadable source, a layer the source lacks, or a layer list
             with nothing left once layer 0 is dropped.
     """
-    from steering.vector_files import VectorSet, gguf_layers, load_vectors, save_gguf
+    from steering.io.vector_files import VectorSet, gguf_layers, load_vectors, save_gguf
 
     if args.layers:
         gguf_layers(args.layers, args.out)  # the one GGUF layer check (also in save_gguf and extract --gguf)
@@ -783,9 +783,9 @@ _EXTRA_COMMANDS: list[tuple[str, Callable[[Any], None]]] = [
             sub, _add_model_flags, lambda args, config: _engine(args, config)
         ),
     ),  # no import of cli from bench
-    ("tune", lambda sub: __import__("steering.tune", fromlist=["register"]).register(sub)),
-    ("import-caa", lambda sub: __import__("steering.import_caa", fromlist=["register"]).register(sub)),
-    ("build-vectors", lambda sub: __import__("steering.first_use", fromlist=["register"]).register(sub)),
+    ("tune", lambda sub: __import__("steering.evaluation.tune", fromlist=["register"]).register(sub)),
+    ("import-caa", lambda sub: __import__("steering.extract.import_caa", fromlist=["register"]).register(sub)),
+    ("build-vectors", lambda sub: __import__("steering.extract.first_use", fromlist=["register"]).register(sub)),
 ]
 
 

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from steering.core.limits import Limits
 from steering.errors import SteeringError
-from steering.limits import Limits
 
 CHOICES_MARKER = "\n\nChoices:"
 READ_MODES = ("letter", "answer-mean")

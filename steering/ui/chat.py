@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import torch
 
+from steering.core.limits import Limits, check_behavior_name, check_multiplier, check_seed
+from steering.core.prompts import Message
+from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
-from steering.generation import SamplingSettings
-from steering.limits import Limits, check_behavior_name, check_multiplier, check_seed
-from steering.prompts import Message
 
 UPLOAD_PREFIX = "Uploaded: "
 PANE_TITLES = ("Added steering", "Unsteered", "Subtracted steering")
@@ -134,7 +134,7 @@ def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recip
         vector: (hidden,) the vector at `layer`.
         layer: the anchor layer chosen in the UI.
         alpha: the multiplier α shown on the panes.
-        recipe: the steering.recipe.Recipe the panes use (default: engine.recipe()).
+        recipe: the steering.core.recipe.Recipe the panes use (default: engine.recipe()).
     Returns: Markdown text.
     """
     recipe = recipe if recipe is not None else engine.recipe()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from steering.datasets import READ_MODES, ABItem
+from steering.core.datasets import READ_MODES, ABItem
 from steering.errors import SteeringError
 
 Message = dict[str, str]

@@ -13,10 +13,10 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from steering.hooks import SteeringPlan, plan_from
-from steering.hooks import steer as apply_plan
-from steering.limits import Limits, check_token_budget, model_context_length
-from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
+from steering.core.hooks import SteeringPlan, plan_from
+from steering.core.hooks import steer as apply_plan
+from steering.core.limits import Limits, check_token_budget, model_context_length
+from steering.core.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
 
 # Queue the next decoding step before reading this one's tokens: None = on CUDA devices only.
 LOOKAHEAD: bool | None = None
@@ -162,7 +162,7 @@ def generate(  # noqa: C901 (the decode loop; its split into a decoder protocol 
     `steer` is a SteeringSpec (CAA addition at one layer, row i with multipliers[i]) or a
     hooks.SteeringPlan (any operators and layers, per row; then no `multipliers`).
 
-    Hooks for the fast path (steering/fast_path.py) and the benchmark:
+    Hooks for the fast path (steering/decode/fast_path.py) and the benchmark:
     `cache_factory(batch, length)` makes the KV cache (a static cache gets an attention mask padded to
     its full length, so every decoding step has the same shapes); `decode_forward` replaces the model
     call for the one-token decoding steps (e.g. a compiled forward); `steering_context(model, plan,

@@ -1,10 +1,10 @@
 """The app's mixing control and first-use button, kept out of app.py (which only wires them).
 
-Mixing (steering/mixing.py): a "Mix with" dropdown (a shipped behavior or an uploaded file) and its own
+Mixing (steering/core/mixing.py): a "Mix with" dropdown (a shipped behavior or an uploaded file) and its own
 strength alpha2; the added pane gets alpha1 v1 + alpha2 v2 at the layer, the subtracted pane the negatives;
 the cosine between the two vectors at that layer is shown beside the control.
 
-First use (steering/first_use.py): behaviors whose dataset ships but that have no vectors for the loaded
+First use (steering/extract/first_use.py): behaviors whose dataset ships but that have no vectors for the loaded
 model are offered with a Build button; the build shows its progress with gr.Progress.
 """
 
@@ -32,7 +32,7 @@ def check_mix_alpha(value: Any, limits: Any, alpha_max: float | None, what: str 
     Raises:
         SteeringError: not a number, not finite, or out of range (the message gives the range).
     """
-    from steering.limits import check_multiplier
+    from steering.core.limits import check_multiplier
 
     alpha2 = check_multiplier(value if value is not None else 0.0, limits, what)
     if alpha_max is not None and abs(alpha2) > alpha_max:
@@ -62,13 +62,13 @@ def api_mix(
         alpha_max: the app's α₂ slider bound.
 
     Returns:
-        steering.mixing.Mix, or None for no mix.
+        steering.core.mixing.Mix, or None for no mix.
 
     Raises:
         SteeringError: a bad α₂, an unknown second behavior, the first behavior mixed with itself.
     """
-    from steering.mixing import Mix
-    from steering.ui_chat import check_behavior
+    from steering.core.mixing import Mix
+    from steering.ui.chat import check_behavior
 
     if no_mix(mix_behavior):
         return None
@@ -124,13 +124,13 @@ def parse_mix(
         alpha_max: the α₂ slider's bound (checked here too: a caller may send any number).
 
     Returns:
-        (steering.mixing.Mix or None, e.g. ' + 2×sycophancy' or '').
+        (steering.core.mixing.Mix or None, e.g. ' + 2×sycophancy' or '').
 
     Raises:
         SteeringError: a bad alpha2, no vectors for the second behavior, a file that does not fit.
     """
-    from steering.mixing import Mix
-    from steering.ui_chat import VectorChoice
+    from steering.core.mixing import Mix
+    from steering.ui.chat import VectorChoice
 
     if no_mix(mix_choice):
         return None, ""
@@ -152,8 +152,8 @@ def mix_note(
 
     Never raises: a problem is shown as a one-line warning.
     """
-    from steering.mixing import cosine_note
-    from steering.ui_chat import VectorChoice, markdown_text, public_message
+    from steering.core.mixing import cosine_note
+    from steering.ui.chat import VectorChoice, markdown_text, public_message
 
     if no_mix(mix_choice):
         return ""
@@ -172,7 +172,7 @@ def mix_note(
 # ---------------------------------------------------------------------------- first use
 def missing_note(missing: list[str], model: str, problems: dict[str, str] | None = None) -> str:
     """The line above the Build button; behaviors whose dataset does not load are named with the reason."""
-    from steering.ui_chat import markdown_text, public_message
+    from steering.ui.chat import markdown_text, public_message
 
     lines = []
     if missing:
@@ -201,7 +201,7 @@ def first_use_view(
 
     Args:
         engine: the Engine (its vectors folder is read again).
-        cards: the behavior cards (steering.behaviors.load_cards), for the dropdown's text.
+        cards: the behavior cards (steering.core.behaviors.load_cards), for the dropdown's text.
         current: the Behavior dropdown's value; kept when it still has vectors (or is an upload).
         uploads: the session's uploaded files (entry -> path).
         preferred: the behavior to select when `current` is empty or gone (config `behavior`).
@@ -213,8 +213,8 @@ def first_use_view(
     """
     import gradio as gr
 
-    from steering.behaviors import dropdown_choices
-    from steering.first_use import offered_behaviors
+    from steering.core.behaviors import dropdown_choices
+    from steering.extract.first_use import offered_behaviors
 
     behaviors = engine.behaviors()
     choices = dropdown_choices(cards, behaviors)
@@ -239,7 +239,7 @@ def first_use_view(
 def build_in_app(
     engine: Any, behavior: str | None, progress: Callable[..., Any] | None = None
 ) -> tuple[str, list[str]]:
-    """The Build button: build `behavior`'s vectors for the loaded model (steering.first_use.build_vectors).
+    """The Build button: build `behavior`'s vectors for the loaded model (steering.extract.first_use.build_vectors).
 
     Args:
         engine: the Engine.
@@ -251,8 +251,8 @@ def build_in_app(
 
     Never raises: a failure is the status line (and leaves no file: the build writes atomically at the end).
     """
-    from steering.first_use import build_vectors, offered_behaviors
-    from steering.ui_chat import markdown_text, public_message
+    from steering.extract.first_use import build_vectors, offered_behaviors
+    from steering.ui.chat import markdown_text, public_message
 
     def missing_behaviors(engine: Any) -> list[str]:
         return offered_behaviors(engine)[0]

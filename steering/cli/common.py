@@ -1,4 +1,4 @@
-"""Helpers shared by the command-line modules (steering.cli, steering.evaluation_cli, steering.tune): the
+"""Helpers shared by the command-line modules (steering.cli, steering.cli.evaluate, steering.evaluation.tune): the
 model and --behavior flags, number and thread-count argument types, the system prompt, and the checks of
 input and output paths made before any slow work starts.
 

@@ -32,11 +32,11 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from steering.datasets import ABItem
+from steering.core.datasets import ABItem
+from steering.core.limits import model_context_length
+from steering.core.prompts import ContrastTokens, build_messages, common_prefix_length, contrast_tokens, pad_token_id
+from steering.core.record import recording, run_truncated
 from steering.errors import SteeringError
-from steering.limits import model_context_length
-from steering.prompts import ContrastTokens, build_messages, common_prefix_length, contrast_tokens, pad_token_id
-from steering.record import recording, run_truncated
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ def tokenize_pairs(
     Args:
         tokenizer: a transformers tokenizer with a chat template.
         items: the A/B items.
-        read_mode: "letter" or "answer-mean" (steering.prompts.contrast_tokens).
+        read_mode: "letter" or "answer-mean" (steering.core.prompts.contrast_tokens).
         system_prompt: a system prompt for the template (None: the template's default).
-        context_length: the model's context in tokens (steering.limits.model_context_length); None: not checked.
+        context_length: the model's context in tokens (steering.core.limits.model_context_length); None: not checked.
         max_tokens: the configured cap on a prompt's tokens (Limits.max_prompt_tokens); None: not checked.
 
     Returns:

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from steering.layers import decoder_layers
+from steering.core.layers import decoder_layers
 
 
 class _StopForward(Exception):

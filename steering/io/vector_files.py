@@ -25,9 +25,9 @@ from typing import Iterable, Mapping
 
 import torch
 
+from steering.core.limits import Limits, check_behavior_name
 from steering.errors import SteeringError
-from steering.files import atomic_write
-from steering.limits import Limits, check_behavior_name
+from steering.io.files import atomic_write
 
 _CAA_NAME = re.compile(r"^vec_layer_(\d+)(?:_(.+))?\.pt$")
 _DIRECTION = re.compile(r"^direction\.(\d+)$")
@@ -492,7 +492,7 @@ def vector_path(vectors_dir: str | Path, behavior: str, model_slug: str) -> Path
     """Where a behavior's vectors for a model live: <vectors_dir>/<behavior>/<model_slug>.safetensors.
 
     Raises:
-        SteeringError: `behavior` is not a valid name (steering.limits.check_behavior_name): never a path.
+        SteeringError: `behavior` is not a valid name (steering.core.limits.check_behavior_name): never a path.
     """
     return Path(vectors_dir) / check_behavior_name(behavior) / f"{model_slug}.safetensors"
 

@@ -36,9 +36,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from steering.core.hooks import OPERATORS, LayerSteering, SteeringPlan, layer_vectors
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
-from steering.hooks import OPERATORS, LayerSteering, SteeringPlan, layer_vectors
-from steering.limits import check_behavior_name
 
 UNITS = ("multiplier", "relative")
 DEFAULTS_SUFFIX = ".defaults.json"
@@ -260,8 +260,8 @@ def load_defaults(path: str | Path) -> DefaultsFile | None:
 
 
 def save_defaults(path: str | Path, recipe: Recipe, info: Mapping[str, Any] | None = None) -> Path:
-    """Write the recipe (and `info`: model, scores, search, ...) to `path` atomically (steering.files)."""
-    from steering.files import write_json
+    """Write the recipe (and `info`: model, scores, search, ...) to `path` atomically (steering.io.files)."""
+    from steering.io.files import write_json
 
     payload = {
         "recipe": recipe.to_dict(),

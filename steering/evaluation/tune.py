@@ -1,12 +1,12 @@
 """`python -m steering tune`: search method x layer(s) x operator x strength for the steering recipe,
 on a tuning split of open-ended questions (never the test set), and write the winner into the
-per-model defaults file vectors/<behavior>/<model-slug>.defaults.json (steering.recipe).
+per-model defaults file vectors/<behavior>/<model-slug>.defaults.json (steering.core.recipe).
 
 How a setting is scored
     A setting is a Recipe (vector file, anchor layer, band, operator of the added side, operator of
     the subtracted side, strength, unit). Its added rows (+strength) and subtracted rows (-strength)
     answer every tuning question (greedy, --max-new-tokens). Per side: the open-ended refusal rate
-    (steering.refusal.RefusalDetector, config evaluation.refusal_phrases), the mean distinct-3 share
+    (steering.evaluation.refusal.RefusalDetector, config evaluation.refusal_phrases), the mean distinct-3 share
     and the unsteered model's perplexity of the answers (exp of the median per-answer NLL,
     steering.evaluation.answer_nll), against the unsteered answers' values.
       contrast = refusal(added) - refusal(subtracted)
@@ -98,9 +98,9 @@ class SideJob:
 
     def recipe(self) -> Any:
         """The Recipe that generates this side's rows: `op` on the side of the strength's sign, "add" on the other
-        (unused) side, |strength| in `unit` (steering.recipe.Recipe).
+        (unused) side, |strength| in `unit` (steering.core.recipe.Recipe).
         """
-        from steering.recipe import Recipe
+        from steering.core.recipe import Recipe
 
         return Recipe(
             layer=self.layer,
@@ -128,7 +128,7 @@ class SearchSpace:
 
     def check(self, num_layers: int | None = None) -> SearchSpace:
         """One-line SteeringError naming the first bad entry."""
-        from steering.recipe import UNITS
+        from steering.core.recipe import UNITS
 
         if not self.layers:
             raise SteeringError("tune: no layers to search")
@@ -301,7 +301,7 @@ def load_cache(path: Path, context: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_cache(path: Path, context: dict[str, Any], jobs: dict[str, Any]) -> None:
-    """Write the finished side jobs to the tune cache (atomically, steering.files.write_json).
+    """Write the finished side jobs to the tune cache (atomically, steering.io.files.write_json).
 
     Args:
         path: the cache file (<model slug>.tune-cache.json by default).
@@ -312,7 +312,7 @@ def save_cache(path: Path, context: dict[str, Any], jobs: dict[str, Any]) -> Non
     Raises:
         OSError: the file cannot be written.
     """
-    from steering.files import write_json
+    from steering.io.files import write_json
 
     write_json(path, {"version": CACHE_VERSION, "context": context, "jobs": jobs}, indent=1)
 
@@ -389,10 +389,10 @@ def run_tune(
     """
     from tqdm.auto import tqdm
 
+    from steering.core.hooks import SteeringPlan
+    from steering.decode.generation import generate
     from steering.evaluation import answer_nll
-    from steering.generation import generate
-    from steering.hooks import SteeringPlan
-    from steering.refusal import distinct_ngram_share
+    from steering.evaluation.refusal import distinct_ngram_share
 
     lm = engine.lm
     space.check(lm.num_layers)
@@ -540,7 +540,7 @@ def combine_groups(results: Sequence[tuple[str, TuneResult]]) -> TuneResult:
 
 def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace) -> Any:
     """The Recipe of a result row."""
-    from steering.recipe import Recipe
+    from steering.core.recipe import Recipe
 
     s, source = row["setting"], sources[row["source"]]
     minus = s.get("strength_minus")
@@ -587,9 +587,9 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
 
 # ============================================================================ the command
 def register(sub: Any) -> None:
-    """Add the `tune` sub-command to the CLI parser (steering/cli.py)."""
-    from steering.cli_common import add_behavior_command
-    from steering.cli_common import parse_float as _float
+    """Add the `tune` sub-command to the CLI parser (steering/cli/__init__.py)."""
+    from steering.cli.common import add_behavior_command
+    from steering.cli.common import parse_float as _float
 
     p = add_behavior_command(
         sub,
@@ -669,11 +669,11 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
             model loads), or nothing scored.
     """
     from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
-    from steering.cli_common import display_path as _display_path
-    from steering.cli_common import system_prompt as _system_prompt
+    from steering.cli.common import display_path as _display_path
+    from steering.cli.common import system_prompt as _system_prompt
     from steering.config import data_dir
-    from steering.datasets import file_sha256, load_open_ended
-    from steering.limits import Limits, check_behavior_name
+    from steering.core.datasets import file_sha256, load_open_ended
+    from steering.core.limits import Limits, check_behavior_name
 
     check_behavior_name(args.behavior)
     limits = Limits.from_config(config)
@@ -721,13 +721,13 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
     import torch  # noqa: F401  (after the checks: a bad flag never waits for torch)
 
-    from steering.behaviors import judge_for
-    from steering.generation import SamplingSettings
-    from steering.recipe import defaults_path
-    from steering.refusal import RefusalDetector
-    from steering.vector_files import vector_path
+    from steering.core.behaviors import judge_for
+    from steering.core.recipe import defaults_path
+    from steering.decode.generation import SamplingSettings
+    from steering.evaluation.refusal import RefusalDetector
+    from steering.io.vector_files import vector_path
 
-    try:  # the behavior card's judge (steering.behaviors.judge_for; refusal: config's refusal_phrases override it)
+    try:  # the behavior card's judge (steering.core.behaviors.judge_for; refusal: config's refusal_phrases override it)
         detector = (
             RefusalDetector.from_config(config) if args.behavior == "refusal" else judge_for(config, args.behavior)
         )
@@ -812,7 +812,7 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
     if args.dry_run:
         return 0
-    from steering.recipe import save_defaults
+    from steering.core.recipe import save_defaults
 
     save_defaults(
         out,

@@ -53,8 +53,8 @@ class RefusalDetector:
     @classmethod
     def from_config(cls, config: dict) -> RefusalDetector:
         """The refusal judge's phrases: config `evaluation.refusal_phrases` when set (an override), else the
-        refusal card's (datasets/refusal/behavior.yaml, steering.behaviors.judge_for), else the defaults."""
-        from steering.behaviors import judge_for
+        refusal card's (datasets/refusal/behavior.yaml, steering.core.behaviors.judge_for), else the defaults."""
+        from steering.core.behaviors import judge_for
 
         return cls(judge_for(config, "refusal").phrases)
 

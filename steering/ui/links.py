@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
+from steering.core.limits import Limits, check_seed
 from steering.errors import SteeringError
-from steering.limits import Limits, check_seed
-from steering.ui_chat import TEMPERATURE_RANGE, TOP_P_RANGE, bounded, whole_number
+from steering.ui.chat import TEMPERATURE_RANGE, TOP_P_RANGE, bounded, whole_number
 
 # The query keys, in the order a link writes them.
 KEYS = ("message", "behavior", "alpha", "layer", "temperature", "seed", "max_tokens", "top_p", "system", "run")
@@ -315,9 +315,9 @@ def command_text(
     from pathlib import Path
 
     from steering.config import home
+    from steering.io.vector_files import vector_path
     from steering.models import EMBEDDED_GGUF
-    from steering.ui_chat import VectorChoice, check_settings
-    from steering.vector_files import vector_path
+    from steering.ui.chat import VectorChoice, check_settings
 
     checked = check_settings(
         engine.lm.num_layers,

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from steering.errors import SteeringError
-from steering.refusal import normalise
+from steering.evaluation.refusal import normalise
 
 CARD_FILE = "behavior.yaml"
 DEFAULT_GENERATE = "generate.json"
@@ -66,7 +66,7 @@ def sentences(text: str) -> list[str]:
 class Judge:
     """The open-ended judge of a behavior: `judge(answer)` is True when the answer shows the behavior.
 
-    kind "phrases": any phrase occurs in the normalised answer (steering.refusal.normalise: lower case,
+    kind "phrases": any phrase occurs in the normalised answer (steering.evaluation.refusal.normalise: lower case,
     straight quotes, single spaces) -- as a substring (match "substring", the default, refusal's) or as whole
     words (match "words": "agreed" is not found in "disagreed", "keep existing" not in "keep existings");
     kind "regex": any pattern matches the normalised answer (re.search, case-insensitive).
@@ -238,8 +238,8 @@ class BehaviorCard:
 
 
 def card_path(datasets_dir: str | Path, behavior: str) -> Path:
-    """datasets_dir/<behavior>/behavior.yaml (the name checked: steering.limits.check_behavior_name)."""
-    from steering.limits import check_behavior_name
+    """datasets_dir/<behavior>/behavior.yaml (the name checked: steering.core.limits.check_behavior_name)."""
+    from steering.core.limits import check_behavior_name
 
     return Path(datasets_dir) / check_behavior_name(behavior) / CARD_FILE
 
@@ -400,7 +400,7 @@ def load_card(datasets_dir: str | Path, behavior: str) -> BehaviorCard:
 
 
 def _shown(path: Path) -> str:
-    from steering.cli_common import display_path
+    from steering.cli.common import display_path
 
     return display_path(path)
 
@@ -454,7 +454,7 @@ def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
     """The open-ended judge of `behavior`: its card's judge.
 
     For refusal, config.yaml `evaluation.refusal_phrases` (the list's old home), when set, overrides the card's
-    phrases; a refusal folder without a card falls back to steering.refusal.DEFAULT_REFUSAL_PHRASES.
+    phrases; a refusal folder without a card falls back to steering.evaluation.refusal.DEFAULT_REFUSAL_PHRASES.
 
     Raises:
         SteeringError: no card (for another behavior) or an invalid card / config list, in one line.
@@ -469,7 +469,7 @@ def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
         return Judge.from_phrases(phrases, where="config evaluation.refusal_phrases")
     datasets_dir = _config_datasets_dir(config)
     if behavior == "refusal" and not card_path(datasets_dir, behavior).is_file():
-        from steering.refusal import DEFAULT_REFUSAL_PHRASES
+        from steering.evaluation.refusal import DEFAULT_REFUSAL_PHRASES
 
         return Judge.from_phrases(DEFAULT_REFUSAL_PHRASES)
     return load_card(datasets_dir, behavior).judge

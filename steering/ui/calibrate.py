@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from steering.core.limits import Limits, check_multiplier
 from steering.errors import SteeringError
-from steering.limits import Limits, check_multiplier
-from steering.ui_chat import VectorChoice, check_upload
+from steering.ui.chat import VectorChoice, check_upload
 
 MAX_LAYERS, MAX_MULTIPLIERS, MAX_ITEMS = 12, 9, 66
 SMALL_MODEL_NOTE = (
@@ -136,12 +136,12 @@ def ab_items(datasets_dir: str | Path, behavior: str | None, count: int) -> list
         count: how many questions the sweep uses.
 
     Returns:
-        A list of steering.datasets.ABItem.
+        A list of steering.core.datasets.ABItem.
 
     Raises:
         SteeringError: no behavior chosen, no test_ab.json for it, or a malformed file (load_ab_dataset).
     """
-    from steering.datasets import load_ab_dataset
+    from steering.core.datasets import load_ab_dataset
 
     if not behavior:
         raise SteeringError("choose which behavior's A/B questions to use")
@@ -205,9 +205,9 @@ def sweep_items(
     Args: engine (model, tokenizer, lock, config), vset the VectorSet (each layer its own vector), layers,
     multipliers, items (ABItem). Returns: array (layers, multipliers, questions). Takes the model's lock.
     """
+    from steering.core.limits import model_context_length
+    from steering.core.prompts import pad_token_id
     from steering.evaluation.ab import ab_probabilities, ab_prompts
-    from steering.limits import model_context_length
-    from steering.prompts import pad_token_id
 
     lm = engine.lm
     prompts = ab_prompts(
@@ -234,10 +234,10 @@ def reliability_layer(state: dict[str, list] | None, preferred: int | None) -> i
 
 
 def sweep_reliability(state: dict[str, list], layer: int) -> Any:
-    """Per-question steerability at one swept layer (steering.reliability.summarize, Tan et al. 2024):
+    """Per-question steerability at one swept layer (steering.evaluation.reliability.summarize, Tan et al. 2024):
     the least-squares slope of p(matching letter) against alpha for each question, the wrong-way share
     (slope < 0) with its Wilson 95% interval. Raises SteeringError without two distinct multipliers."""
-    from steering.reliability import summarize
+    from steering.evaluation.reliability import summarize
 
     if not state or "p" not in state:
         raise SteeringError("run a sweep first: the reliability view needs its per-question results")
@@ -343,7 +343,7 @@ def compare_sets(
 ) -> Any:
     """cosine_plot of two sets, each given as (dropdown choice, uploaded file path); one-line errors."""
     from steering.evaluation import cosine_plot
-    from steering.vector_files import cosine_by_layer
+    from steering.io.vector_files import cosine_by_layer
 
     (set_a, name_a), (set_b, name_b) = (vector_set_for(engine, c, uploads, p, max_mb) for c, p in (a, b))
     try:

@@ -12,7 +12,7 @@
 * the "What am I looking at?" picture (matplotlib) and sentences, the tooltips on α and layer;
 * pane titles in plain words from the behavior's card ("refuses more" / "as the model is" / "refuses less").
 
-    python -m steering.ui_demo docs/how-steering-works.png   # redraw the README's picture
+    python -m steering.ui.demo docs/how-steering-works.png   # redraw the README's picture
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from steering.core.prompts import Message
 from steering.errors import SteeringError
-from steering.prompts import Message
-from steering.ui_chat import Turn, conversations, render
+from steering.ui.chat import Turn, conversations, render
 
 PROMPTS_FILE = "prompts.yaml"
 SIDES = ("added", "subtracted")
@@ -121,7 +121,7 @@ def _prompts_file(path: Path, shown: str) -> dict[str, Any]:
 def pane_text(datasets_dir: str | Path, behavior: str | None) -> PaneText:
     """The panes' plain words and the prompted panes' system prompts for `behavior`.
 
-    Read from datasets_dir/<behavior>/behavior.yaml (the behavior card, steering.behaviors) when it exists,
+    Read from datasets_dir/<behavior>/behavior.yaml (the behavior card, steering.core.behaviors) when it exists,
     else datasets_dir/<behavior>/prompts.yaml (`prompts: {added, subtracted}`, optional `added:` and
     `subtracted:` pane words); else the generic words and no prompts (an uploaded vector, a behavior
     without data).
@@ -134,8 +134,8 @@ def pane_text(datasets_dir: str | Path, behavior: str | None) -> PaneText:
     """
     if not behavior:
         return PaneText()
-    from steering.behaviors import CARD_FILE, load_card
-    from steering.limits import check_behavior_name
+    from steering.core.behaviors import CARD_FILE, load_card
+    from steering.core.limits import check_behavior_name
 
     folder = Path(datasets_dir) / check_behavior_name(behavior)
     if (folder / CARD_FILE).exists():
@@ -248,13 +248,13 @@ def prompted_conversations(turns: Sequence[Turn], text: str, prompts: tuple[str,
 
 
 def render_panes(turns: Sequence[Turn]) -> list[list[Message]]:
-    """The five panes' chat messages: added, unsteered, subtracted (steering.ui_chat.render), then the
+    """The five panes' chat messages: added, unsteered, subtracted (steering.ui.chat.render), then the
     prompted pane asking for the behavior and the one asking to avoid it.
 
     The user's message is shown as typed: its HTML and Markdown marks are escaped (markdown_text), so
     "<b>bold</b>" shows those characters rather than bold text; the answers and captions are unchanged.
     """
-    from steering.ui_chat import markdown_text
+    from steering.ui.chat import markdown_text
 
     panes = [
         [{**m, "content": markdown_text(m["content"])} if m["role"] == "user" else m for m in pane]
@@ -287,7 +287,8 @@ class Card:
     Attributes:
         multiplier: the signed α that made it (< 0: the subtracted side).
         text: the answer; tokens: its length in tokens.
-        distinct3: share of distinct word trigrams (steering.refusal.distinct_ngram_share; 1 = no repetition).
+        distinct3: share of distinct word trigrams (steering.evaluation.refusal.distinct_ngram_share;
+            1 = no repetition).
         perplexity: exp(mean NLL) of the answer under the unsteered model (None for an empty answer).
         breakdown: None, or {"repetitive": bool, "garbled": bool} when the evaluation's breakdown rule
             (distinct-3 < 0.85 x the unsteered answer's, or perplexity > 3 x) flags it.
@@ -317,13 +318,13 @@ class Card:
         """ "α = −3 · refuses less", "α = 0 · as the model is"."""
         labels = labels or PaneText()
         side = "as the model is" if self.multiplier == 0 else labels.added if self.multiplier > 0 else labels.subtracted
-        from steering.ui_chat import signed
+        from steering.ui.chat import signed
 
         return f"α = {signed(self.multiplier)} · {side}"
 
     def markdown(self, labels: PaneText | None = None) -> str:
         """The card's body as Markdown: heading, the answer (escaped), its measures and the breakdown flag."""
-        from steering.ui_chat import markdown_text
+        from steering.ui.chat import markdown_text
 
         ppl = f"{self.perplexity:.1f}" if self.perplexity is not None else "–"
         flag = ""
@@ -400,7 +401,7 @@ def run_strip(
     from dataclasses import replace
 
     from steering.evaluation import answer_nll
-    from steering.refusal import distinct_ngram_share
+    from steering.evaluation.refusal import distinct_ngram_share
 
     factors = sorted(set(float(f) for f in factors) | {0.0})
     multipliers = strip_multipliers(alpha, engine.defaults.multiplier, factors)
@@ -437,7 +438,7 @@ def run_strip(
 
 def strip_summary(message: str, cards: Sequence[Card], max_new_tokens: int) -> str:
     """The line over the strip's cards (Markdown): which message, how many answers, how long, how to read them."""
-    from steering.ui_chat import markdown_text
+    from steering.ui.chat import markdown_text
 
     shown = message if len(message) <= 80 else message[:79] + "…"
     return (

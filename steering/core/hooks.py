@@ -1,5 +1,5 @@
 """The steering operators: ONE formula, `apply_steering`, used by the eager hooks (this module), the fast
-path's persistent hooks (steering/fast_path.py) and the evaluation (steering/evaluation/ab.py).
+path's persistent hooks (steering/decode/fast_path.py) and the evaluation (steering/evaluation/ab.py).
 
 For a decoder block's output h (batch, seq, hidden), a vector v with unit direction u = v / |v| and
 per-row tensors add, project, target (batch,):
@@ -20,7 +20,7 @@ compiles and is captured in CUDA graphs; a row with add = project = 0 is left ex
 
 A SteeringPlan says what happens at each steered layer: one LayerSteering (vector and per-row
 add / project / target) per layer, so a band of layers and different operators per row (the app's
-added / subtracted panes) are one plan. steering.recipe builds plans from a Recipe.
+added / subtracted panes) are one plan. steering.core.recipe builds plans from a Recipe.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from steering.core.layers import check_layer, decoder_layers
 from steering.errors import SteeringError
-from steering.layers import check_layer, decoder_layers
 
 OPERATORS = ("add", "clamp", "ablate")
 

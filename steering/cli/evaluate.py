@@ -14,12 +14,12 @@ Outputs in --out (default <results_dir>/eval/, config.yaml's results folder: res
   summary.md          the numbers above in a few lines
 
 Per behavior: the open-ended score is the share of answers the behavior card's judge counts
-(steering/behaviors.py; refusal: its phrase list), the test files are the behavior's own, and the default --out
+(steering/core/behaviors.py; refusal: its phrase list), the test files are the behavior's own, and the default --out
 is results/eval/<behavior>/. `--behavior all` runs every shipped behavior (a datasets/<behavior>/ folder with a
 behavior.yaml) that has vectors for the model, each into <out>/<behavior>/, and writes the table of all of them
 (score at -α / 0 / +α, the random control at +α, where the text breaks down) to <out>/behaviors.md.
 
-The open-ended run uses the behavior's steering recipe (steering/recipe.py: the tuned defaults file
+The open-ended run uses the behavior's steering recipe (steering/core/recipe.py: the tuned defaults file
 vectors/<behavior>/<model>.defaults.json, else config.yaml's CAA addition): its band, operators and
 unit, with multipliers in the recipe's unit; the A/B sweep is CAA addition at one layer per cell.
 """
@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
-from steering.files import write_json, write_text
-from steering.prompts import pad_token_id
+from steering.io.files import write_json, write_text
 
 ALL = "all"  # --behavior all: every shipped behavior with vectors for the model
 OUTPUTS = (
@@ -53,8 +53,8 @@ OUTPUTS = (
 
 def register(sub: Any) -> None:
     """Add the `evaluate` sub-command (its flags; --behavior's help lists the shipped behaviors) to `sub`."""
-    from steering.cli_common import add_behavior_command
-    from steering.cli_common import parse_float as _float
+    from steering.cli.common import add_behavior_command
+    from steering.cli.common import parse_float as _float
 
     p = add_behavior_command(
         sub,
@@ -99,8 +99,8 @@ def register(sub: Any) -> None:
         help="output folder (default: results/eval/<behavior>/ for one behavior; "
         "for --behavior all, results/eval/ with one <behavior>/ folder each)",
     )
-    from steering.behaviors import shipped_behaviors
     from steering.config import PROJECT_ROOT
+    from steering.core.behaviors import shipped_behaviors
 
     names = ", ".join(shipped_behaviors(PROJECT_ROOT / "datasets")) or "none"
     for action in p._actions:  # add_behavior_command's --behavior: say which names evaluate takes
@@ -119,8 +119,8 @@ def _check_count(value: int | None, flag: str) -> None:
 
 
 def _check_multipliers(values: list[float] | None, flag: str, config: dict[str, Any]) -> None:
-    """Each multiplier finite and within config limits.max_abs_multiplier (steering.limits.check_multiplier)."""
-    from steering.limits import Limits, check_multiplier
+    """Each multiplier finite and within config limits.max_abs_multiplier (steering.core.limits.check_multiplier)."""
+    from steering.core.limits import Limits, check_multiplier
 
     for value in values or []:
         check_multiplier(value, Limits.from_config(config), flag)
@@ -155,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
         return _evaluate_all(args, config, _engine)
     _check_known(config, args.behavior, given_files=bool(args.ab and (args.open_ended or args.no_open_ended)))
     if args.vector:
-        from steering.cli_common import check_input_file
+        from steering.cli.common import check_input_file
 
         check_input_file(args.vector, "--vector", folder_ok=True)
     prepared = _prepare(args, config, args.behavior, args.out)
@@ -170,9 +170,9 @@ def _check_known(config: dict[str, Any], behavior: str, given_files: bool = Fals
     Raises:
         SteeringError: "unknown behavior 'x'; known: a, b, ..., all".
     """
-    from steering.behaviors import shipped_behaviors
     from steering.config import data_dir as _data_dir
-    from steering.limits import check_behavior_name
+    from steering.core.behaviors import shipped_behaviors
+    from steering.core.limits import check_behavior_name
 
     datasets = _data_dir(config, "datasets_dir")
     if given_files or (datasets / check_behavior_name(behavior)).is_dir():
@@ -184,12 +184,12 @@ def _check_known(config: dict[str, Any], behavior: str, given_files: bool = Fals
 def _prepare(args: argparse.Namespace, config: dict[str, Any], behavior: str, out: str | Path | None) -> dict[str, Any]:
     """A behavior's inputs, read and checked before the model loads: its A/B and open-ended test questions
     (--ab / --open-ended, else datasets/<behavior>/test_ab.json and test_open_ended.json), its judge
-    (steering.behaviors.judge_for: the card's) and the output folder (default results/eval/<behavior>/)."""
-    from steering.behaviors import judge_for, load_card
-    from steering.cli_common import check_destination, check_input_file
+    (steering.core.behaviors.judge_for: the card's) and the output folder (default results/eval/<behavior>/)."""
+    from steering.cli.common import check_destination, check_input_file
     from steering.config import data_dir as _data_dir
-    from steering.datasets import load_ab_dataset, load_open_ended
-    from steering.limits import Limits, check_behavior_name
+    from steering.core.behaviors import judge_for, load_card
+    from steering.core.datasets import load_ab_dataset, load_open_ended
+    from steering.core.limits import Limits, check_behavior_name
 
     folder = _data_dir(config, "datasets_dir") / check_behavior_name(behavior)
     ab_path = Path(args.ab) if args.ab else folder / "test_ab.json"
@@ -229,12 +229,12 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any], engine: Any, pre
     import numpy as np
 
     from steering import evaluation as ev
-    from steering import reliability as rel
-    from steering.cli_common import display_path as _display_path
-    from steering.cli_common import system_prompt as _system_prompt
-    from steering.generation import SamplingSettings
-    from steering.layers import check_layer
-    from steering.limits import Limits, model_context_length
+    from steering.cli.common import display_path as _display_path
+    from steering.cli.common import system_prompt as _system_prompt
+    from steering.core.layers import check_layer
+    from steering.core.limits import Limits, model_context_length
+    from steering.decode.generation import SamplingSettings
+    from steering.evaluation import reliability as rel
 
     started = time.perf_counter()
     behavior, ab_path, open_path = prepared["behavior"], prepared["ab_path"], prepared["open_path"]
@@ -290,7 +290,7 @@ def _evaluate(args: argparse.Namespace, config: dict[str, Any], engine: Any, pre
         f"layer {layer}"
     )
 
-    reliability: dict[str, Any] = {}  # per-prompt steerability (steering/reliability.py), by measure
+    reliability: dict[str, Any] = {}  # per-prompt steerability (steering/evaluation/reliability.py), by measure
     # ------------------------------------------------------------ A/B sweep (+ controls at `layer`)
     out.mkdir(parents=True, exist_ok=True)
     if args.no_ab:
@@ -481,8 +481,8 @@ def _evaluate_all(args: argparse.Namespace, config: dict[str, Any], make_engine:
     """
     import copy
 
-    from steering.behaviors import shipped_behaviors
     from steering.config import data_dir as _data_dir
+    from steering.core.behaviors import shipped_behaviors
 
     for value, flag in ((args.vector, "--vector"), (args.ab, "--ab"), (args.open_ended, "--open-ended")):
         if value:
@@ -533,7 +533,7 @@ def _folder_text(out: str | Path | None) -> str:
     """The table's output folder as the footnote names it (relative to the checkout when inside it)."""
     if out is None:
         return "results/eval"
-    from steering.cli_common import display_path
+    from steering.cli.common import display_path
 
     return str(display_path(Path(out))).rstrip("/")
 

@@ -5,7 +5,7 @@ CAA steers one behavior by adding alpha x v at a layer (Rimsky et al. 2023, arXi
 the paper's vectors of different behaviors live in the same residual stream, so two of them can be added at
 once. A mix uses the paper's operator for both: CAA addition of the summed vector alpha1 v1 + alpha2 v2 at the
 first behavior's anchor layer (its recipe's `layer`, or the layer asked for), each row adding its sign
-(+1, 0, -1) times that sum. A tuned recipe's band or projection clamp (steering/recipe.py) is not used while
+(+1, 0, -1) times that sum. A tuned recipe's band or projection clamp (steering/core/recipe.py) is not used while
 mixing; with alpha2 = 0 (or no second behavior) there is no mix and the first behavior's recipe applies as
 usual. alpha1 is the first behavior's strength in CAA multiplier units (a recipe in `relative` units is
 converted at the layer: alpha1 = strength x typical hidden-state norm / |v1|).
@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 import torch
 
+from steering.core.hooks import SteeringPlan
 from steering.errors import SteeringError
-from steering.hooks import SteeringPlan
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ def engine_plan(
         SteeringError: a multiplier over limits.max_abs_multiplier, a layer out of range, no vectors for a
             behavior, vectors of different sizes.
     """
-    from steering.layers import check_layer
-    from steering.limits import check_multiplier
+    from steering.core.layers import check_layer
+    from steering.core.limits import check_multiplier
 
     alpha2 = check_multiplier(mix.multiplier, engine.limits)
     if multiplier is not None:

@@ -57,8 +57,8 @@ def dataset_file(config: dict[str, Any], behavior: str) -> Path:
     Raises:
         SteeringError: an invalid behavior name or an invalid behavior card.
     """
-    from steering.behaviors import generate_file
-    from steering.limits import check_behavior_name
+    from steering.core.behaviors import generate_file
+    from steering.core.limits import check_behavior_name
 
     return generate_file(config, check_behavior_name(behavior))
 
@@ -66,7 +66,7 @@ def dataset_file(config: dict[str, Any], behavior: str) -> Path:
 def buildable_behaviors(config: dict[str, Any]) -> list[str]:
     """Behaviors whose A/B dataset ships (a valid name and an existing generate file), sorted."""
     from steering.config import data_dir
-    from steering.limits import check_behavior_name
+    from steering.core.limits import check_behavior_name
 
     root = data_dir(config, "datasets_dir")
     names = []
@@ -103,8 +103,8 @@ def dataset_problem(config: dict[str, Any], behavior: str, read_mode: str | None
         None, or the SteeringError's message (e.g. '.../generate.json: not valid JSON ...'). The result is
         cached per file and read mode until the file changes (size or modification time).
     """
-    from steering.datasets import load_ab_dataset
-    from steering.limits import Limits
+    from steering.core.datasets import load_ab_dataset
+    from steering.core.limits import Limits
 
     try:
         path = dataset_file(config, behavior)
@@ -161,7 +161,7 @@ def build_vectors(
         batch_size: pairs per forward pass (default: config extraction.batch_size).
         force: replace an existing vector file (default: refuse; another user may have built it meanwhile).
             A replacement that loses layers or pairs (e.g. with max_pairs) is announced through `warn` before
-            the build starts: the same rule as `extract` (steering.vector_files.replacement_check).
+            the build starts: the same rule as `extract` (steering.io.vector_files.replacement_check).
         warn: where that warning line goes (default: stderr).
 
     Returns:
@@ -172,12 +172,12 @@ def build_vectors(
             `force`), a layer out of range. Nothing is written then, and a failure during the extraction
             leaves the previous state (the file is written atomically at the end).
     """
-    from steering.cli_common import display_path
-    from steering.datasets import file_sha256, load_ab_dataset
-    from steering.extraction import extract_vectors
-    from steering.layers import check_layer
-    from steering.limits import Limits
-    from steering.vector_files import VectorSet, save_safetensors, vector_path
+    from steering.cli.common import display_path
+    from steering.core.datasets import file_sha256, load_ab_dataset
+    from steering.core.layers import check_layer
+    from steering.core.limits import Limits
+    from steering.extract.extraction import extract_vectors
+    from steering.io.vector_files import VectorSet, save_safetensors, vector_path
 
     lm = engine.lm
     path = vector_path(engine.vectors_dir, behavior, lm.slug)  # refuses names that are not names
@@ -239,7 +239,7 @@ def build_vectors(
                 "dataset": display_path(dataset),
                 "dataset_sha256": file_sha256(dataset),
                 "pairs": str(len(items)),
-                "made_by": "first use (steering.first_use)",
+                "made_by": "first use (steering.extract.first_use)",
                 "default_layer": str(engine.defaults.layer),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             },
@@ -253,7 +253,7 @@ def build_vectors(
 
 def _replacement_loss(path: Path, layers: Sequence[int], pairs: int) -> str | None:
     """What replacing the vector file at `path` with `layers` from `pairs` pairs loses, or None (nothing)."""
-    from steering.vector_files import describe_vector_file
+    from steering.io.vector_files import describe_vector_file
 
     try:  # the rule of extract's replacement_check: losing layers or pairs needs --force, and is said
         old = describe_vector_file(path)
@@ -304,7 +304,7 @@ def ensure_vectors(
         SteeringError: no vectors and no dataset, or no vectors and the build was not allowed (the
             message says how to build them).
     """
-    from steering.vector_files import vector_path
+    from steering.io.vector_files import vector_path
 
     if vector_path(engine.vectors_dir, behavior, engine.lm.slug).exists():
         return None
@@ -350,7 +350,7 @@ def tqdm_progress(desc: str) -> Callable[[int, int], None]:
 # ---------------------------------------------------------------------------- command line
 def register(sub: Any) -> None:
     """Add the `build-vectors` sub-command to steering.cli's parser."""
-    from steering.cli_common import add_model_flags
+    from steering.cli.common import add_model_flags
 
     p = sub.add_parser(
         "build-vectors",
@@ -381,7 +381,7 @@ def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
     and the others are built; the exit code is then 2 (0 when every build succeeded).
     """
     from steering.cli import _engine
-    from steering.limits import check_behavior_name
+    from steering.core.limits import check_behavior_name
 
     names = [check_behavior_name(name) for name in args.behaviors or []]
     for name in names:  # before the slow model load

@@ -2,14 +2,14 @@
 
 A `Scheduler` owns one model's generation. Each `Request` is one user's rows (the app's three panes, or
 one row) with its own conversations, its own SteeringPlan (vector, layer(s), multipliers: any per-row
-operator of steering.hooks), sampling settings, seed, token budget, stop event and streaming callback.
+operator of steering.core.hooks), sampling settings, seed, token budget, stop event and streaming callback.
 
 How a request runs (the eager path, dynamic KV cache, CPU or GPU):
 
 1. It waits in a bounded queue (`max_waiting`; one more is refused at once with a one-line
    "busy, try again" SteeringError) until the running batch has room (`max_requests` requests).
 2. Between two decoding steps of the running batch it is *prefilled alone*: exactly the computation
-   steering.generation.generate does for its rows (shared prefix once, left padding, its own steering
+   steering.decode.generation.generate does for its rows (shared prefix once, left padding, its own steering
    hooks), into a KV cache of its own, and its first token is chosen with its own random stream.
 3. Its cache is merged into the running batch's: both are left-padded to the same length (padding is
    masked out of attention) and concatenated along the batch. From the next step on its rows decode
@@ -31,7 +31,7 @@ Busy signal: while a batch is decoding the worker holds the model's lock (`Loade
 when the scheduler runs dry; so `lm.lock.locked()` still means "the model is at work", and other users of
 the lock (tune, the A/B evaluation) wait for the batch to drain, as before.
 
-The fast path (steering/fast_path.py: static cache, CUDA graphs, torch.compile) has fixed shapes; its
+The fast path (steering/decode/fast_path.py: static cache, CUDA graphs, torch.compile) has fixed shapes; its
 requests are not merged: Engine runs them one at a time under the lock, as before this module.
 """
 
@@ -49,8 +49,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from steering.errors import SteeringError
-from steering.generation import (
+from steering.core.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
+from steering.core.hooks import steer as apply_plan
+from steering.core.layers import decoder_layers
+from steering.core.limits import Limits, model_context_length
+from steering.core.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
+from steering.decode.generation import (
     GenerationResult,
     SamplingSettings,
     _decode,
@@ -59,11 +63,7 @@ from steering.generation import (
     check_prompt_budget,
     eos_token_ids,
 )
-from steering.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
-from steering.hooks import steer as apply_plan
-from steering.layers import decoder_layers
-from steering.limits import Limits, model_context_length
-from steering.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
+from steering.errors import SteeringError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class Request:
             this request only.
         stop_event: set it to end this request early (its result has stopped=True); others go on.
         ignore_eos: generate exactly max_new_tokens per row (the benchmark).
-        meter: a steering.meter.Meter reading this request's rows (one (rows,) value per step, the pass that
+        meter: a steering.ui.meter.Meter reading this request's rows (one (rows,) value per step, the pass that
             chose the token, before its block's own steering), as generate(steering_context=meter...) does.
     """
 

@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from steering.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
-from steering.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
-from steering.layers import check_layer, decoder_layers
-from steering.prompts import Message
+from steering.core.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
+from steering.core.layers import check_layer, decoder_layers
+from steering.core.prompts import Message
+from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
 
 log = logging.getLogger(__name__)
 

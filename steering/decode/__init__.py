@@ -1,0 +1,1 @@
+"""Generation: the decode loop, the CUDA-graph/compiled fast path, the continuous-batching scheduler."""

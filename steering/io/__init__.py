@@ -1,0 +1,1 @@
+"""Vector files: safetensors / .pt / GGUF reading and writing, atomic file writes."""

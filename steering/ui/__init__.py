@@ -1,0 +1,1 @@
+"""The Gradio app's pieces: chat panes, demo panes, layout, links, mixing, calibration, the behavior meter."""
