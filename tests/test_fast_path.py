@@ -320,3 +320,18 @@ def test_cuda_graph_steps_after_growth_and_cache_eviction(tiny_tokenizer, vector
         )
         assert got.token_ids == expected.token_ids, (rows, tokens)
     assert fast.steering.version == 1 and len(fast._caches) == 2
+
+
+def test_models_split_over_several_gpus_take_the_eager_path(model):
+    """A `device_map` model over two GPUs: no CUDA graphs or compiler (their steering tensors and graphs live on
+    one device; scripts/gpu_70b.py runs such a model); a one-device map keeps them."""
+    from types import SimpleNamespace
+
+    from steering.decode.fast_path import graphs_supported, model_devices
+
+    lm = SimpleNamespace(model=model, device=torch.device("cuda", 0), quantization=None)
+    assert model_devices(model) == {"cpu"} and graphs_supported(lm)
+    model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": 1}
+    assert model_devices(model) == {"0", "1"} and not graphs_supported(lm)
+    model.hf_device_map = {"": "cuda:0"}
+    assert graphs_supported(lm)

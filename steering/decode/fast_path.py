@@ -128,16 +128,18 @@ class PersistentSteering:
             positions = kwargs.get("position_ids")
             if positions is None:
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-            active = steering_active(positions, self.steer_from[:rows], hidden.dtype)  # (batch, seq)
-            steered = apply_steering(
-                hidden,
+            state = (
                 self.vectors[index],
                 self.units[index],
                 self.add[index, :rows],
                 self.project[index, :rows],
                 self.target[index, :rows],
-                active,
+                self.steer_from[:rows],
             )
+            if hidden.device != self.device:  # a block on another GPU (device_map): eager only, copy its slices
+                state = tuple(t.to(hidden.device) for t in state)
+            active = steering_active(positions.to(hidden.device), state[5], hidden.dtype)  # (batch, seq)
+            steered = apply_steering(hidden, *state[:5], active)
             if isinstance(output, tuple):
                 return (steered,) + tuple(output[1:])
             return steered
@@ -460,9 +462,21 @@ class FastPath:
         return seconds
 
 
+def model_devices(model: Any) -> set[str]:
+    """The devices a model's weights sit on: its accelerate `hf_device_map` values (a `device_map` load),
+    else the device of its first parameter. E.g. {"0", "1"} for a model split over two GPUs."""
+    mapping = getattr(model, "hf_device_map", None)
+    if isinstance(mapping, dict) and mapping:
+        return {str(device) for device in mapping.values()}
+    param = next(iter(model.parameters()), None)
+    return {str(param.device)} if param is not None else set()
+
+
 def graphs_supported(lm: Any) -> bool:
-    """CUDA graphs and the compiler: a CUDA model in 16/32 bits (bitsandbytes layers sync with the host)."""
-    return lm.device.type == "cuda" and lm.quantization is None
+    """CUDA graphs and the compiler: a CUDA model in 16/32 bits (bitsandbytes layers sync with the host) on one
+    GPU (a model split over several GPUs by `device_map` runs the eager path: the fast path keeps its steering
+    tensors and graphs on one device)."""
+    return lm.device.type == "cuda" and lm.quantization is None and len(model_devices(lm.model)) <= 1
 
 
 def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) -> FastPath:
@@ -478,7 +492,11 @@ def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) 
     different setting replaces it (the old hooks are removed).
     """
     backend = backend or getattr(lm.settings, "compile_backend", None) or "inductor"
-    use_compiler = compile and (graphs_supported(lm) if backend == "inductor" else lm.quantization is None)
+    one_device = len(model_devices(lm.model)) <= 1
+    plain_ok = lm.quantization is None and one_device
+    use_compiler = compile and (graphs_supported(lm) if backend == "inductor" else plain_ok)
+        graphs_supported(lm) if backend == "inductor" else lm.quantization is None and one_device
+    )
     if compile and not use_compiler:
         log.warning(
             "model.compile: torch.compile with %s is used on CUDA with a 16/32-bit model only; "
