@@ -495,8 +495,6 @@ def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) 
     one_device = len(model_devices(lm.model)) <= 1
     plain_ok = lm.quantization is None and one_device
     use_compiler = compile and (graphs_supported(lm) if backend == "inductor" else plain_ok)
-        graphs_supported(lm) if backend == "inductor" else lm.quantization is None and one_device
-    )
     if compile and not use_compiler:
         log.warning(
             "model.compile: torch.compile with %s is used on CUDA with a 16/32-bit model only; "
