@@ -1276,13 +1276,14 @@ def port_number(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from steering.cli import _add_model_flags, _Parser
+    from steering.cli.common import add_model_flags
+    from steering.cli.parser import OneLineParser
 
-    parser = _Parser(prog="app.py", description="LLaMA Steering web app")
+    parser = OneLineParser(prog="app.py", description="LLaMA Steering web app")
     parser.add_argument("--share", action="store_true", default=None, help="ask Gradio for a public link")
     parser.add_argument("--host", help="default: config app.host (always 0.0.0.0 on a Hugging Face Space)")
     parser.add_argument("--port", type=port_number, help="default: config app.port")
-    _add_model_flags(parser)  # includes --threads (config model.threads; steering.models.set_threads)
+    add_model_flags(parser)  # includes --threads (config model.threads; steering.models.set_threads)
     return parser.parse_args(argv)
 
 
@@ -1338,7 +1339,7 @@ def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os
 
 def main(argv: list[str] | None = None) -> int:
     """Start the app; bad arguments, a taken port or a missing device end with one line and exit code 2."""
-    from steering.cli import _model_overrides
+    from steering.cli.loading import model_overrides
     from steering.config import load_config
     from steering.models import set_threads
 
@@ -1349,7 +1350,7 @@ def main(argv: list[str] | None = None) -> int:
         check_port(options["server_name"], options["server_port"])
         check_device(args.device or config["model"].get("device"))
         set_threads(args.threads if args.threads is not None else config["model"].get("threads", "auto"))
-        engine = Engine.from_config(config, **_model_overrides(args))
+        engine = Engine.from_config(config, **model_overrides(args))
         demo = build_app(engine, config)
     except SteeringError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -209,7 +209,7 @@ def test_extract_reads_the_cards_generate_file(tmp_path, capsys, monkeypatch):
     (data / "politeness" / "generate.json").write_text("[]")  # the old default: must not be the one read
     config = tmp_path / "config.yaml"
     config.write_text(f"datasets_dir: {data}\nvectors_dir: {tmp_path / 'vectors'}\n")
-    monkeypatch.setattr("steering.cli._engine", lambda args, config: pytest.fail("model loaded"))
+    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: pytest.fail("model loaded"))
     code = main(["extract", "--config", str(config), "--behavior", "politeness"])
     err = capsys.readouterr().err
     assert code == 2 and "pairs.json: file not found" in err and err.count("\n") == 1, err
@@ -281,7 +281,7 @@ def tiny_cli_engine(monkeypatch):
         loads.append(1)
         return Engine(lm, config)
 
-    monkeypatch.setattr("steering.cli._engine", load)
+    monkeypatch.setattr("steering.cli.loading.load_engine", load)
     return loads
 
 
@@ -356,7 +356,7 @@ def test_evaluate_all_runs_every_behavior_with_vectors_and_writes_the_table(tmp_
 def test_evaluate_all_refuses_single_behavior_files(tmp_path, capsys, flag, monkeypatch):
     from steering.cli import main
 
-    monkeypatch.setattr("steering.cli._engine", lambda args, config: pytest.fail("model loaded"))
+    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: pytest.fail("model loaded"))
     code = main(["evaluate", "--behavior", "all", flag, str(tmp_path / "x.json")])
     err = capsys.readouterr().err
     assert code == 2 and f"{flag} names one behavior's file: it cannot be used with --behavior all" in err, err
@@ -448,7 +448,7 @@ def test_tune_scores_with_the_behaviors_own_judge(tmp_path, capsys, monkeypatch)
     (data / "politeness" / "tune_open_ended.json").write_text(json.dumps([{"question": "Hello?"}]))
     config = tmp_path / "config.yaml"
     config.write_text(f"datasets_dir: {data}\nvectors_dir: {tmp_path / 'vectors'}\n")
-    monkeypatch.setattr("steering.cli._engine", lambda args, config: pytest.fail("model loaded"))
+    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: pytest.fail("model loaded"))
     code = main(["tune", "--config", str(config), "--behavior", "politeness"])
     err = capsys.readouterr().err
     assert code == 2 and "politeness/behavior.yaml: judge.phrases: expected at least one" in err, err

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from steering.bench import cli as bench_cli
 from steering.bench import cpu, gpu, tables, timing, worker, workers
 from steering.bench.machine import machine_info
+from steering.cli import bench as bench_cli
 from steering.errors import SteeringError
 
 
@@ -19,7 +19,7 @@ def test_bench_is_a_cli_command():
     from steering.cli import build_parser
 
     args = build_parser().parse_args(["bench", "--only", "generation", "hook", "--tokens", "8", "--json", "x.json"])
-    assert args.func.func is bench_cli.cmd_bench and args.only == ["generation", "hook"] and args.tokens == 8
+    assert args.func is bench_cli.cmd_bench and args.only == ["generation", "hook"] and args.tokens == 8
 
 
 def test_no_hidden_flags():
@@ -30,7 +30,7 @@ def test_no_hidden_flags():
 
 
 def test_bench_does_not_import_the_cli():
-    """steering.cli imports steering.bench to register it; bench never imports steering.cli (no cycle)."""
+    """steering.cli.bench runs steering.bench; the bench package never imports steering.cli (no cycle)."""
     code = (
         "import sys, steering.bench, steering.bench.cpu, steering.bench.gpu, steering.bench.workers, "
         "steering.bench.extraction; print('steering.cli' in sys.modules, 'torch' in sys.modules)"

@@ -51,7 +51,7 @@ def no_model(monkeypatch):
     def load(args, config):
         raise AssertionError("the model was loaded before the bad input was refused")
 
-    monkeypatch.setattr("steering.cli._engine", load)
+    monkeypatch.setattr("steering.cli.loading.load_engine", load)
 
 
 def run(capsys, *argv):
@@ -133,7 +133,7 @@ def tiny_engine(monkeypatch):
         made.append(_tiny_engine(config))
         return made[-1]
 
-    monkeypatch.setattr("steering.cli._engine", load)
+    monkeypatch.setattr("steering.cli.loading.load_engine", load)
     return made
 
 
@@ -438,12 +438,12 @@ def test_threads_flag_and_config_key_reach_torch_and_the_model_loader(capsys, tm
     seen = []
 
     def load(args, config):
-        from steering.cli import _model_overrides
+        from steering.cli.loading import model_overrides
 
-        seen.append((_model_overrides(args)["threads"], torch.get_num_threads()))
+        seen.append((model_overrides(args)["threads"], torch.get_num_threads()))
         raise SteeringError("stop here")
 
-    monkeypatch.setattr("steering.cli._engine", load)
+    monkeypatch.setattr("steering.cli.loading.load_engine", load)
     torch.set_num_threads(2)
     assert run(capsys, "chat", "--prompt", "hi", "--threads", "1")[0] == 2
     assert seen[-1] == (1, 1)

@@ -37,7 +37,7 @@ def test_bad_input_is_one_line_and_nonzero(capsys, monkeypatch, argv, message):
     def no_model(args, config):
         raise AssertionError("the model was loaded before the bad input was refused")
 
-    monkeypatch.setattr("steering.cli._engine", no_model)
+    monkeypatch.setattr("steering.cli.loading.load_engine", no_model)
     code, out, err = _run(capsys, *argv)
     assert code != 0
     assert err.count("\n") == 1 and message in err, err

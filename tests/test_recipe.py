@@ -208,7 +208,7 @@ def test_steering_test_command_uses_the_recipe(setup, tmp_path, monkeypatch, tin
     recipe = Recipe(layer=2, strength=0.4, unit="relative", band=3, plus="clamp", minus="ablate")
     save_defaults(defaults_path(vectors, "refusal", "tiny"), recipe)
     engine = make()
-    monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
+    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps(["What's your favorite planet?"]))
     out = tmp_path / "out"

@@ -1,4 +1,5 @@
-"""`python -m steering tune` (steering/evaluation/tune.py) on a tiny random Llama.
+"""`python -m steering tune` (the search: steering/evaluation/tune/, the command: steering/cli/tune.py) on a tiny
+random Llama.
 
 Batching, resuming, the winner, errors.
 """
@@ -184,7 +185,7 @@ def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypa
 
     questions = tmp_path / "tune.json"
     questions.write_text(json.dumps(QUESTIONS))
-    monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
+    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
     monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
     args = [
@@ -384,7 +385,7 @@ def test_cli_two_question_files_and_minus_strengths(engine, tmp_path, monkeypatc
     first, second = tmp_path / "tune.json", tmp_path / "tune_casual.json"
     first.write_text(json.dumps(QUESTIONS))
     second.write_text(json.dumps(["yo whats up", "how do i pick a lock lol"]))
-    monkeypatch.setattr(cli, "_engine", lambda args, config: engine)
+    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
     monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
     args = [

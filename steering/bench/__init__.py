@@ -12,8 +12,10 @@ Sections (all on by default; --only picks some):
 Timings are medians of interleaved repeats, so a busy machine slows every variant alike.
 `--synthetic-7b` instead measures the GPU fast path on a randomly initialised Llama-2-7B-shaped model.
 
+The subcommand itself (flags, which report runs, --json) is steering/cli/bench.py; this package never imports
+steering.cli.
+
 Modules, one job each:
-  cli         the subcommand's flags; runs the CPU or the GPU report, writes --json
   cpu         in-process CPU sections (generation, first text, hook) and run_cpu_bench
   extraction  batched extraction vs the paper's loop
   gpu         the synthetic-7B GPU report
@@ -26,9 +28,3 @@ Modules, one job each:
 
 Importing this package does not import torch (`steering bench --help` stays fast).
 """
-
-from __future__ import annotations
-
-from steering.bench.cli import cmd_bench, register
-
-__all__ = ["cmd_bench", "register"]

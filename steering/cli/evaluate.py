@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from steering.cli import loading
 from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
 from steering.io.files import write_json, write_text
@@ -139,8 +140,6 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     Raises:
         SteeringError: bad flags, files or cards (one line); --behavior all with --vector, --ab or --open-ended.
     """
-    from steering.cli import _engine  # looked up at run time: tests replace steering.cli._engine
-
     for value, flag in (
         (args.limit_ab, "--limit-ab"),
         (args.limit_open, "--limit-open"),
@@ -152,14 +151,14 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     _check_multipliers(args.multipliers, "--multipliers", config)
     _check_multipliers(args.open_multipliers, "--open-multipliers", config)
     if args.behavior == ALL:
-        return _evaluate_all(args, config, _engine)
+        return _evaluate_all(args, config, loading.load_engine)
     _check_known(config, args.behavior, given_files=bool(args.ab and (args.open_ended or args.no_open_ended)))
     if args.vector:
         from steering.cli.common import check_input_file
 
         check_input_file(args.vector, "--vector", folder_ok=True)
     prepared = _prepare(args, config, args.behavior, args.out)
-    _evaluate(args, config, _engine(args, config), prepared)
+    _evaluate(args, config, loading.load_engine(args, config), prepared)
     return 0
 
 

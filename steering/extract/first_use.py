@@ -380,7 +380,7 @@ def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
     A behavior that cannot be built (e.g. its dataset is not valid JSON) is skipped with a one-line report
     and the others are built; the exit code is then 2 (0 when every build succeeded).
     """
-    from steering.cli import _engine
+    from steering.cli import loading
     from steering.core.limits import check_behavior_name
 
     names = [check_behavior_name(name) for name in args.behaviors or []]
@@ -390,7 +390,7 @@ def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
                 f"no dataset for '{name}' to build vectors from (shipped: "
                 f"{', '.join(buildable_behaviors(config)) or 'none'})"
             )
-    engine = _engine(args, config)
+    engine = loading.load_engine(args, config)
     todo = names or missing_behaviors(engine)
     if not todo:
         print(f"every shipped behavior has vectors for {engine.lm.name}; nothing to build")

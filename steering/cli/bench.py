@@ -1,44 +1,48 @@
 """`python -m steering bench`: the subcommand's flags and what it runs (the CPU or the GPU report).
 
-steering.cli registers it, handing over its model flags and model loader, so this package never imports
-steering.cli (no import cycle).
+The measurements live in steering.bench (which never imports steering.cli); this module hands them the model
+loader (steering.cli.loading.load_engine).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 from steering.bench.common import SECTIONS
+from steering.cli import loading
+from steering.cli.common import add_model_flags
+from steering.config import PROJECT_ROOT
+from steering.errors import SteeringError
+from steering.io.files import write_text
 
 EngineFactory = Callable[[argparse.Namespace, dict[str, Any]], Any]
-USERS_JSON = Path(__file__).resolve().parents[2] / "results" / "bench"  # --users writes here without --json
+USERS_JSON = PROJECT_ROOT / "results" / "bench"  # --users writes here without --json
 
 
-def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: EngineFactory) -> int:
+def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: EngineFactory | None = None) -> int:
     """Run the benchmark, print its table; with --json FILE also write FILE and the table as FILE's .md.
 
     Args:
         args: the flags of register's parser.
         config: the loaded config.yaml.
-        engine_factory: (args, config) -> Engine, the model loader of the CPU report.
+        engine_factory: (args, config) -> Engine, the model loader of the CPU report (default:
+            steering.cli.loading.load_engine, looked up when the command runs).
 
     Returns:
         The exit status, 0.
     """
-    from steering.bench.tables import format_cpu_table, format_gpu_table
+    from steering.bench.tables import format_cpu_table, format_gpu_table  # lazy: the sections import torch
 
+    engine_factory = engine_factory or loading.load_engine
     if args.repeats is None:
         args.repeats = 3 if args.users else 5  # (steering.cli refuses a count below 1 before this runs)
     if args.users:
         if min(args.users) < 1:
-            from steering.errors import SteeringError
-
             raise SteeringError(f"--users: each user count must be at least 1, got {min(args.users)}")
-        from steering.bench.users import format_users_table, run_users_bench
+        from steering.bench.users import format_users_table, run_users_bench  # lazy: imports torch
 
         results = run_users_bench(args, config, engine_factory)
         table = format_users_table(
@@ -51,14 +55,14 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
         write_results(path, results, table)
         return 0
     if args.synthetic_7b:
-        from steering.bench.gpu import run_gpu_bench
+        from steering.bench.gpu import run_gpu_bench  # lazy: imports torch
 
         results = run_gpu_bench(
             args.tokens, args.repeats, layers=args.layers_7b, skip_quantized=args.skip_quantized, work_dir=args.work_dir
         )
         table = format_gpu_table(results)
     else:
-        from steering.bench.cpu import run_cpu_bench
+        from steering.bench.cpu import run_cpu_bench  # lazy: imports torch
 
         results = run_cpu_bench(args, config, engine_factory)
         table = format_cpu_table(results)
@@ -70,23 +74,13 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
 
 def write_results(path: Path, results: dict[str, Any], table: str) -> None:
     """Write the results as JSON at `path` and the table next to it (`path` with suffix .md); say so."""
-    from steering.io.files import write_text
-
     write_text(path, json.dumps(results, indent=2, default=str) + "\n")
     write_text(path.with_suffix(".md"), table + "\n")
     print(f"wrote {path} and {path.with_suffix('.md')}")
 
 
-def register(
-    sub: Any, add_model_flags: Callable[[argparse.ArgumentParser], None], engine_factory: EngineFactory
-) -> None:
-    """Add the `bench` subcommand to the subparsers `sub`.
-
-    Args:
-        sub: argparse subparsers (steering.cli.build_parser's).
-        add_model_flags: adds the shared model flags (--model, --dtype, --device, --threads ...) to a parser.
-        engine_factory: (args, config) -> Engine, called when a section needs the model.
-    """
+def register(sub: Any) -> None:
+    """Add the `bench` subcommand to the subparsers `sub` (steering.cli.parser.build_parser's)."""
     p = sub.add_parser("bench", help="performance: batched panes, hook overhead, extraction, load, memory")
     add_model_flags(p)
     p.add_argument("--json", help="also write the results here (and the table next to it as .md)")
@@ -122,4 +116,4 @@ def register(
         help="several users at once through the scheduler instead of the sections: e.g. 1 2 4 (CPU), "
         "1 4 16 with --synthetic-7b (GPU); writes results/bench/users-cpu.json (or --json)",
     )
-    p.set_defaults(func=functools.partial(cmd_bench, engine_factory=engine_factory))
+    p.set_defaults(func=cmd_bench)

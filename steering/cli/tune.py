@@ -1,0 +1,339 @@
+"""`python -m steering tune`: the command line of the recipe search (steering.evaluation.tune): its flags, the
+checks made before the model loads, one search per question file, the report and the defaults file it writes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from steering.cli import loading
+from steering.cli.common import add_behavior_command
+from steering.cli.common import display_path as _display_path
+from steering.cli.common import parse_float as _float
+from steering.cli.common import system_prompt as _system_prompt
+from steering.config import data_dir, home
+from steering.core.datasets import file_sha256, load_open_ended
+from steering.core.limits import Limits, check_behavior_name
+from steering.errors import SteeringError
+
+
+def register(sub: Any) -> None:
+    """Add the `tune` sub-command (its flags) to the sub-parsers `sub`."""
+    p = add_behavior_command(
+        sub,
+        "tune",
+        "search vector x layer(s) x operator x strength on the tuning "
+        "questions and write the winner to vectors/<behavior>/<model>.defaults.json",
+    )
+    p.add_argument(
+        "--questions",
+        nargs="+",
+        help="tuning question file(s) (default: datasets/<behavior>/tune_open_ended.json); with several, "
+        "each is a group and a setting must hold on every group",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=24,
+        help="use N questions spread evenly over each file (default 24; more than the file has: all)",
+    )
+    p.add_argument("--vectors", nargs="+", help="vector files (methods) to try (default: the behavior's file)")
+    p.add_argument("--layers", type=int, nargs="+", help="anchor layers (default: the model's layer -2, 0, +2)")
+    p.add_argument("--bands", type=int, nargs="+", default=[1], help="band widths (default 1)")
+    p.add_argument("--plus", nargs="+", default=["add", "clamp"], help="added-side operators (add clamp ablate)")
+    p.add_argument("--minus", nargs="+", default=["add", "ablate"], help="subtracted-side operators")
+    p.add_argument(
+        "--strengths", type=_float, nargs="+", help="strengths (default: relative 0.1 0.2 0.3; multiplier 1 2 4)"
+    )
+    p.add_argument(
+        "--minus-strengths",
+        type=_float,
+        nargs="+",
+        help="subtracted-side strengths, each paired with every --strengths value (the recipe's "
+        "strength_minus; default: the same as --strengths)",
+    )
+    p.add_argument("--unit", default="relative", help="relative (x the hidden-state norm, default) or multiplier")
+    p.add_argument(
+        "--own-vectors",
+        action="store_true",
+        help="in a band, each layer its own vector (default: the anchor layer's at every layer)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer length while tuning (default 32)")
+    p.add_argument("--batch-rows", type=int, default=64, help="about how many answers per generate call")
+    p.add_argument("--min-distinct", type=_float, default=0.85, help="coherent: distinct-3 >= this x unsteered")
+    p.add_argument("--max-perplexity", type=_float, default=3.0, help="coherent: perplexity <= this x unsteered")
+    p.add_argument("--out", help="defaults file (default: vectors/<behavior>/<model-slug>.defaults.json)")
+    p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
+    p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")
+    p.add_argument("--system-prompt")
+    p.set_defaults(func=cmd_tune)
+
+
+def _spread(items: list, limit: int) -> list:
+    """`limit` items spread evenly over the list (all of them for limit >= len)."""
+    if limit >= len(items):
+        return list(items)
+    return [items[(i * len(items)) // limit] for i in range(limit)]
+
+
+def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    """`tune`: search layer x band x operator x strength for a behavior's recipe and write the winner.
+
+    Scores every setting on a tuning split of open-ended questions (never the test set), as the module
+    docstring describes, prints the table and writes vectors/<behavior>/<model slug>.defaults.json (or --out)
+    unless --dry-run. The operators: CAA addition (Rimsky et al. 2023, arXiv 2312.06681, section 3), projection
+    clamp, and directional ablation (Arditi et al. 2024, arXiv 2406.11717, section 2.4).
+
+    Args:
+        args: parsed flags of `tune` (--layers, --bands, --plus, --minus, --strengths, --minus-strengths,
+            --unit, --questions, --vectors, --limit, --max-new-tokens, --out, --cache, --dry-run, ...).
+        config: the loaded config.yaml tree.
+
+    Returns:
+        0 once the table is printed (and the defaults file written).
+
+    Raises:
+        SteeringError: a bad flag, behavior name, search space, questions or vector file (checked before the
+            model loads), or nothing scored.
+    """
+    # lazy: steering.evaluation imports torch (--help stays fast)
+    from steering.evaluation.tune import (
+        DEFAULT_STRENGTHS,
+        SearchSpace,
+        VectorSource,
+        combine_groups,
+        questions_hash,
+        report_markdown,
+        run_tune,
+        side_jobs,
+        winner_recipe,
+    )
+
+    check_behavior_name(args.behavior)
+    limits = Limits.from_config(config)
+    for value, flag, low in (
+        (args.limit, "--limit", 1),
+        (args.max_new_tokens, "--max-new-tokens", 1),
+        (args.batch_rows, "--batch-rows", 1),
+    ):
+        if value < low:
+            raise SteeringError(f"{flag} must be at least {low}, got {value}")
+    if args.max_new_tokens > limits.max_new_tokens:
+        raise SteeringError(f"--max-new-tokens {args.max_new_tokens} is over the limit of {limits.max_new_tokens}")
+    unit = args.unit
+    if unit not in DEFAULT_STRENGTHS:
+        raise SteeringError(f"tune: --unit must be one of {', '.join(DEFAULT_STRENGTHS)}, found '{unit}'")
+    strengths = args.strengths or DEFAULT_STRENGTHS.get(unit, [])
+    space = SearchSpace(
+        layers=list(args.layers or []) or [0],
+        bands=list(args.bands),
+        plus=list(args.plus),
+        minus=list(args.minus),
+        strengths=list(strengths),
+        unit=unit,
+        shared_vector=not args.own_vectors,
+        minus_strengths=list(args.minus_strengths) if args.minus_strengths else None,
+    )
+    space.check()  # before the slow model load
+    question_paths = (
+        [Path(q) for q in args.questions]
+        if args.questions
+        else [data_dir(config, "datasets_dir") / args.behavior / "tune_open_ended.json"]
+    )
+    if len({path.resolve() for path in question_paths}) < len(question_paths):
+        raise SteeringError("--questions: a file is named twice")
+    groups = []  # (name, questions) per file
+    for path in question_paths:
+        part = _spread(load_open_ended(path, limits), args.limit)
+        if not part:
+            raise SteeringError(f"{path}: no questions")
+        groups.append((_display_path(path), part))
+    questions_path = question_paths[0]
+    for path in args.vectors or []:
+        if not Path(path).exists():
+            raise SteeringError(f"--vectors: {path}: file not found")
+
+    from steering.core.behaviors import judge_for
+    from steering.core.recipe import defaults_path, save_defaults
+    from steering.decode.generation import SamplingSettings
+    from steering.evaluation.refusal import RefusalDetector
+    from steering.io.vector_files import vector_path
+
+    try:  # the behavior card's judge (steering.core.behaviors.judge_for; refusal: config's refusal_phrases override it)
+        detector = (
+            RefusalDetector.from_config(config) if args.behavior == "refusal" else judge_for(config, args.behavior)
+        )
+    except ValueError as exc:
+        raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
+    engine = loading.load_engine(args, config)
+    lm = engine.lm
+    if not args.layers:
+        anchor = engine.config_defaults.layer
+        space.layers = sorted({min(max(anchor + d, 0), lm.num_layers - 1) for d in (-2, 0, 2)})
+    space.check(lm.num_layers)
+    sources = []
+    own = vector_path(engine.vectors_dir, args.behavior, lm.slug)
+    for path in [Path(p) for p in args.vectors] if args.vectors else [own]:
+        vset = engine.load_vector_file(path) if args.vectors else engine.vectors_for(args.behavior)
+        is_own = path.resolve() == own.resolve()
+        method = vset.metadata.get("method") or vset.metadata.get("read_mode")
+        label = f"{path.name}" + (f" ({method})" if method else "")
+        sources.append(VectorSource(None if is_own else _recipe_path(path), label, file_sha256(path), method, vset))
+    out = Path(args.out) if args.out else defaults_path(engine.vectors_dir, args.behavior, lm.slug)
+    if out.exists() and out.is_dir():
+        raise SteeringError(f"--out {out}: is a folder")
+    cache_path = (
+        Path(args.cache) if args.cache else out.with_name(out.name.replace(".defaults.json", "") + ".tune-cache.json")
+    )
+    system_prompt = _system_prompt(args, config)
+    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    n_settings = len(side_jobs(space, len(sources))[0])
+    results, hashes = [], []
+    for index, (path, (name, part)) in enumerate(zip(question_paths, groups)):
+        # each file its own cache (the first: --cache, so a one-file run keeps earlier caches usable)
+        group_cache = cache_path if index == 0 else cache_path.with_name(f"{cache_path.stem}.{path.stem}.json")
+        context = {
+            "model": lm.name,
+            "dtype": str(lm.dtype),
+            "questions_sha256": questions_hash(part),
+            "max_new_tokens": args.max_new_tokens,
+            "system_prompt": system_prompt,
+            "refusal_phrases": list(detector.phrases),
+        }
+        hashes.append(context["questions_sha256"])
+        print(
+            f"# {lm.describe()}\n# tune: {len(part)} questions of {name}, {n_settings} settings; "
+            f"cache {_display_path(group_cache)}",
+            file=sys.stderr,
+        )
+        results.append(
+            (
+                name,
+                run_tune(
+                    engine,
+                    part,
+                    sources,
+                    space,
+                    settings,
+                    detector,
+                    group_cache,
+                    context,
+                    system_prompt,
+                    batch_rows=args.batch_rows,
+                    min_distinct=args.min_distinct,
+                    max_perplexity=args.max_perplexity,
+                ),
+            )
+        )
+    result = combine_groups(results)
+    print(report_markdown(result), end="")
+    if result.winner is None:
+        raise SteeringError("tune: nothing was scored")
+    recipe = winner_recipe(result.winner, sources, space)
+    note = "" if result.coherent else " (no setting kept the text coherent: best score shown)"
+    print(
+        f"\nwinner: {result.winner['setting']['vector']}, {recipe.describe()}; refusal "
+        f"{result.winner['added']['refusal_rate']:.2f} (+) / {result.winner['subtracted']['refusal_rate']:.2f} (−), "
+        f"unsteered {result.unsteered['refusal_rate']:.2f}{note}"
+    )
+    for name, part in (result.winner.get("groups") or {}).items():
+        print(
+            f"  {name}: score {part['score']:+.2f}, contrast {part['contrast']:.2f}, "
+            f"{'coherent' if part['coherent'] else 'NOT coherent'}, margin {part['margin']:+.3f}"
+        )
+    print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
+    if args.dry_run:
+        return 0
+    save_defaults(out, recipe, _defaults_record(args, lm.name, result, sources, space, groups, hashes, questions_path))
+    print(f"wrote {_display_path(out)}")
+    return 0
+
+
+def _defaults_record(
+    args: argparse.Namespace,
+    model: str,
+    result: Any,
+    sources: list[Any],
+    space: Any,
+    groups: list[tuple[str, list[str]]],
+    hashes: list[str],
+    questions_path: Path,
+) -> dict[str, Any]:
+    """What the defaults file records besides the recipe: the model, how the winner was chosen (questions,
+    answer length, coherence limits, the search space), its scores and the ten best settings."""
+    return {
+        "model": model,
+        "behavior": args.behavior,
+        "chosen_by": "python -m steering tune",
+        "coherent": result.coherent,
+        "tuning": {
+            "questions": _display_path(questions_path) if len(groups) == 1 else [g for g, _ in groups],
+            "questions_used": sum(len(part) for _, part in groups),
+            "questions_sha256": hashes[0] if len(groups) == 1 else hashes,
+            "max_new_tokens": args.max_new_tokens,
+            "decoding": "greedy",
+            "min_distinct": args.min_distinct,
+            "max_perplexity": args.max_perplexity,
+            "search": {
+                "vectors": [s.label for s in sources],
+                "layers": space.layers,
+                "bands": space.bands,
+                "plus": space.plus,
+                "minus": space.minus,
+                "strengths": space.strengths,
+                **({"minus_strengths": space.minus_strengths} if space.minus_strengths else {}),
+                "unit": space.unit,
+                "shared_vector": space.shared_vector,
+            },
+        },
+        "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}
+        | {
+            "added": _short(result.winner["added"]),
+            "subtracted": _short(result.winner["subtracted"]),
+            "unsteered": _short(result.unsteered),
+        }
+        | (
+            {
+                "groups": {
+                    name: {
+                        "scores": {k: part[k] for k in ("contrast", "coherent", "score", "margin")},
+                        "added": _short(part["added"]),
+                        "subtracted": _short(part["subtracted"]),
+                        "unsteered": _short(result.unsteered["groups"][name]),
+                    }
+                    for name, part in result.winner["groups"].items()
+                }
+            }
+            if "groups" in result.winner
+            else {}
+        ),
+        "top": [
+            {
+                **r["setting"],
+                "score": r["score"],
+                "contrast": r["contrast"],
+                "margin": r["margin"],
+                "coherent": r["coherent"],
+            }
+            for r in result.rows[:10]
+        ],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _recipe_path(path: Path) -> str:
+    """How a recipe names a vector file: relative to the home folder (config.home()) when inside it."""
+    try:
+        return str(path.resolve().relative_to(home().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _short(metrics: dict) -> dict:
+    """A side's metrics as the defaults file keeps them: floats rounded, no sample answers or per-group parts."""
+    return {
+        k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k not in ("samples", "groups")
+    }

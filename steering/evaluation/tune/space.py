@@ -1,0 +1,160 @@
+"""The search space of `tune`: the vector sources, the settings (one recipe each) and the side jobs they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from steering.core.recipe import UNITS, Recipe
+from steering.errors import SteeringError
+
+OPERATORS = ("add", "clamp", "ablate")
+DEFAULT_STRENGTHS = {"multiplier": [1.0, 2.0, 4.0], "relative": [0.1, 0.2, 0.3]}
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """One vector file of the search: `path` as the recipe records it (None = the behavior's own file)."""
+
+    path: str | None
+    label: str  # how the report names it (file name + method)
+    sha256: str
+    method: str | None
+    vectors: Any = field(compare=False, hash=False, repr=False)  # a VectorSet
+
+
+@dataclass(frozen=True)
+class SideJob:
+    """The rows of one side of a setting: every question, steered by one operator at one strength."""
+
+    source: int  # index into the search's vector sources
+    layer: int
+    band: int
+    op: str
+    strength: float  # signed, in `unit`; ablation: -1 (only the sign matters)
+    unit: str
+    shared: bool
+
+    def key(self, sources: Sequence[VectorSource]) -> str:
+        """The job's cache key: vector file hash, layer, band, shared/own vectors, operator, signed strength, unit.
+
+        Args:
+            sources: the search's vector sources (`source` indexes them).
+        """
+        strength = "-" if self.op == "ablate" else f"{self.strength:+g}"
+        return (
+            f"{sources[self.source].sha256[:16]}|L{self.layer}|b{self.band}|{'shared' if self.shared else 'own'}|"
+            f"{self.op}|{strength}|{self.unit if self.op != 'ablate' else '-'}"
+        )
+
+    def recipe(self) -> Any:
+        """The Recipe that generates this side's rows: `op` on the side of the strength's sign, "add" on the other
+        (unused) side, |strength| in `unit` (steering.core.recipe.Recipe).
+        """
+        return Recipe(
+            layer=self.layer,
+            strength=abs(self.strength),
+            unit=self.unit,
+            band=self.band,
+            plus=self.op if self.strength > 0 else "add",
+            minus=self.op if self.strength < 0 else "add",
+            shared_vector=self.shared,
+        )
+
+
+@dataclass
+class SearchSpace:
+    """What `tune` tries: every vector x layer x band x plus operator x minus operator x strength."""
+
+    layers: list[int]
+    bands: list[int] = field(default_factory=lambda: [1])
+    plus: list[str] = field(default_factory=lambda: ["add", "clamp"])
+    minus: list[str] = field(default_factory=lambda: ["add", "ablate"])
+    strengths: list[float] = field(default_factory=lambda: list(DEFAULT_STRENGTHS["relative"]))
+    unit: str = "relative"
+    shared_vector: bool = True
+    minus_strengths: list[float] | None = None  # subtracted-side strengths; None = the same as `strengths`
+
+    def check(self, num_layers: int | None = None) -> SearchSpace:
+        """One-line SteeringError naming the first bad entry."""
+        if not self.layers:
+            raise SteeringError("tune: no layers to search")
+        for name, values in (("--plus", self.plus), ("--minus", self.minus)):
+            if not values:
+                raise SteeringError(f"tune: {name} needs at least one operator")
+            bad = [v for v in values if v not in OPERATORS]
+            if bad:
+                raise SteeringError(f"tune: {name}: unknown operator '{bad[0]}' (expected {', '.join(OPERATORS)})")
+        if not self.strengths:
+            raise SteeringError("tune: no strengths to search")
+        bad_s = [s for s in self.strengths if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0)]
+        if bad_s:
+            raise SteeringError(f"tune: --strengths must be finite numbers > 0, found {bad_s[0]}")
+        if self.minus_strengths is not None:
+            bad_m = [
+                s for s in self.minus_strengths if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0)
+            ]
+            if bad_m or not self.minus_strengths:
+                raise SteeringError(
+                    f"tune: --minus-strengths must be finite numbers > 0, found {bad_m[0] if bad_m else 'none'}"
+                )
+        bad_b = [b for b in self.bands if b < 1]
+        if bad_b or not self.bands:
+            raise SteeringError(f"tune: --bands must be integers >= 1, found {bad_b[0] if bad_b else 'none'}")
+        if self.unit not in UNITS:
+            raise SteeringError(f"tune: --unit must be one of {', '.join(UNITS)}, found '{self.unit}'")
+        for layer in self.layers:
+            if layer < 0 or (num_layers is not None and layer >= num_layers):
+                top = f"0..{num_layers - 1}" if num_layers is not None else ">= 0"
+                raise SteeringError(f"tune: layer {layer} is out of range: the model has layers {top}")
+        return self
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One candidate recipe = one added-side job and one subtracted-side job."""
+
+    source: int
+    layer: int
+    band: int
+    plus: str
+    minus: str
+    strength: float
+    strength_minus: float | None = None  # the subtracted side's own strength (None: `strength`)
+
+
+def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[Setting, tuple[SideJob, SideJob]]]:
+    """Every setting of the space and the two side jobs it needs (shared between settings)."""
+    settings: list[Setting] = []
+    jobs: dict[Setting, tuple[SideJob, SideJob]] = {}
+    for source in range(n_sources):
+        for layer in space.layers:
+            for band in space.bands:
+                for strength in space.strengths:
+                    for plus in space.plus:
+                        for minus in space.minus:
+                            # ablation does not depend on the strength: one setting, whatever --minus-strengths
+                            downs = (
+                                [None]
+                                if minus == "ablate" or space.minus_strengths is None
+                                else [float(m) for m in space.minus_strengths]
+                            )
+                            for down_s in downs:
+                                setting = Setting(source, layer, band, plus, minus, float(strength), down_s)
+                                up = SideJob(
+                                    source, layer, band, plus, float(strength), space.unit, space.shared_vector
+                                )
+                                amount = float(strength) if down_s is None else down_s
+                                down = SideJob(
+                                    source,
+                                    layer,
+                                    band,
+                                    minus,
+                                    -1.0 if minus == "ablate" else -amount,
+                                    space.unit,
+                                    space.shared_vector,
+                                )
+                                settings.append(setting)
+                                jobs[setting] = (up, down)
+    return settings, jobs
