@@ -10,8 +10,9 @@ Sections (each recorded in the JSON report, a failing one does not stop the othe
   replays) and the GPU-busy share of a graphed step;
 * logits: the CUDA-graph path's per-step logits against the eager path's (steered rows, greedy), up to the
   first token where they part, with the eager top-2 margin there (a near-tie of random weights, or a bug);
-* compile_start (`--compile-start`): the compiled path's warm-up time; run twice with the same
-  TORCHINDUCTOR_CACHE_DIR, the second run measures a start with the compiler's caches on disk.
+* compile_start (`--compile-start`): the compiled path's warm-up time and tok/s per pane; run twice with the
+  same TORCHINDUCTOR_CACHE_DIR, the second run measures a start with the compiler's caches on disk;
+  `--fused` fuses the projections first (the compiled path with fewer, larger matrix products).
 
     python scripts/gpu_profile.py --out OUT [--tokens 128]      # a CUDA GPU
     python scripts/gpu_profile.py --out OUT --compile-start     # the compiled path's start only
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--compile-start", action="store_true", help="only the compiled path's start-up time")
+    parser.add_argument("--fused", action="store_true", help="with --compile-start: fuse the projections first")
     parser.add_argument("--tag", default="", help="suffix of the report's file name")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
         def compile_start() -> dict[str, Any]:
             import os
 
+            if args.fused:
+                fuse_projections(model)
             fast = FastPath(model, compile=True, backend="eager" if args.smoke else "inductor")
             seconds = fast.warm_up(tok, batches=(3, 1))
             per_pane = [
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
                 "warm_up_s": seconds,
                 "tok_s_per_pane": args.tokens / median(per_pane),
                 "inductor_cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+                "fused_projections": args.fused,
             }
 
         section("compile_start", compile_start)
