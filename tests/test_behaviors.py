@@ -554,7 +554,7 @@ def test_evaluate_help_lists_behaviors_and_the_default_out(capsys):
 
 
 def test_behaviors_table_footnote_names_the_out_folder(tmp_path):
-    from steering.cli.evaluate import behaviors_table
+    from steering.evaluation.summary import behaviors_table
 
     assert f"Per-behavior files: {tmp_path / 'elsewhere'}/<behavior>/" in behaviors_table(
         [], "m", out=tmp_path / "elsewhere"

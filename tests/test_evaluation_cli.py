@@ -76,8 +76,8 @@ def test_bad_layer(capsys, argv, message):
 
 @pytest.mark.integration
 def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
-    from steering.cli.evaluate import OUTPUTS
     from steering.config import load_config
+    from steering.evaluation.run import OUTPUTS
 
     defaults = load_config()["models"]["smollm2-135m-instruct"]
     layer, m = int(defaults["layer"]), float(defaults["multiplier"])

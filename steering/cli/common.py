@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from steering.config import PROJECT_ROOT
 from steering.errors import SteeringError
+from steering.io.files import display_path  # noqa: F401  (re-exported: the commands' path display)
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -122,14 +122,6 @@ def check_destination(path: str | Path, flag: str, folder: bool = False) -> Path
         where = f" in {existing}" if existing is not None and existing != path.absolute() else " there"
         raise SteeringError(f"{flag} {path}: cannot write{where} ({exc.strerror or exc})") from None
     return path
-
-
-def display_path(path: Path) -> str:
-    """`path` relative to the checkout when it lies inside it (as recorded in metadata), else as given."""
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
 
 
 def parse_float(text: str) -> float:

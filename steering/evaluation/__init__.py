@@ -10,6 +10,9 @@ works as before):
   open_ended  answers over multipliers scored for refusal and coherence, summaries, breakdown
   coherence   answer_nll: the unsteered model's per-token NLL of an answer
   plots       heatmap, A/B curves, open-ended panels, cosine per layer, save_figure
+  run         one behavior's `evaluate` run: sweep, answers, controls, reliability, its files
+  summary     the Markdown of `evaluate` (summary.md, behaviors.md)
+  tune        the recipe search of `tune` (a package: space, scoring, cache, search)
 
 The functions the app can call: ab_sweep, plot_heatmap, cosine_plot (and plot_ab_curves,
 plot_open_ended for the other figures).

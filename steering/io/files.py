@@ -16,6 +16,8 @@ import stat
 from pathlib import Path
 from typing import Any, Callable
 
+from steering.config import PROJECT_ROOT
+
 
 def _create_temporary(path: Path) -> str:
     """Create an empty hidden file next to `path` with mode 0666 & ~umask; return its name.
@@ -70,3 +72,11 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, payload: Any, indent: int = 2) -> None:
     """Write `payload` as indented UTF-8 JSON (non-ASCII kept) to `path` atomically."""
     write_text(path, json.dumps(payload, ensure_ascii=False, indent=indent) + "\n")
+
+
+def display_path(path: Path) -> str:
+    """`path` relative to the checkout when it lies inside it (as recorded in metadata), else as given."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
