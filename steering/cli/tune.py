@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +104,7 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
         SearchSpace,
         VectorSource,
         combine_groups,
+        defaults_record,
         questions_hash,
         report_markdown,
         run_tune,
@@ -247,81 +247,9 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
     if args.dry_run:
         return 0
-    save_defaults(out, recipe, _defaults_record(args, lm.name, result, sources, space, groups, hashes, questions_path))
+    save_defaults(out, recipe, defaults_record(args, lm.name, result, sources, space, groups, hashes, questions_path))
     print(f"wrote {_display_path(out)}")
     return 0
-
-
-def _defaults_record(
-    args: argparse.Namespace,
-    model: str,
-    result: Any,
-    sources: list[Any],
-    space: Any,
-    groups: list[tuple[str, list[str]]],
-    hashes: list[str],
-    questions_path: Path,
-) -> dict[str, Any]:
-    """What the defaults file records besides the recipe: the model, how the winner was chosen (questions,
-    answer length, coherence limits, the search space), its scores and the ten best settings."""
-    return {
-        "model": model,
-        "behavior": args.behavior,
-        "chosen_by": "python -m steering tune",
-        "coherent": result.coherent,
-        "tuning": {
-            "questions": _display_path(questions_path) if len(groups) == 1 else [g for g, _ in groups],
-            "questions_used": sum(len(part) for _, part in groups),
-            "questions_sha256": hashes[0] if len(groups) == 1 else hashes,
-            "max_new_tokens": args.max_new_tokens,
-            "decoding": "greedy",
-            "min_distinct": args.min_distinct,
-            "max_perplexity": args.max_perplexity,
-            "search": {
-                "vectors": [s.label for s in sources],
-                "layers": space.layers,
-                "bands": space.bands,
-                "plus": space.plus,
-                "minus": space.minus,
-                "strengths": space.strengths,
-                **({"minus_strengths": space.minus_strengths} if space.minus_strengths else {}),
-                "unit": space.unit,
-                "shared_vector": space.shared_vector,
-            },
-        },
-        "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}
-        | {
-            "added": _short(result.winner["added"]),
-            "subtracted": _short(result.winner["subtracted"]),
-            "unsteered": _short(result.unsteered),
-        }
-        | (
-            {
-                "groups": {
-                    name: {
-                        "scores": {k: part[k] for k in ("contrast", "coherent", "score", "margin")},
-                        "added": _short(part["added"]),
-                        "subtracted": _short(part["subtracted"]),
-                        "unsteered": _short(result.unsteered["groups"][name]),
-                    }
-                    for name, part in result.winner["groups"].items()
-                }
-            }
-            if "groups" in result.winner
-            else {}
-        ),
-        "top": [
-            {
-                **r["setting"],
-                "score": r["score"],
-                "contrast": r["contrast"],
-                "margin": r["margin"],
-                "coherent": r["coherent"],
-            }
-            for r in result.rows[:10]
-        ],
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
 
 
 def _recipe_path(path: Path) -> str:
@@ -330,10 +258,3 @@ def _recipe_path(path: Path) -> str:
         return str(path.resolve().relative_to(home().resolve()))
     except ValueError:
         return str(path.resolve())
-
-
-def _short(metrics: dict) -> dict:
-    """A side's metrics as the defaults file keeps them: floats rounded, no sample answers or per-group parts."""
-    return {
-        k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k not in ("samples", "groups")
-    }

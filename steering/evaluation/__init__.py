@@ -4,15 +4,16 @@ negated vector).
 
 Modules, one job each (every public name is re-exported here, so `from steering.evaluation import X`
 works as before):
-  ab          the A/B measure (Rimsky et al. 2023, section 4): prompts, the batched prefix-cached
-              probabilities, ab_sweep (the app's Calibrate tab)
+  ab          the A/B measure (Rimsky et al. 2023, section 4): the batched prefix-cached probabilities,
+              ab_sweep (the app's Calibrate tab)
+  ab_prompts  the A/B questions tokenized for the measure, split where steering starts
   controls    random_like, control_vectors
   open_ended  answers over multipliers scored for refusal and coherence, summaries, breakdown
   coherence   answer_nll: the unsteered model's per-token NLL of an answer
   plots       heatmap, A/B curves, open-ended panels, cosine per layer, save_figure
   run         one behavior's `evaluate` run: sweep, answers, controls, reliability, its files
   summary     the Markdown of `evaluate` (summary.md, behaviors.md)
-  tune        the recipe search of `tune` (a package: space, scoring, cache, search)
+  tune        the recipe search of `tune` (a package: space, scoring, cache, search, record)
 
 The functions the app can call: ab_sweep, plot_heatmap, cosine_plot (and plot_ab_curves,
 plot_open_ended for the other figures).
@@ -20,7 +21,8 @@ plot_open_ended for the other figures).
 
 from __future__ import annotations
 
-from steering.evaluation.ab import ABPrompt, ABResult, ab_probabilities, ab_prompts, ab_sweep
+from steering.evaluation.ab import ABResult, ab_probabilities, ab_sweep
+from steering.evaluation.ab_prompts import ABPrompt, ab_prompts
 from steering.evaluation.coherence import answer_nll
 from steering.evaluation.controls import control_vectors, random_like
 from steering.evaluation.open_ended import Answer, breakdown_multiplier, open_ended_answers, summarize_answers

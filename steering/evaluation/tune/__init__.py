@@ -46,11 +46,13 @@ Modules, one job each (every public name is re-exported here):
            ranking, the winner's Recipe, the Markdown report
   cache    the resumable state: finished side jobs in a JSON file, keyed by what the answers depend on
   search   run_tune: generate the pending side jobs in batches, score and rank every setting
+  record   what the defaults file records of the search besides the recipe
 """
 
 from __future__ import annotations
 
 from steering.evaluation.tune.cache import CACHE_VERSION, load_cache, questions_hash, save_cache
+from steering.evaluation.tune.record import defaults_record
 from steering.evaluation.tune.scoring import (
     TuneResult,
     choose_winner,
@@ -84,6 +86,7 @@ __all__ = [
     "VectorSource",
     "choose_winner",
     "combine_groups",
+    "defaults_record",
     "load_cache",
     "pooled_metrics",
     "questions_hash",
