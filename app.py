@@ -21,7 +21,7 @@ from typing import Any
 
 import gradio as gr
 
-from steering.config import data_dir
+from steering.config import Config, override
 from steering.core.behaviors import dropdown_choices, example_prompts, load_cards, message_after_switch
 from steering.core.limits import SEED_MAX
 from steering.decode.generation import stream
@@ -135,15 +135,15 @@ CSS = """
 """
 
 
-def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C901 (one Blocks closure; issue 11 item 7)
-    app_cfg, gen = config["app"], config["generation"]
+def build_app(engine: Engine, config: Config) -> gr.Blocks:  # noqa: C901 (one Blocks closure; issue 11 item 7)
+    app_cfg, gen = config.app, config.generation
     lm, defaults, limits = engine.lm, engine.defaults, engine.limits
-    max_chars, max_mb = int(app_cfg["max_prompt_chars"]), float(app_cfg["max_upload_mb"])
+    max_chars, max_mb = app_cfg.max_prompt_chars, app_cfg.max_upload_mb
     behaviors = engine.behaviors()
-    default_behavior = config.get("behavior") if config.get("behavior") in behaviors else (behaviors or [None])[0]
+    default_behavior = config.behavior if config.behavior in behaviors else (behaviors or [None])[0]
     cards = load_cards(datasets_dir(config))[0]  # behavior cards (steering/core/behaviors.py): dropdown text, examples
     behavior_choices = dropdown_choices(cards, behaviors)  # ("Name — description", folder name)
-    queue_kw = {"concurrency_id": "model", "concurrency_limit": int(app_cfg["concurrency_per_model"])}
+    queue_kw = {"concurrency_id": "model", "concurrency_limit": app_cfg.concurrency_per_model}
     # Uploaded vector files leave Gradio's cache (readable by URL) for a private folder per session,
     # removed when the session ends (unload) or its state expires.
     # The folder is made on the first upload and removed when the process exits (no empty folder per start).
@@ -489,7 +489,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
 
     # ---- the demo pieces (steering/ui/demo.py): pane words, prompted panes, dose-response strip, presets
     data_folder = datasets_dir(config)
-    results_folder = data_dir(config, "results_dir")
+    results_folder = config.results_dir
 
     def behavior_view(choice):
         """A behavior's pane titles, prompted-pane titles and prompts, and α presets (the dropdown changed)."""
@@ -562,11 +562,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
         multiplier: float = defaults.multiplier,
         layer: int = defaults.layer,
         behavior: str = default_behavior or "",
-        max_new_tokens: int = int(gen["max_new_tokens"]),
-        temperature: float = float(gen["temperature"]),
-        top_p: float = float(gen["top_p"]),
-        seed: int = int(gen["seed"] or 0),
-        system_prompt: str = gen.get("system_prompt") or "",
+        max_new_tokens: int = gen.max_new_tokens,
+        temperature: float = gen.temperature,
+        top_p: float = gen.top_p,
+        seed: int = gen.seed or 0,
+        system_prompt: str = gen.system_prompt or "",
     ) -> tuple[str, str, str]:
         """One turn: the replies with the vector added (+multiplier), unsteered, and subtracted (-multiplier).
 
@@ -584,11 +584,11 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
         multiplier: float = defaults.multiplier,
         layer: int = defaults.layer,
         behavior: str = default_behavior or "",
-        max_new_tokens: int = int(gen["max_new_tokens"]),
-        temperature: float = float(gen["temperature"]),
-        top_p: float = float(gen["top_p"]),
-        seed: int = int(gen["seed"] or 0),
-        system_prompt: str = gen.get("system_prompt") or "",
+        max_new_tokens: int = gen.max_new_tokens,
+        temperature: float = gen.temperature,
+        top_p: float = gen.top_p,
+        seed: int = gen.seed or 0,
+        system_prompt: str = gen.system_prompt or "",
         mix_behavior: str = "",
         mix_multiplier: float = 0.0,
     ) -> tuple[str, str, str]:
@@ -897,7 +897,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
                         max_new = gr.Slider(
                             1,
                             limits.max_new_tokens,
-                            value=int(gen["max_new_tokens"]),
+                            value=gen.max_new_tokens,
                             step=1,
                             label="Max new tokens",
                             elem_id="max-new-tokens",
@@ -905,16 +905,16 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
                     with gr.Row():
                         temperature = gr.Slider(
                             *TEMPERATURE_RANGE,
-                            value=float(gen["temperature"]),
+                            value=gen.temperature,
                             step=0.05,
                             label="Temperature",
                             info="0 = always the most likely word",
                         )
-                        top_p = gr.Slider(*TOP_P_RANGE, value=float(gen["top_p"]), step=0.05, label="Top-p")
+                        top_p = gr.Slider(*TOP_P_RANGE, value=gen.top_p, step=0.05, label="Top-p")
                     with gr.Row():
                         # Text, not gr.Number: the browser sends numbers as floats, which alter seeds above 2**53.
                         seed = gr.Textbox(
-                            value=str(int(gen["seed"] or 0)),
+                            value=str(gen.seed or 0),
                             label="Seed",
                             elem_id="seed",
                             max_lines=1,
@@ -922,7 +922,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
                         )
                         random_seed = gr.Checkbox(False, label="New random seed every time")
                     system = gr.Textbox(
-                        value=gen.get("system_prompt") or "",
+                        value=gen.system_prompt or "",
                         label="System prompt",
                         placeholder="(empty: the model's own default)",
                         lines=2,
@@ -1238,9 +1238,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
         def refresh_behaviors(current, uploads_now, select=None):
             """Per page load and after a build: the behaviors with vectors and the first-use offer as they are
             now (another visitor or the CLI may have built vectors since the app started)."""
-            found, choices, *updates = first_use_view(
-                engine, cards, current, uploads_now, config.get("behavior"), select
-            )
+            found, choices, *updates = first_use_view(engine, cards, current, uploads_now, config.behavior, select)
             behaviors[:], behavior_choices[:] = found, choices  # later dropdown updates (uploads, mixing) list them
             return tuple(updates)
 
@@ -1261,7 +1259,7 @@ def build_app(engine: Engine, config: dict[str, Any]) -> gr.Blocks:  # noqa: C90
         build_btn.click(
             build, [build_choice, choice, uploads], [build_status, *first_use_outputs, layer], **PRIVATE, **queue_kw
         )
-    return demo.queue(max_size=int(app_cfg["max_queue"]))
+    return demo.queue(max_size=app_cfg.max_queue)
 
 
 def port_number(text: str) -> int:
@@ -1324,15 +1322,18 @@ def check_device(device: str | None) -> None:
             raise SteeringError("device 'mps': Apple MPS is not available on this machine (use --device cpu or auto)")
 
 
-def launch_options(args: argparse.Namespace, app_cfg: dict[str, Any], environ=os.environ) -> dict[str, Any]:
-    """demo.launch(...) arguments: flags over config.yaml; a Space (SPACE_ID set) must listen on 0.0.0.0."""
-    password = environ.get(app_cfg.get("password_env") or "")
+def launch_options(args: argparse.Namespace, config: Config, environ=os.environ) -> dict[str, Any]:
+    """demo.launch(...) arguments: the flags --host/--port/--share over config `app:` (steering.config.override);
+    a Space (SPACE_ID set) must listen on 0.0.0.0."""
+    flags = {"host": args.host, "port": args.port, "share": args.share}
+    app_cfg = override(config, app=flags, source="command line").app
+    password = environ.get(app_cfg.password_env or "")
     return {
-        "server_name": "0.0.0.0" if environ.get("SPACE_ID") else (args.host or app_cfg["host"]),
-        "server_port": args.port or int(app_cfg["port"]),
-        "share": bool(args.share if args.share is not None else app_cfg["share"]),
+        "server_name": "0.0.0.0" if environ.get("SPACE_ID") else app_cfg.host,
+        "server_port": app_cfg.port,
+        "share": app_cfg.share,
         "auth": ("steering", password) if password else None,
-        "max_file_size": f"{app_cfg['max_upload_mb']}mb",
+        "max_file_size": f"{app_cfg.max_upload_mb:g}mb",
         "css": CSS + DEMO_CSS + METER_CSS + PHONE_CSS,
     }
 
@@ -1345,12 +1346,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     try:
-        config = load_config(args.config)
-        options = launch_options(args, config["app"])
+        config = override(load_config(args.config), model=model_overrides(args), source="command line")
+        options = launch_options(args, config)
         check_port(options["server_name"], options["server_port"])
-        check_device(args.device or config["model"].get("device"))
-        set_threads(args.threads if args.threads is not None else config["model"].get("threads", "auto"))
-        engine = Engine.from_config(config, **model_overrides(args))
+        check_device(config.model.device)
+        set_threads(config.model.threads)
+        engine = Engine.from_config(config)
         demo = build_app(engine, config)
     except SteeringError as exc:
         print(f"error: {exc}", file=sys.stderr)

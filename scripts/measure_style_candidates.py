@@ -171,7 +171,7 @@ def steering_card_judge(behavior: str):
     """The open-ended judge of datasets/<behavior>/behavior.yaml (behaviors without a candidate judge)."""
     from steering.core.behaviors import load_card
 
-    return load_card(steering.load_config()["datasets_dir"], behavior).judge
+    return load_card(steering.load_config().datasets_dir, behavior).judge
 
 
 def main() -> None:

@@ -9,16 +9,16 @@ from typing import Any, Callable, Sequence, cast
 
 import torch
 
-from steering.config import SteeringDefaults, data_dir, home, model_defaults
+from steering.config import Config, SteeringDefaults, home, model_defaults, override
 from steering.core.hooks import SteeringPlan
 from steering.core.layers import check_layer
-from steering.core.limits import Limits, check_multiplier, model_context_length
+from steering.core.limits import check_multiplier, model_context_length
 from steering.core.prompts import Message, build_messages, chat_prompt
 from steering.core.recipe import Recipe, config_recipe, defaults_path, load_defaults
 from steering.decode.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
 from steering.errors import SteeringError
 from steering.io.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
-from steering.models import LoadedModel, ModelSettings, load_model
+from steering.models import LoadedModel, load_model
 
 # Row order of a comparison batch; the multiplier of each row is sign x alpha.
 VARIANTS = ("added", "unsteered", "subtracted")
@@ -49,7 +49,7 @@ class Engine:
     unsteered / subtracted comparison the CLI and the app run (compare, compare_batch)."""
 
     lm: LoadedModel
-    config: dict[str, Any]
+    config: Config
 
     def __post_init__(self) -> None:
         # config.yaml's models: entry; the behavior's tuned defaults file (recipe) takes precedence below
@@ -65,17 +65,16 @@ class Engine:
 
             logging.getLogger(__name__).warning("steering defaults: %s", exc)
         self._norms: dict[int, float] = {}
-        self.limits = Limits.from_config(self.config)
+        self.limits = self.config.limits
         from steering.decode.scheduler import Scheduler
 
         # Requests of several users decode in one batch (continuous batching); app.concurrency_per_model
         # is the most requests per batch, app.max_queue the most waiting for room (steering/decode/scheduler.py).
-        app_cfg = self.config.get("app") or {}
         self.scheduler = Scheduler(
             self.lm,
             self.limits,
-            max_requests=int(app_cfg.get("concurrency_per_model", 4)),
-            max_waiting=int(app_cfg.get("max_queue", 16)),
+            max_requests=self.config.app.concurrency_per_model,
+            max_waiting=self.config.app.max_queue,
         )
         from steering.decode.fast_path import FastPath, enable_fast_path, graphs_supported
 
@@ -96,23 +95,25 @@ class Engine:
             self.fast_path = None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], **overrides: Any) -> Engine:
+    def from_config(cls, config: Config, **overrides: Any) -> Engine:
         """Load the model named by config's `model:` section (flags in `overrides` win) and wrap it in an Engine.
 
         Args:
-            config: the loaded config.yaml tree.
-            overrides: ModelSettings fields (name, device, dtype, ...); None values are ignored.
+            config: the loaded config (steering.config.load_config).
+            overrides: ModelSettings fields (name, device, dtype, ...), applied with steering.config.override;
+                None values are ignored.
 
         Raises:
             SteeringError: the model cannot be loaded (see steering.models.load_model).
         """
-        return cls(load_model(ModelSettings.from_config(config["model"], **overrides)), config)
+        config = override(config, model=overrides, source="model settings")
+        return cls(load_model(config.model), config)
 
     # ------------------------------------------------------------------ vectors
     @property
     def vectors_dir(self) -> Path:
         """The folder holding vectors/<behavior>/<model slug>.safetensors (config `vectors_dir`, resolved)."""
-        return data_dir(self.config, "vectors_dir")  # absolute from load_config; else relative to config.home()
+        return self.config.vectors_dir
 
     def behaviors(self) -> list[str]:
         """Names of the behaviors that have a vector file for this model in `vectors_dir`, sorted."""
@@ -169,7 +170,7 @@ class Engine:
         """The behavior's steering recipe for this model: its defaults file
         vectors/<behavior>/<model-slug>.defaults.json (written by `steering tune`) when there is one,
         else config.yaml's models: entry (CAA addition at one layer). Raises SteeringError for a broken file."""
-        behavior = behavior or str(self.config.get("behavior", "refusal"))
+        behavior = behavior or self.config.behavior
         if behavior not in self._recipes:
             found = load_defaults(defaults_path(self.vectors_dir, behavior, self.lm.slug))
             self._recipes[behavior] = (
@@ -185,7 +186,7 @@ class Engine:
         if recipe.vector:
             path = Path(recipe.vector)
             return self.load_vector_file(path if path.is_absolute() else home() / path)
-        return self.vectors_for(behavior or str(self.config.get("behavior", "refusal")))
+        return self.vectors_for(behavior or self.config.behavior)
 
     def steering_plan(
         self,

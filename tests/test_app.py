@@ -64,11 +64,11 @@ def test_only_compare_is_public_with_config_defaults(client, embedded_engine):
     assert not api["unnamed_endpoints"]
     params = {p["parameter_name"]: p for p in api["named_endpoints"]["/compare"]["parameters"]}
     assert list(params)[:3] == ["prompt", "multiplier", "layer"]
-    gen = embedded_engine.config["generation"]
+    gen = embedded_engine.config.generation
     assert params["multiplier"]["parameter_default"] == embedded_engine.defaults.multiplier
     assert params["layer"]["parameter_default"] == embedded_engine.defaults.layer
-    assert params["max_new_tokens"]["parameter_default"] == gen["max_new_tokens"]
-    assert params["temperature"]["parameter_default"] == gen["temperature"]
+    assert params["max_new_tokens"]["parameter_default"] == gen.max_new_tokens
+    assert params["temperature"]["parameter_default"] == gen.temperature
     assert len(api["named_endpoints"]["/compare"]["returns"]) == 3
 
 

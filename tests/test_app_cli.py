@@ -8,12 +8,14 @@ import app_harness  # noqa: F401  (puts the project root on sys.path)
 import pytest
 
 import app
+from steering.config import Config, override
 
 APP = {"host": "127.0.0.1", "port": 7860, "share": False, "password_env": "MY_PASSWORD", "max_upload_mb": 64}
+CONFIG = override(Config(), app=APP)
 
 
 def test_defaults_come_from_config_and_sharing_is_off():
-    options = app.launch_options(app.parse_args([]), APP, {})
+    options = app.launch_options(app.parse_args([]), CONFIG, {})
     assert (options["server_name"], options["server_port"], options["share"], options["auth"]) == (
         "127.0.0.1",
         7860,
@@ -40,15 +42,15 @@ def test_flags_override_config():
             "float32",
         ]
     )
-    options = app.launch_options(args, APP, {})
+    options = app.launch_options(args, CONFIG, {})
     assert (options["server_name"], options["server_port"], options["share"]) == ("0.0.0.0", 9000, True)
     assert (args.name, args.load_in_4bit, args.device, args.dtype) == ("m", True, "cpu", "float32")
-    assert app.launch_options(app.parse_args([]), {**APP, "share": True}, {})["share"] is True
+    assert app.launch_options(app.parse_args([]), override(CONFIG, {"app.share": True}), {})["share"] is True
 
 
 def test_space_binds_all_interfaces_and_password_comes_from_env():
     options = app.launch_options(
-        app.parse_args(["--host", "127.0.0.1"]), APP, {"SPACE_ID": "user/space", "MY_PASSWORD": "s3cret"}
+        app.parse_args(["--host", "127.0.0.1"]), CONFIG, {"SPACE_ID": "user/space", "MY_PASSWORD": "s3cret"}
     )
     assert options["server_name"] == "0.0.0.0"
     assert options["auth"] == ("steering", "s3cret")
@@ -61,8 +63,8 @@ def no_model(monkeypatch):
 
     loads = []
 
-    def load(*args, **kwargs):
-        loads.append(kwargs)
+    def load(config, **overrides):
+        loads.append(override(config, model=overrides).model)
         raise SteeringError("(test) the model would load now")
 
     monkeypatch.setattr(app.Engine, "from_config", load)
@@ -113,7 +115,7 @@ def test_threads_are_set_before_the_model_loads(no_model, capsys, monkeypatch):
     assert run_main(["--port", port, "--threads", "0"], capsys)[0] == 2 and not no_model
     code, err = run_main(["--port", port, "--threads", "1"], capsys)
     assert (code, err) == (2, "error: (test) the model would load now")
-    assert set_to == [1] and no_model[0]["threads"] == 1  # set before the model loads, and passed on
+    assert set_to == [1] and no_model[0].threads == 1  # set before the model loads, and passed on
 
 
 def test_a_folder_without_a_model_is_one_line_and_exit_2(tmp_path, capsys):

@@ -12,7 +12,7 @@ import torch
 from fixtures import make_tiny_lm
 
 import app
-from steering.config import load_config
+from steering.config import load_config, override
 from steering.engine import Engine
 from steering.io.vector_files import VectorSet, save_safetensors
 
@@ -23,11 +23,10 @@ UPLOAD = "Uploaded: one.safetensors"
 def built(tiny_tokenizer, tmp_path_factory):
     """(the Blocks, {handler name: its BlockFunction}, {upload name: path}) on a tiny model; the upload is a
     one-layer vector at layer 2."""
-    import copy
 
     tmp = tmp_path_factory.mktemp("h13")
-    config = copy.deepcopy(load_config())
-    config["vectors_dir"] = str(tmp / "vectors")
+    config = load_config()
+    config = override(config, vectors_dir=str(tmp / "vectors"))
     torch.manual_seed(0)
     save_safetensors(
         VectorSet({layer: torch.randn(64) for layer in range(4)}, metadata={"model": "tiny"}),

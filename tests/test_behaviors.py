@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steering.config import PROJECT_ROOT, load_config
+from steering.config import PROJECT_ROOT, load_config, override
 from steering.core.behaviors import (
     BehaviorCard,
     Judge,
@@ -176,22 +176,24 @@ def test_refusal_card_judge_and_generate_file():
 
 def test_refusal_phrases_moved_from_config_and_the_old_key_still_overrides(tmp_path):
     config = load_config()
-    assert "refusal_phrases" not in config["evaluation"]  # config.yaml no longer holds them
+    assert config.evaluation.refusal_phrases is None  # config.yaml no longer holds them
     assert judge_for(config, "refusal").phrases == load_card(DATASETS, "refusal").judge.phrases
-    override = {**config, "evaluation": {"refusal_phrases": ["nope"]}}
-    assert judge_for(override, "refusal").phrases == ("nope",)
-    with pytest.raises(SteeringError, match=r"config evaluation.refusal_phrases\[0\]: expected a string"):
-        judge_for({**config, "evaluation": {"refusal_phrases": [3]}}, "refusal")
+    changed = override(config, {"evaluation.refusal_phrases": ["nope"]})
+    assert judge_for(changed, "refusal").phrases == ("nope",)
+    with pytest.raises(
+        SteeringError, match=r"'evaluation.refusal_phrases' must be a list of strings or null, found \[3"
+    ):
+        override(config, {"evaluation.refusal_phrases": [3]})
     # the steering.evaluation.refusal entry point reads the same place
     from steering.evaluation.refusal import RefusalDetector
 
-    assert RefusalDetector.from_config(override).phrases == ("nope",)
+    assert RefusalDetector.from_config(changed).phrases == ("nope",)
     assert "i'm unable to" in RefusalDetector.from_config(config).phrases
 
 
 def test_judge_and_generate_file_of_another_behavior(tmp_path):
     _write(tmp_path, {**GOOD, "generate": "pairs.json"})
-    config = {**load_config(), "datasets_dir": str(tmp_path)}
+    config = override(load_config(), datasets_dir=tmp_path)
     assert judge_for(config, "politeness")("Yes, please.")
     assert generate_file(config, "politeness") == tmp_path / "politeness" / "pairs.json"
     (tmp_path / "bare").mkdir()
@@ -412,7 +414,7 @@ def test_app_dropdown_shows_card_names_and_switching_fills_the_box(tmp_path):
     from steering.models import ModelSettings
 
     config = load_config(_tiny_project(tmp_path))
-    config["behavior"] = "alpha"
+    config = override(config, behavior="alpha")
     tok = make_tiny_tokenizer()
     lm = make_tiny_lm(tok, settings=ModelSettings(name="tiny", cuda_graphs=False), lock=threading.Lock())
     demo = app.build_app(Engine(lm, config), config)

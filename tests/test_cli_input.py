@@ -469,7 +469,7 @@ def test_load_model_sets_the_threads_first(monkeypatch):
 
     monkeypatch.setattr(models, "resolve_device", stop)
     with pytest.raises(SteeringError, match="stop here"):
-        models.load_model(models.ModelSettings.from_config({"threads": 3}))
+        models.load_model(models.ModelSettings(threads=3))
     assert calls == [3]
 
 

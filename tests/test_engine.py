@@ -13,7 +13,7 @@ import pytest
 import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
-from steering.config import load_config
+from steering.config import load_config, override
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.engine import Engine
 from steering.errors import SteeringError
@@ -154,9 +154,7 @@ def test_check_request_counts_tokens_without_the_model(engine, tiny_tokenizer):
     assert len(counts) == 2 and counts[1] > counts[0] > len("What's your favorite planet?")
     (alone,) = engine.check_request(Q1, GREEDY)  # one conversation; no system prompt: fewer tokens
     assert alone < counts[0]
-    config = load_config()
-    config["limits"] = {**config["limits"], "max_prompt_tokens": 40}
-    small = Engine(engine.lm, config)
+    small = Engine(engine.lm, override(load_config(), {"limits.max_prompt_tokens": 40}))
     with pytest.raises(SteeringError, match=r"row 1's prompt is \d+ tokens long .*the limit is 40"):
         small.check_request([[{"role": "user", "content": "Hi"}], Q2 + [{"role": "user", "content": "x" * 50}]], GREEDY)
     with pytest.raises(SteeringError, match="multiplier"):

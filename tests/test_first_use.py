@@ -24,7 +24,7 @@ from steering.errors import SteeringError
 from steering.extract import first_use
 from steering.extract.extraction import extract_vectors
 from steering.io.vector_files import load_safetensors
-from steering.models import ModelSettings, load_model
+from steering.models import load_model
 
 PAIRS = [
     ("Will you help me cheat on my exam?", "No, I won't help with that.", "Sure, here is how."),
@@ -81,7 +81,7 @@ def home(tmp_path, monkeypatch, model_folder):
 
 def engine_for(home) -> Engine:
     config = load_config()
-    return Engine(load_model(ModelSettings.from_config(config["model"])), config)
+    return Engine(load_model(config.model), config)
 
 
 def test_cli_builds_missing_vectors_caches_them_and_uses_the_default_layer(home, capsys, monkeypatch, model_folder):

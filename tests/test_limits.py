@@ -9,6 +9,7 @@ import yaml
 from fixtures import make_tiny_tokenizer
 
 from steering.cli import main
+from steering.config import Config, override
 from steering.core.datasets import ABItem
 from steering.core.limits import (
     SEED_MAX,
@@ -74,14 +75,14 @@ def test_token_budget():
         ({"max_abs_multiplier": math.inf}, "limits.max_abs_multiplier must be a finite number > 0"),
         ({"max_abs_multiplier": 0}, "limits.max_abs_multiplier must be a finite number > 0"),
         ({"max_new_tokens": -5}, "limits.max_new_tokens must be a whole number >= 1, got -5"),
-        ({"max_prompt_tokens": 1.5}, "limits.max_prompt_tokens must be a whole number >= 1"),
-        ({"max_dataset_item_chars": True}, "limits.max_dataset_item_chars must be a whole number >= 1"),
-        ({"max_tokens": 3}, "unknown key(s) in limits: max_tokens"),
+        ({"max_prompt_tokens": 1.5}, "'limits.max_prompt_tokens' must be a whole number, found 1.5"),
+        ({"max_dataset_item_chars": True}, "'limits.max_dataset_item_chars' must be a whole number, found True"),
+        ({"max_tokens": 3}, "unknown key 'limits.max_tokens'"),
     ],
 )
 def test_config_limits_that_would_switch_a_check_off_are_refused(section, message):
     with pytest.raises(SteeringError) as exc:
-        Limits.from_config({"limits": section})
+        override(Config(), limits=section)
     assert message in str(exc.value)
 
 
@@ -92,7 +93,7 @@ def test_cli_refuses_a_broken_limits_section_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()] == [
-        "error: config: limits.max_abs_multiplier must be a finite number > 0, got nan"
+        f"error: config file {config}: limits.max_abs_multiplier must be a finite number > 0, got nan"
     ]
 
 

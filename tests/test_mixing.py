@@ -3,13 +3,11 @@ layer, the subtracted pane the negatives, the unsteered pane nothing."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
-from steering.config import load_config
+from steering.config import load_config, override
 from steering.core.mixing import Mix, cosine, cosine_note, mixed_vector
 from steering.core.recipe import Recipe, save_defaults
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
@@ -28,9 +26,7 @@ def vectors(seed: int) -> dict[int, torch.Tensor]:
 
 @pytest.fixture
 def engine(tmp_path, tiny_tokenizer):
-    config = copy.deepcopy(load_config())
-    config["vectors_dir"] = str(tmp_path / "vectors")
-    config["models"] = {"tiny": {"layer": 1, "multiplier": 2.0}}
+    config = override(load_config(), vectors_dir=tmp_path / "vectors", models={"tiny": {"layer": 1, "multiplier": 2.0}})
     for name, seed in (("alpha", 1), ("beta", 2)):
         save_safetensors(VectorSet(vectors(seed), {"model": "tiny"}), tmp_path / "vectors" / name / "tiny.safetensors")
     return make_tiny_engine(tiny_tokenizer, settings=ModelSettings(name="tiny", cuda_graphs=False), config=config)

@@ -15,7 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from steering.config import HOME_ENV, PROJECT_ROOT, data_dir, home, load_config
+from steering.config import HOME_ENV, PROJECT_ROOT, Config, home, load_config, override
 from steering.errors import SteeringError
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -96,12 +96,12 @@ def test_default_is_the_checkout_from_any_folder(no_home, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert home() == PROJECT_ROOT
     config = load_config()
-    assert config["vectors_dir"] == str(PROJECT_ROOT / "vectors")
-    assert config["datasets_dir"] == str(PROJECT_ROOT / "datasets")
-    assert config["results_dir"] == str(PROJECT_ROOT / "results")
-    assert (Path(config["datasets_dir"]) / "refusal" / "generate.json").is_file()
+    assert config.vectors_dir == PROJECT_ROOT / "vectors"
+    assert config.datasets_dir == PROJECT_ROOT / "datasets"
+    assert config.results_dir == PROJECT_ROOT / "results"
+    assert (config.datasets_dir / "refusal" / "generate.json").is_file()
     # the checkout's config.yaml was read (its models: entries are not among the built-in defaults)
-    assert "meta-llama/Llama-2-7b-chat-hf" in config["models"]
+    assert "meta-llama/Llama-2-7b-chat-hf" in config.models
 
 
 def test_home_env_holds_config_and_data(tmp_path, monkeypatch):
@@ -109,17 +109,17 @@ def test_home_env_holds_config_and_data(tmp_path, monkeypatch):
     monkeypatch.setenv(HOME_ENV, str(tmp_path))
     monkeypatch.chdir(PROJECT_ROOT)  # the working folder plays no part
     config = load_config()
-    assert config["behavior"] == "honesty"
-    assert config["vectors_dir"] == str(tmp_path / "my_vectors")
-    assert config["datasets_dir"] == str(tmp_path / "datasets")
-    assert config["results_dir"] == str(tmp_path / "results")
+    assert config.behavior == "honesty"
+    assert config.vectors_dir == tmp_path / "my_vectors"
+    assert config.datasets_dir == tmp_path / "datasets"
+    assert config.results_dir == tmp_path / "results"
 
 
 def test_home_env_without_config_gives_the_defaults_there(tmp_path, monkeypatch):
     monkeypatch.setenv(HOME_ENV, str(tmp_path))
     config = load_config()
-    assert config["models"] == {}
-    assert config["vectors_dir"] == str(tmp_path / "vectors")
+    assert dict(config.models) == {}
+    assert config.vectors_dir == tmp_path / "vectors"
 
 
 def test_config_file_paths_are_relative_to_its_folder(no_home, tmp_path, monkeypatch):
@@ -129,16 +129,17 @@ def test_config_file_paths_are_relative_to_its_folder(no_home, tmp_path, monkeyp
     (folder / "settings.yaml").write_text(f"vectors_dir: vecs\ndatasets_dir: {elsewhere}\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     config = load_config("conf/settings.yaml")  # a relative --config is relative to the working folder
-    assert config["vectors_dir"] == str(folder / "vecs")
-    assert config["datasets_dir"] == str(elsewhere)
-    assert config["results_dir"] == str(PROJECT_ROOT / "results")  # not in the file: the home folder's
+    assert config.vectors_dir == folder / "vecs"
+    assert config.datasets_dir == elsewhere
+    assert config.results_dir == PROJECT_ROOT / "results"  # not in the file: the home folder's
 
 
 def test_data_dir_of_a_config_built_in_code(tmp_path, monkeypatch):
     monkeypatch.setenv(HOME_ENV, str(tmp_path))
-    assert data_dir({"vectors_dir": "v"}, "vectors_dir") == tmp_path / "v"
-    assert data_dir({}, "datasets_dir") == tmp_path / "datasets"
-    assert data_dir({"results_dir": "/abs/r"}, "results_dir") == Path("/abs/r")
+    assert Config(vectors_dir=Path("v")).vectors_dir == tmp_path / "v"
+    assert Config().datasets_dir == tmp_path / "datasets"
+    assert Config(results_dir=Path("/abs/r")).results_dir == Path("/abs/r")
+    assert override(Config(), vectors_dir="w").vectors_dir == tmp_path / "w"  # an override's relative path too
 
 
 def test_bad_home_and_bad_folder_values_are_one_line_errors(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from steering.config import load_config
+from steering.config import load_config, override
 from steering.core.recipe import Recipe, defaults_path, load_defaults, save_defaults
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
@@ -144,7 +144,7 @@ def setup(tmp_path, tiny_tokenizer):
     from tests.test_engine import PATHS, make_engine
 
     config = load_config()
-    config["vectors_dir"] = str(tmp_path)
+    config = override(config, vectors_dir=str(tmp_path))
     save_safetensors(_vectors(), tmp_path / "refusal" / "tiny.safetensors")
     return lambda: make_engine(tiny_tokenizer, PATHS["eager"], config), tmp_path
 

@@ -172,10 +172,9 @@ def test_a_bad_request_never_touches_the_others(lm, vectors):
 def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
     from test_engine import make_engine
 
-    from steering.config import load_config
+    from steering.config import load_config, override
 
-    config = load_config()
-    config["app"] = {**config["app"], "concurrency_per_model": 4}  # the batch limit: four requests
+    config = override(load_config(), {"app.concurrency_per_model": 4})  # the batch limit: four requests
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny"), config)
     assert engine.fast_path is None
     settings = [SamplingSettings(max_new_tokens=10), SamplingSettings(max_new_tokens=10, temperature=0.7, seed=5)]
@@ -392,10 +391,9 @@ def test_in_the_app_gradios_queue_is_the_limit_users_meet(tiny_tokenizer):
     from test_engine import make_engine
 
     import app
-    from steering.config import load_config
+    from steering.config import load_config, override
 
-    config = load_config()
-    config["app"] = {**config["app"], "concurrency_per_model": 2, "max_queue": 3}
+    config = override(load_config(), app={"concurrency_per_model": 2, "max_queue": 3})
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny"), config)
     demo = app.build_app(engine, config)
     assert demo._queue.max_size == 3 == engine.scheduler.max_waiting

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import steering.decode.generation as generation
-from steering.config import load_config
+from steering.config import load_config, override
 from steering.core.recipe import Recipe, load_defaults
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
@@ -62,7 +62,7 @@ def engine(tmp_path, tiny_tokenizer):
     from tests.test_engine import PATHS, make_engine
 
     config = load_config()
-    config["vectors_dir"] = str(tmp_path / "vectors")
+    config = override(config, vectors_dir=str(tmp_path / "vectors"))
     save_safetensors(_vset(), tmp_path / "vectors" / "refusal" / "tiny.safetensors")
     return make_engine(tiny_tokenizer, PATHS["eager"], config)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -272,7 +271,7 @@ def test_steered_layers_are_the_recipes(engine):
 def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
     """The shipped files: refusal's SmolLM2 default is 1.5 and results/eval saw the text break at |α| = 3."""
     config = load_config()
-    defaults = json.loads((Path(config["vectors_dir"]) / "refusal" / "smollm2-135m-instruct.defaults.json").read_text())
+    defaults = json.loads((config.vectors_dir / "refusal" / "smollm2-135m-instruct.defaults.json").read_text())
 
     class Fake:
         lm = type("LM", (), {"slug": "smollm2-135m-instruct"})()
@@ -280,7 +279,7 @@ def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
         def recipe(self, behavior):
             return type("R", (), {"strength": defaults["recipe"]["strength"]})()
 
-    alphas = [p.alpha for p in behavior_presets(Fake(), "refusal", config["results_dir"])]
+    alphas = [p.alpha for p in behavior_presets(Fake(), "refusal", config.results_dir)]
     assert alphas == [0.75, 1.5, 3.0]
 
 

@@ -199,17 +199,16 @@ def test_the_export_line_writes_the_file_llama_cpp_reads(tmp_path, monkeypatch):
 
 def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
     """The app's text on a tiny model: a shipped-style behavior (vectors_dir in tmp) and an uploaded file."""
-    import copy
 
     from fixtures import make_tiny_engine
 
-    from steering.config import load_config
+    from steering.config import load_config, override
     from steering.errors import SteeringError
     from steering.io.vector_files import VectorSet, save_safetensors
     from steering.ui.links import command_text
 
-    config = copy.deepcopy(load_config())
-    config["vectors_dir"] = str(tmp_path / "vectors")
+    config = load_config()
+    config = override(config, vectors_dir=str(tmp_path / "vectors"))
     torch.manual_seed(0)
     vset = VectorSet({1: torch.randn(64), 2: torch.randn(64)}, metadata={"model": "tiny"})
     save_safetensors(vset, tmp_path / "vectors" / "refusal" / "tiny.safetensors")
@@ -231,7 +230,6 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
 def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     """open_link (demo.load) fills the controls from the query string and hands a run=1 message to the send
     step; copy_link makes the link from the controls (the last message sent when the box is empty)."""
-    import copy
     from types import SimpleNamespace
 
     import app_harness  # noqa: F401  (the project root on sys.path)
@@ -239,13 +237,13 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     from fixtures import make_tiny_lm
 
     import app
-    from steering.config import load_config
+    from steering.config import load_config, override
     from steering.engine import Engine
     from steering.io.vector_files import VectorSet, save_safetensors
     from steering.ui.chat import Turn
 
-    config = copy.deepcopy(load_config())
-    config["vectors_dir"] = str(tmp_path / "vectors")
+    config = load_config()
+    config = override(config, vectors_dir=str(tmp_path / "vectors"))
     save_safetensors(
         VectorSet({1: torch.ones(64), 2: torch.ones(64)}, metadata={"model": "tiny"}),
         tmp_path / "vectors" / "refusal" / "tiny.safetensors",

@@ -118,7 +118,7 @@ def _tiny_engine(tmp_path, name="org/Tiny-Model"):
 
     from fixtures import make_tiny_model, make_tiny_tokenizer
 
-    from steering.config import load_config
+    from steering.config import load_config, override
     from steering.engine import Engine
     from steering.models import LoadedModel, ModelSettings, model_slug
 
@@ -139,7 +139,7 @@ def _tiny_engine(tmp_path, name="org/Tiny-Model"):
         lock=threading.Lock(),
     )
     config = load_config()
-    config["vectors_dir"] = str(tmp_path / "vectors")
+    config = override(config, vectors_dir=str(tmp_path / "vectors"))
     return Engine(lm, config)
 
 

@@ -198,7 +198,6 @@ def run_cpu_bench(
 
     from steering.bench.extraction import bench_extraction
     from steering.bench.workers import bench_load, bench_memory
-    from steering.config import PROJECT_ROOT
 
     if args.threads:
         from steering.models import set_threads
@@ -232,13 +231,13 @@ def run_cpu_bench(
             results["hook"] = bench_hook(lm.model, lm.tokenizer, vector, layer, args.tokens, args.hook_repeats)
         if "extraction" in only:
             log(f"extraction: {args.pairs} pairs")
-            dataset = PROJECT_ROOT / config["datasets_dir"] / args.behavior / "generate.json"
+            dataset = config.datasets_dir / args.behavior / "generate.json"
             results["extraction"] = bench_extraction(
                 lm.model,
                 lm.tokenizer,
                 args.pairs,
                 args.extract_repeats,
-                int(config["extraction"]["batch_size"]),
+                config.extraction.batch_size,
                 dataset,
             )
     threads = torch.get_num_threads()

@@ -300,7 +300,7 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
 
         engine = engine_factory(args, config)
         lm = engine.lm
-        behavior = args.behavior or str(config.get("behavior", "refusal"))
+        behavior = args.behavior or config.behavior
         _, layer, kind = vector_for(engine, behavior)
         multiplier = engine.defaults.multiplier
 

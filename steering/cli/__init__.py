@@ -66,13 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(getattr(args, "config", None))
         if hasattr(args, "behavior") and args.behavior is None:
-            args.behavior = config["behavior"]
+            args.behavior = config.behavior
         check_arguments(args, config)  # every flag's range, before files are read or a model loads
         _quiet_libraries()
         if hasattr(args, "threads"):
             from steering.models import set_threads  # lazy: imports torch (--help stays fast)
 
-            set_threads(args.threads if args.threads is not None else config["model"].get("threads", "auto"))
+            set_threads(args.threads if args.threads is not None else config.model.threads)
         return args.func(args, config)
     except SteeringError as exc:
         detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""

@@ -12,8 +12,7 @@ from steering.cli import loading
 from steering.cli.common import add_model_flags, check_input_file, system_prompt
 from steering.cli.common import parse_float as _float
 from steering.cli.steer import add_sampling_flags, behavior_recipe, sampling_settings, steering_choice
-from steering.config import PROJECT_ROOT
-from steering.core.limits import Limits, check_multiplier
+from steering.core.limits import check_multiplier
 from steering.errors import SteeringError
 
 
@@ -61,7 +60,7 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     else:
         from steering.core.behaviors import card_warning  # lazy: imports torch (--help stays fast)
 
-        if warning := card_warning(PROJECT_ROOT / config["datasets_dir"], args.behavior):
+        if warning := card_warning(config.datasets_dir, args.behavior):
             print(warning, file=sys.stderr)  # a broken card: say so in one line, then go on
     engine = loading.load_engine(args, config)
     vector, layer = steering_choice(engine, args)
@@ -69,7 +68,7 @@ def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
     multiplier = args.multiplier if args.multiplier is not None else default_multiplier
     multiplier = check_multiplier(
         multiplier,
-        Limits.from_config(config),
+        config.limits,
         "--multiplier" if args.multiplier is not None else "the default multiplier",
     )
     # the token budget (config limits:, the model's context) before generating

@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from steering.cli.common import check_destination
-from steering.core.limits import Limits, check_behavior_name, check_finite, check_multiplier, check_seed
+from steering.core.limits import check_behavior_name, check_finite, check_multiplier, check_seed
 from steering.errors import SteeringError
 
 # Flags that count something, in any subcommand: whole numbers >= 1 (a batch size of -3, a limit of 0 or
@@ -68,7 +68,7 @@ def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:  
     Raises:
         SteeringError: the first bad value, named with its flag.
     """
-    limits = Limits.from_config(config)
+    limits = config.limits
     values = vars(args)
     for dest in COUNT_FLAGS:
         for value in _as_list(values.get(dest)):

@@ -19,7 +19,7 @@ from steering.io.files import display_path  # noqa: F401  (re-exported: the comm
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Add the model flags (config file, model, dtype, device, quantisation, fast path, threads) as one group;
-    each overrides config.yaml's model section when given (steering.cli._model_overrides reads them)."""
+    each overrides config.yaml's model section when given (steering.cli.loading.model_overrides reads them)."""
     g = p.add_argument_group("model (overrides config.yaml)")
     g.add_argument("--config", help="config file (default: config.yaml)")
     g.add_argument("--model", dest="name", help="hub id, local folder, or smollm2-135m-instruct")
@@ -69,7 +69,7 @@ def add_threads_flag(p: Any) -> None:
 def system_prompt(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
     """--system-prompt when given (even empty), else config.yaml's generation.system_prompt (None if unset)."""
     value = getattr(args, "system_prompt", None)
-    return value if value is not None else config["generation"].get("system_prompt")
+    return value if value is not None else config.generation.system_prompt
 
 
 def check_input_file(path: str | Path, flag: str, folder_ok: bool = False) -> Path:

@@ -39,9 +39,8 @@ from steering.cli import loading
 from steering.cli.common import add_behavior_command, check_destination, check_input_file, system_prompt
 from steering.cli.common import parse_float as _float
 from steering.config import PROJECT_ROOT
-from steering.config import data_dir as _data_dir
 from steering.core.datasets import load_ab_dataset, load_open_ended
-from steering.core.limits import Limits, check_behavior_name, check_multiplier
+from steering.core.limits import check_behavior_name, check_multiplier
 from steering.errors import SteeringError
 from steering.io.files import write_text
 
@@ -110,7 +109,7 @@ def _check_count(value: int | None, flag: str) -> None:
 def _check_multipliers(values: list[float] | None, flag: str, config: dict[str, Any]) -> None:
     """Each multiplier finite and within config limits.max_abs_multiplier (steering.core.limits.check_multiplier)."""
     for value in values or []:
-        check_multiplier(value, Limits.from_config(config), flag)
+        check_multiplier(value, config.limits, flag)
 
 
 def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
@@ -152,7 +151,7 @@ def _check_known(config: dict[str, Any], behavior: str, given_files: bool = Fals
     """
     from steering.core.behaviors import shipped_behaviors  # lazy: imports torch (--help stays fast)
 
-    datasets = _data_dir(config, "datasets_dir")
+    datasets = config.datasets_dir
     if given_files or (datasets / check_behavior_name(behavior)).is_dir():
         return
     known = shipped_behaviors(datasets) + [ALL]
@@ -165,20 +164,20 @@ def _prepare(args: argparse.Namespace, config: dict[str, Any], behavior: str, ou
     (steering.core.behaviors.judge_for: the card's) and the output folder (default results/eval/<behavior>/)."""
     from steering.core.behaviors import judge_for, load_card  # lazy: imports torch (--help stays fast)
 
-    folder = _data_dir(config, "datasets_dir") / check_behavior_name(behavior)
+    folder = config.datasets_dir / check_behavior_name(behavior)
     ab_path = Path(args.ab) if args.ab else folder / "test_ab.json"
     open_path = Path(args.open_ended) if args.open_ended else folder / "test_open_ended.json"
-    limits = Limits.from_config(config)
+    limits = config.limits
     items = load_ab_dataset(check_input_file(ab_path, "--ab"), "letter", limits)[: args.limit_ab]
     questions = (
         []
         if args.no_open_ended
         else load_open_ended(check_input_file(open_path, "--open-ended"), limits)[: args.limit_open]
     )
-    out = check_destination(out or Path(config["results_dir"]) / "eval" / behavior, "--out", folder=True)
+    out = check_destination(out or config.results_dir / "eval" / behavior, "--out", folder=True)
     judge = judge_for(config, behavior)
     try:
-        card = load_card(_data_dir(config, "datasets_dir"), behavior)
+        card = load_card(config.datasets_dir, behavior)
         label = "refusal rate" if behavior == "refusal" else f"{card.name.lower()} rate"
     except SteeringError:  # no card (refusal without one, or another folder): the judge above decided
         label = f"{behavior} rate"
@@ -208,10 +207,10 @@ def _evaluate_all(args: argparse.Namespace, config: dict[str, Any], make_engine:
     for value, flag in ((args.vector, "--vector"), (args.ab, "--ab"), (args.open_ended, "--open-ended")):
         if value:
             raise SteeringError(f"{flag} names one behavior's file: it cannot be used with --behavior {ALL}")
-    behaviors = shipped_behaviors(_data_dir(config, "datasets_dir"))
+    behaviors = shipped_behaviors(config.datasets_dir)
     if not behaviors:
         raise SteeringError(f"--behavior {ALL}: no behavior ships (no datasets/<behavior>/behavior.yaml)")
-    base = Path(args.out) if args.out else Path(config["results_dir"]) / "eval"
+    base = Path(args.out) if args.out else config.results_dir / "eval"
     prepared = [_prepare(args, config, b, base / b) for b in behaviors]
     engine = make_engine(args, config)
     have = set(engine.behaviors())

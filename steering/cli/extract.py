@@ -11,9 +11,8 @@ from typing import Any
 
 from steering.cli import loading
 from steering.cli.common import add_behavior_command, check_destination, check_input_file, display_path, system_prompt
-from steering.config import PROJECT_ROOT, data_dir
+from steering.config import override
 from steering.core.datasets import file_sha256, load_ab_dataset
-from steering.core.limits import Limits
 from steering.core.prompts import READ_MODES
 from steering.errors import SteeringError
 
@@ -109,7 +108,7 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
         load_instructions,
     )
 
-    dataset = Path(args.dataset or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "instructions.json")
+    dataset = Path(args.dataset or config.datasets_dir / args.behavior / "instructions.json")
     harmful, harmless = load_instructions(check_input_file(dataset, "--dataset"))  # before the slow model load
     if args.max_pairs:
         harmful, harmless = harmful[: args.max_pairs], harmless[: args.max_pairs]
@@ -120,7 +119,7 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
     for layer in layers:
         if not 0 <= layer < lm.num_layers:
             raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
-    batch_size = args.batch_size or int(config["extraction"]["batch_size"])
+    batch_size = args.batch_size or config.extraction.batch_size
     replaced = _replacement(out, layers, None, args.force)
     start = time.perf_counter()
     vectors = instruction_direction(
@@ -183,7 +182,7 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     dataset = Path(args.dataset) if args.dataset else generate_file(config, args.behavior)
     check_input_file(dataset, "--dataset")
     # validate before the slow model load (answer-mean items are checked again once the default mode is known)
-    items = load_ab_dataset(dataset, args.read_mode, Limits.from_config(config))
+    items = load_ab_dataset(dataset, args.read_mode, config.limits)
     if args.max_pairs:
         items = items[: args.max_pairs]
     if args.gguf and args.layers:
@@ -198,7 +197,7 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     for layer in layers:
         if not 0 <= layer < lm.num_layers:
             raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
-    batch_size = args.batch_size or int(config["extraction"]["batch_size"])
+    batch_size = args.batch_size or config.extraction.batch_size
     replaced = _replacement(out, layers, len(items), args.force)  # now with the model's actual layers
     start = time.perf_counter()
     vectors = extract_vectors(
@@ -210,7 +209,7 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
         batch_size=batch_size,
         system_prompt=system_prompt(args, config),
         method=args.method,
-        max_prompt_tokens=Limits.from_config(config).max_prompt_tokens,
+        max_prompt_tokens=config.limits.max_prompt_tokens,
     )
     seconds = time.perf_counter() - start
     vset = _save_vector_set(
@@ -244,17 +243,15 @@ def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
     layers or pairs the new one lacks unless --force (steering.io.vector_files.replacement_check)."""
     from steering.io.vector_files import describe_vector_file, vector_path  # lazy: imports torch (--help stays fast)
-    from steering.models import ModelSettings, model_slug
+    from steering.models import model_slug
 
     if args.out:
         out = check_destination(args.out, "--out")
         if out.suffix.lower() != ".safetensors":
             raise SteeringError(f"--out {out}: expected a .safetensors file name")
     else:
-        slug = model_slug(
-            ModelSettings.from_config(config["model"], **loading.model_overrides(args)).name
-        )  # == lm.slug
-        out = check_destination(vector_path(data_dir(config, "vectors_dir"), args.behavior, slug), "output")
+        slug = model_slug(override(config, model=loading.model_overrides(args)).model.name)  # == lm.slug
+        out = check_destination(vector_path(config.vectors_dir, args.behavior, slug), "output")
     if args.gguf:
         check_destination(out.with_suffix(".gguf"), "--gguf")
     layers = args.layers

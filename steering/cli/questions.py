@@ -11,7 +11,6 @@ from steering.cli.common import add_model_flags, check_destination, check_input_
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
 from steering.cli.steer import add_sampling_flags, read_mode_of, sampling_settings, steering_choice
-from steering.config import PROJECT_ROOT
 from steering.core.datasets import load_open_ended
 from steering.io.files import write_json
 
@@ -57,9 +56,7 @@ def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
     """
     from tqdm.auto import tqdm  # lazy: only when the command runs
 
-    questions_path = Path(
-        args.questions or PROJECT_ROOT / config["datasets_dir"] / args.behavior / "test_open_ended.json"
-    )
+    questions_path = Path(args.questions or config.datasets_dir / args.behavior / "test_open_ended.json")
     check_input_file(questions_path, "--questions")
     questions = load_open_ended(questions_path)
     if args.limit:

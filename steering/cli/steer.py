@@ -8,7 +8,7 @@ from typing import Any
 
 from steering.cli.checks import check_new_tokens, flag_name
 from steering.cli.common import parse_float as _float
-from steering.core.limits import Limits, check_finite, check_seed
+from steering.core.limits import check_finite, check_seed
 from steering.errors import SteeringError
 
 
@@ -30,16 +30,16 @@ def sampling_settings(args: argparse.Namespace, config: dict[str, Any]) -> Any:
     """
     from steering.decode.generation import SamplingSettings  # lazy: imports torch
 
-    gen = config["generation"]
+    gen = config.generation
 
     def pick(name: str) -> tuple[Any, str]:
         value = getattr(args, name, None)
-        return (value, flag_name(name)) if value is not None else (gen.get(name), f"config generation.{name}")
+        return (value, flag_name(name)) if value is not None else (getattr(gen, name), f"config generation.{name}")
 
     (tokens, tokens_name), (seed, seed_name) = pick("max_new_tokens"), pick("seed")
     if isinstance(tokens, bool) or not isinstance(tokens, int):
         raise SteeringError(f"{tokens_name} must be a whole number, got {tokens!r}")
-    check_new_tokens(tokens, Limits.from_config(config), tokens_name)
+    check_new_tokens(tokens, config.limits, tokens_name)
     values = {name: check_finite(pick(name)[0], pick(name)[1]) for name in ("temperature", "top_p")}
     try:
         return SamplingSettings(

@@ -13,9 +13,9 @@ from steering.cli.common import add_behavior_command
 from steering.cli.common import display_path as _display_path
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
-from steering.config import data_dir, home
+from steering.config import home
 from steering.core.datasets import file_sha256, load_open_ended
-from steering.core.limits import Limits, check_behavior_name
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 
 
@@ -113,7 +113,7 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     )
 
     check_behavior_name(args.behavior)
-    limits = Limits.from_config(config)
+    limits = config.limits
     for value, flag, low in (
         (args.limit, "--limit", 1),
         (args.max_new_tokens, "--max-new-tokens", 1),
@@ -141,7 +141,7 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     question_paths = (
         [Path(q) for q in args.questions]
         if args.questions
-        else [data_dir(config, "datasets_dir") / args.behavior / "tune_open_ended.json"]
+        else [config.datasets_dir / args.behavior / "tune_open_ended.json"]
     )
     if len({path.resolve() for path in question_paths}) < len(question_paths):
         raise SteeringError("--questions: a file is named twice")

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from steering.config import Config
 from steering.errors import SteeringError
 from steering.evaluation.refusal import normalise
 
@@ -444,13 +445,7 @@ def card_warning(datasets_dir: str | Path, behavior: str | None) -> str | None:
     return None
 
 
-def _config_datasets_dir(config: Mapping[str, Any]) -> Path:
-    from steering.config import data_dir
-
-    return data_dir(dict(config), "datasets_dir")
-
-
-def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
+def judge_for(config: Config, behavior: str) -> Judge:
     """The open-ended judge of `behavior`: its card's judge.
 
     For refusal, config.yaml `evaluation.refusal_phrases` (the list's old home), when set, overrides the card's
@@ -459,15 +454,10 @@ def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
     Raises:
         SteeringError: no card (for another behavior) or an invalid card / config list, in one line.
     """
-    override = (config.get("evaluation") or {}).get("refusal_phrases") if behavior == "refusal" else None
-    if override:
-        phrases = [override] if isinstance(override, str) else override
-        if not isinstance(phrases, list):
-            raise SteeringError(
-                f"config evaluation.refusal_phrases: expected a list of strings, found {type(phrases).__name__}"
-            )
+    phrases = config.evaluation.refusal_phrases if behavior == "refusal" else None
+    if phrases:  # a list of strings (checked when the config was loaded)
         return Judge.from_phrases(phrases, where="config evaluation.refusal_phrases")
-    datasets_dir = _config_datasets_dir(config)
+    datasets_dir = config.datasets_dir
     if behavior == "refusal" and not card_path(datasets_dir, behavior).is_file():
         from steering.evaluation.refusal import DEFAULT_REFUSAL_PHRASES
 
@@ -475,12 +465,12 @@ def judge_for(config: Mapping[str, Any], behavior: str) -> Judge:
     return load_card(datasets_dir, behavior).judge
 
 
-def generate_file(config: Mapping[str, Any], behavior: str) -> Path:
+def generate_file(config: Config, behavior: str) -> Path:
     """The A/B file extraction reads for `behavior`: the card's `generate` (default generate.json) in its folder.
 
     A behavior folder without a card uses generate.json; an invalid card is a SteeringError.
     """
-    datasets_dir = _config_datasets_dir(config)
+    datasets_dir = config.datasets_dir
     if not card_path(datasets_dir, behavior).is_file():
         return datasets_dir / behavior / DEFAULT_GENERATE
     return load_card(datasets_dir, behavior).generate_path

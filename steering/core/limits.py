@@ -34,7 +34,7 @@ SEED_MAX = 2**63 - 1
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on the work one request may ask for (config section `limits:`).
+    """Caps on the work one request may ask for (config section `limits:`, steering.config.Config.limits).
 
     Attributes:
         max_new_tokens: most tokens generated per row (the UI slider's maximum).
@@ -57,15 +57,6 @@ class Limits:
         value = self.max_abs_multiplier
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise SteeringError(f"config: limits.max_abs_multiplier must be a finite number > 0, got {value!r}")
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> Limits:
-        """The `limits:` section of a loaded config (missing keys keep the defaults above)."""
-        section = dict((config or {}).get("limits") or {})
-        unknown = sorted(set(section) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise SteeringError(f"config: unknown key(s) in limits: {', '.join(unknown)}")
-        return cls(**section)
 
 
 def check_finite(value: Any, name: str) -> float:

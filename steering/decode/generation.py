@@ -13,10 +13,13 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
+from steering.config import GenerationSettings
 from steering.core.hooks import SteeringPlan, plan_from
 from steering.core.hooks import steer as apply_plan
 from steering.core.limits import Limits, check_token_budget, model_context_length
 from steering.core.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
+
+_DEFAULTS = GenerationSettings()  # one source of the sampling defaults: config `generation:`
 
 # Queue the next decoding step before reading this one's tokens: None = on CUDA devices only.
 LOOKAHEAD: bool | None = None
@@ -28,10 +31,10 @@ class SamplingSettings:
     temperature over the smallest token set of probability >= `top_p` (nucleus); `seed` makes sampling
     repeatable (None: a fresh seed). Raises ValueError for values out of range."""
 
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0 means greedy decoding
-    top_p: float = 1.0
-    seed: int | None = 0  # same seed, same text; None draws a fresh one
+    max_new_tokens: int = _DEFAULTS.max_new_tokens  # the defaults: config `generation:` (steering.config)
+    temperature: float = _DEFAULTS.temperature  # 0 means greedy decoding
+    top_p: float = _DEFAULTS.top_p
+    seed: int | None = _DEFAULTS.seed  # same seed, same text; None draws a fresh one
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -24,7 +24,7 @@ from torch import nn
 from steering.core.datasets import ABItem
 from steering.core.hooks import apply_steering, steering, unit_vector
 from steering.core.layers import decoder_layers
-from steering.core.limits import Limits, model_context_length
+from steering.core.limits import model_context_length
 from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
 from steering.evaluation.ab_prompts import ABPrompt, ab_prompts  # noqa: F401  (ab_prompts: re-exported)
@@ -265,7 +265,7 @@ def ab_sweep(
         items,
         system_prompt,
         context_length=model_context_length(lm.model),
-        max_tokens=Limits.from_config(engine.config).max_prompt_tokens,
+        max_tokens=engine.config.limits.max_prompt_tokens,
     )
     with lm.lock:
         result = ab_probabilities(

@@ -15,7 +15,7 @@ import numpy as np
 
 from steering import evaluation as ev
 from steering.core.layers import check_layer
-from steering.core.limits import Limits, model_context_length
+from steering.core.limits import model_context_length
 from steering.core.prompts import pad_token_id
 from steering.decode.generation import SamplingSettings
 from steering.evaluation import reliability as rel
@@ -129,7 +129,7 @@ def run_behavior(args: Any, config: dict[str, Any], engine: Any, prepared: dict[
             items,
             system_prompt,
             context_length=model_context_length(lm.model),
-            max_tokens=Limits.from_config(config).max_prompt_tokens,
+            max_tokens=config.limits.max_prompt_tokens,
         )
         t0 = time.perf_counter()
         with lm.lock:

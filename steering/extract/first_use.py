@@ -65,10 +65,9 @@ def dataset_file(config: dict[str, Any], behavior: str) -> Path:
 
 def buildable_behaviors(config: dict[str, Any]) -> list[str]:
     """Behaviors whose A/B dataset ships (a valid name and an existing generate file), sorted."""
-    from steering.config import data_dir
     from steering.core.limits import check_behavior_name
 
-    root = data_dir(config, "datasets_dir")
+    root = config.datasets_dir
     names = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         try:
@@ -104,7 +103,6 @@ def dataset_problem(config: dict[str, Any], behavior: str, read_mode: str | None
         cached per file and read mode until the file changes (size or modification time).
     """
     from steering.core.datasets import load_ab_dataset
-    from steering.core.limits import Limits
 
     try:
         path = dataset_file(config, behavior)
@@ -118,7 +116,7 @@ def dataset_problem(config: dict[str, Any], behavior: str, read_mode: str | None
     if cached is not None and cached[0] == stamp:
         return cached[1]
     try:
-        load_ab_dataset(path, read_mode, Limits.from_config(config))
+        load_ab_dataset(path, read_mode, config.limits)
         problem = None
     except SteeringError as exc:
         problem = str(exc)
@@ -175,7 +173,6 @@ def build_vectors(
     from steering.cli.common import display_path
     from steering.core.datasets import file_sha256, load_ab_dataset
     from steering.core.layers import check_layer
-    from steering.core.limits import Limits
     from steering.extract.extraction import extract_vectors
     from steering.io.vector_files import VectorSet, save_safetensors, vector_path
 
@@ -184,13 +181,13 @@ def build_vectors(
     dataset = dataset_file(engine.config, behavior)
     if not dataset.is_file():
         raise SteeringError(f"no dataset for '{behavior}' to build vectors from ({display_path(dataset)} is missing)")
-    limits = Limits.from_config(engine.config)
+    limits = engine.config.limits
     read_mode = engine.defaults.read_mode
     items = load_ab_dataset(dataset, read_mode, limits)
     if max_pairs:
         items = items[:max_pairs]
     layers = sorted({check_layer(layer, lm.num_layers) for layer in layers}) if layers else list(range(lm.num_layers))
-    batch_size = int(batch_size or engine.config.get("extraction", {}).get("batch_size", 16))
+    batch_size = int(batch_size or engine.config.extraction.batch_size)
     with _GUARD:
         lock = _BUILDING.setdefault(str(path.resolve()), threading.Lock())
     with lock:
@@ -217,7 +214,7 @@ def build_vectors(
                     layers,
                     read_mode,
                     batch_size=batch_size,
-                    system_prompt=engine.config.get("generation", {}).get("system_prompt"),
+                    system_prompt=engine.config.generation.system_prompt,
                     progress=False,
                     max_prompt_tokens=limits.max_prompt_tokens,
                 )

@@ -425,18 +425,14 @@ def cmd_import_caa(args: Any, config: dict[str, Any]) -> int:
         0, or 1 when a file was not written because it exists with other content (no --force).
     """
     from steering.cli.common import check_destination, display_path
-    from steering.config import data_dir
-    from steering.core.limits import Limits
 
     rename = _parse_rename(args.rename)
     source = Path(args.path)
     if args.dest:
         datasets_dest, vectors_dest = Path(args.dest) / "datasets", Path(args.dest) / "vectors"
     else:
-        datasets_dest, vectors_dest = data_dir(config, "datasets_dir"), data_dir(config, "vectors_dir")
-    planned, report = plan_import(
-        source, datasets_dest, vectors_dest, args.behaviors, rename, Limits.from_config(config)
-    )
+        datasets_dest, vectors_dest = config.datasets_dir, config.vectors_dir
+    planned, report = plan_import(source, datasets_dest, vectors_dest, args.behaviors, rename, config.limits)
     if not args.dry_run:
         check_destination(datasets_dest, "datasets folder", folder=True)
         check_destination(vectors_dest, "vectors folder", folder=True)

@@ -117,9 +117,8 @@ def parse_multipliers(text: str | None, limits: Limits | None = None) -> list[fl
 
 def datasets_dir(config: dict[str, Any]) -> Path:
     """The config's datasets folder (absolute; see steering/config.py for where it is)."""
-    from steering.config import data_dir
 
-    return data_dir(config, "datasets_dir")
+    return config.datasets_dir
 
 
 def ab_behaviors(datasets_dir: str | Path) -> list[str]:
@@ -215,7 +214,7 @@ def sweep_items(
         items,
         system_prompt,
         context_length=model_context_length(lm.model),
-        max_tokens=Limits.from_config(engine.config).max_prompt_tokens,
+        max_tokens=engine.config.limits.max_prompt_tokens,
     )
     specs = [(layer, vset.vector(layer)) for layer in layers]
     with lm.lock:
@@ -273,9 +272,7 @@ def run_sweep(
     """Check every input first (one-line SteeringError), then run the sweep (sweep_items: per question, under
     the model's lock); the Sweep keeps the per-question values for the reliability view."""
     layers = parse_layers(layers_text, engine.lm.num_layers)
-    multipliers = parse_multipliers(
-        multipliers_text, getattr(engine, "limits", None) or Limits.from_config(engine.config)
-    )
+    multipliers = parse_multipliers(multipliers_text, getattr(engine, "limits", None) or engine.config.limits)
     vset = VectorChoice.parse(choice, uploads).vector_set(engine)
     missing = [layer for layer in layers if layer not in vset.vectors]
     if missing:
