@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from steering.config import Config, override
 from steering.errors import SteeringError
 from steering.io.vector_files import VectorSet, load_vectors, save_safetensors
 from steering.ui import calibrate as ui_calibrate
@@ -32,7 +33,7 @@ HIDDEN, LAYERS = 8, 30
 
 class FakeEngine(SimpleNamespace):
     def __init__(self, behaviors=None):
-        super().__init__(lm=SimpleNamespace(num_layers=LAYERS), config={}, sets=behaviors or {})
+        super().__init__(lm=SimpleNamespace(num_layers=LAYERS), config=Config(), sets=behaviors or {})
 
     def load_vector_file(self, path):
         return load_vectors(path, "m").validate(HIDDEN, LAYERS)
@@ -76,7 +77,7 @@ def test_absurd_multipliers_are_refused_with_the_configured_limit():
     with pytest.raises(SteeringError, match="between -5 and 5"):
         parse_multipliers("6", Limits(max_abs_multiplier=5))
     engine = FakeEngine({"refusal": VectorSet({5: torch.ones(HIDDEN)}, source="refusal")})
-    engine.config = {"limits": {"max_abs_multiplier": 3}}
+    engine.config = override(Config(), {"limits.max_abs_multiplier": 3})
     with pytest.raises(SteeringError, match="between -3 and 3"):
         run_sweep(engine, "refusal", {}, "5", "4", "refusal", 4)
 

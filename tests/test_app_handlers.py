@@ -262,7 +262,7 @@ def test_messages_shown_in_markdown_keep_angle_brackets(handlers, tmp_path):
 
 def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, vector_file, engine):
     """The API silently shortened a long prompt to app.max_prompt_chars (the UI warned)."""
-    limit = int(engine.config["app"]["max_prompt_chars"])
+    limit = engine.config.app.max_prompt_chars
     with pytest.raises(gr.Error, match=f"prompt is {limit + 1} characters long; the limit is {limit}"):
         next(handlers["compare"].fn("x" * (limit + 1), 1.0, 1, behavior="", max_new_tokens=2))
     checks = handlers["take_message"].validator("x" * (limit + 1), [], *inputs(vector_file))

@@ -50,7 +50,7 @@ def test_a_links_load_event_is_queued_so_its_warning_reaches_the_page(built):
 def test_copy_link_refuses_a_message_over_the_limit(built):
     """Item 2: a 100,000-character link opened as an HTTP 500; Copy link now refuses it, as Send does."""
     _, fns, _ = built
-    limit = int(load_config()["app"]["max_prompt_chars"])
+    limit = load_config().app.max_prompt_chars
     args = ("refusal", {}, 2.0, 1, 0.0, "0", 16, 1.0, "", False)
     link, note = fns["copy_link"].fn("http://h:1/", [], "x" * (limit + 1), *args)
     assert link == "" and note == (

@@ -79,8 +79,8 @@ def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
     from steering.config import load_config
     from steering.evaluation.run import OUTPUTS
 
-    defaults = load_config()["models"]["smollm2-135m-instruct"]
-    layer, m = int(defaults["layer"]), float(defaults["multiplier"])
+    defaults = load_config().models["smollm2-135m-instruct"]
+    layer, m = int(defaults.layer), float(defaults.multiplier)
     # --layer: the controls' layer given explicitly (a tuned defaults file may pick another one)
     code, out, err = _run(
         capsys,

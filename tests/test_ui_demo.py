@@ -67,7 +67,7 @@ def count_generate_calls(engine, monkeypatch) -> list[int]:
 
 # ------------------------------------------------------------------ pane words and prompts (items 1, 8)
 def test_refusal_words_and_prompts_come_from_its_card():
-    words = pane_text(load_config()["datasets_dir"], "refusal")
+    words = pane_text(load_config().datasets_dir, "refusal")
     assert words.titles() == ("Refuses more (+α)", "As the model is (α = 0)", "Refuses less (−α)")
     assert words.source == "refusal/behavior.yaml"
     assert "decline" in words.prompts["added"] and "never decline" in words.prompts["subtracted"]
