@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ __all__ = [
     "home",
     "load_config",
     "model_defaults",
+    "model_slug",
     "override",
 ]
 
@@ -422,6 +424,13 @@ def _shallow(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- per model
+def model_slug(name: str) -> str:
+    """A file-name-safe id of a model name (also matches a hub id to its `models:` entry):
+    'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b-chat-hf'."""
+    base = name.rstrip("/").split("/")[-1]
+    return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-") or "model"
+
+
 @dataclass(frozen=True)
 class SteeringDefaults:
     """A model's steering defaults: read mode, layer and multiplier (from config `models:` or the fallback).
@@ -447,8 +456,6 @@ def model_defaults(config: Config, model_name: str, num_layers: int) -> Steering
         model_name: the model's name or hub id (an entry matches by name or by file-name slug).
         num_layers: the model's decoder block count.
     """
-    from steering.models import model_slug
-
     entry = config.models.get(model_name)
     if entry is None:  # a hub id whose file name matches an entry, e.g. HuggingFaceTB/SmolLM2-135M-Instruct
         entry = next((v for k, v in config.models.items() if model_slug(k) == model_slug(model_name)), None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 
-from steering.config import EMBEDDED_MODEL, ModelSettings
+from steering.config import EMBEDDED_MODEL, ModelSettings, model_slug
 from steering.errors import SteeringError
 
 log = logging.getLogger(__name__)
@@ -48,12 +47,6 @@ class LoadedModel:
         """One line for headers: name · dtype or quantization · device · layers · hidden size."""
         quant = self.quantization or str(self.dtype).replace("torch.", "")
         return f"{self.name} · {quant} · {self.device} · {self.num_layers} layers · hidden {self.hidden_size}"
-
-
-def model_slug(name: str) -> str:
-    """A file-name-safe id: 'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b-chat-hf'."""
-    base = name.rstrip("/").split("/")[-1]
-    return re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-") or "model"
 
 
 def cache_root() -> Path:
