@@ -102,6 +102,35 @@ def fuse_projections(model: Any) -> Callable[[], None]:
     return restore
 
 
+def compile_pieces(backend: str = "inductor") -> Callable[[], None]:
+    """Compile the small per-block pieces of transformers' Llama for one-token steps (an experiment): RMSNorm,
+    the MLP (SiLU(gate) x up, down) and the rotary embedding, each one compiled function shared by every block
+    (no inductor CUDA graphs: the fast path captures the whole step). Prefill shapes keep the plain code.
+    Returns a function that undoes it."""
+    from transformers.models.llama import modeling_llama as ml
+
+    originals = (ml.LlamaRMSNorm.forward, ml.LlamaMLP.forward, ml.apply_rotary_pos_emb)
+    norm = torch.compile(originals[0], backend=backend, dynamic=False)
+    mlp = torch.compile(originals[1], backend=backend, dynamic=False)
+    rotary = torch.compile(originals[2], backend=backend, dynamic=False)
+
+    def norm_forward(self: Any, x: torch.Tensor) -> Any:
+        return norm(self, x) if x.shape[1] == 1 else originals[0](self, x)
+
+    def mlp_forward(self: Any, x: torch.Tensor) -> Any:
+        return mlp(self, x) if x.shape[1] == 1 else originals[1](self, x)
+
+    def rotary_apply(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *args: Any) -> Any:
+        return rotary(q, k, cos, sin, *args) if q.shape[2] == 1 else originals[2](q, k, cos, sin, *args)
+
+    ml.LlamaRMSNorm.forward, ml.LlamaMLP.forward, ml.apply_rotary_pos_emb = norm_forward, mlp_forward, rotary_apply
+
+    def restore() -> None:
+        ml.LlamaRMSNorm.forward, ml.LlamaMLP.forward, ml.apply_rotary_pos_emb = originals
+
+    return restore
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after another)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
@@ -109,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--compile-start", action="store_true", help="only the compiled path's start-up time")
+    parser.add_argument("--pieces-only", action="store_true", help="stop after the compiled-pieces experiment")
     parser.add_argument("--fused", action="store_true", help="with --compile-start: fuse the projections first")
     parser.add_argument("--tag", default="", help="suffix of the report's file name")
     args = parser.parse_args(argv)
@@ -236,6 +266,27 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
             restore()
 
     section("fused_projections", fused)
+
+    def pieces() -> dict[str, Any]:
+        restore = compile_pieces("eager" if args.smoke else "inductor")
+        try:
+            start = time.perf_counter()
+            got = run_graphs(256, "sdpa", "graphs + compiled RMSNorm / MLP / rotary (one-token steps)")
+            got["first_run_incl_compile_s"] = time.perf_counter() - start
+            fast = FastPath(model, compile=False, cuda_graphs=not args.smoke, bucket=256)
+            same = fast.generate(tok, [PROMPT] * 3, alphas, steer, SamplingSettings(max_new_tokens=32)).token_ids
+            fast.steering.remove()
+        finally:
+            restore()
+        reference = FastPath(model, compile=False, cuda_graphs=not args.smoke, bucket=256)
+        plain = reference.generate(tok, [PROMPT] * 3, alphas, steer, SamplingSettings(max_new_tokens=32)).token_ids
+        reference.steering.remove()
+        got["first_32_tokens_equal_plain_graphs_rows"] = [a == b for a, b in zip(same, plain)]
+        return got
+
+    section("compiled_pieces", pieces)
+    if args.pieces_only:
+        return 0
 
     def profile() -> dict[str, Any]:
         from torch.profiler import ProfilerActivity
