@@ -112,7 +112,8 @@ def test_users_section_runs_several_users_in_one_batch(tiny_tokenizer):
     """bench --users (issue 12 item 4): all users in one batch, each checked against running alone."""
     from fixtures import make_tiny_lm
 
-    from steering.bench.users import format_users_table, run_users
+    from steering.bench.tables import format_users_table
+    from steering.bench.users import run_users
 
     lm = make_tiny_lm(tiny_tokenizer)
     vector = torch.randn(64, generator=torch.Generator().manual_seed(0)) * 4
@@ -183,7 +184,7 @@ def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeyp
     )
     assert result["speedup"]["4"] == pytest.approx(1.9)  # median 19 / median 10, not 19 / 2
     assert (by[4]["speedup_min"], by[4]["speedup_max"]) == (pytest.approx(1.9), pytest.approx(9.5))
-    table = users_mod.format_users_table(result, gpu=False)
+    table = tables.format_users_table(result, gpu=False)
     assert "| 4 | 19.0 (19.0-19.0) | 1.90x (1.90-9.50) |" in table
     assert "target (medians): 4 users >= 2x the aggregate tok/s of 1 user: NOT met (1.90x)" in table
     with pytest.raises(SteeringError, match="--repeats: expected at least 1 round, got 0"):
@@ -202,7 +203,8 @@ def test_users_flag_refuses_zero_users(tmp_path):
 
 def test_users_section_on_the_synthetic_model_layout(capsys):
     """The --synthetic-7b users path (GPU) on a tiny model of the same layout on the CPU: runs, GPU targets shown."""
-    from steering.bench.users import _synthetic_lm, format_users_table, run_users
+    from steering.bench.tables import format_users_table
+    from steering.bench.users import _synthetic_lm, run_users
 
     lm = _synthetic_lm(2, tiny_cpu=True)
     vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))

@@ -21,7 +21,8 @@ Modules, one job each:
   gpu         the synthetic-7B GPU report
   workers     starts the subprocess measurements (load, memory, 8-bit / 4-bit) and reads their results
   worker      the subprocess side, run as `python -m steering.bench.worker KIND JSON`
-  tables      the Markdown tables
+  tables      the Markdown tables (CPU report, GPU report, users)
+  users       `--users`: several users at once through the scheduler
   timing      medians of interleaved, synchronised repeats
   machine     the machine's description, GPU copy bandwidth
   common      prompt, section names, targets, progress log

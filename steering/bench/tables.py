@@ -1,9 +1,12 @@
-"""The benchmark's Markdown tables: the CPU report and the GPU (synthetic 7B) report, each measurement next to
-its target (steering.bench.common.TARGETS) and whether it was met."""
+"""The benchmark's Markdown tables: the CPU report, the GPU (synthetic 7B) report and the users table
+(`--users`), each measurement next to its target (steering.bench.common.TARGETS, steering.bench.users.TARGETS)
+and whether it was met."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from steering.bench.users import TARGETS as USERS_TARGETS
 
 
 def _met(value: float | None, target: float, higher_is_better: bool = False) -> str:
@@ -151,5 +154,66 @@ def format_gpu_table(r: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {label}: eager batch of three, tok/s per pane ({x['tokens']} tokens) | {x['tok_s_per_pane']:.1f} | | |"
+        )
+    return "\n".join(lines)
+
+
+def format_users_table(
+    users: dict[str, Any], gpu: bool, machine: dict[str, Any] | None = None, model: Any = None
+) -> str:
+    """The users section as a Markdown table, with the issue-12 targets marked met / NOT met (on the medians).
+
+    Args: users: run_users' result; gpu: mark the GPU targets (else the CPU one); machine, model: described
+    in a first line when given (machine_info: CPU / GPU, threads, load average at start and end).
+    """
+    lines = []
+    if machine is not None:
+        lines.append(
+            f"machine: {machine.get('gpu') or machine.get('cpu', '?')}, {machine.get('cpu_count')} cores, "
+            f"torch {machine.get('torch')} ({machine.get('torch_threads')} threads), load average "
+            f"{machine.get('load_average_at_start')} -> {machine.get('load_average_at_end')}; model: {model}"
+        )
+    repeats = users.get("repeats", 1)
+    lines += [
+        f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once; "
+        f"medians of {repeats} interleaved rounds (min-max over the rounds in brackets)",
+        "",
+        "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
+        "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in users["runs"]:
+        aggregate = f"{r['aggregate_tok_s']:.1f}"
+        if "aggregate_tok_s_min" in r:
+            aggregate += f" ({r['aggregate_tok_s_min']:.1f}-{r['aggregate_tok_s_max']:.1f})"
+        ratio = f"{users['speedup'].get(str(r['users']), 0):.2f}x"
+        if r.get("speedup_min") is not None and r["users"] != 1:
+            ratio += f" ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
+        lines.append(
+            f"| {r['users']} | {aggregate} | {ratio} "
+            f"| {r['per_user_tok_s']:.1f} | {r['first_token_p50_s']:.2f} / {r['first_token_p95_s']:.2f} s "
+            f"| {r['last_token_p50_s']:.2f} / {r['last_token_p95_s']:.2f} s | {r['most_requests_in_batch']} "
+            f"| {r['rows_identical']}/{r['rows']} | {100 * r['positions_agree']:.1f}% |"
+        )
+    lines.append("")
+    by = {r["users"]: r for r in users["runs"]}
+    if gpu:
+        s16 = users["speedup"].get("16")
+        ok = "n/a" if s16 is None else ("met" if s16 >= USERS_TARGETS["gpu_16_users_vs_1"] else "NOT met")
+        lines.append(
+            f"target (medians): 16 users >= 8x the aggregate tok/s of 1 user: {ok}"
+            + (f" ({s16:.2f}x)" if s16 is not None else "")
+        )
+        p95 = by.get(16, {}).get("first_token_p95_s")
+        ok = "n/a" if p95 is None else ("met" if p95 <= USERS_TARGETS["gpu_p95_first_token_s_16"] else "NOT met")
+        lines.append(
+            f"target (medians): p95 time to first token <= 1 s at 16 users: {ok}" + (f" ({p95:.2f} s)" if p95 else "")
+        )
+    else:
+        s4 = users["speedup"].get("4")
+        ok = "n/a" if s4 is None else ("met" if s4 >= USERS_TARGETS["cpu_4_users_vs_1"] else "NOT met")
+        lines.append(
+            f"target (medians): 4 users >= 2x the aggregate tok/s of 1 user: {ok}"
+            + (f" ({s4:.2f}x)" if s4 is not None else "")
         )
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """`python -m steering bench`: the subcommand's flags and what it runs (the CPU or the GPU report).
 
-The measurements live in steering.bench (which never imports steering.cli); this module hands them the model
-loader (steering.cli.loading.load_engine).
+The measurements live in steering.bench (which never imports steering.cli, nor torch until a section runs);
+this module hands them the model loader (steering.cli.loading.load_engine).
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from steering.bench.common import SECTIONS
+from steering.bench.cpu import run_cpu_bench
+from steering.bench.gpu import run_gpu_bench
+from steering.bench.tables import format_cpu_table, format_gpu_table, format_users_table
+from steering.bench.users import run_users_bench
 from steering.cli import loading
 from steering.cli.common import add_model_flags
 from steering.config import PROJECT_ROOT
@@ -34,16 +38,12 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
     Returns:
         The exit status, 0.
     """
-    from steering.bench.tables import format_cpu_table, format_gpu_table  # lazy: the sections import torch
-
     engine_factory = engine_factory or loading.load_engine
     if args.repeats is None:
         args.repeats = 3 if args.users else 5  # (steering.cli refuses a count below 1 before this runs)
     if args.users:
         if min(args.users) < 1:
             raise SteeringError(f"--users: each user count must be at least 1, got {min(args.users)}")
-        from steering.bench.users import format_users_table, run_users_bench  # lazy: imports torch
-
         results = run_users_bench(args, config, engine_factory)
         table = format_users_table(
             results["users"], gpu=bool(args.synthetic_7b), machine=results["machine"], model=results.get("model")
@@ -55,15 +55,11 @@ def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: 
         write_results(path, results, table)
         return 0
     if args.synthetic_7b:
-        from steering.bench.gpu import run_gpu_bench  # lazy: imports torch
-
         results = run_gpu_bench(
             args.tokens, args.repeats, layers=args.layers_7b, skip_quantized=args.skip_quantized, work_dir=args.work_dir
         )
         table = format_gpu_table(results)
     else:
-        from steering.bench.cpu import run_cpu_bench  # lazy: imports torch
-
         results = run_cpu_bench(args, config, engine_factory)
         table = format_cpu_table(results)
     print(table)
