@@ -6,11 +6,16 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import time
 from typing import Any, Callable
 
 from steering.bench.common import PROMPT, SECTIONS, TARGETS, log
+from steering.bench.extraction import bench_extraction
 from steering.bench.machine import machine_info
 from steering.bench.timing import interleaved, median
+from steering.bench.workers import bench_load, bench_memory
+
+# torch and the model code are imported inside the functions (lazy), so `steering bench --help` stays fast.
 
 
 def vector_for(engine: Any, behavior: str) -> tuple[Any, int, str]:
@@ -130,8 +135,6 @@ def bench_generation(
 
 def bench_first_text(engine: Any, vector: Any, layer: int, multiplier: float, repeats: int) -> dict[str, Any]:
     """Seconds from calling Engine.compare to its first on_text callback (the first streamed token)."""
-    import time
-
     from steering.decode.generation import SamplingSettings
 
     firsts: list[float] = []
@@ -195,9 +198,6 @@ def run_cpu_bench(
         The results: machine, targets, model, steering and one entry per section run.
     """
     import torch
-
-    from steering.bench.extraction import bench_extraction
-    from steering.bench.workers import bench_load, bench_memory
 
     if args.threads:
         from steering.models import set_threads

@@ -14,6 +14,9 @@ from typing import Any, Callable
 
 from steering.bench.timing import interleaved, median
 from steering.config import PROJECT_ROOT
+from steering.core.datasets import load_ab_dataset
+
+# torch and the model code are imported inside the functions (lazy), so `steering bench --help` stays fast.
 
 PAPER_LOOP = PROJECT_ROOT / "tests" / "reference.py"
 
@@ -43,7 +46,6 @@ def bench_extraction(
     """
     import torch
 
-    from steering.core.datasets import load_ab_dataset
     from steering.core.layers import decoder_layers
     from steering.extract.extraction import extract_vectors
 

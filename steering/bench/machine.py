@@ -7,6 +7,8 @@ import platform
 import time
 from typing import Any
 
+# torch and the model code are imported inside the functions (lazy), so `steering bench --help` stays fast.
+
 
 def machine_info() -> dict[str, Any]:
     """Platform, Python, torch and transformers versions, CPU model and count, torch threads, load average and

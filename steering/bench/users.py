@@ -16,11 +16,17 @@ on the GPU (users 1 / 4 / 16).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
 from steering.bench.common import log
+from steering.bench.cpu import vector_for
+from steering.bench.machine import machine_info
 from steering.bench.timing import median
+from steering.errors import SteeringError
+
+# torch and the model code are imported inside the functions (lazy), so `steering bench --help` stays fast.
 
 PROMPTS = [
     "Tell me about the history of the printing press in a few paragraphs.",
@@ -168,8 +174,6 @@ def run_users(
     from steering.decode.scheduler import Scheduler
 
     if repeats < 1:
-        from steering.errors import SteeringError
-
         raise SteeringError(f"--repeats: expected at least 1 round, got {repeats}")
     counts = list(dict.fromkeys(user_counts))
     most = max(counts)
@@ -216,8 +220,6 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
     Llama-2-7B-shaped fp16 model on the GPU. Returns machine, model, steering and `users` (run_users)."""
     import torch
 
-    from steering.bench.machine import machine_info
-
     results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
     if args.threads:
         from steering.models import set_threads
@@ -235,8 +237,6 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
         results["model"] = {"name": lm.name, "layers": lm.num_layers, "device": str(lm.device)}
         results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": "random, norm ~11"}
     else:
-        from steering.bench.cpu import vector_for
-
         engine = engine_factory(args, config)
         lm = engine.lm
         behavior = args.behavior or config.behavior
@@ -256,8 +256,6 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
     results["users"] = run_users(
         lm, args.users, args.tokens, vector_for_layer, layer, multiplier, repeats=args.repeats or 3
     )
-    import os
-
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
 

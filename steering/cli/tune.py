@@ -98,7 +98,11 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
         SteeringError: a bad flag, behavior name, search space, questions or vector file (checked before the
             model loads), or nothing scored.
     """
-    # lazy: steering.evaluation imports torch (--help stays fast)
+    # lazy: these import torch (--help stays fast)
+    from steering.core.behaviors import judge_for
+    from steering.core.recipe import defaults_path, save_defaults
+    from steering.decode.generation import SamplingSettings
+    from steering.evaluation.refusal import RefusalDetector
     from steering.evaluation.tune import (
         DEFAULT_STRENGTHS,
         SearchSpace,
@@ -111,6 +115,7 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
         side_jobs,
         winner_recipe,
     )
+    from steering.io.vector_files import vector_path
 
     check_behavior_name(args.behavior)
     limits = config.limits
@@ -155,12 +160,6 @@ def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
     for path in args.vectors or []:
         if not Path(path).exists():
             raise SteeringError(f"--vectors: {path}: file not found")
-
-    from steering.core.behaviors import judge_for
-    from steering.core.recipe import defaults_path, save_defaults
-    from steering.decode.generation import SamplingSettings
-    from steering.evaluation.refusal import RefusalDetector
-    from steering.io.vector_files import vector_path
 
     try:  # the behavior card's judge (steering.core.behaviors.judge_for; refusal: config's refusal_phrases override it)
         detector = (

@@ -23,11 +23,12 @@ from torch import nn
 
 from steering.core.datasets import ABItem
 from steering.core.hooks import apply_steering, steering, unit_vector
-from steering.core.layers import decoder_layers
+from steering.core.layers import check_layer, decoder_layers
 from steering.core.limits import model_context_length
 from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
 from steering.evaluation.ab_prompts import ABPrompt, ab_prompts  # noqa: F401  (ab_prompts: re-exported)
+from steering.io.vector_files import VectorSet
 
 if TYPE_CHECKING:
     from steering.engine import Engine
@@ -44,8 +45,6 @@ class ABResult:
 
 
 def _as_specs(vector: Any, layers: Sequence[int]) -> list[tuple[int, torch.Tensor]]:
-    from steering.io.vector_files import VectorSet
-
     if isinstance(vector, VectorSet):
         return [(layer, vector.vector(layer)) for layer in layers]
     if isinstance(vector, Mapping):
@@ -108,7 +107,7 @@ def ab_probabilities(
     the unsteered computation); otherwise the whole model runs with the steering hook on block L.
     Both give the same numbers (tests/test_evaluation.py checks both against a plain computation).
     """
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # lazy: transformers is slow to import; only this path needs it
 
     if not prompts:
         raise SteeringError("no A/B questions to evaluate")
@@ -255,8 +254,6 @@ def ab_sweep(
     `vector` is a VectorSet (each layer steered with its own vector), a {layer: tensor} mapping or one
     tensor used at every layer. For the app: values near 0.5 mean no preference; > 0.5 more behavior.
     """
-    from steering.core.layers import check_layer
-
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)
     lm = engine.lm
