@@ -9,7 +9,7 @@ The public Python API (the README's "Python API" section shows it in use)::
     result = steering.generate(lm.model, lm.tokenizer, [[{"role": "user", "content": "Hi"}]] * 2,
                                multipliers=[2.0, -2.0], steer=steering.SteeringSpec(9, vectors.vector(9)))
 
-- Models: load_model, ModelSettings, LoadedModel; configuration: load_config, Limits.
+- Models: load_model, ModelSettings, LoadedModel; configuration: load_config, Config (the typed tree), Limits.
 - Data and extraction: load_ab_dataset, ABItem, extract_vectors.
 - Vector files: VectorSet, load_vectors (safetensors, the paper's .pt layout, GGUF), save_safetensors, save_gguf.
 - Steering: steering (the CAA context manager), steer and SteeringPlan (any operator, any layers), generate,
@@ -31,8 +31,9 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "load_config": "steering.config",
+    "Config": "steering.config",
     "Limits": "steering.core.limits",
-    "ModelSettings": "steering.models",
+    "ModelSettings": "steering.config",
     "LoadedModel": "steering.models",
     "load_model": "steering.models",
     "ABItem": "steering.core.datasets",
@@ -55,7 +56,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["SteeringError", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on first use
-    from steering.config import load_config
+    from steering.config import Config, load_config
     from steering.core.datasets import ABItem, load_ab_dataset
     from steering.core.hooks import SteeringPlan, steer, steering
     from steering.core.limits import Limits

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from steering.config import Config
+
 
 def make_tiny_tokenizer():
     """A byte-level chat tokenizer: one token per byte, a simple <|role|>...<|end|> template
@@ -68,7 +70,7 @@ def make_tiny_lm(tokenizer, settings=None, layers: int = 4, **extra):
     )
 
 
-def make_tiny_engine(tokenizer, config: dict | None = None, settings=None, layers: int = 4, **extra):
+def make_tiny_engine(tokenizer, config: Config | None = None, settings=None, layers: int = 4, **extra):
     """A steering.engine.Engine over make_tiny_lm(tokenizer, settings, layers, **extra) with `config` (default:
     steering.config.load_config())."""
     from steering.config import load_config

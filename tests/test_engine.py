@@ -13,7 +13,7 @@ import pytest
 import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
-from steering.config import load_config, override
+from steering.config import Config, load_config, override
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.engine import Engine
 from steering.errors import SteeringError
@@ -30,7 +30,7 @@ Q2 = [
 ]
 
 
-def make_engine(tokenizer, settings: ModelSettings, config: dict | None = None) -> Engine:
+def make_engine(tokenizer, settings: ModelSettings, config: Config | None = None) -> Engine:
     return make_tiny_engine(tokenizer, settings=settings, config=config or load_config())
 
 

@@ -18,7 +18,7 @@ from steering.bench.tables import format_cpu_table, format_gpu_table, format_use
 from steering.bench.users import run_users_bench
 from steering.cli import loading
 from steering.cli.common import add_model_flags
-from steering.config import PROJECT_ROOT
+from steering.config import PROJECT_ROOT, Config
 from steering.errors import SteeringError
 from steering.io.files import write_text
 
@@ -26,7 +26,7 @@ EngineFactory = Callable[[argparse.Namespace, dict[str, Any]], Any]
 USERS_JSON = PROJECT_ROOT / "results" / "bench"  # --users writes here without --json
 
 
-def cmd_bench(args: argparse.Namespace, config: dict[str, Any], engine_factory: EngineFactory | None = None) -> int:
+def cmd_bench(args: argparse.Namespace, config: Config, engine_factory: EngineFactory | None = None) -> int:
     """Run the benchmark, print its table; with --json FILE also write FILE and the table as FILE's .md.
 
     Args:

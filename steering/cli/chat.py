@@ -12,6 +12,7 @@ from steering.cli import loading
 from steering.cli.common import add_model_flags, check_input_file, system_prompt
 from steering.cli.common import parse_float as _float
 from steering.cli.steer import add_sampling_flags, behavior_recipe, sampling_settings, steering_choice
+from steering.config import Config
 from steering.core.limits import check_multiplier
 from steering.errors import SteeringError
 
@@ -35,7 +36,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_chat)
 
 
-def cmd_chat(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     """`chat`: print the added (+alpha), unsteered and subtracted (-alpha) answers to one prompt.
 
     The three answers are generated in one batch by `Engine.compare`; the vector is `--vector` or the behavior's

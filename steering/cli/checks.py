@@ -9,6 +9,7 @@ import argparse
 from typing import Any
 
 from steering.cli.common import check_destination
+from steering.config import Config
 from steering.core.limits import check_behavior_name, check_finite, check_multiplier, check_seed
 from steering.errors import SteeringError
 
@@ -56,7 +57,7 @@ def check_new_tokens(value: int, limits: Any, name: str = "--max-new-tokens") ->
         )
 
 
-def check_arguments(args: argparse.Namespace, config: dict[str, Any]) -> None:  # noqa: C901 (a flat list of checks)
+def check_arguments(args: argparse.Namespace, config: Config) -> None:  # noqa: C901 (a flat list of checks)
     """Refuse bad flag values of any subcommand in one line, before files are read or a model loads.
 
     Checked by flag name, so every command (and any later one using the same names) gets the same rules:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from steering.config import Config
 from steering.errors import SteeringError
 from steering.io.files import display_path  # noqa: F401  (re-exported: the commands' path display)
 
@@ -66,7 +67,7 @@ def add_threads_flag(p: Any) -> None:
     )
 
 
-def system_prompt(args: argparse.Namespace, config: dict[str, Any]) -> str | None:
+def system_prompt(args: argparse.Namespace, config: Config) -> str | None:
     """--system-prompt when given (even empty), else config.yaml's generation.system_prompt (None if unset)."""
     value = getattr(args, "system_prompt", None)
     return value if value is not None else config.generation.system_prompt

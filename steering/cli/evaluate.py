@@ -38,7 +38,7 @@ from typing import Any
 from steering.cli import loading
 from steering.cli.common import add_behavior_command, check_destination, check_input_file, system_prompt
 from steering.cli.common import parse_float as _float
-from steering.config import PROJECT_ROOT
+from steering.config import PROJECT_ROOT, Config
 from steering.core.datasets import load_ab_dataset, load_open_ended
 from steering.core.limits import check_behavior_name, check_multiplier
 from steering.errors import SteeringError
@@ -106,13 +106,13 @@ def _check_count(value: int | None, flag: str) -> None:
         raise SteeringError(f"{flag} must be at least 1, got {value}")
 
 
-def _check_multipliers(values: list[float] | None, flag: str, config: dict[str, Any]) -> None:
+def _check_multipliers(values: list[float] | None, flag: str, config: Config) -> None:
     """Each multiplier finite and within config limits.max_abs_multiplier (steering.core.limits.check_multiplier)."""
     for value in values or []:
         check_multiplier(value, config.limits, flag)
 
 
-def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     """`evaluate`: one behavior (--behavior X, results in --out, default results/eval/X/), or every shipped
     behavior that has vectors for the model (--behavior all: each in <out>/<behavior>/, default results/eval/,
     then the per-behavior table <out>/behaviors.md, printed). Inputs are checked before the model loads.
@@ -142,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace, config: dict[str, Any]) -> int:
     return 0
 
 
-def _check_known(config: dict[str, Any], behavior: str, given_files: bool = False) -> None:
+def _check_known(config: Config, behavior: str, given_files: bool = False) -> None:
     """A behavior without a datasets/<behavior>/ folder is an error naming the known ones (unless --ab and the
     open-ended file are given, which need no folder).
 
@@ -158,7 +158,7 @@ def _check_known(config: dict[str, Any], behavior: str, given_files: bool = Fals
     raise SteeringError(f"unknown behavior '{behavior}'; known: {', '.join(known)}")
 
 
-def _prepare(args: argparse.Namespace, config: dict[str, Any], behavior: str, out: str | Path | None) -> dict[str, Any]:
+def _prepare(args: argparse.Namespace, config: Config, behavior: str, out: str | Path | None) -> dict[str, Any]:
     """A behavior's inputs, read and checked before the model loads: its A/B and open-ended test questions
     (--ab / --open-ended, else datasets/<behavior>/test_ab.json and test_open_ended.json), its judge
     (steering.core.behaviors.judge_for: the card's) and the output folder (default results/eval/<behavior>/)."""
@@ -194,7 +194,7 @@ def _prepare(args: argparse.Namespace, config: dict[str, Any], behavior: str, ou
     }
 
 
-def _evaluate_all(args: argparse.Namespace, config: dict[str, Any], make_engine: Any) -> int:
+def _evaluate_all(args: argparse.Namespace, config: Config, make_engine: Any) -> int:
     """--behavior all: every shipped behavior with vectors for the model, one model load, then the table.
 
     Every card and test file is checked before the model loads; a behavior without vectors for the model is

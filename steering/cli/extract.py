@@ -11,7 +11,7 @@ from typing import Any
 
 from steering.cli import loading
 from steering.cli.common import add_behavior_command, check_destination, check_input_file, display_path, system_prompt
-from steering.config import override
+from steering.config import Config, override
 from steering.core.datasets import file_sha256, load_ab_dataset
 from steering.core.prompts import READ_MODES
 from steering.errors import SteeringError
@@ -100,7 +100,7 @@ def _save_vector_set(
     return vset
 
 
-def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def _extract_instructions(args: argparse.Namespace, config: Config) -> int:
     """extract --method instructions: the refusal direction of Arditi et al. 2024 (mean activation over
     harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
     from steering.extract.extraction import (  # lazy: imports torch (--help stays fast)
@@ -151,7 +151,7 @@ def _extract_instructions(args: argparse.Namespace, config: dict[str, Any]) -> i
     return 0
 
 
-def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_extract(args: argparse.Namespace, config: Config) -> int:
     """`extract`: build steering vectors from a behavior's A/B pairs and save them (CAA's generate_vectors.py).
 
     The method of Rimsky et al. 2023 (arXiv 2312.06681), section 3: for each layer, the mean over pairs of the
@@ -238,7 +238,7 @@ def cmd_extract(args: argparse.Namespace, config: dict[str, Any]) -> int:
     return 0
 
 
-def _extract_destination(args: argparse.Namespace, config: dict[str, Any], pairs: int | None) -> Path:
+def _extract_destination(args: argparse.Namespace, config: Config, pairs: int | None) -> Path:
     """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
     layers or pairs the new one lacks unless --force (steering.io.vector_files.replacement_check)."""

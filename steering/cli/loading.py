@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from steering.config import Config
+
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The model flags of `args` (steering.cli.common.add_model_flags) as ModelSettings overrides; None = not given."""
@@ -26,7 +28,7 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k, None) for k in keys}
 
 
-def load_engine(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+def load_engine(args: argparse.Namespace, config: Config) -> Any:
     """Load the command's model: a steering.engine.Engine from `config` with the model flags of `args` applied.
 
     Raises:

@@ -11,6 +11,7 @@ from steering.cli.common import add_model_flags, check_destination, check_input_
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
 from steering.cli.steer import add_sampling_flags, read_mode_of, sampling_settings, steering_choice
+from steering.config import Config
 from steering.core.datasets import load_open_ended
 from steering.io.files import write_json
 
@@ -36,7 +37,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_test)
 
 
-def cmd_test(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_test(args: argparse.Namespace, config: Config) -> int:
     """`test`: answer open-ended questions at several multipliers (the paper's test.py, open-ended part).
 
     For each multiplier writes `<out>/test_results_x<multiplier>.json` with the added, subtracted and unsteered

@@ -8,6 +8,7 @@ from typing import Any
 
 from steering.cli.checks import check_new_tokens, flag_name
 from steering.cli.common import parse_float as _float
+from steering.config import Config
 from steering.core.limits import check_finite, check_seed
 from steering.errors import SteeringError
 
@@ -21,7 +22,7 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system-prompt")
 
 
-def sampling_settings(args: argparse.Namespace, config: dict[str, Any]) -> Any:
+def sampling_settings(args: argparse.Namespace, config: Config) -> Any:
     """The sampling settings of a command: its flags, else config `generation:`, checked against `limits:`.
 
     Raises:

@@ -13,7 +13,7 @@ from steering.cli.common import add_behavior_command
 from steering.cli.common import display_path as _display_path
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
-from steering.config import home
+from steering.config import Config, home
 from steering.core.datasets import file_sha256, load_open_ended
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
@@ -78,7 +78,7 @@ def _spread(items: list, limit: int) -> list:
     return [items[(i * len(items)) // limit] for i in range(limit)]
 
 
-def cmd_tune(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     """`tune`: search layer x band x operator x strength for a behavior's recipe and write the winner.
 
     Scores every setting on a tuning split of open-ended questions (never the test set), as the module

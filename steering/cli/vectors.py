@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from steering.cli.common import add_threads_flag, check_destination, check_input_file
+from steering.config import Config
 
 
 def register(sub: Any) -> None:
@@ -29,7 +30,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_export_gguf)
 
 
-def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_compare_vectors(args: argparse.Namespace, config: Config) -> int:
     """`compare-vectors`: print the cosine similarity per layer of two vector sets (and their mean).
 
     Args:
@@ -58,7 +59,7 @@ def cmd_compare_vectors(args: argparse.Namespace, config: dict[str, Any]) -> int
     return 0
 
 
-def cmd_export_gguf(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def cmd_export_gguf(args: argparse.Namespace, config: Config) -> int:
     """`export-gguf`: write a vector set as a llama.cpp control vector (.gguf), layer 0 left out.
 
     Args:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from steering.config import Config
+
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'})
 _SPACE = re.compile(r"\s+")
 _UNITS = re.compile(r"\w+|[^\w\s]")
@@ -51,7 +53,7 @@ class RefusalDetector:
         self.phrases: tuple[str, ...] = tuple(dict.fromkeys(cleaned))
 
     @classmethod
-    def from_config(cls, config: dict) -> RefusalDetector:
+    def from_config(cls, config: Config) -> RefusalDetector:
         """The refusal judge's phrases: config `evaluation.refusal_phrases` when set (an override), else the
         refusal card's (datasets/refusal/behavior.yaml, steering.core.behaviors.judge_for), else the defaults."""
         from steering.core.behaviors import judge_for

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from steering import evaluation as ev
+from steering.config import Config
 from steering.core.layers import check_layer
 from steering.core.limits import model_context_length
 from steering.core.prompts import pad_token_id
@@ -45,7 +46,7 @@ def default_multipliers(m: float) -> list[float]:
     return [-2 * m, -m, -m / 2, 0.0, m / 2, m, 2 * m]
 
 
-def run_behavior(args: Any, config: dict[str, Any], engine: Any, prepared: dict[str, Any]) -> dict:  # noqa: C901
+def run_behavior(args: Any, config: Config, engine: Any, prepared: dict[str, Any]) -> dict:  # noqa: C901
     """Run one behavior's evaluation (A/B sweep, open-ended answers, controls, reliability) and write its files.
 
     Args:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from steering.config import Config
 from steering.errors import SteeringError
 
 # One build per (vectors file) at a time in this process: two users pressing the button build once.
@@ -51,7 +52,7 @@ class BuildResult:
         )
 
 
-def dataset_file(config: dict[str, Any], behavior: str) -> Path:
+def dataset_file(config: Config, behavior: str) -> Path:
     """The A/B file vectors of `behavior` are built from: the card's `generate` file, else generate.json.
 
     Raises:
@@ -63,7 +64,7 @@ def dataset_file(config: dict[str, Any], behavior: str) -> Path:
     return generate_file(config, check_behavior_name(behavior))
 
 
-def buildable_behaviors(config: dict[str, Any]) -> list[str]:
+def buildable_behaviors(config: Config) -> list[str]:
     """Behaviors whose A/B dataset ships (a valid name and an existing generate file), sorted."""
     from steering.core.limits import check_behavior_name
 
@@ -90,7 +91,7 @@ def missing_behaviors(engine: Any) -> list[str]:
 _PROBLEMS: dict[str, tuple[tuple[int, int], str | None]] = {}
 
 
-def dataset_problem(config: dict[str, Any], behavior: str, read_mode: str | None = None) -> str | None:
+def dataset_problem(config: Config, behavior: str, read_mode: str | None = None) -> str | None:
     """Why `behavior`'s A/B dataset cannot be built from (its one-line error), or None when it loads.
 
     Args:
@@ -371,7 +372,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_build_vectors)
 
 
-def cmd_build_vectors(args: Any, config: dict[str, Any]) -> int:
+def cmd_build_vectors(args: Any, config: Config) -> int:
     """Build the missing (or the named) behaviors' vectors for the loaded model, with tqdm bars.
 
     A behavior that cannot be built (e.g. its dataset is not valid JSON) is skipped with a one-line report

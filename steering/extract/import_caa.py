@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from steering.config import Config
 from steering.errors import SteeringError
 
 # the paper's file -> this project's file, per behavior
@@ -418,7 +419,7 @@ def _parse_rename(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def cmd_import_caa(args: Any, config: dict[str, Any]) -> int:
+def cmd_import_caa(args: Any, config: Config) -> int:
     """Run import-caa: print what was found, written, left alone and skipped (and why).
 
     Returns:

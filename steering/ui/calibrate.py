@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from steering.config import Config
 from steering.core.limits import Limits, check_multiplier
 from steering.errors import SteeringError
 from steering.ui.chat import VectorChoice, check_upload
@@ -115,7 +116,7 @@ def parse_multipliers(text: str | None, limits: Limits | None = None) -> list[fl
     return sorted(values)
 
 
-def datasets_dir(config: dict[str, Any]) -> Path:
+def datasets_dir(config: Config) -> Path:
     """The config's datasets folder (absolute; see steering/config.py for where it is)."""
 
     return config.datasets_dir
