@@ -50,7 +50,6 @@ __all__ = [
     "ModelSteering",
     "PROJECT_ROOT",
     "SteeringDefaults",
-    "data_dir",
     "home",
     "load_config",
     "model_defaults",
@@ -59,7 +58,6 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the source checkout (or site-packages when installed)
-DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.yaml"
 HOME_ENV = "LLAMA_STEERING_HOME"
 DATA_DIRS = ("vectors_dir", "datasets_dir", "results_dir")  # folders resolved by the rule above
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -330,13 +328,6 @@ def home() -> Path:
     if (PROJECT_ROOT / "pyproject.toml").is_file():
         return PROJECT_ROOT
     return Path.cwd()
-
-
-def data_dir(config: Config, key: str) -> Path:
-    """A data folder of `config` ('vectors_dir', 'datasets_dir' or 'results_dir'), absolute."""
-    if key not in DATA_DIRS:
-        raise KeyError(key)
-    return Path(getattr(config, key))
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -202,3 +202,21 @@ def test_to_dict_is_a_plain_view():
     assert view["app"]["port"] == 7860 and isinstance(view["vectors_dir"], str) and view["models"] == {}
     assert yaml.safe_load(yaml.safe_dump(view)) == view  # plain types only
     assert override(Config(), view) == Config()  # round trip
+
+
+def test_cli_sampling_flags_override_the_generation_section(tmp_path):
+    from steering.cli.parser import build_parser
+    from steering.cli.steer import sampling_settings
+
+    config = load_config(
+        _file(tmp_path, {"generation": {"max_new_tokens": 5, "seed": 3}, "limits": {"max_new_tokens": 6}})
+    )
+    args = build_parser().parse_args(["chat", "--prompt", "hi", "--temperature", "0.5"])
+    settings = sampling_settings(args, config)
+    assert (settings.max_new_tokens, settings.temperature, settings.top_p, settings.seed) == (5, 0.5, 1.0, 3)
+    too_many = override(config, {"generation.max_new_tokens": 7})
+    with pytest.raises(SteeringError, match="config generation.max_new_tokens"):  # named by where it came from
+        sampling_settings(args, too_many)
+    args = build_parser().parse_args(["chat", "--prompt", "hi", "--max-new-tokens", "9"])
+    with pytest.raises(SteeringError, match="--max-new-tokens"):
+        sampling_settings(args, config)

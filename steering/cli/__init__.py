@@ -26,8 +26,9 @@ import warnings
 from typing import Sequence
 
 from steering.cli.checks import check_arguments
+from steering.cli.loading import model_overrides
 from steering.cli.parser import build_parser
-from steering.config import load_config
+from steering.config import load_config, override
 from steering.errors import SteeringError
 
 __all__ = ["build_parser", "main"]
@@ -64,7 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(getattr(args, "config", None))
+        # the model flags over config `model:` (the app does the same; steering.config.override)
+        config = override(
+            load_config(getattr(args, "config", None)), model=model_overrides(args), source="command line"
+        )
         if hasattr(args, "behavior") and args.behavior is None:
             args.behavior = config.behavior
         check_arguments(args, config)  # every flag's range, before files are read or a model loads
@@ -72,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(args, "threads"):
             from steering.models import set_threads  # lazy: imports torch (--help stays fast)
 
-            set_threads(args.threads if args.threads is not None else config.model.threads)
+            set_threads(config.model.threads)
         return args.func(args, config)
     except SteeringError as exc:
         detail = f" ({exc.detail})" if getattr(exc, "detail", None) else ""

@@ -8,7 +8,7 @@ from typing import Any
 
 from steering.cli.checks import check_new_tokens, flag_name
 from steering.cli.common import parse_float as _float
-from steering.config import Config
+from steering.config import Config, override
 from steering.core.limits import check_finite, check_seed
 from steering.errors import SteeringError
 
@@ -31,23 +31,20 @@ def sampling_settings(args: argparse.Namespace, config: Config) -> Any:
     """
     from steering.decode.generation import SamplingSettings  # lazy: imports torch
 
-    gen = config.generation
+    flags = {name: getattr(args, name, None) for name in ("max_new_tokens", "temperature", "top_p", "seed")}
+    gen = override(config, generation=flags, source="command line").generation  # the flags over config
 
-    def pick(name: str) -> tuple[Any, str]:
-        value = getattr(args, name, None)
-        return (value, flag_name(name)) if value is not None else (getattr(gen, name), f"config generation.{name}")
+    def where(name: str) -> str:  # the flag or config key a bad value came from
+        return flag_name(name) if flags[name] is not None else f"config generation.{name}"
 
-    (tokens, tokens_name), (seed, seed_name) = pick("max_new_tokens"), pick("seed")
-    if isinstance(tokens, bool) or not isinstance(tokens, int):
-        raise SteeringError(f"{tokens_name} must be a whole number, got {tokens!r}")
-    check_new_tokens(tokens, config.limits, tokens_name)
-    values = {name: check_finite(pick(name)[0], pick(name)[1]) for name in ("temperature", "top_p")}
+    check_new_tokens(gen.max_new_tokens, config.limits, where("max_new_tokens"))
+    values = {name: check_finite(getattr(gen, name), where(name)) for name in ("temperature", "top_p")}
     try:
         return SamplingSettings(
-            max_new_tokens=tokens,
+            max_new_tokens=gen.max_new_tokens,
             temperature=values["temperature"],
             top_p=values["top_p"],
-            seed=None if seed is None else check_seed(seed, seed_name),
+            seed=None if gen.seed is None else check_seed(gen.seed, where("seed")),
         )
     except (ValueError, TypeError) as exc:
         raise SteeringError(f"generation settings: {exc}") from None
