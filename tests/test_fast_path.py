@@ -366,3 +366,36 @@ def test_fast_path_logits_match_eager_at_every_step(model, tiny_tokenizer, vecto
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (step, float((a - b).abs().max()))
     # the steering is in those logits: rows 0 and 2 (Q1 steered +/-) differ from each other at every step
     assert all(float((a[0] - a[2]).abs().max()) > 1e-2 for a in got)
+
+
+def test_compiled_pieces_give_the_same_tokens_and_come_off_with_the_hooks(model, tiny_tokenizer, vector):
+    """The CUDA-graph path's compiled RMSNorm / MLP (CompiledPieces; backend "eager" here): one compiled forward
+    per class for the one-token steps, the same tokens as without, and steering.remove() restores the modules."""
+    from steering.decode.fast_path import CompiledPieces
+
+    convs, alphas = [Q1, Q2, Q1], [3.0, 0.0, -3.0]
+    plain = FastPath(model, compile=False, bucket=64)
+    assert plain.pieces is None  # off unless CUDA graphs (or asked for)
+    want = plain.generate(tiny_tokenizer, convs, alphas, SteeringSpec(1, vector), GREEDY).token_ids
+    plain.steering.remove()
+    fast = FastPath(model, compile=False, bucket=64, compile_pieces=True, pieces_backend="eager")
+    pieces = fast.pieces
+    assert isinstance(pieces, CompiledPieces)
+    blocks = len(model.model.layers)
+    assert len(pieces.patched) == 3 * blocks  # two RMSNorms and the MLP per block
+    assert {cls.__name__ for cls in pieces.compiled} == {"LlamaRMSNorm", "LlamaMLP"}
+    calls = []
+    compiled_mlp = pieces.compiled[type(model.model.layers[0].mlp)]
+    pieces.compiled[type(model.model.layers[0].mlp)] = lambda *a, **k: calls.append(1) or compiled_mlp(*a, **k)
+    for module in pieces.patched:  # rebuild the wrappers around the counting function
+        del module.forward
+    pieces.patched = []
+    for block in model.model.layers:
+        for module in (block.input_layernorm, block.post_attention_layernorm, block.mlp):
+            module.forward = pieces._forward(module, type(module).forward, pieces.compiled[type(module)])
+            pieces.patched.append(module)
+    got = fast.generate(tiny_tokenizer, convs, alphas, SteeringSpec(1, vector), GREEDY).token_ids
+    assert got == want
+    assert len(calls) == blocks * (GREEDY.max_new_tokens - 1)  # every one-token step, never the prompt
+    fast.steering.remove()
+    assert all("forward" not in vars(m) for block in model.model.layers for m in block.modules())
