@@ -242,23 +242,24 @@ def test_incremental_decoding_waits_for_whole_characters(tiny_tokenizer):
     assert shown == "Héllo wörld, 你好 🙂!"
 
 
-def test_lookahead_decoding_gives_the_same_tokens_and_stops_on_time(model, tiny_tokenizer, vector, monkeypatch):
+def test_lookahead_decoding_gives_the_same_tokens_and_stops_on_time(model, tiny_tokenizer, vector):
     import threading
-
-    import steering.decode.generation as generation
 
     model.generation_config.eos_token_id = tiny_tokenizer.convert_tokens_to_ids("<|end|>")
     try:
         settings = SamplingSettings(max_new_tokens=12)
         args = dict(multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(1, vector), settings=settings)
-        monkeypatch.setattr(generation, "LOOKAHEAD", False)
-        plain = generate(model, tiny_tokenizer, [Q1, Q2, Q1], **args)
-        sampled = generate(model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(temperature=1.0, seed=3))
-        monkeypatch.setattr(generation, "LOOKAHEAD", True)
+        plain = generate(model, tiny_tokenizer, [Q1, Q2, Q1], lookahead=False, **args)
+        sampled = generate(
+            model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(temperature=1.0, seed=3), lookahead=False
+        )
+        args["lookahead"] = True
         assert generate(model, tiny_tokenizer, [Q1, Q2, Q1], **args).token_ids == plain.token_ids
         fast = FastPath(model, compile=False, bucket=64)
         assert fast.generate(tiny_tokenizer, [Q1, Q2, Q1], **args).token_ids == plain.token_ids
-        again = generate(model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(temperature=1.0, seed=3))
+        again = generate(
+            model, tiny_tokenizer, [Q1, Q2], settings=SamplingSettings(temperature=1.0, seed=3), lookahead=True
+        )
         assert again.token_ids == sampled.token_ids
         stop, seen = threading.Event(), []
 

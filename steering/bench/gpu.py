@@ -95,7 +95,7 @@ def run_gpu_bench(
     settings = SamplingSettings(max_new_tokens=tokens)
     prompt3 = [PROMPT] * 3
 
-    def eager3(on_text: Callable[[list[str]], None] = lambda texts: None) -> Any:
+    def eager3(on_text: Callable[[list[str]], None] = lambda texts: None, lookahead: bool | None = None) -> Any:
         return generate(
             model,
             tokenizer,
@@ -105,6 +105,7 @@ def run_gpu_bench(
             settings=settings,
             ignore_eos=True,
             on_text=on_text,
+            lookahead=lookahead,
         )
 
     log("eager, batch of three")
@@ -162,7 +163,10 @@ def run_gpu_bench(
     graphs = fast.graph_count()
 
     def compiled(
-        alphas: Sequence[float], batch: int = 3, on_text: Callable[[list[str]], None] = lambda texts: None
+        alphas: Sequence[float],
+        batch: int = 3,
+        on_text: Callable[[list[str]], None] = lambda texts: None,
+        lookahead: bool | None = None,
     ) -> Any:
         return fast.generate(
             tokenizer,
@@ -172,6 +176,7 @@ def run_gpu_bench(
             settings=settings,
             ignore_eos=True,
             on_text=on_text,
+            lookahead=lookahead,
         )
 
     compiled([2.0, 0.0, -2.0])
@@ -181,15 +186,9 @@ def run_gpu_bench(
     one_times = [timed(lambda: compiled([0.0], batch=1)) for _ in range(repeats)]
     for alpha in (0.5, 4.0, -3.0):  # the slider moves: no recompile
         compiled([alpha, 0.0, -alpha])
-    import steering.decode.generation as generation
-
-    previous = generation.LOOKAHEAD
-    generation.LOOKAHEAD = False  # the same loops with a host sync before queuing each step
-    try:
-        sync_comp = [timed(lambda: compiled([2.0, 0.0, -2.0])) for _ in range(repeats)]
-        sync_eager = [timed(eager3) for _ in range(repeats)]
-    finally:
-        generation.LOOKAHEAD = previous
+    # the same loops with a host sync before queuing each step (tokens.TokenReader without lookahead)
+    sync_comp = [timed(lambda: compiled([2.0, 0.0, -2.0], lookahead=False)) for _ in range(repeats)]
+    sync_eager = [timed(lambda: eager3(lookahead=False)) for _ in range(repeats)]
     same = [sum(a == b for a, b in zip(x, y)) / len(x) for x, y in zip(eager_tokens, comp_tokens)]
     results["compiled"] = {
         "tokens": tokens,

@@ -10,7 +10,7 @@
   so plain generation goes through the same graph.
 * The KV cache is a transformers StaticCache, one per (batch, length bucket), reused and reset
   between requests; the attention mask is padded to the cache length, so every decoding step has
-  the same shapes (generation.generate does that for any static cache).
+  the same shapes (decoder.StaticDecoder does that for any static cache).
 * The one-token decoding step runs compiled (inductor, CUDA graphs: mode "reduce-overhead"); the
   prompt (prefill) runs eager, since its length changes with every prompt.
 * warm_up() compiles at start, so the first user does not wait for the compiler.
@@ -38,6 +38,7 @@ import torch
 from steering.core.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
 from steering.core.layers import check_layer, decoder_layers
 from steering.core.prompts import Message
+from steering.decode.decoder import StaticDecoder
 from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
 
 log = logging.getLogger(__name__)
@@ -412,7 +413,7 @@ class FastPath:
 
     def cache_factory(self, batch: int, total: int) -> Any:
         """A transformers StaticCache for `batch` rows and at least `total` tokens, reused (reset) when one of that
-        size exists; at most MAX_CACHES are kept, least recently used dropped first (generate()'s cache_factory).
+        size exists; at most MAX_CACHES are kept, least recently used dropped first (StaticDecoder's cache_factory).
 
         Args:
             batch: rows in the generation.
@@ -439,13 +440,13 @@ class FastPath:
         self._caches[key] = cache  # most recently used last
         return cache
 
+    def decoder(self) -> StaticDecoder:
+        """This fast path's decoder backend (decoder.StaticDecoder): its static caches and its decoding step."""
+        return StaticDecoder(self.model, self.cache_factory, self.decode_step)
+
     def generate_kwargs(self) -> dict[str, Any]:
         """The generate() keyword arguments that route a call through this fast path (the benchmark)."""
-        return {
-            "cache_factory": self.cache_factory,
-            "decode_forward": self.decode_step,
-            "steering_context": self.steering.context,
-        }
+        return {"decoder": self.decoder(), "steering_context": self.steering.context}
 
     def takes(self, batch: int) -> bool:
         """Whether a batch of `batch` rows should run here (see the class docstring)."""
@@ -458,7 +459,7 @@ class FastPath:
             kwargs: the model's forward keyword arguments (input_ids (batch, 1), position_ids, past_key_values, ...).
 
         Returns:
-            The model's output (logits (batch, 1, vocab)), as generate()'s decode_forward.
+            The model's output (logits (batch, 1, vocab)), as StaticDecoder's step.
         """
         if self.graphs is not None:
             return self.graphs(**kwargs)
@@ -500,8 +501,7 @@ class FastPath:
             multipliers=multipliers,
             steer=steer,
             settings=settings,
-            cache_factory=self.cache_factory,
-            decode_forward=self.decode_step,
+            decoder=self.decoder(),
             steering_context=self.steering.context,
             **kwargs,
         )
