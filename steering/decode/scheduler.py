@@ -13,15 +13,16 @@ How a request runs (the eager path, dynamic KV cache, CPU or GPU):
    hooks), into a KV cache of its own, and its first token is chosen with its own random stream.
 3. Its cache is merged into the running batch's: both are left-padded to the same length (padding is
    masked out of attention) and concatenated along the batch. From the next step on its rows decode
-   with everybody else's, in one forward pass; a per-row hook (`_BatchSteering`) applies each request's
+   with everybody else's, in one forward pass; a per-row hook (batch_steering.BatchSteering) applies each request's
    own plan to its own rows (rows steered at different layers or with different vectors in one batch).
 4. Finished (every row at end-of-turn or max_new_tokens), stopped (its stop event) or failed requests
    leave; their rows are removed from the cache and the batch shrinks (padding columns no longer
    needed by anyone are trimmed).
 
-Fairness: a request's tokens depend only on its own rows. The token choice (generation._next_tokens)
-runs on the request's own logits with the request's own generator, seeded by its seed, one Gumbel-noise
-vector per step exactly as when it runs alone; so sampled rows get the same random draws as alone.
+Fairness: a request's tokens depend only on its own rows. The token choice (sampling.TokenChoice, the
+same as generate()'s) runs on the request's own logits with the request's own generator, seeded by its
+seed, one Gumbel-noise vector per step exactly as when it runs alone; so sampled rows get the same random
+draws as alone.
 The forward pass itself is row-independent in exact arithmetic; in floating point a batch of another
 size or padding may round the last bits differently (as any batched inference), which can flip a token
 only where two logits nearly tie. The tests (tests/test_scheduler.py) and `steering bench --users`
@@ -44,26 +45,24 @@ import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from steering.core.hooks import SteeringPlan, apply_steering, steering_active, unit_vector
 from steering.core.hooks import steer as apply_plan
 from steering.core.layers import decoder_layers
 from steering.core.limits import Limits, model_context_length
-from steering.core.prompts import Message, build_messages, chat_prompt, common_prefix_length, pad_token_id
-from steering.decode.generation import (
-    GenerationResult,
-    SamplingSettings,
-    _decode,
-    _next_tokens,
-    _StreamingText,
-    check_prompt_budget,
-    eos_token_ids,
-)
+from steering.core.prompts import build_messages, chat_prompt
+from steering.decode.batch import PromptBatch, check_prompt_budget
+from steering.decode.batch_steering import BatchSteering, cache_layers, left_pad, mergeable
+from steering.decode.decoder import EagerDecoder
+from steering.decode.generation import GenerationResult
+from steering.decode.requests import ActiveRequest, Request, SchedulerStats, Ticket
+from steering.decode.sampling import TokenChoice, eos_token_ids
+from steering.decode.tokens import Replies
 from steering.errors import SteeringError
+
+__all__ = ["Request", "Scheduler", "SchedulerStats", "Ticket", "mergeable"]
 
 log = logging.getLogger(__name__)
 
@@ -77,233 +76,6 @@ def _close_all() -> None:
     the process with "terminate called without an active exception")."""
     for scheduler in list(_OPEN):
         scheduler.close()
-
-
-@dataclass
-class Request:
-    """One user's generation: one reply per conversation (row), all rows steered by `plan`.
-
-    Args:
-        conversations: one conversation (list of {"role", "content"} messages) per row.
-        plan: a hooks.SteeringPlan with one value per row, or None (no steering).
-        settings: max_new_tokens, temperature, top_p, seed (this request's own random stream).
-        system_prompt: the system prompt of every row (None: the template's default).
-        on_text: called with the rows' texts after every step (streaming); an exception in it fails
-            this request only.
-        stop_event: set it to end this request early (its result has stopped=True); others go on.
-        ignore_eos: generate exactly max_new_tokens per row (the benchmark).
-        meter: a steering.ui.meter.Meter reading this request's rows (one (rows,) value per step, the pass that
-            chose the token, before its block's own steering), as generate(steering_context=meter...) does.
-    """
-
-    conversations: Sequence[Sequence[Message]]
-    plan: SteeringPlan | None = None
-    settings: SamplingSettings = SamplingSettings()
-    system_prompt: str | None = None
-    on_text: Callable[[list[str]], None] | None = None
-    stop_event: threading.Event | None = None
-    ignore_eos: bool = False
-    meter: Any = None
-
-
-@dataclass
-class Ticket:
-    """A submitted request: wait() for its GenerationResult; times (time.perf_counter seconds) and how
-    many decoding steps it shared with other requests (`shared_steps`, 0 when it ran alone)."""
-
-    request: Request
-    submitted: float = field(default_factory=time.perf_counter)
-    first_token: float | None = None
-    finished: float | None = None
-    shared_steps: int = 0
-    most_requests: int = 0  # the most requests in the batch during one of its steps (itself included)
-    joined_running: bool = False  # admitted while another request was already decoding
-    result: GenerationResult | None = None
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-
-    def wait(self, timeout: float | None = None) -> GenerationResult:
-        """The request's result; re-raises the request's own error. Raises TimeoutError after `timeout` s."""
-        if not self.done.wait(timeout):
-            raise TimeoutError("the request did not finish in time")
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-@dataclass
-class SchedulerStats:
-    """Counters for tests, the app and the benchmark.
-
-    steps: batched decoding steps run; requests: requests finished (any way); joined_running: requests
-    admitted while another one was decoding (a late joiner); most_requests / most_rows: the largest
-    batch seen; refused: requests refused because the queue was full; batch_log: (step, requests, rows)
-    of the last 1000 steps.
-    """
-
-    steps: int = 0
-    requests: int = 0
-    joined_running: int = 0
-    most_requests: int = 0
-    most_rows: int = 0
-    refused: int = 0
-    batch_log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
-
-
-class _Active:
-    """A request that is decoding: its rows' state (a contiguous slice of the batch)."""
-
-    def __init__(
-        self,
-        ticket: Ticket,
-        rows: int,
-        steer_from: list[int],
-        generator: torch.Generator | None,
-        eos: set[int],
-        tokenizer: Any,
-    ) -> None:
-        self.ticket = ticket
-        self.request = ticket.request
-        self.rows = rows
-        self.steer_from = steer_from
-        self.generator = generator
-        self.eos = eos
-        self.generated: list[list[int]] = [[] for _ in range(rows)]
-        self.finished = [False] * rows
-        self.steps = 0  # tokens chosen so far per row (the prefill's first token included)
-        self.stopped = False
-        self.texts = _StreamingText(tokenizer, rows) if self.request.on_text is not None else None
-        self.units: dict[int, torch.Tensor] = {}
-
-    def take(self, tokens: list[int]) -> None:
-        """Record one step's chosen tokens (as generate() does) and stream the texts."""
-        self.steps += 1
-        for row, token in enumerate(tokens):
-            if self.finished[row]:
-                continue
-            if token in self.eos:
-                self.finished[row] = True
-            else:
-                self.generated[row].append(token)
-        if self.texts is not None:
-            self.request.on_text(self.texts.update(self.generated))  # type: ignore[misc]
-
-    @property
-    def complete(self) -> bool:
-        return all(self.finished) or self.steps >= self.request.settings.max_new_tokens
-
-
-class _BatchSteering:
-    """Forward hooks for a batched decoding step: each request's plan on its own rows.
-
-    For every steered layer and every request steering it, hooks.apply_steering (the one steering formula)
-    runs on that request's rows with that request's vector and per-row add / project / target, so rows
-    at different layers, with different vectors or operators, share one forward pass. Requests steering
-    a layer with the very same vector tensor are grouped into one call.
-    """
-
-    def __init__(self, model: Any, groups: list[tuple[int, int, SteeringPlan | None, list[int], Any]]) -> None:
-        self.blocks = decoder_layers(model)
-        self.by_layer: dict[int, list[tuple[int, int, Any, list[int]]]] = {}
-        self.meters: list[tuple[int, int, Any]] = []  # (start, stop, Meter) of metered requests
-        for start, stop, plan, steer_from, meter in groups:
-            if meter is not None:
-                self.meters.append((start, stop, meter))
-            if plan is None:
-                continue
-            for layer, spec in plan.layers.items():
-                self.by_layer.setdefault(layer, []).append((start, stop, spec, steer_from))
-        self.handles: list[Any] = []
-        self._cache: dict[int, list[tuple[int, int, tuple[Any, ...]]]] = {}
-
-    def _placed(self, layer: int, hidden: torch.Tensor) -> list[tuple[int, int, tuple[torch.Tensor, ...]]]:
-        if layer not in self._cache:
-            parts = []
-            for start, stop, spec, steer_from in self.by_layer[layer]:
-                vector = spec.vector.to(hidden.device, hidden.dtype)
-                parts.append(
-                    (
-                        start,
-                        stop,
-                        (
-                            vector,
-                            unit_vector(vector),
-                            spec.add.to(hidden.device, hidden.dtype),
-                            spec.project.to(hidden.device, torch.float32),
-                            spec.target.to(hidden.device, torch.float32),
-                            torch.as_tensor(steer_from, dtype=torch.long, device=hidden.device),
-                        ),
-                    )
-                )
-            self._cache[layer] = parts
-        return self._cache[layer]
-
-    def _hook(self, layer: int) -> Callable[..., Any]:
-        def hook(module: Any, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
-            hidden = output[0] if isinstance(output, tuple) else output
-            positions = kwargs.get("position_ids")
-            if positions is None:
-                raise RuntimeError("the scheduler's steering needs the position_ids of every decoder block")
-            pieces, at = [], 0
-            for start, stop, (vector, unit, add, project, target, steer_from) in self._placed(layer, hidden):
-                if start > at:
-                    pieces.append(hidden[at:start])
-                rows = hidden[start:stop]
-                active = steering_active(positions[start:stop], steer_from, hidden.dtype)
-                pieces.append(apply_steering(rows, vector, unit, add, project, target, active))
-                at = stop
-            if at < hidden.shape[0]:
-                pieces.append(hidden[at:])
-            steered = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-            return (steered,) + tuple(output[1:]) if isinstance(output, tuple) else steered
-
-        return hook
-
-    def _meter_hook(self, start: int, stop: int, meter: Any) -> Callable[..., Any]:
-        def hook(module: Any, args: tuple, output: Any) -> None:
-            hidden = output[0] if isinstance(output, tuple) else output
-            meter.hook(module, args, hidden[start:stop])  # its own rows only
-
-        return hook
-
-    def __enter__(self) -> _BatchSteering:
-        for start, stop, meter in self.meters:  # first: meters read a block before its own steering
-            self.handles.append(self.blocks[meter.layer].register_forward_hook(self._meter_hook(start, stop, meter)))
-        for layer in sorted(self.by_layer):
-            self.handles.append(self.blocks[layer].register_forward_hook(self._hook(layer), with_kwargs=True))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-
-def mergeable(cache: Any) -> bool:
-    """Whether a KV cache can be merged with another along the batch: every layer a plain DynamicLayer
-    (full keys / values). Sliding-window or quantized cache layers are not merged: such a model's requests
-    run one batch after another."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None) or []
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
-
-
-def _cache_tensors(cache: Any) -> list[Any]:
-    layers = getattr(cache, "layers", None)
-    if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
-        raise RuntimeError("the scheduler needs a transformers DynamicCache with per-layer keys / values")
-    return layers
-
-
-def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - tensor.shape[dim]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
 class Scheduler:
@@ -329,7 +101,7 @@ class Scheduler:
         self._worker: threading.Thread | None = None
         self._holding = False  # the worker holds lm.lock
         # the running batch
-        self._active: list[_Active] = []
+        self._active: list[ActiveRequest] = []
         self._cache: Any = None
         self._ids: torch.Tensor | None = None  # (rows, 1) next input token of each row
         self._pos: torch.Tensor | None = None  # (rows, 1) its absolute position
@@ -489,91 +261,46 @@ class Scheduler:
             self._merge(active, cache, ids, pos, mask)
 
     @torch.inference_mode()
-    def _prefill(self, ticket: Ticket) -> tuple[_Active, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """generate()'s first step for one request, alone: its cache, next inputs, mask, first tokens."""
-        from transformers import DynamicCache
-
+    def _prefill(self, ticket: Ticket) -> tuple[ActiveRequest, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """generate()'s first step for one request, alone (the same PromptBatch, EagerDecoder and TokenChoice):
+        its cache, next inputs (rows, 1), next positions (rows, 1), mask (rows, width); its first tokens taken."""
         request, model, tokenizer = ticket.request, self.lm.model, self.lm.tokenizer
-        settings = request.settings
-        prompts = [
-            chat_prompt(tokenizer, build_messages(conv, request.system_prompt)) for conv in request.conversations
-        ]
-        batch = len(prompts)
-        device = next(model.parameters()).device
-        pad_id = pad_token_id(tokenizer)
-        shared = 0  # the shared prefix, computed once for all rows (as generate() does)
-        if batch > 1:
-            shared = min(len(p.input_ids) for p in prompts) - 1
-            if request.plan is not None:
-                shared = min(shared, min(p.steer_from for p in prompts))
-            for prompt in prompts[1:]:
-                shared = common_prefix_length(prompts[0].input_ids, prompt.input_ids, shared)
-        width = max(len(p.input_ids) for p in prompts)
-        input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            own = len(prompt.input_ids) - shared
-            input_ids[row, :shared] = torch.tensor(prompt.input_ids[:shared], dtype=torch.long)
-            input_ids[row, width - own :] = torch.tensor(prompt.input_ids[shared:], dtype=torch.long)
-            attention[row, :shared] = 1
-            attention[row, width - own :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        if shared:
-            model(
-                input_ids=input_ids[:1, :shared],
-                attention_mask=attention[:1, :shared],
-                position_ids=positions[:1, :shared],
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache.batch_repeat_interleave(batch)
-        generator = None
-        if settings.temperature > 0:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(settings.seed if settings.seed is not None else torch.seed())
+        decoder = EagerDecoder(model)
+        batch = PromptBatch.build(
+            model,
+            tokenizer,
+            request.conversations,
+            request.system_prompt,
+            request.settings.max_new_tokens,
+            self.limits,
+            steered=request.plan is not None,
+        )
+        decoder.reset(batch, request.settings.max_new_tokens)
         eos = set() if request.ignore_eos else eos_token_ids(model, tokenizer)
-        steer_from = [p.steer_from for p in prompts]
-        active = _Active(ticket, batch, steer_from, generator, eos, tokenizer)
-
-        def forward() -> Any:
-            return model(
-                input_ids=input_ids[:, shared:],
-                attention_mask=attention,
-                position_ids=positions[:, shared:],
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-
+        choice = TokenChoice(request.settings, batch.rows, eos, batch.pad_id, batch.input_ids.device)
+        active = ActiveRequest(ticket, batch.steer_from, choice, Replies(tokenizer, batch.rows, eos, request.on_text))
         with contextlib.ExitStack() as stack:
             if request.meter is not None:  # registered first: it reads block L before block L's own steering
                 stack.enter_context(request.meter.attached(model))
             if request.plan is not None:
-                stack.enter_context(apply_plan(model, request.plan, steer_from))
-            out = forward()
-        chosen = _next_tokens(out.logits[:, -1, :].float(), settings, generator)
-        done = torch.tensor([False] * batch, device=device)
-        if eos:
-            done = torch.isin(chosen, torch.tensor(sorted(eos), dtype=torch.long, device=device))
-        ids = torch.where(done, torch.tensor(pad_id, device=device), chosen).unsqueeze(-1)
-        pos = positions[:, -1:] + 1
-        active.take(chosen.tolist())
+                stack.enter_context(apply_plan(model, request.plan, batch.steer_from))
+            logits = decoder.prefill()
+        active.take(choice(logits).tolist())
         ticket.first_token = time.perf_counter()
-        return active, cache, ids, pos, attention
+        return active, decoder.cache, choice.feed, decoder.positions, batch.attention
 
-    def _merge(self, active: _Active, cache: Any, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> None:
+    def _merge(
+        self, active: ActiveRequest, cache: Any, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
+    ) -> None:
         """Append a prefilled request's rows to the running batch (both left-padded to one cache length)."""
         if not self._active:
             self._active, self._cache, self._ids, self._pos, self._mask = [active], cache, ids, pos, mask
             return
         width = max(self._mask.shape[1], mask.shape[1])  # type: ignore[union-attr]
-        for mine, theirs in zip(_cache_tensors(self._cache), _cache_tensors(cache)):
-            mine.keys = torch.cat([_left_pad(mine.keys, width, -2), _left_pad(theirs.keys, width, -2)])
-            mine.values = torch.cat([_left_pad(mine.values, width, -2), _left_pad(theirs.values, width, -2)])
-        self._mask = torch.cat([_left_pad(self._mask, width, 1), _left_pad(mask, width, 1)])  # type: ignore[arg-type]
+        for mine, theirs in zip(cache_layers(self._cache), cache_layers(cache)):
+            mine.keys = torch.cat([left_pad(mine.keys, width, -2), left_pad(theirs.keys, width, -2)])
+            mine.values = torch.cat([left_pad(mine.values, width, -2), left_pad(theirs.values, width, -2)])
+        self._mask = torch.cat([left_pad(self._mask, width, 1), left_pad(mask, width, 1)])  # type: ignore[arg-type]
         self._ids = torch.cat([self._ids, ids])  # type: ignore[list-item]
         self._pos = torch.cat([self._pos, pos])  # type: ignore[list-item]
         self._active.append(active)
@@ -581,7 +308,7 @@ class Scheduler:
     @torch.inference_mode()
     def _step(self) -> None:
         """One decoding step of every row of the batch; then finished / stopped requests leave."""
-        model, tokenizer = self.lm.model, self.lm.tokenizer
+        model = self.lm.model
         # requests stopped since the last step leave before it
         for active in [a for a in self._active if a.request.stop_event is not None and a.request.stop_event.is_set()]:
             active.stopped = True
@@ -600,7 +327,7 @@ class Scheduler:
             start += active.rows
         assert self._mask is not None  # a batch is decoding
         mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
-        with _BatchSteering(model, groups):
+        with BatchSteering(model, groups):
             out = model(
                 input_ids=self._ids,
                 attention_mask=mask,
@@ -611,16 +338,11 @@ class Scheduler:
             )
         self._mask = mask
         logits = out.logits[:, -1, :].float()
-        pad = torch.tensor(pad_token_id(tokenizer), device=logits.device)
         next_ids: list[torch.Tensor] = []
-        leaving: list[tuple[_Active, BaseException | None]] = []
+        leaving: list[tuple[ActiveRequest, BaseException | None]] = []
         for (start, stop, *_), active in zip(groups, self._active):
-            chosen = _next_tokens(logits[start:stop], active.request.settings, active.generator)
-            tokens = chosen.tolist()
-            finished = torch.tensor(
-                [f or t in active.eos for f, t in zip(active.finished, tokens)], device=chosen.device
-            )
-            next_ids.append(torch.where(finished, pad, chosen))
+            tokens = active.choice(logits[start:stop]).tolist()  # its own stream and end-of-sequence state
+            next_ids.append(active.choice.feed)
             if len(self._active) > 1:
                 active.ticket.shared_steps += 1
             active.ticket.most_requests = max(active.ticket.most_requests, len(self._active))
@@ -631,14 +353,14 @@ class Scheduler:
                 continue
             if active.complete:
                 leaving.append((active, None))
-        self._ids = torch.cat(next_ids).unsqueeze(-1)
+        self._ids = torch.cat(next_ids)
         assert self._pos is not None
         self._pos = self._pos + 1
         for active, error in leaving:
             self._remove(active)
             self._finish(active, error=error)
 
-    def _remove(self, active: _Active) -> None:
+    def _remove(self, active: ActiveRequest) -> None:
         """Drop a request's rows from the batch (cache, inputs, mask); trim padding nobody needs."""
         start = 0
         for other in self._active:
@@ -657,22 +379,17 @@ class Scheduler:
         self._mask = mask[:, first:]
         self._ids = self._ids.index_select(0, keep)  # type: ignore[union-attr]
         self._pos = self._pos.index_select(0, keep)  # type: ignore[union-attr]
-        for layer in _cache_tensors(self._cache):
+        for layer in cache_layers(self._cache):
             rows = keep.to(layer.keys.device)  # device_map models: each layer's cache on its own device
             layer.keys = layer.keys.index_select(0, rows)[..., first:, :]
             layer.values = layer.values.index_select(0, rows)[..., first:, :]
 
-    def _finish(self, active: _Active, error: BaseException | None = None) -> None:
+    def _finish(self, active: ActiveRequest, error: BaseException | None = None) -> None:
         ticket = active.ticket
         if error is not None:
             ticket.error = error
         else:
-            ticket.result = GenerationResult(
-                _decode(self.lm.tokenizer, active.generated),
-                [len(g) for g in active.generated],
-                active.stopped,
-                active.generated,
-            )
+            ticket.result = active.result()
         self._done(ticket)
 
     def _finish_unstarted(self, ticket: Ticket) -> None:
