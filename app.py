@@ -1352,6 +1352,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device(config.model.device)
         set_threads(config.model.threads)
         engine = Engine.from_config(config)
+        engine.warm_up()  # the fast path (compiled before the first user), when the model settings ask for it
         demo = build_app(engine, config)
     except SteeringError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     engine_module.load_model = lambda settings: lm  # the CLI's Engine.from_config gets the model built here
     config = load_config()
     engine = Engine(lm, config)
+    engine.warm_up()  # the fast path the settings ask for (an explicit call since issue 11 item 4)
     fast = engine.fast_path
     report["fast_path"] = {
         "on": fast is not None,

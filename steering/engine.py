@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence, cast
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from steering import compare as comparison
+from steering.compare import conversation_list
 from steering.config import Config, SteeringDefaults, home, model_defaults, override
 from steering.core.hooks import SteeringPlan
 from steering.core.layers import check_layer
@@ -20,9 +23,10 @@ from steering.errors import SteeringError
 from steering.io.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
 from steering.models import LoadedModel, load_model
 
-# Row order of a comparison batch; the multiplier of each row is sign x alpha.
-VARIANTS = ("added", "unsteered", "subtracted")
-SIGNS = (1.0, 0.0, -1.0)
+if TYPE_CHECKING:
+    from steering.decode.fast_path import FastPath
+
+log = logging.getLogger(__name__)
 
 # Neutral prompts for measuring the typical hidden-state norm at a layer.
 _NORM_PROMPTS = [
@@ -31,15 +35,6 @@ _NORM_PROMPTS = [
     "What is the capital of France?",
     "Write a short poem about the sea.",
 ]
-
-
-def _conversation_list(
-    conversations: Sequence[Sequence[Message]] | Sequence[Message], copies: int
-) -> list[Sequence[Message]]:
-    """One conversation (a list of messages) repeated `copies` times, or the given list of conversations."""
-    if conversations and isinstance(conversations[0], dict):
-        return [cast(Sequence[Message], conversations)] * copies
-    return list(cast(Sequence[Sequence[Message]], conversations))
 
 
 @dataclass
@@ -61,9 +56,7 @@ class Engine:
             tuned = self.recipe()
             self.defaults = replace(self.config_defaults, layer=tuned.layer, multiplier=tuned.strength)
         except SteeringError as exc:  # a broken defaults file: reported again when a recipe is used
-            import logging
-
-            logging.getLogger(__name__).warning("steering defaults: %s", exc)
+            log.warning("steering defaults: %s", exc)
         self._norms: dict[int, float] = {}
         self.limits = self.config.limits
         from steering.decode.scheduler import Scheduler
@@ -76,23 +69,35 @@ class Engine:
             max_requests=self.config.app.concurrency_per_model,
             max_waiting=self.config.app.max_queue,
         )
-        from steering.decode.fast_path import FastPath, enable_fast_path, graphs_supported
+        # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks) is set up by an
+        # explicit warm_up(), not here; an Engine on a model that already has one (a second Engine) uses it.
+        self.fast_path: FastPath | None = getattr(self.lm, "fast_path", None)
 
-        # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks), or None.
-        # A fast path that cannot be set up (a compiler error, say) leaves the model on the eager path.
-        self.fast_path: FastPath | None = None
+    def warm_up(self) -> FastPath | None:
+        """Set up the fast path the model settings ask for, once: `model.compile` (static cache + torch.compile,
+        compiled before the first user) or `model.cuda_graphs` on a CUDA 16/32-bit model (graphs captured on
+        first use). The CLI and the app call it after loading; without it the engine generates eagerly.
+
+        Its persistent hooks act only inside the fast path's own generation (fast_path.PersistentSteering);
+        other forwards of the model pass through them untouched. A fast path that cannot be set up (a compiler
+        error, say) leaves the model on the eager path, logged as a warning. Idempotent.
+
+        Returns:
+            The FastPath, or None (the settings ask for none, or it failed to set up).
+        """
+        from steering.decode.fast_path import enable_fast_path, graphs_supported
+
+        if self.fast_path is not None:
+            return self.fast_path
         try:
             if self.lm.settings.compile:
                 self.fast_path = enable_fast_path(self.lm)
             elif self.lm.settings.cuda_graphs and graphs_supported(self.lm):
                 self.fast_path = enable_fast_path(self.lm, compile=False)
         except Exception as exc:  # noqa: BLE001 -- any setup failure: generation still works, eagerly
-            import logging
-
-            logging.getLogger(__name__).warning(
-                "fast path off, generating on the eager path: %s: %s", type(exc).__name__, exc
-            )
+            log.warning("fast path off, generating on the eager path: %s: %s", type(exc).__name__, exc)
             self.fast_path = None
+        return self.fast_path
 
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> Engine:
@@ -307,60 +312,13 @@ class Engine:
         """
         if multiplier is not None:
             check_multiplier(multiplier, self.limits)
-        convs = _conversation_list(conversations, 1)
+        convs = conversation_list(conversations, 1)
         tokens = [len(chat_prompt(self.lm.tokenizer, build_messages(conv, system_prompt)).input_ids) for conv in convs]
         check_prompt_budget(tokens, settings.max_new_tokens, self.limits, model_context_length(self.lm.model))
         return tokens
 
-    def compare(
-        self,
-        conversations: Sequence[Sequence[Message]] | Sequence[Message],
-        vector: torch.Tensor | None = None,
-        layer: int | None = None,
-        multiplier: float | None = None,
-        settings: SamplingSettings | None = None,
-        system_prompt: str | None = None,
-        on_text: Callable[[list[str]], None] | None = None,
-        stop_event: threading.Event | None = None,
-        recipe: Recipe | None = None,
-        behavior: str | None = None,
-        extra: Sequence[Sequence[Message]] = (),
-        meter: Any = None,
-        mix: Any = None,
-    ) -> GenerationResult:
-        """Added (+alpha), unsteered (0) and subtracted (-alpha) replies as one batch of three rows.
-
-        `conversations` is either one conversation (shared by all rows) or three, one per row
-        (the app's panes diverge after the first turn). The steering is `recipe` (default: the
-        behavior's, Engine.recipe: the tuned defaults file, else config.yaml); `layer` and `multiplier`
-        replace its anchor layer and strength, `vector` its vector (see steering_plan). With a
-        one-layer addition recipe this is the paper's +alpha / 0 / -alpha comparison.
-
-        `extra`: more conversations, answered unsteered in the same batch after the three rows (the app's
-        prompted panes: a conversation that starts with its own system message keeps it; `system_prompt`
-        applies to the others). The result then has 3 + len(extra) rows.
-
-        `meter`: a steering.ui.meter.Meter, filled with every generated token's projection onto the vector
-        at its layer, read in the forward pass that made the token (Meter.values after the call).
-
-        `mix`: a steering.core.mixing.Mix, a second behavior with its own multiplier alpha2: the added row gets
-        alpha1 v1 + alpha2 v2 at the anchor layer, the subtracted row the negatives (steering/core/mixing.py).
-        """
-        settings = settings or SamplingSettings()
-        plan = self.steering_plan(SIGNS + (0.0,) * len(extra), recipe, behavior, vector, layer, multiplier, mix)
-        convs = _conversation_list(conversations, 3)
-        if len(convs) != 3:
-            raise ValueError(f"expected 1 or 3 conversations, got {len(convs)}")
-        rows = [list(c) for c in convs] + [list(c) for c in extra]
-        return self._generate(
-            rows,
-            settings,
-            system_prompt,
-            steer=plan,
-            on_text=on_text,
-            stop_event=stop_event,
-            meter=meter,
-        )
+    compare = comparison.compare  # the added / unsteered / subtracted panes (steering/compare.py)
+    compare_batch = comparison.compare_batch
 
     def generate_rows(
         self,
@@ -397,27 +355,6 @@ class Engine:
             steer=plan,
             stop_event=stop_event,
         )
-
-    def compare_batch(
-        self,
-        prompts: Sequence[str],
-        vector: torch.Tensor | None = None,
-        layer: int | None = None,
-        multiplier: float | None = None,
-        settings: SamplingSettings | None = None,
-        system_prompt: str | None = None,
-        recipe: Recipe | None = None,
-        behavior: str | None = None,
-        mix: Any = None,
-    ) -> list[dict[str, str]]:
-        """compare() for many single-turn prompts at once: 3 rows per prompt in one batch (`mix`: as compare)."""
-        settings = settings or SamplingSettings()
-        plan = self.steering_plan(
-            [sign for _ in prompts for sign in SIGNS], recipe, behavior, vector, layer, multiplier, mix
-        )
-        conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
-        texts = self._generate(conversations, settings, system_prompt, steer=plan).texts
-        return [dict(zip(VARIANTS, texts[i : i + 3])) for i in range(0, len(texts), 3)]
 
     def plain(
         self, conversation: Sequence[Message], settings: SamplingSettings, system_prompt: str | None = None

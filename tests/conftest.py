@@ -69,4 +69,6 @@ def embedded_engine():
     from steering.config import load_config
     from steering.engine import Engine
 
-    return Engine.from_config(load_config())
+    engine = Engine.from_config(load_config())
+    engine.warm_up()  # as the CLI and the app do: the fast path when the config (or STEERING_TEST_FAST_PATH) asks
+    return engine

@@ -31,7 +31,10 @@ Q2 = [
 
 
 def make_engine(tokenizer, settings: ModelSettings, config: Config | None = None) -> Engine:
-    return make_tiny_engine(tokenizer, settings=settings, config=config or load_config())
+    """A tiny Engine, warmed up as the CLI and the app do (the fast path when `settings` ask for it)."""
+    engine = make_tiny_engine(tokenizer, settings=settings, config=config or load_config())
+    engine.warm_up()
+    return engine
 
 
 @pytest.fixture(params=sorted(PATHS))
@@ -197,3 +200,19 @@ def test_a_fast_path_that_fails_to_set_up_leaves_the_eager_path(tiny_tokenizer, 
     assert len(warnings) == 1 and "compiler exploded" in warnings[0]
     assert all(len(block._forward_hooks) == 0 for block in engine.lm.model.model.layers)
     assert engine.compare(Q1, vector, 1, 2.0, GREEDY).texts[1] == engine.plain(Q1, GREEDY)
+
+
+def test_constructing_an_engine_sets_up_no_fast_path_until_warm_up(tiny_tokenizer, vector):
+    """issue 11 item 4: no compile, no hooks as a side effect of the constructor; warm_up() is the explicit call."""
+    engine = make_tiny_engine(
+        tiny_tokenizer, settings=ModelSettings(name="tiny", compile=True, compile_backend="eager"), config=load_config()
+    )
+    blocks = engine.lm.model.model.layers
+    assert engine.fast_path is None and all(len(block._forward_hooks) == 0 for block in blocks)
+    eager = engine.compare(Q1, vector, 1, 2.0, GREEDY)
+    fast = engine.warm_up()
+    assert fast is not None and engine.fast_path is fast and engine.warm_up() is fast  # once
+    assert all(len(block._forward_hooks) == 1 for block in blocks)
+    assert engine.compare(Q1, vector, 1, 2.0, GREEDY).token_ids == eager.token_ids
+    plain = make_tiny_engine(tiny_tokenizer, config=load_config())  # no compile, no CUDA: nothing to set up
+    assert plain.warm_up() is None and plain.fast_path is None

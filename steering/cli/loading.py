@@ -36,4 +36,6 @@ def load_engine(args: argparse.Namespace, config: Config) -> Any:
     """
     from steering.engine import Engine  # lazy: torch and transformers load only when a command needs the model
 
-    return Engine.from_config(config, **model_overrides(args))
+    engine = Engine.from_config(config, **model_overrides(args))
+    engine.warm_up()  # the fast path, when the model settings ask for it
+    return engine
