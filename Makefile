@@ -35,7 +35,9 @@ browser-deps:
 # modules (the engine, hooks, generation, vector files, config; typed with transformers' own types).
 MYPY_CORE := steering/core/hooks.py steering/core/recipe.py steering/core/layers.py steering/core/prompts.py \
 	steering/core/record.py steering/core/limits.py steering/core/datasets.py steering/decode/generation.py \
-	steering/decode/scheduler.py steering/decode/fast_path.py steering/io/vector_files.py \
+	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \
+	steering/decode/sampling.py steering/decode/tokens.py steering/decode/requests.py steering/decode/batch_steering.py \
+	steering/compare.py steering/io/vector_files.py \
 	steering/extract/extraction.py steering/errors.py steering/config.py steering/models.py steering/engine.py
 lint: install
 	$(VENV)/bin/ruff check .

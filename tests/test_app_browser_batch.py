@@ -56,7 +56,7 @@ def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch)
     log = [(requests, rows) for step, requests, rows in scheduler.stats.batch_log if step > steps_before]
     assert log[0] == (2, 6) and all(t.shared_steps > 0 and t.most_requests == 2 for t in tickets)
     # each user's own settings: its multipliers on its own rows, and the text it gets alone
-    from steering.engine import SIGNS
+    from steering.compare import SIGNS
 
     vector = embedded_engine.vectors_for("refusal").vector(layer)
 
