@@ -141,7 +141,8 @@ class PersistentSteering:
                 self.steer_from[:rows],
             )
             if hidden.device != self.device:  # a block on another GPU (device_map): eager only, copy its slices
-                state = tuple(t.to(hidden.device) for t in state)
+                vector, unit, add, project, target, steer_from = (t.to(hidden.device) for t in state)
+                state = (vector, unit, add, project, target, steer_from)
             active = steering_active(positions.to(hidden.device), state[5], hidden.dtype)  # (batch, seq)
             vector, unit, add, project, target = state[:5]
             steered = apply_steering(hidden, vector, unit, add, project, target, active)
