@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
         raise SystemExit("needs a CUDA GPU (or --smoke)")
 
     from steering.bench.timing import median, timed
+    from steering.decode.decoder import EagerDecoder
     from steering.decode.fast_path import FastPath
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
@@ -344,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
         tokens = 64
         plan = dict(multipliers=alphas, steer=steer, settings=SamplingSettings(max_new_tokens=tokens), ignore_eos=True)
         eager_logits: list[torch.Tensor] = []
-        eager = generate(model, tok, [PROMPT] * 3, decode_forward=recorder(model, eager_logits), **plan)
+        eager = generate(model, tok, [PROMPT] * 3, decoder=EagerDecoder(model, recorder(model, eager_logits)), **plan)
         fast = FastPath(model, compile=False, cuda_graphs=not args.smoke, bucket=64)
         graph_logits: list[torch.Tensor] = []
         try:
             kwargs = fast.generate_kwargs()
-            kwargs["decode_forward"] = recorder(fast.decode_step, graph_logits)
+            kwargs["decoder"] = fast.decoder(recorder(fast.decode_step, graph_logits))
             graphed = generate(model, tok, [PROMPT] * 3, **kwargs, **plan)
         finally:
             fast.steering.remove()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steering.decode.decoder import EagerDecoder
 from steering.decode.fast_path import FastPath, PersistentSteering
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
@@ -355,11 +356,11 @@ def test_fast_path_logits_match_eager_at_every_step(model, tiny_tokenizer, vecto
     convs, alphas = [Q1, Q2, Q1], [3.0, 0.0, -3.0]
     plan = dict(multipliers=alphas, steer=SteeringSpec(2, vector), settings=GREEDY, ignore_eos=True)
     eager: list[torch.Tensor] = []
-    expected = generate(model, tiny_tokenizer, convs, decode_forward=recorder(model, eager), **plan)
+    expected = generate(model, tiny_tokenizer, convs, decoder=EagerDecoder(model, recorder(model, eager)), **plan)
     fast = FastPath(model, compile=False, bucket=64)
     got: list[torch.Tensor] = []
     kwargs = fast.generate_kwargs()
-    kwargs["decode_forward"] = recorder(fast.decode_step, got)
+    kwargs["decoder"] = fast.decoder(recorder(fast.decode_step, got))
     result = generate(model, tiny_tokenizer, convs, **kwargs, **plan)
     assert result.token_ids == expected.token_ids
     assert len(got) == len(eager) == GREEDY.max_new_tokens - 1

@@ -119,10 +119,11 @@ class CachedDecoder:
 
 
 class EagerDecoder(CachedDecoder):
-    """The default backend: a DynamicCache, the model's forward for every step, the shared prefix once."""
+    """The default backend: a DynamicCache, the model's forward for every step, the shared prefix once
+    (`step`: another forward for the one-token steps, e.g. one that records the logits)."""
 
-    def __init__(self, model: Any) -> None:
-        super().__init__(model)
+    def __init__(self, model: Any, step: Callable[..., Any] | None = None) -> None:
+        super().__init__(model, step=step)
 
 
 class StaticDecoder(CachedDecoder):

@@ -441,9 +441,10 @@ class FastPath:
         self._caches[key] = cache  # most recently used last
         return cache
 
-    def decoder(self) -> StaticDecoder:
-        """This fast path's decoder backend (decoder.StaticDecoder): its static caches and its decoding step."""
-        return StaticDecoder(self.model, self.cache_factory, self.decode_step)
+    def decoder(self, step: Callable[..., Any] | None = None) -> StaticDecoder:
+        """This fast path's decoder backend (decoder.StaticDecoder): its static caches and its decoding step
+        (`step`: a forward wrapping decode_step instead, e.g. one that records the logits)."""
+        return StaticDecoder(self.model, self.cache_factory, step if step is not None else self.decode_step)
 
     def generate_kwargs(self) -> dict[str, Any]:
         """The generate() keyword arguments that route a call through this fast path (the benchmark)."""
