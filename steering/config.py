@@ -49,6 +49,7 @@ __all__ = [
     "ModelSettings",
     "ModelSteering",
     "PROJECT_ROOT",
+    "ReadMode",
     "SteeringDefaults",
     "home",
     "load_config",

@@ -14,12 +14,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
+from steering.config import ReadMode
 from steering.core.limits import Limits
 from steering.errors import SteeringError
 
 CHOICES_MARKER = "\n\nChoices:"
-READ_MODES = ("letter", "answer-mean")
+READ_MODES: tuple[str, ...] = get_args(ReadMode)  # ("letter", "answer-mean"), as config read_mode allows
 _CHOICE_LINE = re.compile(r"^\s*\(([A-Z])\)\s?(.*)$")
 _CHOICES_HEADER = re.compile(r"^\s*Choices:\s*$")
 _ANSWER_CUE = re.compile(r"^\s*Answer:\s*$")

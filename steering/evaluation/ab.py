@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from steering.config import ExtractionSettings
 from steering.core.datasets import ABItem
 from steering.core.hooks import apply_steering, steering, unit_vector
 from steering.core.layers import check_layer, decoder_layers
@@ -90,7 +91,7 @@ def ab_probabilities(
     prompts: Sequence[ABPrompt],
     specs: Sequence[tuple[int, torch.Tensor]],
     multipliers: Sequence[float],
-    batch_size: int = 16,
+    batch_size: int = ExtractionSettings.batch_size,
     pad_id: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
     skip_layers: bool = True,
@@ -247,7 +248,7 @@ def ab_sweep(
     multipliers: Sequence[float],
     items: Sequence[ABItem],
     system_prompt: str | None = None,
-    batch_size: int = 16,
+    batch_size: int = ExtractionSettings.batch_size,
 ) -> np.ndarray:
     """Mean normalised p(matching letter) over `items`, shape (len(layers), len(multipliers)).
 

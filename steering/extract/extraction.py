@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from steering.config import ExtractionSettings
 from steering.core.datasets import ABItem
 from steering.core.limits import model_context_length
 from steering.core.prompts import ContrastTokens, build_messages, common_prefix_length, contrast_tokens, pad_token_id
@@ -272,7 +273,7 @@ def extract_vectors(
     items: Sequence[ABItem],
     layers: Sequence[int],
     read_mode: str,
-    batch_size: int = 16,
+    batch_size: int = ExtractionSettings.batch_size,
     system_prompt: str | None = None,
     progress: bool = True,
     method: str = "mean-diff",
@@ -336,7 +337,7 @@ def prompt_activations(
     prompts: Sequence[ContrastTokens],
     layers: Sequence[int],
     pad_id: int,
-    batch_size: int = 16,
+    batch_size: int = ExtractionSettings.batch_size,
     progress: bool = False,
     desc: str = "reading",
 ) -> dict[int, torch.Tensor]:
@@ -381,7 +382,7 @@ def instruction_direction(
     harmful: Sequence[str],
     harmless: Sequence[str],
     layers: Sequence[int],
-    batch_size: int = 16,
+    batch_size: int = ExtractionSettings.batch_size,
     system_prompt: str | None = None,
     positions: str = "post",
     progress: bool = True,
