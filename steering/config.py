@@ -26,7 +26,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -67,6 +67,28 @@ ReadMode = Literal["letter", "answer-mean"]
 
 
 # ---------------------------------------------------------------------------------------------- the tree
+class FrozenMapping(Mapping[str, Any]):
+    """A read-only, hashable mapping (config `models:`): unlike MappingProxyType it pickles and deep-copies."""
+
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(data or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._data!r})"
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """How to load a model (config `model:`; CLI flags override it): hub id, local folder or the embedded
@@ -193,7 +215,7 @@ class Config:
         for key in DATA_DIRS:
             folder = Path(getattr(self, key)).expanduser()
             object.__setattr__(self, key, folder if folder.is_absolute() else (home() / folder).resolve())
-        object.__setattr__(self, "models", types.MappingProxyType(dict(self.models)))
+        object.__setattr__(self, "models", FrozenMapping(self.models))
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict view (data folders as strings), e.g. for YAML/JSON or a library call."""

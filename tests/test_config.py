@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,9 @@ def test_the_tree_is_frozen_and_typed():
         config.app.port = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.models["x"] = None  # type: ignore[index]  (a read-only mapping)
+    loaded = load_config(PROJECT_ROOT / "config.yaml")
+    assert pickle.loads(pickle.dumps(loaded)) == loaded == copy.deepcopy(loaded)  # e.g. a worker process, gr.State
+    assert hash(loaded) == hash(copy.deepcopy(loaded))
     assert isinstance(load_config(PROJECT_ROOT / "config.yaml").generation.temperature, float)
 
 
