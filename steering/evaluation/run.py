@@ -46,7 +46,7 @@ def default_multipliers(m: float) -> list[float]:
     return [-2 * m, -m, -m / 2, 0.0, m / 2, m, 2 * m]
 
 
-def run_behavior(args: Any, config: Config, engine: Any, prepared: dict[str, Any]) -> dict:  # noqa: C901
+def run_behavior(args: Any, config: Config, engine: Any, prepared: dict[str, Any]) -> dict:
     """Run one behavior's evaluation (A/B sweep, open-ended answers, controls, reliability) and write its files.
 
     Args:
