@@ -42,6 +42,18 @@ def _top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
+def _all_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import that can run: functions included, `if TYPE_CHECKING:` blocks (type hints only) left out."""
+    hints = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in hints]
+
+
 def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool, known: set[str]) -> set[str]:
     """The steering modules an import statement loads (`from a import b`: a.b when that is a module, else a)."""
     if isinstance(node, ast.Import):
@@ -71,8 +83,7 @@ def import_graph(package: Path = PACKAGE, anywhere: bool = False) -> dict[str, s
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         edges: set[str] = set()
-        nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))] if anywhere else None
-        for node in nodes if nodes is not None else _top_level_imports(tree):
+        for node in _all_imports(tree) if anywhere else _top_level_imports(tree):
             edges |= _targets(node, name, path.name == "__init__.py", known)
         edges.discard(name)
         graph[name] = edges
@@ -151,6 +162,7 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
     graph = import_graph(pkg)
     assert graph["steering.sub.b"] == {"steering.sub.c"}  # the import inside a function does not count
     assert graph["steering.sub.d"] == {"steering.sub.b"}  # nor one under `if TYPE_CHECKING`
+    assert import_graph(pkg, anywhere=True)["steering.sub.d"] == {"steering.sub.b"}  # type hints only: no cycle
     assert cycles(graph) == [["steering.sub.a", "steering.sub.b", "steering.sub.c"]]
     assert cycles(import_graph(pkg, anywhere=True)) == [["steering.sub.a", "steering.sub.b", "steering.sub.c"]]
     (pkg / "sub" / "c.py").write_text("def g():\n    from . import a\n")  # only inside a function now
