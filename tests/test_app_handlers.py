@@ -22,6 +22,7 @@ from steering.engine import Engine
 from steering.io.vector_files import VectorSet, save_safetensors
 from steering.models import LoadedModel, ModelSettings
 from steering.ui.chat import Turn
+from steering.ui.settings import ChatSettings
 
 LAYERS, HIDDEN = 4, 64
 SKIP = gr.skip()
@@ -48,12 +49,13 @@ def engine(tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def handlers(engine):
-    demo = app.build_app(engine, engine.config)
-    fns = {}
-    for block_fn in demo.fns.values():
-        name = getattr(block_fn.fn, "__name__", "")
-        fns.setdefault(name, block_fn)
-    return fns
+    return app_harness.handlers_of(app.build_app(engine, engine.config))
+
+
+@pytest.fixture(scope="module")
+def chat(handlers):
+    """Builds the chat handlers' dict inputs by field name (app_harness.ChatInputs)."""
+    return app_harness.ChatInputs(handlers)
 
 
 @pytest.fixture(scope="module")
@@ -64,45 +66,43 @@ def vector_file(tmp_path_factory):
 
 
 def inputs(vector_file, **changes):
-    """The Send inputs after prompt and turns: choice, uploads, layer, α, max new, temperature, top-p, seed,
-    random seed, system prompt."""
-    values = dict(
-        choice="Uploaded: mine.safetensors",
+    """The chat settings of these tests (an uploaded vector, layer 1, α 4, 12 tokens, greedy), some changed."""
+    settings = ChatSettings(
+        behavior="Uploaded: mine.safetensors",
         uploads={"Uploaded: mine.safetensors": vector_file},
         layer=1,
         alpha=4.0,
-        max_new=12,
+        max_new_tokens=12,
         temperature=0.0,
         top_p=1.0,
         seed=0,
         random_seed=False,
-        system="",
+        system_prompt="",
     )
-    values.update(changes)
-    return list(values.values())
+    return settings.changed(**changes)
 
 
 def drain(gen):
     return list(gen)
 
 
-def send(handlers, text, turns, *args, outbox=None):
+def send(handlers, text, turns, settings, outbox=None):
     """What Send does: its quick step puts the message into the session's Outbox, then the queued turn runs."""
     outbox = outbox or app.Outbox()
     outbox.put(text)
-    return handlers["send"].fn(outbox, turns, *args)
+    return handlers["send"].fn(app_harness.ChatInputs(handlers).data(settings, history=turns, outbox=outbox))
 
 
-def retry(handlers, turns, *args, outbox=None):
+def retry(handlers, turns, settings, outbox=None):
     outbox = outbox or app.Outbox()
     outbox.put(None)
-    return handlers["retry"].fn(outbox, turns, *args)
+    return handlers["retry"].fn(app_harness.ChatInputs(handlers).data(settings, history=turns, outbox=outbox))
 
 
 def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vector_file, engine):
     """Every streamed update used to erase the message box; Send during streaming was silently dropped."""
     turns: list = []
-    updates = drain(send(handlers, "Hello there", turns, *inputs(vector_file)))
+    updates = drain(send(handlers, "Hello there", turns, inputs(vector_file)))
     assert len(updates) >= 3
     first, *middle, last = updates
     assert len(first) == 7  # 3 panes, Send, Retry, the 2 prompted panes: the message box is no output
@@ -119,7 +119,7 @@ def test_send_keeps_typed_text_and_disables_send_while_streaming(handlers, vecto
 def started(handlers, vector_file, turns, max_new=400, outbox=None):
     """A turn streaming a long answer: (its generator, the session's Outbox)."""
     outbox = outbox or app.Outbox()
-    gen = send(handlers, "Tell me a long story", turns, *inputs(vector_file, max_new=max_new), outbox=outbox)
+    gen = send(handlers, "Tell me a long story", turns, inputs(vector_file, max_new_tokens=max_new), outbox=outbox)
     for _ in range(3):
         next(gen)
     return gen, outbox
@@ -178,7 +178,7 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
         raise ValueError("Overflow when unpacking long long")
 
     monkeypatch.setattr(engine, "compare", broken)
-    last = drain(send(handlers, "First", turns, *inputs(vector_file)))[-1]
+    last = drain(send(handlers, "First", turns, inputs(vector_file)))[-1]
     assert all(
         "⚠️ Generation failed: ValueError: Overflow when unpacking long long" in pane[-1]["content"] for pane in last[:3]
     )
@@ -189,36 +189,42 @@ def test_failed_turn_stays_out_of_the_conversation(handlers, vector_file, engine
         return real(conversations, *args, **kwargs)
 
     monkeypatch.setattr(engine, "compare", spy)
-    drain(send(handlers, "Second", turns, *inputs(vector_file)))
+    drain(send(handlers, "Second", turns, inputs(vector_file)))
     assert seen[0] == [[{"role": "user", "content": "Second"}]] * 3
     assert [t.status for t in turns] == ["failed", "done"]
     # Retry replaces the last turn, with the settings of now, and still leaves the failure out
     seen.clear()
-    drain(retry(handlers, turns, *inputs(vector_file, alpha=1.0)))
+    drain(retry(handlers, turns, inputs(vector_file, alpha=1.0)))
     assert seen[0] == [[{"role": "user", "content": "Second"}]] * 3
     assert [t.status for t in turns] == ["failed", "done"] and turns[-1].multiplier == 1.0
 
 
-def test_validator_refuses_with_a_message_at_the_message_box(handlers, vector_file, tmp_path):
+def test_validator_refuses_with_a_message_at_the_message_box(handlers, chat, vector_file, tmp_path):
     validate = handlers["take_message"].validator
-    ok = validate("Hi", [], *inputs(vector_file))
-    assert all(check["is_valid"] for check in ok)
+    ok = validate(chat.data(inputs(vector_file), prompt="Hi", history=[], outbox=app.Outbox()))
+    assert all(check["is_valid"] for check in ok.values()) and not chat.problems(ok)
 
-    def message(*args, where=0, **changes):
-        checks = validate(*args, *inputs(vector_file, **changes))
-        assert [i for i, c in enumerate(checks) if not c["is_valid"]] == [where]
-        return checks[where]["message"]
+    def message(prompt, turns, where="prompt", **changes):
+        checks = validate(chat.data(inputs(vector_file, **changes), prompt=prompt, history=turns))
+        problems = chat.problems(checks)
+        assert list(problems) == [where]
+        return problems[where]
 
     assert message("   ", []) == "Type a message first."
     assert message("Hi", [], seed=99999999999999999999999).startswith("seed 99999999999999999999999 is out of range")
-    assert message("Hi", [], max_new=1500).startswith("max_new_tokens 1500 is out of range")
-    assert "tokens" in message("Hi", [], system="x" * 5000)  # one token per byte here: over the 4096 cap
-    assert "characters long" in message("Hi", [], system="x" * 100_000)  # refused without tokenizing
+    assert message("Hi", [], max_new_tokens=1500).startswith("max_new_tokens 1500 is out of range")
+    assert "tokens" in message("Hi", [], system_prompt="x" * 5000)  # one token per byte here: over the 4096 cap
+    assert "characters long" in message("Hi", [], system_prompt="x" * 100_000)  # refused without tokenizing
     busy = Turn("Hi", 1.0, 1, "v", 8)
     assert message("Hi", [busy]).startswith("Still answering")
     one = str(save_safetensors(VectorSet({0: torch.ones(HIDDEN)}), tmp_path / "one.safetensors"))
     assert message(
-        "Hi", [], where=2, uploads={"Uploaded: one.safetensors": one}, choice="Uploaded: one.safetensors", layer=1
+        "Hi",
+        [],
+        where="behavior",
+        uploads={"Uploaded: one.safetensors": one},
+        behavior="Uploaded: one.safetensors",
+        layer=1,
     ).startswith("one.safetensors has no vector for layer 1")
 
 
@@ -260,31 +266,33 @@ def test_messages_shown_in_markdown_keep_angle_brackets(handlers, tmp_path):
     assert "<gone>" not in note and "&lt;gone&gt;" in note, note
 
 
-def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, vector_file, engine):
+def test_over_long_prompts_are_refused_in_the_api_and_the_ui_alike(handlers, chat, vector_file, engine):
     """The API silently shortened a long prompt to app.max_prompt_chars (the UI warned)."""
     limit = engine.config.app.max_prompt_chars
     with pytest.raises(gr.Error, match=f"prompt is {limit + 1} characters long; the limit is {limit}"):
         next(handlers["compare"].fn("x" * (limit + 1), 1.0, 1, behavior="", max_new_tokens=2))
-    checks = handlers["take_message"].validator("x" * (limit + 1), [], *inputs(vector_file))
-    assert not checks[0]["is_valid"] and f"the limit is {limit}" in checks[0]["message"]
-    at_limit = handlers["take_message"].validator("x" * limit, [], *inputs(vector_file))[
-        0
-    ]  # (may still be too many tokens)
-    assert at_limit["is_valid"] or "characters long" not in at_limit["message"]
+    validate = handlers["take_message"].validator
+    checks = chat.problems(validate(chat.data(inputs(vector_file), prompt="x" * (limit + 1), history=[])))
+    assert list(checks) == ["prompt"] and f"the limit is {limit}" in checks["prompt"]
+    at_limit = chat.problems(validate(chat.data(inputs(vector_file), prompt="x" * limit, history=[])))
+    assert "characters long" not in at_limit.get("prompt", "")  # (may still be too many tokens)
 
 
-def test_seed_reaches_the_checks_as_typed(handlers, vector_file, engine):
+def test_seed_reaches_the_checks_as_typed(handlers, chat, vector_file, engine):
     """gr.Number sent floats: "9223372036854775807" (the stated maximum) was refused as 9223372036854776000."""
     demo = app.build_app(engine, engine.config)
     seed_box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "seed")
     assert isinstance(seed_box, gr.Textbox)  # the browser sends the digits as typed
     validate = handlers["take_message"].validator
-    assert all(c["is_valid"] for c in validate("Hi", [], *inputs(vector_file, seed="9223372036854775807")))
-    checks = validate("Hi", [], *inputs(vector_file, seed="9223372036854775808"))
-    assert checks[0]["message"].startswith(
+
+    def problems(seed):
+        return chat.problems(validate(chat.data(inputs(vector_file, seed=seed), prompt="Hi", history=[])))
+
+    assert problems("9223372036854775807") == {}
+    assert problems("9223372036854775808")["prompt"].startswith(
         "seed 9223372036854775808 is out of range: expected 0 to 9223372036854775807"
     )
-    assert "got '1.5'" in validate("Hi", [], *inputs(vector_file, seed="1.5"))[0]["message"]
+    assert "got '1.5'" in problems("1.5")["prompt"]
 
 
 def test_readme_gives_raw_http_callers_the_full_argument_order(handlers):
@@ -302,33 +310,36 @@ def test_readme_gives_raw_http_callers_the_full_argument_order(handlers):
     assert len(json.loads(f"[{example}]")) == len(names)
 
 
-def test_the_message_box_is_emptied_at_the_click_not_when_the_turn_starts(handlers, engine):
+def test_the_message_box_is_emptied_at_the_click_not_when_the_turn_starts(handlers, chat, engine):
     """Text typed while a message waited in the queue was erased when its turn started (run_turn cleared the
     box), and Send stayed enabled during the wait."""
     take, send_fn = handlers["take_message"], handlers["send"]
     assert take.validator is not None and take.concurrency_limit is None  # after the validator, never waits
     assert take.concurrency_id != send_fn.concurrency_id  # not behind the model's queue
     outbox = app.Outbox()
-    box, send_btn, retry_btn = take.fn("Hello", [], *[None] * 10, outbox)
+    box, send_btn, retry_btn = take.fn(chat.data(ChatSettings(), prompt="Hello", history=[], outbox=outbox))
     assert box == "" and send_btn["interactive"] is False and retry_btn["interactive"] is False
     assert outbox.take() == ("Hello", 0)
     prompt_id = next(b._id for b in take.inputs if getattr(b, "elem_id", None) == "prompt")
     assert prompt_id not in [b._id for b in send_fn.outputs]  # the queued turn never writes the message box
-    assert send_fn.inputs[0]._id == take.inputs[-1]._id  # it reads the message taken at the click (the Outbox)
+    outbox_id = chat.tab.outbox._id  # it reads the message taken at the click (the Outbox)
+    assert outbox_id in [b._id for b in take.inputs] and outbox_id in [b._id for b in send_fn.inputs]
     assert send_fn.queue is not False
     assert not any(fn.cancels for fn in handlers.values())  # Stop and Clear act through the session state
 
 
-def test_stop_of_a_queued_message_puts_it_back_in_the_box_and_it_never_runs(handlers, vector_file, engine):
+def test_stop_of_a_queued_message_puts_it_back_in_the_box_and_it_never_runs(handlers, chat, vector_file, engine):
     """A message cancelled while it waited in the queue was lost: the click had emptied the box (review).
     Cancelling it with cancels= left red Error badges over the panes (CI); now its queued job finds it gone."""
     turns: list = []
     outbox = app.Outbox()
-    drain(send(handlers, "First", turns, *inputs(vector_file), outbox=outbox))
+    drain(send(handlers, "First", turns, inputs(vector_file), outbox=outbox))
     outbox.put("Second, still queued")  # taken at a click; its job waits behind another user's
     shown = handlers["stop"].fn(turns, outbox, "")
     assert shown[5] == "Second, still queued" and len(turns) == 1
-    late = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))  # its job runs after all: nothing
+    late = drain(
+        handlers["send"].fn(chat.data(inputs(vector_file), history=turns, outbox=outbox))
+    )  # its job runs after all: nothing
     assert late == [(SKIP, SKIP, SKIP, *late[0][3:])] and late[0][3]["interactive"] is True and len(turns) == 1
     outbox.put("Third")
     shown = handlers["stop"].fn(turns, outbox, "typed since")  # the box is not overwritten
@@ -342,7 +353,7 @@ def test_stop_of_a_queued_message_puts_it_back_in_the_box_and_it_never_runs(hand
     wait_unlocked(engine)
 
 
-def test_a_message_sent_after_stopping_a_queued_one_runs_once(handlers, vector_file, engine):
+def test_a_message_sent_after_stopping_a_queued_one_runs_once(handlers, chat, vector_file, engine):
     """Stop a waiting message, send another: the first queued job takes the new message, the second finds
     nothing, so the new message runs exactly once and the cancelled one never."""
     turns: list = []
@@ -350,8 +361,8 @@ def test_a_message_sent_after_stopping_a_queued_one_runs_once(handlers, vector_f
     outbox.put("Cancelled")
     handlers["stop"].fn(turns, outbox, "")
     outbox.put("Wanted")
-    first = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))
-    second = drain(handlers["send"].fn(outbox, turns, *inputs(vector_file)))
+    first = drain(handlers["send"].fn(chat.data(inputs(vector_file), history=turns, outbox=outbox)))
+    second = drain(handlers["send"].fn(chat.data(inputs(vector_file), history=turns, outbox=outbox)))
     assert [t.user for t in turns] == ["Wanted"] and turns[0].status == "done"
     assert len(first) > 2 and second == [(SKIP, SKIP, SKIP, *second[0][3:])]
 
@@ -362,7 +373,7 @@ def test_choosing_a_behavior_moves_layer_and_alpha_to_its_own_recipe(embedded_en
     layer 13, α 1.5: garbled with a relative-unit recipe). Only a choice by hand moves them (`input`, not
     `change`), so a link that sets behavior, layer and α together keeps its own values."""
     demo = app.build_app(embedded_engine, embedded_engine.config)
-    follow = next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "follow_behavior")
+    follow = app_harness.handlers_of(demo)["follow_behavior"]
     assert [event for _, event in follow.targets] == ["input"]
     for behavior in ("refusal", "enthusiasm"):
         recipe = embedded_engine.recipe(behavior)

@@ -6,7 +6,7 @@ button for a subtracted card says which pane it is, and the meter is titled like
 
 from __future__ import annotations
 
-import app_harness  # noqa: F401  (the project root on sys.path)
+import app_harness  # (also puts the project root on sys.path)
 import pytest
 import torch
 from fixtures import make_tiny_lm
@@ -15,6 +15,7 @@ import app
 from steering.config import load_config, override
 from steering.engine import Engine
 from steering.io.vector_files import VectorSet, save_safetensors
+from steering.ui.settings import ChatSettings
 
 UPLOAD = "Uploaded: one.safetensors"
 
@@ -35,10 +36,13 @@ def built(tiny_tokenizer, tmp_path_factory):
     one = save_safetensors(VectorSet({2: torch.randn(64) * 0.1}), tmp / "one.safetensors")
     lm = make_tiny_lm(tiny_tokenizer)
     demo = app.build_app(Engine(lm, config), config)
-    fns = {}
-    for block_fn in demo.fns.values():
-        fns.setdefault(getattr(block_fn.fn, "__name__", ""), block_fn)
-    return demo, fns, {UPLOAD: str(one)}
+    return demo, app_harness.handlers_of(demo), {UPLOAD: str(one)}
+
+
+def view(fns, uploads, message, **changes):
+    """The chat handlers' dict input: the uploaded one-layer vector at its layer 2, α 2, 16 greedy tokens."""
+    settings = ChatSettings(UPLOAD, uploads, 2, 2.0, 16, 0.0, 1.0, "0", False, "").changed(**changes)
+    return app_harness.ChatInputs(fns).data(settings, prompt=message, history=[], link_base="http://h:1/")
 
 
 def test_a_links_load_event_is_queued_so_its_warning_reaches_the_page(built):
@@ -51,12 +55,12 @@ def test_copy_link_refuses_a_message_over_the_limit(built):
     """Item 2: a 100,000-character link opened as an HTTP 500; Copy link now refuses it, as Send does."""
     _, fns, _ = built
     limit = load_config().app.max_prompt_chars
-    args = ("refusal", {}, 2.0, 1, 0.0, "0", 16, 1.0, "", False)
-    link, note = fns["copy_link"].fn("http://h:1/", [], "x" * (limit + 1), *args)
+    settings = dict(behavior="refusal", layer=1)
+    link, note = fns["copy_link"].fn(view(fns, {}, "x" * (limit + 1), **settings))
     assert link == "" and note == (
         f"No link: your message is {limit + 1} characters long; the limit is {limit}: shorten it."
     )
-    link, note = fns["copy_link"].fn("http://h:1/", [], "x" * limit, *args)
+    link, note = fns["copy_link"].fn(view(fns, {}, "x" * limit, **settings))
     assert link.startswith("http://h:1/?message=xxx") and "greedy" in note
 
 
@@ -64,26 +68,29 @@ def test_a_bad_prompted_prompt_is_refused_at_its_box_by_the_validator(built):
     """Item 3: the turn used to be refused after the message left the box (emptied); now the validator refuses
     it, naming the prompted pane's box, so take_message never runs."""
     _, fns, uploads = built
-    settings = [UPLOAD, uploads, 2, 2.0, 8, 0.0, 1.0, "0", False, ""]
-    check = fns["take_message"].validator
-    ok = check("Hello", [], *settings, True, "Ask for it.", "Avoid it.", app.Outbox())
-    assert len(ok) == 16 and all(c["is_valid"] for c in ok), [c["message"] for c in ok if not c["is_valid"]]
-    checks = check("Hello", [], *settings, True, "Ask for it.", "   ", app.Outbox())
-    assert [i for i, c in enumerate(checks) if not c["is_valid"]] == [14]  # the 'avoid it' prompt box
-    assert "asking to avoid it) is empty" in checks[14]["message"]
-    checks = check("Hello", [], *settings, True, "y" * 5000, "Avoid it.", app.Outbox())
-    assert [i for i, c in enumerate(checks) if not c["is_valid"]] == [13] and "5000 characters" in checks[13]["message"]
-    off = check("Hello", [], *settings, False, "", "", app.Outbox())  # the prompted panes off: not checked
-    assert all(c["is_valid"] for c in off)
+    check, chat = fns["take_message"].validator, app_harness.ChatInputs(fns)
+
+    def problems(on, added, subtracted):
+        prompted = dict(prompted=on, prompted_added=added, prompted_subtracted=subtracted)
+        data = view(fns, uploads, "Hello", max_new_tokens=8, **prompted)
+        return chat.problems(check(data | {chat.tab.outbox: app.Outbox()}))
+
+    assert problems(True, "Ask for it.", "Avoid it.") == {}
+    checks = problems(True, "Ask for it.", "   ")
+    assert list(checks) == ["prompted_subtracted"]  # the 'avoid it' prompt box
+    assert "asking to avoid it) is empty" in checks["prompted_subtracted"]
+    checks = problems(True, "y" * 5000, "Avoid it.")
+    assert list(checks) == ["prompted_added"] and "5000 characters" in checks["prompted_added"]
+    assert problems(False, "", "") == {}  # the prompted panes off: not checked
 
 
 def test_copy_as_a_command_says_why_in_the_box_when_there_is_none(built):
     """Item 5: an uploaded one-layer vector at another layer gave an empty command box."""
     _, fns, uploads = built
-    box, note = fns["copy_command"].fn([], "Hi", UPLOAD, uploads, 1, 2.0, 0.0, "0", 16, 1.0, "")
+    box, note = fns["copy_command"].fn(view(fns, uploads, "Hi", layer=1))
     assert box == "# No command for this view: one.safetensors has no vector for layer 1 (it has layers 2)"
     assert note.startswith("⚠️ one.safetensors has no vector for layer 1")
-    box, _ = fns["copy_command"].fn([], "Hi", UPLOAD, uploads, 2, 2.0, 0.0, "0", 16, 1.0, "")
+    box, _ = fns["copy_command"].fn(view(fns, uploads, "Hi", layer=2))
     assert "--vector one.safetensors --layer 2" in box  # at the vector's own layer: the command
 
 
@@ -100,7 +107,7 @@ def test_calibrate_layers_follow_a_one_layer_vector(built):
 def test_the_strips_subtracted_cards_say_which_pane_they_are(built):
     """Item 7: a card at α = −3 offered "Use α = 3"."""
     _, fns, uploads = built
-    out = fns["strip"].fn("Tell me a story.", [], UPLOAD, uploads, 2, 1.5, 4, 0.0, 1.0, "0", False, "")
+    out = fns["strip"].fn(view(fns, uploads, "Tell me a story.", alpha=1.5, max_new_tokens=4))
     labels = [b["value"] for b in out[8:15]]
     assert labels == [
         "Use ±3 (this is the −α pane)",
@@ -119,11 +126,9 @@ def test_the_meter_is_titled_like_the_panes(built):
     turns: list = []
     outbox = app.Outbox()
     outbox.put("Hello")
-    list(
-        fns["send"].fn(
-            outbox, turns, "refusal", uploads, 2, 2.0, 4, 0.0, 1.0, "0", False, "", False, "", "", "(none)", 0.0
-        )
-    )
+    tab = app_harness.ChatInputs(fns).tab
+    data = view(fns, uploads, "", behavior="refusal", max_new_tokens=4) | {tab.outbox: outbox, tab.history: turns}
+    list(fns["send"].fn(data))
     assert turns and turns[-1].status == "done"
     labels = [c.label for c in fns["send"].outputs if type(c).__name__ == "Chatbot"]  # the five panes' titles
     assert (

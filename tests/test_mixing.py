@@ -127,7 +127,7 @@ def test_cosine_and_its_note():
 
 def test_app_mix_control_parsing(engine):
     """steering/ui/mix.py: what the app's "Mix with" control and α₂ slider give a chat turn."""
-    from steering.ui.mix import NO_MIX, mix_choices, mix_note, parse_mix, split_mixing
+    from steering.ui.mix import NO_MIX, mix_choices, mix_note, parse_mix
 
     assert parse_mix(engine, NO_MIX, 3.0, {}, 1) == (None, "")
     assert parse_mix(engine, "beta", 0.0, {}, 1) == (None, "")  # α₂ = 0: no mix
@@ -146,11 +146,6 @@ def test_app_mix_control_parsing(engine):
     assert mix_note(engine, "alpha", "beta", {}, 2).startswith(f"cos(alpha, beta) at layer 2 = {expected}")
     assert mix_note(engine, "alpha", NO_MIX, {}, 2) == ""
     assert mix_note(engine, "alpha", "gamma", {}, 2).startswith("⚠️ no 'gamma' vectors")
-    # Send's trailing inputs: the prompted panes' (checkbox, two prompts), then "Mix with" and α₂
-    assert split_mixing((True, "p+", "p-", "beta", 2.0)) == ((True, "p+", "p-"), ("beta", 2.0))
-    assert split_mixing(("beta", 2.0)) == ((), ("beta", 2.0))
-    assert split_mixing((True, "p+", "p-")) == ((True, "p+", "p-"), (NO_MIX, 0.0))
-    assert split_mixing(()) == ((), (NO_MIX, 0.0))
 
 
 def test_api_and_app_mix_by_the_same_rules(engine):

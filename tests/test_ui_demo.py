@@ -312,11 +312,16 @@ def strip_handler(engine, tmp_path_factory):
     path = save_safetensors(
         VectorSet({layer: torch.randn(64) for layer in range(4)}), tmp_path_factory.mktemp("vec") / "mine.safetensors"
     )
-    demo = app.build_app(engine, engine.config)
-    fn = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "strip")
+    import app_harness
+
+    from steering.ui.settings import ChatSettings
+
+    handlers = app_harness.handlers_of(app.build_app(engine, engine.config))
+    chat = app_harness.ChatInputs(handlers)
     uploads = {"Uploaded: mine.safetensors": str(path)}
-    return lambda prompt, turns, alpha=1.0: fn(
-        prompt, turns, "Uploaded: mine.safetensors", uploads, 1, alpha, 6, 0.0, 1.0, "0", False, ""
+    settings = ChatSettings("Uploaded: mine.safetensors", uploads, 1, 1.0, 6, 0.0, 1.0, "0", False, "")
+    return lambda prompt, turns, alpha=1.0: handlers["strip"].fn(
+        chat.data(settings.changed(alpha=alpha), prompt=prompt, history=turns)
     )
 
 

@@ -232,7 +232,7 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     step; copy_link makes the link from the controls (the last message sent when the box is empty)."""
     from types import SimpleNamespace
 
-    import app_harness  # noqa: F401  (the project root on sys.path)
+    import app_harness  # (also puts the project root on sys.path)
     import gradio as gr
     from fixtures import make_tiny_lm
 
@@ -241,6 +241,7 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     from steering.engine import Engine
     from steering.io.vector_files import VectorSet, save_safetensors
     from steering.ui.chat import Turn
+    from steering.ui.settings import ChatSettings
 
     config = load_config()
     config = override(config, vectors_dir=str(tmp_path / "vectors"))
@@ -250,7 +251,8 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     )
     lm = make_tiny_lm(tiny_tokenizer)
     demo = app.build_app(Engine(lm, config), config)
-    fns = {getattr(f.fn, "__name__", ""): f.fn for f in demo.fns.values()}
+    handlers = app_harness.handlers_of(demo)
+    fns = {name: f.fn for name, f in handlers.items()}
     request = SimpleNamespace(
         query_params={"message": "Hi", "behavior": "refusal", "alpha": "2.5", "layer": "9", "seed": "7", "run": "1"}
     )
@@ -260,7 +262,9 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     assert (behavior, alpha, seed, run_message) == ("refusal", 2.5, "7", "Hi")
     assert isinstance(box, type(gr.skip())) and isinstance(layer, type(gr.skip()))  # sent, not typed; bad: kept
     turns = [Turn("What's up?", 2.0, 1, "refusal", 16)]
-    link, note = fns["copy_link"]("http://h:1/", turns, "", "refusal", {}, 2.0, 1, 0.0, "0", 16, 1.0, "", False)
+    settings = ChatSettings("refusal", {}, 1, 2.0, 16, 0.0, 1.0, "0", False, "")
+    data = app_harness.ChatInputs(handlers).data(settings, link_base="http://h:1/", history=turns, prompt="")
+    link, note = fns["copy_link"](data)
     assert (
         link
         == (

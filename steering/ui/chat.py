@@ -336,15 +336,19 @@ class Turn:
             if value == 0
             else [f"{'+' if SIGNS[pane] > 0 else '−'}α = {signed(value)}", f"layer {self.layer}", self.vector]
         )
+        return " · ".join([*parts, *self.status_note(pane)])
+
+    def status_note(self, pane: int) -> list[str]:
+        """The caption's tail for pane `pane`: why the answer is not (yet) a whole one, if so (else [])."""
         if self.status == "running":
-            parts.append("writing…")
-        elif self.status == "stopped":
-            parts.append("stopped")
-        elif self.status == "failed":
-            parts.append("failed: not part of the conversation")
-        elif pane < len(self.new_tokens) and self.new_tokens[pane] >= self.max_new_tokens:
-            parts.append(f"cut at the limit of {self.max_new_tokens} new tokens")
-        return " · ".join(parts)
+            return ["writing…"]
+        if self.status == "stopped":
+            return ["stopped"]
+        if self.status == "failed":
+            return ["failed: not part of the conversation"]
+        if pane < len(self.new_tokens) and self.new_tokens[pane] >= self.max_new_tokens:
+            return [f"cut at the limit of {self.max_new_tokens} new tokens"]
+        return []
 
     def shown(self, pane: int) -> str:
         """Pane `pane`'s answer as displayed: the text (or the failure) and its caption as small print."""

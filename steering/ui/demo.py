@@ -181,16 +181,7 @@ class DemoTurn(Turn):
             return "prompted pane was off for this message"
         prompt = " ".join(self.prompts[side].split())
         parts = ["α = 0, no steering", f"system prompt: “{prompt[:60]}{'…' if len(prompt) > 60 else ''}”"]
-        pane = 3 + side
-        if self.status == "running":
-            parts.append("writing…")
-        elif self.status == "stopped":
-            parts.append("stopped")
-        elif self.status == "failed":
-            parts.append("failed: not part of the conversation")
-        elif pane < len(self.new_tokens) and self.new_tokens[pane] >= self.max_new_tokens:
-            parts.append(f"cut at the limit of {self.max_new_tokens} new tokens")
-        return " · ".join(parts)
+        return " · ".join([*parts, *self.status_note(3 + side)])
 
     def prompted_shown(self, side: int) -> str:
         """Prompted answer `side` as displayed: its text (or the failure) and its caption."""

@@ -44,3 +44,15 @@ PHONE_CSS = """
   #meter .meter-pane { flex-basis: 100%; }
 }
 """
+
+# The three panes side by side (wrapping on a narrow screen), one Clear for all of them, sticky titles.
+CSS = """
+#panes { flex-wrap: wrap; }
+#panes > .column { min-width: 300px; }
+#panes button[aria-label="Clear"] { display: none; }  /* one Clear for all three panes */
+#panes label[data-testid="block-label"] { position: sticky; top: 0; z-index: 5; font-size: var(--text-md); }
+@media (max-width: 700px) {
+  #panes > .column { flex: 1 1 100% !important; }
+  #panes [id^="pane-"] { min-height: 120px !important; }  /* the message box stays in view on a phone */
+}
+"""

@@ -86,23 +86,6 @@ def mix_choices(behaviors: list[Any], uploads: dict[str, str] | None = None) -> 
     return [NO_MIX, *behaviors, *list(uploads or {})]
 
 
-def split_mixing(rest: tuple) -> tuple[tuple, tuple]:
-    """Send's and Retry's trailing inputs as (the prompted panes' inputs, the mixing control's two values).
-
-    The mixing control is wired last: "Mix with" (a str or None), then alpha2 (a number; the prompted panes'
-    inputs end with a text box, never a number). Without them (e.g. a call from a test or a link) there is no mix.
-    """
-    rest = tuple(rest)
-    if (
-        len(rest) >= 2
-        and isinstance(rest[-1], (int, float))
-        and not isinstance(rest[-1], bool)
-        and (rest[-2] is None or isinstance(rest[-2], str))
-    ):
-        return rest[:-2], rest[-2:]
-    return rest, (NO_MIX, 0.0)
-
-
 def parse_mix(
     engine: Any,
     mix_choice: str | None,

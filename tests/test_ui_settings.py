@@ -1,0 +1,160 @@
+"""The chat's settings object (steering/ui/settings.py): validated by field name, read from Gradio's dict
+input through the component map, and every field reaches the engine (chat turns and the API alike)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import app_harness
+import pytest
+import torch
+from fixtures import make_tiny_lm
+
+import app
+from steering.config import load_config, override
+from steering.engine import Engine
+from steering.io.vector_files import VectorSet, load_safetensors, save_safetensors
+from steering.ui.settings import ChatSettings, Controls, SettingsError
+
+LAYERS, HIDDEN = 4, 64
+
+
+@pytest.fixture(scope="module")
+def built(tiny_tokenizer, tmp_path_factory):
+    """(engine, {handler name: BlockFunction}, ChatInputs, {upload entry: path}) of an app on a tiny model with
+    two behaviors (alpha, beta) and an uploaded file."""
+    tmp = tmp_path_factory.mktemp("settings")
+    config = override(load_config(), vectors_dir=str(tmp / "vectors"))
+    torch.manual_seed(0)
+    for name in ("alpha", "beta"):
+        vset = VectorSet({layer: torch.randn(HIDDEN) for layer in range(LAYERS)}, metadata={"model": "tiny"})
+        save_safetensors(vset, tmp / "vectors" / name / "tiny.safetensors")
+    mine = save_safetensors(VectorSet({2: torch.randn(HIDDEN)}), tmp / "mine.safetensors")
+    engine = Engine(make_tiny_lm(tiny_tokenizer), config)
+    handlers = app_harness.handlers_of(app.build_app(engine, config))
+    return engine, handlers, app_harness.ChatInputs(handlers), {"Uploaded: mine.safetensors": str(mine)}
+
+
+GOOD = ChatSettings("alpha", {}, 1, 2.0, 8, 0.0, 1.0, "0", False, "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "start"),
+    [
+        ("layer", 9, "layer 9 is out of range: expected 0 to 3"),
+        ("layer", "x", "layer must be a whole number"),
+        ("alpha", float("nan"), "multiplier (α)"),
+        ("alpha", 1e9, "multiplier (α)"),
+        ("max_new_tokens", 0, "max_new_tokens 0 is out of range"),
+        ("temperature", 5, "temperature 5 is out of range"),
+        ("top_p", 0, "top_p 0 is out of range"),
+        ("seed", "1.5", "seed"),
+        ("system_prompt", 3, "system_prompt must be text"),
+    ],
+)
+def test_a_bad_setting_is_refused_by_its_field_name(field, value, start):
+    with pytest.raises(SettingsError) as caught:
+        GOOD.changed(**{field: value}).turn(LAYERS, load_config().limits)
+    assert caught.value.field == field
+    message = str(caught.value)
+    assert message.startswith(start) and "\n" not in message
+
+
+def test_the_prompted_panes_prompts_are_refused_by_their_own_field():
+    on = GOOD.changed(prompted=True, prompted_added="Ask for it.", prompted_subtracted="Avoid it.")
+    assert on.prompts() == ("Ask for it.", "Avoid it.")
+    assert GOOD.prompts() is None  # off: not checked
+    for field in ("prompted_added", "prompted_subtracted"):
+        with pytest.raises(SettingsError, match="is empty") as caught:
+            on.changed(**{field: "  "}).prompts()
+        assert caught.value.field == field
+
+
+def test_controls_read_the_dict_by_field_and_know_only_fields():
+    a, b = object(), object()
+    controls = Controls({"layer": a, "alpha": b})
+    assert controls.read({a: 3, b: 1.5, object(): "other"}) == ChatSettings(layer=3, alpha=1.5)
+    assert controls.inputs("extra") == {a, b, "extra"} and controls.component("alpha") is b
+    with pytest.raises(ValueError, match="no ChatSettings field named \\['colour'\\]"):
+        Controls({"colour": a})
+    with pytest.raises(TypeError):
+        GOOD.changed(colour=1)
+
+
+def test_the_app_has_a_control_for_every_field(built):
+    _, handlers, chat, _ = built
+    assert set(chat.controls.by_field) == set(ChatSettings.names())
+    for name in ("take_message", "send", "retry", "strip", "copy_link", "copy_command", "send_linked"):
+        inputs = {id(c) for c in handlers[name].inputs}
+        assert handlers[name].inputs_as_dict, name  # one dict, read by field name
+        assert all(id(c) in inputs for c in chat.controls.by_field.values()), name
+
+
+def spy_on(engine, monkeypatch):
+    calls = []
+    real = engine.compare
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "compare", spy)
+    return calls
+
+
+def test_every_chat_field_reaches_the_engine(built, monkeypatch):
+    engine, handlers, chat, uploads = built
+    calls = spy_on(engine, monkeypatch)
+    settings = ChatSettings(
+        behavior="Uploaded: mine.safetensors",
+        uploads=uploads,
+        layer=2,
+        alpha=1.5,
+        max_new_tokens=3,
+        temperature=0.7,
+        top_p=0.9,
+        seed="1234",
+        random_seed=False,
+        system_prompt="Be brief.",
+        prompted=True,
+        prompted_added="Ask for it.",
+        prompted_subtracted="Avoid it.",
+        mix_behavior="beta",
+        mix_alpha=-2.0,
+    )
+    outbox, turns = app.Outbox(), []
+    outbox.put("Hello")
+    list(handlers["send"].fn(chat.data(settings, history=turns, outbox=outbox)))
+    assert turns[-1].status == "done", turns[-1].error
+    (call,) = calls
+    assert (call["layer"], call["multiplier"], call["system_prompt"]) == (2, 1.5, "Be brief.")
+    sampling = call["settings"]
+    assert (sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed) == (3, 0.7, 0.9, 1234)
+    assert torch.equal(call["vector"], load_safetensors(Path(uploads["Uploaded: mine.safetensors"])).vectors[2])
+    assert [c[0]["content"] for c in call["extra"]] == ["Ask for it.", "Avoid it."]  # the prompted panes
+    assert call["mix"].multiplier == -2.0 and torch.equal(call["mix"].vector, engine.vectors_for("beta").vector(2))
+    calls.clear()
+    outbox.put("Again")
+    list(handlers["send"].fn(chat.data(settings.changed(random_seed=True), history=turns, outbox=outbox)))
+    assert calls[0]["settings"].seed is None  # a fresh seed every time
+
+
+def test_every_api_parameter_reaches_the_engine(built, monkeypatch):
+    engine, handlers, _, _ = built
+    compare, compare_mix = handlers["compare"].fn, handlers["compare_mix"].fn
+    names = list(inspect.signature(compare_mix).parameters)
+    assert names[:9] == list(inspect.signature(compare).parameters)  # /compare keeps its 9 values
+    assert names[9:] == ["mix_behavior", "mix_multiplier"]
+    calls = spy_on(engine, monkeypatch)
+    list(compare_mix("Hello", 1.5, 2, "alpha", 3, 0.7, 0.9, 1234, "Be brief.", "beta", -2.0))
+    (call,) = calls
+    assert (call["layer"], call["multiplier"], call["system_prompt"]) == (2, 1.5, "Be brief.")
+    sampling = call["settings"]
+    assert (sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed) == (3, 0.7, 0.9, 1234)
+    assert torch.equal(call["vector"], engine.vectors_for("alpha").vector(2))
+    assert call["conversations"] == [{"role": "user", "content": "Hello"}]
+    assert call["mix"].multiplier == -2.0
+    calls.clear()
+    list(compare("Hello", max_new_tokens=2))  # the rest: the app's defaults
+    assert calls[0]["mix"] is None and calls[0]["settings"].max_new_tokens == 2
