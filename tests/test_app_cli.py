@@ -162,13 +162,10 @@ def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
     """Each start left an empty /tmp/llama-steering-uploads-XXXX: the folder is made on the first upload."""
     import tempfile
 
-    import torch
-    from fixtures import make_tiny_model
+    from fixtures import make_tiny_engine
     from transformers import PreTrainedTokenizerFast
 
     from steering.config import load_config
-    from steering.engine import Engine
-    from steering.models import LoadedModel, ModelSettings
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -176,18 +173,6 @@ def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
     tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="[UNK]")
-    lm = LoadedModel(
-        model=make_tiny_model(2, layers=2),
-        tokenizer=tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=2,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
-    app.build_app(Engine(lm, load_config()), load_config())
+    config = load_config()
+    app.build_app(make_tiny_engine(tokenizer, config, layers=2), config)
     assert not list(tmp_path.glob("llama-steering-uploads-*"))

@@ -14,13 +14,10 @@ import app_harness  # noqa: F401  (puts the project root on sys.path)
 import gradio as gr
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_engine
 
 import app
-from steering.config import load_config
-from steering.engine import Engine
 from steering.io.vector_files import VectorSet, save_safetensors
-from steering.models import LoadedModel, ModelSettings
 from steering.ui.chat import Turn
 from steering.ui.settings import ChatSettings
 
@@ -30,21 +27,7 @@ SKIP = gr.skip()
 
 @pytest.fixture(scope="module")
 def engine(tiny_tokenizer):
-    model = make_tiny_model(len(tiny_tokenizer), layers=LAYERS)
-    lm = LoadedModel(
-        model=model,
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=LAYERS,
-        hidden_size=HIDDEN,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
-    return Engine(lm, load_config())
+    return make_tiny_engine(tiny_tokenizer, layers=LAYERS)
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,8 @@ import torch
 from steering.core.limits import Limits
 from steering.errors import SteeringError
 from steering.io.vector_files import VectorSet, load_vectors, save_caa_layout, save_gguf, save_safetensors
-from steering.ui.chat import (
-    Turn,
-    VectorChoice,
-    check_behavior,
-    check_settings,
-    check_upload,
-    conversations,
-    discard_upload,
-    keep_upload,
-    pane_labels,
-    public_message,
-    render,
-    trim_prompt,
-)
+from steering.ui.chat import Turn, conversations, discard_upload, keep_upload, pane_labels, render
+from steering.ui.checks import VectorChoice, check_behavior, check_settings, check_upload, public_message, trim_prompt
 
 HIDDEN, LAYERS = 8, 4
 FAKE_ENGINE = SimpleNamespace(load_vector_file=lambda p: load_vectors(p, "m").validate(HIDDEN, LAYERS))
@@ -208,7 +196,7 @@ def test_uploads_leave_gradios_cache_for_a_private_folder(tmp_path):
 
 def test_norm_note_describes_the_recipe_the_panes_use():
     from steering.core.recipe import Recipe
-    from steering.ui.chat import norm_note
+    from steering.ui.checks import norm_note
 
     vector = torch.ones(4) * 2.0  # norm 4
     engine = SimpleNamespace(lm=SimpleNamespace(num_layers=30), relative_norm=lambda v, layer: float(v.norm()) / 10.0)
@@ -223,7 +211,7 @@ def test_norm_note_describes_the_recipe_the_panes_use():
 
 
 def test_markdown_text_shows_text_as_typed():
-    from steering.ui.chat import markdown_text
+    from steering.ui.checks import markdown_text
 
     assert markdown_text("vec_layer_<L>_<model>.pt & *x* `y` [z]") == (
         "vec\\_layer\\_&lt;L&gt;\\_&lt;model&gt;.pt &amp; \\*x\\* \\`y\\` \\[z\\]"

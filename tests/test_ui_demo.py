@@ -18,24 +18,17 @@ from steering.evaluation import answer_nll
 from steering.evaluation.refusal import distinct_ngram_share
 from steering.ui.chat import Turn
 from steering.ui.demo import (
-    STRIP_FACTORS,
-    Card,
     DemoTurn,
     PaneText,
-    behavior_presets,
     check_prompted,
-    explainer_image,
-    flag_breakdown,
-    measured_breakdown,
     pane_text,
-    presets,
     prompted_conversations,
     render_panes,
-    run_strip,
     safe_pane_text,
-    strip_multipliers,
-    tooltip_html,
 )
+from steering.ui.explainer import explainer_image, tooltip_html
+from steering.ui.presets import behavior_presets, measured_breakdown, presets
+from steering.ui.strip import STRIP_FACTORS, Card, flag_breakdown, run_strip, strip_multipliers
 
 GREEDY = SamplingSettings(max_new_tokens=6)
 PROMPTS = ("You refuse everything.", "You never refuse.")
@@ -262,7 +255,7 @@ def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
 
 
 def test_steered_layers_are_the_recipes(engine):
-    from steering.ui.demo import steered_layers
+    from steering.ui.presets import steered_layers
 
     assert steered_layers(engine, "refusal") == engine.recipe("refusal").layers(4)
     assert steered_layers(engine, None) == []

@@ -9,16 +9,8 @@ import pytest
 import torch
 
 from steering.core.limits import Limits
-from steering.ui.links import (
-    UPLOAD_NOTE,
-    LinkView,
-    commands,
-    gguf_name,
-    link_for,
-    link_problems_note,
-    make_view,
-    parse_link,
-)
+from steering.ui.commands import commands, gguf_name
+from steering.ui.links import UPLOAD_NOTE, LinkView, link_for, link_problems_note, make_view, parse_link
 
 BEHAVIORS = ["refusal", "sycophancy"]
 LIMITS = Limits()
@@ -205,7 +197,7 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
     from steering.config import load_config, override
     from steering.errors import SteeringError
     from steering.io.vector_files import VectorSet, save_safetensors
-    from steering.ui.links import command_text
+    from steering.ui.commands import command_text
 
     config = load_config()
     config = override(config, vectors_dir=str(tmp_path / "vectors"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from unittest import mock
 
 import app_harness
 import pytest
@@ -92,20 +93,15 @@ def test_the_app_has_a_control_for_every_field(built):
 
 
 def spy_on(engine, monkeypatch):
-    calls = []
-    real = engine.compare
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
+    """Engine.compare still runs; the returned mock keeps each call's keyword arguments."""
+    spy = mock.Mock(wraps=engine.compare)
     monkeypatch.setattr(engine, "compare", spy)
-    return calls
+    return spy
 
 
 def test_every_chat_field_reaches_the_engine(built, monkeypatch):
     engine, handlers, chat, uploads = built
-    calls = spy_on(engine, monkeypatch)
+    spy = spy_on(engine, monkeypatch)
     settings = ChatSettings(
         behavior="Uploaded: mine.safetensors",
         uploads=uploads,
@@ -127,17 +123,17 @@ def test_every_chat_field_reaches_the_engine(built, monkeypatch):
     outbox.put("Hello")
     list(handlers["send"].fn(chat.data(settings, history=turns, outbox=outbox)))
     assert turns[-1].status == "done", turns[-1].error
-    (call,) = calls
+    call = spy.call_args.kwargs
+    assert spy.call_count == 1
     assert (call["layer"], call["multiplier"], call["system_prompt"]) == (2, 1.5, "Be brief.")
     sampling = call["settings"]
     assert (sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed) == (3, 0.7, 0.9, 1234)
     assert torch.equal(call["vector"], load_safetensors(Path(uploads["Uploaded: mine.safetensors"])).vectors[2])
     assert [c[0]["content"] for c in call["extra"]] == ["Ask for it.", "Avoid it."]  # the prompted panes
     assert call["mix"].multiplier == -2.0 and torch.equal(call["mix"].vector, engine.vectors_for("beta").vector(2))
-    calls.clear()
     outbox.put("Again")
     list(handlers["send"].fn(chat.data(settings.changed(random_seed=True), history=turns, outbox=outbox)))
-    assert calls[0]["settings"].seed is None  # a fresh seed every time
+    assert spy.call_args.kwargs["settings"].seed is None  # a fresh seed every time
 
 
 def test_every_api_parameter_reaches_the_engine(built, monkeypatch):
@@ -146,15 +142,15 @@ def test_every_api_parameter_reaches_the_engine(built, monkeypatch):
     names = list(inspect.signature(compare_mix).parameters)
     assert names[:9] == list(inspect.signature(compare).parameters)  # /compare keeps its 9 values
     assert names[9:] == ["mix_behavior", "mix_multiplier"]
-    calls = spy_on(engine, monkeypatch)
+    spy = spy_on(engine, monkeypatch)
     list(compare_mix("Hello", 1.5, 2, "alpha", 3, 0.7, 0.9, 1234, "Be brief.", "beta", -2.0))
-    (call,) = calls
+    call = spy.call_args.kwargs
+    assert spy.call_count == 1
     assert (call["layer"], call["multiplier"], call["system_prompt"]) == (2, 1.5, "Be brief.")
     sampling = call["settings"]
     assert (sampling.max_new_tokens, sampling.temperature, sampling.top_p, sampling.seed) == (3, 0.7, 0.9, 1234)
     assert torch.equal(call["vector"], engine.vectors_for("alpha").vector(2))
     assert call["conversations"] == [{"role": "user", "content": "Hello"}]
     assert call["mix"].multiplier == -2.0
-    calls.clear()
     list(compare("Hello", max_new_tokens=2))  # the rest: the app's defaults
-    assert calls[0]["mix"] is None and calls[0]["settings"].max_new_tokens == 2
+    assert spy.call_args.kwargs["mix"] is None and spy.call_args.kwargs["settings"].max_new_tokens == 2

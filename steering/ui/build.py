@@ -19,8 +19,10 @@ from steering.ui.calibrate_tab import CalibrateTab
 from steering.ui.chat import Outbox, discard_upload
 from steering.ui.chat_events import ChatEvents
 from steering.ui.context import AppContext
-from steering.ui.demo import EXPLAINER, explainer_image, safe_pane_text, steered_layers
+from steering.ui.demo import safe_pane_text
 from steering.ui.demo_events import DemoEvents
+from steering.ui.explainer import EXPLAINER, explainer_image
+from steering.ui.presets import steered_layers
 from steering.ui.share_events import ShareEvents
 from steering.ui.view_events import ViewEvents
 

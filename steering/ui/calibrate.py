@@ -15,7 +15,7 @@ import numpy as np
 from steering.config import Config
 from steering.core.limits import Limits, check_multiplier
 from steering.errors import SteeringError
-from steering.ui.chat import VectorChoice, check_upload
+from steering.ui.checks import VectorChoice, check_upload
 
 MAX_LAYERS, MAX_MULTIPLIERS, MAX_ITEMS = 12, 9, 66
 SMALL_MODEL_NOTE = (

@@ -28,9 +28,9 @@ from steering.ui.calibrate import (
     run_sweep,
     sweep_reliability,
 )
-from steering.ui.chat import VectorChoice, markdown_text, public_message
 from steering.ui.chat_events import gpu
 from steering.ui.chat_tab import ChatTab
+from steering.ui.checks import VectorChoice, markdown_text, public_message
 from steering.ui.context import PRIVATE, AppContext
 from steering.ui.controls_layout import VECTOR_FILE_TYPES
 from steering.ui.demo_events import QUIET

@@ -16,8 +16,9 @@ import gradio as gr
 
 from steering.decode.generation import stream
 from steering.errors import SteeringError
-from steering.ui.chat import Outbox, check_budget, check_prompt, conversations, public_message
+from steering.ui.chat import Outbox, conversations
 from steering.ui.chat_tab import ChatTab
+from steering.ui.checks import check_budget, check_prompt, public_message
 from steering.ui.context import PRIVATE, AppContext
 from steering.ui.demo import DemoTurn, meter_titles, prompted_conversations, render_panes, safe_pane_text
 from steering.ui.meter import Meter, turn_readings

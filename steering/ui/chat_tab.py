@@ -12,7 +12,10 @@ import gradio as gr
 
 from steering.core.behaviors import example_prompts
 from steering.ui.context import EXAMPLES, AppContext
-from steering.ui.demo import STRIP_BUTTON, STRIP_FACTORS, behavior_presets, safe_pane_text, tooltip_html
+from steering.ui.demo import safe_pane_text
+from steering.ui.explainer import tooltip_html
+from steering.ui.presets import behavior_presets
+from steering.ui.strip import STRIP_BUTTON, STRIP_FACTORS
 
 # The behavior meter (steering/ui/meter.py), titled like the panes (meter_titles). It is read at every turn on
 # the eager path, where it costs under 5% of decode time (README, "Behavior meter"), and shown unless its

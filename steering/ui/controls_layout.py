@@ -9,10 +9,10 @@ import gradio as gr
 
 from steering.core.limits import SEED_MAX
 from steering.extract.first_use import offered_behaviors
-from steering.ui.chat import TEMPERATURE_RANGE, TOP_P_RANGE
 from steering.ui.chat_tab import ChatTab
+from steering.ui.checks import TEMPERATURE_RANGE, TOP_P_RANGE
 from steering.ui.context import AppContext
-from steering.ui.demo import tooltip_html
+from steering.ui.explainer import tooltip_html
 from steering.ui.mix import MIX_INFO, NO_MIX, missing_note, mix_choices
 from steering.ui.settings import Controls
 

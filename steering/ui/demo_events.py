@@ -9,21 +9,15 @@ from typing import Any
 import gradio as gr
 
 from steering.errors import SteeringError
-from steering.ui.chat import check_budget, check_prompt, markdown_text, public_message
 from steering.ui.chat_events import gpu
 from steering.ui.chat_tab import METER_EMPTY, ChatTab
+from steering.ui.checks import check_budget, check_prompt, markdown_text, public_message
 from steering.ui.context import PRIVATE, AppContext
-from steering.ui.demo import (
-    STRIP_BUSY,
-    STRIP_BUTTON,
-    STRIP_FACTORS,
-    behavior_presets,
-    run_strip,
-    safe_pane_text,
-    strip_summary,
-)
+from steering.ui.demo import safe_pane_text
 from steering.ui.meter import meter_html
+from steering.ui.presets import behavior_presets
 from steering.ui.settings import Controls
+from steering.ui.strip import STRIP_BUSY, STRIP_BUTTON, STRIP_FACTORS, run_strip, strip_summary
 
 QUIET = {"queue": False, "show_progress": "hidden", **PRIVATE}  # quick view updates: no queue, no spinner
 

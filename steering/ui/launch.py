@@ -13,7 +13,7 @@ import torch
 
 from steering.config import Config, override
 from steering.errors import SteeringError
-from steering.ui.demo import DEMO_CSS
+from steering.ui.explainer import DEMO_CSS
 from steering.ui.layout import CSS, METER_CSS, PHONE_CSS
 
 

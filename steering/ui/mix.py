@@ -68,7 +68,7 @@ def api_mix(
         SteeringError: a bad α₂, an unknown second behavior, the first behavior mixed with itself.
     """
     from steering.core.mixing import Mix
-    from steering.ui.chat import check_behavior
+    from steering.ui.checks import check_behavior
 
     if no_mix(mix_behavior):
         return None
@@ -113,7 +113,7 @@ def parse_mix(
         SteeringError: a bad alpha2, no vectors for the second behavior, a file that does not fit.
     """
     from steering.core.mixing import Mix
-    from steering.ui.chat import VectorChoice
+    from steering.ui.checks import VectorChoice
 
     if no_mix(mix_choice):
         return None, ""
@@ -136,7 +136,7 @@ def mix_note(
     Never raises: a problem is shown as a one-line warning.
     """
     from steering.core.mixing import cosine_note
-    from steering.ui.chat import VectorChoice, markdown_text, public_message
+    from steering.ui.checks import VectorChoice, markdown_text, public_message
 
     if no_mix(mix_choice):
         return ""
@@ -155,7 +155,7 @@ def mix_note(
 # ---------------------------------------------------------------------------- first use
 def missing_note(missing: list[str], model: str, problems: dict[str, str] | None = None) -> str:
     """The line above the Build button; behaviors whose dataset does not load are named with the reason."""
-    from steering.ui.chat import markdown_text, public_message
+    from steering.ui.checks import markdown_text, public_message
 
     lines = []
     if missing:
@@ -235,7 +235,7 @@ def build_in_app(
     Never raises: a failure is the status line (and leaves no file: the build writes atomically at the end).
     """
     from steering.extract.first_use import build_vectors, offered_behaviors
-    from steering.ui.chat import markdown_text, public_message
+    from steering.ui.checks import markdown_text, public_message
 
     def missing_behaviors(engine: Any) -> list[str]:
         return offered_behaviors(engine)[0]

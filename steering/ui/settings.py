@@ -13,7 +13,7 @@ from typing import Any
 
 from steering.core.limits import Limits
 from steering.errors import SteeringError
-from steering.ui.chat import TurnSettings, VectorChoice, check_settings
+from steering.ui.checks import TurnSettings, VectorChoice, check_settings
 from steering.ui.demo import check_prompted
 from steering.ui.mix import NO_MIX
 
@@ -76,7 +76,7 @@ class ChatSettings:
         return VectorChoice.parse(self.behavior, dict(self.uploads or {}))
 
     def turn(self, num_layers: int, limits: Limits) -> TurnSettings:
-        """The checked layer, α, sampling and system prompt (steering.ui.chat.check_settings).
+        """The checked layer, α, sampling and system prompt (steering.ui.checks.check_settings).
 
         Raises:
             SettingsError: one line naming the field (layer, multiplier (α), max_new_tokens, temperature,

@@ -9,10 +9,11 @@ from typing import Any
 import gradio as gr
 
 from steering.errors import SteeringError
-from steering.ui.chat import markdown_text, public_message
 from steering.ui.chat_tab import ChatTab
+from steering.ui.checks import markdown_text, public_message
+from steering.ui.commands import command_text
 from steering.ui.context import PRIVATE, AppContext
-from steering.ui.links import command_text, link_for, link_problems_note, make_view, parse_link
+from steering.ui.links import link_for, link_problems_note, make_view, parse_link
 from steering.ui.settings import ChatSettings, Controls
 
 COPY_JS = "(text) => { if (text) { navigator.clipboard?.writeText(text).catch(() => {}); } return []; }"

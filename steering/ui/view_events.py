@@ -9,22 +9,22 @@ import gradio as gr
 
 from steering.core.behaviors import example_prompts, message_after_switch
 from steering.errors import SteeringError
-from steering.ui.chat import (
+from steering.ui.chat import discard_upload, keep_upload
+from steering.ui.chat_tab import ChatTab
+from steering.ui.checks import (
     UPLOAD_PREFIX,
     VectorChoice,
     check_settings,
     check_upload,
-    discard_upload,
-    keep_upload,
     markdown_text,
     norm_note,
     public_message,
 )
-from steering.ui.chat_tab import ChatTab
 from steering.ui.context import EXAMPLES, PRIVATE, AppContext
-from steering.ui.demo import behavior_presets, safe_pane_text
+from steering.ui.demo import safe_pane_text
 from steering.ui.demo_events import QUIET
 from steering.ui.mix import build_in_app, first_use_view, mix_choices, mix_note
+from steering.ui.presets import behavior_presets
 
 
 class ViewEvents:
