@@ -377,7 +377,7 @@ def test_compiled_pieces_give_the_same_tokens_and_come_off_with_the_hooks(model,
 
     convs, alphas = [Q1, Q2, Q1], [3.0, 0.0, -3.0]
     plain = FastPath(model, compile=False, bucket=64)
-    assert plain.pieces is None  # off unless CUDA graphs (or asked for)
+    assert plain.pieces is None  # opt-in
     want = plain.generate(tiny_tokenizer, convs, alphas, SteeringSpec(1, vector), GREEDY).token_ids
     plain.steering.remove()
     fast = FastPath(model, compile=False, bucket=64, compile_pieces=True, pieces_backend="eager")

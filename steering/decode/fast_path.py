@@ -18,9 +18,9 @@
 Without the compiler (`model.cuda_graphs`, on by default on CUDA): the same static cache and hooks,
 and each decoding step replayed from a CUDA graph captured at the first steps of a (batch, cache
 length, layer): about 0.1 s per capture instead of a minute of compiling, and no per-kernel launch
-cost from Python. Only the steered block's hook runs there, so a new layer is a new capture. Each block's
-RMSNorm and MLP run compiled in those steps (CompiledPieces: ~10 s of compiling on the first request, fewer
-small kernels per step).
+cost from Python. Only the steered block's hook runs there, so a new layer is a new capture. Opt-in,
+`FastPath(compile_pieces=True)`: each block's RMSNorm and MLP run compiled in those steps (CompiledPieces:
+~10 s of compiling on the first request, fewer small kernels per step; not the default, see its docstring).
 
 On a CPU or for tests, `backend="eager"` (graph capture only) or `compile=False` (static cache and
 persistent hooks, no compiler) exercise the same code paths quickly.
@@ -232,7 +232,10 @@ class CompiledPieces:
     (RMSNorm's pow / mean / rsqrt / mul, SiLU x up) cost 1-3 us each whatever their size. Fused by inductor
     they take a fraction of that: on an H200 the default path went from 134 to 173 tok/s per pane (with the
     rotary embedding compiled too; results/bench/gpu-h200-profile.md), after about 10 s of compiling on the
-    first request instead of a minute and a half for the whole model. No inductor CUDA graphs (the
+    first request instead of a minute and a half for the whole model (H200, norms and MLP only: 154 tok/s
+    per pane). Off by default: in fp16 the compiled reductions differ in the last bits with the batch size,
+    so `steering test` answers at --batch-size 1 (3 rows) and 4 (12 rows) parted at near-ties of a random
+    model on the H200 (scripts/gpu_check.py), which the plain CUDA-graph path passes. No inductor CUDA graphs (the
     CudaGraphSteps capture the whole step, compiled kernels included), no recompile per block (the module is
     an argument). Prompts (more than one position) run the plain forward. A compiler failure (no Triton, say)
     is logged once and the plain forward is used from then on.
@@ -355,8 +358,9 @@ class FastPath:
     worth routing here: the compiled step only for the batch sizes it was built for (a compile costs a
     minute with inductor), the CUDA-graph and static-cache steps for any batch.
 
-    `compile_pieces` (default: on with `cuda_graphs`) compiles each block's RMSNorm and MLP for the one-token
-    steps (CompiledPieces, backend `pieces_backend`); `steering.remove()` takes the hooks and those away.
+    `compile_pieces` (off by default) compiles each block's RMSNorm and MLP for the one-token steps of the
+    static-cache / CUDA-graph path (CompiledPieces, backend `pieces_backend`); `steering.remove()` takes the
+    hooks and those away.
     """
 
     MAX_CACHES = 6  # static caches kept for reuse, least recently used dropped first
@@ -370,11 +374,11 @@ class FastPath:
         bucket: int = 256,
         max_batch: int = 4,
         cuda_graphs: bool = False,
-        compile_pieces: bool | None = None,
+        compile_pieces: bool = False,
         pieces_backend: str = "inductor",
     ) -> None:
         self.model = model
-        self.pieces: CompiledPieces | None = None  # compiled RMSNorm / MLP (default: with cuda_graphs)
+        self.pieces: CompiledPieces | None = None  # compiled RMSNorm / MLP (opt-in, see CompiledPieces)
         self.bucket = bucket
         # hooks first, then compile
         self.steering = PersistentSteering(model, max_batch, skip_inactive=not compile)
@@ -387,7 +391,7 @@ class FastPath:
             self.forward: Callable[..., Any] = model.forward
             if cuda_graphs:
                 self.graphs = CudaGraphSteps(model, self.steering)
-            if cuda_graphs if compile_pieces is None else compile_pieces:
+            if compile_pieces:
                 self.pieces = CompiledPieces(model, backend=pieces_backend)
                 self.steering.cleanups.append(self.pieces.remove)
         elif backend == "inductor":
