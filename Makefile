@@ -38,7 +38,7 @@ MYPY_CORE := steering/core/hooks.py steering/core/recipe.py steering/core/layers
 	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \
 	steering/decode/sampling.py steering/decode/tokens.py steering/decode/requests.py steering/decode/batch_steering.py \
 	steering/compare.py steering/io/vector_files.py \
-	steering/extract/extraction.py steering/errors.py steering/config.py steering/models.py steering/engine.py
+	steering/extract/extraction.py steering/errors.py steering/config/ steering/models.py steering/engine.py
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -1,5 +1,5 @@
 """Packaging: pyproject.toml and requirements.txt agree, the `steering` command, and where config.yaml and the
-data folders are found from any working folder (steering/config.py's rule)."""
+data folders are found from any working folder (steering/config's rule)."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def parse_multipliers(text: str | None, limits: Limits | None = None) -> list[fl
 
 
 def datasets_dir(config: Config) -> Path:
-    """The config's datasets folder (absolute; see steering/config.py for where it is)."""
+    """The config's datasets folder (absolute; see steering.config for where it is)."""
 
     return config.datasets_dir
 

@@ -1,0 +1,163 @@
+"""The config tree: one frozen dataclass per config.yaml section; their field defaults are the built-in defaults
+(the only ones: other modules derive theirs from these). Where the home folder is: see steering.config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from steering.config.checks import FrozenMapping, to_plain
+from steering.core.limits import Limits
+from steering.errors import SteeringError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent  # the source checkout (or site-packages when installed)
+HOME_ENV = "LLAMA_STEERING_HOME"
+DATA_DIRS = ("vectors_dir", "datasets_dir", "results_dir")  # folders resolved by steering.config's rule
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+ReadMode = Literal["letter", "answer-mean"]
+
+
+def home() -> Path:
+    """The folder holding config.yaml and the data folders (the rule: steering.config's module docstring).
+
+    Returns:
+        $LLAMA_STEERING_HOME (absolute), else the source checkout, else the current folder.
+
+    Raises:
+        SteeringError: $LLAMA_STEERING_HOME is set but is not a folder.
+    """
+    env = os.environ.get(HOME_ENV)
+    if env:
+        folder = Path(env).expanduser().resolve()
+        if not folder.is_dir():
+            raise SteeringError(f"{HOME_ENV}={env}: not a folder (it should hold config.yaml and the data folders)")
+        return folder
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How to load a model (config `model:`; CLI flags override it): hub id, local folder or the embedded
+    smollm2-135m-instruct; dtype and device (auto picks), 8-/4-bit, the GPU fast path, CPU threads."""
+
+    name: str = EMBEDDED_MODEL
+    dtype: str = "auto"
+    device: str = "auto"
+    device_map: str | None = None
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    compile: bool = False
+    compile_backend: str = "inductor"  # torch.compile backend of the fast path ("eager": cheap, for tests)
+    cuda_graphs: bool = True
+    threads: int | str | None = "auto"  # torch CPU threads (set_threads): a count, or "auto"
+
+
+@dataclass(frozen=True)
+class ModelSteering:
+    """One model's steering defaults (an entry of config `models:`); a key left out comes from
+    `default_model_settings` (the layer from its layer_fraction)."""
+
+    read_mode: ReadMode | None = None
+    layer: int | None = None
+    multiplier: float | None = None
+
+
+@dataclass(frozen=True)
+class DefaultModelSettings:
+    """Steering defaults of a model without its own `models:` entry (config `default_model_settings:`).
+
+    Attributes:
+        read_mode: "letter" (CAA, Rimsky et al. 2023, section 3) or "answer-mean".
+        layer_fraction: layer = round(layer_fraction x layer count), clamped to the model's blocks.
+        multiplier: the default alpha.
+    """
+
+    read_mode: ReadMode = "answer-mean"
+    layer_fraction: float = 0.33
+    multiplier: float = 2.0
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Default sampling of the CLI and the app (config `generation:`): tokens per reply, temperature
+    (0 = greedy), nucleus top_p, seed; system_prompt None keeps the chat template's own."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Vector extraction (config `extraction:`): A/B items per forward pass."""
+
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """The web app (config `app:`): where it listens, the optional password's env var, the queue, the
+    requests decoded together per model (steering/decode/scheduler.py), the prompt and upload caps."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    password_env: str | None = "LLAMA_STEERING_PASSWORD"
+    max_queue: int = 16
+    concurrency_per_model: int = 4
+    max_prompt_chars: int = 2000
+    max_upload_mb: float = 64
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Evaluation (config `evaluation:`): refusal_phrases, when set, replaces the refusal card's judge phrases
+    (datasets/refusal/behavior.yaml); a single string is a one-phrase list."""
+
+    refusal_phrases: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration (config.yaml), frozen; derive a changed copy with :func:`override`.
+
+    Attributes:
+        model: how to load the model.
+        behavior: the behavior the CLI and the app start with.
+        vectors_dir, datasets_dir, results_dir: the data folders, absolute (module docstring rule).
+        models: per-model steering defaults, by model name (or hub id).
+        default_model_settings: the steering defaults of any other model.
+        generation, extraction, limits, app, evaluation: the sections of the same names.
+    """
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    behavior: str = "refusal"
+    vectors_dir: Path = Path("vectors")
+    datasets_dir: Path = Path("datasets")
+    results_dir: Path = Path("results")
+    models: Mapping[str, ModelSteering] = field(default_factory=dict)
+    default_model_settings: DefaultModelSettings = field(default_factory=DefaultModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
+    limits: Limits = field(default_factory=Limits)
+    app: AppSettings = field(default_factory=AppSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+
+    def __post_init__(self) -> None:
+        """Data folders as absolute Paths (relative ones against home()); `models` as a read-only mapping."""
+        for key in DATA_DIRS:
+            folder = Path(getattr(self, key)).expanduser()
+            object.__setattr__(self, key, folder if folder.is_absolute() else (home() / folder).resolve())
+        object.__setattr__(self, "models", FrozenMapping(self.models))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict view (data folders as strings), e.g. for YAML/JSON or a library call."""
+        return to_plain(self)
