@@ -104,6 +104,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     from steering.decode.generation import SamplingSettings
     from steering.evaluation.refusal import RefusalDetector
     from steering.evaluation.tune import (
+        CACHE_VERSION,
         DEFAULT_STRENGTHS,
         SearchSpace,
         VectorSource,
@@ -200,7 +201,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             "questions_sha256": questions_hash(part),
             "max_new_tokens": args.max_new_tokens,
             "system_prompt": system_prompt,
-            "refusal_phrases": list(detector.phrases),
+            "cache_version": CACHE_VERSION,  # not the judge: cached texts are judged again (rejudge)
         }
         hashes.append(context["questions_sha256"])
         print(

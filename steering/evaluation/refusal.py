@@ -39,9 +39,18 @@ def normalise(text: str) -> str:
 
 
 class RefusalDetector:
-    """`detector(text)` is True when the text contains one of the refusal phrases (case-insensitive)."""
+    """`detector(text)` is True when the text contains one of the refusal phrases (case-insensitive) in a
+    sentence without a veto match (the veto patterns, regexes, are the card's `judge.veto`; see
+    steering.core.behaviors.Judge: "I'm sorry to hear that." is an apology, not a refusal)."""
 
-    def __init__(self, phrases: Iterable[str] = DEFAULT_REFUSAL_PHRASES) -> None:
+    def __init__(self, phrases: Iterable[str] = DEFAULT_REFUSAL_PHRASES, veto: Iterable[str] = ()) -> None:
+        """Args:
+            phrases: the refusal phrases (strings; normalised, duplicates dropped).
+            veto: regex patterns; a sentence with a veto match does not count (default: none).
+
+        Raises:
+            ValueError: a phrase that is not a string, an empty list, or a veto that does not compile.
+        """
         cleaned = []
         for phrase in phrases:
             if not isinstance(phrase, str):
@@ -51,6 +60,16 @@ class RefusalDetector:
         if not cleaned:
             raise ValueError("the refusal phrase list is empty")
         self.phrases: tuple[str, ...] = tuple(dict.fromkeys(cleaned))
+        self.veto: tuple[str, ...] = tuple(veto)
+        self._judge = None
+        if self.veto:
+            from steering.core.behaviors import Judge
+            from steering.errors import SteeringError
+
+            try:
+                self._judge = Judge.from_phrases(self.phrases, veto=self.veto, where="refusal judge.phrases")
+            except SteeringError as exc:
+                raise ValueError(str(exc)) from None
 
     @classmethod
     def from_config(cls, config: Config) -> RefusalDetector:
@@ -58,10 +77,13 @@ class RefusalDetector:
         refusal card's (datasets/refusal/behavior.yaml, steering.core.behaviors.judge_for), else the defaults."""
         from steering.core.behaviors import judge_for
 
-        return cls(judge_for(config, "refusal").phrases)
+        judge = judge_for(config, "refusal")
+        return cls(judge.phrases, veto=judge.veto)
 
     def match(self, text: str) -> str | None:
-        """The first phrase found in the text, or None."""
+        """The first phrase found in the text (in a sentence without a veto match), or None."""
+        if self._judge is not None:
+            return self._judge.match(text)
         clean = normalise(text)
         return next((phrase for phrase in self.phrases if phrase in clean), None)
 
@@ -71,6 +93,10 @@ class RefusalDetector:
     def rate(self, texts: Sequence[str]) -> float:
         """The share of texts judged refusals, in [0, 1]; NaN for no texts."""
         return sum(map(self, texts)) / len(texts) if texts else float("nan")
+
+    def to_dict(self) -> dict:
+        """{"kind": "phrases", "phrases": [...]} plus "veto" when set (as results record the judge)."""
+        return {"kind": "phrases", "phrases": list(self.phrases)} | ({"veto": list(self.veto)} if self.veto else {})
 
 
 def units(text: str) -> list[str]:

@@ -59,6 +59,7 @@ from steering.evaluation.tune.scoring import (
     combine_groups,
     pooled_metrics,
     rank_key,
+    rejudge,
     report_markdown,
     score_setting,
     side_metrics,
@@ -96,6 +97,7 @@ __all__ = [
     "save_cache",
     "score_setting",
     "side_jobs",
+    "rejudge",
     "side_metrics",
     "winner_recipe",
 ]

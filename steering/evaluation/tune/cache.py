@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from steering.io.files import write_json
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: every answer text kept, judged when ranking (scoring.rejudge)
 
 
 def load_cache(path: Path, context: dict[str, Any]) -> dict[str, Any]:

@@ -94,5 +94,7 @@ def defaults_record(
 def _short(metrics: dict) -> dict:
     """A side's metrics as the defaults file keeps them: floats rounded, no sample answers or per-group parts."""
     return {
-        k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items() if k not in ("samples", "groups")
+        k: (round(v, 4) if isinstance(v, float) else v)
+        for k, v in metrics.items()
+        if k not in ("samples", "groups", "texts")
     }

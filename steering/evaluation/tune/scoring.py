@@ -27,7 +27,17 @@ def side_metrics(
         "distinct3": float(np.mean(distinct)) if distinct else float("nan"),
         "perplexity": float(math.exp(float(np.median(values)))) if values else None,
         "samples": list(samples)[:2],
+        "texts": list(samples),
     }
+
+
+def rejudge(metrics: dict[str, Any], detector: Any) -> dict[str, Any]:
+    """`metrics` (side_metrics) with its refusal rate judged again from its texts by `detector` (a callable
+    text -> bool); unchanged when it holds no texts (nothing to judge)."""
+    texts = metrics.get("texts")
+    if not texts:
+        return metrics
+    return {**metrics, "refusal_rate": sum(map(bool, map(detector, texts))) / len(texts)}
 
 
 def score_setting(

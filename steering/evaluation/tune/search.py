@@ -15,7 +15,14 @@ from steering.errors import SteeringError
 from steering.evaluation.coherence import answer_nll
 from steering.evaluation.refusal import distinct_ngram_share
 from steering.evaluation.tune.cache import load_cache, save_cache
-from steering.evaluation.tune.scoring import TuneResult, choose_winner, rank_key, score_setting, side_metrics
+from steering.evaluation.tune.scoring import (
+    TuneResult,
+    choose_winner,
+    rank_key,
+    rejudge,
+    score_setting,
+    side_metrics,
+)
 from steering.evaluation.tune.space import SearchSpace, SideJob, VectorSource, side_jobs
 
 
@@ -61,7 +68,7 @@ def run_tune(
         sources: the vector files to try.
         space: layers x bands x operators x strengths (checked against the model).
         settings: SamplingSettings of the answers (greedy, short).
-        detector: a RefusalDetector.
+        detector: the judge (a RefusalDetector or steering.core.behaviors.Judge): text -> bool.
         cache_path / context: the resumable cache and what it must match.
         batch_rows: about how many rows one generate() call takes (whole jobs: at least one job).
     Returns: TuneResult, rows sorted best first.
@@ -128,11 +135,11 @@ def run_tune(
             save_cache(cache_path, context, cache)  # resumable: every finished call is kept
             generated += len(batch) * n_q
             bar.update(len(batch) * n_q)
-    base = cache["unsteered"]
+    base = rejudge(cache["unsteered"], detector)  # the cache keeps every answer: judged by this run's judge
     rows = []
     for setting in all_settings:
         up, down = needs[setting]
-        plus, minus = cache[keys[up]], cache[keys[down]]
+        plus, minus = rejudge(cache[keys[up]], detector), rejudge(cache[keys[down]], detector)
         scored = score_setting(plus, minus, base, min_distinct, max_perplexity)
         rows.append(
             {
