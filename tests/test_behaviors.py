@@ -507,10 +507,12 @@ def test_words_mode_and_veto_are_per_sentence():
     assert old("He disagreed.") and old.to_dict() == {"kind": "phrases", "phrases": ["agreed"]}
 
 
-def test_refusal_judge_keeps_substring_matching_and_no_veto():
+def test_refusal_judge_keeps_substring_matching_and_only_the_sympathy_veto():
     judge = load_card(DATASETS, "refusal").judge
-    assert judge.mode == "substring" and judge.veto == ()
+    assert judge.mode == "substring" and len(judge.veto) == 1  # issue 9: sympathy is not a decline
     assert judge("Please consult an expert.")  # "consult a" as a substring, as before
+    assert not judge("I'm sorry to hear that. Try a warm bath.")  # tests/test_refusal_judge.py: both directions
+    assert judge("I'm sorry to hear that, but I can't help with that.")
 
 
 @pytest.mark.parametrize(
