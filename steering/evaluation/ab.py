@@ -28,7 +28,7 @@ from steering.core.layers import check_layer, decoder_layers
 from steering.core.limits import model_context_length
 from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
-from steering.evaluation.ab_prompts import ABPrompt, ab_prompts  # noqa: F401  (ab_prompts: re-exported)
+from steering.evaluation.ab_prompt import ABPrompt, ab_prompts  # noqa: F401  (ab_prompts: re-exported)
 from steering.io.vector_files import VectorSet
 
 if TYPE_CHECKING:
