@@ -234,3 +234,23 @@ def test_plots_are_figures(tmp_path):
     b = VectorSet({0: torch.ones(8), 1: -torch.ones(8)}, source="b")
     line = cosine_plot(a, b).axes[0].lines[0]
     np.testing.assert_allclose(line.get_ydata(), [1.0, -1.0], atol=1e-6)
+
+
+def test_the_package_imports_its_modules_on_first_use():
+    """Importing one module of steering.evaluation (refusal: the cards' judges) does not import torch; the
+    public names still come from the package (ab_prompts the function, not a module of that name)."""
+    import subprocess
+    import sys
+
+    import steering.evaluation as evaluation
+
+    code = (
+        "import sys, steering.evaluation.refusal; "
+        "print('torch' in sys.modules, 'steering.evaluation.ab' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    assert callable(evaluation.ab_prompts) and evaluation.ab_prompts.__module__ == "steering.evaluation.ab_prompt"
+    assert sorted(evaluation.__all__) == sorted(evaluation._EXPORTS)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        evaluation.nothing  # noqa: B018
