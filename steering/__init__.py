@@ -40,9 +40,9 @@ _EXPORTS: dict[str, str] = {
     "load_ab_dataset": "steering.core.datasets",
     "extract_vectors": "steering.extract.extraction",
     "VectorSet": "steering.io.vector_files",
-    "load_vectors": "steering.io.vector_files",
+    "load_vectors": "steering.io.vector_store",
     "save_safetensors": "steering.io.vector_files",
-    "save_gguf": "steering.io.vector_files",
+    "save_gguf": "steering.io.gguf_vectors",
     "steering": "steering.core.hooks",
     "steer": "steering.core.hooks",
     "SteeringPlan": "steering.core.hooks",
@@ -63,7 +63,9 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
     from steering.engine import Engine
     from steering.extract.extraction import extract_vectors
-    from steering.io.vector_files import VectorSet, load_vectors, save_gguf, save_safetensors
+    from steering.io.gguf_vectors import save_gguf
+    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_store import load_vectors
     from steering.models import LoadedModel, ModelSettings, load_model
 
 

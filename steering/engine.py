@@ -20,7 +20,8 @@ from steering.core.prompts import Message, build_messages, chat_prompt
 from steering.core.recipe import Recipe, config_recipe, defaults_path, load_defaults
 from steering.decode.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
 from steering.errors import SteeringError
-from steering.io.vector_files import VectorSet, available_behaviors, load_vectors, vector_path
+from steering.io.vector_files import VectorSet
+from steering.io.vector_store import available_behaviors, load_vectors, vector_path
 from steering.models import LoadedModel, load_model
 
 if TYPE_CHECKING:

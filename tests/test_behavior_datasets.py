@@ -218,7 +218,7 @@ def test_shipped_vectors_come_from_the_shipped_generate_set(behavior):
     dataset without a new `extract` would leave stale vectors), over every layer, and the tuned defaults
     name this behavior and model."""
     from steering.core.datasets import file_sha256
-    from steering.io.vector_files import describe_vector_file
+    from steering.io.vector_store import describe_vector_file
 
     info = describe_vector_file(PROJECT_ROOT / "vectors" / behavior / "smollm2-135m-instruct.safetensors")
     generate = PROJECT_ROOT / "datasets" / behavior / "generate.json"

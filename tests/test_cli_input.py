@@ -230,7 +230,7 @@ def test_os_errors_during_a_command_are_one_line(capsys, tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/somewhere/a.safetensors")
 
-    monkeypatch.setattr("steering.io.vector_files.load_vectors", denied)
+    monkeypatch.setattr("steering.io.vector_store.load_vectors", denied)
     assert_refused(capsys, ["compare-vectors", a, a], "/somewhere/a.safetensors: Permission denied")
 
 
@@ -387,7 +387,7 @@ def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny
     )
     assert code == 0, err
     assert "it replaced" in out and "4 layers (0..3), 250 pairs" in out, out
-    from steering.io.vector_files import describe_vector_file
+    from steering.io.vector_store import describe_vector_file
 
     info = describe_vector_file(target)
     assert info.layers == [1] and info.pairs == 4

@@ -158,7 +158,7 @@ def test_evaluate(path, cli, tmp_path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_extract(path, cli, tmp_path):
-    from steering.io.vector_files import load_vectors
+    from steering.io.vector_store import load_vectors
 
     out = tmp_path / "v.safetensors"
     code, _, err = cli(path, "extract", "--max-pairs", "2", "--layers", "9", "--out", str(out))

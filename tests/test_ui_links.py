@@ -177,7 +177,8 @@ def test_commands_for_an_upload_and_for_layer_0():
 def test_the_export_line_writes_the_file_llama_cpp_reads(tmp_path, monkeypatch):
     """Run the copied export line's arguments through this project's CLI (a small vector set)."""
     from steering import cli
-    from steering.io.vector_files import VectorSet, load_vectors, save_safetensors
+    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_store import load_vectors
 
     src = tmp_path / "refusal.safetensors"
     save_safetensors(VectorSet({1: torch.ones(8), 2: torch.arange(8.0)}, metadata={"model": "tiny"}), src)

@@ -9,14 +9,10 @@ import pytest
 import torch
 
 from steering.errors import SteeringError
-from steering.io.vector_files import (
-    VectorSet,
-    cosine_by_layer,
-    load_vectors,
-    save_caa_layout,
-    save_gguf,
-    save_safetensors,
-)
+from steering.io.caa_pt import save_caa_layout
+from steering.io.gguf_vectors import save_gguf
+from steering.io.vector_files import VectorSet, cosine_by_layer, save_safetensors
+from steering.io.vector_store import load_vectors
 
 
 @pytest.fixture
@@ -212,7 +208,7 @@ def test_gguf_skips_layer_zero_and_refuses_when_nothing_is_left(tmp_path):
     with pytest.raises(SteeringError, match="contains no vectors"):
         save_gguf(VectorSet({}), tmp_path / "none.gguf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gguf"]  # nothing written for the refused ones
-    from steering.io.vector_files import gguf_layers
+    from steering.io.gguf_vectors import gguf_layers
 
     assert gguf_layers([0, 1, 2]) == ([1, 2], "layer 0 skipped: llama.cpp control vectors have no layer 0")
     assert gguf_layers([3]) == ([3], "")
@@ -419,7 +415,7 @@ def test_engine_refuses_vectors_far_beyond_the_hidden_state_norm(tmp_path):
 
 @pytest.mark.parametrize("name", ["/etc", "../x", "", "a/b", "Refusal", "..", "x y"])
 def test_behavior_names_are_not_paths(tmp_path, name):
-    from steering.io.vector_files import vector_path
+    from steering.io.vector_store import vector_path
 
     with pytest.raises(SteeringError, match="behavior name .* is not valid"):
         vector_path(tmp_path, name, "tiny")
@@ -432,7 +428,7 @@ def test_behavior_names_are_not_paths(tmp_path, name):
 
 
 def test_missing_vectors_message_has_no_server_path_or_command(tmp_path):
-    from steering.io.vector_files import available_behaviors
+    from steering.io.vector_store import available_behaviors
 
     engine = _tiny_engine(tmp_path)
     save_safetensors(VectorSet({1: torch.ones(64) * 0.01}), tmp_path / "vectors" / "refusal" / "tiny-model.safetensors")
@@ -451,7 +447,7 @@ def test_missing_vectors_message_has_no_server_path_or_command(tmp_path):
 
 def test_describe_and_replacement_check(tmp_path):
     """Helper for extract --force: what a write would replace, refused when it would lose layers or pairs."""
-    from steering.io.vector_files import describe_vector_file, replacement_check
+    from steering.io.vector_store import describe_vector_file, replacement_check
 
     path = tmp_path / "refusal.safetensors"
     assert describe_vector_file(path) is None and replacement_check(path, [9], 4) is None

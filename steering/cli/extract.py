@@ -176,7 +176,8 @@ def cmd_extract(args: argparse.Namespace, config: Config) -> int:
         return _extract_instructions(args, config)
     from steering.core.behaviors import generate_file  # lazy: imports torch (--help stays fast)
     from steering.extract.extraction import extract_vectors
-    from steering.io.vector_files import caa_filename, gguf_layers, save_caa_layout, save_gguf
+    from steering.io.caa_pt import caa_filename, save_caa_layout
+    from steering.io.gguf_vectors import gguf_layers, save_gguf
 
     # default: the behavior card's `generate:` file (datasets/<behavior>/generate.json when the card names none)
     dataset = Path(args.dataset) if args.dataset else generate_file(config, args.behavior)
@@ -241,8 +242,8 @@ def cmd_extract(args: argparse.Namespace, config: Config) -> int:
 def _extract_destination(args: argparse.Namespace, config: Config, pairs: int | None) -> Path:
     """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
-    layers or pairs the new one lacks unless --force (steering.io.vector_files.replacement_check)."""
-    from steering.io.vector_files import describe_vector_file, vector_path  # lazy: imports torch (--help stays fast)
+    layers or pairs the new one lacks unless --force (steering.io.vector_store.replacement_check)."""
+    from steering.io.vector_store import describe_vector_file, vector_path  # lazy: imports torch (--help stays fast)
     from steering.models import model_slug
 
     if args.out:
@@ -266,6 +267,6 @@ def _extract_destination(args: argparse.Namespace, config: Config, pairs: int | 
 
 
 def _replacement(out: Path, layers: Sequence[int], pairs: int | None, force: bool) -> str | None:
-    from steering.io.vector_files import replacement_check  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_store import replacement_check  # lazy: imports torch (--help stays fast)
 
     return replacement_check(out, layers, pairs, force=force)

@@ -116,7 +116,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         side_jobs,
         winner_recipe,
     )
-    from steering.io.vector_files import vector_path
+    from steering.io.vector_store import vector_path
 
     check_behavior_name(args.behavior)
     limits = config.limits

@@ -44,7 +44,8 @@ def cmd_compare_vectors(args: argparse.Namespace, config: Config) -> int:
         SteeringError: a missing or unreadable vector file, or sets that share no layer or differ in size
             (see `steering.io.vector_files.cosine_by_layer`).
     """
-    from steering.io.vector_files import cosine_by_layer, load_vectors  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_files import cosine_by_layer  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_store import load_vectors
 
     a = load_vectors(check_input_file(args.a, "a", folder_ok=True))
     b = load_vectors(check_input_file(args.b, "b", folder_ok=True))
@@ -73,12 +74,9 @@ def cmd_export_gguf(args: argparse.Namespace, config: Config) -> int:
         SteeringError: an unwritable `out`, an unreadable source, a layer the source lacks, or a layer list
             with nothing left once layer 0 is dropped.
     """
-    from steering.io.vector_files import (  # lazy: imports torch (--help stays fast)
-        VectorSet,
-        gguf_layers,
-        load_vectors,
-        save_gguf,
-    )
+    from steering.io.gguf_vectors import gguf_layers, save_gguf  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_files import VectorSet
+    from steering.io.vector_store import load_vectors
 
     if args.layers:
         gguf_layers(args.layers, args.out)  # the one GGUF layer check (also in save_gguf and extract --gguf)

@@ -160,7 +160,7 @@ def build_vectors(
         batch_size: pairs per forward pass (default: config extraction.batch_size).
         force: replace an existing vector file (default: refuse; another user may have built it meanwhile).
             A replacement that loses layers or pairs (e.g. with max_pairs) is announced through `warn` before
-            the build starts: the same rule as `extract` (steering.io.vector_files.replacement_check).
+            the build starts: the same rule as `extract` (steering.io.vector_store.replacement_check).
         warn: where that warning line goes (default: stderr).
 
     Returns:
@@ -175,7 +175,8 @@ def build_vectors(
     from steering.core.datasets import file_sha256, load_ab_dataset
     from steering.core.layers import check_layer
     from steering.extract.extraction import extract_vectors
-    from steering.io.vector_files import VectorSet, save_safetensors, vector_path
+    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_store import vector_path
 
     lm = engine.lm
     path = vector_path(engine.vectors_dir, behavior, lm.slug)  # refuses names that are not names
@@ -251,7 +252,7 @@ def build_vectors(
 
 def _replacement_loss(path: Path, layers: Sequence[int], pairs: int) -> str | None:
     """What replacing the vector file at `path` with `layers` from `pairs` pairs loses, or None (nothing)."""
-    from steering.io.vector_files import describe_vector_file
+    from steering.io.vector_store import describe_vector_file
 
     try:  # the rule of extract's replacement_check: losing layers or pairs needs --force, and is said
         old = describe_vector_file(path)
@@ -302,7 +303,7 @@ def ensure_vectors(
         SteeringError: no vectors and no dataset, or no vectors and the build was not allowed (the
             message says how to build them).
     """
-    from steering.io.vector_files import vector_path
+    from steering.io.vector_store import vector_path
 
     if vector_path(engine.vectors_dir, behavior, engine.lm.slug).exists():
         return None

@@ -285,7 +285,8 @@ def _plan_vectors(
     label: str,
 ) -> Planned:
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
-    from steering.io.vector_files import VectorSet, load_caa_layout, load_safetensors, save_safetensors
+    from steering.io.caa_pt import load_caa_layout
+    from steering.io.vector_files import VectorSet, load_safetensors, save_safetensors
     from steering.models import model_slug
 
     rel = where.relative_to(source)
@@ -293,10 +294,10 @@ def _plan_vectors(
         vset = load_caa_layout(where, model)  # this model's files only; weights_only; one-line errors
     else:
         vset = VectorSet({}, {}, str(rel))
-        from steering.io.vector_files import _load_pt  # unnamed vec_layer_<L>.pt files
+        from steering.io.caa_pt import load_pt_vector  # unnamed vec_layer_<L>.pt files
 
         for file in files:
-            vset.vectors[int(_CAA_FILE.match(file.name).group(1))] = _load_pt(file)
+            vset.vectors[int(_CAA_FILE.match(file.name).group(1))] = load_pt_vector(file)
     for file in files:  # NaN, inf, absurd norms, shapes: named by file
         layer = int(_CAA_FILE.match(file.name).group(1))
         VectorSet({layer: vset.vectors[layer]})._check_contents(str(rel / file.name))

@@ -136,7 +136,7 @@ def command_text(
     from pathlib import Path
 
     from steering.config import home
-    from steering.io.vector_files import vector_path
+    from steering.io.vector_store import vector_path
     from steering.models import EMBEDDED_GGUF
     from steering.ui.checks import VectorChoice, check_settings
 
