@@ -12,7 +12,6 @@ import yaml
 from steering.config import PROJECT_ROOT, load_config, override
 from steering.core.behaviors import (
     BehaviorCard,
-    Judge,
     generate_file,
     judge_for,
     load_card,
@@ -20,6 +19,7 @@ from steering.core.behaviors import (
     parse_card,
     shipped_behaviors,
 )
+from steering.core.judges import Judge
 from steering.errors import SteeringError
 
 DATASETS = PROJECT_ROOT / "datasets"
@@ -376,7 +376,7 @@ def _cards(tmp_path):
 
 
 def test_dropdown_shows_name_and_description_and_keeps_the_folder_name_as_value(tmp_path):
-    from steering.core.behaviors import dropdown_choices
+    from steering.ui.behavior_menu import dropdown_choices
 
     cards = _cards(tmp_path)
     assert dropdown_choices(cards, ["rudeness", "politeness", "uncarded"]) == [
@@ -387,7 +387,7 @@ def test_dropdown_shows_name_and_description_and_keeps_the_folder_name_as_value(
 
 
 def test_switching_behavior_fills_an_empty_box_or_replaces_an_example_but_never_typed_text(tmp_path):
-    from steering.core.behaviors import example_prompts, message_after_switch
+    from steering.ui.behavior_menu import example_prompts, message_after_switch
 
     cards = _cards(tmp_path)
     assert example_prompts(cards, "rudeness") == ["Hello?", "Hi"]

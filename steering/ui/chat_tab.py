@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from steering.core.behaviors import example_prompts
+from steering.ui.behavior_menu import example_prompts
 from steering.ui.context import EXAMPLES, AppContext
 from steering.ui.demo import safe_pane_text
 from steering.ui.explainer import tooltip_html

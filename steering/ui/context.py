@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from steering.config import Config, GenerationSettings
-from steering.core.behaviors import dropdown_choices, load_cards
+from steering.core.behaviors import load_cards
+from steering.ui.behavior_menu import dropdown_choices
 from steering.ui.calibrate import ab_behaviors, datasets_dir
 
 PRIVATE = {"api_visibility": "private"}  # the UI's events are not API endpoints (the API: steering/ui/api.py)

@@ -196,8 +196,8 @@ def first_use_view(
     """
     import gradio as gr
 
-    from steering.core.behaviors import dropdown_choices
     from steering.extract.first_use import offered_behaviors
+    from steering.ui.behavior_menu import dropdown_choices
 
     behaviors = engine.behaviors()
     choices = dropdown_choices(cards, behaviors)

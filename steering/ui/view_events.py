@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from steering.core.behaviors import example_prompts, message_after_switch
 from steering.errors import SteeringError
+from steering.ui.behavior_menu import example_prompts, message_after_switch
 from steering.ui.chat import discard_upload, keep_upload
 from steering.ui.chat_tab import ChatTab
 from steering.ui.checks import (
