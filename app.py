@@ -14,9 +14,9 @@ from steering.cli.common import add_model_flags
 from steering.cli.loading import model_overrides
 from steering.cli.parser import OneLineParser
 from steering.config import load_config, override
+from steering.device import set_threads
 from steering.engine import Engine
 from steering.errors import SteeringError
-from steering.models import set_threads
 from steering.ui.build import build_app
 from steering.ui.chat import Outbox, conversations
 from steering.ui.launch import check_device, check_port, launch_options, port_number

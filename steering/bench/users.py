@@ -222,7 +222,7 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
 
     results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
     if args.threads:
-        from steering.models import set_threads
+        from steering.device import set_threads
 
         set_threads(args.threads)
     if args.synthetic_7b:

@@ -41,7 +41,8 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
     import transformers.models.llama.modeling_llama  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
 
-    from steering.models import ModelSettings, embedded_model_dir, load_model
+    from steering.embedded import embedded_model_dir
+    from steering.models import ModelSettings, load_model
 
     t1 = time.perf_counter()
     torch.set_num_threads(args["threads"])  # ModelSettings(threads=) keeps it through load_model

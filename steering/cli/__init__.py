@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_arguments(args, config)  # every flag's range, before files are read or a model loads
         _quiet_libraries()
         if hasattr(args, "threads"):
-            from steering.models import set_threads  # lazy: imports torch (--help stays fast)
+            from steering.device import set_threads  # lazy: imports torch (--help stays fast)
 
             set_threads(config.model.threads)
         return args.func(args, config)

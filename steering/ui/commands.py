@@ -136,8 +136,8 @@ def command_text(
     from pathlib import Path
 
     from steering.config import home
+    from steering.embedded import EMBEDDED_GGUF
     from steering.io.vector_store import vector_path
-    from steering.models import EMBEDDED_GGUF
     from steering.ui.checks import VectorChoice, check_settings
 
     checked = check_settings(
