@@ -8,16 +8,9 @@ import pytest
 import torch
 
 from steering.errors import SteeringError
-from steering.extract.extraction import (
-    aggregate,
-    centered_difference,
-    extract_vectors,
-    instruction_direction,
-    load_instructions,
-    mean_difference,
-    pca_difference,
-    post_instruction_tokens,
-)
+from steering.extract.aggregate import aggregate, centered_difference, mean_difference, pca_difference
+from steering.extract.extraction import extract_vectors
+from steering.extract.instructions import instruction_direction, load_instructions, post_instruction_tokens
 
 
 def _pairs(seed: int, n: int = 12, hidden: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,7 +103,7 @@ def _save_vector_set(
 def _extract_instructions(args: argparse.Namespace, config: Config) -> int:
     """extract --method instructions: the refusal direction of Arditi et al. 2024 (mean activation over
     harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
-    from steering.extract.extraction import (  # lazy: imports torch (--help stays fast)
+    from steering.extract.instructions import (  # lazy: imports torch (--help stays fast)
         instruction_direction,
         load_instructions,
     )
