@@ -12,7 +12,8 @@ Modules, one job each:
   evaluate   `evaluate` (its runner: steering.evaluation.run)
   tune       `tune` (the search: steering.evaluation.tune)
   bench      `bench` (the measurements: steering.bench)
-`import-caa` and `build-vectors` register from steering.extract.import_caa and steering.extract.first_use.
+  import_caa `import-caa` (the import: steering.extract.import_caa)
+  build_vectors  `build-vectors` and the offer chat/test make (the build: steering.extract.first_use)
 
 Importing the command modules does not import torch: each command imports the model code when it runs.
 """

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from steering.cli import bench, chat, evaluate, extract, questions, tune, vectors
-from steering.extract import import_caa
+from steering.cli import bench, build_vectors, chat, evaluate, extract, import_caa, questions, tune, vectors
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -25,12 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The argparse parser; each subcommand sets `func(args, config) -> int`. Its errors are one line.
     """
-    # lazy: steering.extract.first_use imports torch at module level (the other command modules do not)
-    from steering.extract import first_use
-
     prog = "steering" if Path(sys.argv[0]).name == "steering" else "python -m steering"  # the installed command
     parser = OneLineParser(prog=prog, description="Contrastive Activation Addition for chat models")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for module in (extract, chat, questions, vectors, evaluate, bench, tune, import_caa, first_use):
+    for module in (extract, chat, questions, vectors, evaluate, bench, tune, import_caa, build_vectors):
         module.register(sub)
     return parser

@@ -64,7 +64,7 @@ def steering_choice(engine: Any, args: argparse.Namespace) -> tuple[Any, int]:
     layer = check_layer(args.layer if args.layer is not None else default, engine.lm.num_layers)
     if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
         # lazy (imports torch); no vectors yet for this model: build them (first use)
-        from steering.extract.first_use import ensure_vectors
+        from steering.cli.build_vectors import ensure_vectors
 
         if (
             ensure_vectors(

@@ -25,50 +25,22 @@ unless --force (one with the same content is left alone and reported as unchange
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steering.config import Config
 from steering.errors import SteeringError
-
-# the paper's file -> this project's file, per behavior
-DATASET_FILES = (
-    ("generate", "generate_dataset.json", "generate.json", "ab"),
-    ("test", "test_dataset_ab.json", "test_ab.json", "ab"),
-    ("test", "test_dataset_open_ended.json", "test_open_ended.json", "open"),
+from steering.extract.caa_checkout import (
+    DATASET_FILES,
+    VECTOR_FOLDERS,
+    behavior_slug,
+    check_vector_files,
+    inside,
+    read_items,
+    vector_groups,
 )
-# the paper's vector folders -> the suffix of this project's file name
-VECTOR_FOLDERS = (("vectors", ""), ("normalized_vectors", ".normalized"))
-_CAA_FILE = re.compile(r"^vec_layer_(\d+)(?:_(.+))?\.pt$")
-MAX_LAYER = 1023  # a layer number above this is a damaged or hostile file name (no model is that deep)
-
-
-def behavior_slug(folder_name: str) -> str:
-    """This project's behavior name for a paper folder name: lower case, accents dropped ('Ü' -> 'u', by
-    Unicode NFKD decomposition), runs of other characters '-'.
-
-    Raises:
-        SteeringError: nothing usable is left (e.g. a name of punctuation only), or letters or digits with no
-            plain a-z / 0-9 form (e.g. 'ß', '名'): those are not guessed at, --rename names the folder.
-    """
-    import unicodedata
-
-    from steering.core.limits import check_behavior_name
-
-    plain = "".join(c for c in unicodedata.normalize("NFKD", folder_name) if not unicodedata.combining(c))
-    foreign = sorted({c for c in plain if not c.isascii() and c.isalnum()})
-    if foreign:
-        raise SteeringError(
-            f"behavior folder {folder_name!r}: {''.join(foreign)!r} has no plain a-z/0-9 form; "
-            f"name it with --rename {folder_name}=NAME"
-        )
-    slug = re.sub(r"[^a-z0-9_-]+", "-", plain.lower()).strip("-")
-    if not slug:
-        raise SteeringError(f"behavior folder {folder_name!r}: no letters or digits to name it by; use --rename")
-    return check_behavior_name(slug)
+from steering.io.caa_pt import CAA_NAME
 
 
 @dataclass
@@ -120,59 +92,6 @@ def _count(n: int, noun: str) -> str:
 
 def _json_bytes(items: list[Any]) -> bytes:
     return (json.dumps(items, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-
-
-def _read_items(path: Path, kind: str, limits: Any) -> list[Any]:
-    """The file's items after this project's checks (steering.core.datasets), as they will be written."""
-    from steering.core.datasets import load_ab_dataset, load_open_ended
-
-    if kind == "ab":
-        load_ab_dataset(path, None, limits)  # one-line errors naming the file and the item index
-        data = json.loads(path.read_text(encoding="utf-8"))
-        keys = ("question", "answer_matching_behavior", "answer_not_matching_behavior")
-        return [{key: item[key] for key in keys} for item in data]
-    return [{"question": question} for question in load_open_ended(path, limits)]
-
-
-def _inside(root: Path, path: Path, source: Path) -> None:
-    """Refuse a path that leads out of the checkout (a symbolic link to elsewhere): nothing outside is read.
-
-    Raises:
-        SteeringError: naming the path (relative to the checkout) and where it leads.
-    """
-    if not path.resolve().is_relative_to(root):
-        raise SteeringError(
-            f"{path.relative_to(source)}: a link to outside the checkout "
-            f"({path.resolve()}); not followed (copy the file in, or remove the link)"
-        )
-
-
-def _check_vector_files(root: Path, where: Path, groups: dict[str, list[Path]], source: Path) -> None:
-    """Refuse a vector folder or file that leads out of the checkout, and a layer number over MAX_LAYER.
-
-    Raises:
-        SteeringError: naming the file (relative to the checkout).
-    """
-    _inside(root, where, source)
-    for file in (f for files in groups.values() for f in files):
-        _inside(root, file, source)
-        match = _CAA_FILE.match(file.name)
-        digits = match.group(1) if match else ""
-        if len(digits) > len(str(MAX_LAYER)) or int(digits or 0) > MAX_LAYER:
-            raise SteeringError(
-                f"{file.relative_to(source)}: layer {digits[:12]}{'...' if len(digits) > 12 else ''}"
-                f" is not a layer number (expected 0 to {MAX_LAYER}); rename or remove the file"
-            )
-
-
-def _vector_groups(folder: Path) -> dict[str, list[Path]]:
-    """vec_layer_<L>_<model>.pt files of a folder by model name as written in the file names."""
-    groups: dict[str, list[Path]] = {}
-    for file in sorted(folder.glob("vec_layer_*.pt")):
-        match = _CAA_FILE.match(file.name)
-        if match:
-            groups.setdefault(match.group(2) or "", []).append(file)
-    return groups
 
 
 def plan_import(
@@ -247,8 +166,8 @@ def plan_import(
             if not path.is_file():
                 report.skipped.append(f"{label}: {path.relative_to(source)}: not there")
                 continue
-            _inside(root, path, source)
-            items = _read_items(path, kind, limits)
+            inside(root, path, source)
+            items = read_items(path, kind, limits)
             report.found.append(f"{label}: {path.relative_to(source)} ({_count(len(items), 'item')})")
             planned.append(
                 Planned(path, datasets_dest / target / own_file, _count(len(items), "item"), content=_json_bytes(items))
@@ -257,9 +176,9 @@ def plan_import(
             where = source / folder / name
             if not where.is_dir():
                 continue
-            groups = _vector_groups(where)
-            _check_vector_files(root, where, groups, source)
-            others = sorted(p.name for p in where.iterdir() if p.is_file() and not _CAA_FILE.match(p.name))
+            groups = vector_groups(where)
+            check_vector_files(root, where, groups, source)
+            others = sorted(p.name for p in where.iterdir() if p.is_file() and not CAA_NAME.match(p.name))
             for other in others:
                 report.skipped.append(f"{label}: {folder}/{name}/{other}: not a vec_layer_<L>_<model>.pt file")
             for model, files in sorted(groups.items()):
@@ -297,9 +216,9 @@ def _plan_vectors(
         from steering.io.caa_pt import load_pt_vector  # unnamed vec_layer_<L>.pt files
 
         for file in files:
-            vset.vectors[int(_CAA_FILE.match(file.name).group(1))] = load_pt_vector(file)
+            vset.vectors[int(CAA_NAME.match(file.name).group(1))] = load_pt_vector(file)
     for file in files:  # NaN, inf, absurd norms, shapes: named by file
-        layer = int(_CAA_FILE.match(file.name).group(1))
+        layer = int(CAA_NAME.match(file.name).group(1))
         VectorSet({layer: vset.vectors[layer]})._check_contents(str(rel / file.name))
     vset._check_contents(f"{rel}/vec_layer_<L>_{model}.pt")  # one size for all layers
     slug = model_slug(model) if model else "model"
@@ -379,66 +298,3 @@ def run_import(
                 item.write(dest)
         report.written.append(f"{show(dest)}: {item.what} [{verb}]")
     return report
-
-
-# ---------------------------------------------------------------------------- command line
-def register(sub: Any) -> None:
-    """Add the `import-caa` sub-command to steering.cli's parser."""
-    from steering.cli.common import add_threads_flag
-
-    p = sub.add_parser(
-        "import-caa",
-        help="bring the CAA paper's datasets and vectors (a local checkout of its "
-        "repository) into this project's layout",
-    )
-    p.add_argument("path", help="the root of a local checkout of the paper's repository")
-    p.add_argument(
-        "--dest", help="write into DEST/datasets and DEST/vectors (default: config.yaml's datasets_dir and vectors_dir)"
-    )
-    p.add_argument("--behaviors", nargs="+", help="only these behavior folders of the paper (default: all)")
-    p.add_argument(
-        "--rename",
-        nargs="+",
-        default=[],
-        metavar="PAPER=OURS",
-        help="name a paper folder differently here, e.g. corrigible-neutral-HHH=corrigible-neutral",
-    )
-    p.add_argument("--force", action="store_true", help="replace files that exist with other content")
-    p.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
-    p.add_argument("--config")
-    add_threads_flag(p)
-    p.set_defaults(func=cmd_import_caa)
-
-
-def _parse_rename(values: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for value in values:
-        old, sep, new = value.partition("=")
-        if not sep or not old or not new:
-            raise SteeringError(f"--rename {value!r}: expected PAPER_FOLDER=OUR_NAME")
-        out[old] = new
-    return out
-
-
-def cmd_import_caa(args: Any, config: Config) -> int:
-    """Run import-caa: print what was found, written, left alone and skipped (and why).
-
-    Returns:
-        0, or 1 when a file was not written because it exists with other content (no --force).
-    """
-    from steering.cli.common import check_destination, display_path
-
-    rename = _parse_rename(args.rename)
-    source = Path(args.path)
-    if args.dest:
-        datasets_dest, vectors_dest = Path(args.dest) / "datasets", Path(args.dest) / "vectors"
-    else:
-        datasets_dest, vectors_dest = config.datasets_dir, config.vectors_dir
-    planned, report = plan_import(source, datasets_dest, vectors_dest, args.behaviors, rename, config.limits)
-    if not args.dry_run:
-        check_destination(datasets_dest, "datasets folder", folder=True)
-        check_destination(vectors_dest, "vectors folder", folder=True)
-    run_import(planned, report, force=args.force, dry_run=args.dry_run, show=lambda p: display_path(p))
-    for line in report.lines():
-        print(line)
-    return 1 if report.conflicts else 0
