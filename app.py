@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", default=None, help="ask Gradio for a public link")
     parser.add_argument("--host", help="default: config app.host (always 0.0.0.0 on a Hugging Face Space)")
     parser.add_argument("--port", type=port_number, help="default: config app.port")
-    add_model_flags(parser)  # includes --threads (config model.threads; steering.models.set_threads)
+    add_model_flags(parser)  # includes --threads (config model.threads; steering.device.set_threads)
     return parser.parse_args(argv)
 
 

@@ -8,6 +8,14 @@ import torch
 
 from steering.config import Config
 
+# Conversations the generation tests share: one turn, and three turns (a history before the question).
+PLANET = [{"role": "user", "content": "What's your favorite planet?"}]
+DRAGON = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello there!"},
+    {"role": "user", "content": "Tell me a longer story about a dragon."},
+]
+
 
 def make_tiny_tokenizer():
     """A byte-level chat tokenizer: one token per byte, a simple <|role|>...<|end|> template
@@ -48,31 +56,31 @@ def ab_item(question: str, matching: str = "A"):
     return ABItem(question, request, choices, matching, "B" if matching == "A" else "A")
 
 
-def make_tiny_lm(tokenizer, settings=None, layers: int = 4, **extra):
-    """A steering.models.LoadedModel named "tiny" around make_tiny_model(len(tokenizer), layers=layers): float32 on
-    CPU, hidden size 64, no quantization. `settings` defaults to ModelSettings(name="tiny"); `extra` goes to
-    LoadedModel as is (e.g. lock=threading.Lock())."""
-    from steering.models import LoadedModel, ModelSettings
+def make_tiny_lm(tokenizer, settings=None, layers: int = 4, name: str = "tiny", **extra):
+    """A steering.models.LoadedModel called `name` (slug: model_slug(name)) around make_tiny_model(len(tokenizer),
+    layers=layers): float32 on CPU, hidden size 64, no quantization. `settings` defaults to
+    ModelSettings(name=name); `extra` goes to LoadedModel as is (e.g. lock=threading.Lock())."""
+    from steering.models import LoadedModel, ModelSettings, model_slug
 
     return LoadedModel(
         model=make_tiny_model(len(tokenizer), layers=layers),
         tokenizer=tokenizer,
-        name="tiny",
-        slug="tiny",
+        name=name,
+        slug=model_slug(name),
         dtype=torch.float32,
         device=torch.device("cpu"),
         quantization=None,
         num_layers=layers,
         hidden_size=64,
         load_seconds=0.0,
-        settings=settings if settings is not None else ModelSettings(name="tiny"),
+        settings=settings if settings is not None else ModelSettings(name=name),
         **extra,
     )
 
 
 def make_tiny_engine(tokenizer, config: Config | None = None, settings=None, layers: int = 4, **extra):
-    """A steering.engine.Engine over make_tiny_lm(tokenizer, settings, layers, **extra) with `config` (default:
-    steering.config.load_config())."""
+    """A steering.engine.Engine over make_tiny_lm(tokenizer, settings, layers, **extra) (`extra` may name the
+    model: name="org/Tiny-Model") with `config` (default: steering.config.load_config())."""
     from steering.config import load_config
     from steering.engine import Engine
 

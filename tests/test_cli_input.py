@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -101,27 +100,11 @@ def _config(tmp_path, **sections):
 
 def _tiny_engine(config, name="smollm2-135m-instruct"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers, byte tokenizer, context 512)."""
-    from fixtures import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_engine, make_tiny_tokenizer
 
-    from steering.engine import Engine
-    from steering.models import LoadedModel, ModelSettings, model_slug
+    from steering.models import ModelSettings
 
-    tok = make_tiny_tokenizer()
-    lm = LoadedModel(
-        model=make_tiny_model(len(tok)),
-        tokenizer=tok,
-        name=name,
-        slug=model_slug(name),
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name=name, cuda_graphs=False),
-        lock=threading.Lock(),
-    )
-    return Engine(lm, config)
+    return make_tiny_engine(make_tiny_tokenizer(), config, ModelSettings(name=name, cuda_graphs=False), name=name)
 
 
 @pytest.fixture

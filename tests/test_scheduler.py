@@ -11,32 +11,20 @@ import time
 
 import pytest
 import torch
-from fixtures import make_tiny_model
+from fixtures import make_tiny_lm
 
 from steering.core.hooks import SteeringPlan
 from steering.decode.generation import SamplingSettings, generate
 from steering.decode.scheduler import Request, Scheduler
 from steering.errors import SteeringError
-from steering.models import LoadedModel, ModelSettings
+from steering.models import ModelSettings
 
 QUESTIONS = ["What's your favorite planet?", "Hi there, tell me a long story please.", "x"]
 
 
 @pytest.fixture(scope="module")
 def lm(tiny_tokenizer):
-    return LoadedModel(
-        model=make_tiny_model(len(tiny_tokenizer)),
-        tokenizer=tiny_tokenizer,
-        name="tiny",
-        slug="tiny",
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name="tiny"),
-    )
+    return make_tiny_lm(tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

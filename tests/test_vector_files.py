@@ -110,33 +110,15 @@ def test_cosine_by_layer(vset):
 
 def _tiny_engine(tmp_path, name="org/Tiny-Model"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers), vectors under tmp_path/vectors."""
-    import threading
-
-    from fixtures import make_tiny_model, make_tiny_tokenizer
+    from fixtures import make_tiny_engine, make_tiny_tokenizer
 
     from steering.config import load_config, override
-    from steering.engine import Engine
-    from steering.models import LoadedModel, ModelSettings, model_slug
+    from steering.models import ModelSettings
 
-    tok = make_tiny_tokenizer()
-    model = make_tiny_model(len(tok))
-    lm = LoadedModel(
-        model=model,
-        tokenizer=tok,
-        name=name,
-        slug=model_slug(name),
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=None,
-        num_layers=4,
-        hidden_size=64,
-        load_seconds=0.0,
-        settings=ModelSettings(name=name, compile=False, cuda_graphs=False),
-        lock=threading.Lock(),
-    )
     config = load_config()
     config = override(config, vectors_dir=str(tmp_path / "vectors"))
-    return Engine(lm, config)
+    settings = ModelSettings(name=name, compile=False, cuda_graphs=False)
+    return make_tiny_engine(make_tiny_tokenizer(), config, settings, name=name)
 
 
 def _pt(folder, name, value):
@@ -263,62 +245,26 @@ def tiny_model_dir(tmp_path_factory):
     return folder
 
 
+def _extract_gguf(out, model, *layers):
+    """`extract --gguf --layers LAYERS` from 2 pairs into `out` with `model` (read mode letter), in a subprocess."""
+    flags = ["--layers", *layers, "--gguf", "--max-pairs", "2", "--read-mode", "letter"]
+    return _run_cli("extract", *flags, "--out", str(out), "--model", str(model))
+
+
 def test_extract_gguf_with_only_layer_zero_is_refused_before_the_model_loads(tmp_path, tiny_model_dir):
     """Item 8, extract path: exit 2 and no 192-byte GGUF without vectors (was: exit 0)."""
     out = tmp_path / "v.safetensors"
-    line = _one_line_error(
-        _run_cli(
-            "extract",
-            "--layers",
-            "0",
-            "--gguf",
-            "--max-pairs",
-            "2",
-            "--out",
-            str(out),
-            "--model",
-            str(tiny_model_dir),
-            "--read-mode",
-            "letter",
-        )
-    )
+    line = _one_line_error(_extract_gguf(out, tiny_model_dir, "0"))
     assert "cannot hold layer 0" in line
     assert not out.with_suffix(".gguf").exists() and not out.exists()
     # checked before the model loads: a model that cannot be loaded is never reached
-    line = _one_line_error(
-        _run_cli(
-            "extract",
-            "--layers",
-            "0",
-            "--gguf",
-            "--max-pairs",
-            "2",
-            "--out",
-            str(out),
-            "--model",
-            str(tmp_path / "no-such-model"),
-        )
-    )
+    line = _one_line_error(_extract_gguf(out, tmp_path / "no-such-model", "0"))
     assert "cannot hold layer 0" in line
 
 
 def test_extract_gguf_skips_layer_zero_and_says_so(tmp_path, tiny_model_dir):
     out = tmp_path / "v.safetensors"
-    result = _run_cli(
-        "extract",
-        "--layers",
-        "0",
-        "1",
-        "--gguf",
-        "--max-pairs",
-        "2",
-        "--out",
-        str(out),
-        "--model",
-        str(tiny_model_dir),
-        "--read-mode",
-        "letter",
-    )
+    result = _extract_gguf(out, tiny_model_dir, "0", "1")
     assert result.returncode == 0, result.stderr
     assert "layer 0 skipped" in result.stdout
     assert load_vectors(out).layers == [0, 1] and load_vectors(out.with_suffix(".gguf")).layers == [1]
