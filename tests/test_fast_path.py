@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import DRAGON, PLANET
 
 from steering.decode.decoder import EagerDecoder
 from steering.decode.fast_path import FastPath, PersistentSteering
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
-Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
-Q2 = [
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello there!"},
-    {"role": "user", "content": "Tell me a longer story about a dragon."},
-]
+Q1, Q2 = PLANET, DRAGON
 
 
 @pytest.fixture()

@@ -14,23 +14,16 @@ from steering.config import PROJECT_ROOT
 pytestmark = pytest.mark.integration
 
 
+def _steering(*args, timeout=600, one_thread=True):
+    """`python -m steering ARGS` from the checkout (OMP_NUM_THREADS=1 unless one_thread is False), output captured."""
+    env = dict(os.environ, OMP_NUM_THREADS="1") if one_thread else None
+    command = [sys.executable, "-m", "steering", *args]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def test_chat_json_prints_three_different_answers():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "steering",
-            "chat",
-            "--prompt",
-            "What's your favorite planet?",
-            "--json",
-            "--max-new-tokens",
-            "24",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = _steering(
+        "chat", "--prompt", "What's your favorite planet?", "--json", "--max-new-tokens", "24", one_thread=False
     )
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
@@ -55,14 +48,7 @@ def test_planet_question_shows_the_contrast_at_the_shipped_defaults():
     from steering.config import load_config
     from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
 
-    result = subprocess.run(
-        [sys.executable, "-m", "steering", "chat", "--prompt", "What's your favorite planet?", "--json"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    result = _steering("chat", "--prompt", "What's your favorite planet?", "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
     detector = RefusalDetector.from_config(load_config())
@@ -83,30 +69,21 @@ def test_shipped_results_reproduce(tmp_path):
     shipped = json.loads(shipped_path.read_text())
     settings = shipped["settings"]
     batch = settings["batch_size"]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "steering",
-            "test",
-            "--multipliers",
-            "1",
-            "--out",
-            str(tmp_path),
-            "--limit",
-            str(batch),
-            "--batch-size",
-            str(batch),
-            "--layer",
-            str(settings["layer"]),
-            "--max-new-tokens",
-            str(settings["max_new_tokens"]),
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
+    result = _steering(
+        "test",
+        "--multipliers",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--limit",
+        str(batch),
+        "--batch-size",
+        str(batch),
+        "--layer",
+        str(settings["layer"]),
+        "--max-new-tokens",
+        str(settings["max_new_tokens"]),
         timeout=900,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert result.returncode == 0, result.stderr
     fresh = json.loads((tmp_path / "test_results_x1.json").read_text())

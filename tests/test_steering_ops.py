@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures import DRAGON, PLANET
 
 from steering.core.hooks import (
     LayerSteering,
@@ -17,12 +18,7 @@ from steering.core.hooks import (
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
-Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
-Q2 = [
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello there!"},
-    {"role": "user", "content": "Tell me a longer story about a dragon."},
-]
+Q1, Q2 = PLANET, DRAGON
 
 
 @pytest.fixture(scope="module")
