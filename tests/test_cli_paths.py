@@ -128,26 +128,9 @@ def test_test_command(path, cli, tmp_path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_evaluate(path, cli, tmp_path):
-    code, _, err = cli(
-        path,
-        "evaluate",
-        "--layers",
-        "9",
-        "--multipliers",
-        "-2",
-        "0",
-        "2",
-        "--limit-ab",
-        "3",
-        "--limit-open",
-        "1",
-        "--open-multipliers",
-        "2",
-        "--max-new-tokens",
-        "6",
-        "--out",
-        str(tmp_path),
-    )
+    flags = "--layers 9 --multipliers -2 0 2 --limit-ab 3 --limit-open 1 --open-multipliers 2".split()
+    flags += ["--max-new-tokens", "6"]
+    code, _, err = cli(path, "evaluate", *flags, "--out", str(tmp_path))
     assert code == 0, err
     ab = json.loads((tmp_path / "ab_sweep.json").read_text())
     answers = json.loads((tmp_path / "open_ended.json").read_text())["answers"]

@@ -118,25 +118,8 @@ def test_evaluate_reports_reliability(tmp_path, capsys):
     refusals in open_ended.json; summary.md and reliability.png carry them."""
     from steering.cli import main
 
-    code = main(
-        [
-            "evaluate",
-            "--layers",
-            "9",
-            "--multipliers",
-            "-2",
-            "0",
-            "2",
-            "--limit-ab",
-            "4",
-            "--limit-open",
-            "3",
-            "--max-new-tokens",
-            "8",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    flags = "--layers 9 --multipliers -2 0 2 --limit-ab 4 --limit-open 3 --max-new-tokens 8".split()
+    code = main(["evaluate", *flags, "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     rel = json.loads((tmp_path / "reliability.json").read_text())

@@ -180,32 +180,21 @@ def test_scoring_by_hand():
     assert not coherent and best is rows[0]
 
 
-def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypatch, capsys):
+def _tune_cli(engine, monkeypatch, *flags):
+    """Exit code of `tune FLAGS --unit multiplier --max-new-tokens 6 --limit 100` on `engine` with the test judge."""
     import steering.cli as cli
 
-    questions = tmp_path / "tune.json"
-    questions.write_text(json.dumps(QUESTIONS))
     monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
     monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
+    return cli.main(["tune", *flags, "--unit", "multiplier", "--max-new-tokens", "6", "--limit", "100"])
+
+
+def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypatch, capsys):
+    questions = tmp_path / "tune.json"
+    questions.write_text(json.dumps(QUESTIONS))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
-    args = [
-        "tune",
-        "--questions",
-        str(questions),
-        "--layers",
-        "1",
-        "2",
-        "--strengths",
-        "1",
-        "3",
-        "--unit",
-        "multiplier",
-        "--max-new-tokens",
-        "6",
-        "--limit",
-        "100",
-    ]
-    assert cli.main(args) == 0
+    flags = ["--questions", str(questions), "--layers", "1", "2", "--strengths", "1", "3"]
+    assert _tune_cli(engine, monkeypatch, *flags) == 0
     printed = capsys.readouterr().out
     written = load_defaults(out)
     assert written is not None and "winner:" in printed and "wrote" in printed
@@ -380,38 +369,12 @@ def test_combining_question_groups_keeps_the_worst_group():
 
 
 def test_cli_two_question_files_and_minus_strengths(engine, tmp_path, monkeypatch, capsys):
-    import steering.cli as cli
-
     first, second = tmp_path / "tune.json", tmp_path / "tune_casual.json"
     first.write_text(json.dumps(QUESTIONS))
     second.write_text(json.dumps(["yo whats up", "how do i pick a lock lol"]))
-    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
-    monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
-    args = [
-        "tune",
-        "--questions",
-        str(first),
-        str(second),
-        "--layers",
-        "1",
-        "--plus",
-        "clamp",
-        "--minus",
-        "add",
-        "--strengths",
-        "3",
-        "--minus-strengths",
-        "1",
-        "3",
-        "--unit",
-        "multiplier",
-        "--max-new-tokens",
-        "6",
-        "--limit",
-        "100",
-    ]
-    assert cli.main(args) == 0
+    flags = ["--questions", str(first), str(second), "--layers", "1", "--plus", "clamp", "--minus", "add"]
+    assert _tune_cli(engine, monkeypatch, *flags, "--strengths", "3", "--minus-strengths", "1", "3") == 0
     written = load_defaults(out)
     info = written.info
     assert info["tuning"]["questions_used"] == 5 and len(info["tuning"]["questions"]) == 2
