@@ -1,3 +1,4 @@
+# Over 300 lines: the card format is documented here (the docstring), beside the parser that enforces it.
 """Behavior cards: what each shipped behavior is, in plain words, and how its open-ended answers are judged.
 
 A behavior ships as a folder `datasets/<behavior>/` (the name a lower-case slug: letters, digits, '_' and
