@@ -135,8 +135,8 @@ def test_no_import_cycle_among_steering_modules():
 
 # Cycles closed only by an import inside a function, each with the reason it is still there.
 KNOWN_LAZY_CYCLES = {
-    # RefusalDetector.from_config reads the refusal card's judge; the cards import refusal.normalise. The judge
-    # is H9's and HSPLIT's (behaviors split) this session: left for them.
+    # RefusalDetector.from_config reads the refusal card's judge (behaviors.judge_for), which falls back to
+    # refusal.DEFAULT_REFUSAL_PHRASES without a card. (normalise moved to core.judges: no longer part of it.)
     ("steering.core.behaviors", "steering.evaluation.refusal"),
 }
 

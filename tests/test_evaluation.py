@@ -8,6 +8,7 @@ import torch
 from fixtures import ab_item
 
 from steering.core.hooks import steering
+from steering.core.judges import normalise
 from steering.core.prompts import build_messages, chat_prompt
 from steering.decode.generation import SamplingSettings
 from steering.evaluation import (
@@ -22,7 +23,7 @@ from steering.evaluation import (
     random_like,
     summarize_answers,
 )
-from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share, normalise
+from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
 
 ITEMS = [
     ab_item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),

@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from steering.errors import SteeringError
-from steering.evaluation.refusal import normalise
 
 JUDGE_KINDS = ("phrases", "regex")
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'})
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """Lower case, straight apostrophes and quotes, single spaces: how answers and phrases are compared."""
+    return _SPACE.sub(" ", text.translate(_QUOTES).lower()).strip()
+
+
 MATCH_MODES = ("substring", "words")
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+|\n+")
 
@@ -32,7 +40,7 @@ def sentences(text: str) -> list[str]:
 class Judge:
     """The open-ended judge of a behavior: `judge(answer)` is True when the answer shows the behavior.
 
-    kind "phrases": any phrase occurs in the normalised answer (steering.evaluation.refusal.normalise: lower case,
+    kind "phrases": any phrase occurs in the normalised answer (normalise: lower case,
     straight quotes, single spaces) -- as a substring (match "substring", the default, refusal's) or as whole
     words (match "words": "agreed" is not found in "disagreed", "keep existing" not in "keep existings");
     kind "regex": any pattern matches the normalised answer (re.search, case-insensitive).
