@@ -85,3 +85,16 @@ def make_tiny_engine(tokenizer, config: Config | None = None, settings=None, lay
     from steering.engine import Engine
 
     return Engine(make_tiny_lm(tokenizer, settings, layers, **extra), config if config is not None else load_config())
+
+
+def count_generate_calls(engine, monkeypatch) -> list[int]:
+    """The batch size of every Engine._generate call from now on (a list that grows; `monkeypatch` undoes it)."""
+    calls: list[int] = []
+    original = engine._generate
+
+    def counted(conversations, *args, **kwargs):
+        calls.append(len(conversations))
+        return original(conversations, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_generate", counted)
+    return calls

@@ -11,6 +11,7 @@ import browser_helpers
 import pytest
 from app_harness import running_app
 from browser_helpers import ARTIFACTS, browser_or_skip, chromium, wait_for
+from fixtures import count_generate_calls
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -50,15 +51,7 @@ def page(browser, app_url):
 @pytest.fixture
 def batches(embedded_engine, monkeypatch):
     """The batch size of every generation the engine runs during the test."""
-    sizes: list[int] = []
-    original = embedded_engine._generate
-
-    def counted(conversations, *args, **kwargs):
-        sizes.append(len(conversations))
-        return original(conversations, *args, **kwargs)
-
-    monkeypatch.setattr(embedded_engine, "_generate", counted)
-    return sizes
+    return count_generate_calls(embedded_engine, monkeypatch)
 
 
 def bot_texts(page) -> list[str]:

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from fixtures import make_tiny_engine
+from fixtures import count_generate_calls, make_tiny_engine
 
 from steering.config import load_config
 from steering.decode.generation import SamplingSettings
@@ -43,19 +43,6 @@ def engine(tiny_tokenizer):
 def vector():
     torch.manual_seed(1)
     return torch.randn(64) * 4.0
-
-
-def count_generate_calls(engine, monkeypatch) -> list[int]:
-    """Records the batch size of every Engine._generate call."""
-    calls: list[int] = []
-    original = engine._generate
-
-    def counted(conversations, *args, **kwargs):
-        calls.append(len(conversations))
-        return original(conversations, *args, **kwargs)
-
-    monkeypatch.setattr(engine, "_generate", counted)
-    return calls
 
 
 # ------------------------------------------------------------------ pane words and prompts (items 1, 8)
