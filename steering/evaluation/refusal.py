@@ -24,7 +24,8 @@ import re
 from typing import Iterable, Sequence
 
 from steering.config import Config
-from steering.core.judges import normalise
+from steering.core.judges import Judge, normalise
+from steering.errors import SteeringError
 
 _UNITS = re.compile(r"\w+|[^\w\s]")
 
@@ -35,7 +36,7 @@ DEFAULT_REFUSAL_PHRASES = ("i can't", "i cannot", "i'm sorry", "as an ai", "i do
 class RefusalDetector:
     """`detector(text)` is True when the text contains one of the refusal phrases (case-insensitive) in a
     sentence without a veto match (the veto patterns, regexes, are the card's `judge.veto`; see
-    steering.core.behaviors.Judge: "I'm sorry to hear that." is an apology, not a refusal)."""
+    steering.core.judges.Judge: "I'm sorry to hear that." is an apology, not a refusal)."""
 
     def __init__(self, phrases: Iterable[str] = DEFAULT_REFUSAL_PHRASES, veto: Iterable[str] = ()) -> None:
         """Args:
@@ -57,9 +58,6 @@ class RefusalDetector:
         self.veto: tuple[str, ...] = tuple(veto)
         self._judge = None
         if self.veto:
-            from steering.core.behaviors import Judge
-            from steering.errors import SteeringError
-
             try:
                 self._judge = Judge.from_phrases(self.phrases, veto=self.veto, where="refusal judge.phrases")
             except SteeringError as exc:

@@ -68,7 +68,7 @@ def run_tune(
         sources: the vector files to try.
         space: layers x bands x operators x strengths (checked against the model).
         settings: SamplingSettings of the answers (greedy, short).
-        detector: the judge (a RefusalDetector or steering.core.behaviors.Judge): text -> bool.
+        detector: the judge (a RefusalDetector or steering.core.judges.Judge): text -> bool.
         cache_path / context: the resumable cache and what it must match.
         batch_rows: about how many rows one generate() call takes (whole jobs: at least one job).
     Returns: TuneResult, rows sorted best first.
