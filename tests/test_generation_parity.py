@@ -57,20 +57,18 @@ def _assert_steering_matters(expected):
     assert expected[0] != expected[1] or expected[2] != expected[1], "the hook changed nothing: a vacuous test"
 
 
+def _steered(vector, system_prompt):
+    """The keyword arguments of a three-row steered greedy run (MULTIPLIERS at LAYER, TOKENS new tokens)."""
+    steer, settings = SteeringSpec(LAYER, vector), SamplingSettings(max_new_tokens=TOKENS)
+    return dict(multipliers=MULTIPLIERS, steer=steer, settings=settings, system_prompt=system_prompt)
+
+
 @pytest.mark.parametrize("case_id", [case for case, _, _ in CASES])
 def test_eager_loop_equals_transformers_generate(case_id):
     tokenizer, model, conv, system_prompt, vector = _case(case_id)
     expected = _transformers_reference(model, tokenizer, conv, system_prompt, vector)
     _assert_steering_matters(expected)
-    result = generate(
-        model,
-        tokenizer,
-        [conv] * 3,
-        multipliers=MULTIPLIERS,
-        steer=SteeringSpec(LAYER, vector),
-        settings=SamplingSettings(max_new_tokens=TOKENS),
-        system_prompt=system_prompt,
-    )
+    result = generate(model, tokenizer, [conv] * 3, **_steered(vector, system_prompt))
     assert result.token_ids == expected
 
 
@@ -83,14 +81,7 @@ def test_fast_path_loop_equals_transformers_generate(case_id):
     _, fresh, _, _, _ = _case(case_id)  # same weights; the fast path registers persistent hooks on its model
     fast = FastPath(fresh, compile=True, backend="eager")
     try:
-        result = fast.generate(
-            tokenizer,
-            [conv] * 3,
-            multipliers=MULTIPLIERS,
-            steer=SteeringSpec(LAYER, vector),
-            settings=SamplingSettings(max_new_tokens=TOKENS),
-            system_prompt=system_prompt,
-        )
+        result = fast.generate(tokenizer, [conv] * 3, **_steered(vector, system_prompt))
     finally:
         fast.steering.remove()
     assert result.token_ids == expected

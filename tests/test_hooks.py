@@ -24,16 +24,15 @@ def vector(tiny_model):
     return torch.randn(tiny_model.config.hidden_size) * 4.0
 
 
+def _three_rows(model, tokenizer, vector, multipliers, settings, **kwargs):
+    """generate() of Q1 three times, steered at layer 1 with `vector` by `multipliers` (one per row)."""
+    steer = SteeringSpec(1, vector)
+    return generate(model, tokenizer, [Q1] * 3, multipliers=multipliers, steer=steer, settings=settings, **kwargs)
+
+
 def test_multiplier_zero_row_equals_no_hook(tiny_model, tiny_tokenizer, vector):
     plain = generate(tiny_model, tiny_tokenizer, [Q1], settings=GREEDY)
-    steered = generate(
-        tiny_model,
-        tiny_tokenizer,
-        [Q1, Q1, Q1],
-        multipliers=[3.0, 0.0, -3.0],
-        steer=SteeringSpec(1, vector),
-        settings=GREEDY,
-    )
+    steered = _three_rows(tiny_model, tiny_tokenizer, vector, [3.0, 0.0, -3.0], GREEDY)
     assert steered.token_ids[1] == plain.token_ids[0]
     assert steered.token_ids[0] != steered.token_ids[2], "a strong vector must change the steered rows"
 
@@ -147,16 +146,8 @@ def test_stop_event_ends_generation(tiny_model, tiny_tokenizer, vector):
         if len(seen) == 3:
             stop.set()
 
-    result = generate(
-        tiny_model,
-        tiny_tokenizer,
-        [Q1, Q1, Q1],
-        multipliers=[1, 0, -1],
-        steer=SteeringSpec(1, vector),
-        settings=SamplingSettings(max_new_tokens=40),
-        on_text=on_text,
-        stop_event=stop,
-    )
+    settings = SamplingSettings(max_new_tokens=40)
+    result = _three_rows(tiny_model, tiny_tokenizer, vector, [1, 0, -1], settings, on_text=on_text, stop_event=stop)
     assert result.stopped
     assert result.new_tokens == [3, 3, 3]
 
