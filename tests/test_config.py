@@ -87,6 +87,15 @@ def test_the_tree_is_frozen_and_typed():
     assert isinstance(load_config(PROJECT_ROOT / "config.yaml").generation.temperature, float)
 
 
+def _assert_refused_in_one_line(tmp_path, data, message):
+    """load_config of a file holding `data` fails with one line that names the file and contains `message`."""
+    path = _file(tmp_path, data)
+    with pytest.raises(SteeringError) as exc:
+        load_config(path)
+    text = str(exc.value)
+    assert text.startswith(f"config file {path}: ") and message in text and "\n" not in text
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
@@ -97,11 +106,7 @@ def test_the_tree_is_frozen_and_typed():
     ],
 )
 def test_an_unknown_key_is_one_line_naming_the_file_and_the_key_path(tmp_path, data, message):
-    path = _file(tmp_path, data)
-    with pytest.raises(SteeringError) as exc:
-        load_config(path)
-    text = str(exc.value)
-    assert text.startswith(f"config file {path}: ") and message in text and "\n" not in text
+    _assert_refused_in_one_line(tmp_path, data, message)
 
 
 @pytest.mark.parametrize(
@@ -122,11 +127,7 @@ def test_an_unknown_key_is_one_line_naming_the_file_and_the_key_path(tmp_path, d
     ],
 )
 def test_a_wrong_type_is_one_line_naming_the_file_key_and_expected_type(tmp_path, data, message):
-    path = _file(tmp_path, data)
-    with pytest.raises(SteeringError) as exc:
-        load_config(path)
-    text = str(exc.value)
-    assert text.startswith(f"config file {path}: ") and message in text and "\n" not in text
+    _assert_refused_in_one_line(tmp_path, data, message)
 
 
 def test_numbers_and_lists_are_normalised(tmp_path):
