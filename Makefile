@@ -42,6 +42,7 @@ MYPY_CORE := steering/core/hooks.py steering/core/recipe.py steering/core/layers
 	steering/core/record.py steering/core/limits.py steering/core/datasets.py steering/decode/generation.py \
 	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \
 	steering/decode/sampling.py steering/decode/tokens.py steering/decode/requests.py steering/decode/batch_steering.py \
+	steering/decode/running.py steering/decode/persistent.py \
 	steering/compare.py steering/io/vector_files.py steering/io/caa_pt.py steering/io/gguf_vectors.py \
 	steering/io/vector_store.py steering/extract/extraction.py steering/extract/aggregate.py \
 	steering/extract/instructions.py steering/core/judges.py steering/errors.py steering/config/ steering/models.py \

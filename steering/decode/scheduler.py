@@ -54,10 +54,11 @@ from steering.core.layers import decoder_layers
 from steering.core.limits import Limits, model_context_length
 from steering.core.prompts import build_messages, chat_prompt
 from steering.decode.batch import PromptBatch, check_prompt_budget
-from steering.decode.batch_steering import BatchSteering, cache_layers, left_pad, mergeable
+from steering.decode.batch_steering import BatchSteering, mergeable
 from steering.decode.decoder import EagerDecoder
 from steering.decode.generation import GenerationResult
 from steering.decode.requests import ActiveRequest, Request, SchedulerStats, Ticket
+from steering.decode.running import RunningBatch
 from steering.decode.sampling import TokenChoice, eos_token_ids
 from steering.decode.tokens import Replies
 from steering.errors import SteeringError
@@ -102,10 +103,7 @@ class Scheduler:
         self._holding = False  # the worker holds lm.lock
         # the running batch
         self._active: list[ActiveRequest] = []
-        self._cache: Any = None
-        self._ids: torch.Tensor | None = None  # (rows, 1) next input token of each row
-        self._pos: torch.Tensor | None = None  # (rows, 1) its absolute position
-        self._mask: torch.Tensor | None = None  # (rows, cache length) 1 = a real token
+        self._batch: RunningBatch | None = None  # their rows: cache, next inputs, positions, mask
         self._closed = False
         _OPEN.add(self)
 
@@ -199,14 +197,14 @@ class Scheduler:
             except BaseException as exc:  # noqa: BLE001 -- a batched step failed: fail its requests, go on
                 log.exception("batched generation step failed")
                 failed, self._active = self._active, []
-                self._cache = self._ids = self._pos = self._mask = None
+                self._batch = None
                 for active in failed:
                     self._finish(active, error=exc)
         # closed (or idle for 30 s): nothing may be left waiting; requests decoding end as stopped
         for ticket in waiting:
             self._finish_unstarted(ticket)
         leaving, self._active = self._active, []
-        self._cache = self._ids = self._pos = self._mask = None
+        self._batch = None
         for active in leaving:
             active.stopped = True
             self._finish(active)
@@ -236,7 +234,7 @@ class Scheduler:
                 if (
                     not self._waiting
                     or len(self._active) >= self.max_requests
-                    or (self._active and not mergeable(self._cache))
+                    or (self._batch is not None and not mergeable(self._batch.cache))
                 ):
                     return
                 ticket = self._waiting.popleft()
@@ -247,7 +245,7 @@ class Scheduler:
             ticket.joined_running = bool(self._active)
             try:
                 self._hold()
-                active, cache, ids, pos, mask = self._prefill(ticket)
+                active, batch = self._prefill(ticket)
             except BaseException as exc:  # noqa: BLE001 -- this request's own failure
                 ticket.error = exc
                 self._done(ticket)
@@ -258,12 +256,12 @@ class Scheduler:
                 active.stopped = not active.complete
                 self._finish(active)
                 continue
-            self._merge(active, cache, ids, pos, mask)
+            self._merge(active, batch)
 
     @torch.inference_mode()
-    def _prefill(self, ticket: Ticket) -> tuple[ActiveRequest, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _prefill(self, ticket: Ticket) -> tuple[ActiveRequest, RunningBatch]:
         """generate()'s first step for one request, alone (the same PromptBatch, EagerDecoder and TokenChoice):
-        its cache, next inputs (rows, 1), next positions (rows, 1), mask (rows, width); its first tokens taken."""
+        its rows as a RunningBatch (cache, next inputs and positions, mask); its first tokens taken."""
         request, model, tokenizer = ticket.request, self.lm.model, self.lm.tokenizer
         decoder = EagerDecoder(model)
         batch = PromptBatch.build(
@@ -287,22 +285,14 @@ class Scheduler:
             logits = decoder.prefill()
         active.take(choice(logits).tolist())
         ticket.first_token = time.perf_counter()
-        return active, decoder.cache, choice.feed, decoder.positions, batch.attention
+        return active, RunningBatch(decoder.cache, choice.feed, decoder.positions, batch.attention)
 
-    def _merge(
-        self, active: ActiveRequest, cache: Any, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
-    ) -> None:
+    def _merge(self, active: ActiveRequest, batch: RunningBatch) -> None:
         """Append a prefilled request's rows to the running batch (both left-padded to one cache length)."""
-        if not self._active:
-            self._active, self._cache, self._ids, self._pos, self._mask = [active], cache, ids, pos, mask
-            return
-        width = max(self._mask.shape[1], mask.shape[1])  # type: ignore[union-attr]
-        for mine, theirs in zip(cache_layers(self._cache), cache_layers(cache)):
-            mine.keys = torch.cat([left_pad(mine.keys, width, -2), left_pad(theirs.keys, width, -2)])
-            mine.values = torch.cat([left_pad(mine.values, width, -2), left_pad(theirs.values, width, -2)])
-        self._mask = torch.cat([left_pad(self._mask, width, 1), left_pad(mask, width, 1)])  # type: ignore[arg-type]
-        self._ids = torch.cat([self._ids, ids])  # type: ignore[list-item]
-        self._pos = torch.cat([self._pos, pos])  # type: ignore[list-item]
+        if self._batch is None:
+            self._batch = batch
+        else:
+            self._batch.merge(batch)
         self._active.append(active)
 
     @torch.inference_mode()
@@ -325,19 +315,9 @@ class Scheduler:
         for active in self._active:
             groups.append((start, start + active.rows, active.request.plan, active.steer_from, active.request.meter))
             start += active.rows
-        assert self._mask is not None  # a batch is decoding
-        mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)
+        assert self._batch is not None  # a batch is decoding
         with BatchSteering(model, groups):
-            out = model(
-                input_ids=self._ids,
-                attention_mask=mask,
-                position_ids=self._pos,
-                cache=self._cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        self._mask = mask
-        logits = out.logits[:, -1, :].float()
+            logits = self._batch.forward(model)
         next_ids: list[torch.Tensor] = []
         leaving: list[tuple[ActiveRequest, BaseException | None]] = []
         for (start, stop, *_), active in zip(groups, self._active):
@@ -353,9 +333,7 @@ class Scheduler:
                 continue
             if active.complete:
                 leaving.append((active, None))
-        self._ids = torch.cat(next_ids)
-        assert self._pos is not None
-        self._pos = self._pos + 1
+        self._batch.advance(torch.cat(next_ids))
         for active, error in leaving:
             self._remove(active)
             self._finish(active, error=error)
@@ -369,20 +347,9 @@ class Scheduler:
             start += other.rows
         self._active.remove(active)
         if not self._active:
-            self._cache = self._ids = self._pos = self._mask = None
-            return
-        total = self._mask.shape[0]  # type: ignore[union-attr]
-        keep = torch.tensor([i for i in range(total) if not start <= i < start + active.rows], device=self._mask.device)  # type: ignore[union-attr]
-        mask = self._mask.index_select(0, keep)  # type: ignore[union-attr]
-        used = mask.any(dim=0).nonzero()
-        first = int(used[0]) if used.numel() else 0  # leading columns that are padding in every row
-        self._mask = mask[:, first:]
-        self._ids = self._ids.index_select(0, keep)  # type: ignore[union-attr]
-        self._pos = self._pos.index_select(0, keep)  # type: ignore[union-attr]
-        for layer in cache_layers(self._cache):
-            rows = keep.to(layer.keys.device)  # device_map models: each layer's cache on its own device
-            layer.keys = layer.keys.index_select(0, rows)[..., first:, :]
-            layer.values = layer.values.index_select(0, rows)[..., first:, :]
+            self._batch = None
+        elif self._batch is not None:
+            self._batch.drop(start, active.rows)
 
     def _finish(self, active: ActiveRequest, error: BaseException | None = None) -> None:
         ticket = active.ticket
