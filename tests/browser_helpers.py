@@ -102,3 +102,23 @@ def set_alpha(page, value: float) -> None:
     alpha.fill(f"{value:g}")
     alpha.press("Enter")
     page.get_by_text(f"so α = {value:g} means").wait_for(timeout=30_000)
+
+
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture(app_url):
+    """The `browser` fixture: one Chromium for a test module (import browser_fixture; the module's own `app_url`
+    fixture starts the app)."""
+    with chromium() as launched:
+        yield launched
+        launched.close()
+
+
+def start_sweep(page, layers: str, multipliers: str, questions: int) -> None:
+    """Open the Calibrate tab, type the sweep's layers, multipliers and number of questions, and run it."""
+    page.get_by_role("tab", name="Calibrate").click()
+    for box, value in (("#cal-layers textarea", layers), ("#cal-mults textarea", multipliers)):
+        page.locator(box).fill(value)
+    items = page.locator("#cal-items input[type=number]")
+    items.fill(str(questions))
+    items.press("Tab")
+    page.locator("#cal-run").click()

@@ -19,6 +19,7 @@ from browser_helpers import (
     captions,
     chromium,
     set_alpha,
+    start_sweep,
     wait_for,
 )
 
@@ -262,13 +263,7 @@ def test_uploads_leave_gradios_cache_and_go_with_the_session(page, app_url, embe
 
 
 def test_calibrate_sweep_cell_sets_chat_layer_and_alpha(page):
-    page.get_by_role("tab", name="Calibrate").click()
-    for box, value in (("#cal-layers textarea", "7, 11"), ("#cal-mults textarea", "-4, 0, 1")):
-        page.locator(box).fill(value)
-    items = page.locator("#cal-items input[type=number]")
-    items.fill("4")
-    items.press("Tab")
-    page.locator("#cal-run").click()
+    start_sweep(page, "7, 11", "-4, 0, 1", 4)
     page.get_by_text("Swept 2 layers × 3 multipliers on 4 questions").wait_for(timeout=120_000)
     page.locator("#cal-heatmap img, #cal-heatmap svg, #cal-heatmap canvas").first.wait_for(timeout=30_000)
     assert page.get_by_text("answers A/B near chance").count() == 1

@@ -10,7 +10,7 @@ import time
 import browser_helpers
 import pytest
 from app_harness import running_app
-from browser_helpers import ARTIFACTS, browser_or_skip, chromium, wait_for
+from browser_helpers import ARTIFACTS, browser_fixture, browser_or_skip, wait_for  # noqa: F401 (the fixture)
 from fixtures import count_generate_calls
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -24,13 +24,6 @@ def app_url(embedded_engine):
     browser_or_skip()
     with running_app(embedded_engine, max_new_tokens=TOKENS) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser(app_url):
-    with chromium() as browser:
-        yield browser
-        browser.close()
 
 
 def open_page(browser, app_url, width=1400, height=900):

@@ -11,7 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from app_harness import running_app
-from browser_helpers import ARTIFACTS, PANES, bot_texts, browser_or_skip, chromium, wait_for
+from browser_helpers import (  # noqa: F401 (browser_fixture: the `browser` fixture)
+    ARTIFACTS,
+    PANES,
+    bot_texts,
+    browser_fixture,
+    browser_or_skip,
+    start_sweep,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -25,13 +33,6 @@ def app_url(embedded_engine):
     browser_or_skip()
     with running_app(embedded_engine, max_new_tokens=12) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser(app_url):
-    with chromium() as browser:
-        yield browser
-        browser.close()
 
 
 def open_page(browser, url, **context):
@@ -130,13 +131,7 @@ def test_copy_as_command_names_the_exported_file(answered, embedded_engine):
 
 def test_calibrate_shows_the_reliability_view(answered):
     page, _ = answered
-    page.get_by_role("tab", name="Calibrate").click()
-    for box, value in (("#cal-layers textarea", "11, 13"), ("#cal-mults textarea", "-2, 0, 2")):
-        page.locator(box).fill(value)
-    items = page.locator("#cal-items input[type=number]")
-    items.fill("6")
-    items.press("Tab")
-    page.locator("#cal-run").click()
+    start_sweep(page, "11, 13", "-2, 0, 2", 6)
     page.locator("#rel-note").get_by_text("questions move the wrong way").wait_for(timeout=180_000)
     page.locator("#rel-plot img, #rel-plot svg, #rel-plot canvas").first.wait_for(timeout=30_000)
     assert "Layer 13:" in page.locator("#rel-note").inner_text()  # the chat's layer, swept

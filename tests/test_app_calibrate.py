@@ -19,7 +19,6 @@ from steering.ui.calibrate import (
     ab_behaviors,
     ab_items,
     cell_setting,
-    compare_sets,
     default_layers,
     default_multipliers,
     format_list,
@@ -28,6 +27,7 @@ from steering.ui.calibrate import (
     question_set,
     run_sweep,
 )
+from steering.ui.calibrate_views import compare_sets
 
 HIDDEN, LAYERS = 8, 30
 
@@ -194,7 +194,7 @@ def test_heatmap_colorbar_label_fits_beside_the_bar():
 
 def test_reliability_view_of_a_sweep():
     """Per-question slopes at the chosen layer: q0 rises with α, q1 falls (wrong way), q2 is flat."""
-    from steering.ui.calibrate import reliability_layer, reliability_text, sweep_reliability
+    from steering.ui.calibrate_views import reliability_layer, reliability_text, sweep_reliability
 
     p = np.zeros((2, 3, 3))
     p[1] = [[0.2, 0.8, 0.5], [0.5, 0.5, 0.5], [0.8, 0.2, 0.5]]  # layer 9: multipliers x questions

@@ -102,23 +102,10 @@ def spy_on(engine, monkeypatch):
 def test_every_chat_field_reaches_the_engine(built, monkeypatch):
     engine, handlers, chat, uploads = built
     spy = spy_on(engine, monkeypatch)
-    settings = ChatSettings(
-        behavior="Uploaded: mine.safetensors",
-        uploads=uploads,
-        layer=2,
-        alpha=1.5,
-        max_new_tokens=3,
-        temperature=0.7,
-        top_p=0.9,
-        seed="1234",
-        random_seed=False,
-        system_prompt="Be brief.",
-        prompted=True,
-        prompted_added="Ask for it.",
-        prompted_subtracted="Avoid it.",
-        mix_behavior="beta",
-        mix_alpha=-2.0,
-    )
+    # every field, in ChatSettings' order: behavior, uploads, layer, alpha, max_new_tokens, temperature, top_p,
+    # seed, random_seed, system_prompt, prompted, prompted_added, prompted_subtracted, mix_behavior, mix_alpha
+    values = ("Uploaded: mine.safetensors", uploads, 2, 1.5, 3, 0.7, 0.9, "1234", False, "Be brief.")
+    settings = ChatSettings(*values, True, "Ask for it.", "Avoid it.", "beta", -2.0)
     outbox, turns = app.Outbox(), []
     outbox.put("Hello")
     list(handlers["send"].fn(chat.data(settings, history=turns, outbox=outbox)))

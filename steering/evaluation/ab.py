@@ -255,6 +255,22 @@ def ab_sweep(
     `vector` is a VectorSet (each layer steered with its own vector), a {layer: tensor} mapping or one
     tensor used at every layer. For the app: values near 0.5 mean no preference; > 0.5 more behavior.
     """
+    return ab_sweep_items(engine, vector, layers, multipliers, items, system_prompt, batch_size).mean(axis=-1)
+
+
+def ab_sweep_items(
+    engine: Engine,
+    vector: Any,
+    layers: Sequence[int],
+    multipliers: Sequence[float],
+    items: Sequence[ABItem],
+    system_prompt: str | None = None,
+    batch_size: int = ExtractionSettings.batch_size,
+) -> np.ndarray:
+    """ab_sweep per question: normalised p(matching letter), shape (len(layers), len(multipliers), len(items)).
+
+    Takes the model's lock; the prompts are cut to the model's context and config limits.max_prompt_tokens.
+    """
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)
     lm = engine.lm
@@ -269,4 +285,4 @@ def ab_sweep(
         result = ab_probabilities(
             lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size, pad_token_id(lm.tokenizer)
         )
-    return result.p.mean(axis=-1)
+    return np.asarray(result.p, dtype=float)

@@ -17,17 +17,14 @@ from steering.ui.calibrate import (
     MAX_ITEMS,
     SMALL_MODEL_NOTE,
     cell_setting,
-    compare_sets,
     default_layers,
     default_multipliers,
     format_list,
     layers_for_vector,
     question_set,
-    reliability_layer,
-    reliability_text,
     run_sweep,
-    sweep_reliability,
 )
+from steering.ui.calibrate_views import compare_sets, reliability_layer, reliability_text, sweep_reliability
 from steering.ui.chat_events import gpu
 from steering.ui.chat_tab import ChatTab
 from steering.ui.checks import VectorChoice, markdown_text, public_message

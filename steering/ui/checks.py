@@ -35,16 +35,19 @@ def trim_prompt(prompt: str | None, max_chars: int) -> tuple[str, bool]:
     return (text[:max_chars].rstrip(), True) if len(text) > max_chars else (text, False)
 
 
-def check_prompt(prompt: Any, max_chars: int, name: str = "message") -> str:
-    """The prompt stripped; refused (one-line SteeringError) when it is not text, empty, or longer than
-    max_chars (config app.max_prompt_chars) -- never shortened silently. The UI and the API share it."""
+def check_prompt(
+    prompt: Any, max_chars: int, name: str = "message", if_empty: str = "", if_long: str = ": shorten it"
+) -> str:
+    """The prompt stripped; refused (one-line SteeringError naming `name`, then `if_empty` / `if_long`) when it
+    is not text, empty, or longer than max_chars (config app.max_prompt_chars) -- never shortened silently.
+    The UI and the API share it (and the prompted panes' system prompts)."""
     if prompt is not None and not isinstance(prompt, str):
         raise SteeringError(f"{name} must be text, got {type(prompt).__name__}")
     text = (prompt or "").strip()
     if not text:
-        raise SteeringError(f"{name} is empty")
+        raise SteeringError(f"{name} is empty{if_empty}")
     if len(text) > max_chars:
-        raise SteeringError(f"{name} is {len(text)} characters long; the limit is {max_chars}: shorten it")
+        raise SteeringError(f"{name} is {len(text)} characters long; the limit is {max_chars}{if_long}")
     return text
 
 

@@ -63,6 +63,12 @@ class AppContext:
     cards: Any  # the behavior cards (steering/core/behaviors.py): dropdown text, examples
     default_behavior: str | None
     uploads: UploadFolders = field(default_factory=UploadFolders)
+    lm: Any = field(init=False)  # the loaded model (steering.models.LoadedModel)
+    defaults: Any = field(init=False)  # the engine's default layer and multiplier
+    limits: Any = field(init=False)  # the configured caps (steering.core.limits.Limits)
+
+    def __post_init__(self) -> None:
+        self.lm, self.defaults, self.limits = self.engine.lm, self.engine.defaults, self.engine.limits
 
     @classmethod
     def build(cls, engine: Any, config: Config) -> AppContext:
@@ -72,21 +78,6 @@ class AppContext:
         default = wanted if wanted in behaviors else (behaviors or [None])[0]
         cards = load_cards(datasets_dir(config))[0]
         return cls(engine, config, behaviors, dropdown_choices(cards, behaviors), cards, default)
-
-    @property
-    def lm(self) -> Any:
-        """The loaded model (steering.models.LoadedModel)."""
-        return self.engine.lm
-
-    @property
-    def defaults(self) -> Any:
-        """The engine's default layer and multiplier."""
-        return self.engine.defaults
-
-    @property
-    def limits(self) -> Any:
-        """The configured caps (steering.core.limits.Limits)."""
-        return self.engine.limits
 
     @property
     def generation(self) -> GenerationSettings:

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from steering.core.prompts import Message
 from steering.errors import SteeringError
 from steering.ui.chat import Turn, conversations, render
+from steering.ui.checks import check_prompt
 
 PROMPTS_FILE = "prompts.yaml"
 SIDES = ("added", "subtracted")
@@ -186,19 +187,12 @@ def check_prompted(
     """
     if not on:
         return None
-    out = []
-    for side, value in zip(SIDES, (added, subtracted)):
-        asks = "asking for the behavior" if side == "added" else "asking to avoid it"
-        where = f"the prompted pane's system prompt ({asks})"
-        if value is not None and not isinstance(value, str):
-            raise SteeringError(f"{where} must be text, got {type(value).__name__}")
-        text = (value or "").strip()
-        if not text:
-            raise SteeringError(f"{where} is empty: write one under the pane, or untick 'Also ask by prompting'")
-        if len(text) > max_chars:
-            raise SteeringError(f"{where} is {len(text)} characters long; the limit is {max_chars}")
-        out.append(text)
-    return out[0], out[1]
+    hint = ": write one under the pane, or untick 'Also ask by prompting'"
+    added, subtracted = (
+        check_prompt(value, max_chars, f"the prompted pane's system prompt ({asks})", if_empty=hint, if_long="")
+        for value, asks in ((added, "asking for the behavior"), (subtracted, "asking to avoid it"))
+    )
+    return added, subtracted
 
 
 def prompted_conversations(turns: Sequence[Turn], text: str, prompts: tuple[str, str]) -> list[list[Message]]:
