@@ -15,9 +15,8 @@ import gradio as gr
 
 from steering.decode.generation import stream
 from steering.errors import SteeringError
-from steering.ui.chat_events import gpu
 from steering.ui.checks import check_behavior, check_budget, check_prompt, check_settings, public_message
-from steering.ui.context import AppContext
+from steering.ui.context import AppContext, gpu
 from steering.ui.mix import api_mix
 
 Replies = tuple[str, str, str]  # added (+multiplier), unsteered, subtracted (-multiplier)

@@ -25,10 +25,9 @@ from steering.ui.calibrate import (
     run_sweep,
 )
 from steering.ui.calibrate_views import compare_sets, reliability_layer, reliability_text, sweep_reliability
-from steering.ui.chat_events import gpu
 from steering.ui.chat_tab import ChatTab
 from steering.ui.checks import VectorChoice, markdown_text, public_message
-from steering.ui.context import PRIVATE, AppContext
+from steering.ui.context import PRIVATE, AppContext, gpu
 from steering.ui.controls_layout import VECTOR_FILE_TYPES
 from steering.ui.demo_events import QUIET
 from steering.ui.view_events import ViewEvents

@@ -19,21 +19,11 @@ from steering.errors import SteeringError
 from steering.ui.chat import Outbox, conversations
 from steering.ui.chat_tab import ChatTab
 from steering.ui.checks import check_budget, check_prompt, public_message
-from steering.ui.context import PRIVATE, AppContext
+from steering.ui.context import PRIVATE, AppContext, gpu
 from steering.ui.demo import DemoTurn, meter_titles, prompted_conversations, render_panes, safe_pane_text
 from steering.ui.meter import Meter, turn_readings
 from steering.ui.mix import parse_mix
 from steering.ui.settings import ChatSettings, Controls, SettingsError
-
-try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:
-
-    def gpu(fn: Any) -> Any:
-        """No GPU to ask for: `fn` as it is."""
-        return fn
 
 
 class VectorChoiceError(SteeringError):

@@ -18,6 +18,17 @@ from steering.core.behaviors import load_cards
 from steering.ui.behavior_menu import dropdown_choices
 from steering.ui.calibrate import ab_behaviors, datasets_dir
 
+try:  # ZeroGPU on Hugging Face Spaces; a no-op elsewhere
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:
+
+    def gpu(fn: Any) -> Any:
+        """No GPU to ask for: `fn` as it is."""
+        return fn
+
+
 PRIVATE = {"api_visibility": "private"}  # the UI's events are not API endpoints (the API: steering/ui/api.py)
 EXAMPLES = [
     "What's your favorite planet?",

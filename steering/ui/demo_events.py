@@ -9,10 +9,9 @@ from typing import Any
 import gradio as gr
 
 from steering.errors import SteeringError
-from steering.ui.chat_events import gpu
 from steering.ui.chat_tab import METER_EMPTY, ChatTab
 from steering.ui.checks import check_budget, check_prompt, markdown_text, public_message
-from steering.ui.context import PRIVATE, AppContext
+from steering.ui.context import PRIVATE, AppContext, gpu
 from steering.ui.demo import safe_pane_text
 from steering.ui.meter import meter_html
 from steering.ui.presets import behavior_presets
