@@ -363,3 +363,20 @@ def test_choosing_a_behavior_moves_layer_and_alpha_to_its_own_recipe(embedded_en
         assert follow.fn(behavior) == (recipe.layer, recipe.strength)
     assert embedded_engine.recipe("enthusiasm").layer != embedded_engine.recipe("refusal").layer
     assert follow.fn("Uploaded: mine.safetensors") == (SKIP, SKIP)  # an uploaded file keeps the sliders
+
+
+def test_send_shows_its_busy_label_on_every_turn(handlers, chat, vector_file, engine):
+    """Gradio pops "value" out of an update dict as it sends it: a Send update shared between turns said
+    "⏳ Generating…" on the first turn only (the browser test of the prompted panes saw "Send" all along)."""
+    from gradio.blocks import postprocess_update_dict
+
+    for text in ("One", "Two"):
+        outbox = app.Outbox()
+        _, send_btn, _ = handlers["take_message"].fn(chat.data(inputs(vector_file), prompt=text, outbox=outbox))
+        assert send_btn["value"] == "⏳ Generating…"
+        postprocess_update_dict(chat.tab.send_btn, send_btn)  # what Gradio does with it
+        updates = drain(handlers["send"].fn(chat.data(inputs(vector_file), history=[], outbox=outbox)))
+        assert updates[0][3]["value"] == "⏳ Generating…" and updates[-1][3]["value"] == "Send"
+        for update in (updates[0][3], updates[-1][3]):
+            postprocess_update_dict(chat.tab.send_btn, update)
+    wait_unlocked(engine)

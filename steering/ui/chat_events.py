@@ -30,9 +30,17 @@ class VectorChoiceError(SteeringError):
     """The chosen vector does not fit the request (shown at Behavior rather than at the message box)."""
 
 
-# Send and Retry while a turn streams (Send says so: the busy state is visible), and when it is done
-BUSY = (gr.update(interactive=False, value="⏳ Generating…"), gr.update(interactive=False))
-IDLE = (gr.update(interactive=True, value="Send"), gr.update(interactive=True))
+def busy() -> tuple:
+    """Send and Retry while a turn streams (Send says so: the busy state is visible). New updates every time:
+    Gradio pops "value" out of an update dict it sends, so a shared one would show the label only once."""
+    return gr.update(interactive=False, value="⏳ Generating…"), gr.update(interactive=False)
+
+
+def idle() -> tuple:
+    """Send and Retry when no turn of the session runs (new updates every time, as busy())."""
+    return gr.update(interactive=True, value="Send"), gr.update(interactive=True)
+
+
 Checked = tuple[Any, Any, str, list]  # (TurnSettings, vector, vector name, the panes' conversations)
 
 
@@ -45,7 +53,7 @@ def panes_and(turns: list | None, *rest: Any) -> tuple:
 
 def buttons(turns: list) -> tuple:
     """Send and Retry: disabled while one of the session's turns runs, enabled otherwise."""
-    return BUSY if any(turn.status == "running" for turn in turns) else IDLE
+    return busy() if any(turn.status == "running" for turn in turns) else idle()
 
 
 class ChatEvents:
@@ -112,12 +120,12 @@ class ChatEvents:
         the box into the session's Outbox and Send and Retry are disabled, so what is typed while the turn
         waits or streams is never erased."""
         data[self.tab.outbox].put(data[self.tab.prompt])
-        return "", *BUSY
+        return "", *busy()
 
     def take_retry(self, outbox: Outbox) -> tuple:
         """Retry's first, quick step: a ticket for the retried turn (a Stop before it starts cancels it)."""
         outbox.put(None)
-        return BUSY
+        return busy()
 
     def send(self, data: Mapping[Any, Any]) -> Iterator[tuple]:
         """Send's queued step: the message taken at the click becomes a turn (see next_turn)."""
@@ -140,7 +148,7 @@ class ChatEvents:
     def refuse(self, message: str) -> Iterator[tuple]:
         """A turn that cannot run: a warning, and Send and Retry back (they were disabled at the click)."""
         gr.Warning(message)
-        yield panes_and(None, *IDLE)
+        yield panes_and(None, *idle())
 
     def next_turn(self, outbox: Outbox, turns: list, settings: ChatSettings) -> Iterator[tuple]:
         """The queued step of Send and Retry: the oldest message taken at a click (None: retry the last
@@ -210,7 +218,7 @@ class ChatEvents:
         if not wanted:
             yield panes_and(None, *buttons(turns))
             return
-        yield panes_and(turns, *BUSY)  # the message box is no output: take_message emptied it at the click
+        yield panes_and(turns, *busy())  # the message box is no output: take_message emptied it at the click
         reader = self.meter(vector, settings.layer)
         finished: dict[str, Any] = {}
 
@@ -266,7 +274,7 @@ class ChatEvents:
         back = outbox.cancel()
         for turn in turns:
             turn.stop()
-        return panes_and(turns, *IDLE, back if back and not (prompt or "").strip() else gr.skip())
+        return panes_and(turns, *idle(), back if back and not (prompt or "").strip() else gr.skip())
 
     def clear(self, turns: list, outbox: Outbox) -> tuple:
         """Clear: stop whatever runs or waits, and start over (a message being typed stays)."""
@@ -274,7 +282,7 @@ class ChatEvents:
         for turn in turns:
             turn.stop()
         turns.clear()
-        return panes_and([], *IDLE)
+        return panes_and([], *idle())
 
     # ---- the wiring
     def wire(self, demo: gr.Blocks) -> list:
