@@ -390,3 +390,95 @@ def test_in_the_app_gradios_queue_is_the_limit_users_meet(tiny_tokenizer):
     assert {fn.concurrency_limit for fn in model_events} == {2} == {engine.scheduler.max_requests}
     turns = [fn for fn in demo.fns.values() if fn.name in ("send", "retry", "compare")]
     assert turns and all(fn.concurrency_id == "model" for fn in turns)  # every turn counts against the group
+
+
+def mixed_requests(vectors) -> list[Request]:
+    """Four users whose rows differ in every way a request can: layer, vector, multipliers, greedy / sampled
+    (own seeds), system prompt, conversation length, rows."""
+    long_chat = [
+        {"role": "user", "content": "Tell me about the sea."},
+        {"role": "assistant", "content": "It is large and salty."},
+        {"role": "user", "content": "And the sky, in many more words than before?"},
+    ]
+    own = Request(
+        [long_chat, [{"role": "user", "content": "hi"}]],
+        SteeringPlan.addition(0, vectors[1], [-4.0, 3.0]),
+        SamplingSettings(max_new_tokens=9, temperature=0.7, seed=11),
+        system_prompt="You answer in one short line.",
+    )
+    return [request(0, vectors, tokens=12), request(1, vectors, tokens=14), request(2, vectors, tokens=8), own]
+
+
+def test_requests_waiting_together_are_prefilled_in_one_forward_and_each_gets_what_it_gets_alone(lm, vectors):
+    """issue 12: requests waiting at admission share ONE prefill forward pass (not one each, one after another)
+    and each still gets exactly its tokens alone (greedy and sampled: its own settings and seed)."""
+    requests = mixed_requests(vectors)
+    expected = [alone(lm, r) for r in requests]
+    scheduler = Scheduler(lm, max_requests=4)
+    forwards = []
+    handle = lm.model.register_forward_hook(lambda module, args, kwargs, output: forwards.append(1), with_kwargs=True)
+    try:
+        tickets = submit_together(scheduler, lm, requests)
+        results = [t.wait(60) for t in tickets]
+    finally:
+        handle.remove()
+    assert [r.token_ids for r in results] == expected
+    assert scheduler.stats.prefills == 1 and scheduler.stats.most_prefilled == 4
+    # one prefix pass (the template's system prompt shared by most rows would not be: it differs), one
+    # prefill, then one forward per decoding step: nothing per request
+    assert len(forwards) <= 2 + scheduler.stats.steps
+    assert len({t.first_token for t in tickets}) == 1  # all four got their first token from the same pass
+
+
+def test_the_batch_limit_caps_a_combined_prefill_in_fifo_order(lm, vectors):
+    requests = mixed_requests(vectors)
+    expected = [alone(lm, r) for r in requests]
+    scheduler = Scheduler(lm, max_requests=3)
+    tickets = submit_together(scheduler, lm, requests)
+    assert [t.wait(60).token_ids for t in tickets] == expected
+    assert scheduler.stats.most_prefilled == 3 and scheduler.stats.prefills == 2
+    assert tickets[3].first_token > max(t.first_token for t in tickets[:3])  # the fourth waited for room
+
+
+def test_a_bad_request_in_a_combined_prefill_fails_alone(lm, vectors, monkeypatch):
+    """One request's prompts fail to build, another's callback fails on its first token: each fails with its
+    own error; the others, prefilled in the same pass, get what they get alone."""
+    requests = mixed_requests(vectors)
+    expected = [alone(lm, r) for r in requests]
+    scheduler = Scheduler(lm, max_requests=4)
+    built = scheduler._prompt_batch
+
+    def prompt_batch(req):
+        if req is requests[1]:
+            raise SteeringError("request 1's prompt is broken")
+        return built(req)
+
+    monkeypatch.setattr(scheduler, "_prompt_batch", prompt_batch)
+
+    def broken(texts):
+        raise RuntimeError("user 2's callback broke")
+
+    requests[2].on_text = broken
+    tickets = submit_together(scheduler, lm, requests)
+    with pytest.raises(SteeringError, match="request 1's prompt is broken"):
+        tickets[1].wait(60)
+    with pytest.raises(RuntimeError, match="user 2's callback broke"):
+        tickets[2].wait(60)
+    assert [tickets[0].wait(60).token_ids, tickets[3].wait(60).token_ids] == [expected[0], expected[3]]
+    assert scheduler.stats.prefills == 1 and scheduler.stats.most_prefilled == 3
+    assert not lm.lock.locked()
+
+
+def test_a_failing_combined_prefill_falls_back_to_one_request_at_a_time(lm, vectors, monkeypatch):
+    requests = mixed_requests(vectors)[:3]
+    expected = [alone(lm, r) for r in requests]
+    scheduler = Scheduler(lm, max_requests=4)
+
+    def together(prepared):
+        raise RuntimeError("out of memory in the combined prefill")
+
+    monkeypatch.setattr(scheduler, "_prefill_together", together)
+    tickets = submit_together(scheduler, lm, requests)
+    assert [t.wait(60).token_ids for t in tickets] == expected
+    assert scheduler.stats.prefills == 3 and scheduler.stats.most_prefilled == 1
+    assert scheduler.stats.most_requests == 3  # still decoding in one batch

@@ -102,6 +102,18 @@ class PromptBatch:
             raise ValueError("no conversations to generate for")
         prompts = [chat_prompt(tokenizer, build_messages(conv, system_prompt)) for conv in conversations]
         check_prompt_budget([len(p.input_ids) for p in prompts], max_new_tokens, limits, model_context_length(model))
+        return cls.from_prompts(model, prompts, pad_token_id(tokenizer), steered, share_prefix)
+
+    @classmethod
+    def from_prompts(
+        cls, model: Any, prompts: Sequence[PromptTokens], pad_id: int, steered: bool = False, share_prefix: bool = True
+    ) -> PromptBatch:
+        """Pad already templated (and checked) prompts into one batch, as build() does: e.g. the rows of several
+        scheduler requests prefilled together. Args as build(); `steered` keeps the shared prefix before
+        every row's steer_from. Raises ValueError: no prompts."""
+        if not prompts:
+            raise ValueError("no prompts to pad")
+        prompts = list(prompts)
         batch = len(prompts)
         shared = 0
         if batch > 1 and share_prefix:
@@ -110,7 +122,6 @@ class PromptBatch:
                 shared = min(shared, min(p.steer_from for p in prompts))
             for prompt in prompts[1:]:
                 shared = common_prefix_length(prompts[0].input_ids, prompt.input_ids, shared)
-        pad_id = pad_token_id(tokenizer)
         width = max(len(p.input_ids) for p in prompts)
         input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
         attention = torch.zeros((batch, width), dtype=torch.long)

@@ -76,10 +76,13 @@ class SchedulerStats:
     steps: batched decoding steps run; requests: requests finished (any way); joined_running: requests
     admitted while another one was decoding (a late joiner); most_requests / most_rows: the largest
     batch seen; refused: requests refused because the queue was full; batch_log: (step, requests, rows)
-    of the last 1000 steps.
+    of the last 1000 steps; prefills: prefill forward passes run (requests admitted together share one);
+    most_prefilled: the most requests prefilled in one forward pass.
     """
 
     steps: int = 0
+    prefills: int = 0
+    most_prefilled: int = 0
     requests: int = 0
     joined_running: int = 0
     most_requests: int = 0

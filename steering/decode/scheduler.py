@@ -105,6 +105,7 @@ class Scheduler:
         self._active: list[ActiveRequest] = []
         self._batch: RunningBatch | None = None  # their rows: cache, next inputs, positions, mask
         self._closed = False
+        self._can_merge: bool | None = None  # whether this model's caches merge along the batch (learned once)
         _OPEN.add(self)
 
     # ------------------------------------------------------------------ public
@@ -221,8 +222,11 @@ class Scheduler:
                 self._holding = True
 
     def _admit(self) -> None:
-        """Prefill waiting requests (FIFO) while the batch has room, and merge them into it. A waiting
-        request whose stop event is set leaves the queue at once (stopped, no tokens), room or not."""
+        """Prefill the waiting requests (FIFO) that fit in the batch TOGETHER, in one forward pass, and merge
+        them into it. A waiting request whose stop event is set leaves the queue at once (stopped, no tokens),
+        room or not. Each request's prompts are built alone first (a bad request fails alone, with its own
+        error); if the combined prefill fails, its requests are prefilled one by one (one request's failure
+        never touches another's)."""
         with self._wake:
             cancelled = [t for t in self._waiting if t.request.stop_event is not None and t.request.stop_event.is_set()]
             for ticket in cancelled:
@@ -230,62 +234,181 @@ class Scheduler:
         for ticket in cancelled:
             self._finish_unstarted(ticket)
         while True:
+            merges = self._merges()
             with self._wake:
-                if (
-                    not self._waiting
-                    or len(self._active) >= self.max_requests
-                    or (self._batch is not None and not mergeable(self._batch.cache))
-                ):
+                room = self.max_requests - len(self._active)
+                if not self._waiting or room <= 0 or (self._batch is not None and not mergeable(self._batch.cache)):
                     return
-                ticket = self._waiting.popleft()
-            request = ticket.request
-            if request.stop_event is not None and request.stop_event.is_set():
-                self._finish_unstarted(ticket)
+            self._hold()  # the model first: requests that arrive while it is busy elsewhere are admitted together
+            with self._wake:
+                if not merges:  # such caches are not merged: one request at a time, the next after it
+                    room = 1
+                tickets = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+            joined = bool(self._active)
+            prepared: list[tuple[Ticket, PromptBatch]] = []
+            for ticket in tickets:
+                request = ticket.request
+                if request.stop_event is not None and request.stop_event.is_set():
+                    self._finish_unstarted(ticket)
+                    continue
+                ticket.joined_running = joined
+                try:
+                    prepared.append((ticket, self._prompt_batch(request)))
+                except BaseException as exc:  # noqa: BLE001 -- this request's own failure
+                    ticket.error = exc
+                    self._done(ticket)
+            if not prepared:
                 continue
-            ticket.joined_running = bool(self._active)
-            try:
-                self._hold()
-                active, batch = self._prefill(ticket)
-            except BaseException as exc:  # noqa: BLE001 -- this request's own failure
-                ticket.error = exc
-                self._done(ticket)
-                continue
+            admitted: list[tuple[ActiveRequest, RunningBatch, list[int]]] = []
+            if len(prepared) > 1:
+                try:
+                    admitted = self._prefill_together(prepared)
+                except BaseException:  # noqa: BLE001 -- fall back: each request alone, failing alone
+                    log.warning("the combined prefill of %d requests failed; prefilling them one by one", len(prepared))
+                    admitted = []
+            if not admitted:
+                for ticket, batch in prepared:
+                    try:
+                        admitted.append(self._prefill(ticket, batch))
+                    except BaseException as exc:  # noqa: BLE001 -- this request's own failure
+                        ticket.error = exc
+                        self._done(ticket)
+            self._take_first(admitted)
+
+    def _merges(self) -> bool:
+        """Whether this model's KV caches can be merged along the batch (batch_steering.mergeable on an empty
+        cache of the model's own layer types), learned once."""
+        if self._can_merge is None:
+            from transformers import DynamicCache
+
+            probe = DynamicCache(config=self.lm.model.config)
+            empty = torch.zeros(1, 1, 0, 1)
+            for layer in getattr(probe, "layers", None) or []:
+                layer.lazy_initialization(empty, empty)
+            self._can_merge = mergeable(probe)
+        return self._can_merge
+
+    def _take_first(self, admitted: list[tuple[ActiveRequest, RunningBatch, list[int]]]) -> None:
+        """Record each prefilled request's first tokens (a failing streaming callback fails only its request);
+        requests already complete or stopped leave, the others' rows join the running batch."""
+        stays: list[ActiveRequest] = []
+        leaving: list[tuple[ActiveRequest, BaseException | None]] = []
+        batches: list[RunningBatch] = []
+        for active, batch, tokens in admitted:
+            request, ticket = active.request, active.ticket
             if ticket.joined_running:
                 self.stats.joined_running += 1
+            try:
+                active.take(tokens)
+            except BaseException as exc:  # noqa: BLE001 -- its streaming callback failed: only this request ends
+                leaving.append((active, exc))
+                continue
             if active.complete or (request.stop_event is not None and request.stop_event.is_set()):
                 active.stopped = not active.complete
-                self._finish(active)
+                leaving.append((active, None))
                 continue
-            self._merge(active, batch)
+            stays.append(active)
+            if not batches or batches[-1] is not batch:
+                batches.append(batch)
+        # rows of requests that left are dropped from the batch they were prefilled in (last first)
+        owners: dict[int, list[ActiveRequest]] = {}
+        for active, batch, _ in admitted:
+            owners.setdefault(id(batch), []).append(active)
+        gone = {id(a) for a, _ in leaving}
+        for batch in {id(b): b for _, b, _ in admitted}.values():
+            members = owners[id(batch)]
+            start_of, start = {}, 0
+            for active in members:
+                start_of[id(active)] = start
+                start += active.rows
+            for active in reversed(members):
+                if id(active) in gone and any(id(a) not in gone for a in members):
+                    batch.drop(start_of[id(active)], active.rows)
+        for active, error in leaving:
+            self._finish(active, error=error)
+        for batch in batches:
+            members = [a for a in owners[id(batch)] if id(a) not in gone]
+            if self._batch is None:
+                self._batch = batch
+            else:
+                self._batch.merge(batch)
+            self._active.extend(members)
 
-    @torch.inference_mode()
-    def _prefill(self, ticket: Ticket) -> tuple[ActiveRequest, RunningBatch]:
-        """generate()'s first step for one request, alone (the same PromptBatch, EagerDecoder and TokenChoice):
-        its rows as a RunningBatch (cache, next inputs and positions, mask); its first tokens taken."""
-        request, model, tokenizer = ticket.request, self.lm.model, self.lm.tokenizer
-        decoder = EagerDecoder(model)
-        batch = PromptBatch.build(
-            model,
-            tokenizer,
+    def _prompt_batch(self, request: Request) -> PromptBatch:
+        """The request's own PromptBatch (templated, checked, padded), as generate() builds it."""
+        return PromptBatch.build(
+            self.lm.model,
+            self.lm.tokenizer,
             request.conversations,
             request.system_prompt,
             request.settings.max_new_tokens,
             self.limits,
             steered=request.plan is not None,
         )
-        decoder.reset(batch, request.settings.max_new_tokens)
+
+    def _start(self, ticket: Ticket, batch: PromptBatch, device: torch.device, pad_id: int) -> ActiveRequest:
+        """The request's ActiveRequest: its own TokenChoice (own settings and seeded stream) and Replies."""
+        request, model, tokenizer = ticket.request, self.lm.model, self.lm.tokenizer
         eos = set() if request.ignore_eos else eos_token_ids(model, tokenizer)
-        choice = TokenChoice(request.settings, batch.rows, eos, batch.pad_id, batch.input_ids.device)
-        active = ActiveRequest(ticket, batch.steer_from, choice, Replies(tokenizer, batch.rows, eos, request.on_text))
+        choice = TokenChoice(request.settings, batch.rows, eos, pad_id, device)
+        return ActiveRequest(ticket, batch.steer_from, choice, Replies(tokenizer, batch.rows, eos, request.on_text))
+
+    @torch.inference_mode()
+    def _prefill_together(
+        self, prepared: list[tuple[Ticket, PromptBatch]]
+    ) -> list[tuple[ActiveRequest, RunningBatch, list[int]]]:
+        """One prefill forward pass for several requests: their rows left padded into one PromptBatch (the
+        prefix common to every row computed once, unsteered), each request's plan and meter on its own rows
+        (batch_steering.BatchSteering), the logits split to each request's own TokenChoice. Returns each
+        request's ActiveRequest, the one RunningBatch they share (rows in order) and its first tokens."""
+        model = self.lm.model
+        pad_id = prepared[0][1].pad_id
+        steered = any(ticket.request.plan is not None for ticket, _ in prepared)
+        prompts = [prompt for _, batch in prepared for prompt in batch.prompts]
+        combined = PromptBatch.from_prompts(model, prompts, pad_id, steered=steered)
+        decoder = EagerDecoder(model)
+        decoder.reset(combined, max(t.request.settings.max_new_tokens for t, _ in prepared))
+        actives, groups, start = [], [], 0
+        for ticket, batch in prepared:
+            request = ticket.request
+            active = self._start(ticket, batch, combined.input_ids.device, pad_id)
+            groups.append((start, start + batch.rows, request.plan, batch.steer_from, request.meter))
+            if request.meter is not None:
+                request.meter.steps = []  # as Meter.attached does
+            actives.append(active)
+            start += batch.rows
+        with BatchSteering(model, groups):
+            logits = decoder.prefill()
+        self.stats.prefills += 1
+        self.stats.most_prefilled = max(self.stats.most_prefilled, len(prepared))
+        tokens = [active.choice(logits[lo:hi]).tolist() for active, (lo, hi, *_) in zip(actives, groups)]
+        now = time.perf_counter()
+        running = RunningBatch(
+            decoder.cache, torch.cat([a.choice.feed for a in actives]), decoder.positions, combined.attention
+        )
+        for active in actives:
+            active.ticket.first_token = now
+        return [(active, running, own) for active, own in zip(actives, tokens)]
+
+    @torch.inference_mode()
+    def _prefill(self, ticket: Ticket, batch: PromptBatch) -> tuple[ActiveRequest, RunningBatch, list[int]]:
+        """generate()'s first step for one request, alone (the same PromptBatch, EagerDecoder and TokenChoice):
+        its rows as a RunningBatch (cache, next inputs and positions, mask) and its first tokens."""
+        request, model = ticket.request, self.lm.model
+        decoder = EagerDecoder(model)
+        decoder.reset(batch, request.settings.max_new_tokens)
+        active = self._start(ticket, batch, batch.input_ids.device, batch.pad_id)
         with contextlib.ExitStack() as stack:
             if request.meter is not None:  # registered first: it reads block L before block L's own steering
                 stack.enter_context(request.meter.attached(model))
             if request.plan is not None:
                 stack.enter_context(apply_plan(model, request.plan, batch.steer_from))
             logits = decoder.prefill()
-        active.take(choice(logits).tolist())
+        self.stats.prefills += 1
+        self.stats.most_prefilled = max(self.stats.most_prefilled, 1)
+        tokens = active.choice(logits).tolist()
         ticket.first_token = time.perf_counter()
-        return active, RunningBatch(decoder.cache, choice.feed, decoder.positions, batch.attention)
+        return active, RunningBatch(decoder.cache, active.choice.feed, decoder.positions, batch.attention), tokens
 
     def _merge(self, active: ActiveRequest, batch: RunningBatch) -> None:
         """Append a prefilled request's rows to the running batch (both left-padded to one cache length)."""
