@@ -8,10 +8,14 @@ How a request runs (the eager path, dynamic KV cache, CPU or GPU):
 
 1. It waits in a bounded queue (`max_waiting`; one more is refused at once with a one-line
    "busy, try again" SteeringError) until the running batch has room (`max_requests` requests).
-2. Between two decoding steps of the running batch it is *prefilled alone*: exactly the computation
-   steering.decode.generation.generate does for its rows (shared prefix once, left padding, its own steering
-   hooks), into a KV cache of its own, and its first token is chosen with its own random stream.
-3. Its cache is merged into the running batch's: both are left-padded to the same length (padding is
+2. Between two decoding steps of the running batch, the requests waiting then (FIFO, as many as the batch
+   has room for) are *prefilled together* in one forward pass: each request's PromptBatch is built alone
+   first (a bad request fails alone), their rows are left padded into one prompt batch (the prefix common
+   to every row computed once, unsteered), each request's steering plan (and meter) acts on its own rows
+   (batch_steering.BatchSteering), and the logits are split to each request's own token choice, which
+   takes its first token with its own random stream. Should that combined pass fail, the requests are
+   prefilled one by one, each as steering.decode.generation.generate does for its rows.
+3. That cache is merged into the running batch's: both are left-padded to the same length (padding is
    masked out of attention) and concatenated along the batch. From the next step on its rows decode
    with everybody else's, in one forward pass; a per-row hook (batch_steering.BatchSteering) applies each request's
    own plan to its own rows (rows steered at different layers or with different vectors in one batch).
