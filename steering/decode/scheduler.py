@@ -285,11 +285,15 @@ class Scheduler:
         if self._can_merge is None:
             from transformers import DynamicCache
 
-            probe = DynamicCache(config=self.lm.model.config)
-            empty = torch.zeros(1, 1, 0, 1)
-            for layer in getattr(probe, "layers", None) or []:
-                layer.lazy_initialization(empty, empty)
-            self._can_merge = mergeable(probe)
+            try:
+                probe = DynamicCache(config=self.lm.model.config)
+                empty = torch.zeros(1, 1, 0, 1)
+                for layer in getattr(probe, "layers", None) or []:
+                    layer.lazy_initialization(empty, empty)
+                self._can_merge = mergeable(probe)
+            except Exception:  # noqa: BLE001 -- an unknown cache: admit one request at a time, as before
+                log.warning("could not tell whether this model's KV caches merge; admitting one request at a time")
+                self._can_merge = False
         return self._can_merge
 
     def _take_first(self, admitted: list[tuple[ActiveRequest, RunningBatch, list[int]]]) -> None:
