@@ -137,8 +137,12 @@ def load_caa_layout(path: Path, model: str | None = None, label: str | None = No
         found = ", ".join(shown[k] for k in sorted(groups))
         reason = f"none matches the loaded model {model}" if model else "say which by passing a single file"
         raise SteeringError(f"{name}: holds vector files for {len(groups)} models ({found}); {reason}")
-    vectors = {layer: load_pt_vector(file, file.name if label else None) for layer, file in sorted(groups[key].items())}
+    vectors = {}
+    for layer, file in sorted(groups[key].items()):
+        shown_file = file.name if label else str(file)
+        vectors[layer] = load_pt_vector(file, shown_file)
+        VectorSet({layer: vectors[layer]}).checked_as(shown_file)  # finite, bounded: the message names the file
     metadata = {"format": "caa-pt"}
     if key:
         metadata["model"] = shown[key]
-    return VectorSet(vectors, metadata, name)
+    return VectorSet(vectors, metadata, name).checked()

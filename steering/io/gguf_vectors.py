@@ -95,4 +95,4 @@ def load_gguf(path: Path, label: str | None = None) -> VectorSet:
     metadata = {"format": "gguf-control-vector"}
     if hint is not None:
         metadata["model_hint"] = bytes(hint.parts[hint.data[0]]).decode("utf-8", "replace")
-    return VectorSet(vectors, metadata, name)
+    return VectorSet(vectors, metadata, name).checked()

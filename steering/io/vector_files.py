@@ -112,6 +112,22 @@ class VectorSet:
                     )
         return self
 
+    def checked(self) -> VectorSet:
+        """The model-independent checks every reader applies (not empty, 1-D, one size, finite, norm bounded).
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            SteeringError: one line naming the layer and what is wrong (as VectorSet.validate).
+        """
+        return self.checked_as(self.source or "vector set")
+
+    def checked_as(self, name: str) -> VectorSet:
+        """checked(), naming the set `name` in messages (e.g. the one file of a folder that is wrong)."""
+        self._check_contents(name)
+        return self
+
     def _check_contents(self, name: str) -> None:
         """Model-independent checks: not empty, 1-D, one size, finite, norm under VECTOR_NORM_CEILING."""
         if not self.vectors:
@@ -224,7 +240,7 @@ def load_safetensors(path: Path, label: str | None = None) -> VectorSet:
             raise SteeringError(f"{name}: unexpected tensor '{key}' (expected names like 'layer.12')")
         vectors[int(match.group(1))] = as_vector(value, f"{name}: {key}")
     metadata.pop("layers", None)
-    return VectorSet(vectors, metadata, name)
+    return VectorSet(vectors, metadata, name).checked()
 
 
 def safetensors_header(path: Path) -> tuple[dict[str, str], list[int]]:
@@ -265,5 +281,8 @@ def cosine_by_layer(a: VectorSet, b: VectorSet) -> dict[int, float]:
         va, vb = a.vectors[layer], b.vectors[layer]
         if va.shape != vb.shape:
             raise SteeringError(f"layer {layer}: vector sizes differ ({va.shape[0]} vs {vb.shape[0]})")
-        out[layer] = float(torch.nn.functional.cosine_similarity(va, vb, dim=0))
+        # float64 and normalised first: float32 norms of large (yet allowed) vectors overflow to inf -> 0.0
+        da, db = va.double(), vb.double()
+        da, db = da / da.norm().clamp_min(1e-300), db / db.norm().clamp_min(1e-300)
+        out[layer] = float(torch.dot(da, db).clamp(-1.0, 1.0))
     return out
