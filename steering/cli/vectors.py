@@ -9,6 +9,11 @@ from typing import Any
 from steering.cli.common import add_threads_flag, check_destination, check_input_file
 from steering.config import Config
 
+FOLDER_MODEL_HELP = (
+    "in a folder in the paper's layout holding several models' files (vec_layer_<L>_<model>.pt), read this "
+    "model's (hub id or name)"
+)
+
 
 def register(sub: Any) -> None:
     """Add the `compare-vectors` and `export-gguf` sub-commands (their flags) to the sub-parsers `sub`."""
@@ -16,6 +21,7 @@ def register(sub: Any) -> None:
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--model", dest="folder_model", metavar="NAME", help=FOLDER_MODEL_HELP)
     p.add_argument("--config")
     add_threads_flag(p)
     p.set_defaults(func=cmd_compare_vectors)
@@ -25,6 +31,7 @@ def register(sub: Any) -> None:
     p.add_argument("out")
     p.add_argument("--layers", type=int, nargs="+")
     p.add_argument("--model-hint", default="llama")
+    p.add_argument("--model", dest="folder_model", metavar="NAME", help=FOLDER_MODEL_HELP)
     p.add_argument("--config")
     add_threads_flag(p)
     p.set_defaults(func=cmd_export_gguf)
@@ -34,7 +41,8 @@ def cmd_compare_vectors(args: argparse.Namespace, config: Config) -> int:
     """`compare-vectors`: print the cosine similarity per layer of two vector sets (and their mean).
 
     Args:
-        args: parsed flags: `a`, `b` (vector files or folders: .safetensors, .pt, .gguf), --json.
+        args: parsed flags: `a`, `b` (vector files or folders: .safetensors, .pt, .gguf), --json, --model
+            (`folder_model`: whose files to read from a folder holding several models' files).
         config: the loaded config.yaml tree (unused beyond the common flags).
 
     Returns:
@@ -47,8 +55,8 @@ def cmd_compare_vectors(args: argparse.Namespace, config: Config) -> int:
     from steering.io.vector_files import cosine_by_layer  # lazy: imports torch (--help stays fast)
     from steering.io.vector_store import load_vectors
 
-    a = load_vectors(check_input_file(args.a, "a", folder_ok=True))
-    b = load_vectors(check_input_file(args.b, "b", folder_ok=True))
+    a = load_vectors(check_input_file(args.a, "a", folder_ok=True), args.folder_model)
+    b = load_vectors(check_input_file(args.b, "b", folder_ok=True), args.folder_model)
     cosines = cosine_by_layer(a, b)
     if args.json:
         print(json.dumps({str(k): round(v, 6) for k, v in cosines.items()}, indent=2))
@@ -64,7 +72,8 @@ def cmd_export_gguf(args: argparse.Namespace, config: Config) -> int:
     """`export-gguf`: write a vector set as a llama.cpp control vector (.gguf), layer 0 left out.
 
     Args:
-        args: parsed flags: `source` (vector file or folder), `out` (.gguf path), --layers, --model-hint.
+        args: parsed flags: `source` (vector file or folder), `out` (.gguf path), --layers, --model-hint,
+            --model (`folder_model`: whose files to read from a folder holding several models' files).
         config: the loaded config.yaml tree (unused beyond the common flags).
 
     Returns:
@@ -81,7 +90,7 @@ def cmd_export_gguf(args: argparse.Namespace, config: Config) -> int:
     if args.layers:
         gguf_layers(args.layers, args.out)  # the one GGUF layer check (also in save_gguf and extract --gguf)
     check_destination(args.out, "out")  # before reading anything
-    vset = load_vectors(check_input_file(args.source, "source", folder_ok=True))
+    vset = load_vectors(check_input_file(args.source, "source", folder_ok=True), args.folder_model)
     layers = args.layers or vset.layers
     chosen = VectorSet({layer: vset.vector(layer) for layer in layers}, vset.metadata)
     path = save_gguf(chosen, args.out, model_hint=args.model_hint)  # skips layer 0

@@ -31,6 +31,67 @@ def normalize_model_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-")
 
 
+def model_name_matches(found: str, model: str) -> bool:
+    """Whether a model name found in a file name (vec_layer_<L>_<found>.pt) names the loaded `model`.
+
+    Equal after normalize_model_name (case, hub-id basename, separators), or `found` is the hub id with its
+    "/" written as "_" or "--" (as hub caches write it: 'HuggingFaceTB_SmolLM2-135M-Instruct',
+    'models--HuggingFaceTB--SmolLM2-135M-Instruct') and the part after that separator matches. When `model`
+    is a hub id ('org/name'), the organisation must match too, so two organisations' models of one basename
+    never match each other; a bare name accepts any organisation prefix.
+
+    Args:
+        found: the model part of a file name.
+        model: the loaded model's name or hub id.
+    """
+    wanted = normalize_model_name(model)
+    if not wanted:
+        return False
+    if normalize_model_name(found) == wanted:
+        return True
+    parts = str(model).replace("\\", "/").strip("/").split("/")
+    org = normalize_model_name(parts[0]) if len(parts) == 2 and not str(model).startswith((".", "/")) else None
+    for sep in ("--", "_"):
+        start = found.find(sep)
+        while start > 0:
+            prefix, rest = found[:start], found[start + len(sep) :]
+            prefix = prefix[len("models--") :] if prefix.lower().startswith("models--") else prefix
+            if normalize_model_name(rest) == wanted and (org is None or normalize_model_name(prefix) == org):
+                return True
+            start = found.find(sep, start + 1)
+    return False
+
+
+def _pick_model(name: str, groups: dict[str, dict[int, Path]], shown: dict[str, str], model: str | None) -> str:
+    """The key of the files to load from a folder's groups of files by model (see load_caa_layout)."""
+    found = ", ".join(shown[k] for k in sorted(groups))
+    move = "or move that model's files to a folder of their own"
+    if model:
+        wanted = normalize_model_name(model)
+        if wanted in groups:
+            return wanted
+        matching = [k for k in sorted(groups) if model_name_matches(shown[k], model)]
+        if len(matching) == 1:
+            return matching[0]
+        if len(matching) > 1:
+            both = ", ".join(shown[k] for k in matching)
+            raise SteeringError(
+                f"{name}: files for {len(matching)} models ({both}) all match the loaded model {model}; "
+                "move one model's files to a folder of their own"
+            )
+    if len(groups) == 1:
+        return next(iter(groups))
+    if model:
+        raise SteeringError(
+            f"{name}: holds vector files for {len(groups)} models ({found}); none matches the loaded model {model}: "
+            f"name its files vec_layer_<L>_<hub id basename>.pt, {move}"
+        )
+    raise SteeringError(
+        f"{name}: holds vector files for {len(groups)} models ({found}); name the model whose files to read "
+        f"(compare-vectors, export-gguf: --model NAME), {move}"
+    )
+
+
 def caa_filename(layer: int, model: str) -> str:
     """The paper's file name for one layer: vec_layer_<L>_<hub-id basename>.pt.
 
@@ -97,12 +158,13 @@ def load_caa_layout(path: Path, model: str | None = None, label: str | None = No
         model: the loaded model's name or hub id. In a folder, files whose model part matches it after
             normalize_model_name (case, hub-id basename, separators) are loaded; a folder holding one
             model's files (or unnamed vec_layer_<L>.pt files) is loaded whatever that name is (the caller
-            checks the sizes).
+            checks the sizes). A hub id written with "_" or "--" for "/" matches too (model_name_matches).
         label: how messages and `source` name the path (default: the path).
 
     Raises:
-        SteeringError: no such files; a folder with several models' files none of which matches `model`
-            (the message lists the names found); two files for one layer; an unreadable or unsafe file.
+        SteeringError: no such files; a folder with several models' files none (or more than one) of which
+            matches `model` (the message lists the names found and what to do); two files for one layer; an
+            unreadable, unsafe, non-finite or absurdly large vector.
     """
     name = label or str(path)
     if path.is_file():
@@ -128,15 +190,7 @@ def load_caa_layout(path: Path, model: str | None = None, label: str | None = No
         group[layer] = file
     if not groups:
         raise SteeringError(f"{name}: no vec_layer_<L>_<model>.pt files found")
-    wanted = normalize_model_name(model) if model else None
-    if wanted is not None and wanted in groups:
-        key = wanted
-    elif len(groups) == 1:
-        key = next(iter(groups))
-    else:
-        found = ", ".join(shown[k] for k in sorted(groups))
-        reason = f"none matches the loaded model {model}" if model else "say which by passing a single file"
-        raise SteeringError(f"{name}: holds vector files for {len(groups)} models ({found}); {reason}")
+    key = _pick_model(name, groups, shown, model)
     vectors = {}
     for layer, file in sorted(groups[key].items()):
         shown_file = file.name if label else str(file)
