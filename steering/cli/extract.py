@@ -131,6 +131,8 @@ def _extract_instructions(args: argparse.Namespace, config: Config) -> int:
         batch_size=batch_size,
         system_prompt=system_prompt(args, config),
         positions=args.positions,
+        max_prompt_tokens=config.limits.max_prompt_tokens,
+        source=str(dataset),
     )
     seconds = time.perf_counter() - start
     _save_vector_set(
@@ -211,6 +213,7 @@ def cmd_extract(args: argparse.Namespace, config: Config) -> int:
         system_prompt=system_prompt(args, config),
         method=args.method,
         max_prompt_tokens=config.limits.max_prompt_tokens,
+        source=str(dataset),
     )
     seconds = time.perf_counter() - start
     vset = _save_vector_set(

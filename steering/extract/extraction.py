@@ -48,6 +48,29 @@ def _through_last_read(side: ContrastTokens) -> ContrastTokens:
     return ContrastTokens(side.input_ids[: max(side.read_positions) + 1], side.read_positions)
 
 
+def check_request_length(
+    tokens: int, context_length: int | None, max_tokens: int | None, what: str, parts: str = "system prompt + request"
+) -> None:
+    """Refuse a dataset prompt longer than the model's context or the configured cap, before any model run.
+
+    Args:
+        tokens: the templated prompt's length in tokens.
+        context_length: the model's context in tokens (None: not checked).
+        max_tokens: limits.max_prompt_tokens (None: not checked).
+        what: names the prompt in the message ('<file>: dataset item 3: the prompt with option (B)').
+        parts: what the prompt is made of, for the message.
+
+    Raises:
+        SteeringError: one line with `what`, the length and the limit (and the option that sets it).
+    """
+    if context_length is not None and tokens > context_length:
+        raise SteeringError(f"{what} is {tokens} tokens long; the model's context is {context_length} tokens")
+    if max_tokens is not None and tokens > max_tokens:
+        raise SteeringError(
+            f"{what} is {tokens} tokens long ({parts}); the limit is {max_tokens} (limits.max_prompt_tokens)"
+        )
+
+
 def tokenize_pairs(
     tokenizer: Any,
     items: Sequence[ABItem],
@@ -55,6 +78,7 @@ def tokenize_pairs(
     system_prompt: str | None = None,
     context_length: int | None = None,
     max_tokens: int | None = None,
+    source: str | None = None,
 ) -> list[PairTokens]:
     """Tokenize each A/B item's two sides for extraction, checking them before any model runs.
 
@@ -65,14 +89,16 @@ def tokenize_pairs(
         system_prompt: a system prompt for the template (None: the template's default).
         context_length: the model's context in tokens (steering.core.limits.model_context_length); None: not checked.
         max_tokens: the configured cap on a prompt's tokens (Limits.max_prompt_tokens); None: not checked.
+        source: the dataset file, named at the start of messages (None: not named).
 
     Returns:
         One PairTokens per item (each side cut after its last read position).
 
     Raises:
         SteeringError: one line naming the item's index and option: an option with no text or one that
-            tokenizes to nothing (answer-mean mode), or a side longer than the model's context.
+            tokenizes to nothing (answer-mean mode), or a side longer than the model's context or `max_tokens`.
     """
+    source = f"{source}: " if source else ""
     pairs = []
     for index, item in enumerate(items):
         sides = []
@@ -80,18 +106,11 @@ def tokenize_pairs(
             try:
                 side = _through_last_read(contrast_tokens(tokenizer, item, letter, read_mode, system_prompt))
             except SteeringError as exc:
-                raise SteeringError(f"dataset item {index}: {exc}") from None
-            if context_length is not None and len(side.input_ids) > context_length:
-                raise SteeringError(
-                    f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
-                    f"tokens long; the model's context is {context_length} tokens"
-                )
-            if max_tokens is not None and len(side.input_ids) > max_tokens:
-                raise SteeringError(
-                    f"dataset item {index}: the prompt with option ({letter}) is {len(side.input_ids)} "
-                    f"tokens long (system prompt + question + option); the limit is {max_tokens} "
-                    "(limits.max_prompt_tokens)"
-                )
+                raise SteeringError(f"{source}dataset item {index}: {exc}") from None
+            where = f"{source}dataset item {index}: the prompt with option ({letter})"
+            check_request_length(
+                len(side.input_ids), context_length, max_tokens, where, "system prompt + question + option"
+            )
             sides.append(side)
         pos, neg = sides
         # leave each side at least one token of its own
@@ -207,15 +226,20 @@ def extract_vectors(
     progress: bool = True,
     method: str = "mean-diff",
     max_prompt_tokens: int | None = None,
+    source: str | None = None,
 ) -> dict[int, torch.Tensor]:
     """One vector per requested layer from all pairs (float32, on the CPU).
+
+    Every item is tokenized and checked (tokenize_pairs: the model's context and `max_prompt_tokens`, the
+    message naming `source`, the dataset file) before the model runs.
 
     `method` is the aggregator (PAIR_METHODS): mean-diff (CAA, the default), pca or centered; see the
     module docstring. Raises ValueError for an unknown method.
     """
     if method not in PAIR_METHODS:
         raise ValueError(f"unknown aggregation method {method!r} (expected one of {', '.join(PAIR_METHODS)})")
-    pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt, model_context_length(model), max_prompt_tokens)
+    context = model_context_length(model)
+    pairs = tokenize_pairs(tokenizer, items, read_mode, system_prompt, context, max_prompt_tokens, source)
     # Batching pairs of similar packed length keeps the padding small; the mean does not depend on the order.
     order = sorted(range(len(pairs)), key=lambda k: (_row_length(pairs[k]), pairs[k].shared))
     pad_id = pad_token_id(tokenizer)

@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from steering.config import ExtractionSettings
+from steering.core.limits import model_context_length
 from steering.core.prompts import ContrastTokens, build_messages, pad_token_id
 from steering.core.record import recording, run_truncated
 from steering.errors import SteeringError
-from steering.extract.extraction import segment_means
+from steering.extract.extraction import check_request_length, segment_means
 
 INSTRUCTION_POSITIONS = ("post", "last")
 
@@ -102,6 +103,8 @@ def instruction_direction(
     system_prompt: str | None = None,
     positions: str = "post",
     progress: bool = True,
+    max_prompt_tokens: int | None = None,
+    source: str | None = None,
 ) -> dict[int, torch.Tensor]:
     """The refusal direction from instructions: mean activation over harmful requests minus the mean over
     harmless ones, at the post-instruction positions (Arditi et al. 2024, "Refusal in language models is
@@ -110,17 +113,30 @@ def instruction_direction(
     (post_instruction_tokens), then over requests.
 
     Args: harmful, harmless: request texts (at least one each); layers: block indices;
-    positions: "post" or "last". Returns: {layer: (hidden,) float32}.
-    Raises: ValueError when a list is empty.
+    positions: "post" or "last"; max_prompt_tokens: the configured cap on a prompt's tokens
+    (Limits.max_prompt_tokens; None: not checked); source: the instructions file, named in messages.
+    Returns: {layer: (hidden,) float32}.
+    Raises: ValueError when a list is empty; SteeringError (one line: file, harmful/harmless request index,
+    length, cap) when a request's prompt is longer than the model's context or max_prompt_tokens, before
+    the model runs.
     """
+    source = f"{source}: " if source else ""
     if not harmful or not harmless:
         raise ValueError(
             f"the instruction direction needs harmful and harmless requests, got {len(harmful)} and {len(harmless)}"
         )
     pad_id = pad_token_id(tokenizer)
     read = lambda texts: [post_instruction_tokens(tokenizer, t, system_prompt, positions) for t in texts]  # noqa: E731
-    pos = prompt_activations(model, read(harmful), layers, pad_id, batch_size, progress, "harmful")
-    neg = prompt_activations(model, read(harmless), layers, pad_id, batch_size, progress, "harmless")
+    harmful_tokens, harmless_tokens = read(harmful), read(harmless)
+    # every request's length before any model run (as extract_vectors' tokenize_pairs)
+    context = model_context_length(model)
+    for kind, prompts in (("harmful", harmful_tokens), ("harmless", harmless_tokens)):
+        for index, prompt in enumerate(prompts):
+            check_request_length(
+                len(prompt.input_ids), context, max_prompt_tokens, f"{source}{kind} request {index}: the prompt"
+            )
+    pos = prompt_activations(model, harmful_tokens, layers, pad_id, batch_size, progress, "harmful")
+    neg = prompt_activations(model, harmless_tokens, layers, pad_id, batch_size, progress, "harmless")
     return {layer: pos[layer].mean(dim=0) - neg[layer].mean(dim=0) for layer in layers}
 
 
