@@ -159,7 +159,8 @@ def test_only_a_port_in_use_suggests_another_port(no_model, capsys):
 
 
 def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
-    """Each start left an empty /tmp/llama-steering-uploads-XXXX: the folder is made on the first upload."""
+    """Each start left an empty /tmp/llama-steering-uploads-XXXX: the folder is made on the first upload;
+    Gradio's cache cleanup (delete_cache) is on."""
     import tempfile
 
     from fixtures import make_tiny_engine
@@ -174,5 +175,7 @@ def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="[UNK]")
     config = load_config()
-    app.build_app(make_tiny_engine(tokenizer, config, layers=2), config)
+    demo = app.build_app(make_tiny_engine(tokenizer, config, layers=2), config)
     assert not list(tmp_path.glob("llama-steering-uploads-*"))
+    # Gradio's own cache cleanup is on (issue 10, uploads): files older than an hour go, checked every 10 minutes
+    assert demo.delete_cache == (600, 3600)
