@@ -23,7 +23,21 @@ from steering.errors import SteeringError
 
 @dataclass
 class LoadedModel:
-    """A model with its tokenizer and the facts the UI and the vectors need."""
+    """A model with its tokenizer and the facts the UI and the vectors need (what load_model returns).
+
+    Attributes:
+        model: the transformers causal LM (PreTrainedModel), in eval mode.
+        tokenizer: its tokenizer (PreTrainedTokenizerBase), with a chat template.
+        name: the name it was loaded by (ModelSettings.name: hub id, folder or the embedded model).
+        slug: a file-name-safe form of `name` (how vector files are named per model).
+        dtype, device: the weights' dtype and the device of the first parameter.
+        quantization: "8bit", "4bit" or None.
+        num_layers: number of decoder blocks (steering layers are 0 .. num_layers - 1).
+        hidden_size: width of the residual stream; every steering vector has shape (hidden_size,).
+        load_seconds: wall-clock seconds load_model took.
+        settings: the ModelSettings it was loaded with.
+        lock: held during one generation (the steering hooks are per-module state).
+    """
 
     model: Any
     tokenizer: Any
@@ -99,7 +113,30 @@ def check_model_folder(path: Path) -> None:
 
 
 def load_model(settings: ModelSettings) -> LoadedModel:
-    """Load tokenizer and model; every failure a user can cause is a one-line SteeringError."""
+    """Load a chat model and its tokenizer as `settings` say (dtype, device, 8-/4-bit, threads).
+
+    Args:
+        settings: ModelSettings: `name` is a hub id, a local folder with config.json or the embedded
+            "smollm2-135m-instruct"; dtype / device "auto" pick by hardware; HF_TOKEN is read from the
+            environment for gated models.
+
+    Returns:
+        LoadedModel: the model (eval mode), its tokenizer, num_layers, hidden_size, dtype, device and
+        load time.
+
+    Raises:
+        SteeringError: one line for every failure a user can cause: a transformers version too old, both
+            or unsupported 8-/4-bit options (bitsandbytes missing), a path that is a file or a folder
+            without config.json, a folder transformers cannot read, an unknown or unavailable device, an
+            unknown dtype, a bad thread count, a gated hub model without access, a
+            name that is neither a folder nor reachable on the hub. Other errors of transformers for a
+            hub id propagate unchanged.
+
+    Example:
+        >>> lm = load_model(ModelSettings())  # doctest: +SKIP
+        >>> lm.num_layers, lm.hidden_size  # doctest: +SKIP
+        (30, 576)
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_transformers()

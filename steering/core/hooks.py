@@ -140,13 +140,40 @@ class LayerSteering:
 
 @dataclass
 class SteeringPlan:
-    """Steering for one batch: {layer: LayerSteering}. Every layer's tensors have one value per row."""
+    """Steering for one batch: which layers are steered, and how, row by row (any operator, any layers).
+
+    Each layer's LayerSteering gives h' = h + active * (add * v + project * (target - h.u) * u): CAA
+    addition (Rimsky et al. 2023, arXiv 2312.06681, section 3) with `add`, projection / directional
+    ablation (Arditi et al. 2024, arXiv 2406.11717, section 2.4) with `project` and `target`. Pass it
+    to `steer` or as generate()'s `steer`.
+
+    Args:
+        layers: {0-based decoder block index: LayerSteering}; every layer's add / project / target is
+            (batch,) float32, its vector (hidden_size,).
+
+    Example:
+        >>> plan = SteeringPlan.addition(9, vecs[9], [2.0, 0.0, -2.0])  # doctest: +SKIP
+        >>> plan.rows  # doctest: +SKIP
+        3
+    """
 
     layers: dict[int, LayerSteering]
 
     @classmethod
     def addition(cls, layer: int, vector: torch.Tensor, multipliers: Sequence[float] | torch.Tensor) -> SteeringPlan:
-        """CAA: row i adds multipliers[i] x vector at `layer` (the paper's operator)."""
+        """CAA: row i adds multipliers[i] x vector at `layer` (Rimsky et al. 2023, section 3).
+
+        Args:
+            layer: 0-based decoder block index.
+            vector: (hidden_size,) steering vector, residual-stream units.
+            multipliers: (batch,) floats, CAA multiplier units.
+
+        Returns:
+            SteeringPlan: one layer, `batch` rows.
+
+        Raises:
+            ValueError: `vector` is not 1-D.
+        """
         return cls({int(layer): LayerSteering.build(vector, multipliers)})
 
     @property
@@ -263,10 +290,24 @@ class SteeringHook:
 def steer(
     model: nn.Module, plan: SteeringPlan, steer_from: Sequence[int] | torch.Tensor
 ) -> Iterator[list[SteeringHook]]:
-    """Apply `plan` (one hook per layer of the plan) for the duration of the block; hooks removed on any exit.
+    """Apply `plan` (one forward hook per layer of the plan) for the duration of the `with` block.
 
-    Args: model a causal LM; plan a SteeringPlan with one value per batch row; steer_from (batch,)
-    first steered absolute position per row. Raises SteeringError for a layer out of range.
+    The operators (CAA addition, Rimsky et al. 2023 section 3; projection / clamp along the vector as in
+    Arditi et al. 2024's directional ablation) are those of apply_steering. Hooks are removed on any exit.
+
+    Args:
+        model: a transformers causal LM (PreTrainedModel) with Llama-style decoder blocks.
+        plan: SteeringPlan: {layer: LayerSteering}, every per-row tensor of shape (batch,).
+        steer_from: (batch,) ints, the first steered absolute token position of each row (positions
+            >= steer_from[row] are steered, in the prefill and every cached decoding step).
+
+    Yields:
+        list[SteeringHook]: the hooks, one per layer in ascending layer order (set_multipliers changes
+        a row's strength in place).
+
+    Raises:
+        SteeringError: a layer of the plan out of range for the model.
+        ValueError: an empty plan.
     """
     blocks = decoder_layers(model)
     plan.check(len(blocks))
@@ -290,8 +331,30 @@ def steering(
     multipliers: Sequence[float] | torch.Tensor,
     steer_from: Sequence[int] | torch.Tensor,
 ) -> Iterator[SteeringHook]:
-    """CAA at one layer (row i adds multipliers[i] x vector) for the duration of the block; the hook is
-    removed on any exit. The paper's operator; `steer` takes any plan."""
+    """CAA at one layer for the duration of the `with` block: row i adds multipliers[i] x vector.
+
+    The operator of Rimsky et al. 2023 (arXiv 2312.06681, section 3): the vector, scaled per row, is
+    added to the block's output at every position from steer_from[row] on. The hook is removed on any
+    exit; `steer` takes any SteeringPlan (several layers, projection).
+
+    Args:
+        model: a transformers causal LM (PreTrainedModel) with Llama-style decoder blocks.
+        layer: 0-based decoder block index.
+        vector: (hidden_size,) steering vector, residual-stream units.
+        multipliers: (batch,) floats, CAA multiplier units (0: unsteered, negative: subtracted).
+        steer_from: (batch,) ints, the first steered absolute token position of each row.
+
+    Yields:
+        SteeringHook: the layer's hook (set_multipliers changes the strengths in place).
+
+    Raises:
+        SteeringError: `layer` out of range for the model.
+        ValueError: `vector` is not 1-D.
+
+    Example:
+        >>> with steering(model, 9, vecs[9], [2.0, -2.0], [0, 0]):  # doctest: +SKIP
+        ...     logits = model(input_ids).logits
+    """
     blocks = decoder_layers(model)
     check_layer(layer, len(blocks))
     with steer(model, SteeringPlan.addition(layer, vector, multipliers), steer_from) as hooks:

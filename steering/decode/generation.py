@@ -86,12 +86,24 @@ def generate(
     limits: Limits | None = None,
     lookahead: bool | None = None,
 ) -> GenerationResult:
-    """Generate one reply per conversation; row i is steered with multipliers[i] x steer.vector.
+    """Generate one reply per conversation, all rows in one batch, each row steered by its own strength.
 
-    `steer` is a SteeringSpec (CAA addition at one layer, row i with multipliers[i]) or a
-    hooks.SteeringPlan (any operators and layers, per row; then no `multipliers`).
+    With a SteeringSpec, row i adds multipliers[i] x steer.vector to the output of block steer.layer at
+    every position from the end of the user's last instruction on, reply included (CAA, Rimsky et al. 2023, arXiv 2312.06681, section 3); with
+    a hooks.SteeringPlan, any operators and layers, per row (then no `multipliers`). Greedy decoding of
+    a row gives the same text whatever else is in the batch.
 
     Args:
+        model: a transformers causal LM (PreTrainedModel) with Llama-style decoder blocks.
+        tokenizer: its tokenizer (PreTrainedTokenizerBase), with a chat template.
+        conversations: (rows,) chat histories, each a list of {"role": "user" | "assistant", "content":
+            str} messages ending with the user's turn; one reply is generated per conversation.
+        multipliers: (rows,) floats, CAA multiplier units, with a SteeringSpec (None: 1.0 for every
+            row). Must be None with a SteeringPlan.
+        steer: a SteeringSpec (layer, (hidden_size,) vector), a SteeringPlan with `rows` rows, or None
+            (no steering).
+        settings: SamplingSettings: max_new_tokens per row, temperature (0: greedy), top_p, seed.
+        system_prompt: system prompt for the chat template (None: the template's default).
         decoder: the backend (decoder.Decoder; default EagerDecoder(model)); the fast path passes its
             StaticDecoder (static cache, compiled or CUDA-graphed steps).
         steering_context: `(model, plan, steer_from)` context manager replacing hooks.steer (the fast
@@ -105,8 +117,21 @@ def generate(
     Sampling (temperature > 0) gives every row the same random stream (sampling.sample): a row's text
     does not depend on the batch.
 
+    Returns:
+        GenerationResult: texts (rows,) the decoded replies, new_tokens (rows,) ints, token_ids (rows,)
+        lists of ints, stopped (True when `stop_event` ended generation early).
+
     Raises:
-        SteeringError: a prompt over the limits or the context, before any forward pass.
+        SteeringError: a prompt over the limits or the context, before any forward pass; a steering
+            layer out of range for the model.
+        ValueError: multipliers or a plan whose row count differs from len(conversations); multipliers
+            with a SteeringPlan; no conversations.
+
+    Example:
+        >>> result = generate(lm.model, lm.tokenizer, [[{"role": "user", "content": "Hi"}]] * 2,
+        ...                   multipliers=[2.0, -2.0], steer=SteeringSpec(9, vecs[9]))  # doctest: +SKIP
+        >>> len(result.texts)  # doctest: +SKIP
+        2
     """
     decoder = decoder if decoder is not None else EagerDecoder(model)
     batch = PromptBatch.build(

@@ -228,13 +228,44 @@ def extract_vectors(
     max_prompt_tokens: int | None = None,
     source: str | None = None,
 ) -> dict[int, torch.Tensor]:
-    """One vector per requested layer from all pairs (float32, on the CPU).
+    """One steering vector per requested layer from contrastive A/B pairs (CAA vector extraction).
 
-    Every item is tokenized and checked (tokenize_pairs: the model's context and `max_prompt_tokens`, the
-    message naming `source`, the dataset file) before the model runs.
+    The method of Rimsky et al. 2023 (arXiv 2312.06681, section 3): for each pair, the residual-stream
+    activation (a decoder block's output) at the answer with the behavior-matching option minus the
+    one with the non-matching option, averaged over all pairs (`method` "mean-diff"). "pca" and
+    "centered" are alternative aggregators of the same per-pair differences (steering.extract.aggregate).
+    Every item is tokenized and checked (tokenize_pairs) before the model runs.
 
-    `method` is the aggregator (PAIR_METHODS): mean-diff (CAA, the default), pca or centered; see the
-    module docstring. Raises ValueError for an unknown method.
+    Args:
+        model: a transformers causal LM (PreTrainedModel) with Llama-style decoder blocks.
+        tokenizer: its tokenizer (PreTrainedTokenizerBase), with a chat template.
+        items: the A/B pairs (load_ab_dataset); "centered" needs at least 2.
+        layers: 0-based decoder block indices to read (each < the model's num_layers).
+        read_mode: "letter" (the paper: choices in the question, read at the answer letter token) or
+            "answer-mean" (the option's text as the reply, the mean over its tokens).
+        batch_size: pairs per forward pass (each pair is one packed row); >= 1.
+        system_prompt: system prompt for the chat template (None: the template's default).
+        progress: show a tqdm progress bar (pairs).
+        method: the aggregator, one of PAIR_METHODS: "mean-diff" (CAA, default), "pca", "centered".
+        max_prompt_tokens: cap on each side's templated prompt in tokens (Limits.max_prompt_tokens);
+            None: only the model's context is checked.
+        source: the dataset file, named at the start of error messages (None: not named).
+
+    Returns:
+        dict[int, torch.Tensor]: {layer: vector} for every requested layer, each (hidden_size,) float32
+        on the CPU, in residual-stream units (a multiplier of 1 adds it once).
+
+    Raises:
+        SteeringError: an item that cannot be tokenized (answer-mean mode: an option with no text) or a
+            side longer than the model's context or `max_prompt_tokens`; the message names `source`, the
+            item index and the option.
+        ValueError: an unknown `method` or `read_mode`; "centered" with fewer than 2 pairs.
+
+    Example:
+        >>> items = load_ab_dataset("datasets/refusal/generate.json")  # doctest: +SKIP
+        >>> vecs = extract_vectors(lm.model, lm.tokenizer, items, [9], "letter")  # doctest: +SKIP
+        >>> vecs[9].shape  # doctest: +SKIP
+        torch.Size([576])
     """
     if method not in PAIR_METHODS:
         raise ValueError(f"unknown aggregation method {method!r} (expected one of {', '.join(PAIR_METHODS)})")
