@@ -42,7 +42,27 @@ _NORM_PROMPTS = [
 class Engine:
     """A loaded model with its config: the vectors of each behavior (validated, cached), the steering
     defaults (config.yaml `models:` or the tuned defaults file), the request limits, and the added /
-    unsteered / subtracted comparison the CLI and the app run (compare, compare_batch)."""
+    unsteered / subtracted comparison the CLI and the app run (compare, compare_batch).
+
+    Constructing one reads the behavior's tuned defaults file (a broken file is logged and the config's
+    `models:` defaults are kept) and starts the request scheduler (continuous batching); it loads no
+    vectors (vectors_for reads and caches them on first use). Engine.from_config loads the model too.
+
+    Args:
+        lm: the loaded model (steering.load_model).
+        config: the configuration (steering.load_config); its `models:` / `default_model_settings`,
+            `limits` and `app` sections are used.
+
+    Attributes:
+        defaults: the steering defaults in use (read_mode, layer, multiplier in CAA units).
+        config_defaults: the defaults from config.yaml alone (before the tuned defaults file).
+        limits: config.limits, the caps every request is checked against.
+        scheduler: the Scheduler that batches the requests of several users.
+
+    Example:
+        >>> engine = Engine.from_config(load_config())  # doctest: +SKIP
+        >>> engine.vectors_for("refusal").layers  # doctest: +SKIP
+    """
 
     lm: LoadedModel
     config: Config

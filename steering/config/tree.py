@@ -43,8 +43,19 @@ def home() -> Path:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """How to load a model (config `model:`; CLI flags override it): hub id, local folder or the embedded
-    smollm2-135m-instruct; dtype and device (auto picks), 8-/4-bit, the GPU fast path, CPU threads."""
+    """How to load a model (config `model:`; CLI flags override it); load_model takes it.
+
+    Attributes:
+        name: a Hugging Face hub id, a local model folder, or "smollm2-135m-instruct" (the embedded model).
+        dtype: "auto" (by device), "float32", "float16" or "bfloat16".
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        device_map: a transformers device_map (e.g. "auto") to spread a model over devices; None: one device.
+        load_in_8bit, load_in_4bit: bitsandbytes quantization (at most one; needs a GPU and bitsandbytes).
+        compile: the GPU fast path compiles the decoding step with torch.compile.
+        compile_backend: the torch.compile backend ("inductor"; "eager" is cheap, for tests).
+        cuda_graphs: the GPU fast path replays decoding steps as CUDA graphs.
+        threads: torch CPU threads: a count >= 1, "auto", or None (torch's default).
+    """
 
     name: str = EMBEDDED_MODEL
     dtype: str = "auto"

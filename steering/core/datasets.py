@@ -29,8 +29,15 @@ _ANSWER_CUE = re.compile(r"^\s*Answer:\s*$")
 
 @dataclass(frozen=True)
 class ABItem:
-    """One A/B pair of the paper's dataset format (Rimsky et al. 2023): the question with its options
-    and the letters of the answers that match and do not match the behavior."""
+    """One A/B pair of the paper's dataset format (Rimsky et al. 2023, arXiv 2312.06681, section 3).
+
+    Attributes:
+        question: the full question text, choices included (what the paper puts in the prompt).
+        request: the question before its option lines (the user's turn in answer-mean mode).
+        choices: {letter: option text}; {} when the question has no option lines.
+        matching: the letter of the behavior-matching answer, e.g. "A".
+        not_matching: the letter of the other answer.
+    """
 
     question: str  # the full text, choices included (what the paper puts in the prompt)
     request: str  # the question before its options (the user's turn in answer-mean mode)

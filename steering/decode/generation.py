@@ -46,8 +46,15 @@ _next_tokens = sample
 
 @dataclass(frozen=True)
 class SteeringSpec:
-    """CAA addition at one decoder block: `layer` (0-based block index) and `vector` (hidden_size,), added
-    times each row's multiplier to the block's output (Rimsky et al. 2023, section 3)."""
+    """CAA addition at one decoder block, for generate()'s `steer` (with per-row `multipliers`).
+
+    The vector, times each row's multiplier, is added to the block's output (Rimsky et al. 2023,
+    arXiv 2312.06681, section 3).
+
+    Attributes:
+        layer: 0-based decoder block index.
+        vector: (hidden_size,) steering vector, residual-stream units (e.g. VectorSet.vector(layer)).
+    """
 
     layer: int
     vector: torch.Tensor
@@ -55,8 +62,14 @@ class SteeringSpec:
 
 @dataclass
 class GenerationResult:
-    """What generate() returns: one reply text per conversation (row), the count and ids of the tokens
-    generated per row, and whether a stop request ended generation early."""
+    """What generate() returns, one entry per conversation (row).
+
+    Attributes:
+        texts: (rows,) the decoded replies.
+        new_tokens: (rows,) ints, tokens generated per row (end-of-turn excluded).
+        stopped: True when a stop request (generate's stop_event) ended generation early.
+        token_ids: (rows,) lists of the generated token ids.
+    """
 
     texts: list[str]
     new_tokens: list[int]  # tokens generated per row (end-of-turn excluded)
@@ -89,9 +102,9 @@ def generate(
     """Generate one reply per conversation, all rows in one batch, each row steered by its own strength.
 
     With a SteeringSpec, row i adds multipliers[i] x steer.vector to the output of block steer.layer at
-    every position from the end of the user's last instruction on, reply included (CAA, Rimsky et al. 2023, arXiv 2312.06681, section 3); with
-    a hooks.SteeringPlan, any operators and layers, per row (then no `multipliers`). Greedy decoding of
-    a row gives the same text whatever else is in the batch.
+    every position from the end of the user's last instruction on, reply included (CAA, Rimsky et al.
+    2023, arXiv 2312.06681, section 3); with a hooks.SteeringPlan, any operators and layers, per row
+    (then no `multipliers`).
 
     Args:
         model: a transformers causal LM (PreTrainedModel) with Llama-style decoder blocks.

@@ -15,9 +15,17 @@ _DEFAULTS = GenerationSettings()  # one source of the sampling defaults: config 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How tokens are chosen: at most `max_new_tokens` per row; temperature 0 = greedy, else softmax at that
-    temperature over the smallest token set of probability >= `top_p` (nucleus); `seed` makes sampling
-    repeatable (None: a fresh seed). Raises ValueError for values out of range."""
+    """How generate() chooses tokens: greedy (temperature 0) or nucleus sampling, and for how long.
+
+    Attributes:
+        max_new_tokens: most tokens generated per row, >= 1 (defaults: config `generation:`).
+        temperature: 0 = greedy; > 0 = softmax at that temperature.
+        top_p: nucleus sampling: the smallest token set of probability >= top_p, in (0, 1].
+        seed: makes sampling repeatable (same seed, same text); None draws a fresh one.
+
+    Raises:
+        ValueError: max_new_tokens < 1, temperature < 0 or top_p outside (0, 1] (on construction).
+    """
 
     max_new_tokens: int = _DEFAULTS.max_new_tokens  # the defaults: config `generation:` (steering.config)
     temperature: float = _DEFAULTS.temperature  # 0 means greedy decoding

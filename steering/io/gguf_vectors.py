@@ -46,6 +46,14 @@ def save_gguf(vset: VectorSet, path: str | Path, model_hint: str = "llama") -> P
     Layer 0 is skipped (see gguf_layers, which gives the note to show); the file is read back before it
     replaces anything.
 
+    Args:
+        vset: the vectors; layer L is written as llama.cpp's "direction.L" ((hidden_size,) float32).
+        path: the .gguf file to write.
+        model_hint: the architecture stored as controlvector.model_hint (llama.cpp checks it).
+
+    Returns:
+        Path: `path`.
+
     Raises:
         SteeringError: no layer but 0, non-finite or absurd vectors, or the file does not read back.
     """

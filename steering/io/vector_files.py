@@ -43,7 +43,19 @@ MAX_RELATIVE_NORM = 100.0
 
 @dataclass
 class VectorSet:
-    """Steering vectors by layer (decoder block index -> 1-D float32 tensor of the hidden size)."""
+    """Steering vectors by layer, as load_vectors reads and extract_vectors' result is saved.
+
+    Attributes:
+        vectors: {0-based decoder block index: (hidden_size,) float32 tensor}, residual-stream units
+            (CAA vectors, Rimsky et al. 2023, arXiv 2312.06681, section 3: multiplier 1 adds one).
+        metadata: string key/value pairs stored with the file (model, behavior, method, created, ...).
+        source: how messages name where the set came from (a file path or a label); "" when built in memory.
+
+    Example:
+        >>> vset = VectorSet({9: vecs[9]}, {"behavior": "refusal"})  # doctest: +SKIP
+        >>> vset.vector(9).shape, vset.layers  # doctest: +SKIP
+        (torch.Size([576]), [9])
+    """
 
     vectors: dict[int, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
@@ -200,6 +212,14 @@ def check_read_back(written: VectorSet, expected: VectorSet, path: Path) -> None
 
 def save_safetensors(vset: VectorSet, path: str | Path) -> Path:
     """Write `vset` as the project's safetensors file (tensors 'layer.<L>', metadata strings), atomically.
+
+    Args:
+        vset: the vectors; each is written as a (hidden_size,) float32 tensor 'layer.<L>', its metadata
+            as strings (plus "created" when missing, and "layers").
+        path: the file to write (replaced only once the new file reads back).
+
+    Returns:
+        Path: `path`.
 
     Raises:
         SteeringError: the set is empty or holds non-finite / absurd vectors, or the file does not read back.

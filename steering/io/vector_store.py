@@ -22,6 +22,9 @@ def load_vectors(path: str | Path, model: str | None = None, label: str | None =
         label: how messages and `source` name the file (default: the path). Use it where the path must not
             be shown (remote callers, temporary upload folders).
 
+    Returns:
+        VectorSet: {layer: (hidden_size,) float32 vector}, its metadata, and `source` (the label or path).
+
     Raises:
         SteeringError: missing, unknown format, unreadable or unsafe file.
     """
