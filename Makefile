@@ -37,7 +37,12 @@ browser-deps:
 	  echo "note: chromium not installed; the browser test will be skipped"
 
 # Quality gates (CI runs them before the tests): ruff lint + format check on everything, mypy on the core
-# modules (the engine, hooks, generation, vector files, config; typed with transformers' own types).
+# modules below. Typed with transformers' own types (PreTrainedModel / PreTrainedTokenizerBase, imported under
+# TYPE_CHECKING): LoadedModel.model/.tokenizer, generate, PromptBatch.build/from_prompts, extract_vectors and
+# its tokenizing, the instruction (Arditi) extraction, the chat-template and token-decoding helpers
+# (core/prompts.py, decode/tokens.py, decode/sampling.py). The hooks take torch's nn.Module. Still `Any`:
+# the decoder classes, fast path, persistent / batch steering, the engine's internals and the evaluation
+# modules (not in MYPY_CORE).
 MYPY_CORE := steering/core/hooks.py steering/core/recipe.py steering/core/layers.py steering/core/prompts.py \
 	steering/core/record.py steering/core/limits.py steering/core/datasets.py steering/decode/generation.py \
 	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \

@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -19,6 +19,9 @@ from steering.config import EMBEDDED_MODEL, ModelSettings, model_slug
 from steering.device import resolve_device, resolve_dtype, set_threads
 from steering.embedded import embedded_model_dir
 from steering.errors import SteeringError
+
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -39,8 +42,8 @@ class LoadedModel:
         lock: held during one generation (the steering hooks are per-module state).
     """
 
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     name: str
     slug: str
     dtype: torch.dtype

@@ -7,15 +7,18 @@ Everything goes through the tokenizer's own chat template, so the same code serv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 from steering.core.datasets import READ_MODES, ABItem
 from steering.errors import SteeringError
 
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedTokenizerBase
+
 Message = dict[str, str]
 
 
-def pad_token_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The padding id: the tokenizer's pad token, else its end-of-sequence token."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return int(pad or 0)
@@ -46,7 +49,7 @@ def build_messages(history: Sequence[Message], system_prompt: str | None = None)
     return messages
 
 
-def _ids(tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -> list[int]:
+def _ids(tokenizer: PreTrainedTokenizerBase, messages: list[Message], add_generation_prompt: bool) -> list[int]:
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -65,7 +68,7 @@ class PromptTokens:
     steer_from: int  # first position steered: the end of the user's last instruction (see chat_prompt)
 
 
-def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> PromptTokens:
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> PromptTokens:
     """Tokens ready for generation and the first position to steer (Rimsky et al. 2023, section 3).
 
     The paper steers every position from the end of the user's instruction on: with Llama-2-chat, from
@@ -88,17 +91,20 @@ def chat_prompt(tokenizer: Any, messages: Sequence[Message]) -> PromptTokens:
         PromptTokens: input_ids (the templated prompt, no extra special tokens) and steer_from.
     """
     messages = list(messages)
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # tokenize=False: the template's text (transformers types the result as any of its return kinds)
+    text = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     last = max(len(ids) - 1, 0)
-    user_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    user_text = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
     if len(user_text) < len(text) and text.startswith(user_text):
         through_user = tokenizer(user_text, add_special_tokens=False)["input_ids"]
         return PromptTokens(ids, min(common_prefix_length(ids, through_user), last))
     return PromptTokens(ids, last)
 
 
-def answer_letter_tokens(tokenizer: Any, letters: Sequence[str]) -> tuple[list[int], dict[str, int]]:
+def answer_letter_tokens(
+    tokenizer: PreTrainedTokenizerBase, letters: Sequence[str]
+) -> tuple[list[int], dict[str, int]]:
     """How the reply "(A", "(B", ... starts, tokenized on its own, never joined to the prompt's text.
 
     Joining the reply to the prompt's text lets a tokenizer merge across the boundary (Llama-2's vocabulary
@@ -138,7 +144,7 @@ class ContrastTokens:
 
 
 def contrast_tokens(
-    tokenizer: Any, item: ABItem, letter: str, read_mode: str, system_prompt: str | None = None
+    tokenizer: PreTrainedTokenizerBase, item: ABItem, letter: str, read_mode: str, system_prompt: str | None = None
 ) -> ContrastTokens:
     """The tokens of one side of an A/B pair and the positions whose activations CAA averages.
 

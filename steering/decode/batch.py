@@ -4,12 +4,15 @@ prefix found, and the rest left padded (last tokens aligned, absolute positions 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from steering.core.limits import Limits, check_token_budget, model_context_length
 from steering.core.prompts import Message, PromptTokens, build_messages, chat_prompt, common_prefix_length, pad_token_id
+
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def check_prompt_budget(
@@ -78,8 +81,8 @@ class PromptBatch:
     @classmethod
     def build(
         cls,
-        model: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         conversations: Sequence[Sequence[Message]],
         system_prompt: str | None = None,
         max_new_tokens: int = 1,
@@ -106,7 +109,12 @@ class PromptBatch:
 
     @classmethod
     def from_prompts(
-        cls, model: Any, prompts: Sequence[PromptTokens], pad_id: int, steered: bool = False, share_prefix: bool = True
+        cls,
+        model: PreTrainedModel,
+        prompts: Sequence[PromptTokens],
+        pad_id: int,
+        steered: bool = False,
+        share_prefix: bool = True,
     ) -> PromptBatch:
         """Pad already templated (and checked) prompts into one batch, as build() does: e.g. the rows of several
         scheduler requests prefilled together. Args as build(); `steered` keeps the shared prefix before

@@ -15,7 +15,7 @@ import contextlib
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -27,6 +27,9 @@ from steering.decode.batch import PromptBatch, check_prompt_budget
 from steering.decode.decoder import Decoder, EagerDecoder
 from steering.decode.sampling import SamplingSettings, TokenChoice, eos_token_ids, sample
 from steering.decode.tokens import Replies, StreamingText, TokenReader, decode_texts
+
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "GenerationResult",
@@ -84,8 +87,8 @@ class GenerationResult:
 
 @torch.inference_mode()
 def generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[Sequence[Message]],
     multipliers: Sequence[float] | None = None,
     steer: SteeringSpec | SteeringPlan | None = None,
@@ -176,7 +179,7 @@ def generate(
 
 
 def _steering(
-    model: Any,
+    model: PreTrainedModel,
     steer: SteeringSpec | SteeringPlan | None,
     multipliers: Sequence[float] | None,
     batch: PromptBatch,

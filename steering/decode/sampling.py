@@ -4,11 +4,14 @@ end-of-sequence bookkeeping on the device, shared by generate() and the schedule
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from steering.config import GenerationSettings
+
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 _DEFAULTS = GenerationSettings()  # one source of the sampling defaults: config `generation:`
 
@@ -41,7 +44,7 @@ class SamplingSettings:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """The token ids that end a reply: the model's generation_config eos_token_id(s) and the tokenizer's.
 
     Args:

@@ -3,9 +3,12 @@ bookkeeping (end of sequence, streaming text) and the final texts."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, cast
 
 import torch
+
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedTokenizerBase
 
 
 class TokenReader:
@@ -64,9 +67,9 @@ class TokenReader:
         return read
 
 
-def decode_texts(tokenizer: Any, generated: list[list[int]]) -> list[str]:
+def decode_texts(tokenizer: PreTrainedTokenizerBase, generated: list[list[int]]) -> list[str]:
     """Each row's final text: its token ids decoded, special tokens skipped, whitespace stripped."""
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+    return [cast(str, tokenizer.decode(ids, skip_special_tokens=True)).strip() for ids in generated]
 
 
 class StreamingText:
@@ -77,7 +80,7 @@ class StreamingText:
     of a generation come from a full decode (decode_texts), so streaming never changes the result.
     """
 
-    def __init__(self, tokenizer: Any, batch: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, batch: int) -> None:
         self.tokenizer = tokenizer
         self.text = [""] * batch
         self.prefix = [0] * batch  # start of the context window
@@ -90,8 +93,8 @@ class StreamingText:
             if len(ids) == self.read[row]:
                 continue
             decode = self.tokenizer.decode
-            before = decode(ids[self.prefix[row] : self.read[row]], skip_special_tokens=True)
-            after = decode(ids[self.prefix[row] :], skip_special_tokens=True)
+            before = cast(str, decode(ids[self.prefix[row] : self.read[row]], skip_special_tokens=True))
+            after = cast(str, decode(ids[self.prefix[row] :], skip_special_tokens=True))
             # wait (a few tokens at most) while the tail is an incomplete UTF-8 character
             pending = len(ids) - self.read[row]
             if len(after) > len(before) and (not after.endswith("\ufffd") or pending >= 4):
@@ -114,7 +117,11 @@ class Replies:
     """
 
     def __init__(
-        self, tokenizer: Any, rows: int, eos: set[int], on_text: Callable[[list[str]], None] | None = None
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: int,
+        eos: set[int],
+        on_text: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.eos = eos

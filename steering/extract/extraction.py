@@ -14,7 +14,7 @@ steering.extract.instructions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +26,9 @@ from steering.core.prompts import ContrastTokens, common_prefix_length, contrast
 from steering.core.record import recording, run_truncated
 from steering.errors import SteeringError
 from steering.extract.aggregate import PAIR_METHODS, aggregate
+
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def check_request_length(
 
 
 def tokenize_pairs(
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     items: Sequence[ABItem],
     read_mode: str,
     system_prompt: str | None = None,
@@ -136,7 +139,7 @@ def segment_means(records: torch.Tensor, segments: torch.Tensor, count: int) -> 
 
 @torch.inference_mode()
 def pair_activations(
-    model: Any, pairs: Sequence[PairTokens], layers: Sequence[int], pad_id: int
+    model: PreTrainedModel, pairs: Sequence[PairTokens], layers: Sequence[int], pad_id: int
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """For one batch of pairs: {layer: (positive means, negative means)}, each (pairs, hidden).
 
@@ -216,8 +219,8 @@ def pair_activations(
 
 
 def extract_vectors(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     items: Sequence[ABItem],
     layers: Sequence[int],
     read_mode: str,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -20,11 +20,14 @@ from steering.core.record import recording, run_truncated
 from steering.errors import SteeringError
 from steering.extract.extraction import check_request_length, segment_means
 
+if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time (import stays light)
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 INSTRUCTION_POSITIONS = ("post", "last")
 
 
 def post_instruction_tokens(
-    tokenizer: Any, request: str, system_prompt: str | None = None, positions: str = "post"
+    tokenizer: PreTrainedTokenizerBase, request: str, system_prompt: str | None = None, positions: str = "post"
 ) -> ContrastTokens:
     """The generation prompt of one request and the positions read for the instruction direction.
 
@@ -36,7 +39,7 @@ def post_instruction_tokens(
     if positions not in INSTRUCTION_POSITIONS:
         raise ValueError(f"unknown positions {positions!r} (expected one of {', '.join(INSTRUCTION_POSITIONS)})")
     messages = build_messages([{"role": "user", "content": request}], system_prompt)
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     last = [len(ids) - 1]
     if positions == "last" or not request or request not in text:
@@ -50,7 +53,7 @@ def post_instruction_tokens(
 
 @torch.inference_mode()
 def prompt_activations(
-    model: Any,
+    model: PreTrainedModel,
     prompts: Sequence[ContrastTokens],
     layers: Sequence[int],
     pad_id: int,
@@ -94,8 +97,8 @@ def prompt_activations(
 
 
 def instruction_direction(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     harmful: Sequence[str],
     harmless: Sequence[str],
     layers: Sequence[int],
