@@ -258,12 +258,15 @@ def test_numbers_refused_before_the_model_loads(capsys, no_model, argv, message)
 
 def test_config_values_are_checked_like_flags(capsys, tmp_path, no_model):
     config = _config(tmp_path, generation={"seed": 99999999999999999999999})
-    assert_refused(capsys, ["chat", "--prompt", "hi", "--config", config], "config generation.seed", "out of range")
+    assert_refused(
+        capsys, ["chat", "--prompt", "hi", "--config", config], "config file", "generation.seed", "out of range"
+    )
     config = _config(tmp_path, generation={"max_new_tokens": 100000})
     assert_refused(
         capsys,
         ["test", "--multipliers", "1", "--out", tmp_path / "o", "--config", config],
-        "config generation.max_new_tokens 100000 is out of range",
+        "config file",
+        "generation.max_new_tokens 100000 is out of range",
     )
     config = _config(tmp_path, limits={"max_abs_multiplier": 5.0})
     assert_refused(

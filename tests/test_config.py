@@ -200,7 +200,7 @@ def test_layer_fraction_is_honoured(tmp_path):
     partial = model_defaults(config, "org/partial", 10)  # an entry without a layer: the configured fraction
     assert (partial.layer, partial.multiplier, partial.read_mode) == (5, 1.5, "letter")
     assert model_defaults(config, "known", 10).layer == 2
-    assert model_defaults(override(config, {"default_model_settings.layer_fraction": 2.0}), "x", 10).layer == 9
+    assert model_defaults(override(config, {"default_model_settings.layer_fraction": 1.0}), "x", 10).layer == 9
 
 
 def test_to_dict_is_a_plain_view():
@@ -220,9 +220,90 @@ def test_cli_sampling_flags_override_the_generation_section(tmp_path):
     args = build_parser().parse_args(["chat", "--prompt", "hi", "--temperature", "0.5"])
     settings = sampling_settings(args, config)
     assert (settings.max_new_tokens, settings.temperature, settings.top_p, settings.seed) == (5, 0.5, 1.0, 3)
-    too_many = override(config, {"generation.max_new_tokens": 7})
-    with pytest.raises(SteeringError, match="config generation.max_new_tokens"):  # named by where it came from
-        sampling_settings(args, too_many)
+    with pytest.raises(SteeringError, match="^override: generation.max_new_tokens 7 is out of range: expected 1 to 6"):
+        override(config, {"generation.max_new_tokens": 7})  # refused by the config itself, naming the key
     args = build_parser().parse_args(["chat", "--prompt", "hi", "--max-new-tokens", "9"])
     with pytest.raises(SteeringError, match="--max-new-tokens"):
         sampling_settings(args, config)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"app": {"port": 70000}}, "app.port must be from 1 to 65535, got 70000"),
+        ({"app": {"port": 0}}, "app.port must be from 1 to 65535, got 0"),
+        ({"app": {"concurrency_per_model": 0}}, "app.concurrency_per_model must be at least 1, got 0"),
+        ({"app": {"max_queue": -1}}, "app.max_queue must be at least 0, got -1"),
+        ({"app": {"max_prompt_chars": 0}}, "app.max_prompt_chars must be at least 1, got 0"),
+        ({"app": {"max_upload_mb": 0}}, "app.max_upload_mb must be more than 0, got 0"),
+        ({"generation": {"temperature": -5}}, "generation.temperature must be 0 (greedy) or more, got -5"),
+        ({"generation": {"temperature": float("nan")}}, "generation.temperature must be a finite number"),
+        ({"generation": {"top_p": 0}}, "generation.top_p must be in (0, 1], got 0"),
+        ({"generation": {"top_p": 1.5}}, "generation.top_p must be in (0, 1], got 1.5"),
+        ({"generation": {"seed": -1}}, "generation.seed -1 is out of range: expected 0 to"),
+        ({"generation": {"max_new_tokens": 0}}, "generation.max_new_tokens must be at least 1, got 0"),
+        ({"generation": {"max_new_tokens": 2000}}, "generation.max_new_tokens 2000 is out of range: expected 1 to"),
+        ({"extraction": {"batch_size": 0}}, "extraction.batch_size must be at least 1, got 0"),
+        ({"model": {"threads": 0}}, "model.threads must be at least 1, got 0"),
+        (
+            {"default_model_settings": {"layer_fraction": 1.5}},
+            "default_model_settings.layer_fraction must be from 0 to 1",
+        ),
+        ({"default_model_settings": {"multiplier": 1e6}}, "default_model_settings.multiplier 1e+06 is out of range"),
+        ({"models": {"m": {"layer": -1}}}, "models.m.layer must be at least 0, got -1"),
+        ({"models": {"m": {"multiplier": 500}}}, "models.m.multiplier 500 is out of range"),
+    ],
+)
+def test_a_value_out_of_range_is_one_line_naming_the_file_and_key(tmp_path, data, message):
+    """Issue 11 review: values were type-checked only (port 70000, concurrency 0 ended in tracebacks)."""
+    _assert_refused_in_one_line(tmp_path, data, message)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"app.port": 70000}, "app.port must be from 1 to 65535, got 70000"),
+        ({"generation.temperature": -5}, "generation.temperature must be 0 (greedy) or more, got -5"),
+        ({"app.concurrency_per_model": 0}, "app.concurrency_per_model must be at least 1, got 0"),
+        ({"default_model_settings.layer_fraction": -0.1}, "default_model_settings.layer_fraction must be from 0 to 1"),
+    ],
+)
+def test_override_checks_ranges_like_a_file(changes, message):
+    with pytest.raises(SteeringError) as exc:
+        override(Config(), changes, source="command line")
+    assert str(exc.value).startswith("command line: " + message)
+
+
+def test_in_range_edges_are_accepted():
+    config = override(
+        Config(),
+        {
+            "app.port": 65535,
+            "app.max_queue": 0,
+            "generation.top_p": 1,
+            "generation.temperature": 0,
+            "default_model_settings.layer_fraction": 1,
+            "generation.max_new_tokens": 1024,
+            "generation.seed": None,
+        },
+    )
+    assert (config.app.port, config.app.max_queue, config.generation.top_p) == (65535, 0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("app", "concurrency_per_model", 0, "app.concurrency_per_model must be at least 1, got 0"),
+        ("app", "max_queue", -1, "app.max_queue must be at least 0, got -1"),
+        ("app", "port", 70000, "app.port must be from 1 to 65535, got 70000"),
+    ],
+)
+def test_cli_refuses_an_out_of_range_config_value_in_one_line_exit_2(tmp_path, capsys, section, key, value, message):
+    """`steering chat --config a.yaml` with such a file: one line naming the file and key, exit 2, no model load."""
+    from steering.cli import main
+
+    path = _file(tmp_path, {section: {key: value}})
+    assert main(["chat", "--config", str(path), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert f"config file {path}: {message}" in err

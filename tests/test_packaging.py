@@ -195,3 +195,25 @@ def test_evaluate_writes_into_the_configs_results_folder(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --out {tmp_path / 'blocker' / 'eval' / 'refusal'}: "), lines
     assert list(work.iterdir()) == []
+
+
+def test_build_outputs_are_ignored_by_git_and_by_ruff(tmp_path):
+    """`pip wheel .` leaves build/lib/steering/...; git and `make lint` (ruff) must not see build/ or dist/."""
+    ignored = subprocess.run(
+        ["git", "check-ignore", "build/lib/steering/x.py", "dist/steering-0.1-py3-none-any.whl"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert ignored.stdout.split() == ["build/lib/steering/x.py", "dist/steering-0.1-py3-none-any.whl"]
+    excluded = PYPROJECT["tool"]["ruff"]["extend-exclude"]
+    assert "build" in excluded and "dist" in excluded
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff not installed in this environment")
+    (tmp_path / "pyproject.toml").write_text((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    for folder in ("build/lib/steering", "dist"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "bad.py").write_text("import os\n")  # F401 if ruff scanned it
+    result = subprocess.run([str(ruff), "check", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

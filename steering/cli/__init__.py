@@ -66,13 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        # the model flags over config `model:` (the app does the same; steering.config.override)
-        config = override(
-            load_config(getattr(args, "config", None)), model=model_overrides(args), source="command line"
-        )
+        config = load_config(getattr(args, "config", None))
         if hasattr(args, "behavior") and args.behavior is None:
             args.behavior = config.behavior
-        check_arguments(args, config)  # every flag's range, before files are read or a model loads
+        check_arguments(args, config)  # every flag's range (named by its flag), before a file or model loads
+        # the model flags over config `model:` (the app does the same; steering.config.override)
+        config = override(config, model=model_overrides(args), source="command line")
         _quiet_libraries()
         if hasattr(args, "threads"):
             from steering.device import set_threads  # lazy: imports torch (--help stays fast)

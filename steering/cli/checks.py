@@ -10,7 +10,7 @@ from typing import Any
 
 from steering.cli.common import check_destination
 from steering.config import Config
-from steering.core.limits import check_behavior_name, check_finite, check_multiplier, check_seed
+from steering.core.limits import check_behavior_name, check_finite, check_multiplier, check_new_tokens, check_seed
 from steering.errors import SteeringError
 
 # Flags that count something, in any subcommand: whole numbers >= 1 (a batch size of -3, a limit of 0 or
@@ -49,14 +49,6 @@ def _as_list(value: Any) -> list[Any]:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def check_new_tokens(value: int, limits: Any, name: str = "--max-new-tokens") -> None:
-    """Refuse a token count outside 1..limits.max_new_tokens (config limits.max_new_tokens), naming `name`."""
-    if not 1 <= value <= limits.max_new_tokens:
-        raise SteeringError(
-            f"{name} {value} is out of range: expected 1 to {limits.max_new_tokens} (config limits.max_new_tokens)"
-        )
-
-
 def check_arguments(args: argparse.Namespace, config: Config) -> None:  # noqa: C901 (a flat list of checks)
     """Refuse bad flag values of any subcommand in one line, before files are read or a model loads.
 
@@ -76,7 +68,7 @@ def check_arguments(args: argparse.Namespace, config: Config) -> None:  # noqa: 
             if isinstance(value, int) and value < 1:
                 raise SteeringError(f"{flag_name(dest)} must be at least 1, got {value}")
     if values.get("max_new_tokens") is not None:
-        check_new_tokens(values["max_new_tokens"], limits)
+        check_new_tokens(values["max_new_tokens"], limits, "--max-new-tokens")
     for dest in ("layer", "layers"):
         for layer in _as_list(values.get(dest)):
             if layer < 0:

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from steering.cli.checks import check_new_tokens, flag_name
+from steering.cli.checks import flag_name
 from steering.cli.common import parse_float as _float
 from steering.config import Config, override
-from steering.core.limits import check_finite, check_seed
+from steering.core.limits import check_finite, check_new_tokens, check_seed
 from steering.errors import SteeringError
 
 
@@ -32,6 +32,8 @@ def sampling_settings(args: argparse.Namespace, config: Config) -> Any:
     from steering.decode.generation import SamplingSettings  # lazy: imports torch
 
     flags = {name: getattr(args, name, None) for name in ("max_new_tokens", "temperature", "top_p", "seed")}
+    if flags["max_new_tokens"] is not None:  # named by its flag (override would name the config key)
+        check_new_tokens(flags["max_new_tokens"], config.limits, "--max-new-tokens")
     gen = override(config, generation=flags, source="command line").generation  # the flags over config
 
     def where(name: str) -> str:  # the flag or config key a bad value came from

@@ -12,13 +12,27 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
+from steering.core.limits import check_finite
 from steering.errors import SteeringError
 
-__all__ = ["FrozenMapping", "build", "checked", "drop_none", "merge", "shallow", "to_plain", "type_name"]
+__all__ = [
+    "FrozenMapping",
+    "at_least",
+    "build",
+    "checked",
+    "drop_none",
+    "fraction",
+    "merge",
+    "ranged",
+    "shallow",
+    "sampling_temperature",
+    "to_plain",
+    "type_name",
+]
 
 
 class FrozenMapping(Mapping[str, Any]):
@@ -115,8 +129,49 @@ def checked(value: Any, tp: Any, source: str, where: str) -> Any:
         raise SteeringError(f"{source}: '{where}' must be {type_name(tp)}, found {value!r}") from None
 
 
+RangeCheck = Callable[[Any, str], Any]  # (value, key path) -> raises SteeringError("<key path> ...") when out of range
+
+
+def ranged(default: Any, check: RangeCheck) -> Any:
+    """A dataclass field with `default` whose value :func:`build` checks with `check(value, key_path)`."""
+    return dataclasses.field(default=default, metadata={"range": check})
+
+
+def at_least(low: float, high: float | None = None, strict: bool = False) -> RangeCheck:
+    """A range check: a finite number >= `low` (> `low` when `strict`), and <= `high` when given."""
+
+    def check(value: Any, name: str) -> None:
+        if value is None or isinstance(value, str):  # None / "auto": the type check allowed it
+            return
+        number = check_finite(value, name)
+        if number < low or (strict and number == low) or (high is not None and number > high):
+            expected = f"more than {low:g}" if strict else f"at least {low:g}"  # the CLI flags' wording
+            if high is not None:
+                expected = f"from {low:g} to {high:g}"
+            raise SteeringError(f"{name} must be {expected}, got {value:g}")
+
+    return check
+
+
+def fraction(value: Any, name: str) -> None:
+    """A range check: a number in (0, 1] (top_p; the --top-p flag's message)."""
+    if not 0 < check_finite(value, name) <= 1:
+        raise SteeringError(f"{name} must be in (0, 1], got {value:g}")
+
+
+def sampling_temperature(value: Any, name: str) -> None:
+    """A range check: a sampling temperature, 0 (greedy) or more (the --temperature flag's message)."""
+    if check_finite(value, name) < 0:
+        raise SteeringError(f"{name} must be 0 (greedy) or more, got {value:g}")
+
+
 def build(cls: type[Any], data: Mapping[str, Any], source: str, where: str = "") -> Any:
-    """An instance of the dataclass `cls` from `data`, every key known and every value of its field's type."""
+    """An instance of the dataclass `cls` from `data`, every key known, every value of its field's type and
+    within its field's range (a field made with :func:`ranged`).
+
+    Raises:
+        SteeringError: "<source>: <key path> ..." for an unknown key, a wrong type or a value out of range.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -125,6 +180,13 @@ def build(cls: type[Any], data: Mapping[str, Any], source: str, where: str = "")
             raise SteeringError(f"{source}: unknown key '{path}' (expected one of: {', '.join(names)})")
     prefix = f"{where}." if where else ""
     values = {key: checked(value, hints[key], source, prefix + key) for key, value in data.items()}
+    checks = {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
+    for key, value in values.items():
+        if key in checks:
+            try:
+                checks[key](value, prefix + key)
+            except SteeringError as exc:
+                raise SteeringError(f"{source}: {exc}") from None
     try:
         return cls(**values)
     except SteeringError as exc:  # a section's own range check (Limits): name the file too

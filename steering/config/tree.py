@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from steering.config.checks import FrozenMapping, to_plain
-from steering.core.limits import Limits
+from steering.config.checks import FrozenMapping, at_least, fraction, ranged, sampling_temperature, to_plain
+from steering.core.limits import Limits, check_multiplier, check_new_tokens, check_seed
 from steering.errors import SteeringError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent  # the source checkout (or site-packages when installed)
@@ -66,7 +66,7 @@ class ModelSettings:
     compile: bool = False
     compile_backend: str = "inductor"  # torch.compile backend of the fast path ("eager": cheap, for tests)
     cuda_graphs: bool = True
-    threads: int | str | None = "auto"  # torch CPU threads (set_threads): a count, or "auto"
+    threads: int | str | None = ranged("auto", at_least(1))  # torch CPU threads (set_threads): a count, or "auto"
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class ModelSteering:
     `default_model_settings` (the layer from its layer_fraction)."""
 
     read_mode: ReadMode | None = None
-    layer: int | None = None
+    layer: int | None = ranged(None, at_least(0))  # checked against the model's blocks when it loads
     multiplier: float | None = None
 
 
@@ -90,7 +90,7 @@ class DefaultModelSettings:
     """
 
     read_mode: ReadMode = "answer-mean"
-    layer_fraction: float = 0.33
+    layer_fraction: float = ranged(0.33, at_least(0, 1))
     multiplier: float = 2.0
 
 
@@ -99,10 +99,10 @@ class GenerationSettings:
     """Default sampling of the CLI and the app (config `generation:`): tokens per reply, temperature
     (0 = greedy), nucleus top_p, seed; system_prompt None keeps the chat template's own."""
 
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = 0
+    max_new_tokens: int = ranged(64, at_least(1))  # and at most limits.max_new_tokens (Config checks it)
+    temperature: float = ranged(0.0, sampling_temperature)
+    top_p: float = ranged(1.0, fraction)
+    seed: int | None = ranged(0, lambda value, name: value is None or check_seed(value, name))
     system_prompt: str | None = None
 
 
@@ -110,7 +110,7 @@ class GenerationSettings:
 class ExtractionSettings:
     """Vector extraction (config `extraction:`): A/B items per forward pass."""
 
-    batch_size: int = 16
+    batch_size: int = ranged(16, at_least(1))
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,13 @@ class AppSettings:
     requests decoded together per model (steering/decode/scheduler.py), the prompt and upload caps."""
 
     host: str = "127.0.0.1"
-    port: int = 7860
+    port: int = ranged(7860, at_least(1, 65535))
     share: bool = False
     password_env: str | None = "LLAMA_STEERING_PASSWORD"
-    max_queue: int = 16
-    concurrency_per_model: int = 4
-    max_prompt_chars: int = 2000
-    max_upload_mb: float = 64
+    max_queue: int = ranged(16, at_least(0))  # requests waiting for room in the batch (0: none wait)
+    concurrency_per_model: int = ranged(4, at_least(1))
+    max_prompt_chars: int = ranged(2000, at_least(1))
+    max_upload_mb: float = ranged(64, at_least(0, strict=True))
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,20 @@ class Config:
             folder = Path(getattr(self, key)).expanduser()
             object.__setattr__(self, key, folder if folder.is_absolute() else (home() / folder).resolve())
         object.__setattr__(self, "models", FrozenMapping(self.models))
+        self.check_ranges()
+
+    def check_ranges(self) -> None:
+        """The checks across sections: generation.max_new_tokens within limits.max_new_tokens, every default
+        multiplier within limits.max_abs_multiplier (the same checks as the CLI flags).
+
+        Raises:
+            SteeringError: "config: <key path> ..." (steering.config.checks.build names the file instead).
+        """
+        check_new_tokens(self.generation.max_new_tokens, self.limits, "generation.max_new_tokens")
+        check_multiplier(self.default_model_settings.multiplier, self.limits, "default_model_settings.multiplier")
+        for name, entry in self.models.items():
+            if entry.multiplier is not None:
+                check_multiplier(entry.multiplier, self.limits, f"models.{name}.multiplier")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict view (data folders as strings), e.g. for YAML/JSON or a library call."""

@@ -21,6 +21,7 @@ __all__ = [
     "check_behavior_name",
     "check_finite",
     "check_multiplier",
+    "check_new_tokens",
     "check_seed",
     "check_token_budget",
     "model_context_length",
@@ -79,6 +80,15 @@ def check_multiplier(value: Any, limits: Limits = Limits(), name: str = "multipl
             f"and {limits.max_abs_multiplier:g}"
         )
     return number
+
+
+def check_new_tokens(value: int, limits: Limits = Limits(), name: str = "max_new_tokens") -> None:
+    """Refuse a token count outside 1..limits.max_new_tokens (config limits.max_new_tokens), naming `name`
+    (a flag such as --max-new-tokens or a config key such as generation.max_new_tokens)."""
+    if not 1 <= value <= limits.max_new_tokens:
+        raise SteeringError(
+            f"{name} {value} is out of range: expected 1 to {limits.max_new_tokens} (config limits.max_new_tokens)"
+        )
 
 
 def check_seed(value: Any, name: str = "seed") -> int:
