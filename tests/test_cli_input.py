@@ -91,6 +91,7 @@ def _config(tmp_path, **sections):
     """A config file: the project's, data folders pointing at tmp_path/vectors and the project's datasets."""
     config = yaml.safe_load((PROJECT_ROOT / "config.yaml").read_text())
     config.update({"vectors_dir": str(tmp_path / "vectors"), "datasets_dir": str(PROJECT_ROOT / "datasets")})
+    config["models"]["smollm2-135m-instruct"]["layer"] = 2  # the tiny stand-in has 4 layers (0..3)
     for section, values in sections.items():
         config.setdefault(section, {}).update(values)
     path = tmp_path / "config.yaml"

@@ -307,3 +307,16 @@ def test_cli_refuses_an_out_of_range_config_value_in_one_line_exit_2(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert f"config file {path}: {message}" in err
+
+
+def test_a_models_layer_beyond_the_model_is_refused_when_the_model_loads(tmp_path, tiny_tokenizer):
+    """Issue 11 review: `models: {m: {layer: 99}}` was never checked against the model's layer count."""
+    from fixtures import make_tiny_engine
+
+    config = load_config(_file(tmp_path, {"models": {"org/Tiny-Model": {"layer": 99}}}))
+    with pytest.raises(SteeringError) as exc:
+        model_defaults(config, "tiny-model", 4)  # matched by slug: the message names the entry's key
+    assert str(exc.value) == "config models.org/Tiny-Model.layer 99 is out of range: the model has layers 0..3"
+    with pytest.raises(SteeringError, match=r"^config models.org/Tiny-Model.layer 99 is out of range"):
+        make_tiny_engine(tiny_tokenizer, config=config, name="org/Tiny-Model", layers=4)
+    assert model_defaults(override(config, {"models": {"org/Tiny-Model": {"layer": 3}}}), "tiny-model", 4).layer == 3

@@ -168,13 +168,24 @@ def model_defaults(config: Config, model_name: str, num_layers: int) -> Steering
         config: the loaded config.
         model_name: the model's name or hub id (an entry matches by name or by file-name slug).
         num_layers: the model's decoder block count.
+
+    Returns:
+        The defaults. Precedence at run time: a behavior's tuned defaults file
+        (vectors/<behavior>/<model-slug>.defaults.json) wins over these (steering.engine.Engine.recipe).
+
+    Raises:
+        SteeringError: the model's `models:` entry names a layer the model does not have.
     """
-    entry = config.models.get(model_name)
-    if entry is None:  # a hub id whose file name matches an entry, e.g. HuggingFaceTB/SmolLM2-135M-Instruct
-        entry = next((v for k, v in config.models.items() if model_slug(k) == model_slug(model_name)), None)
-    entry = entry or ModelSteering()
+    key = model_name if model_name in config.models else None
+    if key is None:  # a hub id whose file name matches an entry, e.g. HuggingFaceTB/SmolLM2-135M-Instruct
+        key = next((k for k in config.models if model_slug(k) == model_slug(model_name)), None)
+    entry = config.models[key] if key is not None else ModelSteering()
     fallback = config.default_model_settings
     layer = entry.layer
+    if layer is not None and not 0 <= layer < num_layers:  # the file check knew no layer count; the model does
+        raise SteeringError(
+            f"config models.{key}.layer {layer} is out of range: the model has layers 0..{num_layers - 1}"
+        )
     if layer is None:
         layer = min(max(int(round(fallback.layer_fraction * num_layers)), 0), num_layers - 1)
     return SteeringDefaults(
