@@ -12,7 +12,7 @@ import torch
 
 from steering import compare as comparison
 from steering.compare import conversation_list
-from steering.config import Config, SteeringDefaults, home, model_defaults, override
+from steering.config import Config, SteeringDefaults, home, home_hint, model_defaults, override
 from steering.core.hooks import SteeringPlan
 from steering.core.layers import check_layer
 from steering.core.limits import check_multiplier, model_context_length
@@ -162,7 +162,8 @@ class Engine:
                 known = ", ".join(self.behaviors()) or "none yet"
                 raise SteeringError(
                     f"no '{behavior}' vectors for {self.lm.name}; known behaviors: {known}",
-                    detail=f"{path} is missing; make them with: python -m steering extract --behavior {behavior}",
+                    detail=f"{path} is missing; make them with: python -m steering extract --behavior {behavior}"
+                    + home_hint(),
                 )
             try:
                 vset = self.validated(load_vectors(path, self.lm.name, label=f"the '{behavior}' vector set"))

@@ -217,3 +217,27 @@ def test_build_outputs_are_ignored_by_git_and_by_ruff(tmp_path):
         (tmp_path / folder / "bad.py").write_text("import os\n")  # F401 if ruff scanned it
     result = subprocess.run([str(ruff), "check", "."], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_missing_data_messages_point_at_the_home_setting_without_a_checkout(no_home, tmp_path, monkeypatch):
+    """Issue 11 review: a non-editable install run elsewhere said "no 'refusal' vectors ... make them with:
+    python -m steering extract", advice that fails too (no datasets there); now it says how to point at them."""
+    from fixtures import make_tiny_engine, make_tiny_tokenizer
+
+    from steering.config import home_hint
+    from steering.core.datasets import load_ab_dataset
+
+    assert home_hint() == ""  # a checkout: the data is where the README says
+    monkeypatch.setattr("steering.config.tree.PROJECT_ROOT", tmp_path / "site-packages")  # no pyproject.toml
+    monkeypatch.chdir(tmp_path)
+    assert home() == tmp_path and HOME_ENV in home_hint() and "--config" in home_hint()
+    config = load_config()
+    with pytest.raises(SteeringError) as missing_dataset:
+        load_ab_dataset(config.datasets_dir / "refusal" / "generate.json")
+    assert HOME_ENV in str(missing_dataset.value) and "\n" not in str(missing_dataset.value)
+    engine = make_tiny_engine(make_tiny_tokenizer(), config=config)
+    with pytest.raises(SteeringError) as missing_vectors:
+        engine.vectors_for("refusal")
+    assert "make them with" in missing_vectors.value.detail and HOME_ENV in missing_vectors.value.detail
+    monkeypatch.setenv(HOME_ENV, str(tmp_path))  # set: the home is chosen, no hint
+    assert home_hint() == ""

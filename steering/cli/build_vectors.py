@@ -117,6 +117,7 @@ def cmd_build_vectors(args: Any, config: Config) -> int:
     and the others are built; the exit code is then 2 (0 when every build succeeded).
     """
     from steering.cli import loading
+    from steering.config import home_hint
     from steering.core.limits import check_behavior_name
     from steering.extract.first_use import build_vectors, buildable_behaviors, missing_behaviors  # lazy: torch
 
@@ -125,7 +126,7 @@ def cmd_build_vectors(args: Any, config: Config) -> int:
         if name not in buildable_behaviors(config):
             raise SteeringError(
                 f"no dataset for '{name}' to build vectors from (shipped: "
-                f"{', '.join(buildable_behaviors(config)) or 'none'})"
+                f"{', '.join(buildable_behaviors(config)) or 'none'}){home_hint()}"
             )
     engine = loading.load_engine(args, config)
     todo = names or missing_behaviors(engine)

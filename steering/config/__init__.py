@@ -44,6 +44,7 @@ from steering.config.tree import (
     ModelSteering,
     ReadMode,
     home,
+    home_hint,
 )
 from steering.core.limits import Limits
 from steering.errors import SteeringError
@@ -65,6 +66,7 @@ __all__ = [
     "ReadMode",
     "SteeringDefaults",
     "home",
+    "home_hint",
     "load_config",
     "model_defaults",
     "model_slug",

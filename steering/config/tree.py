@@ -41,6 +41,22 @@ def home() -> Path:
     return Path.cwd()
 
 
+def home_hint() -> str:
+    """What to add to a "not found" message about config.yaml or the data folders when the home folder is the
+    current folder only because no source checkout was found (a non-editable install run elsewhere).
+
+    Returns:
+        "" when $LLAMA_STEERING_HOME is set or the package runs from a checkout; else a sentence (starting
+        with "; ") saying where the files were looked for and how to point at them.
+    """
+    if os.environ.get(HOME_ENV) or (PROJECT_ROOT / "pyproject.toml").is_file():
+        return ""
+    return (
+        f"; the data folders were looked for in the current folder ({Path.cwd()}) since no source checkout "
+        f"was found: set {HOME_ENV} to the folder holding config.yaml, datasets/ and vectors/, or pass --config"
+    )
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """How to load a model (config `model:`; CLI flags override it); load_model takes it.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
-from steering.config import ReadMode
+from steering.config import ReadMode, home_hint
 from steering.core.limits import Limits
 from steering.errors import SteeringError
 
@@ -54,7 +54,7 @@ class ABItem:
 def _read_json_list(path: str | Path) -> list:
     path = Path(path)
     if not path.exists():
-        raise SteeringError(f"{path}: file not found")
+        raise SteeringError(f"{path}: file not found{home_hint()}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from steering.config import Config
+from steering.config import Config, home_hint
 from steering.errors import SteeringError
 
 # One build per (vectors file) at a time in this process: two users pressing the button build once.
@@ -183,7 +183,9 @@ def build_vectors(
     path = vector_path(engine.vectors_dir, behavior, lm.slug)  # refuses names that are not names
     dataset = dataset_file(engine.config, behavior)
     if not dataset.is_file():
-        raise SteeringError(f"no dataset for '{behavior}' to build vectors from ({display_path(dataset)} is missing)")
+        raise SteeringError(
+            f"no dataset for '{behavior}' to build vectors from ({display_path(dataset)} is missing){home_hint()}"
+        )
     limits = engine.config.limits
     read_mode = engine.defaults.read_mode
     items = load_ab_dataset(dataset, read_mode, limits)
