@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "save_gguf": "steering.io.gguf_vectors",
     "steering": "steering.core.hooks",
     "steer": "steering.core.hooks",
-    "SteeringPlan": "steering.core.hooks",
+    "SteeringPlan": "steering.core.plan",
     "generate": "steering.decode.generation",
     "SamplingSettings": "steering.decode.generation",
     "SteeringSpec": "steering.decode.generation",
@@ -58,8 +58,9 @@ __all__ = ["SteeringError", *_EXPORTS]
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on first use
     from steering.config import Config, load_config
     from steering.core.datasets import ABItem, load_ab_dataset
-    from steering.core.hooks import SteeringPlan, steer, steering
+    from steering.core.hooks import steer, steering
     from steering.core.limits import Limits
+    from steering.core.plan import SteeringPlan
     from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
     from steering.engine import Engine
     from steering.extract.extraction import extract_vectors

@@ -9,7 +9,7 @@ for every generated token t, where
 * h_L[t] is the output of decoder block L at the position whose logits chose token t, in the very forward
   pass that produced the token (no extra pass: a forward hook on block L, inside the generation's
   steering context), read BEFORE block L's own steering is applied -- the same h.u that
-  steering.core.hooks.apply_steering computes for its projection operators ("along"). Block L's own
+  steering.core.operators.apply_steering computes for its projection operators ("along"). Block L's own
   steering only shifts it by a constant per pane (CAA addition: + alpha |v|; a clamp: sets it to the
   target), so the pre-steering value is what varies with the text; steering at earlier layers of a
   band, and every earlier token, do act on it.
@@ -23,7 +23,7 @@ away from it. Values are comparable across panes, prompts and models (same norma
 under the app's alpha slider).
 
 Method: a linear readout of the residual stream along the CAA direction (Rimsky et al. 2023, arXiv
-2312.06681), the same h.u the projection operators of steering/core/hooks.py act on.
+2312.06681), the same h.u the projection operators of steering/core/operators.py act on.
 """
 
 from __future__ import annotations
