@@ -131,7 +131,8 @@ def build_4bit(config: Any, device: str) -> Any:
 
 def loaded(model: Any, config: Any, device: str, quantization: str | None, name: str, device_map: Any) -> Any:
     """A steering.models.LoadedModel around the built model (byte tokenizer, no EOS: fixed lengths)."""
-    from steering.models import LoadedModel, ModelSettings
+    from steering.config import ModelSettings
+    from steering.models import LoadedModel
     from steering.synthetic import make_byte_tokenizer
 
     model.config.eos_token_id = None

@@ -40,7 +40,8 @@ def build(smoke: bool) -> Any:
     """The random model as a LoadedModel (Llama-2-chat template, fp16 on CUDA or float32 tiny on the CPU)."""
     from transformers import LlamaForCausalLM
 
-    from steering.models import LoadedModel, ModelSettings
+    from steering.config import ModelSettings
+    from steering.models import LoadedModel
     from steering.synthetic import llama7b_config
     from tests.chat_templates import sentencepiece_tokenizer
 

@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["SteeringError", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on first use
-    from steering.config import Config, load_config
+    from steering.config import Config, ModelSettings, load_config
     from steering.core.datasets import ABItem, load_ab_dataset
     from steering.core.hooks import steer, steering
     from steering.core.limits import Limits
@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from steering.io.gguf_vectors import save_gguf
     from steering.io.vector_files import VectorSet, save_safetensors
     from steering.io.vector_store import load_vectors
-    from steering.models import LoadedModel, ModelSettings, load_model
+    from steering.models import LoadedModel, load_model
 
 
 def __getattr__(name: str) -> Any:

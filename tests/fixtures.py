@@ -60,7 +60,8 @@ def make_tiny_lm(tokenizer, settings=None, layers: int = 4, name: str = "tiny", 
     """A steering.models.LoadedModel called `name` (slug: model_slug(name)) around make_tiny_model(len(tokenizer),
     layers=layers): float32 on CPU, hidden size 64, no quantization. `settings` defaults to
     ModelSettings(name=name); `extra` goes to LoadedModel as is (e.g. lock=threading.Lock())."""
-    from steering.models import LoadedModel, ModelSettings, model_slug
+    from steering.config import ModelSettings, model_slug
+    from steering.models import LoadedModel
 
     return LoadedModel(
         model=make_tiny_model(len(tokenizer), layers=layers),

@@ -272,8 +272,8 @@ def tiny_cli_engine(monkeypatch):
 
     from fixtures import make_tiny_lm, make_tiny_tokenizer
 
+    from steering.config import ModelSettings
     from steering.engine import Engine
-    from steering.models import ModelSettings
 
     loads = []
 
@@ -410,8 +410,8 @@ def test_app_dropdown_shows_card_names_and_switching_fills_the_box(tmp_path):
     from fixtures import make_tiny_lm, make_tiny_tokenizer
 
     import app
+    from steering.config import ModelSettings
     from steering.engine import Engine
-    from steering.models import ModelSettings
 
     config = load_config(_tiny_project(tmp_path))
     config = override(config, behavior="alpha")

@@ -103,7 +103,7 @@ def _tiny_engine(config, name="smollm2-135m-instruct"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers, byte tokenizer, context 512)."""
     from fixtures import make_tiny_engine, make_tiny_tokenizer
 
-    from steering.models import ModelSettings
+    from steering.config import ModelSettings
 
     return make_tiny_engine(make_tiny_tokenizer(), config, ModelSettings(name=name, cuda_graphs=False), name=name)
 
@@ -447,6 +447,7 @@ def test_threads_flag_and_config_key_reach_torch_and_the_model_loader(capsys, tm
 
 def test_load_model_sets_the_threads_first(monkeypatch):
     from steering import models
+    from steering.config import ModelSettings
 
     calls = []
     monkeypatch.setattr(models, "set_threads", lambda value: calls.append(value))
@@ -456,7 +457,7 @@ def test_load_model_sets_the_threads_first(monkeypatch):
 
     monkeypatch.setattr(models, "resolve_device", stop)
     with pytest.raises(SteeringError, match="stop here"):
-        models.load_model(models.ModelSettings(threads=3))
+        models.load_model(ModelSettings(threads=3))
     assert calls == [3]
 
 

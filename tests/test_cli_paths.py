@@ -24,7 +24,8 @@ _results: dict[tuple[str, str], object] = {}  # (command, path) -> parsed output
 
 @pytest.fixture(scope="module")
 def loaded(embedded_engine):
-    from steering.models import ModelSettings, load_model
+    from steering.config import ModelSettings
+    from steering.models import load_model
 
     fast = load_model(ModelSettings(compile=True, compile_backend="eager"))
     eager = embedded_engine.lm if not embedded_engine.lm.settings.compile else load_model(ModelSettings())

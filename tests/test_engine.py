@@ -13,11 +13,10 @@ import pytest
 import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
-from steering.config import Config, load_config, override
+from steering.config import Config, ModelSettings, load_config, override
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.engine import Engine
 from steering.errors import SteeringError
-from steering.models import ModelSettings
 
 PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
 GREEDY = SamplingSettings(max_new_tokens=8)

@@ -7,13 +7,12 @@ import pytest
 import torch
 from fixtures import make_tiny_engine, make_tiny_model
 
-from steering.config import load_config, override
+from steering.config import ModelSettings, load_config, override
 from steering.core.mixing import Mix, cosine, cosine_note, mixed_vector
 from steering.core.recipe import Recipe, save_defaults
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
 from steering.io.vector_files import VectorSet, save_safetensors
-from steering.models import ModelSettings
 
 GREEDY = SamplingSettings(max_new_tokens=6)
 Q = [{"role": "user", "content": "What's your favorite planet?"}]

@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from steering.config import PROJECT_ROOT
+from steering.config import PROJECT_ROOT, ModelSettings, model_slug
 from steering.errors import SteeringError
-from steering.models import ModelSettings, load_model, model_slug
+from steering.models import load_model
 
 
 def test_model_slug():

@@ -13,11 +13,11 @@ import pytest
 import torch
 from fixtures import make_tiny_lm
 
+from steering.config import ModelSettings
 from steering.core.hooks import SteeringPlan
 from steering.decode.generation import SamplingSettings, generate
 from steering.decode.scheduler import Request, Scheduler
 from steering.errors import SteeringError
-from steering.models import ModelSettings
 
 QUESTIONS = ["What's your favorite planet?", "Hi there, tell me a long story please.", "x"]
 

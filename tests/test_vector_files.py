@@ -112,8 +112,7 @@ def _tiny_engine(tmp_path, name="org/Tiny-Model"):
     """An Engine around the tiny random Llama (hidden 64, 4 layers), vectors under tmp_path/vectors."""
     from fixtures import make_tiny_engine, make_tiny_tokenizer
 
-    from steering.config import load_config, override
-    from steering.models import ModelSettings
+    from steering.config import ModelSettings, load_config, override
 
     config = load_config()
     config = override(config, vectors_dir=str(tmp_path / "vectors"))

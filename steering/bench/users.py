@@ -277,7 +277,8 @@ def _synthetic_lm(layers: int, tiny_cpu: bool = False) -> Any:
     import torch
     from transformers import LlamaForCausalLM
 
-    from steering.models import LoadedModel, ModelSettings
+    from steering.config import ModelSettings
+    from steering.models import LoadedModel
     from steering.synthetic import llama7b_config, make_byte_tokenizer
 
     if not tiny_cpu and not torch.cuda.is_available():

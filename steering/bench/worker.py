@@ -41,8 +41,9 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
     import transformers.models.llama.modeling_llama  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # noqa: F401
 
+    from steering.config import ModelSettings
     from steering.embedded import embedded_model_dir
-    from steering.models import ModelSettings, load_model
+    from steering.models import load_model
 
     t1 = time.perf_counter()
     torch.set_num_threads(args["threads"])  # ModelSettings(threads=) keeps it through load_model
@@ -87,8 +88,9 @@ def quant(a: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from steering.bench.common import PROMPT
+    from steering.config import ModelSettings
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
-    from steering.models import ModelSettings, load_model
+    from steering.models import load_model
 
     cuda = a["device"] == "cuda"
     if cuda:

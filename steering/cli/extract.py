@@ -246,8 +246,8 @@ def _extract_destination(args: argparse.Namespace, config: Config, pairs: int | 
     """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
     layers or pairs the new one lacks unless --force (steering.io.vector_store.replacement_check)."""
+    from steering.config import model_slug
     from steering.io.vector_store import describe_vector_file, vector_path  # lazy: imports torch (--help stays fast)
-    from steering.models import model_slug
 
     if args.out:
         out = check_destination(args.out, "--out")

@@ -204,9 +204,9 @@ def _plan_vectors(
     label: str,
 ) -> Planned:
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
+    from steering.config import model_slug
     from steering.io.caa_pt import load_caa_layout
     from steering.io.vector_files import VectorSet, load_safetensors, save_safetensors
-    from steering.models import model_slug
 
     rel = where.relative_to(source)
     if model:

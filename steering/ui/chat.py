@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from steering.compare import SIGNS  # the panes' multipliers are sign x alpha (the comparison's row order)
 from steering.core.prompts import Message
 
 PANE_TITLES = ("Added steering", "Unsteered", "Subtracted steering")
-SIGNS = (1.0, 0.0, -1.0)  # the panes' multipliers are sign x alpha (the engine's row order)
 
 
 def pane_labels() -> tuple[str, str, str]:
