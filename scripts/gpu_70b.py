@@ -16,36 +16,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import time
-import traceback
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from gpu_common import Sections, json_saver, parse_args  # noqa: E402
 
-SHAPE_70B = dict(
-    hidden_size=8192,
-    intermediate_size=28672,
-    num_hidden_layers=80,
-    num_attention_heads=64,
-    num_key_value_heads=8,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-)
-SHAPE_SMOKE = dict(
-    hidden_size=256,
-    intermediate_size=512,
-    num_hidden_layers=8,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    vocab_size=512,
-    max_position_embeddings=1024,
-)
 QUESTION = [{"role": "user", "content": "Tell me about the history of the printing press in a few paragraphs."}]
 
 
@@ -234,40 +216,25 @@ def memory() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--skip-4bit", action="store_true")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    from steering.synthetic import llama7b_config
+    args, out = parse_args(parser, argv, gpus=2)
+    from steering.synthetic import LLAMA2_70B, TINY, llama_config
 
-    config = llama7b_config(**(SHAPE_SMOKE if args.smoke else SHAPE_70B))
-    if args.smoke:
-        devices = ["cpu", "cpu"]
-    else:
-        if torch.cuda.device_count() < 2:
-            raise SystemExit("needs two CUDA GPUs (or --smoke)")
-        devices = ["cuda:0", "cuda:1"]
+    # the smoke model keeps the 70B layout's grouped-query attention (fewer key/value heads than heads)
+    shape = replace(TINY, layers=8, kv_heads=2) if args.smoke else LLAMA2_70B
+    config = llama_config(shape)
+    devices = ["cpu", "cpu"] if args.smoke else ["cuda:0", "cuda:1"]
     report: dict[str, Any] = {
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         if not args.smoke
         else ["cpu"],
         "torch": torch.__version__,
-        "shape": {k: getattr(config, k) for k in SHAPE_70B},
+        "shape": asdict(shape),
     }
 
-    def section(name: str, fn: Callable[[], Any]) -> None:
-        start = time.perf_counter()
-        try:
-            report[name] = {"ok": True, **(fn() or {})}
-        except BaseException as exc:
-            report[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "tb": traceback.format_exc()[-2500:]}
-        report[name]["seconds"] = round(time.perf_counter() - start, 1)
-        print(f"[{'ok' if report[name]['ok'] else 'FAILED'}] {name} ({report[name]['seconds']} s)", flush=True)
-        (out / "gpu70b.json").write_text(json.dumps(report, indent=2, default=str))
+    section = Sections(report, json_saver(report, out / "gpu70b.json")).run
 
     layers = config.num_hidden_layers
     steer_layers = [int(layers * 0.75), int(layers * 0.25)]  # on the second GPU, then on the first

@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 import time
-import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,40 +34,26 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from gpu_common import Sections, parse_args  # noqa: E402
 
 
 def build(smoke: bool) -> Any:
     """The random model as a LoadedModel (Llama-2-chat template, fp16 on CUDA or float32 tiny on the CPU)."""
-    from transformers import LlamaForCausalLM
-
     from steering.config import ModelSettings
     from steering.models import LoadedModel
-    from steering.synthetic import llama7b_config
+    from steering.synthetic import LLAMA2_7B, TINY, random_llama
     from tests.chat_templates import sentencepiece_tokenizer
 
     tokenizer = sentencepiece_tokenizer("llama2")
     if smoke:
-        config = llama7b_config(
-            num_hidden_layers=4,
-            hidden_size=64,
-            intermediate_size=128,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=512,
-            max_position_embeddings=1024,
-        )
+        shape = replace(TINY, context=1024)
         device, dtype = torch.device("cpu"), torch.float32
         settings = ModelSettings(name="random-llama-2-7b-shape", compile=True, compile_backend="eager")
     else:
-        config = llama7b_config()
+        shape = LLAMA2_7B
         device, dtype = torch.device("cuda"), torch.float16
         settings = ModelSettings(name="random-llama-2-7b-shape", dtype="float16", device="cuda")  # defaults: graphs
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype).eval()
-    model.requires_grad_(False)
-    model.config.eos_token_id = None  # random weights: fixed lengths
-    model.generation_config.eos_token_id = None
+    model = random_llama(shape, device, dtype)  # no EOS: fixed lengths
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
@@ -76,22 +62,15 @@ def build(smoke: bool) -> Any:
         dtype=dtype,
         device=device,
         quantization=None,
-        num_layers=config.num_hidden_layers,
-        hidden_size=config.hidden_size,
+        num_layers=shape.layers,
+        hidden_size=shape.hidden,
         load_seconds=0.0,
         settings=settings,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--smoke", action="store_true", help="tiny model on the CPU (checks the script)")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.smoke and not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA GPU (or --smoke)")
+    args, out = parse_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), argv)
 
     import steering.engine as engine_module
     from steering import cli
@@ -142,19 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     report["vector"] = {"layer": layer, "norm": scale, "hidden_norms": norms}
     checks: dict[str, Any] = {}
 
-    def check(name: str, fn: Any) -> None:
-        began = time.perf_counter()
-        try:
-            value = fn()
-            checks[name] = {"ok": True, "seconds": round(time.perf_counter() - began, 2), **(value or {})}
-        except BaseException as exc:  # recorded, the other checks still run
-            checks[name] = {
-                "ok": False,
-                "seconds": round(time.perf_counter() - began, 2),
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc()[-3000:],
-            }
-        print(f"[{'ok' if checks[name]['ok'] else 'FAILED'}] {name} ({checks[name]['seconds']} s)", flush=True)
+    check = Sections(checks).run
 
     def cli_test() -> dict[str, Any]:
         results = {}

@@ -25,7 +25,6 @@ import argparse
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,34 +32,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from gpu_common import Sections, json_saver, parse_args  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Tell me about the history of the printing press in a few paragraphs."}]
 
 
 def build(smoke: bool) -> tuple[Any, Any]:
     """The random Llama-2-7B-shaped model (fp16, CUDA; or tiny float32 on the CPU) and a byte tokenizer."""
-    from transformers import LlamaForCausalLM
-
-    from steering.synthetic import llama7b_config, make_byte_tokenizer
+    from steering.synthetic import LLAMA2_7B, TINY, make_byte_tokenizer, random_llama
 
     if smoke:
-        config = llama7b_config(
-            num_hidden_layers=4,
-            hidden_size=64,
-            intermediate_size=128,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=512,
-        )
-        device, dtype = "cpu", torch.float32
+        model = random_llama(TINY, "cpu", torch.float32)
     else:
-        config, device, dtype = llama7b_config(), "cuda", torch.float16
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype).eval()
-    model.requires_grad_(False)
-    model.config.eos_token_id = None
-    model.generation_config.eos_token_id = None
+        model = random_llama(LLAMA2_7B, "cuda", torch.float16)
     return model, make_byte_tokenizer()
 
 
@@ -133,19 +117,13 @@ def compile_pieces(backend: str = "inductor") -> Callable[[], None]:
 
 def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after another)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--compile-start", action="store_true", help="only the compiled path's start-up time")
     parser.add_argument("--pieces-only", action="store_true", help="stop after the compiled-pieces experiment")
     parser.add_argument("--fused", action="store_true", help="with --compile-start: fuse the projections first")
     parser.add_argument("--tag", default="", help="suffix of the report's file name")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.smoke and not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA GPU (or --smoke)")
+    args, out = parse_args(parser, argv)
 
     from steering.bench.timing import median, timed
     from steering.decode.decoder import EagerDecoder
@@ -165,19 +143,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 (one section after
     sections: dict[str, Any] = {}
     report["sections"] = sections
 
-    def section(name: str, fn: Callable[[], Any]) -> None:
-        start = time.perf_counter()
-        try:
-            sections[name] = {"ok": True, **(fn() or {})}
-        except BaseException as exc:
-            sections[name] = {
-                "ok": False,
-                "error": f"{type(exc).__name__}: {exc}",
-                "tb": traceback.format_exc()[-2500:],
-            }
-        sections[name]["seconds"] = round(time.perf_counter() - start, 1)
-        print(f"[{'ok' if sections[name]['ok'] else 'FAILED'}] {name} ({sections[name]['seconds']} s)", flush=True)
-        (out / f"profile{args.tag}.json").write_text(json.dumps(report, indent=2, default=str))
+    section = Sections(sections, json_saver(report, out / f"profile{args.tag}.json")).run
 
     if args.compile_start:
 

@@ -4,6 +4,8 @@ the session fixtures `tiny_tokenizer` and `tiny_model`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from steering.config import Config
@@ -27,24 +29,11 @@ def make_tiny_tokenizer():
 
 def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
     """A random LlamaForCausalLM (hidden 64, MLP 128, 4 heads, 2 KV heads, context 512) in eval mode, seeded, that
-    never stops early (no EOS id), so generated lengths are predictable."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    never stops early (no EOS id), so generated lengths are predictable (steering.synthetic.random_llama)."""
+    from steering.synthetic import TINY, random_llama
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config).eval()
-    model.config.eos_token_id = None  # random weights: never stop early, so lengths are predictable
-    model.generation_config.eos_token_id = None
-    return model
+    shape = replace(TINY, layers=layers, kv_heads=2, vocab=vocab_size, context=512, norm_eps=1e-6)
+    return random_llama(shape, seed=seed)
 
 
 def ab_item(question: str, matching: str = "A"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -46,34 +47,18 @@ def run_gpu_bench(
     from steering.decode.fast_path import FastPath
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
     from steering.models import check_transformers
-    from steering.synthetic import llama7b_config, make_byte_tokenizer
+    from steering.synthetic import LLAMA2_7B, TINY, make_byte_tokenizer, random_llama
 
     check_transformers()
     smoke = tiny_cpu
     if not smoke and not torch.cuda.is_available():
         raise SystemExit("--synthetic-7b needs a CUDA GPU")
     device = "cpu" if smoke else "cuda"
-    torch.manual_seed(0)
     results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
-    config = llama7b_config(num_hidden_layers=layers)
-    if smoke:
-        config = llama7b_config(
-            num_hidden_layers=layers,
-            hidden_size=64,
-            intermediate_size=128,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=512,
-        )
+    shape = replace(TINY if smoke else LLAMA2_7B, layers=layers)
     tokenizer = make_byte_tokenizer()
     log(f"building a random Llama-2-7B-shaped model ({layers} layers, fp16) on the GPU")
-    from transformers import LlamaForCausalLM
-
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.float32 if smoke else torch.float16).eval()
-    model.requires_grad_(False)
-    model.config.eos_token_id = None
-    model.generation_config.eos_token_id = None
+    model = random_llama(shape, device, torch.float32 if smoke else torch.float16)  # no EOS: fixed lengths
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bandwidth = 1e11 if smoke else gpu_bandwidth()
     datasheet = {"H100": 3.35e12, "H200": 4.8e12}
@@ -90,7 +75,7 @@ def run_gpu_bench(
         "tok_s_at_copy_bandwidth": bandwidth / weight_bytes,
         "tok_s_at_datasheet_bandwidth": (sheet / weight_bytes) if sheet else None,
     }
-    vector = torch.randn(config.hidden_size) * 0.5
+    vector = torch.randn(shape.hidden) * 0.5
     steer = SteeringSpec(min(13, layers - 1), vector)
     settings = SamplingSettings(max_new_tokens=tokens)
     prompt3 = [PROMPT] * 3

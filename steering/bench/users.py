@@ -274,33 +274,20 @@ def _layer_vector(engine: Any, behavior: str, layer: int) -> Any:
 def _synthetic_lm(layers: int, tiny_cpu: bool = False) -> Any:
     """The random Llama-2-7B-shaped fp16 model on the GPU as a LoadedModel (byte-level chat tokenizer);
     tiny_cpu: a tiny float32 model of the same layout on the CPU (the tests check the code path with it)."""
+    from dataclasses import replace
+
     import torch
-    from transformers import LlamaForCausalLM
 
     from steering.config import ModelSettings
     from steering.models import LoadedModel
-    from steering.synthetic import llama7b_config, make_byte_tokenizer
+    from steering.synthetic import LLAMA2_7B, TINY, make_byte_tokenizer, random_llama
 
     if not tiny_cpu and not torch.cuda.is_available():
         raise SystemExit("--users with --synthetic-7b needs a CUDA GPU")
-    torch.manual_seed(0)
-    config = llama7b_config(num_hidden_layers=layers)
+    shape = replace(TINY if tiny_cpu else LLAMA2_7B, layers=layers)
     device, dtype = ("cpu", torch.float32) if tiny_cpu else ("cuda", torch.float16)
-    if tiny_cpu:
-        config = llama7b_config(
-            num_hidden_layers=layers,
-            hidden_size=64,
-            intermediate_size=128,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            vocab_size=512,
-        )
     log(f"building a random Llama-2-7B-shaped model ({layers} layers, {dtype}) on {device}")
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype).eval()
-    model.requires_grad_(False)
-    model.config.eos_token_id = None
-    model.generation_config.eos_token_id = None
+    model = random_llama(shape, device, dtype)  # no EOS: fixed lengths
     return LoadedModel(
         model=model,
         tokenizer=make_byte_tokenizer(),
@@ -310,7 +297,7 @@ def _synthetic_lm(layers: int, tiny_cpu: bool = False) -> Any:
         device=torch.device(device),
         quantization=None,
         num_layers=layers,
-        hidden_size=config.hidden_size,
+        hidden_size=shape.hidden,
         load_seconds=0.0,
         settings=ModelSettings(name="synthetic"),
     )
