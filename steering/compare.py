@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import torch
 
+from steering.core.limits import check_multiplier
 from steering.core.prompts import Message
 from steering.core.recipe import Recipe
 from steering.decode.generation import GenerationResult, SamplingSettings
@@ -103,3 +104,45 @@ def compare_batch(
     conversations = [[{"role": "user", "content": p}] for p in prompts for _ in SIGNS]
     texts = engine._generate(conversations, settings, system_prompt, steer=plan).texts
     return [dict(zip(VARIANTS, texts[i : i + 3])) for i in range(0, len(texts), 3)]
+
+
+def generate_rows(
+    engine: Engine,
+    conversations: Sequence[Sequence[Message]],
+    strengths: Sequence[float],
+    settings: SamplingSettings | None = None,
+    system_prompt: str | None = None,
+    stop_event: threading.Event | None = None,
+    **steering: Any,
+) -> GenerationResult:
+    """One batch, row i steered with strengths[i] x the multiplier (the app's dose-response strip).
+
+    Args:
+        engine: the Engine.
+        conversations: one conversation per row.
+        strengths: per row, a signed factor of the multiplier (0: unsteered; see Engine.steering_plan).
+        settings, system_prompt, stop_event: as compare().
+        steering: Engine.steering_plan's keyword arguments (vector, layer, multiplier, recipe, behavior), as
+            compare() takes them.
+
+    Returns:
+        The GenerationResult, one row per conversation.
+
+    Raises:
+        SteeringError: caps, layer, |strength x multiplier| over limits.max_abs_multiplier.
+        ValueError: the counts differ.
+    """
+    if len(conversations) != len(strengths):
+        raise ValueError(f"expected one strength per conversation, got {len(strengths)} for {len(conversations)}")
+    multiplier = steering.get("multiplier")
+    if multiplier is not None:
+        for factor in strengths:
+            check_multiplier(float(factor) * float(multiplier), engine.limits)
+    plan = engine.steering_plan(list(strengths), **steering)
+    return engine._generate(
+        [list(c) for c in conversations],
+        settings or SamplingSettings(),
+        system_prompt,
+        steer=plan,
+        stop_event=stop_event,
+    )

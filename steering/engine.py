@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -11,14 +10,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from steering import compare as comparison
-from steering.compare import conversation_list
 from steering.config import Config, SteeringDefaults, home, home_hint, model_defaults, override
 from steering.core.hooks import SteeringPlan
 from steering.core.layers import check_layer
-from steering.core.limits import check_multiplier, model_context_length
-from steering.core.prompts import Message, build_messages, chat_prompt
+from steering.core.limits import check_multiplier
+from steering.core.norms import measure_hidden_norms
+from steering.core.prompts import Message
 from steering.core.recipe import Recipe, config_recipe, defaults_path, load_defaults
-from steering.decode.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
+from steering.decode import dispatch
+from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
 from steering.io.vector_files import VectorSet
 from steering.io.vector_store import available_behaviors, load_vectors, vector_path
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
     from steering.decode.fast_path import FastPath
 
 log = logging.getLogger(__name__)
-
-# Neutral prompts for measuring the typical hidden-state norm at a layer.
-_NORM_PROMPTS = [
-    "Tell me about the weather today.",
-    "How do I make a cup of tea?",
-    "What is the capital of France?",
-    "Write a short poem about the sea.",
-]
 
 
 @dataclass
@@ -262,7 +254,6 @@ class Engine:
         check_layer(layer, self.lm.num_layers)
         return self.hidden_norms([layer])[layer]
 
-    @torch.inference_mode()
     def hidden_norms(self, layers: Sequence[int]) -> dict[int, float]:
         """hidden_norm for several layers, measured in one pass per prompt and cached.
 
@@ -275,23 +266,7 @@ class Engine:
         """
         missing = sorted({check_layer(layer, self.lm.num_layers) for layer in layers} - set(self._norms))
         if missing:
-            from steering.core.record import recording, run_truncated
-
-            tok = self.lm.tokenizer
-            norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in missing}
-            with self.lm.lock, recording(self.lm.model, missing) as recorder:
-                for prompt in _NORM_PROMPTS:
-                    text = tok.apply_chat_template(
-                        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-                    )
-                    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                    # skip the first token: attention-sink tokens have outsized norms
-                    recorder.select(torch.zeros(ids.shape[1] - 1, dtype=torch.long), torch.arange(1, ids.shape[1]))
-                    run_truncated(self.lm.model, input_ids=ids.to(self.lm.device))
-                    for layer in missing:
-                        norms[layer].append(recorder.records[layer].norm(dim=-1))
-            for layer in missing:
-                self._norms[layer] = float(torch.cat(norms[layer]).median())
+            self._norms.update(measure_hidden_norms(self.lm, missing))
         return {layer: self._norms[layer] for layer in layers}
 
     def relative_norm(self, vector: torch.Tensor, layer: int) -> float:
@@ -310,73 +285,11 @@ class Engine:
         return float(vector.float().norm()) / self.hidden_norm(layer)
 
     # ------------------------------------------------------------------ generation
-    def check_request(
-        self,
-        conversations: Sequence[Sequence[Message]] | Sequence[Message],
-        settings: SamplingSettings,
-        system_prompt: str | None = None,
-        multiplier: float | None = None,
-    ) -> list[int]:
-        """Refuse a request that exceeds the caps, without running the model (for validators).
-
-        Args:
-            conversations: one conversation (a list of messages) or several (one per row).
-            settings: the sampling settings (max_new_tokens is checked).
-            system_prompt: the system prompt the request would use.
-            multiplier: the steering multiplier alpha, when there is one (finite, within the cap).
-
-        Returns:
-            The templated prompt length of each row, in tokens (system prompt + history + message).
-
-        Raises:
-            SteeringError: a one-line message naming what is over which cap (config `limits:`,
-                the model's context of config.max_position_embeddings tokens, |alpha|).
-        """
-        if multiplier is not None:
-            check_multiplier(multiplier, self.limits)
-        convs = conversation_list(conversations, 1)
-        tokens = [len(chat_prompt(self.lm.tokenizer, build_messages(conv, system_prompt)).input_ids) for conv in convs]
-        check_prompt_budget(tokens, settings.max_new_tokens, self.limits, model_context_length(self.lm.model))
-        return tokens
-
+    check_request = dispatch.check_request  # the caps, without the model (steering/decode/dispatch.py)
     compare = comparison.compare  # the added / unsteered / subtracted panes (steering/compare.py)
     compare_batch = comparison.compare_batch
 
-    def generate_rows(
-        self,
-        conversations: Sequence[Sequence[Message]],
-        strengths: Sequence[float],
-        vector: torch.Tensor | None = None,
-        layer: int | None = None,
-        multiplier: float | None = None,
-        settings: SamplingSettings | None = None,
-        system_prompt: str | None = None,
-        recipe: Recipe | None = None,
-        behavior: str | None = None,
-        stop_event: threading.Event | None = None,
-    ) -> GenerationResult:
-        """One batch, row i steered with strengths[i] x the multiplier (the app's dose-response strip).
-
-        Args:
-            conversations: one conversation per row.
-            strengths: per row, a signed factor of the multiplier (0: unsteered; see steering_plan).
-            vector, layer, multiplier, recipe, behavior: as compare().
-        Raises: SteeringError (caps, layer, |strength x multiplier| over limits.max_abs_multiplier);
-            ValueError when the counts differ.
-        """
-        if len(conversations) != len(strengths):
-            raise ValueError(f"expected one strength per conversation, got {len(strengths)} for {len(conversations)}")
-        if multiplier is not None:
-            for factor in strengths:
-                check_multiplier(float(factor) * float(multiplier), self.limits)
-        plan = self.steering_plan(list(strengths), recipe, behavior, vector, layer, multiplier)
-        return self._generate(
-            [list(c) for c in conversations],
-            settings or SamplingSettings(),
-            system_prompt,
-            steer=plan,
-            stop_event=stop_event,
-        )
+    generate_rows = comparison.generate_rows  # rows of signed strengths (the app's dose-response strip)
 
     def plain(
         self, conversation: Sequence[Message], settings: SamplingSettings, system_prompt: str | None = None
@@ -384,68 +297,4 @@ class Engine:
         """One unsteered reply, no hook at all (the reference the unsteered pane must equal)."""
         return self._generate([list(conversation)], settings, system_prompt).texts[0]
 
-    def _generate(
-        self,
-        conversations: Sequence[Sequence[Message]],
-        settings: SamplingSettings,
-        system_prompt: str | None,
-        meter: Any = None,
-        **kwargs: Any,
-    ) -> GenerationResult:
-        """generate() under the model's lock, through the fast path when it is on and takes the batch.
-
-        On the eager path (no fast path) the request goes through self.scheduler: it joins the batch other
-        users' requests are decoding in (steering/decode/scheduler.py), its meter reading its own rows; on the fast
-        path requests run one at a time under the model's lock (a metered one eagerly).
-
-        With a steering.ui.meter.Meter the generation runs on the eager path (the meter is a Python forward
-        hook around the steering hooks; compiled steps and CUDA graphs have no place for it).
-
-        The token budget (config `limits:` and the model's context) is checked before the lock is taken,
-        so an oversized request is refused at once instead of waiting for (and then holding) the model.
-        A batch the compiled step was not built for runs on the eager path (a compile costs a minute).
-        """
-        self.check_request(conversations, settings, system_prompt)
-        fast = self.fast_path if self.fast_path is not None and self.fast_path.takes(len(conversations)) else None
-        if (
-            self.fast_path is None
-            and set(kwargs) <= {"steer", "on_text", "stop_event"}
-            and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan))
-        ):
-            from steering.decode.scheduler import Request  # the eager path: one batch shared with other users
-
-            return self.scheduler.run(
-                Request(
-                    conversations,
-                    kwargs.get("steer"),
-                    settings,
-                    system_prompt,
-                    kwargs.get("on_text"),
-                    kwargs.get("stop_event"),
-                    meter=meter,
-                )
-            )
-        if meter is not None:
-            from steering.core.hooks import steer
-
-            fast = None
-            kwargs["steering_context"] = meter.steering_context(steer)
-        with self.lm.lock:
-            if fast is not None:
-                return fast.generate(
-                    self.lm.tokenizer,
-                    conversations,
-                    settings=settings,
-                    system_prompt=system_prompt,
-                    limits=self.limits,
-                    **kwargs,
-                )
-            return generate(
-                self.lm.model,
-                self.lm.tokenizer,
-                conversations,
-                settings=settings,
-                system_prompt=system_prompt,
-                limits=self.limits,
-                **kwargs,
-            )
+    _generate = dispatch.run_request  # the scheduler, the fast path or generate() (steering/decode/dispatch.py)

@@ -276,7 +276,7 @@ def test_a_cache_that_cannot_be_merged_runs_requests_one_batch_after_another(lm,
     """Sliding-window / quantized cache layers are not merged: the second request waits for the first."""
     from transformers import DynamicCache
 
-    import steering.decode.scheduler as scheduler_module
+    import steering.decode.admission as scheduler_module
 
     with lm.lock:
         cache = DynamicCache(config=lm.model.config)

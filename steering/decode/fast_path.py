@@ -34,8 +34,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from steering.core.layers import decoder_layers
 from steering.core.prompts import Message
+from steering.decode.compiled_pieces import CompiledPieces
+from steering.decode.cuda_graphs import CudaGraphSteps
 from steering.decode.decoder import StaticDecoder
 from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
 from steering.decode.persistent import PersistentSteering
@@ -43,133 +44,6 @@ from steering.decode.persistent import PersistentSteering
 __all__ = ["CompiledPieces", "CudaGraphSteps", "FastPath", "PersistentSteering", "enable_fast_path", "graphs_supported"]
 
 log = logging.getLogger(__name__)
-
-
-class CompiledPieces:
-    """The small per-block pieces of the decoding step compiled, for the CUDA-graph path: each decoder block's
-    RMSNorm and MLP modules (classes named *RMSNorm / *MLP: Llama, Mistral, Qwen2, Gemma ...) run one-token
-    steps through one compiled forward per class, shared by every block.
-
-    A CUDA-graph step replays about 1,700 kernels on the 7B shape, and the ~1,500 small elementwise ones
-    (RMSNorm's pow / mean / rsqrt / mul, SiLU x up) cost 1-3 us each whatever their size. Fused by inductor
-    they take a fraction of that: on an H200 the default path went from 134 to 173 tok/s per pane (with the
-    rotary embedding compiled too; results/bench/gpu-h200-profile.md), after about 10 s of compiling on the
-    first request instead of a minute and a half for the whole model (H200, norms and MLP only: 154 tok/s
-    per pane). Off by default: in fp16 the compiled reductions differ in the last bits with the batch size,
-    so `steering test` answers at --batch-size 1 (3 rows) and 4 (12 rows) parted at near-ties of a random
-    model on the H200 (scripts/gpu_check.py), which the plain CUDA-graph path passes. No inductor CUDA graphs (the
-    CudaGraphSteps capture the whole step, compiled kernels included), no recompile per block (the module is
-    an argument). Prompts (more than one position) run the plain forward. A compiler failure (no Triton, say)
-    is logged once and the plain forward is used from then on.
-    """
-
-    SUFFIXES = ("RMSNorm", "MLP")
-
-    def __init__(self, model: Any, backend: str = "inductor") -> None:
-        self.backend = backend
-        self.failed = False
-        self.compiled: dict[type, Callable[..., Any]] = {}
-        self.patched: list[Any] = []
-        for block in decoder_layers(model):
-            for module in block.modules():
-                cls = type(module)
-                if cls.__name__.endswith(self.SUFFIXES) and "forward" not in vars(module):
-                    if cls not in self.compiled:
-                        self.compiled[cls] = torch.compile(cls.forward, backend=backend, dynamic=False)
-                    module.forward = self._forward(module, cls.forward, self.compiled[cls])
-                    self.patched.append(module)
-
-    def _forward(self, module: Any, plain: Callable[..., Any], compiled: Callable[..., Any]) -> Callable[..., Any]:
-        def forward(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if not self.failed and hidden.dim() == 3 and hidden.shape[1] == 1:
-                try:
-                    return compiled(module, hidden, *args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 -- no compiler here: the plain forward, as before
-                    self.failed = True
-                    log.warning("compiled RMSNorm / MLP off, plain forward: %s: %s", type(exc).__name__, exc)
-            return plain(module, hidden, *args, **kwargs)
-
-        return forward
-
-    def remove(self) -> None:
-        """Give every patched module its class forward back."""
-        for module in self.patched:
-            vars(module).pop("forward", None)
-        self.patched = []
-
-
-class CudaGraphSteps:
-    """Decoding steps replayed from CUDA graphs, one per (cache, input shapes, steered layer).
-
-    The first step of a key runs eagerly on a side stream (the warm-up CUDA graphs need), the second is
-    captured and every later one replays it after copying the new inputs into the captured ones. The
-    static cache keeps its tensors and write position on the device and the steering state lives in
-    PersistentSteering's tensors, so a replay sees new multipliers, vectors and cache contents.
-    """
-
-    MAX_GRAPHS = 64
-
-    def __init__(self, model: Any, steering: PersistentSteering) -> None:
-        self.model = model
-        self.steering = steering
-        self.pool = torch.cuda.graph_pool_handle()  # graphs of all keys share one memory pool
-        self.graphs: dict[tuple, tuple[Any, dict[str, Any], Any]] = {}
-        self.warmed: set[tuple] = set()
-        self.capture_seconds: list[float] = []
-        self.version = steering.version
-
-    def forget_cache(self, cache: Any) -> None:
-        """Drop the graphs that write into `cache` (it is being freed; its id may be reused)."""
-        for key in [k for k in self.graphs if k[0] == id(cache)]:
-            del self.graphs[key]
-        self.warmed = {k for k in self.warmed if k[0] != id(cache)}
-        self._renew_pool()
-
-    def _renew_pool(self) -> None:
-        # A memory pool is released with its last graph; capturing into a released pool's handle fails
-        # (CUDACachingAllocator "use_count > 0" assert), so an empty set of graphs starts a new pool.
-        if not self.graphs:
-            self.pool = torch.cuda.graph_pool_handle()
-
-    def __call__(self, **kwargs: Any) -> Any:
-        if self.version != self.steering.version:  # the steering tensors were reallocated (a larger batch)
-            self.graphs.clear()
-            self.warmed.clear()
-            self.version = self.steering.version
-            self._renew_pool()
-        key = (
-            id(kwargs["cache"]),
-            self.steering.layers,
-            *(tuple(v.shape) for v in kwargs.values() if isinstance(v, torch.Tensor)),
-        )
-        entry = self.graphs.get(key)
-        if entry is None:
-            if key not in self.warmed:
-                self.warmed.add(key)
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    out = self.model(**kwargs)
-                torch.cuda.current_stream().wait_stream(side)
-                return out
-            start = time.perf_counter()
-            static = {
-                name: value.clone() if isinstance(value, torch.Tensor) else value for name, value in kwargs.items()
-            }
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: the app's other threads may touch CUDA while a request thread captures
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                out = self.model(**static)
-            if len(self.graphs) >= self.MAX_GRAPHS:  # e.g. a long layer sweep: forget the oldest
-                self.graphs.pop(next(iter(self.graphs)))
-            entry = self.graphs[key] = (graph, static, out)
-            self.capture_seconds.append(time.perf_counter() - start)
-        graph, static, out = entry
-        for name, value in kwargs.items():
-            if isinstance(value, torch.Tensor):
-                static[name].copy_(value)
-        graph.replay()
-        return out
 
 
 class FastPath:

@@ -71,23 +71,17 @@ class Ticket:
 
 @dataclass
 class SchedulerStats:
-    """Counters for tests, the app and the benchmark.
+    """Counters for tests, the app and the benchmark (each field's comment says what it counts)."""
 
-    steps: batched decoding steps run; requests: requests finished (any way); joined_running: requests
-    admitted while another one was decoding (a late joiner); most_requests / most_rows: the largest
-    batch seen; refused: requests refused because the queue was full; batch_log: (step, requests, rows)
-    of the last 1000 steps; prefills: prefill forward passes run (requests admitted together share one);
-    most_prefilled: the most requests prefilled in one forward pass.
-    """
-
-    steps: int = 0
-    prefills: int = 0
-    most_prefilled: int = 0
-    requests: int = 0
-    joined_running: int = 0
-    most_requests: int = 0
-    most_rows: int = 0
-    refused: int = 0
+    steps: int = 0  # batched decoding steps run
+    prefills: int = 0  # prefill forward passes run (requests admitted together share one)
+    most_prefilled: int = 0  # the most requests prefilled in one forward pass
+    requests: int = 0  # requests finished (any way)
+    joined_running: int = 0  # requests admitted while another one was decoding (a late joiner)
+    most_requests: int = 0  # the largest batch seen, in requests
+    most_rows: int = 0  # ... and in rows
+    refused: int = 0  # requests refused because the queue was full
+    # (step, requests, rows) of the last 1000 steps
     batch_log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
 
 

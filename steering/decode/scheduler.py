@@ -44,27 +44,22 @@ from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
 import logging
 import threading
-import time
 import weakref
 from typing import Any
 
-import torch
-
-from steering.core.hooks import steer as apply_plan
 from steering.core.layers import decoder_layers
 from steering.core.limits import Limits, model_context_length
 from steering.core.prompts import build_messages, chat_prompt
-from steering.decode.batch import PromptBatch, check_prompt_budget
-from steering.decode.batch_steering import BatchSteering, mergeable
-from steering.decode.decoder import EagerDecoder
+from steering.decode.admission import Admission
+from steering.decode.batch import check_prompt_budget
+from steering.decode.batch_steering import mergeable
 from steering.decode.generation import GenerationResult
+from steering.decode.prefill import Prefill
 from steering.decode.requests import ActiveRequest, Request, SchedulerStats, Ticket
 from steering.decode.running import RunningBatch
-from steering.decode.sampling import TokenChoice, eos_token_ids
-from steering.decode.tokens import Replies
+from steering.decode.stepping import Stepping
 from steering.errors import SteeringError
 
 __all__ = ["Request", "Scheduler", "SchedulerStats", "Ticket", "mergeable"]
@@ -83,7 +78,7 @@ def _close_all() -> None:
         scheduler.close()
 
 
-class Scheduler:
+class Scheduler(Admission, Prefill, Stepping):
     """Continuous batching of generation requests on one model (see the module docstring).
 
     Args:
@@ -224,283 +219,3 @@ class Scheduler:
             self.lm.lock.acquire()
             with self._wake:
                 self._holding = True
-
-    def _admit(self) -> None:
-        """Prefill the waiting requests (FIFO) that fit in the batch TOGETHER, in one forward pass, and merge
-        them into it. A waiting request whose stop event is set leaves the queue at once (stopped, no tokens),
-        room or not. Each request's prompts are built alone first (a bad request fails alone, with its own
-        error); if the combined prefill fails, its requests are prefilled one by one (one request's failure
-        never touches another's)."""
-        with self._wake:
-            cancelled = [t for t in self._waiting if t.request.stop_event is not None and t.request.stop_event.is_set()]
-            for ticket in cancelled:
-                self._waiting.remove(ticket)
-        for ticket in cancelled:
-            self._finish_unstarted(ticket)
-        while True:
-            merges = self._merges()
-            with self._wake:
-                room = self.max_requests - len(self._active)
-                if not self._waiting or room <= 0 or (self._batch is not None and not mergeable(self._batch.cache)):
-                    return
-            self._hold()  # the model first: requests that arrive while it is busy elsewhere are admitted together
-            with self._wake:
-                if not merges:  # such caches are not merged: one request at a time, the next after it
-                    room = 1
-                tickets = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
-            joined = bool(self._active)
-            prepared: list[tuple[Ticket, PromptBatch]] = []
-            for ticket in tickets:
-                request = ticket.request
-                if request.stop_event is not None and request.stop_event.is_set():
-                    self._finish_unstarted(ticket)
-                    continue
-                ticket.joined_running = joined
-                try:
-                    prepared.append((ticket, self._prompt_batch(request)))
-                except BaseException as exc:  # noqa: BLE001 -- this request's own failure
-                    ticket.error = exc
-                    self._done(ticket)
-            if not prepared:
-                continue
-            admitted: list[tuple[ActiveRequest, RunningBatch, list[int]]] = []
-            if len(prepared) > 1:
-                try:
-                    admitted = self._prefill_together(prepared)
-                except BaseException:  # noqa: BLE001 -- fall back: each request alone, failing alone
-                    log.warning("the combined prefill of %d requests failed; prefilling them one by one", len(prepared))
-                    admitted = []
-            if not admitted:
-                for ticket, batch in prepared:
-                    try:
-                        admitted.append(self._prefill(ticket, batch))
-                    except BaseException as exc:  # noqa: BLE001 -- this request's own failure
-                        ticket.error = exc
-                        self._done(ticket)
-            self._take_first(admitted)
-
-    def _merges(self) -> bool:
-        """Whether this model's KV caches can be merged along the batch (batch_steering.mergeable on an empty
-        cache of the model's own layer types), learned once."""
-        if self._can_merge is None:
-            from transformers import DynamicCache
-
-            try:
-                probe = DynamicCache(config=self.lm.model.config)
-                empty = torch.zeros(1, 1, 0, 1)
-                for layer in getattr(probe, "layers", None) or []:
-                    layer.lazy_initialization(empty, empty)
-                self._can_merge = mergeable(probe)
-            except Exception:  # noqa: BLE001 -- an unknown cache: admit one request at a time, as before
-                log.warning("could not tell whether this model's KV caches merge; admitting one request at a time")
-                self._can_merge = False
-        return self._can_merge
-
-    def _take_first(self, admitted: list[tuple[ActiveRequest, RunningBatch, list[int]]]) -> None:
-        """Record each prefilled request's first tokens (a failing streaming callback fails only its request);
-        requests already complete or stopped leave, the others' rows join the running batch."""
-        stays: list[ActiveRequest] = []
-        leaving: list[tuple[ActiveRequest, BaseException | None]] = []
-        batches: list[RunningBatch] = []
-        for active, batch, tokens in admitted:
-            request, ticket = active.request, active.ticket
-            if ticket.joined_running:
-                self.stats.joined_running += 1
-            try:
-                active.take(tokens)
-            except BaseException as exc:  # noqa: BLE001 -- its streaming callback failed: only this request ends
-                leaving.append((active, exc))
-                continue
-            if active.complete or (request.stop_event is not None and request.stop_event.is_set()):
-                active.stopped = not active.complete
-                leaving.append((active, None))
-                continue
-            stays.append(active)
-            if not batches or batches[-1] is not batch:
-                batches.append(batch)
-        # rows of requests that left are dropped from the batch they were prefilled in (last first)
-        owners: dict[int, list[ActiveRequest]] = {}
-        for active, batch, _ in admitted:
-            owners.setdefault(id(batch), []).append(active)
-        gone = {id(a) for a, _ in leaving}
-        for batch in {id(b): b for _, b, _ in admitted}.values():
-            members = owners[id(batch)]
-            start_of, start = {}, 0
-            for active in members:
-                start_of[id(active)] = start
-                start += active.rows
-            for active in reversed(members):
-                if id(active) in gone and any(id(a) not in gone for a in members):
-                    batch.drop(start_of[id(active)], active.rows)
-        for active, error in leaving:
-            self._finish(active, error=error)
-        for batch in batches:
-            members = [a for a in owners[id(batch)] if id(a) not in gone]
-            if self._batch is None:
-                self._batch = batch
-            else:
-                self._batch.merge(batch)
-            self._active.extend(members)
-
-    def _prompt_batch(self, request: Request) -> PromptBatch:
-        """The request's own PromptBatch (templated, checked, padded), as generate() builds it."""
-        return PromptBatch.build(
-            self.lm.model,
-            self.lm.tokenizer,
-            request.conversations,
-            request.system_prompt,
-            request.settings.max_new_tokens,
-            self.limits,
-            steered=request.plan is not None,
-        )
-
-    def _start(self, ticket: Ticket, batch: PromptBatch, device: torch.device, pad_id: int) -> ActiveRequest:
-        """The request's ActiveRequest: its own TokenChoice (own settings and seeded stream) and Replies."""
-        request, model, tokenizer = ticket.request, self.lm.model, self.lm.tokenizer
-        eos = set() if request.ignore_eos else eos_token_ids(model, tokenizer)
-        choice = TokenChoice(request.settings, batch.rows, eos, pad_id, device)
-        return ActiveRequest(ticket, batch.steer_from, choice, Replies(tokenizer, batch.rows, eos, request.on_text))
-
-    @torch.inference_mode()
-    def _prefill_together(
-        self, prepared: list[tuple[Ticket, PromptBatch]]
-    ) -> list[tuple[ActiveRequest, RunningBatch, list[int]]]:
-        """One prefill forward pass for several requests: their rows left padded into one PromptBatch (the
-        prefix common to every row computed once, unsteered), each request's plan and meter on its own rows
-        (batch_steering.BatchSteering), the logits split to each request's own TokenChoice. Returns each
-        request's ActiveRequest, the one RunningBatch they share (rows in order) and its first tokens."""
-        model = self.lm.model
-        pad_id = prepared[0][1].pad_id
-        steered = any(ticket.request.plan is not None for ticket, _ in prepared)
-        prompts = [prompt for _, batch in prepared for prompt in batch.prompts]
-        combined = PromptBatch.from_prompts(model, prompts, pad_id, steered=steered)
-        decoder = EagerDecoder(model)
-        decoder.reset(combined, max(t.request.settings.max_new_tokens for t, _ in prepared))
-        actives, groups, start = [], [], 0
-        for ticket, batch in prepared:
-            request = ticket.request
-            active = self._start(ticket, batch, combined.input_ids.device, pad_id)
-            groups.append((start, start + batch.rows, request.plan, batch.steer_from, request.meter))
-            if request.meter is not None:
-                request.meter.steps = []  # as Meter.attached does
-            actives.append(active)
-            start += batch.rows
-        with BatchSteering(model, groups):
-            logits = decoder.prefill()
-        self.stats.prefills += 1
-        self.stats.most_prefilled = max(self.stats.most_prefilled, len(prepared))
-        tokens = [active.choice(logits[lo:hi]).tolist() for active, (lo, hi, *_) in zip(actives, groups)]
-        now = time.perf_counter()
-        running = RunningBatch(
-            decoder.cache, torch.cat([a.choice.feed for a in actives]), decoder.positions, combined.attention
-        )
-        for active in actives:
-            active.ticket.first_token = now
-        return [(active, running, own) for active, own in zip(actives, tokens)]
-
-    @torch.inference_mode()
-    def _prefill(self, ticket: Ticket, batch: PromptBatch) -> tuple[ActiveRequest, RunningBatch, list[int]]:
-        """generate()'s first step for one request, alone (the same PromptBatch, EagerDecoder and TokenChoice):
-        its rows as a RunningBatch (cache, next inputs and positions, mask) and its first tokens."""
-        request, model = ticket.request, self.lm.model
-        decoder = EagerDecoder(model)
-        decoder.reset(batch, request.settings.max_new_tokens)
-        active = self._start(ticket, batch, batch.input_ids.device, batch.pad_id)
-        with contextlib.ExitStack() as stack:
-            if request.meter is not None:  # registered first: it reads block L before block L's own steering
-                stack.enter_context(request.meter.attached(model))
-            if request.plan is not None:
-                stack.enter_context(apply_plan(model, request.plan, batch.steer_from))
-            logits = decoder.prefill()
-        self.stats.prefills += 1
-        self.stats.most_prefilled = max(self.stats.most_prefilled, 1)
-        tokens = active.choice(logits).tolist()
-        ticket.first_token = time.perf_counter()
-        return active, RunningBatch(decoder.cache, active.choice.feed, decoder.positions, batch.attention), tokens
-
-    def _merge(self, active: ActiveRequest, batch: RunningBatch) -> None:
-        """Append a prefilled request's rows to the running batch (both left-padded to one cache length)."""
-        if self._batch is None:
-            self._batch = batch
-        else:
-            self._batch.merge(batch)
-        self._active.append(active)
-
-    @torch.inference_mode()
-    def _step(self) -> None:
-        """One decoding step of every row of the batch; then finished / stopped requests leave."""
-        model = self.lm.model
-        # requests stopped since the last step leave before it
-        for active in [a for a in self._active if a.request.stop_event is not None and a.request.stop_event.is_set()]:
-            active.stopped = True
-            self._remove(active)
-            self._finish(active)
-        if not self._active:
-            return
-        rows = sum(a.rows for a in self._active)
-        self.stats.steps += 1
-        self.stats.most_requests = max(self.stats.most_requests, len(self._active))
-        self.stats.most_rows = max(self.stats.most_rows, rows)
-        self.stats.batch_log.append((self.stats.steps, len(self._active), rows))
-        groups, start = [], 0
-        for active in self._active:
-            groups.append((start, start + active.rows, active.request.plan, active.steer_from, active.request.meter))
-            start += active.rows
-        assert self._batch is not None  # a batch is decoding
-        with BatchSteering(model, groups):
-            logits = self._batch.forward(model)
-        next_ids: list[torch.Tensor] = []
-        leaving: list[tuple[ActiveRequest, BaseException | None]] = []
-        for (start, stop, *_), active in zip(groups, self._active):
-            tokens = active.choice(logits[start:stop]).tolist()  # its own stream and end-of-sequence state
-            next_ids.append(active.choice.feed)
-            if len(self._active) > 1:
-                active.ticket.shared_steps += 1
-            active.ticket.most_requests = max(active.ticket.most_requests, len(self._active))
-            try:
-                active.take(tokens)
-            except BaseException as exc:  # noqa: BLE001 -- its streaming callback failed: only this request ends
-                leaving.append((active, exc))
-                continue
-            if active.complete:
-                leaving.append((active, None))
-        self._batch.advance(torch.cat(next_ids))
-        for active, error in leaving:
-            self._remove(active)
-            self._finish(active, error=error)
-
-    def _remove(self, active: ActiveRequest) -> None:
-        """Drop a request's rows from the batch (cache, inputs, mask); trim padding nobody needs."""
-        start = 0
-        for other in self._active:
-            if other is active:
-                break
-            start += other.rows
-        self._active.remove(active)
-        if not self._active:
-            self._batch = None
-        elif self._batch is not None:
-            self._batch.drop(start, active.rows)
-
-    def _finish(self, active: ActiveRequest, error: BaseException | None = None) -> None:
-        ticket = active.ticket
-        if error is not None:
-            ticket.error = error
-        else:
-            ticket.result = active.result()
-        self._done(ticket)
-
-    def _finish_unstarted(self, ticket: Ticket) -> None:
-        """A request stopped before it started: empty texts, stopped=True."""
-        rows = len(ticket.request.conversations)
-        ticket.result = GenerationResult([""] * rows, [0] * rows, True, [[] for _ in range(rows)])
-        self._done(ticket)
-
-    def _done(self, ticket: Ticket) -> None:
-        ticket.finished = time.perf_counter()
-        self.stats.requests += 1
-        with self._wake:  # the last request out frees the model before its caller returns (the busy signal)
-            if self._holding and not self._active and not self._waiting:
-                self._holding = False
-                self.lm.lock.release()
-        ticket.done.set()
