@@ -11,7 +11,7 @@ from typing import Any
 from steering.cli import loading
 from steering.cli.common import add_model_flags, check_input_file, system_prompt
 from steering.cli.common import parse_float as _float
-from steering.cli.steer import add_sampling_flags, behavior_recipe, sampling_settings, steering_choice
+from steering.cli.steer import add_steering_flags, behavior_recipe, sampling_settings, steering_choice
 from steering.config import Config
 from steering.core.limits import check_multiplier
 from steering.errors import SteeringError
@@ -23,16 +23,8 @@ def register(sub: Any) -> None:
     add_model_flags(p)
     p.add_argument("--prompt", required=True)
     p.add_argument("--multiplier", type=_float)
-    p.add_argument("--layer", type=int)
-    p.add_argument("--behavior", default=None)
-    p.add_argument("--vector", help="a vector file instead of vectors/<behavior>/ (.safetensors, .pt, .gguf)")
     p.add_argument("--json", action="store_true")
-    add_sampling_flags(p)
-    p.add_argument(
-        "--build-vectors",
-        action="store_true",
-        help="no vectors for this model yet: build them from the behavior's dataset first",
-    )
+    add_steering_flags(p, "a vector file instead of vectors/<behavior>/ (.safetensors, .pt, .gguf)")
     p.set_defaults(func=cmd_chat)
 
 

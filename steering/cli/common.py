@@ -57,6 +57,25 @@ def add_behavior_command(sub: Any, name: str, help: str) -> argparse.ArgumentPar
     return p
 
 
+def add_answer_flags(p: argparse.ArgumentParser, max_new_tokens: int, rows_flag: str, answers: str) -> None:
+    """The flags of a command that generates open-ended answers in batches (evaluate, tune).
+
+    Args:
+        p: the command's parser.
+        max_new_tokens: the default of --max-new-tokens, the answers' length in tokens.
+        rows_flag: the flag of how many answers one generate call makes (default 64).
+        answers: what the answers are, for the help text ("open-ended", "tuning").
+    """
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help=f"{answers} answer length (default {max_new_tokens})",
+    )
+    p.add_argument(rows_flag, type=int, default=64, help=f"{answers} answers per generate call (default 64)")
+    p.add_argument("--system-prompt")
+
+
 def add_threads_flag(p: Any) -> None:
     """Add --threads (torch CPU threads: a count or auto) to a parser or argument group."""
     p.add_argument(

@@ -36,11 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from steering.cli import loading
-from steering.cli.common import add_behavior_command, check_destination, check_input_file, system_prompt
+from steering.cli.common import (
+    add_answer_flags,
+    add_behavior_command,
+    check_destination,
+    check_input_file,
+    system_prompt,
+)
 from steering.cli.common import parse_float as _float
 from steering.config import PROJECT_ROOT, Config
 from steering.core.datasets import load_ab_dataset, load_open_ended
-from steering.core.limits import check_behavior_name, check_multiplier
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 from steering.io.files import write_text
 
@@ -71,7 +77,7 @@ def register(sub: Any) -> None:
         nargs="+",
         help="open-ended multipliers (default: --multipliers if given, else -2m -m 0 m 2m)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=48, help="open-ended answer length (default 48)")
+    add_answer_flags(p, 48, "--gen-batch-size", "open-ended")
     p.add_argument("--limit-ab", type=int, help="only the first N A/B questions")
     p.add_argument("--limit-open", type=int, help="only the first N open-ended questions")
     p.add_argument("--no-open-ended", action="store_true", help="A/B sweep only")
@@ -85,8 +91,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random control vector (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="A/B questions per batch (default 16)")
-    p.add_argument("--gen-batch-size", type=int, default=64, help="open-ended rows per batch (default 64)")
-    p.add_argument("--system-prompt")
     p.add_argument(
         "--out",
         help="output folder (default: results/eval/<behavior>/ for one behavior; "
@@ -101,17 +105,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def _check_count(value: int | None, flag: str) -> None:
-    if value is not None and value < 1:
-        raise SteeringError(f"{flag} must be at least 1, got {value}")
-
-
-def _check_multipliers(values: list[float] | None, flag: str, config: Config) -> None:
-    """Each multiplier finite and within config limits.max_abs_multiplier (steering.core.limits.check_multiplier)."""
-    for value in values or []:
-        check_multiplier(value, config.limits, flag)
-
-
 def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     """`evaluate`: one behavior (--behavior X, results in --out, default results/eval/X/), or every shipped
     behavior that has vectors for the model (--behavior all: each in <out>/<behavior>/, default results/eval/,
@@ -120,16 +113,7 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> int:
     Raises:
         SteeringError: bad flags, files or cards (one line); --behavior all with --vector, --ab or --open-ended.
     """
-    for value, flag in (
-        (args.limit_ab, "--limit-ab"),
-        (args.limit_open, "--limit-open"),
-        (args.max_new_tokens, "--max-new-tokens"),
-        (args.batch_size, "--batch-size"),
-        (args.gen_batch_size, "--gen-batch-size"),
-    ):
-        _check_count(value, flag)
-    _check_multipliers(args.multipliers, "--multipliers", config)
-    _check_multipliers(args.open_multipliers, "--open-multipliers", config)
+    # the counts and multipliers are checked by flag name before this (steering.cli.checks.check_arguments)
     if args.behavior == ALL:
         return _evaluate_all(args, config, loading.load_engine)
     _check_known(config, args.behavior, given_files=bool(args.ab and (args.open_ended or args.no_open_ended)))

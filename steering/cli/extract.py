@@ -100,6 +100,30 @@ def _save_vector_set(
     return vset
 
 
+def _extraction_inputs(
+    args: argparse.Namespace, config: Config, lm: Any, dataset: Path
+) -> tuple[list[int], dict[str, Any]]:
+    """What both extract paths read with, once the model is loaded: the layers (--layers, else every layer;
+    each checked against the model) and the options extract_vectors and instruction_direction both take
+    (batch size, system prompt, prompt-token cap, the dataset named in messages).
+
+    Raises:
+        SteeringError: a --layers value out of range for the model.
+    """
+    from steering.core.layers import check_layer  # lazy: imports torch (--help stays fast)
+
+    layers = sorted(set(args.layers)) if args.layers else list(range(lm.num_layers))
+    for layer in layers:
+        check_layer(layer, lm.num_layers)
+    options = {
+        "batch_size": args.batch_size or config.extraction.batch_size,
+        "system_prompt": system_prompt(args, config),
+        "max_prompt_tokens": config.limits.max_prompt_tokens,
+        "source": str(dataset),
+    }
+    return layers, options
+
+
 def _extract_instructions(args: argparse.Namespace, config: Config) -> int:
     """extract --method instructions: the refusal direction of Arditi et al. 2024 (mean activation over
     harmful minus harmless requests at the post-instruction tokens) from an instructions JSON file."""
@@ -115,24 +139,11 @@ def _extract_instructions(args: argparse.Namespace, config: Config) -> int:
     out = _extract_destination(args, config, None)  # writable; no layer of an existing file lost without --force
     engine = loading.load_engine(args, config)
     lm = engine.lm
-    layers = sorted(set(args.layers)) if args.layers else list(range(lm.num_layers))
-    for layer in layers:
-        if not 0 <= layer < lm.num_layers:
-            raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
-    batch_size = args.batch_size or config.extraction.batch_size
+    layers, options = _extraction_inputs(args, config, lm, dataset)
     replaced = _replacement(out, layers, None, args.force)
     start = time.perf_counter()
     vectors = instruction_direction(
-        lm.model,
-        lm.tokenizer,
-        harmful,
-        harmless,
-        layers,
-        batch_size=batch_size,
-        system_prompt=system_prompt(args, config),
-        positions=args.positions,
-        max_prompt_tokens=config.limits.max_prompt_tokens,
-        source=str(dataset),
+        lm.model, lm.tokenizer, harmful, harmless, layers, positions=args.positions, **options
     )
     seconds = time.perf_counter() - start
     _save_vector_set(
@@ -196,25 +207,10 @@ def cmd_extract(args: argparse.Namespace, config: Config) -> int:
     read_mode = args.read_mode or engine.defaults.read_mode
     if read_mode not in READ_MODES:
         raise SteeringError(f"unknown read mode '{read_mode}' (expected {' or '.join(READ_MODES)})")
-    layers = sorted(set(args.layers)) if args.layers else list(range(lm.num_layers))
-    for layer in layers:
-        if not 0 <= layer < lm.num_layers:
-            raise SteeringError(f"layer {layer} is out of range: the model has layers 0..{lm.num_layers - 1}")
-    batch_size = args.batch_size or config.extraction.batch_size
+    layers, options = _extraction_inputs(args, config, lm, dataset)
     replaced = _replacement(out, layers, len(items), args.force)  # now with the model's actual layers
     start = time.perf_counter()
-    vectors = extract_vectors(
-        lm.model,
-        lm.tokenizer,
-        items,
-        layers,
-        read_mode,
-        batch_size=batch_size,
-        system_prompt=system_prompt(args, config),
-        method=args.method,
-        max_prompt_tokens=config.limits.max_prompt_tokens,
-        source=str(dataset),
-    )
+    vectors = extract_vectors(lm.model, lm.tokenizer, items, layers, read_mode, method=args.method, **options)
     seconds = time.perf_counter() - start
     vset = _save_vector_set(
         vectors,

@@ -10,7 +10,7 @@ from steering.cli import loading
 from steering.cli.common import add_model_flags, check_destination, check_input_file
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
-from steering.cli.steer import add_sampling_flags, read_mode_of, sampling_settings, steering_choice
+from steering.cli.steer import add_steering_flags, read_mode_of, sampling_settings, steering_choice
 from steering.config import Config
 from steering.core.datasets import load_open_ended
 from steering.io.files import write_json
@@ -23,17 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("--questions", help="default: datasets/<behavior>/test_open_ended.json")
     p.add_argument("--multipliers", type=_float, nargs="+", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--layer", type=int)
-    p.add_argument("--behavior", default=None)
-    p.add_argument("--vector")
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--batch-size", type=int, default=8, help="questions per batch (3 rows each)")
-    add_sampling_flags(p)
-    p.add_argument(
-        "--build-vectors",
-        action="store_true",
-        help="no vectors for this model yet: build them from the behavior's dataset first",
-    )
+    add_steering_flags(p)
     p.set_defaults(func=cmd_test)
 
 

@@ -13,13 +13,23 @@ from steering.core.limits import check_finite, check_new_tokens, check_seed
 from steering.errors import SteeringError
 
 
-def add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    """Add --max-new-tokens, --temperature, --top-p, --seed, --system-prompt (each overrides config `generation:`)."""
+def add_steering_flags(p: argparse.ArgumentParser, vector_help: str | None = None) -> None:
+    """Add what `chat` and `test` steer with: --layer, --behavior, --vector (help `vector_help`), the sampling
+    flags --max-new-tokens, --temperature, --top-p, --seed, --system-prompt (each overrides config `generation:`)
+    and --build-vectors (build a missing vector file first, see steering_choice)."""
+    p.add_argument("--layer", type=int)
+    p.add_argument("--behavior", default=None)
+    p.add_argument("--vector", help=vector_help)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--temperature", type=_float, help="0 = greedy")
     p.add_argument("--top-p", type=_float)
     p.add_argument("--seed", type=int)
     p.add_argument("--system-prompt")
+    p.add_argument(
+        "--build-vectors",
+        action="store_true",
+        help="no vectors for this model yet: build them from the behavior's dataset first",
+    )
 
 
 def sampling_settings(args: argparse.Namespace, config: Config) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from steering.cli import loading
-from steering.cli.common import add_behavior_command
+from steering.cli.common import add_answer_flags, add_behavior_command
 from steering.cli.common import display_path as _display_path
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
@@ -60,14 +60,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="in a band, each layer its own vector (default: the anchor layer's at every layer)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=32, help="answer length while tuning (default 32)")
-    p.add_argument("--batch-rows", type=int, default=64, help="about how many answers per generate call")
+    add_answer_flags(p, 32, "--batch-rows", "tuning")
     p.add_argument("--min-distinct", type=_float, default=0.85, help="coherent: distinct-3 >= this x unsteered")
     p.add_argument("--max-perplexity", type=_float, default=3.0, help="coherent: perplexity <= this x unsteered")
     p.add_argument("--out", help="defaults file (default: vectors/<behavior>/<model-slug>.defaults.json)")
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")
-    p.add_argument("--system-prompt")
     p.set_defaults(func=cmd_tune)
 
 
@@ -119,16 +117,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     from steering.io.vector_store import vector_path
 
     check_behavior_name(args.behavior)
-    limits = config.limits
-    for value, flag, low in (
-        (args.limit, "--limit", 1),
-        (args.max_new_tokens, "--max-new-tokens", 1),
-        (args.batch_rows, "--batch-rows", 1),
-    ):
-        if value < low:
-            raise SteeringError(f"{flag} must be at least {low}, got {value}")
-    if args.max_new_tokens > limits.max_new_tokens:
-        raise SteeringError(f"--max-new-tokens {args.max_new_tokens} is over the limit of {limits.max_new_tokens}")
+    limits = config.limits  # --limit, --max-new-tokens and --batch-rows are checked before this (check_arguments)
     unit = args.unit
     if unit not in DEFAULT_STRENGTHS:
         raise SteeringError(f"tune: --unit must be one of {', '.join(DEFAULT_STRENGTHS)}, found '{unit}'")

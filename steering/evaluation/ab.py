@@ -86,6 +86,15 @@ def _layers_from(model: Any, start: int) -> Iterator[bool]:
 
 
 @torch.inference_mode()
+def _next_logits(
+    model: Any, cache: Any, mask: torch.Tensor, positions: torch.Tensor, **inputs: torch.Tensor
+) -> torch.Tensor:
+    """The next-token logits (rows, vocab) after the suffix rows `inputs` (input_ids or inputs_embeds), run on
+    top of the prefixes already in `cache` (which grows by the suffix); `mask` covers prefix and suffix."""
+    out = model(**inputs, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1, :]
+
+
 def ab_probabilities(
     model: Any,
     prompts: Sequence[ABPrompt],
@@ -169,20 +178,13 @@ def ab_probabilities(
             else []
         )
         try:
-            out = model(
-                input_ids=suffix_ids.to(device),
-                attention_mask=mask,
-                position_ids=suffix_pos.to(device),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+            unsteered = _next_logits(model, cache, mask, suffix_pos.to(device), input_ids=suffix_ids.to(device))
         finally:
             for handle in handles:
                 handle.remove()
         cache.crop(-span)  # back to the shared prefix
         if zero:
-            zp, zm = _letter_scores(out.logits[:, -1, :], rows)
+            zp, zm = _letter_scores(unsteered, rows)
             for j in zero:
                 p[:, j, chunk], mass[:, j, chunk] = zp, zm
         if nonzero:
@@ -211,26 +213,14 @@ def ab_probabilities(
                                 none,
                                 torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device),
                             )
-                            logits = model(
-                                inputs_embeds=embeds,
-                                attention_mask=row_mask,
-                                position_ids=row_pos,
-                                cache=cache,
-                                use_cache=True,
-                                logits_to_keep=1,
-                            ).logits[:, -1, :]
+                            logits = _next_logits(model, cache, row_mask, row_pos, inputs_embeds=embeds)
                             for later in range(layer + 1, len(blocks)):
                                 cache.layers[later].crop(-span)
                 if logits is None:
                     with steering(model, layer, vector.to(device), row_multipliers, steer_from.repeat_interleave(k)):
-                        logits = model(
-                            input_ids=suffix_ids.repeat_interleave(k, 0).to(device),
-                            attention_mask=row_mask,
-                            position_ids=row_pos,
-                            cache=cache,
-                            use_cache=True,
-                            logits_to_keep=1,
-                        ).logits[:, -1, :]
+                        logits = _next_logits(
+                            model, cache, row_mask, row_pos, input_ids=suffix_ids.repeat_interleave(k, 0).to(device)
+                        )
                     cache.crop(-span)
                 sp, sm = _letter_scores(logits, row_prompts)
                 p[s][np.ix_(nonzero, chunk)] = sp.reshape(q, k).T
@@ -249,27 +239,15 @@ def ab_sweep(
     items: Sequence[ABItem],
     system_prompt: str | None = None,
     batch_size: int = ExtractionSettings.batch_size,
+    per_item: bool = False,
 ) -> np.ndarray:
     """Mean normalised p(matching letter) over `items`, shape (len(layers), len(multipliers)).
 
     `vector` is a VectorSet (each layer steered with its own vector), a {layer: tensor} mapping or one
     tensor used at every layer. For the app: values near 0.5 mean no preference; > 0.5 more behavior.
-    """
-    return ab_sweep_items(engine, vector, layers, multipliers, items, system_prompt, batch_size).mean(axis=-1)
-
-
-def ab_sweep_items(
-    engine: Engine,
-    vector: Any,
-    layers: Sequence[int],
-    multipliers: Sequence[float],
-    items: Sequence[ABItem],
-    system_prompt: str | None = None,
-    batch_size: int = ExtractionSettings.batch_size,
-) -> np.ndarray:
-    """ab_sweep per question: normalised p(matching letter), shape (len(layers), len(multipliers), len(items)).
-
-    Takes the model's lock; the prompts are cut to the model's context and config limits.max_prompt_tokens.
+    per_item=True: the values of every question instead of their mean, shape (len(layers),
+    len(multipliers), len(items)) (the Calibrate tab's reliability view). Takes the model's lock; the
+    prompts are cut to the model's context and config limits.max_prompt_tokens.
     """
     for layer in layers:
         check_layer(layer, engine.lm.num_layers)
@@ -285,4 +263,5 @@ def ab_sweep_items(
         result = ab_probabilities(
             lm.model, prompts, _as_specs(vector, layers), multipliers, batch_size, pad_token_id(lm.tokenizer)
         )
-    return np.asarray(result.p, dtype=float)
+    values = np.asarray(result.p, dtype=float)
+    return values if per_item else values.mean(axis=-1)

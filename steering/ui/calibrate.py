@@ -205,9 +205,9 @@ def sweep_items(
     Args: engine (model, tokenizer, lock, config), vset the VectorSet (each layer its own vector), layers,
     multipliers, items (ABItem). Returns: array (layers, multipliers, questions). Takes the model's lock.
     """
-    from steering.evaluation.ab import ab_sweep_items
+    from steering.evaluation.ab import ab_sweep
 
-    return ab_sweep_items(engine, vset, layers, multipliers, items, system_prompt)
+    return ab_sweep(engine, vset, layers, multipliers, items, system_prompt, per_item=True)
 
 
 def run_sweep(
