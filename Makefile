@@ -48,7 +48,7 @@ MYPY_CORE := steering/core/hooks.py steering/core/operators.py steering/core/pla
 	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \
 	steering/decode/sampling.py steering/decode/tokens.py steering/decode/requests.py steering/decode/batch_steering.py \
 	steering/decode/running.py steering/decode/persistent.py \
-	steering/compare.py steering/io/vector_files.py steering/io/caa_pt.py steering/io/gguf_vectors.py \
+	steering/compare.py steering/io/vector_set.py steering/io/vector_files.py steering/io/caa_pt.py steering/io/gguf_vectors.py \
 	steering/io/vector_store.py steering/extract/extraction.py steering/extract/aggregate.py \
 	steering/extract/instructions.py steering/core/judges.py steering/errors.py steering/config/ steering/models.py \
 	steering/device.py steering/embedded.py steering/engine.py

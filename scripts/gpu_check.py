@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     from steering.engine import Engine
     from steering.errors import SteeringError
     from steering.evaluation import ab_sweep
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if not args.smoke else "cpu (smoke)",

@@ -39,7 +39,7 @@ _EXPORTS: dict[str, str] = {
     "ABItem": "steering.core.datasets",
     "load_ab_dataset": "steering.core.datasets",
     "extract_vectors": "steering.extract.extraction",
-    "VectorSet": "steering.io.vector_files",
+    "VectorSet": "steering.io.vector_set",
     "load_vectors": "steering.io.vector_store",
     "save_safetensors": "steering.io.vector_files",
     "save_gguf": "steering.io.gguf_vectors",
@@ -65,7 +65,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from steering.engine import Engine
     from steering.extract.extraction import extract_vectors
     from steering.io.gguf_vectors import save_gguf
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
     from steering.io.vector_store import load_vectors
     from steering.models import LoadedModel, load_model
 

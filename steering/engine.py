@@ -20,7 +20,7 @@ from steering.core.recipe import Recipe, config_recipe, defaults_path, load_defa
 from steering.decode import dispatch
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
-from steering.io.vector_files import VectorSet
+from steering.io.vector_set import VectorSet
 from steering.io.vector_store import available_behaviors, load_vectors, vector_path
 from steering.models import LoadedModel, load_model
 
@@ -166,7 +166,7 @@ class Engine:
 
     def validated(self, vset: VectorSet) -> VectorSet:
         """`vset` checked against this model: sizes, layers, finite values, and norms bounded relative to
-        the typical hidden-state norm at each layer (vector_files.MAX_RELATIVE_NORM); raises SteeringError."""
+        the typical hidden-state norm at each layer (vector_set.MAX_RELATIVE_NORM); raises SteeringError."""
         vset.validate(self.lm.hidden_size, self.lm.num_layers)  # cheap checks before any model run
         return vset.validate(self.lm.hidden_size, self.lm.num_layers, hidden_norms=self.hidden_norms(vset.layers))
 

@@ -242,7 +242,8 @@ def test_uploads_leave_gradios_cache_and_go_with_the_session(page, app_url, embe
 
     import torch
 
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     name = f"probe-{uuid.uuid4().hex[:8]}.safetensors"
     hidden = embedded_engine.lm.hidden_size

@@ -263,7 +263,8 @@ def test_a_one_layer_upload_sets_calibrates_layers_and_the_command_says_why(
 ):
     """Tester's items 5 and 6: with an uploaded one-layer vector, Copy as a command gave an empty box and
     Calibrate's default layers (around the model's default) were layers the vector does not have."""
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
     from steering.io.vector_store import load_vectors
 
     shipped = load_vectors(embedded_engine.vectors_dir / "refusal" / "smollm2-135m-instruct.safetensors")

@@ -26,7 +26,8 @@ def words(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def second(embedded_engine, tmp_path_factory):
     """A second vector set for the embedded model: a random direction per layer with the refusal vector's norm."""
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     refusal = embedded_engine.vectors_for("refusal")
     g = torch.Generator().manual_seed(7)

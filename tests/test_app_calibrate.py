@@ -11,7 +11,8 @@ import torch
 
 from steering.config import Config, override
 from steering.errors import SteeringError
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 from steering.io.vector_store import load_vectors
 from steering.ui import calibrate as ui_calibrate
 from steering.ui.calibrate import (

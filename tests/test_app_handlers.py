@@ -17,7 +17,8 @@ import torch
 from fixtures import make_tiny_engine
 
 import app
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 from steering.ui.chat import Turn
 from steering.ui.settings import ChatSettings
 

@@ -14,7 +14,8 @@ from fixtures import make_tiny_lm
 import app
 from steering.config import load_config, override
 from steering.engine import Engine
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 from steering.ui.settings import ChatSettings
 
 UPLOAD = "Uploaded: one.safetensors"

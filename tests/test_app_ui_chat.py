@@ -11,7 +11,8 @@ from steering.core.limits import Limits
 from steering.errors import SteeringError
 from steering.io.caa_pt import save_caa_layout
 from steering.io.gguf_vectors import save_gguf
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 from steering.io.vector_store import load_vectors
 from steering.ui.chat import Turn, conversations, discard_upload, keep_upload, pane_labels, render
 from steering.ui.checks import VectorChoice, check_behavior, check_settings, check_upload, public_message, trim_prompt

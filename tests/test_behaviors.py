@@ -225,7 +225,8 @@ def _tiny_project(tmp_path):
 
     import torch
 
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     data = tmp_path / "datasets"
     ab = [

@@ -83,7 +83,8 @@ def test_layer_out_of_range():
 
 @pytest.mark.integration
 def test_vector_of_the_wrong_size(tmp_path):
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     path = save_safetensors(VectorSet({9: torch.ones(16)}), tmp_path / "small.safetensors")
     assert_one_line_error(

@@ -81,7 +81,8 @@ def _unwritable(tmp_path):
 
 
 def _vector_file(path, layers=range(30), pairs=250, size=8):
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     vectors = {layer: torch.full((size,), 0.01 * (layer + 1)) for layer in layers}  # small: fits the tiny model
     return save_safetensors(VectorSet(vectors, {"pairs": str(pairs), "read_mode": "letter"}), path)

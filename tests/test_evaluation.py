@@ -226,7 +226,7 @@ def test_open_ended_rows_and_summary(tiny_model, tiny_tokenizer, vectors):
 
 # ------------------------------------------------------------------ plots
 def test_plots_are_figures(tmp_path):
-    from steering.io.vector_files import VectorSet
+    from steering.io.vector_set import VectorSet
 
     fig = plot_heatmap(np.random.default_rng(0).random((4, 3)), [0, 1, 2, 3], [-1.0, 0.0, 1.0], default=(2, 1.0))
     assert len(fig.axes) == 2  # heatmap and colour bar

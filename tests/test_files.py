@@ -71,7 +71,8 @@ def test_temporary_keeps_the_suffix_for_writers_that_choose_a_format_by_name(tmp
 def test_vector_writers_use_the_same_modes(tmp_path, umask_022):
     from steering.io.caa_pt import save_caa_layout
     from steering.io.gguf_vectors import save_gguf
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     vset = VectorSet({1: torch.ones(4), 2: torch.ones(4)})
     written = [

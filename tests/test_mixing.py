@@ -12,7 +12,8 @@ from steering.core.mixing import Mix, cosine, cosine_note, mixed_vector
 from steering.core.recipe import Recipe, save_defaults
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 
 GREEDY = SamplingSettings(max_new_tokens=6)
 Q = [{"role": "user", "content": "What's your favorite planet?"}]

@@ -11,7 +11,8 @@ from steering.config import load_config, override
 from steering.core.recipe import Recipe, defaults_path, load_defaults, save_defaults
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 
 GREEDY = SamplingSettings(max_new_tokens=8)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]

@@ -31,7 +31,8 @@ from steering.evaluation.tune import (
     side_jobs,
     winner_recipe,
 )
-from steering.io.vector_files import VectorSet, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
 
 QUESTIONS = ["What's your favorite planet?", "Hi", "Tell me about dogs."]
 SETTINGS = SamplingSettings(max_new_tokens=6)

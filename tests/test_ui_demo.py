@@ -286,7 +286,8 @@ def test_explainer_picture_and_tooltips():
 @pytest.fixture(scope="module")
 def strip_handler(engine, tmp_path_factory):
     import app
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
 
     torch.manual_seed(3)
     path = save_safetensors(

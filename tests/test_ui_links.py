@@ -177,7 +177,8 @@ def test_commands_for_an_upload_and_for_layer_0():
 def test_the_export_line_writes_the_file_llama_cpp_reads(tmp_path, monkeypatch):
     """Run the copied export line's arguments through this project's CLI (a small vector set)."""
     from steering import cli
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
     from steering.io.vector_store import load_vectors
 
     src = tmp_path / "refusal.safetensors"
@@ -197,7 +198,8 @@ def test_command_text_for_the_apps_controls(tiny_tokenizer, tmp_path):
 
     from steering.config import load_config, override
     from steering.errors import SteeringError
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
     from steering.ui.commands import command_text
 
     config = load_config()
@@ -232,7 +234,8 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     import app
     from steering.config import load_config, override
     from steering.engine import Engine
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
     from steering.ui.chat import Turn
     from steering.ui.settings import ChatSettings
 

@@ -11,7 +11,8 @@ import torch
 from steering.errors import SteeringError
 from steering.io.caa_pt import save_caa_layout
 from steering.io.gguf_vectors import save_gguf
-from steering.io.vector_files import VectorSet, cosine_by_layer, save_safetensors
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet, cosine_by_layer
 from steering.io.vector_store import load_vectors
 
 

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 from steering.errors import SteeringError
 from steering.io.caa_pt import save_caa_layout
 from steering.io.gguf_vectors import load_gguf
-from steering.io.vector_files import VectorSet, cosine_by_layer, load_safetensors, save_safetensors
+from steering.io.vector_files import load_safetensors, save_safetensors
+from steering.io.vector_set import VectorSet, cosine_by_layer
 from steering.io.vector_store import load_vectors
 
 META = {"model": "tiny", "read_mode": "letter"}

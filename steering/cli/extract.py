@@ -76,9 +76,10 @@ def _save_vector_set(
         summary: what the "wrote <out> (...)" line says in its parentheses.
 
     Returns:
-        The saved steering.io.vector_files.VectorSet.
+        The saved steering.io.vector_set.VectorSet.
     """
-    from steering.io.vector_files import VectorSet, save_safetensors  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_files import save_safetensors  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_set import VectorSet
 
     vset = VectorSet(
         vectors,

@@ -50,9 +50,9 @@ def cmd_compare_vectors(args: argparse.Namespace, config: Config) -> int:
 
     Raises:
         SteeringError: a missing or unreadable vector file, or sets that share no layer or differ in size
-            (see `steering.io.vector_files.cosine_by_layer`).
+            (see `steering.io.vector_set.cosine_by_layer`).
     """
-    from steering.io.vector_files import cosine_by_layer  # lazy: imports torch (--help stays fast)
+    from steering.io.vector_set import cosine_by_layer  # lazy: imports torch (--help stays fast)
     from steering.io.vector_store import load_vectors
 
     a = load_vectors(check_input_file(args.a, "a", folder_ok=True), args.folder_model)
@@ -84,7 +84,7 @@ def cmd_export_gguf(args: argparse.Namespace, config: Config) -> int:
             with nothing left once layer 0 is dropped.
     """
     from steering.io.gguf_vectors import gguf_layers, save_gguf  # lazy: imports torch (--help stays fast)
-    from steering.io.vector_files import VectorSet
+    from steering.io.vector_set import VectorSet
     from steering.io.vector_store import load_vectors
 
     if args.layers:

@@ -29,7 +29,7 @@ from steering.core.limits import model_context_length
 from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
 from steering.evaluation.ab_prompt import ABPrompt, ab_prompts  # noqa: F401  (ab_prompts: re-exported)
-from steering.io.vector_files import VectorSet
+from steering.io.vector_set import VectorSet
 
 if TYPE_CHECKING:
     from steering.engine import Engine

@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from steering.io.vector_files import VectorSet
+    from steering.io.vector_set import VectorSet
 
 
 def plot_heatmap(
@@ -129,7 +129,7 @@ def cosine_plot(vset_a: VectorSet, vset_b: VectorSet, labels: tuple[str, str] | 
     """Cosine similarity per layer between two vector sets (e.g. two read modes, or two models' sets)."""
     from matplotlib.figure import Figure
 
-    from steering.io.vector_files import cosine_by_layer
+    from steering.io.vector_set import cosine_by_layer
 
     cosines = cosine_by_layer(vset_a, vset_b)
     fig = Figure(figsize=(6, 3.4), layout="constrained")

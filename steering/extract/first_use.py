@@ -176,7 +176,8 @@ def build_vectors(
     from steering.core.datasets import file_sha256, load_ab_dataset
     from steering.core.layers import check_layer
     from steering.extract.extraction import extract_vectors
-    from steering.io.vector_files import VectorSet, save_safetensors
+    from steering.io.vector_files import save_safetensors
+    from steering.io.vector_set import VectorSet
     from steering.io.vector_store import vector_path
 
     lm = engine.lm

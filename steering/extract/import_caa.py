@@ -206,7 +206,8 @@ def _plan_vectors(
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
     from steering.config import model_slug
     from steering.io.caa_pt import load_caa_layout
-    from steering.io.vector_files import VectorSet, load_safetensors, save_safetensors
+    from steering.io.vector_files import load_safetensors, save_safetensors
+    from steering.io.vector_set import VectorSet
 
     rel = where.relative_to(source)
     if model:

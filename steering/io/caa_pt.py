@@ -16,7 +16,7 @@ import torch
 
 from steering.errors import SteeringError
 from steering.io.files import atomic_write
-from steering.io.vector_files import VectorSet, as_vector, check_writable
+from steering.io.vector_set import VectorSet, as_vector, check_writable
 
 CAA_NAME = re.compile(r"^vec_layer_(\d+)(?:_(.+))?\.pt$")
 

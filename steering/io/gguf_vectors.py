@@ -8,8 +8,8 @@ from typing import Iterable
 import torch
 
 from steering.errors import SteeringError
-from steering.io.files import atomic_write
-from steering.io.vector_files import DIRECTION_KEY, VectorSet, check_read_back, check_writable
+from steering.io.vector_files import DIRECTION_KEY
+from steering.io.vector_set import VectorSet, check_writable, write_checked
 
 
 def gguf_layers(layers: Iterable[int], path: str | Path | None = None) -> tuple[list[int], str]:
@@ -74,10 +74,8 @@ def save_gguf(vset: VectorSet, path: str | Path, model_hint: str = "llama") -> P
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        check_read_back(load_gguf(Path(tmp), label=str(path)), chosen, path)
 
-    atomic_write(path, write)
-    return path
+    return write_checked(path, chosen, write, load_gguf)
 
 
 def load_gguf(path: Path, label: str | None = None) -> VectorSet:

@@ -10,7 +10,8 @@ from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 from steering.io.caa_pt import load_caa_layout
 from steering.io.gguf_vectors import load_gguf
-from steering.io.vector_files import VectorSet, layer_ranges, load_safetensors, safetensors_header
+from steering.io.vector_files import load_safetensors, safetensors_header
+from steering.io.vector_set import VectorSet, layer_ranges
 
 
 def load_vectors(path: str | Path, model: str | None = None, label: str | None = None) -> VectorSet:

@@ -73,7 +73,7 @@ def compare_sets(
 ) -> Any:
     """cosine_plot of two sets, each given as (dropdown choice, uploaded file path); one-line errors."""
     from steering.evaluation import cosine_plot
-    from steering.io.vector_files import cosine_by_layer
+    from steering.io.vector_set import cosine_by_layer
 
     (set_a, name_a), (set_b, name_b) = (vector_set_for(engine, c, uploads, p, max_mb) for c, p in (a, b))
     try:
