@@ -185,7 +185,8 @@ def _evaluate_all(args: argparse.Namespace, config: Config, make_engine: Any) ->
     listed in the table as such (not an error).
     """
     from steering.core.behaviors import shipped_behaviors  # lazy: imports torch (--help stays fast)
-    from steering.evaluation.run import log, run_behavior
+    from steering.evaluation.run import run_behavior
+    from steering.evaluation.run_setup import log
     from steering.evaluation.summary import behaviors_table
 
     for value, flag in ((args.vector, "--vector"), (args.ab, "--ab"), (args.open_ended, "--open-ended")):

@@ -12,7 +12,9 @@ import torch):
   open_ended  answers over multipliers scored for refusal and coherence, summaries, breakdown
   coherence   answer_nll: the unsteered model's per-token NLL of an answer
   plots       heatmap, A/B curves, open-ended panels, cosine per layer, save_figure
-  run         one behavior's `evaluate` run: sweep, answers, controls, reliability, its files
+  run         one behavior's `evaluate` run: sweep, answers, controls, reliability, its files; its parts
+              run_setup (what it steers with, settled first), ab_run (the A/B sweep and its files),
+              open_ended_run (the open-ended answers and their files)
   summary     the Markdown of `evaluate` (summary.md, behaviors.md)
   tune        the recipe search of `tune` (a package: space, scoring, cache, search, record)
 
