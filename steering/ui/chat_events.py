@@ -2,58 +2,29 @@
 
 Every handler that needs the settings gets them as one ChatSettings (steering/ui/settings.py), read from
 Gradio's dict input. Stop and Clear act through the session's state (steering.ui.chat.Outbox, Turn.status),
-not Gradio's cancels= (see the Outbox docstring for why).
+not Gradio's cancels= (see the Outbox docstring for why). A turn itself streams in chat_turn.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from steering.decode.generation import stream
 from steering.errors import SteeringError
 from steering.ui.chat import Outbox, conversations
 from steering.ui.chat_tab import ChatTab
+from steering.ui.chat_turn import Checked, busy, buttons, idle, panes_and, stream_turn
 from steering.ui.checks import check_budget, check_prompt, public_message
 from steering.ui.context import PRIVATE, AppContext, gpu
-from steering.ui.demo import DemoTurn, meter_titles, prompted_conversations, render_panes, safe_pane_text
-from steering.ui.meter import Meter, turn_readings
 from steering.ui.mix import parse_mix
 from steering.ui.settings import ChatSettings, Controls, SettingsError
 
 
 class VectorChoiceError(SteeringError):
     """The chosen vector does not fit the request (shown at Behavior rather than at the message box)."""
-
-
-def busy() -> tuple:
-    """Send and Retry while a turn streams (Send says so: the busy state is visible). New updates every time:
-    Gradio pops "value" out of an update dict it sends, so a shared one would show the label only once."""
-    return gr.update(interactive=False, value="⏳ Generating…"), gr.update(interactive=False)
-
-
-def idle() -> tuple:
-    """Send and Retry when no turn of the session runs (new updates every time, as busy())."""
-    return gr.update(interactive=True, value="Send"), gr.update(interactive=True)
-
-
-Checked = tuple[Any, Any, str, list]  # (TurnSettings, vector, vector name, the panes' conversations)
-
-
-def panes_and(turns: list | None, *rest: Any) -> tuple:
-    """A chat event's outputs: the three panes, `rest` (Send, Retry, ...), then the two prompted panes
-    (steering.ui.demo.render_panes; turns None: gr.skip() for every pane)."""
-    panes = render_panes(turns) if turns is not None else [gr.skip()] * 5
-    return (*panes[:3], *rest, *panes[3:])
-
-
-def buttons(turns: list) -> tuple:
-    """Send and Retry: disabled while one of the session's turns runs, enabled otherwise."""
-    return busy() if any(turn.status == "running" for turn in turns) else idle()
 
 
 class ChatEvents:
@@ -183,89 +154,7 @@ class ChatEvents:
             return
         if prompt is None:
             turns.pop()  # Retry replaces the last turn, with the settings of now
-        yield from self.run_turn(text, turns, checked, outbox, ticket, prompts, *mix)
-
-    def run_turn(
-        self,
-        text: str,
-        turns: list,
-        checked: Checked,
-        outbox: Outbox,
-        ticket: int,
-        prompts: tuple[str, str] | None = None,
-        mix: Any = None,
-        mix_words: str = "",
-    ) -> Iterator[tuple]:
-        """Stream one turn into the panes: (3 panes, Send, Retry, 2 prompted panes) per update.
-
-        The turn is added to the session's `turns` at once (the message shows) unless Stop or Clear came
-        after its click (`ticket`, see steering.ui.chat.Outbox), and its answers grow in place. Stop or Clear
-        end it at the next token with one last update of its own (so no earlier update can land after it),
-        a lost connection closes it; either way the model stops (leaving the stream sets its stop event).
-        A failure is shown in the panes but never becomes part of the conversation.
-        """
-        settings, vector, name, convs = checked
-        # the prompted panes (unsteered, own system prompts) run in the same batch: Engine.compare(extra=)
-        extra = prompted_conversations(turns, text, prompts) if prompts else ()
-        sampling = settings.sampling
-        turn = DemoTurn(
-            text, settings.multiplier, settings.layer, name + mix_words, sampling.max_new_tokens, prompts=prompts
-        )
-        with outbox.lock:  # atomic against Stop: either cancelled before it shows, or shown and then stopped
-            wanted = outbox.wanted(ticket)
-            if wanted:
-                turns.append(turn)
-        if not wanted:
-            yield panes_and(None, *buttons(turns))
-            return
-        yield panes_and(turns, *busy())  # the message box is no output: take_message emptied it at the click
-        reader = self.meter(vector, settings.layer)
-        finished: dict[str, Any] = {}
-
-        def call(**kwargs: Any) -> Any:
-            finished["result"] = self.ctx.engine.compare(**kwargs, meter=reader)
-            return finished["result"]
-
-        kwargs = {"layer": settings.layer, "multiplier": settings.multiplier, "settings": sampling}
-        try:
-            with closing(
-                stream(
-                    call,
-                    conversations=convs,
-                    vector=vector,
-                    system_prompt=settings.system_prompt,
-                    extra=extra,
-                    mix=mix,
-                    **kwargs,
-                )
-            ) as updates:
-                for texts in updates:
-                    if turn.status != "running" or not any(t is turn for t in turns):
-                        break  # stopped or cleared meanwhile: leaving the stream stops the model
-                    turn.answers = list(texts)
-                    yield panes_and(turns, gr.skip(), gr.skip())
-                else:
-                    result = finished["result"]
-                    turn.finish(result.texts, result.new_tokens, result.stopped)
-                    if reader is not None:
-                        words = safe_pane_text(self.ctx.data_folder, self.ctx.known(name))[0]
-                        tokenizer = self.ctx.lm.tokenizer
-                        turn.meter = turn_readings(tokenizer, reader, result.token_ids, meter_titles(words))
-        except GeneratorExit:  # the browser went away (or Gradio cancelled the job)
-            turn.stop()
-            raise
-        except Exception as exc:  # keep serving: the message goes where the answer would have been
-            turn.fail(public_message(exc))
-        yield panes_and(turns, *buttons(turns))
-
-    def meter(self, vector: Any, layer: int) -> Any:
-        """The behavior meter's reader for this turn (steering/ui/meter.py), on the eager path only."""
-        if not self.ctx.meter_read:
-            return None
-        try:
-            return Meter.for_engine(self.ctx.engine, vector, layer)
-        except Exception:  # noqa: BLE001 -- no meter is no reason to fail the turn
-            return None
+        yield from stream_turn(self.ctx, text, turns, checked, outbox, ticket, prompts, *mix)
 
     # ---- Stop and Clear
     def stop(self, turns: list, outbox: Outbox, prompt: str = "") -> tuple:
