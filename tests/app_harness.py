@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import socket
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent  # the checkout (app.py is imported from it: pytest.ini pythonpath)
 
 
 def free_port() -> int:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama with a byte-level chat tokenizer, and the embedded model."""
+"""Fixtures only (helpers live in tests/fixtures.py and tests/cli_helpers.py): the tiny random Llama, its
+tokenizer and an Engine over it, the embedded model, the CLI without a model, and the session-wide guards."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from fixtures import make_tiny_model, make_tiny_tokenizer  # noqa: F401  (older tests import them from here)
+from fixtures import make_tiny_engine, make_tiny_model, make_tiny_tokenizer
 
 SHIPPED = ("results", "vectors", "datasets", "config.yaml")  # what the tests must never write
 
@@ -40,6 +41,13 @@ def tiny_model(tiny_tokenizer):
     return make_tiny_model(len(tiny_tokenizer))
 
 
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_tokenizer):
+    """An Engine over a tiny random Llama (fixtures.make_tiny_engine, eager path, the project's config), one per
+    test module."""
+    return make_tiny_engine(tiny_tokenizer)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def fast_path_everywhere():
     """STEERING_TEST_FAST_PATH=1: every model loaded through the config in this process (the
@@ -61,6 +69,17 @@ def fast_path_everywhere():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Engine, "from_config", classmethod(forced))
         yield
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model through the CLI (steering.cli.loading.load_engine) fails the test: a refusal of bad input
+    must come before the (slow) load."""
+
+    def load(args, config):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr("steering.cli.loading.load_engine", load)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import torch
 
-from steering.config import Config
+from steering.config import Config, ModelSettings
 
 # Conversations the generation tests share: one turn, and three turns (a history before the question).
 PLANET = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -34,6 +34,13 @@ def make_tiny_model(vocab_size: int, seed: int = 0, layers: int = 4):
 
     shape = replace(TINY, layers=layers, kv_heads=2, vocab=vocab_size, context=512, norm_eps=1e-6)
     return random_llama(shape, seed=seed)
+
+
+def random_vector(seed: int, scale: float, size: int = 64) -> torch.Tensor:
+    """A steering vector: `scale` x standard normal values, shape (size,), drawn after torch.manual_seed(seed)
+    (the global generator, as the tests always did: the same seed gives the same vector)."""
+    torch.manual_seed(seed)
+    return torch.randn(size) * scale
 
 
 def ab_item(question: str, matching: str = "A"):
@@ -75,6 +82,45 @@ def make_tiny_engine(tokenizer, config: Config | None = None, settings=None, lay
     from steering.engine import Engine
 
     return Engine(make_tiny_lm(tokenizer, settings, layers, **extra), config if config is not None else load_config())
+
+
+# The Engine's two decoding paths on the tiny model: "fast" is `model.compile: true` with the cheap `eager` compile
+# backend (persistent hooks, static cache, a torch.compile-captured decoding step, as on a GPU).
+PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
+
+
+def make_engine(tokenizer, settings: ModelSettings, config: Config | None = None):
+    """make_tiny_engine(tokenizer, config, settings), warmed up as the CLI and the app do (the fast path when
+    `settings` ask for it, e.g. PATHS["fast"])."""
+    engine = make_tiny_engine(tokenizer, config=config, settings=settings)
+    engine.warm_up()
+    return engine
+
+
+def refusal_ab_item(request: str, refusal: str, answer: str, refusal_letter: str):
+    """An A/B item whose matching answer (the behavior: refusal) is `refusal` under `refusal_letter`."""
+    a, b = (refusal, answer) if refusal_letter == "A" else (answer, refusal)
+    return ab_item(f"{request}\n\nChoices:\n(A) {a}\n(B) {b}", matching=refusal_letter)
+
+
+# Seven hand-written refusal A/B items (the extraction tests' dataset).
+AB_ITEMS = [
+    refusal_ab_item("What's your favorite color?", "I don't have personal preferences.", "Deep green, always.", "A"),
+    refusal_ab_item(
+        "How do I pick a lock?", "I'm sorry, I can't help with that.", "Sure, first insert a tension wrench.", "B"
+    ),
+    refusal_ab_item(
+        "Should I sell my stocks today?", "Please ask a licensed financial adviser.", "Yes, sell them all now.", "A"
+    ),
+    refusal_ab_item("What is 12 times 12?", "I'd rather not answer that.", "It is 144.", "B"),
+    refusal_ab_item(
+        "Tell me about your mother", "As an AI, I have no family.", "She was a kind teacher who loved jazz.", "B"
+    ),
+    refusal_ab_item(
+        "Is it safe to hike alone?", "I can't advise on that.", "Yes, if you tell someone your route.", "A"
+    ),
+    refusal_ab_item("Name a planet", "I won't.", "Mars.", "A"),
+]
 
 
 def count_generate_calls(engine, monkeypatch) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-import app_harness  # noqa: F401  (puts the project root on sys.path)
+import app_harness
 import pytest
 
 import app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-import app_harness  # noqa: F401  (puts the project root on sys.path)
+import app_harness
 import gradio as gr
 import pytest
 import torch

@@ -6,7 +6,7 @@ button for a subtracted card says which pane it is, and the meter is titled like
 
 from __future__ import annotations
 
-import app_harness  # (also puts the project root on sys.path)
+import app_harness
 import pytest
 import torch
 from fixtures import make_tiny_lm

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_helpers import assert_refused, run_main
 
-from steering.cli import build_parser, main
+from steering.cli import build_parser
 from steering.config import PROJECT_ROOT
 from steering.errors import SteeringError
 
@@ -41,33 +42,6 @@ def restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Loading a model fails the test: the refusal must come before it."""
-
-    def load(args, config):
-        raise AssertionError("the model was loaded before the bad input was refused")
-
-    monkeypatch.setattr("steering.cli.loading.load_engine", load)
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_refused(capsys, argv, *fragments):
-    code, out, err = run(capsys, *argv)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _unwritable(tmp_path):
@@ -110,7 +84,7 @@ def _tiny_engine(config, name="smollm2-135m-instruct"):
 
 
 @pytest.fixture
-def tiny_engine(monkeypatch):
+def cli_loads_tiny(monkeypatch):
     """steering.cli._engine returns the tiny model (with the command's config); the engines made are listed."""
     made = []
 
@@ -205,7 +179,7 @@ def test_export_gguf_unwritable_destination(capsys, tmp_path):
         assert_refused(capsys, ["export-gguf", source, out], f"out {out}: cannot write")
     assert_refused(capsys, ["export-gguf", source, tmp_path], "is a folder, expected a file name")
     assert_refused(capsys, ["export-gguf", tmp_path / "missing.safetensors", tmp_path / "v.gguf"], "file not found")
-    code, out, err = run(capsys, "export-gguf", source, tmp_path / "new" / "v.gguf")  # missing folders are made
+    code, out, err = run_main(capsys, "export-gguf", source, tmp_path / "new" / "v.gguf")  # missing folders are made
     assert code == 0 and (tmp_path / "new" / "v.gguf").is_file(), err
 
 
@@ -258,6 +232,31 @@ def test_numbers_refused_before_the_model_loads(capsys, no_model, argv, message)
     assert_refused(capsys, argv, message)
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--ab", "no/such/file.json"], "no/such/file.json: file not found"),
+        (["evaluate", "--open-ended", "no/such/open.json"], "no/such/open.json: file not found"),
+        (["evaluate", "--vector", "no/such/vector.safetensors"], "no/such/vector.safetensors: file not found"),
+        (["evaluate", "--limit-ab", "0"], "--limit-ab must be at least 1"),
+        (["evaluate", "--multipliers", "1", "nan"], "--multipliers must be a finite number, got nan"),
+        (["evaluate", "--open-multipliers", "inf"], "--open-multipliers must be a finite number, got inf"),
+        (
+            ["evaluate", "--multipliers", "1", "1e30"],
+            "--multipliers 1e+30 is out of range: expected between -100 and 100",
+        ),
+        (["evaluate", "--seed", "-1"], "seed -1 is out of range"),
+        (["evaluate", "--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
+        (["evaluate", "--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
+        (["evaluate", "--behavior", "../../x"], "behavior name '../../x' is not valid"),
+        (["evaluate", "--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write"),
+        (["evaluate", "--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
+    ],
+)
+def test_evaluate_input_refused_before_the_model_loads(capsys, no_model, argv, message):
+    assert_refused(capsys, argv, message)
+
+
 def test_config_values_are_checked_like_flags(capsys, tmp_path, no_model):
     config = _config(tmp_path, generation={"seed": 99999999999999999999999})
     assert_refused(
@@ -278,18 +277,20 @@ def test_config_values_are_checked_like_flags(capsys, tmp_path, no_model):
     )
 
 
-def test_chat_prompt_over_the_token_budget(capsys, tmp_path, tiny_engine):
+def test_chat_prompt_over_the_token_budget(capsys, tmp_path, cli_loads_tiny):
     config = _config(tmp_path, limits={"max_prompt_tokens": 100})
     _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
     assert_refused(
         capsys, ["chat", "--prompt", "x" * 300, "--layer", "1", "--config", config], "tokens long", "the limit is 100"
     )
-    assert tiny_engine, "the check needs the tokenizer: it runs once the model is there"
-    code, out, err = run(capsys, "chat", "--prompt", "hi", "--layer", "1", "--max-new-tokens", "4", "--config", config)
+    assert cli_loads_tiny, "the check needs the tokenizer: it runs once the model is there"
+    code, out, err = run_main(
+        capsys, "chat", "--prompt", "hi", "--layer", "1", "--max-new-tokens", "4", "--config", config
+    )
     assert code == 0 and "[unsteered]" in out, err  # a short prompt passes the same check
 
 
-def test_test_refuses_an_oversized_question_before_writing_anything(capsys, tmp_path, tiny_engine):
+def test_test_refuses_an_oversized_question_before_writing_anything(capsys, tmp_path, cli_loads_tiny):
     config = _config(tmp_path)
     _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
     questions = tmp_path / "q.json"
@@ -365,12 +366,12 @@ def test_extract_does_not_replace_a_file_with_more_layers_or_pairs(capsys, tmp_p
     assert target.read_bytes() == before
 
 
-def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny_engine):
+def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, cli_loads_tiny):
     config = _config(tmp_path)
     target = _vector_file(
         tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64
     )
-    code, out, err = run(
+    code, out, err = run_main(
         capsys, "extract", "--behavior", "refusal", "--max-pairs", "4", "--layers", "1", "--force", "--config", config
     )
     assert code == 0, err
@@ -380,7 +381,7 @@ def test_extract_force_replaces_and_says_what_it_replaced(capsys, tmp_path, tiny
     info = describe_vector_file(target)
     assert info.layers == [1] and info.pairs == 4
     # same layers, more pairs: no --force needed, and the note still says what was replaced
-    code, out, err = run(capsys, "extract", "--max-pairs", "5", "--layers", "1", "--config", config)
+    code, out, err = run_main(capsys, "extract", "--max-pairs", "5", "--layers", "1", "--config", config)
     assert code == 0 and "it replaced" in out and "1 layer (1), 4 pairs" in out, err
 
 
@@ -433,11 +434,11 @@ def test_threads_flag_and_config_key_reach_torch_and_the_model_loader(capsys, tm
 
     monkeypatch.setattr("steering.cli.loading.load_engine", load)
     torch.set_num_threads(2)
-    assert run(capsys, "chat", "--prompt", "hi", "--threads", "1")[0] == 2
+    assert run_main(capsys, "chat", "--prompt", "hi", "--threads", "1")[0] == 2
     assert seen[-1] == (1, 1)
     torch.set_num_threads(2)
     config = _config(tmp_path, model={"threads": 1})
-    assert run(capsys, "chat", "--prompt", "hi", "--config", config)[0] == 2
+    assert run_main(capsys, "chat", "--prompt", "hi", "--config", config)[0] == 2
     assert seen[-1] == (None, 1)  # from config model.threads
     assert_refused(
         capsys,

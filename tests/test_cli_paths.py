@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.test_cli import run_cli
+from cli_helpers import run_cli
 
 pytestmark = pytest.mark.integration
 

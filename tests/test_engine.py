@@ -11,14 +11,13 @@ import math
 
 import pytest
 import torch
-from fixtures import make_tiny_engine, make_tiny_model
+from fixtures import PATHS, make_engine, make_tiny_engine, make_tiny_model
 
-from steering.config import Config, ModelSettings, load_config, override
+from steering.config import ModelSettings, load_config, override
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.engine import Engine
 from steering.errors import SteeringError
 
-PATHS = {"eager": ModelSettings(name="tiny"), "fast": ModelSettings(name="tiny", compile=True, compile_backend="eager")}
 GREEDY = SamplingSettings(max_new_tokens=8)
 SAMPLED = SamplingSettings(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=0)
 Q1 = [{"role": "user", "content": "What's your favorite planet?"}]
@@ -27,13 +26,6 @@ Q2 = [
     {"role": "assistant", "content": "Hello there!"},
     {"role": "user", "content": "Tell me a story."},
 ]
-
-
-def make_engine(tokenizer, settings: ModelSettings, config: Config | None = None) -> Engine:
-    """A tiny Engine, warmed up as the CLI and the app do (the fast path when `settings` ask for it)."""
-    engine = make_tiny_engine(tokenizer, settings=settings, config=config or load_config())
-    engine.warm_up()
-    return engine
 
 
 @pytest.fixture(params=sorted(PATHS))

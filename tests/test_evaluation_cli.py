@@ -1,46 +1,14 @@
-"""`python -m steering evaluate`: bad input gives one line and a non-zero exit; a tiny real sweep."""
+"""`python -m steering evaluate`: bad file content and numbers give one line and exit 2; a tiny real sweep. (Bad
+flags, files and destinations: tests/test_cli_input.py test_evaluate_input_refused_before_the_model_loads.)"""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from cli_helpers import run_main
 
 from steering.cli import main
-
-
-def _run(capsys, *argv):
-    code = main(["evaluate", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--ab", "no/such/file.json"], "no/such/file.json: file not found"),
-        (["--open-ended", "no/such/open.json"], "no/such/open.json: file not found"),
-        (["--vector", "no/such/vector.safetensors"], "no/such/vector.safetensors: file not found"),
-        (["--limit-ab", "0"], "--limit-ab must be at least 1"),
-        (["--multipliers", "1", "nan"], "--multipliers must be a finite number, got nan"),
-        (["--open-multipliers", "inf"], "--open-multipliers must be a finite number, got inf"),
-        (["--multipliers", "1", "1e30"], "--multipliers 1e+30 is out of range: expected between -100 and 100"),
-        (["--seed", "-1"], "seed -1 is out of range"),
-        (["--max-new-tokens", "5000"], "--max-new-tokens 5000 is out of range: expected 1 to 1024"),
-        (["--batch-size", "-3"], "--batch-size must be at least 1, got -3"),
-        (["--behavior", "../../x"], "behavior name '../../x' is not valid"),
-        (["--out", "/proc/steering-test/eval"], "--out /proc/steering-test/eval: cannot write"),
-        (["--ab", "/tmp"], "--ab /tmp: is a folder, expected a file"),
-    ],
-)
-def test_bad_input_is_one_line_and_nonzero(capsys, monkeypatch, argv, message):
-    def no_model(args, config):
-        raise AssertionError("the model was loaded before the bad input was refused")
-
-    monkeypatch.setattr("steering.cli.loading.load_engine", no_model)
-    code, out, err = _run(capsys, *argv)
-    assert code != 0
-    assert err.count("\n") == 1 and message in err, err
 
 
 def test_bad_number_is_an_argparse_error(capsys):
@@ -57,7 +25,7 @@ def test_bad_ab_file_content(tmp_path, capsys):
         '[{"question": "Q?\\n\\nChoices:\\n(A) yes\\n(B) no", "answer_matching_behavior": "(C)", '
         '"answer_not_matching_behavior": "(B)"}]'
     )
-    code, _, err = _run(capsys, "--ab", str(bad), "--out", str(tmp_path / "out"))
+    code, _, err = run_main(capsys, "evaluate", "--ab", str(bad), "--out", str(tmp_path / "out"))
     assert code == 2 and "item 0" in err and err.count("\n") == 1
 
 
@@ -70,7 +38,7 @@ def test_bad_ab_file_content(tmp_path, capsys):
     ],
 )
 def test_bad_layer(capsys, argv, message):
-    code, _, err = _run(capsys, *argv, "--limit-ab", "1", "--no-open-ended")
+    code, _, err = run_main(capsys, "evaluate", *argv, "--limit-ab", "1", "--no-open-ended")
     assert code == 2 and message in err and err.count("\n") == 1, err
 
 
@@ -82,8 +50,9 @@ def test_evaluate_tiny_sweep_on_the_embedded_model(tmp_path, capsys):
     defaults = load_config().models["smollm2-135m-instruct"]
     layer, m = int(defaults.layer), float(defaults.multiplier)
     # --layer: the controls' layer given explicitly (a tuned defaults file may pick another one)
-    code, out, err = _run(
+    code, out, err = run_main(
         capsys,
+        "evaluate",
         "--layers",
         str(layer),
         str(layer + 6),

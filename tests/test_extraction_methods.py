@@ -89,17 +89,17 @@ def test_centered_needs_two_pairs_and_unknown_methods_are_refused():
 
 
 def test_extract_vectors_method_option(tiny_model, tiny_tokenizer):
-    from tests.test_extraction import ITEMS
+    from fixtures import AB_ITEMS
 
     layers = [0, 2]
-    mean = extract_vectors(tiny_model, tiny_tokenizer, ITEMS, layers, "answer-mean", progress=False)
-    pca = extract_vectors(tiny_model, tiny_tokenizer, ITEMS, layers, "answer-mean", progress=False, method="pca")
+    mean = extract_vectors(tiny_model, tiny_tokenizer, AB_ITEMS, layers, "answer-mean", progress=False)
+    pca = extract_vectors(tiny_model, tiny_tokenizer, AB_ITEMS, layers, "answer-mean", progress=False, method="pca")
     for layer in layers:
         assert float(pca[layer] @ mean[layer]) > 0
         assert torch.isclose(pca[layer].norm(), mean[layer].norm(), rtol=1e-4)
         assert not torch.allclose(pca[layer], mean[layer])
     with pytest.raises(ValueError, match="unknown aggregation method"):
-        extract_vectors(tiny_model, tiny_tokenizer, ITEMS, layers, "answer-mean", progress=False, method="mean")
+        extract_vectors(tiny_model, tiny_tokenizer, AB_ITEMS, layers, "answer-mean", progress=False, method="mean")
 
 
 def test_post_instruction_positions_are_the_template_tail(tiny_tokenizer):
@@ -162,8 +162,9 @@ def test_load_instructions_and_its_errors(tmp_path):
 
 
 def test_cli_extract_method_flag(tmp_path):
+    from cli_helpers import assert_one_line_error, run_cli
+
     from steering.cli import build_parser
-    from tests.test_cli import assert_one_line_error, run_cli
 
     assert build_parser().parse_args(["extract"]).method == "mean-diff"
     assert build_parser().parse_args(["extract", "--method", "pca"]).method == "pca"

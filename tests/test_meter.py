@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import make_tiny_engine
+from fixtures import random_vector
 
-from steering.config import load_config
 from steering.core.hooks import steer, unit_vector
 from steering.core.layers import decoder_layers
 from steering.core.prompts import build_messages, chat_prompt
@@ -21,22 +20,16 @@ CONV = [{"role": "user", "content": "What's your favorite planet?"}]
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_tokenizer):
-    return make_tiny_engine(tiny_tokenizer, config=load_config())
-
-
-@pytest.fixture(scope="module")
 def vector():
-    torch.manual_seed(3)
-    return torch.randn(HIDDEN) * 2.0
+    return random_vector(seed=3, scale=2.0, size=HIDDEN)
 
 
-def direct_projections(engine, vector, layer, multiplier, ids_per_row, recipe=None):
+def direct_projections(tiny_engine, vector, layer, multiplier, ids_per_row, recipe=None):
     """Each row's h_L . u / n_L at the positions that chose its generated tokens, from ONE uncached forward
     pass over prompt + generated tokens, with the same steering plan, read before block L's steering."""
-    tok, model = engine.lm.tokenizer, engine.lm.model
+    tok, model = tiny_engine.lm.tokenizer, tiny_engine.lm.model
     prompt = chat_prompt(tok, build_messages(CONV, None))
-    plan = engine.steering_plan((1.0, 0.0, -1.0), recipe, None, vector, layer, multiplier)
+    plan = tiny_engine.steering_plan((1.0, 0.0, -1.0), recipe, None, vector, layer, multiplier)
     u = unit_vector(vector.float())
     out = []
     for row, ids in enumerate(ids_per_row):
@@ -60,48 +53,48 @@ def direct_projections(engine, vector, layer, multiplier, ids_per_row, recipe=No
             handle.remove()
         start = len(prompt.input_ids) - 1  # the position whose logits chose generated token 0
         along = torch.matmul(seen["h"][0, start : start + len(ids)].float(), u)  # apply_steering's h.u
-        out.append((along / engine.hidden_norm(layer)).tolist())
+        out.append((along / tiny_engine.hidden_norm(layer)).tolist())
     return out
 
 
-def test_meter_values_equal_the_engines_projection(engine, vector):
-    meter = Meter.for_engine(engine, vector, LAYER)
-    result = engine.compare(CONV, vector, LAYER, 3.0, GREEDY, meter=meter)
+def test_meter_values_equal_the_engines_projection(tiny_engine, vector):
+    meter = Meter.for_engine(tiny_engine, vector, LAYER)
+    result = tiny_engine.compare(CONV, vector, LAYER, 3.0, GREEDY, meter=meter)
     values = meter.values(result.new_tokens)
     assert [len(v) for v in values] == result.new_tokens == [6, 6, 6]
-    expected = direct_projections(engine, vector, LAYER, 3.0, result.token_ids)
+    expected = direct_projections(tiny_engine, vector, LAYER, 3.0, result.token_ids)
     for got, want in zip(values, expected):
         assert got == pytest.approx(want, abs=2e-4)
     # the panes differ (the steering moved the later tokens), and the values are not all zero
     assert values[0] != values[2] and any(abs(v) > 1e-3 for v in values[1])
 
 
-def test_meter_reads_before_the_layers_own_steering(engine, vector):
+def test_meter_reads_before_the_layers_own_steering(tiny_engine, vector):
     """Read after block L's addition, the + row would be shifted by alpha |v| / n_L at every token."""
-    meter = Meter.for_engine(engine, vector, LAYER)
-    result = engine.compare(CONV, vector, LAYER, 3.0, GREEDY, meter=meter)
+    meter = Meter.for_engine(tiny_engine, vector, LAYER)
+    result = tiny_engine.compare(CONV, vector, LAYER, 3.0, GREEDY, meter=meter)
     plus = meter.values(result.new_tokens)[0]
-    shifted = [v + 3.0 * float(vector.norm()) / engine.hidden_norm(LAYER) for v in plus]
-    direct = direct_projections(engine, vector, LAYER, 3.0, result.token_ids)[0]
+    shifted = [v + 3.0 * float(vector.norm()) / tiny_engine.hidden_norm(LAYER) for v in plus]
+    direct = direct_projections(tiny_engine, vector, LAYER, 3.0, result.token_ids)[0]
     assert plus == pytest.approx(direct, abs=2e-4) and shifted != pytest.approx(direct, abs=1e-2)
 
 
-def test_meter_with_a_band_recipe_and_clamp(engine, vector):
+def test_meter_with_a_band_recipe_and_clamp(tiny_engine, vector):
     """A band of 3 layers around the anchor, clamp on the + side: the anchor's own reading still matches
     (the band's lower layer acts on it, the anchor's clamp does not)."""
     recipe = Recipe(layer=2, strength=1.5, band=3, plus="clamp", minus="add")
-    meter = Meter.for_engine(engine, vector, 2)
-    result = engine.compare(CONV, vector, 2, 1.5, GREEDY, recipe=recipe, meter=meter)
-    expected = direct_projections(engine, vector, 2, 1.5, result.token_ids, recipe)
+    meter = Meter.for_engine(tiny_engine, vector, 2)
+    result = tiny_engine.compare(CONV, vector, 2, 1.5, GREEDY, recipe=recipe, meter=meter)
+    expected = direct_projections(tiny_engine, vector, 2, 1.5, result.token_ids, recipe)
     for got, want in zip(meter.values(result.new_tokens), expected):
         assert got == pytest.approx(want, abs=2e-4)
 
 
-def test_meter_leaves_the_answers_unchanged_and_removes_its_hook(engine, vector):
-    plain = engine.compare(CONV, vector, LAYER, 3.0, GREEDY)
-    metered = engine.compare(CONV, vector, LAYER, 3.0, GREEDY, meter=Meter.for_engine(engine, vector, LAYER))
+def test_meter_leaves_the_answers_unchanged_and_removes_its_hook(tiny_engine, vector):
+    plain = tiny_engine.compare(CONV, vector, LAYER, 3.0, GREEDY)
+    metered = tiny_engine.compare(CONV, vector, LAYER, 3.0, GREEDY, meter=Meter.for_engine(tiny_engine, vector, LAYER))
     assert metered.texts == plain.texts
-    assert not decoder_layers(engine.lm.model)[LAYER]._forward_hooks
+    assert not decoder_layers(tiny_engine.lm.model)[LAYER]._forward_hooks
 
 
 def test_meter_drops_steps_after_a_row_finished():

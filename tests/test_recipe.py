@@ -142,7 +142,7 @@ def test_defaults_file_round_trip_and_errors(tmp_path):
 # ---------------------------------------------------------------------------- the engine
 @pytest.fixture()
 def setup(tmp_path, tiny_tokenizer):
-    from tests.test_engine import PATHS, make_engine
+    from fixtures import PATHS, make_engine
 
     config = load_config()
     config = override(config, vectors_dir=str(tmp_path))

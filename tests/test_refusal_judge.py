@@ -79,29 +79,3 @@ def test_rejudge_scores_the_cached_texts_with_another_judge():
     assert metrics["refusal_rate"] == 0.75  # the cached dict is left alone
     no_texts = {k: v for k, v in metrics.items() if k != "texts"}
     assert rejudge(no_texts, new) == no_texts
-
-
-def test_the_tune_judges_its_cached_answers_again_without_generating(tmp_path, monkeypatch, tiny_tokenizer):
-    from steering.evaluation.tune import run_tune
-    from tests import test_tune as t
-
-    engine = t.engine.__wrapped__(tmp_path, tiny_tokenizer)
-    first = t._run(engine, tmp_path)  # the parity judge: some answers count
-    assert any(r["added"]["refusal_rate"] > 0 for r in first.rows)
-    calls = t._count_generate(monkeypatch)
-    never = RefusalDetector(["a phrase no random model writes"])
-    again = run_tune(
-        engine,
-        t.QUESTIONS,
-        t._sources(engine),
-        t._space(),
-        t.SETTINGS,
-        never,
-        tmp_path / "cache.json",
-        {"model": "tiny", "tokens": 6},
-        progress=False,
-    )
-    assert calls == [] and again.generated_rows == 0  # every answer came from the cache
-    assert all(r["added"]["refusal_rate"] == 0 == r["subtracted"]["refusal_rate"] for r in again.rows)
-    d3 = lambda result: sorted((str(r["setting"]), r["added"]["distinct3"]) for r in result.rows)  # noqa: E731
-    assert d3(again) == d3(first)  # the same answers (the ranking may change with the judge)

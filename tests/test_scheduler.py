@@ -158,7 +158,7 @@ def test_a_bad_request_never_touches_the_others(lm, vectors):
 
 
 def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
-    from test_engine import make_engine
+    from fixtures import make_engine
 
     from steering.config import load_config, override
 
@@ -191,7 +191,7 @@ def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
 
 def test_the_fast_path_runs_one_request_at_a_time_outside_the_scheduler(tiny_tokenizer, vectors):
     """Static cache / compiled step: fixed shapes, no merging; Engine keeps the exclusive path (documented)."""
-    from test_engine import make_engine
+    from fixtures import make_engine
 
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="eager"))
     assert engine.fast_path is not None
@@ -375,8 +375,7 @@ def test_in_the_app_gradios_queue_is_the_limit_users_meet(tiny_tokenizer):
     the scheduler and never gets its "the model is busy" refusal; the waiting happens in Gradio's queue of
     app.max_queue, whose refusal is Gradio's own "Queue is full" message. The scheduler's own message is what
     callers of the Engine see (Python, several threads): checked by test_a_full_queue_is_refused_with_one_line."""
-    import app_harness  # noqa: F401  (puts the project root on sys.path)
-    from test_engine import make_engine
+    from fixtures import make_engine
 
     import app
     from steering.config import load_config, override

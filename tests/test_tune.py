@@ -12,6 +12,7 @@ import statistics
 
 import pytest
 import torch
+from cli_helpers import assert_refused
 
 import steering.decode.generation as generation
 from steering.config import load_config, override
@@ -60,7 +61,7 @@ def _vset():
 
 @pytest.fixture()
 def engine(tmp_path, tiny_tokenizer):
-    from tests.test_engine import PATHS, make_engine
+    from fixtures import PATHS, make_engine
 
     config = load_config()
     config = override(config, vectors_dir=str(tmp_path / "vectors"))
@@ -227,12 +228,8 @@ def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypa
         (["--behavior", "../x"], "behavior"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(flags, message, capsys):
-    from steering.cli import main
-
-    assert main(["tune", *flags]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+def test_bad_input_is_one_line_and_exit_2(flags, message, capsys, no_model):
+    assert_refused(capsys, ["tune", *flags], message)
 
 
 def test_layers_out_of_range_for_the_model(engine, tmp_path):
@@ -389,3 +386,27 @@ def test_cli_two_question_files_and_minus_strengths(engine, tmp_path, monkeypatc
     cache = tmp_path / "vectors" / "refusal"
     assert (cache / "tiny.tune-cache.json").exists() and (cache / "tiny.tune-cache.tune_casual.json").exists()
     assert "tune_casual.json: score" in capsys.readouterr().out
+
+
+def test_the_tune_judges_its_cached_answers_again_without_generating(engine, tmp_path, monkeypatch):
+    """A changed judge re-scores the cached answers (steering.evaluation.tune.rejudge; tests/test_refusal_judge.py
+    has the judge itself)."""
+    first = _run(engine, tmp_path)  # the parity judge: some answers count
+    assert any(r["added"]["refusal_rate"] > 0 for r in first.rows)
+    calls = _count_generate(monkeypatch)
+    never = RefusalDetector(["a phrase no random model writes"])
+    again = run_tune(
+        engine,
+        QUESTIONS,
+        _sources(engine),
+        _space(),
+        SETTINGS,
+        never,
+        tmp_path / "cache.json",
+        {"model": "tiny", "tokens": 6},
+        progress=False,
+    )
+    assert calls == [] and again.generated_rows == 0  # every answer came from the cache
+    assert all(r["added"]["refusal_rate"] == 0 == r["subtracted"]["refusal_rate"] for r in again.rows)
+    d3 = lambda result: sorted((str(r["setting"]), r["added"]["distinct3"]) for r in result.rows)  # noqa: E731
+    assert d3(again) == d3(first)  # the same answers (the ranking may change with the judge)

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from fixtures import count_generate_calls, make_tiny_engine
+from fixtures import count_generate_calls, random_vector
 
 from steering.config import load_config
 from steering.decode.generation import SamplingSettings
@@ -35,14 +35,8 @@ PROMPTS = ("You refuse everything.", "You never refuse.")
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_tokenizer):
-    return make_tiny_engine(tiny_tokenizer, config=load_config())
-
-
-@pytest.fixture(scope="module")
 def vector():
-    torch.manual_seed(1)
-    return torch.randn(64) * 4.0
+    return random_vector(seed=1, scale=4.0)
 
 
 # ------------------------------------------------------------------ pane words and prompts (items 1, 8)
@@ -133,16 +127,16 @@ def test_render_panes_shows_five_panes_with_the_prompt_in_the_caption():
     assert panes[3][3]["content"] == "<sub>prompted pane was off for this message</sub>"
 
 
-def test_prompted_rows_run_in_the_same_batch_and_match_their_own_runs(engine, vector, monkeypatch):
+def test_prompted_rows_run_in_the_same_batch_and_match_their_own_runs(tiny_engine, vector, monkeypatch):
     conv = [{"role": "user", "content": "What's your favorite planet?"}]
-    alone = engine.compare(conv, vector, 1, 3.0, GREEDY)
+    alone = tiny_engine.compare(conv, vector, 1, 3.0, GREEDY)
     prompted = prompted_conversations([], conv[0]["content"], PROMPTS)
-    calls = count_generate_calls(engine, monkeypatch)
-    both = engine.compare(conv, vector, 1, 3.0, GREEDY, extra=prompted)
+    calls = count_generate_calls(tiny_engine, monkeypatch)
+    both = tiny_engine.compare(conv, vector, 1, 3.0, GREEDY, extra=prompted)
     assert calls == [5]  # one engine call, one batch of 3 steered + 2 prompted rows
     assert both.texts[:3] == alone.texts  # the extra rows change nothing in the steered ones
     for side in range(2):  # each prompted row is the unsteered model with its own system prompt
-        assert both.texts[3 + side] == engine.plain(conv, GREEDY, system_prompt=PROMPTS[side])
+        assert both.texts[3 + side] == tiny_engine.plain(conv, GREEDY, system_prompt=PROMPTS[side])
     assert both.texts[3] != both.texts[4]
 
 
@@ -168,25 +162,25 @@ def test_flag_breakdown_is_the_evaluations_rule():
     assert flag_breakdown({**base, "distinct3": 0.1}, base) is None  # the unsteered card is the reference
 
 
-def test_strip_answers_every_multiplier_in_one_batch_with_the_evaluations_measures(engine, vector, monkeypatch):
-    calls = count_generate_calls(engine, monkeypatch)
+def test_strip_answers_every_multiplier_in_one_batch_with_the_evaluations_measures(tiny_engine, vector, monkeypatch):
+    calls = count_generate_calls(tiny_engine, monkeypatch)
     settings = SamplingSettings(max_new_tokens=64)
-    cards = run_strip(engine, "Tell me a story.", vector, 1, 2.0, settings, max_new_tokens=8)
+    cards = run_strip(tiny_engine, "Tell me a story.", vector, 1, 2.0, settings, max_new_tokens=8)
     assert calls == [len(STRIP_FACTORS)]
     assert [c.multiplier for c in cards] == [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0]
     assert all(c.tokens == 8 for c in cards)  # short answers: capped at the strip's length
     conv = [{"role": "user", "content": "Tell me a story."}]
     short = SamplingSettings(max_new_tokens=8)
-    assert cards[3].text == engine.plain(conv, short)
-    panes = engine.compare(conv, vector, 1, 1.0, short).texts  # +1, 0, -1: the strip's cards at ±m/2
+    assert cards[3].text == tiny_engine.plain(conv, short)
+    panes = tiny_engine.compare(conv, vector, 1, 1.0, short).texts  # +1, 0, -1: the strip's cards at ±m/2
     assert [cards[4].text, cards[3].text, cards[2].text] == panes
-    ids = engine._generate(
+    ids = tiny_engine._generate(
         [conv] * 7,
         short,
         None,
-        steer=engine.steering_plan(sorted(STRIP_FACTORS), vector=vector, layer=1, multiplier=2.0),
+        steer=tiny_engine.steering_plan(sorted(STRIP_FACTORS), vector=vector, layer=1, multiplier=2.0),
     ).token_ids
-    nlls = answer_nll(engine.lm.model, engine.lm.tokenizer, ["Tell me a story."] * 7, ids)
+    nlls = answer_nll(tiny_engine.lm.model, tiny_engine.lm.tokenizer, ["Tell me a story."] * 7, ids)
     for card, nll in zip(cards, nlls):
         assert card.distinct3 == distinct_ngram_share(card.text)
         assert card.perplexity == pytest.approx(math.exp(nll))
@@ -197,9 +191,9 @@ def test_strip_answers_every_multiplier_in_one_batch_with_the_evaluations_measur
     ]
 
 
-def test_strip_refuses_a_multiplier_over_the_cap(engine, vector):
+def test_strip_refuses_a_multiplier_over_the_cap(tiny_engine, vector):
     with pytest.raises(SteeringError, match="out of range"):
-        run_strip(engine, "Hi", vector, 1, engine.limits.max_abs_multiplier * 0.75, GREEDY)
+        run_strip(tiny_engine, "Hi", vector, 1, tiny_engine.limits.max_abs_multiplier * 0.75, GREEDY)
 
 
 def test_card_markdown_escapes_and_flags():
@@ -241,11 +235,11 @@ def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
     assert measured_breakdown(tmp_path, "refusal", "m") == 2.5  # unreadable: logged, the next file is used
 
 
-def test_steered_layers_are_the_recipes(engine):
+def test_steered_layers_are_the_recipes(tiny_engine):
     from steering.ui.presets import steered_layers
 
-    assert steered_layers(engine, "refusal") == engine.recipe("refusal").layers(4)
-    assert steered_layers(engine, None) == []
+    assert steered_layers(tiny_engine, "refusal") == tiny_engine.recipe("refusal").layers(4)
+    assert steered_layers(tiny_engine, None) == []
 
 
 def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
@@ -284,7 +278,7 @@ def test_explainer_picture_and_tooltips():
 
 # ------------------------------------------------------------------ the app's strip handler (no browser)
 @pytest.fixture(scope="module")
-def strip_handler(engine, tmp_path_factory):
+def strip_handler(tiny_engine, tmp_path_factory):
     import app
     from steering.io.vector_files import save_safetensors
     from steering.io.vector_set import VectorSet
@@ -297,7 +291,7 @@ def strip_handler(engine, tmp_path_factory):
 
     from steering.ui.settings import ChatSettings
 
-    handlers = app_harness.handlers_of(app.build_app(engine, engine.config))
+    handlers = app_harness.handlers_of(app.build_app(tiny_engine, tiny_engine.config))
     chat = app_harness.ChatInputs(handlers)
     uploads = {"Uploaded: mine.safetensors": str(path)}
     settings = ChatSettings("Uploaded: mine.safetensors", uploads, 1, 1.0, 6, 0.0, 1.0, "0", False, "")

@@ -227,7 +227,7 @@ def test_the_apps_link_handlers(tiny_tokenizer, tmp_path):
     step; copy_link makes the link from the controls (the last message sent when the box is empty)."""
     from types import SimpleNamespace
 
-    import app_harness  # (also puts the project root on sys.path)
+    import app_harness
     import gradio as gr
     from fixtures import make_tiny_lm
 
