@@ -15,7 +15,6 @@ from typing import Any
 
 from steering.config import Config
 from steering.errors import SteeringError
-from steering.io.files import display_path  # noqa: F401  (re-exported: the commands' path display)
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from steering.cli import loading
-from steering.cli.common import add_behavior_command, check_destination, check_input_file, display_path, system_prompt
+from steering.cli.common import add_behavior_command, check_destination, check_input_file, system_prompt
 from steering.config import Config, override
 from steering.core.datasets import file_sha256, load_ab_dataset
 from steering.core.prompts import READ_MODES
 from steering.errors import SteeringError
+from steering.io.files import display_path
 
 
 def register(sub: Any) -> None:

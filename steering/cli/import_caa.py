@@ -53,8 +53,9 @@ def cmd_import_caa(args: Any, config: Config) -> int:
     Returns:
         0, or 1 when a file was not written because it exists with other content (no --force).
     """
-    from steering.cli.common import check_destination, display_path
+    from steering.cli.common import check_destination
     from steering.extract.import_caa import plan_import, run_import  # lazy: imports torch (--help stays fast)
+    from steering.io.files import display_path
 
     rename = _parse_rename(args.rename)
     source = Path(args.path)

@@ -10,13 +10,13 @@ from typing import Any
 
 from steering.cli import loading
 from steering.cli.common import add_answer_flags, add_behavior_command
-from steering.cli.common import display_path as _display_path
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
 from steering.config import Config, home
 from steering.core.datasets import file_sha256, load_open_ended
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
+from steering.io.files import display_path as _display_path
 
 
 def register(sub: Any) -> None:

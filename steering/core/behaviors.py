@@ -1,4 +1,3 @@
-# Over 300 lines: the card format is documented here (the docstring), beside the parser that enforces it.
 """Behavior cards: what each shipped behavior is, in plain words, and how its open-ended answers are judged.
 
 A behavior ships as a folder `datasets/<behavior>/` (the name a lower-case slug: letters, digits, '_' and
@@ -41,6 +40,7 @@ import yaml
 from steering.config import Config
 from steering.core.judges import Judge, parse_judge
 from steering.errors import SteeringError
+from steering.io.files import display_path
 
 CARD_FILE = "behavior.yaml"
 DEFAULT_GENERATE = "generate.json"
@@ -210,7 +210,7 @@ def load_card(datasets_dir: str | Path, behavior: str) -> BehaviorCard:
             card (parse_card).
     """
     path = card_path(datasets_dir, behavior)
-    source = _shown(path)
+    source = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -225,12 +225,6 @@ def load_card(datasets_dir: str | Path, behavior: str) -> BehaviorCard:
         detail = " ".join(str(exc).split())
         raise SteeringError(f"{source}: not valid YAML: {detail}") from None
     return parse_card(data, behavior, source, folder=path.parent)
-
-
-def _shown(path: Path) -> str:
-    from steering.cli.common import display_path
-
-    return display_path(path)
 
 
 def shipped_behaviors(datasets_dir: str | Path) -> list[str]:

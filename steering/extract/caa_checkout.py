@@ -98,3 +98,31 @@ def vector_groups(folder: Path) -> dict[str, list[Path]]:
         if match:
             groups.setdefault(match.group(2) or "", []).append(file)
     return groups
+
+
+def read_vector_group(where: Path, model: str, files: list[Path], rel: Path) -> Any:
+    """One model's vec_layer_<L>_<model>.pt files of a vector folder, read and checked (weights_only: a file
+    cannot run code; torch.load's own errors become one line).
+
+    Args:
+        where: the folder; model: the model part of the file names ("" for unnamed vec_layer_<L>.pt files).
+        files: that model's files (vector_groups); rel: the folder relative to the checkout, for messages.
+
+    Returns:
+        steering.io.vector_set.VectorSet: one (hidden_size,) vector per layer.
+
+    Raises:
+        SteeringError: an unreadable file, or NaN, inf, an absurd norm or a bad shape (named by file), or
+            layers of different sizes.
+    """
+    from steering.io.caa_pt import load_caa_layout, load_pt_vector
+    from steering.io.vector_set import VectorSet
+
+    if model:
+        vset = load_caa_layout(where, model)  # this model's files only; one-line errors
+    else:  # unnamed vec_layer_<L>.pt files
+        vset = VectorSet({int(CAA_NAME.match(f.name).group(1)): load_pt_vector(f) for f in files}, {}, str(rel))
+    for file in files:  # NaN, inf, absurd norms, shapes: named by file
+        layer = int(CAA_NAME.match(file.name).group(1))
+        VectorSet({layer: vset.vectors[layer]}).checked_as(str(rel / file.name))
+    return vset.checked_as(f"{rel}/vec_layer_<L>_{model}.pt")  # one size for all layers

@@ -172,10 +172,10 @@ def build_vectors(
             `force`), a layer out of range. Nothing is written then, and a failure during the extraction
             leaves the previous state (the file is written atomically at the end).
     """
-    from steering.cli.common import display_path
     from steering.core.datasets import file_sha256, load_ab_dataset
     from steering.core.layers import check_layer
     from steering.extract.extraction import extract_vectors
+    from steering.io.files import display_path
     from steering.io.vector_files import save_safetensors
     from steering.io.vector_set import VectorSet
     from steering.io.vector_store import vector_path

@@ -38,6 +38,7 @@ from steering.extract.caa_checkout import (
     check_vector_files,
     inside,
     read_items,
+    read_vector_group,
     vector_groups,
 )
 from steering.io.caa_pt import CAA_NAME
@@ -205,23 +206,11 @@ def _plan_vectors(
 ) -> Planned:
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
     from steering.config import model_slug
-    from steering.io.caa_pt import load_caa_layout
     from steering.io.vector_files import load_safetensors, save_safetensors
     from steering.io.vector_set import VectorSet
 
     rel = where.relative_to(source)
-    if model:
-        vset = load_caa_layout(where, model)  # this model's files only; weights_only; one-line errors
-    else:
-        vset = VectorSet({}, {}, str(rel))
-        from steering.io.caa_pt import load_pt_vector  # unnamed vec_layer_<L>.pt files
-
-        for file in files:
-            vset.vectors[int(CAA_NAME.match(file.name).group(1))] = load_pt_vector(file)
-    for file in files:  # NaN, inf, absurd norms, shapes: named by file
-        layer = int(CAA_NAME.match(file.name).group(1))
-        VectorSet({layer: vset.vectors[layer]})._check_contents(str(rel / file.name))
-    vset._check_contents(f"{rel}/vec_layer_<L>_{model}.pt")  # one size for all layers
+    vset = read_vector_group(where, model, files, rel)
     slug = model_slug(model) if model else "model"
     dest = vectors_dest / target / f"{slug}{suffix}.safetensors"
     metadata = {
