@@ -140,7 +140,7 @@ def test_users_rounds_interleave_the_counts_and_the_verdict_uses_medians(monkeyp
     order = []
     one_user = iter([10.0, 2.0, 10.0])  # round 2's 1-user sample is an outlier (a load spike)
 
-    def fake_sample(lm, requests, reference):
+    def fake_sample(lm, requests, reference, fast_path=None):
         count = len(requests)
         order.append(count)
         tok_s = next(one_user) if count == 1 else {2: 15.0, 4: 19.0}[count]
@@ -213,3 +213,23 @@ def test_users_section_on_the_synthetic_model_layout(capsys):
     assert users["runs"][1]["rows_identical"] == 6
     table = format_users_table(users, gpu=True)
     assert "16 users >= 8x" in table and "p95 time to first token <= 1 s at 16 users: n/a" in table
+    assert "scheduler path: eager" in table
+
+
+def test_users_section_on_the_fast_paths_static_batch(tiny_tokenizer):
+    """bench --users --fast-path: the scheduler batches in the fast path's static caches (CUDA graphs per bucket on
+    a GPU; here the static cache on the CPU); every user still gets what it gets alone on that path."""
+    from steering.bench.tables import format_users_table
+    from steering.bench.users import _synthetic_lm, run_users
+    from steering.decode.fast_path import enable_fast_path
+
+    lm = _synthetic_lm(2, tiny_cpu=True)
+    fast = enable_fast_path(lm, compile=False)
+    try:
+        vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
+        users = run_users(lm, [1, 3], 4, lambda layer: vector, base_layer=1, multiplier=4.0, repeats=1, fast_path=fast)
+    finally:
+        fast.steering.remove()
+    assert [r["most_requests_in_batch"] for r in users["runs"]] == [1, 3]
+    assert users["runs"][1]["rows_identical"] == 9 and users["path"] == "static cache"
+    assert "scheduler path: static cache" in format_users_table(users, gpu=True)

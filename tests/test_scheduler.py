@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from fixtures import make_tiny_lm
+from fixtures import PATHS, make_tiny_lm
 
 from steering.config import ModelSettings
 from steering.core.hooks import SteeringPlan
@@ -157,14 +157,18 @@ def test_a_bad_request_never_touches_the_others(lm, vectors):
     assert tickets[1].shared_steps > 0
 
 
-def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors, path):
+    """Eager path: the scheduler's DynamicCache batch; fast path (static cache and persistent hooks, the compiled
+    step with dynamo's eager backend here; CUDA graphs on a GPU): the static-cache batch of the same scheduler."""
     from fixtures import make_engine
 
     from steering.config import load_config, override
 
     config = override(load_config(), {"app.concurrency_per_model": 4})  # the batch limit: four requests
-    engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny"), config)
-    assert engine.fast_path is None
+    engine = make_engine(tiny_tokenizer, PATHS[path], config)
+    assert (engine.fast_path is None) == (path == "eager")
+    assert engine.scheduler.fast_path is engine.fast_path
     settings = [SamplingSettings(max_new_tokens=10), SamplingSettings(max_new_tokens=10, temperature=0.7, seed=5)]
     calls = [
         dict(conversations=[{"role": "user", "content": q}], vector=v, layer=layer, multiplier=m, settings=s)
@@ -189,20 +193,27 @@ def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors):
     assert not engine.lm.lock.locked()
 
 
-def test_the_fast_path_runs_one_request_at_a_time_outside_the_scheduler(tiny_tokenizer, vectors):
-    """Static cache / compiled step: fixed shapes, no merging; Engine keeps the exclusive path (documented)."""
+def test_on_the_fast_path_a_metered_request_runs_alone_and_inductor_keeps_one_request_at_a_time(
+    tiny_tokenizer, vectors
+):
+    """A meter is a Python hook (no place in a CUDA graph): with a fast path its request runs alone, eagerly,
+    outside the scheduler. Inductor's compiled step would compile for a minute per batch bucket: with it the
+    Engine's scheduler stays on the eager path and fast-path requests run one at a time (decode/dispatch.py)."""
     from fixtures import make_engine
 
+    from steering.ui.meter import Meter
+
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="eager"))
-    assert engine.fast_path is not None
-    result = engine.compare(
-        [{"role": "user", "content": QUESTIONS[0]}],
-        vector=vectors[0],
-        layer=1,
-        multiplier=2.0,
-        settings=SamplingSettings(max_new_tokens=6),
-    )
+    assert engine.fast_path is not None and engine.scheduler.fast_path is engine.fast_path
+    call = dict(vector=vectors[0], layer=1, multiplier=2.0, settings=SamplingSettings(max_new_tokens=6))
+    meter = Meter(vectors[0], 1, 2.0)
+    result = engine.compare([{"role": "user", "content": QUESTIONS[0]}], meter=meter, **call)
     assert result.new_tokens == [6, 6, 6] and engine.scheduler.stats.requests == 0
+    assert len(meter.values(result.new_tokens)[0]) == 6
+    assert engine.compare([{"role": "user", "content": QUESTIONS[0]}], **call).token_ids == result.token_ids
+    assert engine.scheduler.stats.requests == 1  # the same request without a meter: through the static batch
+    engine.fast_path._backend = "inductor"
+    assert engine._scheduler(engine.fast_path).fast_path is None
     assert not engine.lm.lock.locked()
 
 

@@ -176,7 +176,8 @@ def format_users_table(
     repeats = users.get("repeats", 1)
     lines += [
         f"three panes per user, {users['tokens']} tokens per pane (EOS ignored), all users submit at once; "
-        f"medians of {repeats} interleaved rounds (min-max over the rounds in brackets)",
+        f"medians of {repeats} interleaved rounds (min-max over the rounds in brackets); scheduler path: "
+        f"{users.get('path', 'eager')}",
         "",
         "| users | aggregate tok/s | x 1 user | per-user tok/s | first token p50 / p95 | "
         "last token p50 / p95 | largest batch (requests) | rows identical to alone | token positions agreeing |",

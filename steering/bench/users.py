@@ -9,9 +9,10 @@ user's 3 x tokens / its own time to the last token), p50 / p95 time to the first
 token, the scheduler's largest batch, and each user's tokens checked against the same request run alone
 (rows identical, and the share of token positions that agree).
 
-Runs on the configured model (CPU or `--device cuda`, eager path: the scheduler does not merge requests on
-the CUDA-graph / compiled fast path) or, with --synthetic-7b, on the random Llama-2-7B-shaped fp16 model
-on the GPU (users 1 / 4 / 16).
+Runs on the configured model (CPU or `--device cuda`) or, with --synthetic-7b, on the random Llama-2-7B-shaped
+fp16 model on the GPU (users 1 / 4 / 16). The scheduler batches on the eager path (DynamicCache) by default; with
+`--fast-path` in the fast path's static caches (steering/decode/static_batch.py: CUDA graphs captured per batch
+bucket on a GPU; the static cache without graphs on a CPU), the reference then being the same path alone.
 """
 
 from __future__ import annotations
@@ -84,13 +85,14 @@ def user_requests(
     return requests
 
 
-def _sample(lm: Any, requests: Sequence[Any], reference: Sequence[Any]) -> dict[str, Any]:
-    """One timed sample: all `requests` submitted at once through a fresh Scheduler (closed afterwards);
-    times, the largest batch and each row checked against `reference` (its token ids alone)."""
+def _sample(lm: Any, requests: Sequence[Any], reference: Sequence[Any], fast_path: Any = None) -> dict[str, Any]:
+    """One timed sample: all `requests` submitted at once through a fresh Scheduler (closed afterwards; on
+    `fast_path`'s static caches when given); times, the largest batch and each row checked against `reference`
+    (its token ids alone)."""
     from steering.decode.scheduler import Scheduler
 
     count = len(requests)
-    scheduler = Scheduler(lm, max_requests=count, max_waiting=count)
+    scheduler = Scheduler(lm, max_requests=count, max_waiting=count, fast_path=fast_path)
     try:
         start = time.perf_counter()
         tickets = [scheduler.submit(r) for r in requests]
@@ -147,6 +149,7 @@ def run_users(
     base_layer: int,
     multiplier: float,
     repeats: int = 3,
+    fast_path: Any = None,
 ) -> dict[str, Any]:
     """The users table: for each count, all users submit at once; medians over interleaved repeats; every
     output checked against the same request alone.
@@ -163,6 +166,8 @@ def run_users(
         vector_for_layer: layer -> steering vector (hidden_size,).
         base_layer, multiplier: user 0's layer and alpha (see user_requests).
         repeats: timed rounds (each runs every count once), >= 1.
+        fast_path: a fast_path.FastPath: the scheduler batches in its static caches (CUDA graphs per bucket on
+            a GPU), the reference runs that path alone; None: the eager path.
 
     Returns:
         {"tokens", "panes_per_user", "repeats", "runs": [{users, the MEDIAN_KEYS (medians), aggregate_tok_s_min,
@@ -179,7 +184,7 @@ def run_users(
     most = max(counts)
     requests = user_requests(lm, most, tokens, vector_for_layer, base_layer, multiplier)
     log(f"users: warm-up, then each of {most} users alone (the reference)")
-    warm = Scheduler(lm, max_requests=1)
+    warm = Scheduler(lm, max_requests=1, fast_path=fast_path)
     try:
         warm.run(user_requests(lm, 1, 2, vector_for_layer, base_layer, multiplier)[0])
         reference = [warm.run(r).token_ids for r in requests]
@@ -190,7 +195,7 @@ def run_users(
         order = counts[round_ % len(counts) :] + counts[: round_ % len(counts)]
         for count in order:
             log(f"users: round {round_ + 1}/{repeats}, {count} at once, {tokens} tokens per pane")
-            samples[count].append(_sample(lm, requests[:count], reference[:count]))
+            samples[count].append(_sample(lm, requests[:count], reference[:count], fast_path))
     runs = []
     for count in counts:
         got = samples[count]
@@ -212,7 +217,8 @@ def run_users(
         runs.append(run)
     one = next((r["aggregate_tok_s"] for r in runs if r["users"] == 1), None)
     speedup = {str(r["users"]): r["aggregate_tok_s"] / one for r in runs} if one else {}
-    return {"tokens": tokens, "panes_per_user": 3, "repeats": repeats, "runs": runs, "speedup": speedup}
+    path = "eager" if fast_path is None else "static cache" + (", CUDA graphs" if fast_path.graphs is not None else "")
+    return {"tokens": tokens, "panes_per_user": 3, "repeats": repeats, "runs": runs, "speedup": speedup, "path": path}
 
 
 def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> dict[str, Any]:
@@ -251,10 +257,15 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
             "layer": layer,
             "multiplier": multiplier,
             "vector": kind,
-            "fast_path": "on (not used: the scheduler runs the eager path)" if engine.fast_path is not None else "off",
         }
+    fast = None
+    if getattr(args, "fast_path", False):
+        from steering.decode.fast_path import enable_fast_path
+
+        fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compile=False)
+    results["steering"]["scheduler"] = "eager" if fast is None else "fast path (static cache)"
     results["users"] = run_users(
-        lm, args.users, args.tokens, vector_for_layer, layer, multiplier, repeats=args.repeats or 3
+        lm, args.users, args.tokens, vector_for_layer, layer, multiplier, repeats=args.repeats or 3, fast_path=fast
     )
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results

@@ -112,4 +112,10 @@ def register(sub: Any) -> None:
         help="several users at once through the scheduler instead of the sections: e.g. 1 2 4 (CPU), "
         "1 4 16 with --synthetic-7b (GPU); writes results/bench/users-cpu.json (or --json)",
     )
+    p.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="--users: batch in the fast path's static caches (CUDA graphs per batch bucket on a GPU) "
+        "instead of the eager path",
+    )
     p.set_defaults(func=cmd_bench)

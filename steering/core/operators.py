@@ -63,8 +63,9 @@ def apply_steering(
 
     Args:
         hidden: (batch, seq, hidden) a block's output.
-        vector: (hidden,) the steering vector v, in hidden's dtype and device.
-        unit: (hidden,) u = v / |v| (unit_vector(v)), same dtype and device.
+        vector: (hidden,) the steering vector v, in hidden's dtype and device; or (batch, hidden), one vector
+            per row (the static-cache scheduler's rows of several users in one batch).
+        unit: u = v / |v| (unit_vector(v)), v's shape, dtype and device.
         add: (batch,) multiple of v added (CAA multiplier), hidden's dtype.
         project: (batch,) 0 or 1 (or in between: a partial move toward the target), any float dtype.
         target: (batch,) the value the component along u is moved to, in hidden-state units.
@@ -75,7 +76,11 @@ def apply_steering(
     """
     dtype = hidden.dtype  # the output keeps hidden's dtype whatever the per-row tensors are (no-op casts in the hooks)
     scale = (add.to(dtype)[:, None] * active.to(dtype)).unsqueeze(-1)  # (batch, seq, 1); the CAA term first, as before
+    if vector.dim() == 2:  # one vector per row: (batch, 1, hidden), h.u row by row
+        vector, unit = vector[:, None, :], unit[:, None, :]
+        along = torch.matmul(hidden.float(), unit.float().transpose(-1, -2)).squeeze(-1)  # (batch, seq)
+    else:
+        along = torch.matmul(hidden.float(), unit.float())  # (batch, seq): h.u
     steered = hidden + scale * vector.to(dtype)
-    along = torch.matmul(hidden.float(), unit.float())  # (batch, seq): h.u
     coef = project.float()[:, None] * (target.float()[:, None] - along) * active.float()
     return steered + coef.to(dtype).unsqueeze(-1) * unit.to(dtype)

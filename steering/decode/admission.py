@@ -15,6 +15,8 @@ from steering.decode.batch import PromptBatch
 from steering.decode.batch_steering import mergeable
 from steering.decode.requests import ActiveRequest, Request, SchedulerStats, Ticket
 from steering.decode.running import RunningBatch
+from steering.decode.static_batch import StaticBatch
+from steering.errors import SteeringError
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +28,15 @@ class Admission:
     whose state it shares)."""
 
     lm: Any
+    fast_path: Any
+    max_rows: int
+    max_length: int
     max_requests: int
     stats: SchedulerStats
     _wake: threading.Condition
     _waiting: collections.deque[Ticket]
     _active: list[ActiveRequest]
-    _batch: RunningBatch | None
+    _batch: RunningBatch | StaticBatch | None
     _can_merge: bool | None
     _hold: Callable[[], None]
     _done: Callable[[Ticket], None]
@@ -57,7 +62,8 @@ class Admission:
             merges = self._merges()
             with self._wake:
                 room = self.max_requests - len(self._active)
-                if not self._waiting or room <= 0 or (self._batch is not None and not mergeable(self._batch.cache)):
+                joinable = not isinstance(self._batch, RunningBatch) or mergeable(self._batch.cache)
+                if not self._waiting or room <= 0 or not joinable:
                     return
             self._hold()  # the model first: requests that arrive while it is busy elsewhere are admitted together
             with self._wake:
@@ -77,7 +83,10 @@ class Admission:
                 except BaseException as exc:  # noqa: BLE001 -- this request's own failure
                     ticket.error = exc
                     self._done(ticket)
+            prepared, full = self._fitting(prepared)
             if not prepared:
+                if full:  # the head of the queue waits for room in the static batch
+                    return
                 continue
             admitted: list[tuple[ActiveRequest, RunningBatch, list[int]]] = []
             if len(prepared) > 1:
@@ -152,8 +161,49 @@ class Admission:
             self._finish(active, error=error)
         for batch in batches:
             members = [a for a in owners[id(batch)] if id(a) not in gone]
-            if self._batch is None:
-                self._batch = batch
-            else:
-                self._batch.merge(batch)
+            self._join(batch, members)
             self._active.extend(members)
+
+    def _fitting(self, prepared: list[tuple[Ticket, PromptBatch]]) -> tuple[list[tuple[Ticket, PromptBatch]], bool]:
+        """On the fast path, the prepared requests (FIFO) that fit in the static batch now (StaticBatch.need within
+        max_rows / max_length); the first that does not and all after it go back to the front of the queue
+        (returned flag: True), a request that could not fit even in an empty batch fails with one line. On
+        the eager path: all of them."""
+        if self.fast_path is None:
+            return prepared, False
+        batch = self._batch if isinstance(self._batch, StaticBatch) else StaticBatch(self.lm.model, self.fast_path)
+        take: list[tuple[Ticket, PromptBatch]] = []
+        back: list[Ticket] = []
+        rows = width = steps = 0
+        for ticket, prompts in prepared:
+            tokens = ticket.request.settings.max_new_tokens
+            if prompts.rows > self.max_rows or prompts.width + tokens > self.max_length:
+                ticket.error = SteeringError(
+                    f"the request needs {prompts.rows} rows and {prompts.width + tokens} tokens of cache; the fast "
+                    f"path's batch holds at most {self.max_rows} rows and {self.max_length} tokens"
+                )
+                self._done(ticket)
+                continue
+            more = (rows + prompts.rows, max(width, prompts.width), max(steps, tokens))
+            need_rows, need_length = batch.need(*more)
+            if back or need_rows > self.max_rows or need_length > self.max_length:
+                back.append(ticket)  # it and those after it wait: first in, first out
+                continue
+            take.append((ticket, prompts))
+            rows, width, steps = more
+        with self._wake:
+            self._waiting.extendleft(reversed(back))
+        return take, bool(back)
+
+    def _join(self, batch: RunningBatch, members: list[ActiveRequest]) -> None:
+        """Add prefilled rows to the running batch: merged into the DynamicCache batch (eager path), or copied
+        into the static batch's free slots (fast path; each row may take up to its request's token budget)."""
+        if self.fast_path is not None:
+            if not isinstance(self._batch, StaticBatch):
+                self._batch = StaticBatch(self.lm.model, self.fast_path)
+            steps = [a.request.settings.max_new_tokens for a in members for _ in range(a.rows)]
+            self._batch.merge(batch, steps)
+        elif self._batch is None:
+            self._batch = batch
+        elif isinstance(self._batch, RunningBatch):
+            self._batch.merge(batch)

@@ -58,12 +58,14 @@ def run_request(
 ) -> GenerationResult:
     """generate() under the model's lock, through the fast path when it is on and takes the batch (Engine._generate).
 
-    On the eager path (no fast path) the request goes through engine.scheduler: it joins the batch other
-    users' requests are decoding in (steering/decode/scheduler.py), its meter reading its own rows; on the fast
-    path requests run one at a time under the model's lock (a metered one eagerly).
+    The request goes through engine.scheduler: it joins the batch other users' requests are decoding in
+    (steering/decode/scheduler.py): on the eager path (no fast path; its meter reading its own rows) and on the
+    CUDA-graph / static-cache fast path (the batch in a static cache, steps replayed per batch bucket). With
+    inductor's compiled step requests run one at a time under the model's lock (a batch bucket would compile
+    for a minute).
 
-    With a steering.ui.meter.Meter the generation runs on the eager path (the meter is a Python forward
-    hook around the steering hooks; compiled steps and CUDA graphs have no place for it).
+    With a steering.ui.meter.Meter and a fast path the generation runs alone on the eager path under the lock
+    (the meter is a Python forward hook around the steering hooks; CUDA graphs have no place for it).
 
     The token budget (config `limits:` and the model's context) is checked before the lock is taken,
     so an oversized request is refused at once instead of waiting for (and then holding) the model.
@@ -86,12 +88,13 @@ def run_request(
     check_request(engine, conversations, settings, system_prompt)
     lm, fast_path = engine.lm, engine.fast_path
     fast = fast_path if fast_path is not None and fast_path.takes(len(conversations)) else None
+    batched = engine.scheduler.fast_path is not None and meter is None  # the static-cache scheduler
     if (
-        fast_path is None
+        (fast_path is None or batched)
         and set(kwargs) <= {"steer", "on_text", "stop_event"}
         and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan))
     ):
-        from steering.decode.scheduler import Request  # the eager path: one batch shared with other users
+        from steering.decode.scheduler import Request  # one batch shared with other users
 
         return engine.scheduler.run(
             Request(

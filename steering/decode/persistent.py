@@ -45,17 +45,14 @@ class PersistentSteering:
         self.layer = 0
         self.active = False  # True only inside context(): the fast path's own generation
         self.rows = 0  # that generation's batch size
+        self.signature: Any = None  # what set_rows loaded last (the static batch reloads only when it changes)
         self.version = 0  # bumped when the per-row tensors are reallocated for a larger batch
         self.blocks = decoder_layers(model)
         param = next(model.parameters())
         self.device, self.dtype = param.device, _compute_dtype(model)
-        hidden = int(model.config.hidden_size)
+        self.hidden = int(model.config.hidden_size)
         self.layers: tuple[int, ...] = (0,)  # the steered layers of the current plan
-        # one vector and its unit direction per block (zero where a block is not steered)
-        self.vectors = torch.zeros(len(self.blocks), hidden, device=self.device, dtype=self.dtype)
-        self.units = torch.zeros_like(self.vectors)
         self._allocate_rows(max(1, int(max_batch)))
-        self._mark_static(self.vectors, self.units)
         self.handles = [
             block.register_forward_hook(self._hook(i), with_kwargs=True) for i, block in enumerate(self.blocks)
         ]
@@ -69,12 +66,16 @@ class PersistentSteering:
     @torch.inference_mode(False)  # grown inside generate(): still normal tensors, updatable outside it
     def _allocate_rows(self, capacity: int) -> None:
         self.max_batch = capacity
+        # per block and row: the vector and its unit direction (zero where a block is not steered); rows of
+        # several users in one batch (the static-cache scheduler) may carry different vectors at one block
+        self.vectors = torch.zeros(len(self.blocks), capacity, self.hidden, device=self.device, dtype=self.dtype)
+        self.units = torch.zeros_like(self.vectors)
         # per block and row: hooks.apply_steering's add (compute dtype), project and target (float32)
         self.add = torch.zeros(len(self.blocks), capacity, device=self.device, dtype=self.dtype)
         self.project = torch.zeros(len(self.blocks), capacity, device=self.device, dtype=torch.float32)
         self.target = torch.zeros_like(self.project)
         self.steer_from = torch.zeros(capacity, device=self.device, dtype=torch.long)
-        self._mark_static(self.add, self.project, self.target, self.steer_from)
+        self._mark_static(self.vectors, self.units, self.add, self.project, self.target, self.steer_from)
 
     @property
     def multipliers(self) -> torch.Tensor:
@@ -83,8 +84,8 @@ class PersistentSteering:
 
     @property
     def vector(self) -> torch.Tensor:
-        """The vector at the first steered layer, (hidden,)."""
-        return self.vectors[self.layer]
+        """The vector of the first row at the first steered layer, (hidden,)."""
+        return self.vectors[self.layer, 0]
 
     def ensure_capacity(self, rows: int) -> None:
         """Make room for `rows` rows (next power of two); a reallocation bumps `version`."""
@@ -104,8 +105,8 @@ class PersistentSteering:
             if positions is None:
                 positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
             state: tuple[torch.Tensor, ...] = (
-                self.vectors[index],
-                self.units[index],
+                self.vectors[index, :rows],
+                self.units[index, :rows],
                 self.add[index, :rows],
                 self.project[index, :rows],
                 self.target[index, :rows],
@@ -131,12 +132,13 @@ class PersistentSteering:
     def set_plan(self, plan: SteeringPlan, steer_from: Sequence[int]) -> None:
         """Load one generation's steering plan (hooks.SteeringPlan: per layer a vector and per-row add /
         project / target), from `steer_from[row]` on; the tensors are filled in place."""
-        hidden = self.vectors.shape[-1]
+        hidden = self.hidden
         for spec in plan.layers.values():
             if tuple(spec.vector.shape) != (hidden,):
                 raise ValueError(f"steering vector of shape {tuple(spec.vector.shape)}, the model needs {(hidden,)}")
         plan.check(len(self.blocks))
         rows = plan.rows
+        self.signature = None
         if len(steer_from) != rows:
             raise ValueError(f"{len(steer_from)} steering start positions for {rows} rows")
         self.ensure_capacity(rows)
@@ -144,8 +146,8 @@ class PersistentSteering:
             tensor.zero_()
         for layer, spec in plan.layers.items():
             vector = spec.vector.detach().to(self.device, self.dtype)
-            self.vectors[layer] = vector
-            self.units[layer] = unit_vector(vector)
+            self.vectors[layer, :rows] = vector
+            self.units[layer, :rows] = unit_vector(vector)
             self.add[layer, :rows] = spec.add.to(self.device, self.dtype)
             self.project[layer, :rows] = spec.project.to(self.device, torch.float32)
             self.target[layer, :rows] = spec.target.to(self.device, torch.float32)
@@ -154,10 +156,41 @@ class PersistentSteering:
         self.steer_from[:rows] = torch.tensor(list(steer_from), dtype=torch.long)
         self.rows = rows
 
+    def set_rows(self, entries: Sequence[tuple[Sequence[int], SteeringPlan | None, Sequence[int]]], rows: int) -> None:
+        """Load the steering of a batch whose rows belong to several requests (the static-cache scheduler's slots):
+        for each entry (slots, plan, steer_from), the plan's row i acts on batch row slots[i] from position
+        steer_from[i] on; rows of no entry (free slots) and entries without a plan are not steered. The forwards
+        steered are those of `rows` rows (the batch's bucket); the tensors are filled in place.
+
+        Args:
+            entries: per request: its batch rows (slot indices), its hooks.SteeringPlan (checked already) or None,
+                and each of its rows' first steered absolute position.
+            rows: the batch size of the forwards (free slots included).
+        """
+        self.ensure_capacity(rows)
+        for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
+            tensor.zero_()
+        layers: set[int] = set()
+        for slots, plan, steer_from in entries:
+            index = torch.tensor(list(slots), dtype=torch.long, device=self.device)
+            self.steer_from[index] = torch.tensor(list(steer_from), dtype=torch.long, device=self.device)
+            for layer, spec in plan.layers.items() if plan is not None else ():
+                vector = spec.vector.detach().to(self.device, self.dtype)
+                self.vectors[layer, index] = vector
+                self.units[layer, index] = unit_vector(vector)
+                self.add[layer, index] = spec.add.to(self.device, self.dtype)
+                self.project[layer, index] = spec.project.to(self.device, torch.float32)
+                self.target[layer, index] = spec.target.to(self.device, torch.float32)
+                layers.add(layer)
+        self.layers = tuple(sorted(layers))
+        self.layer = self.layers[0] if self.layers else 0
+        self.rows = rows
+
     def clear(self) -> None:
         """Back to idle: the hooks pass every forward through until the next context()."""
         self.active = False
         self.rows = 0
+        self.signature = None
         self.add.zero_()
         self.project.zero_()
 
@@ -177,8 +210,8 @@ class PersistentSteering:
             self.clear()
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """The tensors the hooks read, filled in place: vectors and units (layers, hidden), add, project and
-        target (layers, max_batch), steer_from (max_batch,). Their identity changes only when ensure_capacity
+        """The tensors the hooks read, filled in place: vectors and units (layers, max_batch, hidden), add, project
+        and target (layers, max_batch), steer_from (max_batch,). Their identity changes only when ensure_capacity
         grows them.
         """
         return self.vectors, self.units, self.add, self.project, self.target, self.steer_from

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from steering.decode.batch_steering import cache_layers, left_pad
+from steering.decode.batch_steering import BatchSteering, cache_layers, left_pad
 
 
 class RunningBatch:
@@ -37,6 +37,11 @@ class RunningBatch:
         self.mask = torch.cat([left_pad(self.mask, width, 1), left_pad(other.mask, width, 1)])
         self.ids = torch.cat([self.ids, other.ids])
         self.pos = torch.cat([self.pos, other.pos])
+
+    def steering(self, model: Any, groups: list[tuple[int, int, Any, list[int], Any]]) -> BatchSteering:
+        """The hooks of one step: each request's plan (and meter) on its own rows (batch_steering.BatchSteering;
+        groups: (start, stop, plan, steer_from, meter) per request, in row order)."""
+        return BatchSteering(model, groups)
 
     def forward(self, model: Any) -> torch.Tensor:
         """One decoding step of every row (under the caller's hooks); returns the (rows, vocab) float32 logits.

@@ -59,6 +59,7 @@ from steering.decode.generation import GenerationResult
 from steering.decode.prefill import Prefill
 from steering.decode.requests import ActiveRequest, Request, SchedulerStats, Ticket
 from steering.decode.running import RunningBatch
+from steering.decode.static_batch import StaticBatch
 from steering.decode.stepping import Stepping
 from steering.errors import SteeringError
 
@@ -86,12 +87,32 @@ class Scheduler(Admission, Prefill, Stepping):
         limits: the request caps (each request's prompts are checked against them on submit).
         max_requests: the most requests decoding in one batch (config `app.concurrency_per_model`).
         max_waiting: the most requests waiting for room; one more is refused ("busy, try again").
+        fast_path: the model's fast_path.FastPath: the batch decodes in its static caches, through its decoding
+            step (CUDA graphs, one per batch bucket) and its persistent hooks (static_batch.StaticBatch); None:
+            the eager path (RunningBatch, DynamicCache). Metered requests are refused there (eager only).
+        max_rows: on the fast path, the most rows in the batch (free slots of the largest bucket).
+        max_length: on the fast path, the most cache columns (default: the limits' prompt + new tokens, at most
+            the model's context).
     """
 
-    def __init__(self, lm: Any, limits: Limits | None = None, max_requests: int = 4, max_waiting: int = 16) -> None:
+    def __init__(
+        self,
+        lm: Any,
+        limits: Limits | None = None,
+        max_requests: int = 4,
+        max_waiting: int = 16,
+        fast_path: Any = None,
+        max_rows: int = 48,
+        max_length: int | None = None,
+    ) -> None:
         if max_requests < 1 or max_waiting < 0:
             raise ValueError(f"max_requests must be >= 1 and max_waiting >= 0, got {max_requests}, {max_waiting}")
         self.lm = lm
+        self.fast_path = fast_path
+        self.max_rows = int(max_rows)
+        context = model_context_length(lm.model) or 1 << 20
+        budget = limits.max_prompt_tokens + limits.max_new_tokens if limits is not None else context
+        self.max_length = int(max_length) if max_length is not None else min(budget, context)
         self.limits = limits
         self.max_requests = int(max_requests)
         self.max_waiting = int(max_waiting)
@@ -102,7 +123,7 @@ class Scheduler(Admission, Prefill, Stepping):
         self._holding = False  # the worker holds lm.lock
         # the running batch
         self._active: list[ActiveRequest] = []
-        self._batch: RunningBatch | None = None  # their rows: cache, next inputs, positions, mask
+        self._batch: RunningBatch | StaticBatch | None = None  # their rows: cache, next inputs, positions, mask
         self._closed = False
         self._can_merge: bool | None = None  # whether this model's caches merge along the batch (learned once)
         _OPEN.add(self)
@@ -142,6 +163,8 @@ class Scheduler(Admission, Prefill, Stepping):
         """
         if not request.conversations:
             raise SteeringError("a request needs at least one conversation")
+        if request.meter is not None and self.fast_path is not None:
+            raise ValueError("a metered request runs on the eager path (the fast path's steps have no meter hook)")
         if request.plan is not None:
             request.plan.check(
                 len(decoder_layers(self.lm.model)),

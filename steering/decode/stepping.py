@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from steering.decode.batch_steering import BatchSteering
 from steering.decode.generation import GenerationResult
 from steering.decode.requests import ActiveRequest, SchedulerStats, Ticket
 from steering.decode.running import RunningBatch
+from steering.decode.static_batch import StaticBatch
 
 
 class Stepping:
@@ -24,7 +24,7 @@ class Stepping:
     stats: SchedulerStats
     _wake: threading.Condition
     _active: list[ActiveRequest]
-    _batch: RunningBatch | None
+    _batch: RunningBatch | StaticBatch | None
     _holding: bool
     _waiting: Any
 
@@ -49,7 +49,7 @@ class Stepping:
             groups.append((start, start + active.rows, active.request.plan, active.steer_from, active.request.meter))
             start += active.rows
         assert self._batch is not None  # a batch is decoding
-        with BatchSteering(model, groups):
+        with self._batch.steering(model, groups):
             logits = self._batch.forward(model)
         next_ids: list[torch.Tensor] = []
         leaving: list[tuple[ActiveRequest, BaseException | None]] = []

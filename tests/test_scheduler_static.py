@@ -1,0 +1,243 @@
+"""The scheduler on the fast path (issue 12 item 1): requests of several users in one static-cache batch
+(steering/decode/static_batch.py), on a tiny random Llama on the CPU (FastPath(compile=False): the static cache
+and persistent hooks the CUDA-graph path replays, without the graphs).
+
+Every request is compared with the same request run alone through generation.generate, token for token, greedy
+and sampled; the tests that exist for both run on the eager scheduler too (parametrized "eager" / "static").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from fixtures import make_tiny_lm
+
+from steering.core.hooks import LayerSteering, SteeringPlan
+from steering.decode.fast_path import FastPath
+from steering.decode.generation import SamplingSettings, generate
+from steering.decode.scheduler import Request, Scheduler
+from steering.decode.static_batch import StaticBatch, bucket_for
+from steering.errors import SteeringError
+
+SHORT, LONG = "x", "Hi there, tell me a long story please, with dragons, a castle and a brave knight in it."
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_tokenizer):
+    lm = make_tiny_lm(tiny_tokenizer)
+    lm.fast_path = FastPath(lm.model, compile=False, bucket=16)  # static cache, persistent hooks, no graphs
+    yield lm
+    lm.fast_path.steering.remove()
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(64, generator=generator) * 4.0 for _ in range(3)]
+
+
+@pytest.fixture(params=["eager", "static"])
+def kind(request):
+    return request.param
+
+
+def scheduler(lm, kind: str, **kwargs) -> Scheduler:
+    return Scheduler(lm, fast_path=lm.fast_path if kind == "static" else None, **kwargs)
+
+
+def conv(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def user(i: int, vectors, tokens: int, text: str = LONG, **kwargs) -> Request:
+    """Three different users: own vector, layer, multipliers, operator, sampling settings and seed."""
+    plans = [
+        SteeringPlan.addition(1, vectors[0], [2.0, 0.0, -2.0]),
+        SteeringPlan.addition(2, vectors[1], [1.0, 0.0, -3.0]),
+        SteeringPlan(
+            {layer: LayerSteering.build(vectors[2], [0.0] * 3, [1.0, 0.0, 1.0], [3.0, 0.0, 0.0]) for layer in (1, 3)}
+        ),
+    ]
+    settings = [
+        SamplingSettings(max_new_tokens=tokens),
+        SamplingSettings(max_new_tokens=tokens, temperature=0.8, top_p=0.9, seed=3),
+        SamplingSettings(max_new_tokens=tokens, temperature=1.0, seed=7),
+    ]
+    return Request([conv(text)] * 3, plans[i], settings[i], **kwargs)
+
+
+def alone(lm, req: Request) -> list[list[int]]:
+    """The request's tokens from generation.generate (eager, dynamic cache), nobody else in the batch."""
+    with lm.lock:
+        return generate(lm.model, lm.tokenizer, req.conversations, steer=req.plan, settings=req.settings).token_ids
+
+
+def submit_together(sched: Scheduler, lm, requests: list[Request]):
+    """Submit while the worker waits for the model's lock: all are admitted (prefilled together) before step one."""
+    with lm.lock:
+        tickets = [sched.submit(r) for r in requests]
+        time.sleep(0.05)
+    return tickets
+
+
+def moves(monkeypatch) -> list[int]:
+    """The column shifts of every StaticBatch from now on: > 0 right (a longer prompt joins), < 0 compaction."""
+    seen: list[int] = []
+    original = StaticBatch._move
+
+    def move(self, lo, hi, by):
+        seen.append(by)
+        return original(self, lo, hi, by)
+
+    monkeypatch.setattr(StaticBatch, "_move", move)
+    return seen
+
+
+def test_buckets():
+    assert [bucket_for(n) for n in (1, 4, 5, 9, 17, 33, 48, 49, 70)] == [4, 4, 8, 16, 32, 48, 48, 64, 80]
+
+
+def test_three_users_in_one_batch_get_what_each_gets_alone(lm, vectors, kind):
+    sched = scheduler(lm, kind)
+    requests = [user(i, vectors, tokens) for i, tokens in enumerate((16, 24, 10))]
+    expected = [alone(lm, r) for r in requests]
+    tickets = submit_together(sched, lm, requests)
+    results = [t.wait(60) for t in tickets]
+    assert [r.token_ids for r in results] == expected  # greedy (user 0) and sampled (users 1, 2) alike
+    assert sched.stats.most_requests == 3 and sched.stats.most_rows == 9 and sched.stats.prefills == 1
+    assert all(t.shared_steps > 0 for t in tickets)
+    assert all(r.token_ids[0] != r.token_ids[1] for r in results)  # steering acted per row
+    assert not lm.lock.locked()
+
+
+def test_a_late_joiner_with_a_longer_prompt_shifts_the_cache(lm, vectors, monkeypatch):
+    """The joiner's prompt is longer than the batch's write position: every column moves right first."""
+    shifts = moves(monkeypatch)
+    sched = scheduler(lm, "static")
+    first, late = user(0, vectors, 40, text=SHORT), user(1, vectors, 12, text=LONG * 2)
+    expected = [alone(lm, first), alone(lm, late)]
+    started = threading.Event()
+    first.on_text = lambda texts: started.set()
+    running = sched.submit(first)
+    assert started.wait(30)
+    joiner = sched.submit(late)
+    assert [running.wait(60).token_ids, joiner.wait(60).token_ids] == expected
+    assert joiner.joined_running and joiner.shared_steps == 11
+    assert any(by > 0 for by in shifts)
+
+
+def after_steps(sched: Scheduler, steps: int) -> None:
+    deadline = time.monotonic() + 30
+    while sched.stats.steps < steps and time.monotonic() < deadline:
+        time.sleep(0.0005)
+
+
+def test_a_request_that_does_not_fit_waits(lm, vectors):
+    """max_length 64: a second request arriving after 30 steps of the first would need more columns than are
+    left (FIFO: it waits), and starts when the first has ended."""
+    sched = scheduler(lm, "static", max_length=64)
+    first, second = user(0, vectors, 40, text=SHORT), user(2, vectors, 40, text=SHORT)
+    expected = [alone(lm, first), alone(lm, second)]
+    running = sched.submit(first)
+    after_steps(sched, 30)
+    waiting = sched.submit(second)
+    assert [running.wait(60).token_ids, waiting.wait(60).token_ids] == expected
+    assert waiting.first_token >= running.finished and waiting.shared_steps == 0
+
+
+def test_the_columns_compact_when_the_write_position_reaches_the_end(lm, vectors, monkeypatch):
+    """max_length 80: A (30 tokens), B joining after 15 steps (50 tokens), C after 42 steps (40 tokens): the
+    batch lives longer than the cache is long, so the columns shift left (by the first column still used);
+    everybody gets what they get alone."""
+    shifts = moves(monkeypatch)
+    sched = scheduler(lm, "static", max_length=80)
+    requests = [user(0, vectors, 30, text=SHORT), user(1, vectors, 50, text=SHORT), user(2, vectors, 40, text=SHORT)]
+    expected = [alone(lm, r) for r in requests]
+    tickets = [sched.submit(requests[0])]
+    after_steps(sched, 15)
+    tickets.append(sched.submit(requests[1]))
+    after_steps(sched, 42)
+    tickets.append(sched.submit(requests[2]))
+    assert [t.wait(60).token_ids for t in tickets] == expected
+    assert tickets[1].shared_steps > 0 and tickets[2].shared_steps > 0  # B and C joined running batches
+    assert any(by < 0 for by in shifts)  # compaction
+
+
+def test_a_request_too_long_for_the_static_batch_fails_alone(lm, vectors):
+    sched = scheduler(lm, "static", max_length=48)
+    ok = user(0, vectors, 8, text=SHORT)
+    tickets = submit_together(sched, lm, [user(1, vectors, 40), ok])
+    with pytest.raises(SteeringError, match="tokens of cache"):
+        tickets[0].wait(60)
+    assert tickets[1].wait(60).token_ids == alone(lm, ok)
+
+
+def test_stop_cancels_only_its_own_rows(lm, vectors, kind):
+    sched = scheduler(lm, kind)
+    stop = threading.Event()
+    seen = []
+    stopped = user(0, vectors, 60, stop_event=stop, on_text=lambda t: (seen.append(1), len(seen) >= 3 and stop.set()))
+    other = user(1, vectors, 20)
+    expected = alone(lm, other)
+    tickets = submit_together(sched, lm, [stopped, other])
+    cut, full = tickets[0].wait(60), tickets[1].wait(60)
+    assert cut.stopped and max(cut.new_tokens) < 60
+    assert not full.stopped and full.token_ids == expected
+
+
+def test_a_bad_request_never_touches_the_others(lm, vectors, kind):
+    sched = scheduler(lm, kind)
+
+    def broken(texts):
+        if len(texts[0]) > 3:
+            raise RuntimeError("this user's callback broke")
+
+    bad, good = user(2, vectors, 30, on_text=broken), user(0, vectors, 16)
+    tickets = submit_together(sched, lm, [bad, good])
+    with pytest.raises(RuntimeError, match="callback broke"):
+        tickets[0].wait(60)
+    assert tickets[1].wait(60).token_ids == alone(lm, good) and tickets[1].shared_steps > 0
+
+
+def test_a_metered_request_is_refused_by_the_static_scheduler(lm, vectors):
+    from steering.ui.meter import Meter
+
+    with pytest.raises(ValueError, match="eager path"):
+        scheduler(lm, "static").submit(Request([conv(SHORT)], meter=Meter(vectors[0], 1, 2.0)))
+
+
+def test_unsteered_rows_and_plain_requests_share_the_batch(lm, vectors):
+    sched = scheduler(lm, "static")
+    plain = Request([conv(SHORT), conv(LONG)], None, SamplingSettings(max_new_tokens=12))
+    steered = user(1, vectors, 9)
+    tickets = submit_together(sched, lm, [plain, steered])
+    assert [t.wait(60).token_ids for t in tickets] == [alone(lm, plain), alone(lm, steered)]
+    assert sched.stats.most_rows == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_static_scheduler_on_cuda_graphs_equals_alone_with_a_graph_per_bucket(tiny_tokenizer, vectors):
+    """The default GPU path: the batch's steps replayed from CUDA graphs, one per (bucket, cache length, steered
+    layers); a late joiner keeps the bucket's graph replaying; every request equals its eager run alone."""
+    from dataclasses import replace
+
+    lm = make_tiny_lm(tiny_tokenizer)
+    lm = replace(lm, model=lm.model.cuda(), device=torch.device("cuda", 0))
+    fast = FastPath(lm.model, compile=False, bucket=64, cuda_graphs=True)
+    try:
+        vecs = [v.cuda() for v in vectors]
+        sched = Scheduler(lm, fast_path=fast)
+        first, late = user(0, vecs, 30, text=SHORT), user(1, vecs, 12)
+        expected = [alone(lm, first), alone(lm, late)]
+        running = sched.submit(first)
+        after_steps(sched, 5)
+        joiner = sched.submit(late)
+        assert [running.wait(60).token_ids, joiner.wait(60).token_ids] == expected
+        assert joiner.shared_steps > 0 and fast.graphs is not None and len(fast.graphs.capture_seconds) >= 2
+        buckets = {key[-1][0] for key in fast.graphs.graphs}  # the input shapes: (bucket, 1) ids, ...
+        assert buckets <= {4, 8}
+    finally:
+        fast.steering.remove()
