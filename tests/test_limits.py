@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import yaml
@@ -16,9 +17,11 @@ from steering.core.limits import (
     Limits,
     check_behavior_name,
     check_finite,
+    check_in_range,
     check_multiplier,
     check_seed,
     check_token_budget,
+    check_whole_number,
 )
 from steering.errors import SteeringError
 
@@ -45,6 +48,25 @@ def test_seed_range_is_what_torch_accepts():
     for bad in (-1, SEED_MAX + 1, 99999999999999999999999, 1.5, True, "abc", None):
         with pytest.raises(SteeringError, match="seed"):
             check_seed(bad)
+
+
+def test_whole_numbers_and_ranges_one_rule_for_seeds_and_the_apps_settings():
+    """check_whole_number is the app's layer / token check and check_seed's: the same one-line messages."""
+    assert check_whole_number(" 12 ", "layer", 0, 29) == 12 and check_whole_number(3.0, "layer", 0, 29) == 3
+    assert check_seed(" 12 ") == 12
+    for bad in (True, None, 2.5, math.nan, math.inf, "x", "1.5"):
+        with pytest.raises(SteeringError, match=rf"^layer must be a whole number, got {re.escape(repr(bad))}$"):
+            check_whole_number(bad, "layer", 0, 29)
+        with pytest.raises(SteeringError, match=rf"^seed must be a whole number, got {re.escape(repr(bad))}$"):
+            check_seed(bad)
+    with pytest.raises(SteeringError, match="^layer 30 is out of range: expected 0 to 29$"):
+        check_whole_number(30, "layer", 0, 29)
+    assert check_in_range("0.5", "top_p", 0.05, 1.0) == 0.5
+    for bad in (True, math.nan, 1.5, 0.0):
+        with pytest.raises(SteeringError, match=r"^top_p .* is out of range: expected 0.05 to 1$"):
+            check_in_range(bad, "top_p", 0.05, 1.0)
+    with pytest.raises(SteeringError, match="^top_p must be a number, got 'x'$"):
+        check_in_range("x", "top_p", 0.05, 1.0)
 
 
 @pytest.mark.parametrize("name", ["", "../x", "/etc", "a/b", "Refusal", "x y", ".."])

@@ -91,21 +91,46 @@ def check_new_tokens(value: int, limits: Limits = Limits(), name: str = "max_new
         )
 
 
-def check_seed(value: Any, name: str = "seed") -> int:
-    """A random seed: an integer in [0, 2**63 - 1]; raises SteeringError otherwise."""
-    if isinstance(value, bool):
-        raise SteeringError(f"{name} must be an integer, got {value!r}")
+def check_whole_number(value: Any, name: str, low: int, high: int) -> int:
+    """`value` (an int, a float with no fraction, or text such as " 12 ") as an int in [low, high].
+
+    Raises:
+        SteeringError: one line naming `name`: not a whole number (True/False, None, a fraction, NaN, inf,
+            other text), or outside [low, high].
+    """
+    if isinstance(value, bool) or value is None:
+        raise SteeringError(f"{name} must be a whole number, got {value!r}")
     if isinstance(value, float):
-        if not value.is_integer():
+        if not math.isfinite(value) or not value.is_integer():
             raise SteeringError(f"{name} must be a whole number, got {value!r}")
         value = int(value)
     try:
-        seed = int(value)
+        number = int(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise SteeringError(f"{name} must be an integer, got {value!r}") from None
-    if not 0 <= seed <= SEED_MAX:
-        raise SteeringError(f"{name} {seed} is out of range: expected 0 to {SEED_MAX}")
-    return seed
+        raise SteeringError(f"{name} must be a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise SteeringError(f"{name} {number} is out of range: expected {low} to {high}")
+    return number
+
+
+def check_in_range(value: Any, name: str, low: float, high: float) -> float:
+    """`value` as a finite float in [low, high] (True/False are not numbers here).
+
+    Raises:
+        SteeringError: one line naming `name`: not a number, or not finite, or outside [low, high].
+    """
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise SteeringError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise SteeringError(f"{name} {value!r} is out of range: expected {low:g} to {high:g}")
+    return number
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """A random seed: a whole number in [0, 2**63 - 1] (check_whole_number); raises SteeringError otherwise."""
+    return check_whole_number(value, name, 0, SEED_MAX)
 
 
 def check_behavior_name(name: Any) -> str:

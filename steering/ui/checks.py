@@ -8,7 +8,6 @@ Everything a request needs is passed in explicitly, so two users never share a v
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,14 @@ from typing import Any, Sequence
 
 import torch
 
-from steering.core.limits import Limits, check_behavior_name, check_multiplier, check_seed
+from steering.core.limits import (
+    Limits,
+    check_behavior_name,
+    check_in_range,
+    check_multiplier,
+    check_seed,
+    check_whole_number,
+)
 from steering.core.prompts import Message
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
@@ -153,34 +159,6 @@ def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recip
 
 
 # ---------------------------------------------------------------------------------------------- requests
-def whole_number(value: Any, name: str, low: int, high: int) -> int:
-    """`value` as an int in [low, high]; a one-line SteeringError for fractions, NaN, text or out of range."""
-    if isinstance(value, bool) or value is None:
-        raise SteeringError(f"{name} must be a whole number, got {value!r}")
-    if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            raise SteeringError(f"{name} must be a whole number, got {value!r}")
-        value = int(value)
-    try:
-        number = int(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise SteeringError(f"{name} must be a whole number, got {value!r}") from None
-    if not low <= number <= high:
-        raise SteeringError(f"{name} {number} is out of range: expected {low} to {high}")
-    return number
-
-
-def bounded(value: Any, name: str, low: float, high: float) -> float:
-    """`value` as a finite float in [low, high]; a one-line SteeringError otherwise."""
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        raise SteeringError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or not low <= number <= high:
-        raise SteeringError(f"{name} {value!r} is out of range: expected {low:g} to {high:g}")
-    return number
-
-
 @dataclass(frozen=True)
 class TurnSettings:
     """One request's checked settings: what the app's sliders allow, whatever the caller sent."""
@@ -218,11 +196,11 @@ def check_settings(
     Raises:
         SteeringError: one line naming the first bad value and the accepted range.
     """
-    layer = whole_number(layer, "layer", 0, num_layers - 1)
+    layer = check_whole_number(layer, "layer", 0, num_layers - 1)
     multiplier = check_multiplier(multiplier, limits, "multiplier (α)")
-    max_new = whole_number(max_new_tokens, "max_new_tokens", 1, limits.max_new_tokens)
-    temperature = bounded(temperature, "temperature", *TEMPERATURE_RANGE)
-    top_p = bounded(top_p, "top_p", *TOP_P_RANGE)
+    max_new = check_whole_number(max_new_tokens, "max_new_tokens", 1, limits.max_new_tokens)
+    temperature = check_in_range(temperature, "temperature", *TEMPERATURE_RANGE)
+    top_p = check_in_range(top_p, "top_p", *TOP_P_RANGE)
     seed_value = None if random_seed or seed in (None, "") else check_seed(seed)
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise SteeringError(f"system_prompt must be text, got {type(system_prompt).__name__}")

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from steering.core.limits import Limits, check_seed
+from steering.core.limits import Limits, check_in_range, check_seed, check_whole_number
 from steering.errors import SteeringError
-from steering.ui.checks import TEMPERATURE_RANGE, TOP_P_RANGE, bounded, whole_number
+from steering.ui.checks import TEMPERATURE_RANGE, TOP_P_RANGE
 
 # The query keys, in the order a link writes them.
 KEYS = ("message", "behavior", "alpha", "layer", "temperature", "seed", "max_tokens", "top_p", "system", "run")
@@ -167,12 +167,12 @@ def parse_link(
 
     take("message", message)
     take("behavior", behavior)
-    take("alpha", lambda s: bounded(s, "α", 0.0, min(alpha_max, limits.max_abs_multiplier)))
-    take("layer", lambda s: whole_number(s, "layer", 0, num_layers - 1))
-    take("temperature", lambda s: bounded(s, "temperature", *TEMPERATURE_RANGE))
+    take("alpha", lambda s: check_in_range(s, "α", 0.0, min(alpha_max, limits.max_abs_multiplier)))
+    take("layer", lambda s: check_whole_number(s, "layer", 0, num_layers - 1))
+    take("temperature", lambda s: check_in_range(s, "temperature", *TEMPERATURE_RANGE))
     take("seed", lambda s: str(check_seed(s)))
-    take("max_tokens", lambda s: whole_number(s, "max tokens", 1, limits.max_new_tokens))
-    take("top_p", lambda s: bounded(s, "top_p", *TOP_P_RANGE))
+    take("max_tokens", lambda s: check_whole_number(s, "max tokens", 1, limits.max_new_tokens))
+    take("top_p", lambda s: check_in_range(s, "top_p", *TOP_P_RANGE))
     take("system", message)
     run = str(params.get("run", "")).strip().lower() in ("1", "true", "yes")
     return LinkView(**values, run=run and "message" in values, problems=tuple(problems))
