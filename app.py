@@ -8,20 +8,38 @@ steering.engine.Engine.
 """
 
 import argparse
+import importlib
 import sys
+from typing import TYPE_CHECKING, Any
 
 from steering.cli.common import add_model_flags
 from steering.cli.loading import model_overrides
 from steering.cli.parser import OneLineParser
 from steering.config import load_config, override
-from steering.device import set_threads
-from steering.engine import Engine
 from steering.errors import SteeringError
-from steering.ui.build import build_app
-from steering.ui.chat import Outbox, conversations
 from steering.ui.launch import check_device, check_port, launch_options, port_number
 
 __all__ = ["Engine", "Outbox", "build_app", "conversations", "launch_options", "main", "parse_args"]
+
+# The model and the UI (torch, transformers, Gradio: seconds to import) are imported when the app starts or a
+# name below is first used (PEP 562), not before the flags are parsed: `--help` and bad flags answer at once.
+_LAZY = {
+    "Engine": "steering.engine",
+    "Outbox": "steering.ui.chat",
+    "build_app": "steering.ui.build",
+    "conversations": "steering.ui.chat",
+}
+if TYPE_CHECKING:
+    from steering.engine import Engine
+    from steering.ui.build import build_app
+    from steering.ui.chat import Outbox, conversations
+
+
+def __getattr__(name: str) -> Any:
+    """Import one of the app's heavy names on first use (Engine, Outbox, build_app, conversations)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Start the app; bad arguments, a taken port or a missing device end with one line and exit code 2."""
     args = parse_args(argv)
+    from steering.device import set_threads
+    from steering.engine import Engine
+    from steering.ui.build import build_app
+
     try:
         config = override(load_config(args.config), model=model_overrides(args), source="command line")
         options = launch_options(args, config)

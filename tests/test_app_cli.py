@@ -179,3 +179,40 @@ def test_building_the_app_leaves_no_empty_upload_folder(monkeypatch, tmp_path):
     assert not list(tmp_path.glob("llama-steering-uploads-*"))
     # Gradio's own cache cleanup is on (issue 10, uploads): files older than an hour go, checked every 10 minutes
     assert demo.delete_cache == (600, 3600)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--port", "0"]])
+def test_help_and_bad_flags_answer_before_torch_and_gradio_load(argv):
+    """`python app.py --help` (or a bad flag) parses before importing the model and UI stack: torch,
+    transformers and gradio are not imported by then (they took ~4 s before the flags were read)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['app.py', *{argv!r}]\n"
+        "try:\n"
+        "    runpy.run_path('app.py', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules)\n"
+        "print('exit', code, 'heavy', ','.join(heavy) or '-', file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=app_harness.ROOT, timeout=120
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"exit {0 if argv == ['--help'] else 2} heavy -", proc.stderr
+    if argv == ["--help"]:
+        assert proc.stdout.startswith("usage: app.py") and "--port" in proc.stdout
+
+
+def test_app_still_exports_its_names():
+    """The names app.py re-exports (imported on first use) are the real ones."""
+    from steering.engine import Engine
+    from steering.ui.build import build_app
+    from steering.ui.chat import Outbox, conversations
+
+    assert (app.Engine, app.build_app, app.Outbox, app.conversations) == (Engine, build_app, Outbox, conversations)
+    with pytest.raises(AttributeError):
+        app.no_such_name  # noqa: B018

@@ -1,4 +1,8 @@
-"""Before the app starts: its command-line checks (port, host, device) and demo.launch's options."""
+"""Before the app starts: its command-line checks (port, host, device) and demo.launch's options.
+
+Light to import (no torch, no Gradio, no UI modules at import time): app.py parses its flags with it, so
+`python app.py --help` and a bad flag answer before the heavy imports.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 from steering.config import Config, override
 from steering.errors import SteeringError
-from steering.ui.explainer import DEMO_CSS
-from steering.ui.layout import CSS, METER_CSS, PHONE_CSS
 
 
 def port_number(text: str) -> int:
@@ -51,6 +51,8 @@ def check_device(device: str | None) -> None:
     name = (device or "auto").strip()
     if name == "auto" or name == "cpu":
         return
+    import torch
+
     if name.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = name.partition(":")[2]
@@ -66,6 +68,9 @@ def check_device(device: str | None) -> None:
 def launch_options(args: argparse.Namespace, config: Config, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """demo.launch(...) arguments: the flags --host/--port/--share over config `app:` (steering.config.override);
     a Space (SPACE_ID set) must listen on 0.0.0.0."""
+    from steering.ui.explainer import DEMO_CSS
+    from steering.ui.layout import CSS, METER_CSS, PHONE_CSS
+
     flags = {"host": args.host, "port": args.port, "share": args.share}
     app_cfg = override(config, app=flags, source="command line").app
     password = environ.get(app_cfg.password_env or "")
