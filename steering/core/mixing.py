@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from steering.core.hooks import SteeringPlan
+from steering.core.plan import SteeringPlan
 from steering.errors import SteeringError
 
 

@@ -23,9 +23,10 @@ from torch import nn
 
 from steering.config import ExtractionSettings
 from steering.core.datasets import ABItem
-from steering.core.hooks import apply_steering, steering, unit_vector
+from steering.core.hooks import steering
 from steering.core.layers import check_layer, decoder_layers
 from steering.core.limits import model_context_length
+from steering.core.operators import apply_steering, unit_vector
 from steering.core.prompts import pad_token_id
 from steering.errors import SteeringError
 from steering.evaluation.ab_prompt import ABPrompt, ab_prompts  # noqa: F401  (ab_prompts: re-exported)

@@ -36,8 +36,8 @@ from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
-from steering.core.hooks import unit_vector
 from steering.core.layers import check_layer, decoder_layers
+from steering.core.operators import unit_vector
 
 
 class Meter:
