@@ -482,3 +482,44 @@ def test_device_without_hardware_is_one_line(capsys, device, message):
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
 def test_mps_without_mps_is_one_line(capsys):
     assert_refused(capsys, ["chat", "--prompt", "hi", "--device", "mps"], "Apple MPS is not available")
+
+
+# ---------------------------------------------------------------- program names and --config's help
+COMMANDS = sorted(build_parser().commands)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unknown_flags_are_reported_under_the_commands_name(capsys, no_model, command):
+    """`steering bench --nope` said `error: python -m steering: unrecognized arguments` (the top level's name)
+    for the commands without required arguments; every command's errors now name the command."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, "--nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: python -m steering {command}: "), err
+    assert "--nope" in lines[0] or "required" in lines[0], err  # a missing required argument is found first
+
+
+@pytest.mark.parametrize(
+    "argv0, prog", [("/venv/bin/steering", "steering"), ("/x/steering/__main__.py", "python -m steering")]
+)
+def test_every_usage_line_names_the_program_and_the_command(monkeypatch, argv0, prog):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    parser = build_parser()
+    assert parser.format_usage().startswith(f"usage: {prog} [-h]")
+    for name, command in parser.commands.items():
+        assert command.format_usage().startswith(f"usage: {prog} {name} "), name
+
+
+def test_config_help_says_where_the_default_file_is(monkeypatch, tmp_path):
+    """--config said "default: config.yaml"; the default is <home>/config.yaml (steering.config.home)."""
+    squeeze = lambda text: "".join(text.split())  # noqa: E731  (argparse wraps the help, also at hyphens)
+    monkeypatch.setenv("LLAMA_STEERING_HOME", str(tmp_path))
+    parser = build_parser()
+    for name in ("chat", "compare-vectors", "import-caa"):
+        text = squeeze(parser.commands[name].format_help())
+        assert squeeze("$LLAMA_STEERING_HOME when set, else the source checkout") in text, name
+        assert squeeze(f"here: {tmp_path / 'config.yaml'})") in text, name
+    monkeypatch.setenv("LLAMA_STEERING_HOME", str(tmp_path / "missing"))
+    assert squeeze("missing: not a folder") in squeeze(build_parser().commands["chat"].format_help())

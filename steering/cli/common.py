@@ -17,11 +17,35 @@ from steering.config import Config
 from steering.errors import SteeringError
 
 
+def config_help() -> str:
+    """--config's help: where the default config file really is (steering.config.home's rule, and the path now).
+
+    Returns:
+        The help text (percent signs escaped for argparse).
+    """
+    from steering.config import HOME_ENV, home
+
+    try:
+        now = f"here: {home() / 'config.yaml'}"
+    except SteeringError as exc:  # a bad $LLAMA_STEERING_HOME: the command will say so when it loads the config
+        now = str(exc)
+    text = (
+        f"config file (default: config.yaml in the home folder: ${HOME_ENV} when set, else the source checkout "
+        f"this package runs from, else the current folder; {now})"
+    )
+    return text.replace("%", "%%")
+
+
+def add_config_flag(p: Any) -> None:
+    """Add --config (the config file; default: <home>/config.yaml) to a parser or an argument group."""
+    p.add_argument("--config", metavar="FILE", help=config_help())
+
+
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """Add the model flags (config file, model, dtype, device, quantisation, fast path, threads) as one group;
     each overrides config.yaml's model section when given (steering.cli.loading.model_overrides reads them)."""
     g = p.add_argument_group("model (overrides config.yaml)")
-    g.add_argument("--config", help="config file (default: config.yaml)")
+    add_config_flag(g)
     g.add_argument("--model", dest="name", help="hub id, local folder, or smollm2-135m-instruct")
     g.add_argument("--dtype", help="auto, float32, float16, bfloat16")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")

@@ -11,7 +11,7 @@ from steering.errors import SteeringError
 
 def register(sub: Any) -> None:
     """Add the `import-caa` sub-command to steering.cli's parser."""
-    from steering.cli.common import add_threads_flag
+    from steering.cli.common import add_config_flag, add_threads_flag
 
     p = sub.add_parser(
         "import-caa",
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="replace files that exist with other content")
     p.add_argument("--dry-run", action="store_true", help="check and report, write nothing")
-    p.add_argument("--config")
+    add_config_flag(p)
     add_threads_flag(p)
     p.set_defaults(func=cmd_import_caa)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from steering.cli.common import add_threads_flag, check_destination, check_input_file
+from steering.cli.common import add_config_flag, add_threads_flag, check_destination, check_input_file
 from steering.config import Config
 
 FOLDER_MODEL_HELP = (
@@ -22,7 +22,7 @@ def register(sub: Any) -> None:
     p.add_argument("b")
     p.add_argument("--json", action="store_true")
     p.add_argument("--model", dest="folder_model", metavar="NAME", help=FOLDER_MODEL_HELP)
-    p.add_argument("--config")
+    add_config_flag(p)
     add_threads_flag(p)
     p.set_defaults(func=cmd_compare_vectors)
 
@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--layers", type=int, nargs="+")
     p.add_argument("--model-hint", default="llama")
     p.add_argument("--model", dest="folder_model", metavar="NAME", help=FOLDER_MODEL_HELP)
-    p.add_argument("--config")
+    add_config_flag(p)
     add_threads_flag(p)
     p.set_defaults(func=cmd_export_gguf)
 
