@@ -26,7 +26,6 @@ from steering.models import LoadedModel, load_model
 
 if TYPE_CHECKING:
     from steering.decode.fast_path import FastPath
-    from steering.decode.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +74,12 @@ class Engine:
         self.limits = self.config.limits
         # Requests of several users decode in one batch (continuous batching); app.concurrency_per_model
         # is the most requests per batch, app.max_queue the most waiting for room (steering/decode/scheduler.py).
-        self.scheduler = self._scheduler(None)
+        self.scheduler = dispatch.scheduler_for(self, None)
         # The fast path (compiled or CUDA-graphed decoding, static cache, persistent hooks) is set up by an
         # explicit warm_up(), not here; an Engine on a model that already has one (a second Engine) uses it.
         self.fast_path: FastPath | None = getattr(self.lm, "fast_path", None)
         if self.fast_path is not None:
-            self.scheduler = self._scheduler(self.fast_path)
-
-    def _scheduler(self, fast_path: FastPath | None) -> Scheduler:
-        """The request scheduler: on the eager path, or in the fast path's static caches (CUDA graphs per batch
-        bucket; not with inductor's compiled step, which would compile once per bucket: there requests run one
-        at a time, steering/decode/dispatch.py)."""
-        from steering.decode.scheduler import Scheduler
-
-        if fast_path is not None and fast_path.compiled and fast_path._backend == "inductor":
-            fast_path = None
-        app = self.config.app
-        return Scheduler(self.lm, self.limits, app.concurrency_per_model, app.max_queue, fast_path=fast_path)
+            self.scheduler = dispatch.scheduler_for(self, self.fast_path)
 
     def warm_up(self) -> FastPath | None:
         """Set up the fast path the model settings ask for, once: `model.compile` (static cache + torch.compile,
@@ -119,7 +107,7 @@ class Engine:
             self.fast_path = None
         if self.fast_path is not None:
             self.scheduler.close()
-            self.scheduler = self._scheduler(self.fast_path)
+            self.scheduler = dispatch.scheduler_for(self, self.fast_path)
         return self.fast_path
 
     @classmethod

@@ -201,6 +201,7 @@ def test_on_the_fast_path_a_metered_request_runs_alone_and_inductor_keeps_one_re
     Engine's scheduler stays on the eager path and fast-path requests run one at a time (decode/dispatch.py)."""
     from fixtures import make_engine
 
+    from steering.decode.dispatch import scheduler_for
     from steering.ui.meter import Meter
 
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="eager"))
@@ -213,7 +214,7 @@ def test_on_the_fast_path_a_metered_request_runs_alone_and_inductor_keeps_one_re
     assert engine.compare([{"role": "user", "content": QUESTIONS[0]}], **call).token_ids == result.token_ids
     assert engine.scheduler.stats.requests == 1  # the same request without a meter: through the static batch
     engine.fast_path._backend = "inductor"
-    assert engine._scheduler(engine.fast_path).fast_path is None
+    assert scheduler_for(engine, engine.fast_path).fast_path is None
     assert not engine.lm.lock.locked()
 
 

@@ -13,7 +13,22 @@ from steering.core.prompts import Message, build_messages, chat_prompt
 from steering.decode.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
 
 if TYPE_CHECKING:
+    from steering.decode.fast_path import FastPath
+    from steering.decode.scheduler import Scheduler
     from steering.engine import Engine
+
+
+def scheduler_for(engine: Engine, fast_path: FastPath | None) -> Scheduler:
+    """The Engine's request scheduler (config app.concurrency_per_model requests per batch, app.max_queue waiting):
+    on the eager path, or in the fast path's static caches (CUDA graphs per batch bucket). Not with inductor's
+    compiled step, which would compile once per batch bucket (a minute each): there the scheduler stays eager
+    and fast-path requests run one at a time (run_request)."""
+    from steering.decode.scheduler import Scheduler
+
+    if fast_path is not None and fast_path.compiled and fast_path._backend == "inductor":
+        fast_path = None
+    app = engine.config.app
+    return Scheduler(engine.lm, engine.limits, app.concurrency_per_model, app.max_queue, fast_path=fast_path)
 
 
 def check_request(

@@ -4,7 +4,7 @@ A `Scheduler` owns one model's generation. Each `Request` is one user's rows (th
 one row) with its own conversations, its own SteeringPlan (vector, layer(s), multipliers: any per-row
 operator of steering.core.hooks), sampling settings, seed, token budget, stop event and streaming callback.
 
-How a request runs (the eager path, dynamic KV cache, CPU or GPU):
+How a request runs (steps 3 and 4 as on the eager path; the fast path below):
 
 1. It waits in a bounded queue (`max_waiting`; one more is refused at once with a one-line
    "busy, try again" SteeringError) until the running batch has room (`max_requests` requests).
@@ -36,8 +36,22 @@ Busy signal: while a batch is decoding the worker holds the model's lock (`Loade
 when the scheduler runs dry; so `lm.lock.locked()` still means "the model is at work", and other users of
 the lock (tune, the A/B evaluation) wait for the batch to drain, as before.
 
-The fast path (steering/decode/fast_path.py: static cache, CUDA graphs, torch.compile) has fixed shapes; its
-requests are not merged: Engine runs them one at a time under the lock, as before this module.
+Two paths, one scheduler (what runs merged where):
+
+* Eager (`fast_path=None`; CPU, or a GPU without a fast path): the running batch is a RunningBatch (running.py), a
+  DynamicCache merged along the batch as in step 3, steered per request by batch_steering.BatchSteering; a
+  request's meter reads its own rows.
+* Fast path (`fast_path=`, the Engine's on CUDA: CUDA graphs, or the static cache without graphs on a CPU): the
+  running batch is a StaticBatch (static_batch.py), a transformers StaticCache of a fixed bucket of rows
+  (4 / 8 / 16 / 32 / 48) and length; each request's rows occupy slots, joiners are prefilled eagerly as in
+  step 2 and copied into free slots right-aligned to the shared write position, the columns shift right for a
+  longer prompt and compact at the end of the cache; each slot carries its own request's steering in the fast
+  path's persistent tensors (persistent.PersistentSteering.set_rows), so a CUDA graph captured for (bucket,
+  cache length, steered layers) keeps replaying while requests come and go. A request is admitted only when the
+  batch can hold it to its last token (`max_rows`, `max_length`; it waits otherwise, first in first out), one
+  that never could fails with one line. Metered requests are refused here (the Engine runs them alone, eagerly);
+  inductor's compiled step is not used here (one compile per bucket): with it the Engine runs requests one at a
+  time (steering/decode/dispatch.py).
 """
 
 from __future__ import annotations
