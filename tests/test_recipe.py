@@ -30,7 +30,7 @@ def _vectors(layers=4, size=64, seed=3):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"plus": "multiply"}, "plus: expected one of add, clamp, ablate, found 'multiply'"),
+        ({"plus": "multiply"}, "plus: expected one of add, clamp, ablate, add_norm, found 'multiply'"),
         ({"unit": "percent"}, "unit: expected one of multiplier, relative, found 'percent'"),
         ({"band": 0}, "band: expected an integer >= 1, found 0"),
         ({"strength": float("nan")}, "strength: expected a finite number, found nan"),

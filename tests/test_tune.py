@@ -218,7 +218,7 @@ def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypa
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--plus", "boost"], "tune: --plus: unknown operator 'boost' (expected add, clamp, ablate)"),
+        (["--plus", "boost"], "tune: --plus: unknown operator 'boost' (expected add, clamp, ablate, add_norm)"),
         (["--strengths", "-1"], "tune: --strengths must be finite numbers > 0, found -1.0"),
         (["--bands", "0"], "tune: --bands must be integers >= 1, found 0"),
         (["--unit", "percent"], "tune: --unit must be one of multiplier, relative, found 'percent'"),
@@ -410,3 +410,54 @@ def test_the_tune_judges_its_cached_answers_again_without_generating(engine, tmp
     assert all(r["added"]["refusal_rate"] == 0 == r["subtracted"]["refusal_rate"] for r in again.rows)
     d3 = lambda result: sorted((str(r["setting"]), r["added"]["distinct3"]) for r in result.rows)  # noqa: E731
     assert d3(again) == d3(first)  # the same answers (the ranking may change with the judge)
+
+
+# ---------------------------------------------------------------------------- subtracted-side windows
+def test_minus_windows_are_their_own_side_jobs_and_old_keys_stay_valid():
+    space = _space(layers=[1], bands=[1], plus=["clamp"], minus=["add"], strengths=[1.5], minus_windows=[None, 8])
+    settings, needs = side_jobs(space.check(4), 1)
+    assert [s.minus_window for s in settings] == [None, 8]
+    ups = {needs[s][0] for s in settings}
+    assert len(ups) == 1  # the added side is shared: windows are the subtracted side's only
+    sources = [VectorSource(None, "v", "c" * 64, None, None)]
+    keys = [needs[s][1].key(sources) for s in settings]
+    assert keys[0] == "cccccccccccccccc|L1|b1|shared|add|-1.5|multiplier"  # as before windows existed
+    assert keys[1] == keys[0] + "|w8"
+    recipe = needs[settings[1]][1].recipe()
+    assert recipe.minus_window == 8 and recipe.plan(_vset(), [-1.5], 4).layers[1].window.tolist() == [8.0]
+    with pytest.raises(SteeringError, match="--minus-windows must be integers >= 1 or 'all', found 0"):
+        _space(minus_windows=[0]).check()
+
+
+def test_cli_minus_windows_reach_the_defaults_file(engine, tmp_path, monkeypatch, capsys):
+    questions = tmp_path / "tune.json"
+    questions.write_text(json.dumps(QUESTIONS))
+    flags = ["--questions", str(questions), "--layers", "1", "--plus", "clamp", "--minus", "add", "--strengths", "3"]
+    assert _tune_cli(engine, monkeypatch, *flags, "--minus-windows", "all", "2") == 0
+    written = load_defaults(tmp_path / "vectors" / "refusal" / "tiny.defaults.json")
+    info = written.info
+    assert info["tuning"]["search"]["minus_windows"] == [None, 2]
+    top = {t.get("minus_window"): t for t in info["top"]}
+    assert set(top) == {None, 2}
+    best = info["top"][0]
+    assert written.recipe.minus_window == best.get("minus_window")
+    jobs = json.loads((tmp_path / "vectors" / "refusal" / "tiny.tune-cache.json").read_text())["jobs"]
+    assert any(k.endswith("|add|-3|multiplier|w2") for k in jobs) and any(
+        k.endswith("|add|-3|multiplier") for k in jobs
+    )
+    # the window changed the subtracted answers (the tiny model's steer_from is its last prompt position)
+    by_window = {k.endswith("|w2"): v["texts"] for k, v in jobs.items() if "|add|-3|" in k}
+    assert by_window[True] != by_window[False]
+    assert "(first 2)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-3"])
+def test_bad_minus_windows_are_one_line_and_exit_2(value, capsys):
+    from steering.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:  # argparse's type check: before the model loads
+        main(["tune", "--minus-windows", value])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--minus-windows" in lines[0]
+    assert "expected a whole number >= 1 or 'all'" in lines[0]

@@ -42,8 +42,15 @@ def register(sub: Any) -> None:
     p.add_argument("--vectors", nargs="+", help="vector files (methods) to try (default: the behavior's file)")
     p.add_argument("--layers", type=int, nargs="+", help="anchor layers (default: the model's layer -2, 0, +2)")
     p.add_argument("--bands", type=int, nargs="+", default=[1], help="band widths (default 1)")
-    p.add_argument("--plus", nargs="+", default=["add", "clamp"], help="added-side operators (add clamp ablate)")
-    p.add_argument("--minus", nargs="+", default=["add", "ablate"], help="subtracted-side operators")
+    p.add_argument(
+        "--plus", nargs="+", default=["add", "clamp"], help="added-side operators (add clamp ablate add_norm)"
+    )
+    p.add_argument(
+        "--minus",
+        nargs="+",
+        default=["add", "ablate"],
+        help="subtracted-side operators (add clamp ablate add_norm: addition that keeps each position's norm)",
+    )
     p.add_argument(
         "--strengths", type=_float, nargs="+", help="strengths (default: relative 0.1 0.2 0.3; multiplier 1 2 4)"
     )
@@ -53,6 +60,13 @@ def register(sub: Any) -> None:
         nargs="+",
         help="subtracted-side strengths, each paired with every --strengths value (the recipe's "
         "strength_minus; default: the same as --strengths)",
+    )
+    p.add_argument(
+        "--minus-windows",
+        type=_window,
+        nargs="+",
+        help="where the subtracted side steers: N = only the first N positions from the end of the instruction, "
+        "'all' = every position (CAA); each value is searched (the recipe's minus_window; default: all)",
     )
     p.add_argument("--unit", default="relative", help="relative (x the hidden-state norm, default) or multiplier")
     p.add_argument(
@@ -67,6 +81,19 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")
     p.set_defaults(func=cmd_tune)
+
+
+def _window(text: str) -> int | None:
+    """A --minus-windows value: 'all' (None: every position) or a whole number >= 1 (ArgumentTypeError otherwise)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'all', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'all', got {text!r}")
+    return value
 
 
 def _spread(items: list, limit: int) -> list:
@@ -131,6 +158,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         unit=unit,
         shared_vector=not args.own_vectors,
         minus_strengths=list(args.minus_strengths) if args.minus_strengths else None,
+        minus_windows=list(args.minus_windows) if args.minus_windows else None,
     )
     space.check()  # before the slow model load
     question_paths = (

@@ -50,13 +50,18 @@ class SteeringHook:
         steer_from: Sequence[int] | torch.Tensor,
         project: Sequence[float] | torch.Tensor | None = None,
         target: Sequence[float] | torch.Tensor | None = None,
+        renorm: Sequence[float] | torch.Tensor | None = None,
+        window: Sequence[float] | torch.Tensor | None = None,
     ) -> None:
-        spec = LayerSteering.build(vector, multipliers, project, target)
+        spec = LayerSteering.build(vector, multipliers, project, target, renorm, window)
         self.vector = spec.vector.float()
         self.unit = unit_vector(self.vector)
         self.multipliers = spec.add  # the add term; the historical name
         self.project = spec.project
         self.target = spec.target
+        # None when no row is rescaled / every row steers every position: the formula is then exactly CAA's
+        self.renorm: torch.Tensor | None = spec.renorms if bool(spec.renorms.any()) else None
+        self.window: torch.Tensor | None = spec.windows if bool(spec.windows.isfinite().any()) else None
         self.steer_from = torch.as_tensor(steer_from, dtype=torch.long).clone()
         self._placed: tuple[torch.device, torch.dtype] | None = None
 
@@ -68,6 +73,10 @@ class SteeringHook:
             self.multipliers = self.multipliers.to(hidden.device, hidden.dtype)
             self.project = self.project.to(hidden.device, torch.float32)
             self.target = self.target.to(hidden.device, torch.float32)
+            if self.renorm is not None:
+                self.renorm = self.renorm.to(hidden.device, torch.float32)
+            if self.window is not None:
+                self.window = self.window.to(hidden.device, torch.float32)
             self.steer_from = self.steer_from.to(hidden.device)
             self._placed = (hidden.device, hidden.dtype)
 
@@ -88,8 +97,10 @@ class SteeringHook:
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        active = steering_active(positions, self.steer_from, hidden.dtype)  # (batch, seq)
-        steered = apply_steering(hidden, self.vector, self.unit, self.multipliers, self.project, self.target, active)
+        active = steering_active(positions, self.steer_from, hidden.dtype, self.window)  # (batch, seq)
+        steered = apply_steering(
+            hidden, self.vector, self.unit, self.multipliers, self.project, self.target, active, self.renorm
+        )
         if isinstance(output, tuple):
             return (steered,) + tuple(output[1:])
         return steered
@@ -123,7 +134,7 @@ def steer(
     hooks, handles = [], []
     try:
         for layer, spec in sorted(plan.layers.items()):
-            hook = SteeringHook(spec.vector, spec.add, steer_from, spec.project, spec.target)
+            hook = SteeringHook(spec.vector, spec.add, steer_from, spec.project, spec.target, spec.renorm, spec.window)
             hooks.append(hook)
             handles.append(blocks[layer].register_forward_hook(hook, with_kwargs=True))
         yield hooks

@@ -8,6 +8,7 @@ applies them with forward hooks; generate() takes one as its `steer` argument (p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -19,15 +20,38 @@ from steering.errors import SteeringError
 
 @dataclass
 class LayerSteering:
-    """What one layer does to each row: h' = h + active * (add * v + project * (target - h.u) * u).
+    """What one layer does to each row: h' = h + active * (add * v + project * (target - h.u) * u), then, for
+    rows with renorm = 1, h' rescaled to |h| (norm-preserving steering; operators.apply_steering), at the row's
+    steered positions (the first `window` positions from steer_from; operators.steering_active).
 
-    vector (hidden,); add, project, target (batch,) float tensors.
+    vector (hidden,); add, project, target, renorm, window (batch,) float tensors (renorm None: all 0; window
+    None: all inf, every position from steer_from on).
     """
 
     vector: torch.Tensor
     add: torch.Tensor
     project: torch.Tensor
     target: torch.Tensor
+    renorm: torch.Tensor | None = None
+    window: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.renorm is None:
+            self.renorm = torch.zeros_like(self.add, dtype=torch.float32)
+        if self.window is None:
+            self.window = torch.full_like(self.add, math.inf, dtype=torch.float32)
+
+    @property
+    def renorms(self) -> torch.Tensor:
+        """The per-row renorm flags, (batch,) float32 (never None after construction)."""
+        assert self.renorm is not None
+        return self.renorm
+
+    @property
+    def windows(self) -> torch.Tensor:
+        """The per-row windows (positions steered from steer_from; inf = all), (batch,) float32."""
+        assert self.window is not None
+        return self.window
 
     @classmethod
     def build(
@@ -36,6 +60,8 @@ class LayerSteering:
         add: Sequence[float] | torch.Tensor,
         project: Sequence[float] | torch.Tensor | None = None,
         target: Sequence[float] | torch.Tensor | None = None,
+        renorm: Sequence[float] | torch.Tensor | None = None,
+        window: Sequence[float] | torch.Tensor | None = None,
     ) -> LayerSteering:
         """A LayerSteering from a vector and per-row values, copied to float32 tensors.
 
@@ -45,22 +71,43 @@ class LayerSteering:
             project: (batch,) 0..1 projection weight per row (None: all 0, no projection).
             target: (batch,) value the component along v / |v| is moved to, residual-stream units (None: all 0,
                 i.e. directional ablation when project = 1, Arditi et al. 2024, arXiv 2406.11717, section 2.4).
+            renorm: (batch,) 1 = rescale the row's steered positions to their norm before steering (norm-preserving
+                steering, see operators.apply_steering), 0 = not (None: all 0).
+            window: (batch,) number of positions steered from the row's steer_from, inf = every position (None:
+                all inf; operators.steering_active).
 
         Raises:
-            ValueError: vector is not 1-D, or add, project and target differ in length.
+            ValueError: vector is not 1-D, add, project, target, renorm and window differ in length, or a
+                window is not > 0.
         """
         add_t = torch.as_tensor(add, dtype=torch.float32).detach().clone().reshape(-1)
         zeros = torch.zeros_like(add_t)
         project_t = zeros.clone() if project is None else torch.as_tensor(project, dtype=torch.float32).detach().clone()
         target_t = zeros.clone() if target is None else torch.as_tensor(target, dtype=torch.float32).detach().clone()
+        renorm_t = zeros.clone() if renorm is None else torch.as_tensor(renorm, dtype=torch.float32).detach().clone()
+        window_t = (
+            torch.full_like(add_t, math.inf)
+            if window is None
+            else torch.as_tensor(window, dtype=torch.float32).detach().clone()
+        )
         if vector.ndim != 1:
             raise ValueError(f"steering vector must be 1-D, got shape {tuple(vector.shape)}")
-        if project_t.shape != add_t.shape or target_t.shape != add_t.shape:
+        shapes = [t.shape for t in (project_t, target_t, renorm_t, window_t)]
+        if any(shape != add_t.shape for shape in shapes):
             raise ValueError(
-                f"add, project and target need one value per row: shapes {tuple(add_t.shape)}, "
-                f"{tuple(project_t.shape)}, {tuple(target_t.shape)}"
+                f"add, project, target, renorm and window need one value per row: shapes {tuple(add_t.shape)}, "
+                + ", ".join(str(tuple(shape)) for shape in shapes)
             )
-        return cls(vector.detach(), add_t, project_t.reshape(-1), target_t.reshape(-1))
+        if bool((window_t <= 0).any()) or bool(window_t.isnan().any()):
+            raise ValueError(f"a steering window is the number of positions steered (> 0), found {window_t.tolist()}")
+        return cls(
+            vector.detach(),
+            add_t,
+            project_t.reshape(-1),
+            target_t.reshape(-1),
+            renorm_t.reshape(-1),
+            window_t.reshape(-1),
+        )
 
 
 @dataclass
@@ -125,12 +172,14 @@ class SteeringPlan:
             return None
         out = {}
         for layer, vector in layers.items():
-            parts: dict[str, list[torch.Tensor]] = {"add": [], "project": [], "target": []}
+            names = ("add", "project", "target", "renorm", "window")
+            parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
             for plan, size in zip(plans, sizes):
                 row_spec = plan.layers.get(layer) if plan is not None else None
                 for name in parts:
-                    parts[name].append(getattr(row_spec, name) if row_spec is not None else torch.zeros(size))
-            out[layer] = LayerSteering(vector, *(torch.cat(parts[name]) for name in ("add", "project", "target")))
+                    fill = torch.full((size,), math.inf) if name == "window" else torch.zeros(size)
+                    parts[name].append(getattr(row_spec, name) if row_spec is not None else fill)
+            out[layer] = LayerSteering(vector, *(torch.cat(parts[name]) for name in names))
         return cls(out)
 
     def check(self, num_layers: int, rows: int | None = None, hidden_size: int | None = None) -> SteeringPlan:

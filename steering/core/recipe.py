@@ -19,11 +19,24 @@ s = 0 leaves the row unsteered):
           not split: each layer sets it again)
   ablate  the component along u_L is removed at every layer of the band (Arditi et al. 2024);
           the strength only switches it on
+  add_norm  norm-preserving addition: as `add`, then each steered position is rescaled to the norm it had
+          before (h' = (h + a v) x |h| / |h + a v|, at each layer of the band): the direction moves as
+          with addition, the hidden-state scale is kept, as rotation-based steering keeps it (Angular
+          Steering, Vu & Nguyen 2025, arXiv 2510.26243; Householder pseudo-rotation, Pham & Nguyen 2024,
+          arXiv 2409.10053)
 Separate strengths per side: `strength_minus` (None = `strength`) is the subtracted side's strength. A row of
 signed strength s < 0 is applied at |s| x strength_minus / strength, so the two sides keep their ratio when a
 caller (the app's slider, `layer`/`multiplier` overrides) scales the strength.
 The band: `band` consecutive layers centred on `layer` (clipped to the model), one vector at all of
 them (the anchor layer's, `shared_vector`) or each layer's own.
+Where the subtracted side steers: `minus_window` None steers every position from the end of the user's
+instruction on, as CAA does (Rimsky et al. 2023, section 3); an integer N steers only the first N of those
+positions (the assistant header and the first answer tokens), then lets the answer run unsteered. A
+refusal is decided in the first few answer tokens (Qi et al. 2024, "Safety Alignment Should Be Made More
+Than Just a Few Tokens Deep", arXiv 2406.05946), and steering a few positions only, with attention carrying
+the change on, is how Activation Addition applies its vectors (Turner et al. 2023, arXiv 2308.10248); a
+push that lasts the whole answer is what makes the subtracted answers loop (issue 9). The added side
+always steers every position.
 """
 
 from __future__ import annotations
@@ -53,7 +66,9 @@ class Recipe:
     (path, relative to the project root or absolute) or None for the behavior's
     vectors/<behavior>/<model-slug>.safetensors; method: how that vector was made (a label, e.g.
     "mean-diff", "pca"); shared_vector: True = the anchor layer's vector at every layer of the band;
-    strength_minus: the subtracted side's strength in `unit` (None = `strength`; see minus_strength).
+    strength_minus: the subtracted side's strength in `unit` (None = `strength`; see minus_strength);
+    minus_window: the subtracted side steers only this many positions from the end of the instruction
+    (None = every position, CAA; see the module docstring).
     """
 
     layer: int
@@ -66,6 +81,7 @@ class Recipe:
     method: str | None = None
     shared_vector: bool = True
     strength_minus: float | None = None
+    minus_window: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,6 +102,10 @@ class Recipe:
             or self.strength_minus < 0
         ):
             problems.append(f"strength_minus: expected a finite number >= 0 or null, found {self.strength_minus!r}")
+        if self.minus_window is not None and (
+            not isinstance(self.minus_window, int) or isinstance(self.minus_window, bool) or self.minus_window < 1
+        ):
+            problems.append(f"minus_window: expected an integer >= 1 or null, found {self.minus_window!r}")
         if self.unit not in UNITS:
             problems.append(f"unit: expected one of {', '.join(UNITS)}, found {self.unit!r}")
         for side in ("plus", "minus"):
@@ -123,7 +143,8 @@ class Recipe:
             if self.minus_strength == self.strength
             else f"{self.strength:g} (+) / {self.minus_strength:g} (-)"
         )
-        return f"{span}, +{self.plus} / -{self.minus}, strength {strength} {unit}"
+        window = "" if self.minus_window is None else f" (first {self.minus_window} positions)"
+        return f"{span}, +{self.plus} / -{self.minus}{window}, strength {strength} {unit}"
 
     # ------------------------------------------------------------------ the plan
     def plan(
@@ -142,7 +163,8 @@ class Recipe:
                 |s| x minus_ratio() (so -strength applies strength_minus), 0 unsteered.
             num_layers: the model's layer count (for the band).
             hidden_norm: typical hidden-state norm at a layer (Engine.hidden_norm); needed for unit "relative".
-        Returns: a SteeringPlan with one LayerSteering per band layer.
+        Returns: a SteeringPlan with one LayerSteering per band layer (rows of negative strength steer only
+            `minus_window` positions when it is set).
         Raises: SteeringError for a layer out of range, a missing vector, or "relative" without norms.
         """
         layers = self.layers(num_layers)
@@ -165,7 +187,7 @@ class Recipe:
             norm = float(v.norm())
             # amount per unit strength (hidden_norm is checked above for the relative unit)
             scale = float(hidden_norm(layer)) if self.unit == "relative" and hidden_norm else norm
-            add, project, target = [], [], []
+            add, project, target, renorm, window = [], [], [], [], []
             for s in strengths:
                 s = float(s)
                 if s < 0:
@@ -174,19 +196,22 @@ class Recipe:
                 sign = 1.0 if s > 0 else -1.0
                 amount = abs(s) * scale
                 if s == 0:
-                    row = (0.0, 0.0, 0.0)
-                elif op == "add":
+                    row = (0.0, 0.0, 0.0, 0.0)
+                elif op in ("add", "add_norm"):
                     # multiples of v, split over the band; the multiplier unit uses alpha itself (exact CAA)
                     coef = abs(s) if self.unit == "multiplier" else (amount / norm if norm > 0 else 0.0)
-                    row = (sign * coef / n, 0.0, 0.0)
+                    row = (sign * coef / n, 0.0, 0.0, 1.0 if op == "add_norm" else 0.0)
                 elif op == "clamp":
-                    row = (0.0, 1.0, sign * amount)
+                    row = (0.0, 1.0, sign * amount, 0.0)
                 else:  # ablate
-                    row = (0.0, 1.0, 0.0)
+                    row = (0.0, 1.0, 0.0, 0.0)
                 add.append(row[0])
                 project.append(row[1])
                 target.append(row[2])
-            out[layer] = LayerSteering.build(v, add, project, target)
+                renorm.append(row[3])
+                limited = s < 0 and self.minus_window is not None
+                window.append(float(self.minus_window) if limited and self.minus_window else math.inf)
+            out[layer] = LayerSteering.build(v, add, project, target, renorm, window)
         return SteeringPlan(out)
 
     # ------------------------------------------------------------------ files

@@ -49,6 +49,8 @@ class BatchSteering:
                             spec.add.to(hidden.device, hidden.dtype),
                             spec.project.to(hidden.device, torch.float32),
                             spec.target.to(hidden.device, torch.float32),
+                            spec.renorms.to(hidden.device, torch.float32),
+                            spec.windows.to(hidden.device, torch.float32),
                             torch.as_tensor(steer_from, dtype=torch.long, device=hidden.device),
                         ),
                     )
@@ -63,12 +65,13 @@ class BatchSteering:
             if positions is None:
                 raise RuntimeError("the scheduler's steering needs the position_ids of every decoder block")
             pieces, at = [], 0
-            for start, stop, (vector, unit, add, project, target, steer_from) in self._placed(layer, hidden):
+            for start, stop, placed in self._placed(layer, hidden):
+                vector, unit, add, project, target, renorm, window, steer_from = placed
                 if start > at:
                     pieces.append(hidden[at:start])
                 rows = hidden[start:stop]
-                active = steering_active(positions[start:stop], steer_from, hidden.dtype)
-                pieces.append(apply_steering(rows, vector, unit, add, project, target, active))
+                active = steering_active(positions[start:stop], steer_from, hidden.dtype, window)
+                pieces.append(apply_steering(rows, vector, unit, add, project, target, active, renorm))
                 at = stop
             if at < hidden.shape[0]:
                 pieces.append(hidden[at:])

@@ -1,11 +1,13 @@
 """The fast path's steering: hooks registered once on every decoder block, their state (a vector per block,
-per block and row the add / project / target of hooks.apply_steering, each row's first steered position) in
+per block and row the add / project / target / renorm of hooks.apply_steering and the window of
+steering_active, each row's first steered position) in
 tensors updated in place, so a compiled graph or a captured CUDA graph reads new steering without being
 rebuilt. The formula is hooks.apply_steering, the one every hook uses. Used by fast_path.FastPath.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -74,8 +76,12 @@ class PersistentSteering:
         self.add = torch.zeros(len(self.blocks), capacity, device=self.device, dtype=self.dtype)
         self.project = torch.zeros(len(self.blocks), capacity, device=self.device, dtype=torch.float32)
         self.target = torch.zeros_like(self.project)
+        self.renorm = torch.zeros_like(self.project)  # 1: norm-preserving rows (apply_steering's renorm)
+        self.window = torch.full_like(self.project, math.inf)  # positions steered from steer_from (steering_active)
         self.steer_from = torch.zeros(capacity, device=self.device, dtype=torch.long)
-        self._mark_static(self.vectors, self.units, self.add, self.project, self.target, self.steer_from)
+        self._mark_static(
+            self.vectors, self.units, self.add, self.project, self.target, self.renorm, self.window, self.steer_from
+        )
 
     @property
     def multipliers(self) -> torch.Tensor:
@@ -110,14 +116,15 @@ class PersistentSteering:
                 self.add[index, :rows],
                 self.project[index, :rows],
                 self.target[index, :rows],
+                self.renorm[index, :rows],
+                self.window[index, :rows],
                 self.steer_from[:rows],
             )
             if hidden.device != self.device:  # a block on another GPU (device_map): eager only, copy its slices
-                vector, unit, add, project, target, steer_from = (t.to(hidden.device) for t in state)
-                state = (vector, unit, add, project, target, steer_from)
-            active = steering_active(positions.to(hidden.device), state[5], hidden.dtype)  # (batch, seq)
-            vector, unit, add, project, target = state[:5]
-            steered = apply_steering(hidden, vector, unit, add, project, target, active)
+                state = tuple(t.to(hidden.device) for t in state)
+            vector, unit, add, project, target, renorm, window, steer_from = state
+            active = steering_active(positions.to(hidden.device), steer_from, hidden.dtype, window)  # (batch, seq)
+            steered = apply_steering(hidden, vector, unit, add, project, target, active, renorm)
             if isinstance(output, tuple):
                 return (steered,) + tuple(output[1:])
             return steered
@@ -142,8 +149,7 @@ class PersistentSteering:
         if len(steer_from) != rows:
             raise ValueError(f"{len(steer_from)} steering start positions for {rows} rows")
         self.ensure_capacity(rows)
-        for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
-            tensor.zero_()
+        self._reset()
         for layer, spec in plan.layers.items():
             vector = spec.vector.detach().to(self.device, self.dtype)
             self.vectors[layer, :rows] = vector
@@ -151,6 +157,8 @@ class PersistentSteering:
             self.add[layer, :rows] = spec.add.to(self.device, self.dtype)
             self.project[layer, :rows] = spec.project.to(self.device, torch.float32)
             self.target[layer, :rows] = spec.target.to(self.device, torch.float32)
+            self.renorm[layer, :rows] = spec.renorms.to(self.device, torch.float32)
+            self.window[layer, :rows] = spec.windows.to(self.device, torch.float32)
         self.layers = tuple(sorted(plan.layers))
         self.layer = self.layers[0]
         self.steer_from[:rows] = torch.tensor(list(steer_from), dtype=torch.long)
@@ -168,8 +176,7 @@ class PersistentSteering:
             rows: the batch size of the forwards (free slots included).
         """
         self.ensure_capacity(rows)
-        for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.steer_from):
-            tensor.zero_()
+        self._reset()
         layers: set[int] = set()
         for slots, plan, steer_from in entries:
             index = torch.tensor(list(slots), dtype=torch.long, device=self.device)
@@ -181,6 +188,8 @@ class PersistentSteering:
                 self.add[layer, index] = spec.add.to(self.device, self.dtype)
                 self.project[layer, index] = spec.project.to(self.device, torch.float32)
                 self.target[layer, index] = spec.target.to(self.device, torch.float32)
+                self.renorm[layer, index] = spec.renorms.to(self.device, torch.float32)
+                self.window[layer, index] = spec.windows.to(self.device, torch.float32)
                 layers.add(layer)
         self.layers = tuple(sorted(layers))
         self.layer = self.layers[0] if self.layers else 0
@@ -193,6 +202,14 @@ class PersistentSteering:
         self.signature = None
         self.add.zero_()
         self.project.zero_()
+        self.renorm.zero_()
+        self.window.fill_(math.inf)
+
+    def _reset(self) -> None:
+        """Every row unsteered: vectors, add / project / target / renorm and steer_from 0, windows inf."""
+        for tensor in (self.vectors, self.units, self.add, self.project, self.target, self.renorm, self.steer_from):
+            tensor.zero_()
+        self.window.fill_(math.inf)
 
     @contextmanager
     def context(self, model: Any, plan: SteeringPlan | int, *args: Any) -> Iterator[PersistentSteering]:
@@ -210,11 +227,11 @@ class PersistentSteering:
             self.clear()
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """The tensors the hooks read, filled in place: vectors and units (layers, max_batch, hidden), add, project
-        and target (layers, max_batch), steer_from (max_batch,). Their identity changes only when ensure_capacity
-        grows them.
+        """The tensors the hooks read, filled in place: vectors and units (layers, max_batch, hidden), add, project,
+        target, renorm and window (layers, max_batch), steer_from (max_batch,). Their identity changes only when
+        ensure_capacity grows them.
         """
-        return self.vectors, self.units, self.add, self.project, self.target, self.steer_from
+        return self.vectors, self.units, self.add, self.project, self.target, self.renorm, self.window, self.steer_from
 
     def remove(self) -> None:
         """Remove the forward hooks from every block and clear the steering; the model is hook-free again."""

@@ -149,11 +149,17 @@ def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recip
         "add": f"adds {{a}} × the vector{per}",
         "clamp": f"sets the part along the vector to {{a}} × its size{each}",
         "ablate": f"removes the part along the vector{each}",
+        "add_norm": f"adds {{a}} × the vector{per}, keeping each hidden state's size",
     }
+    window = (
+        ""
+        if recipe.minus_window is None
+        else f" at the first {recipe.minus_window} positions from the end of your message only"
+    )
     return (
         f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, so α = "
         f"{float(alpha):g} means **{rel * abs(float(alpha)):.2f}×**. Applied at {where}: +α "
-        f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a='−α')}. Too much garbles the text "
+        f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a='−α')}{window}. Too much garbles the text "
         "(the Results in the README say where for the shipped vectors)."
     )
 

@@ -22,6 +22,8 @@ How a setting is scored
     coherent: the highest score, with a warning.
     Separate subtracted-side strengths (--minus-strengths): every added-side strength is paired with every
     subtracted-side one (the recipe's `strength_minus`); without it both sides use the same strength.
+    Subtracted-side windows (--minus-windows 8 all): every subtracted-side job is also run steering only the
+    first N positions from the end of the instruction (the recipe's `minus_window`; 'all' = every position, CAA).
     Several question files (--questions A B, e.g. the tuning split and its casual part): each file is a
     group, scored on its own against its own unsteered answers; a setting is coherent only when it is
     coherent on every group, and its contrast, score and margin are the smallest over the groups (a

@@ -52,6 +52,7 @@ def defaults_record(
                 "minus": space.minus,
                 "strengths": space.strengths,
                 **({"minus_strengths": space.minus_strengths} if space.minus_strengths else {}),
+                **({"minus_windows": space.minus_windows} if space.minus_windows else {}),
                 "unit": space.unit,
                 "shared_vector": space.shared_vector,
             },

@@ -182,6 +182,7 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
         method=source.method,
         shared_vector=space.shared_vector,
         strength_minus=None if minus is None or minus == s["strength"] else minus,
+        minus_window=s.get("minus_window"),
     )
 
 
@@ -194,13 +195,15 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
         "perplexity + / − | coherent | score | margin |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    window = lambda s: "" if s.get("minus_window") is None else f" (first {s['minus_window']})"  # noqa: E731
     for r in result.rows[:top]:
         s, a, m = r["setting"], r["added"], r["subtracted"]
         strength = (
             f"{s['strength']:g}" if s.get("strength_minus") is None else f"{s['strength']:g} / {s['strength_minus']:g}"
         )
         lines.append(
-            f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']} | {strength} "
+            f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']}"
+            f"{window(s)} | {strength} "
             f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
             f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | "
             f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "

@@ -151,6 +151,7 @@ def run_tune(
                     "minus": setting.minus,
                     "strength": setting.strength,
                     "strength_minus": setting.strength_minus,
+                    **({} if setting.minus_window is None else {"minus_window": setting.minus_window}),
                     "unit": space.unit,
                 },
                 "source": setting.source,

@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from steering.core.hooks import OPERATORS
 from steering.core.recipe import UNITS, Recipe
 from steering.errors import SteeringError
 
-OPERATORS = ("add", "clamp", "ablate")
 DEFAULT_STRENGTHS = {"multiplier": [1.0, 2.0, 4.0], "relative": [0.1, 0.2, 0.3]}
 
 
@@ -35,9 +35,12 @@ class SideJob:
     strength: float  # signed, in `unit`; ablation: -1 (only the sign matters)
     unit: str
     shared: bool
+    window: int | None = None  # subtracted side: positions steered from the end of the instruction (None: all)
 
     def key(self, sources: Sequence[VectorSource]) -> str:
-        """The job's cache key: vector file hash, layer, band, shared/own vectors, operator, signed strength, unit.
+        """The job's cache key: vector file hash, layer, band, shared/own vectors, operator, signed strength, unit,
+        and "|w<N>" for a subtracted side steering only N positions (absent for every position, so keys of
+        caches written before windows existed stay valid).
 
         Args:
             sources: the search's vector sources (`source` indexes them).
@@ -46,6 +49,7 @@ class SideJob:
         return (
             f"{sources[self.source].sha256[:16]}|L{self.layer}|b{self.band}|{'shared' if self.shared else 'own'}|"
             f"{self.op}|{strength}|{self.unit if self.op != 'ablate' else '-'}"
+            + ("" if self.window is None else f"|w{self.window}")
         )
 
     def recipe(self) -> Any:
@@ -60,6 +64,7 @@ class SideJob:
             plus=self.op if self.strength > 0 else "add",
             minus=self.op if self.strength < 0 else "add",
             shared_vector=self.shared,
+            minus_window=self.window if self.strength < 0 else None,
         )
 
 
@@ -75,6 +80,8 @@ class SearchSpace:
     unit: str = "relative"
     shared_vector: bool = True
     minus_strengths: list[float] | None = None  # subtracted-side strengths; None = the same as `strengths`
+    # subtracted-side windows (Recipe.minus_window; None in the list = every position); None = [None]
+    minus_windows: list[int | None] | None = None
 
     def check(self, num_layers: int | None = None) -> SearchSpace:
         """One-line SteeringError naming the first bad entry."""
@@ -99,6 +106,12 @@ class SearchSpace:
                 raise SteeringError(
                     f"tune: --minus-strengths must be finite numbers > 0, found {bad_m[0] if bad_m else 'none'}"
                 )
+        if self.minus_windows is not None:
+            bad_w = [w for w in self.minus_windows if w is not None and (not isinstance(w, int) or w < 1)]
+            if bad_w or not self.minus_windows:
+                raise SteeringError(
+                    f"tune: --minus-windows must be integers >= 1 or 'all', found {bad_w[0] if bad_w else 'none'}"
+                )
         bad_b = [b for b in self.bands if b < 1]
         if bad_b or not self.bands:
             raise SteeringError(f"tune: --bands must be integers >= 1, found {bad_b[0] if bad_b else 'none'}")
@@ -122,6 +135,7 @@ class Setting:
     minus: str
     strength: float
     strength_minus: float | None = None  # the subtracted side's own strength (None: `strength`)
+    minus_window: int | None = None  # the subtracted side's window (None: every position)
 
 
 def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[Setting, tuple[SideJob, SideJob]]]:
@@ -141,20 +155,22 @@ def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[S
                                 else [float(m) for m in space.minus_strengths]
                             )
                             for down_s in downs:
-                                setting = Setting(source, layer, band, plus, minus, float(strength), down_s)
-                                up = SideJob(
-                                    source, layer, band, plus, float(strength), space.unit, space.shared_vector
-                                )
-                                amount = float(strength) if down_s is None else down_s
-                                down = SideJob(
-                                    source,
-                                    layer,
-                                    band,
-                                    minus,
-                                    -1.0 if minus == "ablate" else -amount,
-                                    space.unit,
-                                    space.shared_vector,
-                                )
-                                settings.append(setting)
-                                jobs[setting] = (up, down)
+                                for window in space.minus_windows or [None]:
+                                    setting = Setting(source, layer, band, plus, minus, float(strength), down_s, window)
+                                    up = SideJob(
+                                        source, layer, band, plus, float(strength), space.unit, space.shared_vector
+                                    )
+                                    amount = float(strength) if down_s is None else down_s
+                                    down = SideJob(
+                                        source,
+                                        layer,
+                                        band,
+                                        minus,
+                                        -1.0 if minus == "ablate" else -amount,
+                                        space.unit,
+                                        space.shared_vector,
+                                        window,
+                                    )
+                                    settings.append(setting)
+                                    jobs[setting] = (up, down)
     return settings, jobs
