@@ -162,3 +162,20 @@ def test_scheduler_batch_hooks_equal_eager_for_a_window(tiny_model, tiny_tokeniz
             batched = tiny_model(input_ids=ids, position_ids=positions).logits
     assert torch.allclose(batched, eager, atol=1e-5)
     assert not torch.allclose(eager[0, -1], eager[1, -1], atol=1e-4)  # the window changes the last logits
+
+
+def test_the_apps_note_says_where_the_subtracted_side_steers():
+    from types import SimpleNamespace
+
+    from steering.ui.checks import norm_note
+
+    engine = SimpleNamespace(lm=SimpleNamespace(num_layers=30), relative_norm=lambda v, layer: 0.5)
+    recipe = Recipe(layer=13, strength=1.5, band=3, plus="clamp", minus="add", minus_window=8)
+    note = norm_note(engine, torch.ones(4), 13, 1.5, recipe)
+    assert (
+        "−α adds −α × the vector, split over the 3 layers at the first 8 positions from the end of your message only"
+        in note
+    )
+    normed = norm_note(engine, torch.ones(4), 13, 1.5, Recipe(layer=13, strength=1.5, minus="add_norm"))
+    assert "−α adds −α × the vector, keeping each hidden state's size" in normed
+    assert "first" not in norm_note(engine, torch.ones(4), 13, 1.5, Recipe(layer=13, strength=1.5))
