@@ -179,3 +179,43 @@ def test_the_apps_note_says_where_the_subtracted_side_steers():
     normed = norm_note(engine, torch.ones(4), 13, 1.5, Recipe(layer=13, strength=1.5, minus="add_norm"))
     assert "−α adds −α × the vector, keeping each hidden state's size" in normed
     assert "first" not in norm_note(engine, torch.ones(4), 13, 1.5, Recipe(layer=13, strength=1.5))
+
+
+@pytest.mark.parametrize("kind", ["eager", "static"])
+def test_schedulers_give_windowed_and_norm_kept_rows_what_they_get_alone(tiny_tokenizer, small, kind):
+    """Two users in one batch of the scheduler (eager batch hooks, or the static-cache fast path's persistent
+    hooks): one with a subtracted-side window, one with add_norm; each gets the tokens it gets alone."""
+    import time
+
+    from fixtures import make_tiny_lm
+
+    from steering.decode.fast_path import FastPath
+    from steering.decode.scheduler import Request, Scheduler
+
+    lm = make_tiny_lm(tiny_tokenizer)
+    fast = FastPath(lm.model, compile=False, bucket=16) if kind == "static" else None
+    try:
+        conv = [{"role": "user", "content": "Hi there, tell me a story about a dragon."}]
+        windowed = _window_plan(small, 3.0)
+        normed = SteeringPlan(
+            {layer: LayerSteering.build(small, [2.0, 0.0, -2.0], renorm=[1.0, 0.0, 1.0]) for layer in (1, 2)}
+        )
+        requests = [
+            Request([conv] * 4, windowed, SamplingSettings(max_new_tokens=12)),
+            Request([conv] * 3, normed, SamplingSettings(max_new_tokens=10)),
+        ]
+        with lm.lock:
+            expected = [
+                generate(lm.model, lm.tokenizer, r.conversations, steer=r.plan, settings=r.settings).token_ids
+                for r in requests
+            ]
+        assert expected[0][0] != expected[0][1]  # the window made a difference
+        sched = Scheduler(lm, fast_path=fast)
+        with lm.lock:  # submitted while the worker waits: one batch
+            tickets = [sched.submit(r) for r in requests]
+            time.sleep(0.05)
+        assert [t.wait(60).token_ids for t in tickets] == expected
+        assert sched.stats.most_requests == 2
+    finally:
+        if fast is not None:
+            fast.steering.remove()
