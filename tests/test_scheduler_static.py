@@ -175,6 +175,17 @@ def test_a_request_too_long_for_the_static_batch_fails_alone(lm, vectors):
     assert tickets[1].wait(60).token_ids == alone(lm, ok)
 
 
+def test_a_request_of_more_rows_than_the_batch_limit_runs_alone(lm, vectors):
+    """max_rows 4: a 3-row request and a 5-row one (a large `steering test` batch) take turns; the large one in a
+    bucket of its own (8 rows); each gets what it gets alone."""
+    sched = scheduler(lm, "static", max_rows=4)
+    small = user(0, vectors, 10, text=SHORT)
+    large = Request([conv(SHORT), conv(LONG)] * 2 + [conv(SHORT)], None, SamplingSettings(max_new_tokens=8))
+    tickets = submit_together(sched, lm, [small, large])
+    assert [t.wait(60).token_ids for t in tickets] == [alone(lm, small), alone(lm, large)]
+    assert tickets[1].first_token >= tickets[0].finished and sched.stats.most_rows == 5
+
+
 def test_stop_cancels_only_its_own_rows(lm, vectors, kind):
     sched = scheduler(lm, kind)
     stop = threading.Event()

@@ -166,9 +166,9 @@ class Admission:
 
     def _fitting(self, prepared: list[tuple[Ticket, PromptBatch]]) -> tuple[list[tuple[Ticket, PromptBatch]], bool]:
         """On the fast path, the prepared requests (FIFO) that fit in the static batch now (StaticBatch.need within
-        max_rows / max_length); the first that does not and all after it go back to the front of the queue
-        (returned flag: True), a request that could not fit even in an empty batch fails with one line. On
-        the eager path: all of them."""
+        max_rows / max_length; a request of more than max_rows rows fits only alone, in a bucket of its size);
+        the first that does not and all after it go back to the front of the queue (returned flag: True), a
+        request longer than max_length fails with one line. On the eager path: all of them."""
         if self.fast_path is None:
             return prepared, False
         batch = self._batch if isinstance(self._batch, StaticBatch) else StaticBatch(self.lm.model, self.fast_path)
@@ -177,16 +177,17 @@ class Admission:
         rows = width = steps = 0
         for ticket, prompts in prepared:
             tokens = ticket.request.settings.max_new_tokens
-            if prompts.rows > self.max_rows or prompts.width + tokens > self.max_length:
+            if prompts.width + tokens > self.max_length:
                 ticket.error = SteeringError(
-                    f"the request needs {prompts.rows} rows and {prompts.width + tokens} tokens of cache; the fast "
-                    f"path's batch holds at most {self.max_rows} rows and {self.max_length} tokens"
+                    f"the request needs {prompts.width + tokens} tokens of cache; the fast path's batch holds at "
+                    f"most {self.max_length} tokens"
                 )
                 self._done(ticket)
                 continue
             more = (rows + prompts.rows, max(width, prompts.width), max(steps, tokens))
             need_rows, need_length = batch.need(*more)
-            if back or need_rows > self.max_rows or need_length > self.max_length:
+            alone = need_rows == prompts.rows  # more rows than max_rows (a large `steering test` batch) run alone
+            if back or (need_rows > self.max_rows and not alone) or need_length > self.max_length:
                 back.append(ticket)  # it and those after it wait: first in, first out
                 continue
             take.append((ticket, prompts))
