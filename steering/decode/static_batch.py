@@ -64,6 +64,7 @@ class StaticBatch:
         self.pos = torch.zeros(0, 1, dtype=torch.long, device=device)
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=device)
         self.moves = 0  # column shifts and compactions so far (tests)
+        self._index: torch.Tensor | None = None  # slots as a tensor (_slot_index)
 
     @property
     def rows(self) -> int:
@@ -100,6 +101,7 @@ class StaticBatch:
         for slot, count in zip(free, steps):
             self.first[slot], self.left[slot] = lo, int(count)
         self.slots.extend(free)
+        self._index = None
 
     def _resize(self, bucket: int, length: int) -> None:
         """Move into a cache of `bucket` slots and at least `length` columns (the fast path's caches); the live
@@ -183,12 +185,12 @@ class StaticBatch:
         self.t += 1  # the forward wrote column t (cumulative_length moved on with it)
         for slot in self.slots:
             self.left[slot] -= 1
-        index = torch.tensor(self.slots, dtype=torch.long, device=self.ids.device)
+        index = self._slot_index()
         return out.logits[:, -1, :].index_select(0, index.to(out.logits.device)).float()
 
     def advance(self, next_ids: torch.Tensor) -> None:
         """The next step's inputs: (rows, 1) tokens in the scheduler's row order, at the next positions."""
-        index = torch.tensor(self.slots, dtype=torch.long, device=self.ids.device)
+        index = self._slot_index()
         self.ids[index] = next_ids.to(self.ids.device)
         self.pos[index] += 1
 
@@ -202,3 +204,10 @@ class StaticBatch:
         for slot in gone:
             del self.first[slot], self.left[slot]
         self.slots = self.slots[:start] + self.slots[start + count :]
+        self._index = None
+
+    def _slot_index(self) -> torch.Tensor:
+        """The slots of the scheduler's rows as a device tensor, made again only when the rows change."""
+        if self._index is None:
+            self._index = torch.tensor(self.slots, dtype=torch.long, device=self.ids.device)
+        return self._index
