@@ -252,3 +252,39 @@ def test_static_scheduler_on_cuda_graphs_equals_alone_with_a_graph_per_bucket(ti
         assert buckets <= {4, 8}
     finally:
         fast.steering.remove()
+
+
+def test_per_row_vectors_equal_each_row_steered_alone():
+    """apply_steering with one vector per row ((batch, hidden): rows of different users at one layer) gives each
+    row what the (hidden,) form gives it alone: addition exactly, a clamp to float32 rounding."""
+    from steering.core.operators import apply_steering, steering_active, unit_vector
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 16, generator=generator)
+    vectors = torch.randn(3, 16, generator=generator)
+    add, project, target = torch.tensor([2.0, 0.0, -1.0]), torch.tensor([0.0, 1.0, 1.0]), torch.tensor([0.0, 3.0, 0.0])
+    active = steering_active(torch.arange(5)[None].expand(3, 5), torch.tensor([0, 2, 4]), hidden.dtype)
+    rows = apply_steering(hidden, vectors, unit_vector(vectors), add, project, target, active)
+    for i in range(3):
+        one = apply_steering(
+            hidden[i : i + 1], vectors[i], unit_vector(vectors[i]), add[i : i + 1], project[i : i + 1],
+            target[i : i + 1], active[i : i + 1],
+        )  # fmt: skip
+        assert torch.allclose(rows[i], one[0], atol=1e-6, rtol=0)
+    assert torch.equal(rows[0], hidden[0] + 2.0 * vectors[0])  # CAA addition: exact
+    assert torch.equal(rows[1, :2], hidden[1, :2]) and not torch.equal(rows[1, 2:], hidden[1, 2:])  # from position 2
+
+
+def test_set_rows_puts_each_plan_on_its_own_slots(lm, vectors):
+    """PersistentSteering.set_rows: each request's plan on its slots, other slots and blocks untouched (zeros)."""
+    steering = lm.fast_path.steering
+    plans = [SteeringPlan.addition(1, vectors[0], [2.0, -2.0]), SteeringPlan.addition(1, vectors[1], [5.0])]
+    try:
+        steering.set_rows([([3, 0], plans[0], [4, 5]), ([2], plans[1], [6]), ([1], None, [0])], rows=4)
+        assert steering.layers == (1,) and steering.rows == 4
+        assert torch.equal(steering.vectors[1, 3], vectors[0]) and torch.equal(steering.vectors[1, 0], vectors[0])
+        assert torch.equal(steering.vectors[1, 2], vectors[1]) and not steering.vectors[1, 1].any()
+        assert steering.add[1, :4].tolist() == [-2.0, 0.0, 5.0, 2.0] and not steering.add[0].any()
+        assert steering.steer_from[:4].tolist() == [5, 0, 6, 4]
+    finally:
+        steering.clear()
