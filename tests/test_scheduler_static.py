@@ -288,3 +288,24 @@ def test_set_rows_puts_each_plan_on_its_own_slots(lm, vectors):
         assert steering.steer_from[:4].tolist() == [5, 0, 6, 4]
     finally:
         steering.clear()
+
+
+def test_a_join_that_fails_ends_only_the_joiners(lm, vectors, monkeypatch):
+    """Copying a joiner into the static batch fails (out of memory while growing the cache, say): the joiner
+    ends with that error, the running request goes on and gets what it gets alone."""
+    sched = scheduler(lm, "static")
+    first, late = user(0, vectors, 30, text=SHORT), user(1, vectors, 12)
+    original = StaticBatch.merge
+
+    def merge(self, other, steps):
+        if self.rows:  # the second join
+            raise RuntimeError("CUDA out of memory while growing the static cache")
+        return original(self, other, steps)
+
+    monkeypatch.setattr(StaticBatch, "merge", merge)
+    running = sched.submit(first)
+    after_steps(sched, 5)
+    joiner = sched.submit(late)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        joiner.wait(60)
+    assert running.wait(60).token_ids == alone(lm, first)

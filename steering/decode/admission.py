@@ -161,7 +161,14 @@ class Admission:
             self._finish(active, error=error)
         for batch in batches:
             members = [a for a in owners[id(batch)] if id(a) not in gone]
-            self._join(batch, members)
+            try:
+                self._join(batch, members)
+            except BaseException as exc:  # noqa: BLE001
+                if self.fast_path is None:  # a half-merged DynamicCache batch: the worker fails the batch
+                    raise
+                for active in members:  # the static batch is untouched until the copy succeeds: only they end
+                    self._finish(active, error=exc)
+                continue
             self._active.extend(members)
 
     def _fitting(self, prepared: list[tuple[Ticket, PromptBatch]]) -> tuple[list[tuple[Ticket, PromptBatch]], bool]:
