@@ -67,7 +67,7 @@ def use_few_row_linear(model: nn.Module) -> int:
 @contextmanager
 def standard_linear(model: Any) -> Iterator[int]:
     """Run the model with plain nn.Linear inside the block (the benchmark's comparison); restored after."""
-    switched = [module for module in model.modules() if type(module) is FewRowLinear]
+    switched: list[nn.Module] = [module for module in model.modules() if type(module) is FewRowLinear]
     for module in switched:
         module.__class__ = nn.Linear
     try:
