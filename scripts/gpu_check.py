@@ -282,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             "capture_s_total": round(sum(fast.graphs.capture_seconds), 2) if fast.graphs else None,
             "static_caches": len(fast._caches),
             "steering_capacity": fast.steering.max_batch,
+            # the Engine's requests batched in the static cache (steering/decode/static_batch.py): graphs per bucket
+            "scheduler": {
+                "static_cache": engine.scheduler.fast_path is fast,
+                "requests": engine.scheduler.stats.requests,
+                "most_rows": engine.scheduler.stats.most_rows,
+                "graph_buckets": sorted({key[2][0] for key in fast.graphs.graphs}) if fast.graphs else None,
+            },
         }
     )
     if not args.smoke:
