@@ -4,8 +4,9 @@ The public Python API (the README's "Python API" section shows it in use)::
 
     import steering
 
+    config = steering.load_config()                             # data folders resolved from the home folder
     lm = steering.load_model(steering.ModelSettings())          # the embedded SmolLM2-135M-Instruct
-    vectors = steering.load_vectors("vectors/refusal/smollm2-135m-instruct.safetensors")
+    vectors = steering.load_vectors(config.vectors_dir / "refusal" / "smollm2-135m-instruct.safetensors")
     result = steering.generate(lm.model, lm.tokenizer, [[{"role": "user", "content": "Hi"}]] * 2,
                                multipliers=[2.0, -2.0], steer=steering.SteeringSpec(9, vectors.vector(9)))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -70,3 +71,13 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     from steering.core.layers import decoder_layers
 
     assert all(not block._forward_hooks for block in decoder_layers(lm.model))
+
+
+@pytest.mark.integration
+def test_package_docstring_example_runs_from_another_folder(tmp_path, monkeypatch):
+    block = re.search(r"::\n\n(.*?)\n\n(?=\S)", steering.__doc__ or "", flags=re.S)
+    assert block, "steering's docstring has no example block"
+    monkeypatch.chdir(tmp_path)  # data paths come from the config, not the working folder
+    namespace: dict = {}
+    exec(compile(textwrap.dedent(block.group(1)), "steering.__doc__", "exec"), namespace)
+    assert len(namespace["result"].texts) == 2
