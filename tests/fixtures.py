@@ -134,3 +134,56 @@ def count_generate_calls(engine, monkeypatch) -> list[int]:
 
     monkeypatch.setattr(engine, "_generate", counted)
     return calls
+
+
+def block_outputs(model, block_index: int, ids, plan, steer_from: list[int]):
+    """(plain, steered): the output hidden states (batch, seq, hidden) of decoder block `block_index` for `ids`
+    without steering, and with `plan` applied (steering.core.hooks.steer; the recorder is registered after the
+    steering hook, so it sees the steered output)."""
+    from steering.core.hooks import steer
+
+    block = model.model.layers[block_index]
+    seen: dict = {}
+
+    def record(name: str):
+        return lambda module, args, out: seen.__setitem__(name, (out[0] if isinstance(out, tuple) else out).clone())
+
+    with torch.inference_mode():
+        handle = block.register_forward_hook(record("plain"))
+        try:
+            model(input_ids=ids)
+        finally:
+            handle.remove()
+        with steer(model, plan, steer_from):
+            handle = block.register_forward_hook(record("steered"))
+            try:
+                model(input_ids=ids)
+            finally:
+                handle.remove()
+    return seen["plain"], seen["steered"]
+
+
+def fast_path_and_eager_tokens(tokenizer, runs, settings, compile: bool):
+    """For each run (conversations, generate keyword arguments such as steer= / multipliers=): (the fast path's
+    greedy token ids, eager generate()'s), on a fresh tiny model of its own (the fast path registers hooks on
+    it), FastPath(compile, backend "eager", bucket 64); the FastPath's hooks are removed afterwards.
+
+    Returns (pairs, leftover): leftover maps each per-row steering tensor of the fast path (add, project,
+    renorm) to the sum of its absolute values after the last generation (0: cleared)."""
+    from steering.decode.fast_path import FastPath
+    from steering.decode.generation import generate
+
+    model = make_tiny_model(len(tokenizer))
+    fast = FastPath(model, compile=compile, backend="eager", bucket=64)
+    try:
+        pairs = [
+            (
+                fast.generate(tokenizer, conversations, settings=settings, **kwargs).token_ids,
+                generate(model, tokenizer, conversations, settings=settings, **kwargs).token_ids,
+            )
+            for conversations, kwargs in runs
+        ]
+        leftover = {name: float(getattr(fast.steering, name).abs().sum()) for name in ("add", "project", "renorm")}
+    finally:
+        fast.steering.remove()
+    return pairs, leftover

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from fixtures import DRAGON, PLANET
+from fixtures import DRAGON, PLANET, block_outputs
 
 from steering.core.hooks import LayerSteering, SteeringPlan, steer, steering_active
 from steering.core.recipe import Recipe
@@ -89,24 +89,7 @@ def _prompt_and_answer(tok):
 @torch.inference_mode()
 def test_positions_after_the_window_are_not_steered(tiny_model, tiny_tokenizer, small):
     ids, s = _prompt_and_answer(tiny_tokenizer)
-    block = tiny_model.model.layers[2]
-    seen: dict[str, torch.Tensor] = {}
-
-    def record(name):
-        return lambda m, a, out: seen.__setitem__(name, (out[0] if isinstance(out, tuple) else out).clone())
-
-    handle = block.register_forward_hook(record("plain"))
-    try:
-        tiny_model(input_ids=ids)
-    finally:
-        handle.remove()
-    with steer(tiny_model, _window_plan(small, 2.0, layers=(2,)), [s] * 4):
-        handle = block.register_forward_hook(record("steered"))  # after the steering hook: sees its output
-        try:
-            tiny_model(input_ids=ids)
-        finally:
-            handle.remove()
-    plain, steered = seen["plain"], seen["steered"]
+    plain, steered = block_outputs(tiny_model, 2, ids, _window_plan(small, 2.0, layers=(2,)), [s] * 4)
     moved = steered - plain
     assert torch.allclose(moved[0, s : s + 2], (-2.0 * small).expand(2, -1), atol=1e-6)  # inside: steered
     assert torch.equal(steered[0, s + 2 :], plain[0, s + 2 :])  # after the window: exactly the block's own output

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import DRAGON, PLANET
+from fixtures import DRAGON, PLANET, block_outputs, fast_path_and_eager_tokens, random_vector
 
 from steering.core.hooks import LayerSteering, SteeringPlan, apply_steering, steer, steering_active, unit_vector
 from steering.core.recipe import Recipe
-from steering.decode.generation import SamplingSettings, generate
+from steering.decode.generation import SamplingSettings
 from steering.io.vector_set import VectorSet
 
 GREEDY = SamplingSettings(max_new_tokens=10, temperature=0.0)
@@ -19,8 +19,7 @@ Q1, Q2 = PLANET, DRAGON
 
 @pytest.fixture(scope="module")
 def vector():
-    torch.manual_seed(3)
-    return torch.randn(64) * 4.0
+    return random_vector(3, 4.0)
 
 
 @pytest.fixture(scope="module")
@@ -130,24 +129,7 @@ def test_in_the_model_the_block_output_keeps_its_unsteered_norm(tiny_model, tiny
 
     prompt = chat_prompt(tiny_tokenizer, Q1)
     ids, s = torch.tensor([prompt.input_ids] * 4), prompt.steer_from
-    block = tiny_model.model.layers[2]
-    seen: dict[str, torch.Tensor] = {}
-
-    def record(name):
-        return lambda m, a, out: seen.__setitem__(name, (out[0] if isinstance(out, tuple) else out).clone())
-
-    handle = block.register_forward_hook(record("plain"))
-    try:
-        tiny_model(input_ids=ids)
-    finally:
-        handle.remove()
-    with steer(tiny_model, _norm_plan(small, layers=(2,)), [s] * 4):
-        handle = block.register_forward_hook(record("steered"))  # after the steering hook: sees its output
-        try:
-            tiny_model(input_ids=ids)
-        finally:
-            handle.remove()
-    plain, steered = seen["plain"], seen["steered"]
+    plain, steered = block_outputs(tiny_model, 2, ids, _norm_plan(small, layers=(2,)), [s] * 4)
     for row in (0, 3):  # add_norm rows: the norm of every steered position is the unsteered one
         assert torch.allclose(steered[row, s:].norm(dim=-1), plain[row, s:].norm(dim=-1), rtol=1e-5)
         assert not torch.allclose(steered[row, s:], plain[row, s:], atol=1e-3)  # but the state moved
@@ -158,22 +140,13 @@ def test_in_the_model_the_block_output_keeps_its_unsteered_norm(tiny_model, tiny
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_fast_path_equals_eager_for_add_norm(tiny_tokenizer, small, compile):
-    from fixtures import make_tiny_model
-
-    from steering.decode.fast_path import FastPath
-
-    model = make_tiny_model(len(tiny_tokenizer))  # own copy: the fast path registers hooks on it
-    fast = FastPath(model, compile=compile, backend="eager", bucket=64)
-    try:
-        convs = [Q1, Q1, Q2, Q1]
-        for plan in (_norm_plan(small), _norm_plan(-small, layers=(3,))):
-            eager = generate(model, tiny_tokenizer, convs, steer=plan, settings=GREEDY)
-            assert fast.generate(tiny_tokenizer, convs, steer=plan, settings=GREEDY).token_ids == eager.token_ids
-            # renorm acted: the add_norm row differs from the plain addition row of the same strength
-            assert eager.token_ids[3] != eager.token_ids[2]
-        assert float(fast.steering.renorm.abs().sum()) == 0.0  # cleared after the generation
-    finally:
-        fast.steering.remove()
+    runs = [([Q1, Q1, Q2, Q1], {"steer": plan}) for plan in (_norm_plan(small), _norm_plan(-small, layers=(3,)))]
+    pairs, leftover = fast_path_and_eager_tokens(tiny_tokenizer, runs, GREEDY, compile)
+    for fast, eager in pairs:
+        assert fast == eager
+        # renorm acted: the add_norm row differs from the plain addition row of the same strength
+        assert eager[3] != eager[2]
+    assert leftover["renorm"] == 0.0  # cleared after the generation
 
 
 def test_scheduler_batch_hooks_equal_eager_for_add_norm(tiny_model, tiny_tokenizer, small):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fixtures import DRAGON, PLANET
+from fixtures import DRAGON, PLANET, fast_path_and_eager_tokens, random_vector
 
 from steering.core.hooks import (
     LayerSteering,
@@ -23,8 +23,7 @@ Q1, Q2 = PLANET, DRAGON
 
 @pytest.fixture(scope="module")
 def vector():
-    torch.manual_seed(1)
-    return torch.randn(64) * 4.0
+    return random_vector(1, 4.0)
 
 
 def _old_hook(vector, multipliers, steer_from):
@@ -229,33 +228,15 @@ def test_rows_of_a_mixed_plan_equal_each_row_alone(tiny_model, tiny_tokenizer, v
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_fast_path_equals_eager_for_every_operator(tiny_tokenizer, vector, compile):
-    from fixtures import make_tiny_model
-
-    from steering.decode.fast_path import FastPath
-
-    model = make_tiny_model(len(tiny_tokenizer))  # own copy: the fast path registers hooks on it
-    fast = FastPath(model, compile=compile, backend="eager", bucket=64)
-    try:
-        convs = [Q1, Q1, Q2, Q1]
-        for plan in (_plan(vector), _plan(-vector, layers=(3,)), _plan(vector, layers=(0, 1, 2))):
-            eager = generate(model, tiny_tokenizer, convs, steer=plan, settings=GREEDY)
-            assert fast.generate(tiny_tokenizer, convs, steer=plan, settings=GREEDY).token_ids == eager.token_ids
-        # and the CAA path (SteeringSpec + multipliers) through the same fast path still matches
-        eager = generate(
-            model,
-            tiny_tokenizer,
-            convs[:3],
-            multipliers=[2.0, 0.0, -2.0],
-            steer=SteeringSpec(1, vector),
-            settings=GREEDY,
-        )
-        got = fast.generate(
-            tiny_tokenizer, convs[:3], multipliers=[2.0, 0.0, -2.0], steer=SteeringSpec(1, vector), settings=GREEDY
-        )
-        assert got.token_ids == eager.token_ids
-        assert float(fast.steering.add.abs().sum()) == 0.0 and float(fast.steering.project.abs().sum()) == 0.0
-    finally:
-        fast.steering.remove()
+    convs = [Q1, Q1, Q2, Q1]
+    plans = (_plan(vector), _plan(-vector, layers=(3,)), _plan(vector, layers=(0, 1, 2)))
+    runs = [(convs, {"steer": plan}) for plan in plans]
+    # and the CAA path (SteeringSpec + multipliers) through the same fast path
+    runs.append((convs[:3], {"multipliers": [2.0, 0.0, -2.0], "steer": SteeringSpec(1, vector)}))
+    pairs, leftover = fast_path_and_eager_tokens(tiny_tokenizer, runs, GREEDY, compile)
+    for fast, eager in pairs:
+        assert fast == eager
+    assert leftover["add"] == 0.0 and leftover["project"] == 0.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
