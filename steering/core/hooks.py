@@ -43,17 +43,14 @@ class SteeringHook:
     (set_multipliers), so a compiled graph never has to be rebuilt when the user moves the slider.
     """
 
-    def __init__(
-        self,
-        vector: torch.Tensor,
-        multipliers: Sequence[float] | torch.Tensor,
-        steer_from: Sequence[int] | torch.Tensor,
-        project: Sequence[float] | torch.Tensor | None = None,
-        target: Sequence[float] | torch.Tensor | None = None,
-        renorm: Sequence[float] | torch.Tensor | None = None,
-        window: Sequence[float] | torch.Tensor | None = None,
-    ) -> None:
-        spec = LayerSteering.build(vector, multipliers, project, target, renorm, window)
+    def __init__(self, spec: LayerSteering, steer_from: Sequence[int] | torch.Tensor) -> None:
+        """
+        Args:
+            spec: the layer's vector and per-row values (LayerSteering: add, project, target, renorm, window).
+            steer_from: (batch,) each row's first steered position (absolute position index).
+        """
+        # a copy: set_multipliers changes the hook's per-row values in place, never the caller's plan
+        spec = LayerSteering.build(spec.vector, spec.add, spec.project, spec.target, spec.renorm, spec.window)
         self.vector = spec.vector.float()
         self.unit = unit_vector(self.vector)
         self.multipliers = spec.add  # the add term; the historical name
@@ -134,7 +131,7 @@ def steer(
     hooks, handles = [], []
     try:
         for layer, spec in sorted(plan.layers.items()):
-            hook = SteeringHook(spec.vector, spec.add, steer_from, spec.project, spec.target, spec.renorm, spec.window)
+            hook = SteeringHook(spec, steer_from)
             hooks.append(hook)
             handles.append(blocks[layer].register_forward_hook(hook, with_kwargs=True))
         yield hooks
