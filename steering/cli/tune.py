@@ -16,6 +16,7 @@ from steering.config import Config, home
 from steering.core.datasets import file_sha256, load_open_ended
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
+from steering.evaluation.coherence_rule import COHERENCE
 from steering.io.files import display_path as _display_path
 
 
@@ -75,8 +76,18 @@ def register(sub: Any) -> None:
         help="in a band, each layer its own vector (default: the anchor layer's at every layer)",
     )
     add_answer_flags(p, 32, "--batch-rows", "tuning")
-    p.add_argument("--min-distinct", type=_float, default=0.85, help="coherent: distinct-3 >= this x unsteered")
-    p.add_argument("--max-perplexity", type=_float, default=3.0, help="coherent: perplexity <= this x unsteered")
+    p.add_argument(
+        "--min-distinct",
+        type=_float,
+        default=COHERENCE.min_distinct_ratio,
+        help="coherent: distinct-3 >= this x unsteered",
+    )
+    p.add_argument(
+        "--max-perplexity",
+        type=_float,
+        default=COHERENCE.max_perplexity_ratio,
+        help="coherent: perplexity <= this x unsteered",
+    )
     p.add_argument("--out", help="defaults file (default: vectors/<behavior>/<model-slug>.defaults.json)")
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")

@@ -14,6 +14,7 @@ import torch
 from steering.core.layers import decoder_layers
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.evaluation.coherence import answer_nll
+from steering.evaluation.coherence_rule import COHERENCE
 from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
 
 
@@ -146,7 +147,11 @@ def summarize_answers(answers: Sequence[Answer], variants: Mapping[str, Sequence
     return out
 
 
-def breakdown_multiplier(rows: Sequence[dict], distinct_drop: float = 0.85, ppl_factor: float = 3.0) -> dict[str, Any]:
+def breakdown_multiplier(
+    rows: Sequence[dict],
+    distinct_drop: float = COHERENCE.min_distinct_ratio,
+    ppl_factor: float = COHERENCE.max_perplexity_ratio,
+) -> dict[str, Any]:
     """Where text breaks down, per sign: the smallest |multiplier| at which the mean distinct-3 share falls
     below `distinct_drop` x the unsteered value, or the median perplexity exceeds `ppl_factor` x the
     unsteered value. None when it holds up over the whole range."""

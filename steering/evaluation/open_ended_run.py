@@ -10,6 +10,7 @@ from typing import Any
 
 from steering import evaluation as ev
 from steering.evaluation import reliability as rel
+from steering.evaluation.coherence_rule import COHERENCE
 from steering.evaluation.run_setup import RunSetup, log
 from steering.io.files import display_path, write_json
 
@@ -78,7 +79,7 @@ def run_open_ended(
             "coherence": "distinct3 = share of distinct word trigrams (falls with repetition); "
             "perplexity = exp(median per-answer mean NLL) under the unsteered model "
             "(rises with garbled text)",
-            "breakdown_rule": "smallest |multiplier| with distinct3 < 0.85 x unsteered or perplexity > 3 x unsteered",
+            "breakdown_rule": f"smallest |multiplier| with {COHERENCE.breakdown_text('distinct3', 'x')}",
             "seconds": round(open_seconds, 1),
         },
         "summary": summary,

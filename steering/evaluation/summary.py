@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steering.evaluation.coherence_rule import COHERENCE
 from steering.io.files import display_path
 
 
@@ -87,8 +88,8 @@ def behaviors_table(results: list[dict[str, Any]], model: str, command: str = ""
     lines += [
         "",
         "Score: the share of open-ended answers the behavior card's judge counts "
-        "(datasets/<behavior>/behavior.yaml). Breakdown: the smallest |α| with distinct-3 < 0.85 × unsteered "
-        f"or perplexity > 3 × unsteered. Per-behavior files: {_folder_text(out)}/<behavior>/ (summary.md, "
+        "(datasets/<behavior>/behavior.yaml). Breakdown: the smallest |α| with "
+        f"{COHERENCE.breakdown_text()}. Per-behavior files: {_folder_text(out)}/<behavior>/ (summary.md, "
         "open_ended.json with every answer).",
     ]
     return "\n".join(lines) + "\n"
@@ -183,9 +184,7 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
                 described.append(f"none on the {side} side in the tested range")
         lines += [
             "",
-            "Text breaks down (distinct-3 < 0.85 × unsteered or perplexity > 3 × unsteered) at: "
-            + "; ".join(described)
-            + ".",
+            f"Text breaks down ({COHERENCE.breakdown_text()}) at: " + "; ".join(described) + ".",
         ]
         judge = o.get("judge") or {"kind": "phrases", "phrases": o.get("refusal_phrases", [])}
         items = judge.get("phrases") or judge.get("patterns") or []

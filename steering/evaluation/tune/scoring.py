@@ -13,6 +13,7 @@ import numpy as np
 
 from steering.core.recipe import Recipe
 from steering.errors import SteeringError
+from steering.evaluation.coherence_rule import COHERENCE
 from steering.evaluation.tune.space import SearchSpace, VectorSource
 
 
@@ -41,7 +42,11 @@ def rejudge(metrics: dict[str, Any], detector: Any) -> dict[str, Any]:
 
 
 def score_setting(
-    plus: dict, minus: dict, base: dict, min_distinct: float = 0.85, max_perplexity: float = 3.0
+    plus: dict,
+    minus: dict,
+    base: dict,
+    min_distinct: float = COHERENCE.min_distinct_ratio,
+    max_perplexity: float = COHERENCE.max_perplexity_ratio,
 ) -> dict[str, Any]:
     """Contrast, coherence and score of a setting from its sides' metrics (see the module docstring)."""
     penalty, coherent, ratios, margin = 0.0, True, {}, math.inf

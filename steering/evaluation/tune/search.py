@@ -13,6 +13,7 @@ from steering.core.hooks import SteeringPlan
 from steering.decode import generation  # generation.generate, looked up per call (tests count the calls)
 from steering.errors import SteeringError
 from steering.evaluation.coherence import answer_nll
+from steering.evaluation.coherence_rule import COHERENCE
 from steering.evaluation.refusal import distinct_ngram_share
 from steering.evaluation.tune.cache import load_cache, save_cache
 from steering.evaluation.tune.scoring import (
@@ -56,8 +57,8 @@ def run_tune(
     context: dict[str, Any],
     system_prompt: str | None = None,
     batch_rows: int = 64,
-    min_distinct: float = 0.85,
-    max_perplexity: float = 3.0,
+    min_distinct: float = COHERENCE.min_distinct_ratio,
+    max_perplexity: float = COHERENCE.max_perplexity_ratio,
     progress: bool = True,
 ) -> TuneResult:
     """Score every setting of `space` on `questions` (cached side jobs reused) and rank them.

@@ -1,0 +1,34 @@
+"""The one rule for "the text stays language" (issue 9's targets): a side is coherent while its answers'
+distinct-3 share is at least 0.85 x the unsteered answers' and their perplexity under the unsteered model at most
+3 x the unsteered answers'. The evaluation's breakdown multiplier, `tune`'s defaults and the reports' wording all
+read it from here. No torch import: the CLI's flag defaults use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COHERENCE", "CoherenceRule"]
+
+
+@dataclass(frozen=True)
+class CoherenceRule:
+    """Coherence limits relative to the unsteered answers of the same questions.
+
+    Attributes:
+        min_distinct_ratio: the smallest distinct-3 share allowed, as a multiple of the unsteered share (ratio).
+        max_perplexity_ratio: the largest perplexity allowed, as a multiple of the unsteered perplexity (ratio).
+    """
+
+    min_distinct_ratio: float = 0.85
+    max_perplexity_ratio: float = 3.0
+
+    def breakdown_text(self, distinct: str = "distinct-3", times: str = "×") -> str:
+        """The rule's break-down condition as text, e.g. "distinct-3 < 0.85 × unsteered or perplexity > 3 × unsteered"
+        (`distinct` names the measure, `times` the multiplication sign)."""
+        return (
+            f"{distinct} < {self.min_distinct_ratio:g} {times} unsteered or "
+            f"perplexity > {self.max_perplexity_ratio:g} {times} unsteered"
+        )
+
+
+COHERENCE = CoherenceRule()
