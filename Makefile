@@ -43,7 +43,7 @@ browser-deps:
 # (core/prompts.py, decode/tokens.py, decode/sampling.py). The hooks take torch's nn.Module. Still `Any`:
 # the decoder classes, fast path, persistent / batch steering, the engine's internals and the evaluation
 # modules (not in MYPY_CORE).
-MYPY_CORE := steering/core/hooks.py steering/core/operators.py steering/core/plan.py steering/core/recipe.py steering/core/layers.py steering/core/prompts.py \
+MYPY_CORE := steering/core/hooks.py steering/core/operators.py steering/core/plan.py steering/core/recipe.py steering/io/recipe_defaults.py steering/core/layers.py steering/core/prompts.py \
 	steering/core/record.py steering/core/limits.py steering/core/datasets.py steering/decode/generation.py \
 	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \
 	steering/decode/sampling.py steering/decode/tokens.py steering/decode/requests.py steering/decode/batch_steering.py \

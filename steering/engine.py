@@ -16,10 +16,11 @@ from steering.core.layers import check_layer
 from steering.core.limits import check_multiplier
 from steering.core.norms import measure_hidden_norms
 from steering.core.prompts import Message
-from steering.core.recipe import Recipe, config_recipe, defaults_path, load_defaults
+from steering.core.recipe import Recipe, config_recipe
 from steering.decode import dispatch
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
+from steering.io.recipe_defaults import defaults_path, load_defaults
 from steering.io.vector_set import VectorSet
 from steering.io.vector_store import available_behaviors, load_vectors, vector_path
 from steering.models import LoadedModel, load_model

@@ -37,7 +37,7 @@ def test_chat_json_prints_three_different_answers():
 
 
 def _shipped_recipe():
-    from steering.core.recipe import load_defaults
+    from steering.io.recipe_defaults import load_defaults
 
     return load_defaults(PROJECT_ROOT / "vectors" / "refusal" / "smollm2-135m-instruct.defaults.json").recipe
 

@@ -9,9 +9,10 @@ from fixtures import make_tiny_engine, make_tiny_model
 
 from steering.config import ModelSettings, load_config, override
 from steering.core.mixing import Mix, cosine, cosine_note, mixed_vector
-from steering.core.recipe import Recipe, save_defaults
+from steering.core.recipe import Recipe
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
+from steering.io.recipe_defaults import save_defaults
 from steering.io.vector_files import save_safetensors
 from steering.io.vector_set import VectorSet
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from steering.config import load_config, override
-from steering.core.recipe import Recipe, defaults_path, load_defaults, save_defaults
+from steering.core.recipe import Recipe
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.errors import SteeringError
+from steering.io.recipe_defaults import defaults_path, load_defaults, save_defaults
 from steering.io.vector_files import save_safetensors
 from steering.io.vector_set import VectorSet
 

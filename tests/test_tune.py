@@ -16,7 +16,7 @@ from cli_helpers import assert_refused
 
 import steering.decode.generation as generation
 from steering.config import load_config, override
-from steering.core.recipe import Recipe, load_defaults
+from steering.core.recipe import Recipe
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
 from steering.evaluation import answer_nll
@@ -32,6 +32,7 @@ from steering.evaluation.tune import (
     side_jobs,
     winner_recipe,
 )
+from steering.io.recipe_defaults import load_defaults
 from steering.io.vector_files import save_safetensors
 from steering.io.vector_set import VectorSet
 

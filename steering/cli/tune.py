@@ -136,7 +136,6 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     """
     # lazy: these import torch (--help stays fast)
     from steering.core.behaviors import judge_for
-    from steering.core.recipe import defaults_path, save_defaults
     from steering.decode.generation import SamplingSettings
     from steering.evaluation.refusal import RefusalDetector
     from steering.evaluation.tune import (
@@ -152,6 +151,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         side_jobs,
         winner_recipe,
     )
+    from steering.io.recipe_defaults import defaults_path, save_defaults
     from steering.io.vector_store import vector_path
 
     check_behavior_name(args.behavior)

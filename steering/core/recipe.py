@@ -42,19 +42,15 @@ always steers every position.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from steering.core.hooks import OPERATORS, LayerSteering, SteeringPlan, layer_vectors
-from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 
 UNITS = ("multiplier", "relative")
-DEFAULTS_SUFFIX = ".defaults.json"
 
 
 @dataclass(frozen=True)
@@ -251,50 +247,6 @@ class Recipe:
             if self.strength_minus is not None:
                 changes["strength_minus"] = abs(float(strength)) * self.minus_ratio()
         return replace(self, **changes) if changes else self
-
-
-# ============================================================================ the per-model defaults file
-def defaults_path(vectors_dir: str | Path, behavior: str, model_slug: str) -> Path:
-    """vectors/<behavior>/<model-slug>.defaults.json: the tuned recipe next to the behavior's vectors."""
-    return Path(vectors_dir) / check_behavior_name(behavior) / f"{model_slug}{DEFAULTS_SUFFIX}"
-
-
-@dataclass
-class DefaultsFile:
-    """The content of a defaults file: the recipe and how it was chosen (scores, search, data)."""
-
-    recipe: Recipe
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def load_defaults(path: str | Path) -> DefaultsFile | None:
-    """Read a defaults file; None when there is none. A broken file is a one-line SteeringError."""
-    import json
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SteeringError(f"{path}: not a readable JSON defaults file ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or "recipe" not in data:
-        raise SteeringError(f"{path}: expected an object with a 'recipe' key")
-    recipe = Recipe.from_dict(data["recipe"], where=f"{path}: recipe")
-    return DefaultsFile(recipe, {k: v for k, v in data.items() if k != "recipe"})
-
-
-def save_defaults(path: str | Path, recipe: Recipe, info: Mapping[str, Any] | None = None) -> Path:
-    """Write the recipe (and `info`: model, scores, search, ...) to `path` atomically (steering.io.files)."""
-    from steering.io.files import write_json
-
-    payload = {
-        "recipe": recipe.to_dict(),
-        **dict(info or {}),
-        "written": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    write_json(path, payload)
-    return Path(path)
 
 
 def config_recipe(layer: int, multiplier: float) -> Recipe:
