@@ -18,6 +18,7 @@ so no 13 GB checkpoint is written. Writes report.json (and the CLI's outputs) un
 
     python scripts/gpu_check.py --out OUT            # a CUDA GPU
     python scripts/gpu_check.py --out OUT --smoke    # a tiny model on the CPU, compile backend "eager"
+    python scripts/gpu_check.py --out OUT --compile  # the compiled (inductor) fast path instead of CUDA graphs
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch  # noqa: E402
 from gpu_common import Sections, parse_args  # noqa: E402
 
 
-def build(smoke: bool) -> Any:
+def build(smoke: bool, compile: bool = False) -> Any:
     """The random model as a LoadedModel (Llama-2-chat template, fp16 on CUDA or float32 tiny on the CPU)."""
     from steering.config import ModelSettings
     from steering.models import LoadedModel
@@ -52,7 +53,7 @@ def build(smoke: bool) -> Any:
     else:
         shape = LLAMA2_7B
         device, dtype = torch.device("cuda"), torch.float16
-        settings = ModelSettings(name="random-llama-2-7b-shape", dtype="float16", device="cuda")  # defaults: graphs
+        settings = ModelSettings(name="random-llama-2-7b-shape", dtype="float16", device="cuda", compile=compile)
     model = random_llama(shape, device, dtype)  # no EOS: fixed lengths
     return LoadedModel(
         model=model,
@@ -70,7 +71,9 @@ def build(smoke: bool) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, out = parse_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compile", action="store_true", help="model.compile: inductor, compiled batch steps")
+    args, out = parse_args(parser, argv)
 
     import steering.engine as engine_module
     from steering import cli
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report["transformers"] = transformers.__version__
     start = time.perf_counter()
-    lm = build(args.smoke)
+    lm = build(args.smoke, args.compile)
     report["model"] = {
         "layers": lm.num_layers,
         "hidden": lm.hidden_size,
@@ -288,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                 "requests": engine.scheduler.stats.requests,
                 "most_rows": engine.scheduler.stats.most_rows,
                 "graph_buckets": sorted({key[2][0] for key in fast.graphs.graphs}) if fast.graphs else None,
+                # compiled: the static batch's steps through the compiled step / the plain one (compiled_batch.py)
+                "compiled_steps": fast.batch_steps.compiled_steps if fast.batch_steps else None,
+                "plain_steps": fast.batch_steps.plain_steps if fast.batch_steps else None,
+                "compiled_shapes": sorted(fast.batch_steps.ready) if fast.batch_steps else None,
             },
         }
     )

@@ -193,12 +193,12 @@ def test_engine_compare_of_two_users_runs_in_one_batch(tiny_tokenizer, vectors, 
     assert not engine.lm.lock.locked()
 
 
-def test_on_the_fast_path_a_metered_request_runs_alone_and_inductor_keeps_one_request_at_a_time(
+def test_on_the_fast_path_a_metered_request_runs_alone_and_compiled_requests_share_the_static_batch(
     tiny_tokenizer, vectors
 ):
     """A meter is a Python hook (no place in a CUDA graph): with a fast path its request runs alone, eagerly,
-    outside the scheduler. Inductor's compiled step would compile for a minute per batch bucket: with it the
-    Engine's scheduler stays on the eager path and fast-path requests run one at a time (decode/dispatch.py)."""
+    outside the scheduler. Compiled (any backend, inductor too) the Engine's scheduler batches in the fast path's
+    static caches, through the step compiled at start for the warmed buckets (decode/compiled_batch.py)."""
     from fixtures import make_engine
 
     from steering.decode.dispatch import scheduler_for
@@ -213,8 +213,9 @@ def test_on_the_fast_path_a_metered_request_runs_alone_and_inductor_keeps_one_re
     assert len(meter.values(result.new_tokens)[0]) == 6
     assert engine.compare([{"role": "user", "content": QUESTIONS[0]}], **call).token_ids == result.token_ids
     assert engine.scheduler.stats.requests == 1  # the same request without a meter: through the static batch
+    assert engine.fast_path.batch_steps.compiled_steps >= 5  # bucket 4 was compiled at start (enable_fast_path)
     engine.fast_path._backend = "inductor"
-    assert scheduler_for(engine, engine.fast_path).fast_path is None
+    assert scheduler_for(engine, engine.fast_path).fast_path is engine.fast_path
     assert not engine.lm.lock.locked()
 
 

@@ -218,6 +218,9 @@ def run_users(
     one = next((r["aggregate_tok_s"] for r in runs if r["users"] == 1), None)
     speedup = {str(r["users"]): r["aggregate_tok_s"] / one for r in runs} if one else {}
     path = "eager" if fast_path is None else "static cache" + (", CUDA graphs" if fast_path.graphs is not None else "")
+    if fast_path is not None and fast_path.batch_steps is not None:
+        steps = fast_path.batch_steps
+        path += f", compiled ({steps.compiled_steps} compiled steps, {steps.plain_steps} plain)"
     return {"tokens": tokens, "panes_per_user": 3, "repeats": repeats, "runs": runs, "speedup": speedup, "path": path}
 
 
@@ -262,7 +265,10 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
     if getattr(args, "fast_path", False):
         from steering.decode.fast_path import enable_fast_path
 
-        fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compile=False)
+        compiled = bool(getattr(args, "compile", False))  # --compile: the buckets of 3 x N rows compiled first
+        fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compile=compiled, batch_buckets=())
+        if fast.batch_steps is not None:
+            results["steering"]["compile_s"] = round(fast.batch_steps.warm_rows([3 * n for n in args.users]), 1)
     results["steering"]["scheduler"] = "eager" if fast is None else "fast path (static cache)"
     results["users"] = run_users(
         lm, args.users, args.tokens, vector_for_layer, layer, multiplier, repeats=args.repeats or 3, fast_path=fast

@@ -20,13 +20,11 @@ if TYPE_CHECKING:
 
 def scheduler_for(engine: Engine, fast_path: FastPath | None) -> Scheduler:
     """The Engine's request scheduler (config app.concurrency_per_model requests per batch, app.max_queue waiting):
-    on the eager path, or in the fast path's static caches (CUDA graphs per batch bucket). Not with inductor's
-    compiled step, which would compile once per batch bucket (a minute each): there the scheduler stays eager
-    and fast-path requests run one at a time (run_request)."""
+    on the eager path, or in the fast path's static caches: CUDA graphs per batch bucket, or the compiled step
+    for the buckets compiled at start and CUDA graphs for the others (compiled_batch.CompiledBatchSteps: no
+    request waits behind a compile)."""
     from steering.decode.scheduler import Scheduler
 
-    if fast_path is not None and fast_path.compiled and fast_path._backend == "inductor":
-        fast_path = None
     app = engine.config.app
     return Scheduler(engine.lm, engine.limits, app.concurrency_per_model, app.max_queue, fast_path=fast_path)
 
@@ -75,9 +73,8 @@ def run_request(
 
     The request goes through engine.scheduler: it joins the batch other users' requests are decoding in
     (steering/decode/scheduler.py): on the eager path (no fast path; its meter reading its own rows) and on the
-    CUDA-graph / static-cache fast path (the batch in a static cache, steps replayed per batch bucket). With
-    inductor's compiled step requests run one at a time under the model's lock (a batch bucket would compile
-    for a minute).
+    CUDA-graph / static-cache / compiled fast path (the batch in a static cache, steps replayed per batch bucket;
+    compiled: the buckets compiled at start, decode/compiled_batch.py).
 
     With a steering.ui.meter.Meter and a fast path the generation runs alone on the eager path under the lock
     (the meter is a Python forward hook around the steering hooks; CUDA graphs have no place for it).

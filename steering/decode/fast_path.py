@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from steering.core.prompts import Message
+from steering.decode.compiled_batch import CompiledBatchSteps
 from steering.decode.compiled_pieces import CompiledPieces
 from steering.decode.cuda_graphs import CudaGraphSteps
 from steering.decode.decoder import StaticDecoder
@@ -104,6 +105,8 @@ class FastPath:
 
             self.forward = torch.compile(model.forward, backend=counting, dynamic=False)
         self._backend = backend
+        # the scheduler's static batch: compiled for the shapes warmed at start, plain otherwise (compiled_batch.py)
+        self.batch_steps = CompiledBatchSteps(self) if compile else None
 
     # ------------------------------------------------------------------ pieces handed to generate()
     def cache_length(self, total: int) -> int:
@@ -133,8 +136,9 @@ class FastPath:
             big = [k for k in self._caches if k[0] > self.max_batch] if batch > self.max_batch else []
             while big or len(self._caches) >= self.MAX_CACHES:
                 old = self._caches.pop(big.pop() if big else next(iter(self._caches)))
-                if self.graphs is not None:
-                    self.graphs.forget_cache(old)
+                for graphs in (self.graphs, self.batch_steps):
+                    if graphs is not None:
+                        graphs.forget_cache(old)
             cache = StaticCache(config=self.model.config, max_cache_len=key[1])
         else:
             cache.reset()
@@ -247,7 +251,9 @@ def graphs_supported(lm: Any) -> bool:
     return lm.device.type == "cuda" and lm.quantization is None and len(model_devices(lm.model)) <= 1
 
 
-def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) -> FastPath:
+def enable_fast_path(
+    lm: Any, compile: bool = True, backend: str | None = None, batch_buckets: Sequence[int] = (4,)
+) -> FastPath:
     """The LoadedModel's FastPath (made, warmed up and kept as `lm.fast_path` on the first call).
 
     Used by the Engine: `model.compile` true gives static cache + torch.compile with
@@ -257,7 +263,10 @@ def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) 
     generation, "aot_eager") compiles anywhere, e.g. for tests on the CPU. `compile=False` (the Engine's
     default on CUDA, `model.cuda_graphs`) replays CUDA graphs of the eager decoding step, captured on
     first use. A second Engine on the same model reuses its fast path (one set of hooks per model); a
-    different setting replaces it (the old hooks are removed).
+    different setting replaces it (the old hooks are removed). Compiled with inductor, the scheduler's static
+    Compiled (any backend), the scheduler's static batch step is compiled too for `batch_buckets` (rows:
+    static_batch.bucket_for values) at the first cache length, before the first user
+    (compiled_batch.CompiledBatchSteps; other shapes run the plain step: CUDA graphs on CUDA).
     """
     backend = backend or getattr(lm.settings, "compile_backend", None) or "inductor"
     one_device = len(model_devices(lm.model)) <= 1
@@ -282,6 +291,8 @@ def enable_fast_path(lm: Any, compile: bool = True, backend: str | None = None) 
         with lm.lock:
             if use_compiler and backend == "inductor":  # a minute of compiling before the first user, not during
                 fast.warm_up(lm.tokenizer)
+            if fast.batch_steps is not None:  # the scheduler's batch buckets, compiled before the first user
+                fast.batch_steps.warm_up(batch_buckets, (fast.bucket,))
     except BaseException:
         fast.steering.remove()  # no hooks left behind on the model
         raise

@@ -174,7 +174,8 @@ class StaticBatch:
                 raise RuntimeError("the static batch's cache is full: no column left to compact")
             self._move(lo, self.t, -lo)
         self.mask[:, self.t] = 1  # every slot sees the column written now (free slots: only that one)
-        out = self.fast.decode_step(
+        step = self.fast.batch_steps or self.fast.decode_step  # compiled: CompiledBatchSteps (compiled_batch.py)
+        out = step(
             input_ids=self.ids,
             attention_mask=self.mask,
             position_ids=self.pos,
