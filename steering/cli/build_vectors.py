@@ -6,7 +6,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Callable
 
-from steering.config import Config
+from steering.cli import loading
+from steering.cli.common import add_model_flags
+from steering.config import Config, home_hint
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 
 if TYPE_CHECKING:
@@ -69,7 +72,7 @@ def ensure_vectors(
 
 def tqdm_progress(desc: str) -> Callable[[int, int], None]:
     """A build_vectors progress callback drawing a tqdm bar (closed when the last pair is done)."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: only when a build runs (--help stays fast)
 
     bar: list[Any] = []
 
@@ -86,7 +89,6 @@ def tqdm_progress(desc: str) -> Callable[[int, int], None]:
 
 def register(sub: Any) -> None:
     """Add the `build-vectors` sub-command to steering.cli's parser."""
-    from steering.cli.common import add_model_flags
 
     p = sub.add_parser(
         "build-vectors",
@@ -116,9 +118,6 @@ def cmd_build_vectors(args: Any, config: Config) -> int:
     A behavior that cannot be built (e.g. its dataset is not valid JSON) is skipped with a one-line report
     and the others are built; the exit code is then 2 (0 when every build succeeded).
     """
-    from steering.cli import loading
-    from steering.config import home_hint
-    from steering.core.limits import check_behavior_name
     from steering.extract.first_use import build_vectors, buildable_behaviors, missing_behaviors  # lazy: torch
 
     names = [check_behavior_name(name) for name in args.behaviors or []]

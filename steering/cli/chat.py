@@ -13,6 +13,7 @@ from steering.cli.common import add_model_flags, check_input_file, system_prompt
 from steering.cli.common import parse_float as _float
 from steering.cli.steer import add_steering_flags, behavior_recipe, sampling_settings, steering_choice
 from steering.config import Config
+from steering.core.behaviors import card_warning
 from steering.core.limits import check_multiplier
 from steering.errors import SteeringError
 
@@ -51,8 +52,6 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     if args.vector:
         check_input_file(args.vector, "--vector", folder_ok=True)
     else:
-        from steering.core.behaviors import card_warning  # lazy: imports torch (--help stays fast)
-
         if warning := card_warning(config.datasets_dir, args.behavior):
             print(warning, file=sys.stderr)  # a broken card: say so in one line, then go on
     engine = loading.load_engine(args, config)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from steering.config import Config
+from steering.config import HOME_ENV, Config, home
 from steering.errors import SteeringError
 
 
@@ -23,7 +23,6 @@ def config_help() -> str:
     Returns:
         The help text (percent signs escaped for argparse).
     """
-    from steering.config import HOME_ENV, home
 
     try:
         now = f"here: {home() / 'config.yaml'}"

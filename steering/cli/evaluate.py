@@ -1,8 +1,8 @@
 """`python -m steering evaluate`: the A/B sweep, open-ended refusal rate and coherence, controls.
 
 The command line: flags, the checks of every input before the model loads, one behavior or all of them. The run
-itself is steering.evaluation.run (run_behavior), the Markdown steering.evaluation.summary; both are imported when
-the command runs, so building the parser (and `--help`) does not import torch.
+itself is steering.evaluation.run (run_behavior), imported when the command runs (the Markdown is
+steering.evaluation.summary), so building the parser (and `--help`) does not import torch.
 
 Outputs in --out (default <results_dir>/eval/, config.yaml's results folder: results/ of the checkout):
   ab_sweep.json       mean normalised p(match) per layer x multiplier, controls at the chosen layer
@@ -45,9 +45,11 @@ from steering.cli.common import (
 )
 from steering.cli.common import parse_float as _float
 from steering.config import PROJECT_ROOT, Config
+from steering.core.behaviors import judge_for, load_card, shipped_behaviors
 from steering.core.datasets import load_ab_dataset, load_open_ended
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
+from steering.evaluation.summary import behaviors_table
 from steering.io.files import write_text
 
 ALL = "all"  # --behavior all: every shipped behavior with vectors for the model
@@ -96,7 +98,6 @@ def register(sub: Any) -> None:
         help="output folder (default: results/eval/<behavior>/ for one behavior; "
         "for --behavior all, results/eval/ with one <behavior>/ folder each)",
     )
-    from steering.core.behaviors import shipped_behaviors  # lazy: imports torch (--help stays fast)
 
     names = ", ".join(shipped_behaviors(PROJECT_ROOT / "datasets")) or "none"
     for action in p._actions:  # add_behavior_command's --behavior: say which names evaluate takes
@@ -133,7 +134,6 @@ def _check_known(config: Config, behavior: str, given_files: bool = False) -> No
     Raises:
         SteeringError: "unknown behavior 'x'; known: a, b, ..., all".
     """
-    from steering.core.behaviors import shipped_behaviors  # lazy: imports torch (--help stays fast)
 
     datasets = config.datasets_dir
     if given_files or (datasets / check_behavior_name(behavior)).is_dir():
@@ -146,7 +146,6 @@ def _prepare(args: argparse.Namespace, config: Config, behavior: str, out: str |
     """A behavior's inputs, read and checked before the model loads: its A/B and open-ended test questions
     (--ab / --open-ended, else datasets/<behavior>/test_ab.json and test_open_ended.json), its judge
     (steering.core.behaviors.judge_for: the card's) and the output folder (default results/eval/<behavior>/)."""
-    from steering.core.behaviors import judge_for, load_card  # lazy: imports torch (--help stays fast)
 
     folder = config.datasets_dir / check_behavior_name(behavior)
     ab_path = Path(args.ab) if args.ab else folder / "test_ab.json"
@@ -184,10 +183,8 @@ def _evaluate_all(args: argparse.Namespace, config: Config, make_engine: Any) ->
     Every card and test file is checked before the model loads; a behavior without vectors for the model is
     listed in the table as such (not an error).
     """
-    from steering.core.behaviors import shipped_behaviors  # lazy: imports torch (--help stays fast)
-    from steering.evaluation.run import run_behavior
+    from steering.evaluation.run import run_behavior  # lazy: imports torch (--help stays fast)
     from steering.evaluation.run_setup import log
-    from steering.evaluation.summary import behaviors_table
 
     for value, flag in ((args.vector, "--vector"), (args.ab, "--ab"), (args.open_ended, "--open-ended")):
         if value:

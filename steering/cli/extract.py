@@ -11,7 +11,8 @@ from typing import Any
 
 from steering.cli import loading
 from steering.cli.common import add_behavior_command, check_destination, check_input_file, system_prompt
-from steering.config import Config, override
+from steering.config import Config, model_slug, override
+from steering.core.behaviors import generate_file
 from steering.core.datasets import file_sha256, load_ab_dataset
 from steering.core.prompts import READ_MODES
 from steering.errors import SteeringError
@@ -189,8 +190,7 @@ def cmd_extract(args: argparse.Namespace, config: Config) -> int:
     """
     if getattr(args, "method", "mean-diff") == "instructions":
         return _extract_instructions(args, config)
-    from steering.core.behaviors import generate_file  # lazy: imports torch (--help stays fast)
-    from steering.extract.extraction import extract_vectors
+    from steering.extract.extraction import extract_vectors  # lazy: imports torch (--help stays fast)
     from steering.io.caa_pt import caa_filename, save_caa_layout
     from steering.io.gguf_vectors import gguf_layers, save_gguf
 
@@ -244,7 +244,6 @@ def _extract_destination(args: argparse.Namespace, config: Config, pairs: int | 
     """extract's output file (--out, else vectors/<behavior>/<model slug>.safetensors), checked before the
     model loads: writable (with its .gguf and paper-layout siblings), and not replacing a file that has
     layers or pairs the new one lacks unless --force (steering.io.vector_store.replacement_check)."""
-    from steering.config import model_slug
     from steering.io.vector_store import describe_vector_file, vector_path  # lazy: imports torch (--help stays fast)
 
     if args.out:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from steering.cli.common import add_config_flag, add_threads_flag, check_destination
 from steering.config import Config
 from steering.errors import SteeringError
+from steering.io.files import display_path
 
 
 def register(sub: Any) -> None:
     """Add the `import-caa` sub-command to steering.cli's parser."""
-    from steering.cli.common import add_config_flag, add_threads_flag
 
     p = sub.add_parser(
         "import-caa",
@@ -53,9 +54,7 @@ def cmd_import_caa(args: Any, config: Config) -> int:
     Returns:
         0, or 1 when a file was not written because it exists with other content (no --force).
     """
-    from steering.cli.common import check_destination
     from steering.extract.import_caa import plan_import, run_import  # lazy: imports torch (--help stays fast)
-    from steering.io.files import display_path
 
     rename = _parse_rename(args.rename)
     source = Path(args.path)

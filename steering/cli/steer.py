@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from steering.cli.build_vectors import ensure_vectors
 from steering.cli.checks import flag_name
 from steering.cli.common import parse_float as _float
 from steering.config import Config, override
@@ -75,9 +76,7 @@ def steering_choice(engine: Any, args: argparse.Namespace) -> tuple[Any, int]:
     default = engine.defaults.layer if getattr(args, "vector", None) else behavior_recipe(engine, args).layer
     layer = check_layer(args.layer if args.layer is not None else default, engine.lm.num_layers)
     if not getattr(args, "vector", None):  # None: the engine steers with the behavior's recipe (its vector file)
-        # lazy (imports torch); no vectors yet for this model: build them (first use)
-        from steering.cli.build_vectors import ensure_vectors
-
+        # no vectors yet for this model: build them (first use)
         if (
             ensure_vectors(
                 engine,

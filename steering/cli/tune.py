@@ -13,10 +13,12 @@ from steering.cli.common import add_answer_flags, add_behavior_command
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
 from steering.config import Config, home
+from steering.core.behaviors import judge_for
 from steering.core.datasets import file_sha256, load_open_ended
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 from steering.evaluation.coherence_rule import COHERENCE
+from steering.evaluation.refusal import RefusalDetector
 from steering.io.files import display_path as _display_path
 
 
@@ -135,9 +137,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             model loads), or nothing scored.
     """
     # lazy: these import torch (--help stays fast)
-    from steering.core.behaviors import judge_for
     from steering.decode.generation import SamplingSettings
-    from steering.evaluation.refusal import RefusalDetector
     from steering.evaluation.tune import (
         CACHE_VERSION,
         DEFAULT_STRENGTHS,
