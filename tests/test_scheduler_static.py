@@ -309,3 +309,17 @@ def test_a_join_that_fails_ends_only_the_joiners(lm, vectors, monkeypatch):
     with pytest.raises(RuntimeError, match="out of memory"):
         joiner.wait(60)
     assert running.wait(60).token_ids == alone(lm, first)
+
+
+def test_a_nan_vector_is_refused_in_one_line_and_the_others_run(lm, vectors, kind):
+    # the Python API can hand the engine any tensor (uploads are checked when read): a NaN vector must be a
+    # one-line error for its request, not three empty panes (0 x NaN = NaN empties the unsteered row too)
+    sched = scheduler(lm, kind)
+    nan = torch.full_like(vectors[0], float("nan"))
+    bad = Request([conv(LONG)] * 3, SteeringPlan.addition(1, nan, [2.0, 0.0, -2.0]), SamplingSettings(max_new_tokens=8))
+    good = user(0, vectors, 8)
+    with lm.lock:  # the good request is queued first; the bad one is refused when it is submitted
+        ticket = sched.submit(good)
+        with pytest.raises(SteeringError, match=r"^layer 1: the steering vector contains NaN or infinite values$"):
+            sched.submit(bad).wait(60)
+    assert ticket.wait(60).token_ids == alone(lm, good)

@@ -183,11 +183,15 @@ class SteeringPlan:
         return cls(out)
 
     def check(self, num_layers: int, rows: int | None = None, hidden_size: int | None = None) -> SteeringPlan:
-        """Raise SteeringError (layer out of range) or ValueError (shapes) when the plan does not fit."""
+        """Raise SteeringError (layer out of range, a NaN or infinite vector or per-row value, a vector of another
+        size than `hidden_size`) or ValueError (rows) when the plan does not fit."""
         if not self.layers:
             raise ValueError("a steering plan needs at least one layer")
         for layer, spec in self.layers.items():
             check_layer(layer, num_layers)
+            for name in ("vector", "add", "project", "target"):
+                if not bool(torch.isfinite(getattr(spec, name)).all()):
+                    raise SteeringError(f"layer {layer}: the steering {name} contains NaN or infinite values")
             if rows is not None and spec.add.shape[0] != rows:
                 raise ValueError(f"layer {layer}: {spec.add.shape[0]} rows of steering for a batch of {rows}")
             if hidden_size is not None and spec.vector.shape[-1] != hidden_size:
