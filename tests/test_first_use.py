@@ -130,13 +130,13 @@ def test_engine_build_reports_progress_and_a_failed_build_leaves_the_old_state(h
             raise RuntimeError("out of memory")
         return extract_vectors(*args, **kwargs)
 
-    monkeypatch.setattr("steering.extract.extraction.extract_vectors", broken)
+    monkeypatch.setattr(first_use, "extract_vectors", broken)
     monkeypatch.setattr(first_use, "CHUNK_PAIRS", 2)
     with pytest.raises(RuntimeError):
         first_use.build_vectors(engine, "politeness", progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 5), (2, 5)]  # stopped in the second chunk
     assert not list((home / "vectors").rglob("*.safetensors"))  # nothing written
-    monkeypatch.setattr("steering.extract.extraction.extract_vectors", extract_vectors)
+    monkeypatch.setattr(first_use, "extract_vectors", extract_vectors)
     calls.clear()
     result = first_use.build_vectors(engine, "politeness", progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 5) and calls[-1] == (5, 5)
@@ -144,9 +144,7 @@ def test_engine_build_reports_progress_and_a_failed_build_leaves_the_old_state(h
     with pytest.raises(SteeringError, match="already has vectors"):
         first_use.build_vectors(engine, "politeness")
     before = result.path.read_bytes()
-    monkeypatch.setattr(
-        "steering.extract.extraction.extract_vectors", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x"))
-    )
+    monkeypatch.setattr(first_use, "extract_vectors", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
         first_use.build_vectors(engine, "politeness", force=True)
     assert result.path.read_bytes() == before  # the old file stays

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
+from steering.core.datasets import load_ab_dataset, load_open_ended
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
-from steering.io.caa_pt import CAA_NAME
+from steering.io.caa_pt import CAA_NAME, load_caa_layout, load_pt_vector
+from steering.io.vector_set import VectorSet
 
 # the paper's file -> this project's file, per behavior
 DATASET_FILES = (
@@ -30,9 +34,6 @@ def behavior_slug(folder_name: str) -> str:
         SteeringError: nothing usable is left (e.g. a name of punctuation only), or letters or digits with no
             plain a-z / 0-9 form (e.g. 'ß', '名'): those are not guessed at, --rename names the folder.
     """
-    import unicodedata
-
-    from steering.core.limits import check_behavior_name
 
     plain = "".join(c for c in unicodedata.normalize("NFKD", folder_name) if not unicodedata.combining(c))
     foreign = sorted({c for c in plain if not c.isascii() and c.isalnum()})
@@ -49,7 +50,6 @@ def behavior_slug(folder_name: str) -> str:
 
 def read_items(path: Path, kind: str, limits: Any) -> list[Any]:
     """The file's items after this project's checks (steering.core.datasets), as they will be written."""
-    from steering.core.datasets import load_ab_dataset, load_open_ended
 
     if kind == "ab":
         load_ab_dataset(path, None, limits)  # one-line errors naming the file and the item index
@@ -115,8 +115,6 @@ def read_vector_group(where: Path, model: str, files: list[Path], rel: Path) -> 
         SteeringError: an unreadable file, or NaN, inf, an absurd norm or a bad shape (named by file), or
             layers of different sizes.
     """
-    from steering.io.caa_pt import load_caa_layout, load_pt_vector
-    from steering.io.vector_set import VectorSet
 
     if model:
         vset = load_caa_layout(where, model)  # this model's files only; one-line errors

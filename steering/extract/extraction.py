@@ -150,7 +150,7 @@ def pair_activations(
     is computed once, padding is only the tail of the shorter rows, and each read activation equals
     running that prompt on its own.
     """
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # lazy: this module imports torch only, not transformers
 
     device = next(model.parameters()).device
     n = len(pairs)

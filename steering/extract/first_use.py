@@ -16,6 +16,7 @@ steering.cli.build_vectors.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,7 +27,16 @@ from typing import Any, Callable, Sequence
 import torch
 
 from steering.config import Config, home_hint
+from steering.core.behaviors import generate_file
+from steering.core.datasets import file_sha256, load_ab_dataset
+from steering.core.layers import check_layer
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
+from steering.extract.extraction import extract_vectors
+from steering.io.files import display_path
+from steering.io.vector_files import save_safetensors
+from steering.io.vector_set import VectorSet
+from steering.io.vector_store import describe_vector_file, vector_path
 
 # One build per (vectors file) at a time in this process: two users pressing the button build once.
 _BUILDING: dict[str, threading.Lock] = {}
@@ -59,15 +69,12 @@ def dataset_file(config: Config, behavior: str) -> Path:
     Raises:
         SteeringError: an invalid behavior name or an invalid behavior card.
     """
-    from steering.core.behaviors import generate_file
-    from steering.core.limits import check_behavior_name
 
     return generate_file(config, check_behavior_name(behavior))
 
 
 def buildable_behaviors(config: Config) -> list[str]:
     """Behaviors whose A/B dataset ships (a valid name and an existing generate file), sorted."""
-    from steering.core.limits import check_behavior_name
 
     root = config.datasets_dir
     names = []
@@ -104,7 +111,6 @@ def dataset_problem(config: Config, behavior: str, read_mode: str | None = None)
         None, or the SteeringError's message (e.g. '.../generate.json: not valid JSON ...'). The result is
         cached per file and read mode until the file changes (size or modification time).
     """
-    from steering.core.datasets import load_ab_dataset
 
     try:
         path = dataset_file(config, behavior)
@@ -172,13 +178,6 @@ def build_vectors(
             `force`), a layer out of range. Nothing is written then, and a failure during the extraction
             leaves the previous state (the file is written atomically at the end).
     """
-    from steering.core.datasets import file_sha256, load_ab_dataset
-    from steering.core.layers import check_layer
-    from steering.extract.extraction import extract_vectors
-    from steering.io.files import display_path
-    from steering.io.vector_files import save_safetensors
-    from steering.io.vector_set import VectorSet
-    from steering.io.vector_store import vector_path
 
     lm = engine.lm
     path = vector_path(engine.vectors_dir, behavior, lm.slug)  # refuses names that are not names
@@ -256,7 +255,6 @@ def build_vectors(
 
 def _replacement_loss(path: Path, layers: Sequence[int], pairs: int) -> str | None:
     """What replacing the vector file at `path` with `layers` from `pairs` pairs loses, or None (nothing)."""
-    from steering.io.vector_store import describe_vector_file
 
     try:  # the rule of extract's replacement_check: losing layers or pairs needs --force, and is said
         old = describe_vector_file(path)
@@ -279,6 +277,5 @@ def _replacement_loss(path: Path, layers: Sequence[int], pairs: int) -> str | No
 
 
 def _stderr(line: str) -> None:
-    import sys
 
     print(line, file=sys.stderr, flush=True)

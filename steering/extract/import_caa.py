@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from steering.config import model_slug
+from steering.core.limits import Limits, check_behavior_name
 from steering.errors import SteeringError
 from steering.extract.caa_checkout import (
     DATASET_FILES,
@@ -42,6 +44,9 @@ from steering.extract.caa_checkout import (
     vector_groups,
 )
 from steering.io.caa_pt import CAA_NAME
+from steering.io.files import atomic_write
+from steering.io.vector_files import load_safetensors, save_safetensors
+from steering.io.vector_set import VectorSet
 
 
 @dataclass
@@ -121,7 +126,6 @@ def plan_import(
         SteeringError: `source` is not a folder or holds none of the paper's files; a behavior asked for
             is not there; a bad dataset (file and item index) or vector file (file and reason).
     """
-    from steering.core.limits import Limits, check_behavior_name
 
     limits = limits or Limits()
     report = report or ImportReport()
@@ -205,9 +209,6 @@ def _plan_vectors(
     label: str,
 ) -> Planned:
     """Read one model's per-layer files of a behavior; the safetensors file they become."""
-    from steering.config import model_slug
-    from steering.io.vector_files import load_safetensors, save_safetensors
-    from steering.io.vector_set import VectorSet
 
     rel = where.relative_to(source)
     vset = read_vector_group(where, model, files, rel)
@@ -262,7 +263,6 @@ def run_import(
         dry_run: write nothing; the report says what would be written.
         show: how the report names a destination path.
     """
-    from steering.io.files import atomic_write
 
     report.dry_run = dry_run
     for item in planned:
