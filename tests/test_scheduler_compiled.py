@@ -14,6 +14,7 @@ import torch
 from fixtures import make_tiny_lm
 from test_scheduler_static import alone, submit_together, user
 
+from steering.decode import compiled_batch
 from steering.decode.fast_path import FastPath
 from steering.decode.scheduler import Scheduler
 from steering.decode.static_batch import StaticBatch
@@ -55,7 +56,8 @@ def batch_shapes(lm, vectors) -> set[tuple[int, int]]:
     return seen
 
 
-def test_users_in_one_compiled_batch_get_what_each_gets_alone_and_nobody_waits_for_a_compile(lm, vectors):
+def test_users_in_one_compiled_batch_get_what_each_gets_alone_and_nobody_waits_for_a_compile(lm, vectors, monkeypatch):
+    monkeypatch.setattr(compiled_batch, "STANCE", "fail_on_recompile")  # a guard failure would show as a fallback
     steps = lm.fast_path.batch_steps
     shapes = batch_shapes(lm, vectors)
     assert shapes and steps.compiled_steps == 0 and steps.plain_steps > 0  # nothing warmed: plain step only
@@ -72,7 +74,7 @@ def test_users_in_one_compiled_batch_get_what_each_gets_alone_and_nobody_waits_f
     assert sched.stats.most_requests == 3 and sched.stats.most_rows == 9
     assert all(r.token_ids[0] != r.token_ids[1] for r in results)  # steering acted per row
     assert steps.compiled_steps >= max(TOKENS) - 1 and steps.plain_steps == plain  # every step compiled
-    assert lm.fast_path.compiles == compiles  # no request compiled anything
+    assert lm.fast_path.compiles == compiles and steps.ready >= shapes  # no request compiled, no guard failed
 
 
 def test_a_shape_not_warmed_runs_the_plain_step_without_compiling(lm, vectors):
@@ -123,3 +125,16 @@ def test_the_users_bench_runs_the_compiled_batch_steps(lm, vectors, monkeypatch)
     assert two["rows_identical"] == two["rows"] == 6 and two["most_requests_in_batch"] == 2
     assert "compiled (" in users["path"] and steps.compiled_steps > compiled
     assert lm.fast_path.compiles == compiles
+
+
+def test_the_static_cache_of_a_compiled_shape_is_never_evicted(lm):
+    """transformers marks a static cache's tensors static (the compiled graph guards on them): the cache of a
+    warmed shape stays while other shapes come and go past FastPath.MAX_CACHES."""
+    fast = lm.fast_path
+    warmed = fast.cache_factory(4, 16)
+    ready = {(4, 16)} | fast.batch_steps.ready
+    fast.batch_steps.ready = ready
+    for rows in range(1, FastPath.MAX_CACHES + 3):
+        fast.cache_factory(8 + rows, 16)  # larger than max_batch: each evicts the previous big one
+        fast.cache_factory(rows, 32 * rows)
+    assert fast.cache_factory(4, 16) is warmed and len(fast._caches) <= FastPath.MAX_CACHES + len(ready)

@@ -15,7 +15,8 @@ Design (issue 12 item 1: "static cache sized for a maximum batch, graphs capture
   forward elsewhere. A compiled step that raises (no Triton, a compiler bug) is logged once, its shape leaves the
   warmed set and the plain step serves it from then on.
 * The persistent steering tensors are grown to the largest warmed bucket before compiling, so set_rows never
-  reallocates them later (a reallocation would change the tensors the compiled graph reads).
+  reallocates them later (a reallocation would change the tensors the compiled graph reads), and the fast path
+  never evicts a warmed shape's static cache (transformers marks its tensors static: the graph guards on them).
 
 Counters (tests, the bench): `compiled_steps`, `plain_steps`.
 """
@@ -31,6 +32,9 @@ import torch
 from steering.decode.cuda_graphs import CudaGraphSteps
 
 log = logging.getLogger(__name__)
+
+# A warmed shape whose guards fail anyway runs eagerly instead of compiling (tests use "fail_on_recompile").
+STANCE = "eager_on_recompile"
 
 
 class CompiledBatchSteps:
@@ -65,7 +69,7 @@ class CompiledBatchSteps:
             return self.fast.decode_step(**kwargs)
         if shape in self.ready:
             try:
-                with torch.compiler.set_stance("eager_on_recompile"):
+                with torch.compiler.set_stance(STANCE):
                     out = self.fast.decode_step(**kwargs)
             except Exception as exc:  # noqa: BLE001 -- a compiler failure must not fail the users: plain step
                 self.ready.discard(shape)

@@ -133,9 +133,13 @@ class FastPath:
         if cache is None:
             # Bound the memory: at most MAX_CACHES caches, the least recently used dropped first, and one
             # cache of a batch larger than the app's few rows (a `steering test` batch is large and passing).
-            big = [k for k in self._caches if k[0] > self.max_batch] if batch > self.max_batch else []
-            while big or len(self._caches) >= self.MAX_CACHES:
-                old = self._caches.pop(big.pop() if big else next(iter(self._caches)))
+            keep = self.batch_steps.ready if self.batch_steps is not None else set()  # compiled for these caches
+            spare = [k for k in self._caches if k not in keep]
+            big = [k for k in spare if k[0] > self.max_batch] if batch > self.max_batch else []
+            while spare and (big or len(spare) >= self.MAX_CACHES):
+                victim = big.pop() if big else spare[0]
+                spare.remove(victim)
+                old = self._caches.pop(victim)
                 for graphs in (self.graphs, self.batch_steps):
                     if graphs is not None:
                         graphs.forget_cache(old)
