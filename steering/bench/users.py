@@ -266,7 +266,7 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
         from steering.decode.fast_path import enable_fast_path
 
         compiled = bool(getattr(args, "compile", False))  # --compile: the buckets of 3 x N rows compiled first
-        fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compile=compiled, batch_buckets=())
+        fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compiled, batch_buckets=(), generate_batches=())
         if fast.batch_steps is not None:
             results["steering"]["compile_s"] = round(fast.batch_steps.warm_rows([3 * n for n in args.users]), 1)
     results["steering"]["scheduler"] = "eager" if fast is None else "fast path (static cache)"

@@ -256,7 +256,11 @@ def graphs_supported(lm: Any) -> bool:
 
 
 def enable_fast_path(
-    lm: Any, compile: bool = True, backend: str | None = None, batch_buckets: Sequence[int] = (4,)
+    lm: Any,
+    compile: bool = True,
+    backend: str | None = None,
+    batch_buckets: Sequence[int] = (4,),
+    generate_batches: Sequence[int] = (3, 1),
 ) -> FastPath:
     """The LoadedModel's FastPath (made, warmed up and kept as `lm.fast_path` on the first call).
 
@@ -267,10 +271,8 @@ def enable_fast_path(
     generation, "aot_eager") compiles anywhere, e.g. for tests on the CPU. `compile=False` (the Engine's
     default on CUDA, `model.cuda_graphs`) replays CUDA graphs of the eager decoding step, captured on
     first use. A second Engine on the same model reuses its fast path (one set of hooks per model); a
-    different setting replaces it (the old hooks are removed). Compiled with inductor, the scheduler's static
-    Compiled (any backend), the scheduler's static batch step is compiled too for `batch_buckets` (rows:
-    static_batch.bucket_for values) at the first cache length, before the first user
-    (compiled_batch.CompiledBatchSteps; other shapes run the plain step: CUDA graphs on CUDA).
+    different setting replaces it (the old hooks are removed). Compiled, the static batch's step is compiled at
+    start for `batch_buckets` rows (compiled_batch.py), FastPath.generate for `generate_batches` (inductor).
     """
     backend = backend or getattr(lm.settings, "compile_backend", None) or "inductor"
     one_device = len(model_devices(lm.model)) <= 1
@@ -294,7 +296,7 @@ def enable_fast_path(
     try:
         with lm.lock:
             if use_compiler and backend == "inductor":  # a minute of compiling before the first user, not during
-                fast.warm_up(lm.tokenizer)
+                fast.warm_up(lm.tokenizer, generate_batches)
             if fast.batch_steps is not None:  # the scheduler's batch buckets, compiled before the first user
                 fast.batch_steps.warm_up(batch_buckets, (fast.bucket,))
     except BaseException:
