@@ -13,8 +13,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from steering.config import Config
+from steering.core.datasets import load_ab_dataset
 from steering.core.limits import Limits, check_multiplier
 from steering.errors import SteeringError
+from steering.evaluation.ab import ab_sweep
 from steering.ui.checks import VectorChoice
 
 MAX_LAYERS, MAX_MULTIPLIERS, MAX_ITEMS = 12, 9, 66
@@ -141,7 +143,6 @@ def ab_items(datasets_dir: str | Path, behavior: str | None, count: int) -> list
     Raises:
         SteeringError: no behavior chosen, no test_ab.json for it, or a malformed file (load_ab_dataset).
     """
-    from steering.core.datasets import load_ab_dataset
 
     if not behavior:
         raise SteeringError("choose which behavior's A/B questions to use")
@@ -205,7 +206,6 @@ def sweep_items(
     Args: engine (model, tokenizer, lock, config), vset the VectorSet (each layer its own vector), layers,
     multipliers, items (ABItem). Returns: array (layers, multipliers, questions). Takes the model's lock.
     """
-    from steering.evaluation.ab import ab_sweep
 
     return ab_sweep(engine, vset, layers, multipliers, items, system_prompt, per_item=True)
 

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 
 from steering.errors import SteeringError
+from steering.evaluation import cosine_plot
+from steering.evaluation.reliability import summarize
+from steering.io.vector_set import cosine_by_layer
 from steering.ui.calibrate import format_list
 from steering.ui.checks import VectorChoice, check_upload
 
@@ -27,7 +30,6 @@ def sweep_reliability(state: dict[str, list], layer: int) -> Any:
     """Per-question steerability at one swept layer (steering.evaluation.reliability.summarize, Tan et al. 2024):
     the least-squares slope of p(matching letter) against alpha for each question, the wrong-way share
     (slope < 0) with its Wilson 95% interval. Raises SteeringError without two distinct multipliers."""
-    from steering.evaluation.reliability import summarize
 
     if not state or "p" not in state:
         raise SteeringError("run a sweep first: the reliability view needs its per-question results")
@@ -72,8 +74,6 @@ def compare_sets(
     max_mb: float,
 ) -> Any:
     """cosine_plot of two sets, each given as (dropdown choice, uploaded file path); one-line errors."""
-    from steering.evaluation import cosine_plot
-    from steering.io.vector_set import cosine_by_layer
 
     (set_a, name_a), (set_b, name_b) = (vector_set_for(engine, c, uploads, p, max_mb) for c, p in (a, b))
     try:

@@ -8,6 +8,7 @@ Everything a request needs is passed in explicitly, so two users never share a v
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +253,6 @@ _ABS_PATH = re.compile(r"(?<![\w.~])(?:[A-Za-z]:\\|/)[^\s'\"()\[\]{},;:]*")
 def markdown_text(text: str) -> str:
     """Plain text made safe to show in a gr.Markdown: < > & become HTML entities and Markdown's marks
     (* _ ` [ ] \\) are backslash-escaped, so "vec_layer_<L>_<model>.pt" shows as typed."""
-    import html
 
     return re.sub(r"([\\`*_\[\]])", r"\\\1", html.escape(str(text), quote=False))
 

@@ -7,7 +7,13 @@ vector, layer, alpha and sampling.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any, Mapping
+
+from steering.config import home
+from steering.embedded import EMBEDDED_GGUF
+from steering.io.vector_store import vector_path
+from steering.ui.checks import VectorChoice, check_settings
 
 
 def gguf_name(vector_name: str, model_slug: str, layer: int) -> str:
@@ -133,12 +139,6 @@ def command_text(
     Args: engine (the loaded model, its vectors and recipes); the chat tab's controls as Gradio sends them.
     Raises: SteeringError (one line) for a setting out of the UI's ranges or no vector chosen.
     """
-    from pathlib import Path
-
-    from steering.config import home
-    from steering.embedded import EMBEDDED_GGUF
-    from steering.io.vector_store import vector_path
-    from steering.ui.checks import VectorChoice, check_settings
 
     checked = check_settings(
         engine.lm.num_layers,

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import yaml
+
+from steering.core.behaviors import CARD_FILE, load_card
+from steering.core.limits import check_behavior_name
 from steering.core.prompts import Message
 from steering.errors import SteeringError
 from steering.ui.chat import Turn, conversations, render
-from steering.ui.checks import check_prompt
+from steering.ui.checks import check_prompt, markdown_text
 
 PROMPTS_FILE = "prompts.yaml"
 SIDES = ("added", "subtracted")
@@ -60,7 +64,6 @@ class PaneText:
 
 def _prompts_file(path: Path, shown: str) -> dict[str, Any]:
     """datasets/<behavior>/prompts.yaml: {added?, subtracted?, prompts: {added, subtracted}}; one-line errors."""
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -120,8 +123,6 @@ def pane_text(datasets_dir: str | Path, behavior: str | None) -> PaneText:
     """
     if not behavior:
         return PaneText()
-    from steering.core.behaviors import CARD_FILE, load_card
-    from steering.core.limits import check_behavior_name
 
     folder = Path(datasets_dir) / check_behavior_name(behavior)
     if (folder / CARD_FILE).exists():
@@ -224,7 +225,6 @@ def render_panes(turns: Sequence[Turn]) -> list[list[Message]]:
     The user's message is shown as typed: its HTML and Markdown marks are escaped (markdown_text), so
     "<b>bold</b>" shows those characters rather than bold text; the answers and captions are unchanged.
     """
-    from steering.ui.checks import markdown_text
 
     panes = [
         [{**m, "content": markdown_text(m["content"])} if m["role"] == "user" else m for m in pane]

@@ -10,6 +10,8 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from steering.ui.demo import UNSTEERED_TITLE
 
 EXPLAINER = (
@@ -81,7 +83,7 @@ def explainer_figure(
         band: all the layers the recipe steers (e.g. 12, 13, 14 around 13), drawn highlighted; default: `layer`.
     Returns: a matplotlib Figure (Agg; the caller closes it).
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib loads only when a figure is drawn (not for DEMO_CSS)
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
@@ -154,10 +156,9 @@ def explainer_figure(
 
 def explainer_image(num_layers: int, layer: int, titles: Sequence[str] | None = None, band: Sequence[int] = ()) -> Any:
     """explainer_figure rendered in memory: an (height, width, 3) uint8 numpy array for gr.Image."""
-    import numpy as np
 
     fig = explainer_figure(num_layers, layer, *([titles] if titles else []), band=band)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: as in explainer_figure
 
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -173,7 +174,7 @@ def save_explainer(
 ) -> Path:
     """Write the picture as a PNG (the README's docs/how-steering-works.png: SmolLM2-135M, 30 layers, the
     shipped refusal recipe's layers 12-14 around 13)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: as in explainer_figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

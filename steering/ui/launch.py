@@ -15,6 +15,7 @@ from typing import Any
 
 from steering.config import Config, override
 from steering.errors import SteeringError
+from steering.ui.layout import CSS, METER_CSS, PHONE_CSS
 
 
 def port_number(text: str) -> int:
@@ -51,7 +52,7 @@ def check_device(device: str | None) -> None:
     name = (device or "auto").strip()
     if name == "auto" or name == "cpu":
         return
-    import torch
+    import torch  # lazy: app.py imports this module before parsing flags (--help answers before torch loads)
 
     if name.startswith("cuda"):
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -68,8 +69,7 @@ def check_device(device: str | None) -> None:
 def launch_options(args: argparse.Namespace, config: Config, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """demo.launch(...) arguments: the flags --host/--port/--share over config `app:` (steering.config.override);
     a Space (SPACE_ID set) must listen on 0.0.0.0."""
-    from steering.ui.explainer import DEMO_CSS
-    from steering.ui.layout import CSS, METER_CSS, PHONE_CSS
+    from steering.ui.explainer import DEMO_CSS  # lazy: imports torch (app.py --help stays light)
 
     flags = {"host": args.host, "port": args.port, "share": args.share}
     app_cfg = override(config, app=flags, source="command line").app

@@ -13,7 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from steering.core.limits import check_multiplier
+from steering.core.mixing import Mix, cosine_note
 from steering.errors import SteeringError
+from steering.extract.first_use import build_vectors, offered_behaviors
+from steering.ui.behavior_menu import dropdown_choices
+from steering.ui.checks import VectorChoice, check_behavior, markdown_text, public_message
 
 NO_MIX = "(none)"
 MIX_INFO = (
@@ -32,7 +37,6 @@ def check_mix_alpha(value: Any, limits: Any, alpha_max: float | None, what: str 
     Raises:
         SteeringError: not a number, not finite, or out of range (the message gives the range).
     """
-    from steering.core.limits import check_multiplier
 
     alpha2 = check_multiplier(value if value is not None else 0.0, limits, what)
     if alpha_max is not None and abs(alpha2) > alpha_max:
@@ -67,8 +71,6 @@ def api_mix(
     Raises:
         SteeringError: a bad α₂, an unknown second behavior, the first behavior mixed with itself.
     """
-    from steering.core.mixing import Mix
-    from steering.ui.checks import check_behavior
 
     if no_mix(mix_behavior):
         return None
@@ -112,8 +114,6 @@ def parse_mix(
     Raises:
         SteeringError: a bad alpha2, no vectors for the second behavior, a file that does not fit.
     """
-    from steering.core.mixing import Mix
-    from steering.ui.checks import VectorChoice
 
     if no_mix(mix_choice):
         return None, ""
@@ -135,8 +135,6 @@ def mix_note(
 
     Never raises: a problem is shown as a one-line warning.
     """
-    from steering.core.mixing import cosine_note
-    from steering.ui.checks import VectorChoice, markdown_text, public_message
 
     if no_mix(mix_choice):
         return ""
@@ -155,7 +153,6 @@ def mix_note(
 # ---------------------------------------------------------------------------- first use
 def missing_note(missing: list[str], model: str, problems: dict[str, str] | None = None) -> str:
     """The line above the Build button; behaviors whose dataset does not load are named with the reason."""
-    from steering.ui.checks import markdown_text, public_message
 
     lines = []
     if missing:
@@ -194,10 +191,7 @@ def first_use_view(
         (behaviors with vectors, the Behavior dropdown's choices, then gr.update()s for: the first-use note,
         the "Build vectors for" dropdown, the first-use row, the Behavior dropdown, the "Mix with" dropdown).
     """
-    import gradio as gr
-
-    from steering.extract.first_use import offered_behaviors
-    from steering.ui.behavior_menu import dropdown_choices
+    import gradio as gr  # lazy: ui.settings imports this module without Gradio
 
     behaviors = engine.behaviors()
     choices = dropdown_choices(cards, behaviors)
@@ -234,8 +228,6 @@ def build_in_app(
 
     Never raises: a failure is the status line (and leaves no file: the build writes atomically at the end).
     """
-    from steering.extract.first_use import build_vectors, offered_behaviors
-    from steering.ui.checks import markdown_text, public_message
 
     def missing_behaviors(engine: Any) -> list[str]:
         return offered_behaviors(engine)[0]

@@ -6,10 +6,14 @@ perplexity under the unsteered model) and flagged by the evaluation's breakdown 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from steering.errors import SteeringError
+from steering.evaluation import answer_nll, breakdown_multiplier
+from steering.evaluation.refusal import distinct_ngram_share
+from steering.ui.chat import signed
+from steering.ui.checks import markdown_text
 from steering.ui.demo import PaneText
 
 # The strip's multipliers: these factors x m (m: the α on the slider, else the model's default), −2m … 2m.
@@ -58,13 +62,11 @@ class Card:
         """ "α = −3 · refuses less", "α = 0 · as the model is"."""
         labels = labels or PaneText()
         side = "as the model is" if self.multiplier == 0 else labels.added if self.multiplier > 0 else labels.subtracted
-        from steering.ui.chat import signed
 
         return f"α = {signed(self.multiplier)} · {side}"
 
     def markdown(self, labels: PaneText | None = None) -> str:
         """The card's body as Markdown: heading, the answer (escaped), its measures and the breakdown flag."""
-        from steering.ui.checks import markdown_text
 
         ppl = f"{self.perplexity:.1f}" if self.perplexity is not None else "–"
         flag = ""
@@ -104,7 +106,6 @@ def flag_breakdown(card: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str
 
     Args: card, base: {"multiplier", "distinct3", "perplexity"} of the answer and of the unsteered answer.
     """
-    from steering.evaluation import breakdown_multiplier
 
     if card["multiplier"] == 0:
         return None
@@ -138,10 +139,6 @@ def run_strip(
     Returns: the cards from the most subtracted to the most added.
     Raises: SteeringError for an α or a prompt over the limits.
     """
-    from dataclasses import replace
-
-    from steering.evaluation import answer_nll
-    from steering.evaluation.refusal import distinct_ngram_share
 
     factors = sorted(set(float(f) for f in factors) | {0.0})
     multipliers = strip_multipliers(alpha, engine.defaults.multiplier, factors)
@@ -178,7 +175,6 @@ def run_strip(
 
 def strip_summary(message: str, cards: Sequence[Card], max_new_tokens: int) -> str:
     """The line over the strip's cards (Markdown): which message, how many answers, how long, how to read them."""
-    from steering.ui.checks import markdown_text
 
     shown = message if len(message) <= 80 else message[:79] + "…"
     return (
