@@ -39,6 +39,7 @@ import yaml
 
 from steering.config import Config
 from steering.core.judges import Judge, parse_judge
+from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 from steering.io.files import display_path
 
@@ -94,7 +95,6 @@ class BehaviorCard:
 
 def card_path(datasets_dir: str | Path, behavior: str) -> Path:
     """datasets_dir/<behavior>/behavior.yaml (the name checked: steering.core.limits.check_behavior_name)."""
-    from steering.core.limits import check_behavior_name
 
     return Path(datasets_dir) / check_behavior_name(behavior) / CARD_FILE
 
@@ -280,6 +280,7 @@ def judge_for(config: Config, behavior: str) -> Judge:
         return Judge.from_phrases(phrases, where="config evaluation.refusal_phrases")
     datasets_dir = config.datasets_dir
     if behavior == "refusal" and not card_path(datasets_dir, behavior).is_file():
+        # lazy: import cycle core.behaviors <-> evaluation.refusal (RefusalDetector reads the cards' judges)
         from steering.evaluation.refusal import DEFAULT_REFUSAL_PHRASES
 
         return Judge.from_phrases(DEFAULT_REFUSAL_PHRASES)

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import torch
 
+from steering.core.layers import check_layer
+from steering.core.limits import check_multiplier
 from steering.core.plan import SteeringPlan
 from steering.errors import SteeringError
 
@@ -100,8 +102,6 @@ def engine_plan(
         SteeringError: a multiplier over limits.max_abs_multiplier, a layer out of range, no vectors for a
             behavior, vectors of different sizes.
     """
-    from steering.core.layers import check_layer
-    from steering.core.limits import check_multiplier
 
     alpha2 = check_multiplier(mix.multiplier, engine.limits)
     if multiplier is not None:

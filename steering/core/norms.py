@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import torch
 
+from steering.core.record import recording, run_truncated
+
 # Neutral prompts for measuring the typical hidden-state norm at a layer.
 NORM_PROMPTS = [
     "Tell me about the weather today.",
@@ -29,7 +31,6 @@ def measure_hidden_norms(lm: Any, layers: Sequence[int]) -> dict[int, float]:
     Returns:
         {layer: median norm, residual-stream units}.
     """
-    from steering.core.record import recording, run_truncated
 
     tok = lm.tokenizer
     norms: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
