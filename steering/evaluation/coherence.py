@@ -27,7 +27,7 @@ def answer_nll(
     distinct-n share). Empty answers give None. Each question's prompt runs once into a KV cache
     shared by all its answers; only the answer positions go through the LM head.
     """
-    from transformers import DynamicCache
+    from transformers import DynamicCache  # lazy: transformers is slow to import; this module needs only torch
 
     device = next(model.parameters()).device
     head = model.get_output_embeddings()

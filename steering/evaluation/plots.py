@@ -3,9 +3,12 @@ open-ended panels, cosine per layer of two vector sets; save_figure writes one a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+from steering.io.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -22,7 +25,7 @@ def plot_heatmap(
     annotate: bool = True,
 ) -> Figure:
     """Heatmap of a (layers x multipliers) sweep; `default` = (layer, multiplier) is outlined."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a plot is drawn
     from matplotlib.patches import Rectangle
 
     values = np.asarray(values, dtype=float)
@@ -72,7 +75,7 @@ def plot_ab_curves(
     curves: Mapping[str, Sequence[float]], multipliers: Sequence[float], layer: int, title: str | None = None
 ) -> Figure:
     """p(match) against the multiplier at one layer for the vector and its controls."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a plot is drawn
 
     fig = Figure(figsize=(5.2, 3.6), layout="constrained")
     ax = fig.add_subplot()
@@ -96,7 +99,7 @@ def plot_open_ended(
 ) -> Figure:
     """The judge's score (`score_label`, e.g. "refusal rate"), distinct-3 share and perplexity of the answers
     against the multiplier."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a plot is drawn
 
     fig = Figure(figsize=(12, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
@@ -127,9 +130,9 @@ def plot_open_ended(
 
 def cosine_plot(vset_a: VectorSet, vset_b: VectorSet, labels: tuple[str, str] | None = None) -> Figure:
     """Cosine similarity per layer between two vector sets (e.g. two read modes, or two models' sets)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a plot is drawn
 
-    from steering.io.vector_set import cosine_by_layer
+    from steering.io.vector_set import cosine_by_layer  # lazy: imports torch; the other plots need only numpy
 
     cosines = cosine_by_layer(vset_a, vset_b)
     fig = Figure(figsize=(6, 3.4), layout="constrained")
@@ -146,9 +149,5 @@ def cosine_plot(vset_a: VectorSet, vset_b: VectorSet, labels: tuple[str, str] | 
 
 def save_figure(fig: Figure, path: Any) -> None:
     """Save `fig` as an image at `path` (format from the suffix, 130 dpi), atomically (steering.io.files)."""
-    from pathlib import Path
-
-    from steering.io.files import atomic_write
-
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format=path.suffix[1:] or None))

@@ -24,6 +24,7 @@ import re
 from typing import Iterable, Sequence
 
 from steering.config import Config
+from steering.core.behaviors import judge_for
 from steering.core.judges import Judge, normalise
 from steering.errors import SteeringError
 
@@ -67,7 +68,6 @@ class RefusalDetector:
     def from_config(cls, config: Config) -> RefusalDetector:
         """The refusal judge's phrases: config `evaluation.refusal_phrases` when set (an override), else the
         refusal card's (datasets/refusal/behavior.yaml, steering.core.behaviors.judge_for), else the defaults."""
-        from steering.core.behaviors import judge_for
 
         judge = judge_for(config, "refusal")
         return cls(judge.phrases, veto=judge.veto)

@@ -131,7 +131,7 @@ def open_ended_scores(answers: Sequence[Any], variant: str = "vector") -> tuple[
 
 def plot_histograms(results: Mapping[str, Reliability], title: str | None = None) -> Figure:
     """One histogram of per-prompt slopes per measure, the wrong-way side (slope < 0) shaded."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a plot is drawn
 
     fig = Figure(figsize=(5.2 * max(1, len(results)), 3.6), layout="constrained")
     axes = fig.subplots(1, max(1, len(results)), squeeze=False)[0]
