@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import gguf
 import torch
 
 from steering.errors import SteeringError
@@ -57,7 +58,6 @@ def save_gguf(vset: VectorSet, path: str | Path, model_hint: str = "llama") -> P
     Raises:
         SteeringError: no layer but 0, non-finite or absurd vectors, or the file does not read back.
     """
-    import gguf
 
     path = Path(path)
     check_writable(vset, path)
@@ -80,7 +80,6 @@ def save_gguf(vset: VectorSet, path: str | Path, model_hint: str = "llama") -> P
 
 def load_gguf(path: Path, label: str | None = None) -> VectorSet:
     """Read a GGUF control vector ('direction.<L>' tensors); `label` names it in messages."""
-    import gguf
 
     name = label or str(path)
     try:

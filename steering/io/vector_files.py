@@ -13,6 +13,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
 from steering.errors import SteeringError
 from steering.io.vector_set import VectorSet, as_vector, check_writable, write_checked
 
@@ -34,7 +37,6 @@ def save_safetensors(vset: VectorSet, path: str | Path) -> Path:
     Raises:
         SteeringError: the set is empty or holds non-finite / absurd vectors, or the file does not read back.
     """
-    from safetensors.torch import save_file
 
     path = Path(path)
     check_writable(vset, path)
@@ -48,8 +50,6 @@ def save_safetensors(vset: VectorSet, path: str | Path) -> Path:
 
 def load_safetensors(path: Path, label: str | None = None) -> VectorSet:
     """Read the project's safetensors vector file; `label` names it in messages (default: the path)."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     name = label or str(path)
     try:
@@ -74,7 +74,6 @@ def safetensors_header(path: Path) -> tuple[dict[str, str], list[int]]:
     Raises:
         SteeringError: `path` is not a readable safetensors file.
     """
-    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
