@@ -23,7 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the package, when it is not installed (the GPU machine)
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch  # noqa: E402
 from gpu_common import Sections, json_saver, parse_args  # noqa: E402
