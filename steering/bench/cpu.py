@@ -24,6 +24,7 @@ def vector_for(engine: Any, behavior: str) -> tuple[Any, int, str]:
     Returns:
         (vector of shape (hidden_size,), layer, "<behavior> vector" or "random vector").
     """
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
     layer = engine.defaults.layer
@@ -57,6 +58,7 @@ def bench_generation(
     Returns:
         Median seconds per variant, ms per token, ratios (three_panes_vs_one ...), raw times.
     """
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
     extra = extra or {}
@@ -95,6 +97,7 @@ def bench_generation(
             )
 
     variants = {"one": one, "three_batched": three_batched, "three_sequential": three_sequential}
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     from steering.decode.cpu_linear import FewRowLinear, standard_linear
 
     if any(type(module) is FewRowLinear for module in model.modules()):  # the same runs with plain nn.Linear
@@ -135,6 +138,7 @@ def bench_generation(
 
 def bench_first_text(engine: Any, vector: Any, layer: int, multiplier: float, repeats: int) -> dict[str, Any]:
     """Seconds from calling Engine.compare to its first on_text callback (the first streamed token)."""
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     from steering.decode.generation import SamplingSettings
 
     firsts: list[float] = []
@@ -155,6 +159,7 @@ def bench_first_text(engine: Any, vector: Any, layer: int, multiplier: float, re
 
 def bench_hook(model: Any, tokenizer: Any, vector: Any, layer: int, tokens: int, repeats: int) -> dict[str, Any]:
     """One row, the hook at multiplier 0 vs no hook at all (the hook's arithmetic is the only difference)."""
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
     settings = SamplingSettings(max_new_tokens=tokens)
@@ -197,6 +202,7 @@ def run_cpu_bench(
     Returns:
         The results: machine, targets, model, steering and one entry per section run.
     """
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
     if args.threads:

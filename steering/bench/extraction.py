@@ -44,6 +44,7 @@ def bench_extraction(
         Per read mode ("letter", "answer-mean"): pairs/s of each, the speed-up, the smallest cosine between
         the two vectors over layers, raw times; or {"error": ...} when the paper's loop is not available.
     """
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
     from steering.core.layers import decoder_layers

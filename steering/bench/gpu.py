@@ -14,6 +14,8 @@ from typing import Any, Callable, Sequence
 from steering.bench.common import PROMPT, TARGETS, log
 from steering.bench.machine import gpu_bandwidth, machine_info
 from steering.bench.timing import median, median_steps, timed, timed_steps
+from steering.bench.workers import run_worker
+from steering.synthetic import LLAMA2_7B, TINY, make_byte_tokenizer, random_llama
 
 
 def run_gpu_bench(
@@ -41,13 +43,12 @@ def run_gpu_bench(
     Raises:
         SystemExit: without tiny_cpu, when there is no CUDA GPU.
     """
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
-    from steering.bench.workers import run_worker
     from steering.decode.fast_path import FastPath
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
     from steering.models import check_transformers
-    from steering.synthetic import LLAMA2_7B, TINY, make_byte_tokenizer, random_llama
 
     check_transformers()
     smoke = tiny_cpu

@@ -13,6 +13,7 @@ from typing import Any
 def machine_info() -> dict[str, Any]:
     """Platform, Python, torch and transformers versions, CPU model and count, torch threads, load average and
     GPU name (where there is one)."""
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
     info: dict[str, Any] = {
@@ -43,6 +44,7 @@ def machine_info() -> dict[str, Any]:
 
 def gpu_bandwidth() -> float:
     """The GPU's measured device-to-device copy bandwidth in bytes per second (read + write of 2 GiB)."""
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
     x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda")

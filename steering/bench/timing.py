@@ -17,6 +17,7 @@ def median(values: Sequence[float]) -> float:
 
 def sync_fn() -> Callable[[], None]:
     """torch.cuda.synchronize when CUDA is in use, else a no-op."""
+    # lazy: torch (the bench package stays torch-free for `steering bench --help`)
     import torch
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -23,6 +23,8 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
+from steering.bench.common import PROMPT  # noqa: E402
+
 MARKER = "BENCH_JSON "
 
 
@@ -36,6 +38,7 @@ def _status(key: str) -> int:
 
 def load(args: dict[str, Any]) -> dict[str, Any]:
     """Time the imports, the cache check and load_model; optionally generate three steered rows."""
+    # lazy: load() times these imports; bench.workers imports this module for MARKER
     import torch
     import transformers  # noqa: F401
     import transformers.models.llama.modeling_llama  # noqa: F401
@@ -55,6 +58,7 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
     lm = load_model(ModelSettings(**args))
     t3 = time.perf_counter()
     if generate_tokens:
+        # lazy: torch, only with generate_tokens
         from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 
         vector = torch.randn(lm.hidden_size) * 0.1
@@ -85,9 +89,9 @@ def load(args: dict[str, Any]) -> dict[str, Any]:
 
 def quant(a: dict[str, Any]) -> dict[str, Any]:
     """Load a saved model quantized (bitsandbytes flags) and time a three-row steered generation."""
+    # lazy: torch (bench.workers imports this module for MARKER)
     import torch
 
-    from steering.bench.common import PROMPT
     from steering.config import ModelSettings
     from steering.decode.generation import SamplingSettings, SteeringSpec, generate
     from steering.models import load_model
