@@ -45,7 +45,7 @@ browser-deps:
 # modules (not in MYPY_CORE).
 MYPY_CORE := steering/core/hooks.py steering/core/operators.py steering/core/plan.py steering/core/recipe.py steering/io/recipe_defaults.py steering/core/layers.py steering/core/prompts.py \
 	steering/core/record.py steering/core/limits.py steering/core/datasets.py steering/decode/generation.py \
-	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/batch.py steering/decode/decoder.py \
+	steering/decode/scheduler.py steering/decode/fast_path.py steering/decode/fast_path_setup.py steering/decode/batch.py steering/decode/decoder.py \
 	steering/decode/sampling.py steering/decode/tokens.py steering/decode/requests.py steering/decode/batch_steering.py \
 	steering/decode/running.py steering/decode/persistent.py \
 	steering/compare.py steering/io/vector_set.py steering/io/vector_files.py steering/io/caa_pt.py steering/io/gguf_vectors.py \

@@ -59,7 +59,7 @@ def embedded_model_dir(progress: bool = True) -> tuple[Path, bool]:
     if (target / "model.safetensors").exists() and (target / "config.json").exists():
         return target, True
     gguf = embedded_gguf_path()
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM  # only for the one-time copy
 
     log.info("preparing the embedded model once: dequantizing %s into %s (about 20 s)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

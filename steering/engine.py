@@ -14,10 +14,11 @@ from steering.config import Config, SteeringDefaults, home, home_hint, model_def
 from steering.core.hooks import SteeringPlan
 from steering.core.layers import check_layer
 from steering.core.limits import check_multiplier
+from steering.core.mixing import engine_plan
 from steering.core.norms import measure_hidden_norms
 from steering.core.prompts import Message
 from steering.core.recipe import Recipe, config_recipe
-from steering.decode import dispatch
+from steering.decode import dispatch, fast_path_setup
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
 from steering.io.recipe_defaults import defaults_path, load_defaults
@@ -94,15 +95,13 @@ class Engine:
         Returns:
             The FastPath, or None (the settings ask for none, or it failed to set up).
         """
-        from steering.decode.fast_path import enable_fast_path, graphs_supported
-
         if self.fast_path is not None:
             return self.fast_path
         try:
             if self.lm.settings.compile:
-                self.fast_path = enable_fast_path(self.lm)
-            elif self.lm.settings.cuda_graphs and graphs_supported(self.lm):
-                self.fast_path = enable_fast_path(self.lm, compile=False)
+                self.fast_path = fast_path_setup.enable_fast_path(self.lm)
+            elif self.lm.settings.cuda_graphs and fast_path_setup.graphs_supported(self.lm):
+                self.fast_path = fast_path_setup.enable_fast_path(self.lm, compile=False)
         except Exception as exc:  # noqa: BLE001 -- any setup failure: generation still works, eagerly
             log.warning("fast path off, generating on the eager path: %s: %s", type(exc).__name__, exc)
             self.fast_path = None
@@ -228,8 +227,6 @@ class Engine:
         Raises: SteeringError for a layer out of range, a multiplier over the cap, missing vectors.
         """
         if mix is not None and mix.active:
-            from steering.core.mixing import engine_plan
-
             return engine_plan(self, strengths, mix, recipe, behavior, vector, layer, multiplier)
         if multiplier is not None:
             multiplier = check_multiplier(multiplier, self.limits)

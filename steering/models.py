@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steering.config import EMBEDDED_MODEL, ModelSettings, model_slug
+from steering.decode.cpu_linear import use_few_row_linear
 from steering.device import resolve_device, resolve_dtype, set_threads
 from steering.embedded import embedded_model_dir
 from steering.errors import SteeringError
@@ -73,7 +74,7 @@ def check_transformers() -> None:
     Raises:
         SteeringError: the installed version is too old (the message gives the pip command).
     """
-    import transformers
+    import transformers  # transformers loads only when a model is loaded (see TYPE_CHECKING above)
     from packaging.version import Version
 
     if Version(transformers.__version__) < Version(MIN_TRANSFORMERS):
@@ -189,8 +190,6 @@ def load_model(settings: ModelSettings) -> LoadedModel:
     model.eval()
     model.requires_grad_(False)
     if quantization is None and dtype == torch.float32:  # switches CPU layers only
-        from steering.decode.cpu_linear import use_few_row_linear
-
         use_few_row_linear(model)  # decoding steps at memory speed (see steering/decode/cpu_linear.py)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

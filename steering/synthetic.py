@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# torch, transformers and tokenizers are imported inside the functions: steering.cli.bench imports this module
+# (the shapes), and `steering bench --help` stays without them.
+
 
 def make_byte_tokenizer() -> Any:
     """A byte-level chat tokenizer: one token per byte, a simple <|role|>...<|end|> template.

@@ -221,7 +221,7 @@ def test_users_section_on_the_fast_paths_static_batch(tiny_tokenizer):
     a GPU; here the static cache on the CPU); every user still gets what it gets alone on that path."""
     from steering.bench.tables import format_users_table
     from steering.bench.users import _synthetic_lm, run_users
-    from steering.decode.fast_path import enable_fast_path
+    from steering.decode.fast_path_setup import enable_fast_path
 
     lm = _synthetic_lm(2, tiny_cpu=True)
     fast = enable_fast_path(lm, compile=False)

@@ -185,7 +185,7 @@ def test_a_fast_path_that_fails_to_set_up_leaves_the_eager_path(tiny_tokenizer, 
         raise RuntimeError("compiler exploded")
 
     monkeypatch.setattr(FastPath, "warm_up", broken)
-    monkeypatch.setattr("steering.decode.fast_path.graphs_supported", lambda lm: True)  # as on a GPU: inductor, warm-up
+    monkeypatch.setattr("steering.decode.fast_path_setup.graphs_supported", lambda lm: True)  # as on a GPU
     engine = make_engine(tiny_tokenizer, ModelSettings(name="tiny", compile=True, compile_backend="inductor"))
     assert engine.fast_path is None and engine.lm.fast_path is None
     assert len(warnings) == 1 and "compiler exploded" in warnings[0]

@@ -325,7 +325,7 @@ def test_models_split_over_several_gpus_take_the_eager_path(model):
     one device; scripts/gpu_70b.py runs such a model); a one-device map keeps them."""
     from types import SimpleNamespace
 
-    from steering.decode.fast_path import graphs_supported, model_devices
+    from steering.decode.fast_path_setup import graphs_supported, model_devices
 
     lm = SimpleNamespace(model=model, device=torch.device("cuda", 0), quantization=None)
     assert model_devices(model) == {"cpu"} and graphs_supported(lm)

@@ -263,7 +263,7 @@ def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> d
         }
     fast = None
     if getattr(args, "fast_path", False):
-        from steering.decode.fast_path import enable_fast_path
+        from steering.decode.fast_path_setup import enable_fast_path
 
         compiled = bool(getattr(args, "compile", False))  # --compile: the buckets of 3 x N rows compiled first
         fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compiled, batch_buckets=(), generate_batches=())

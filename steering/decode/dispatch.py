@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 from steering.compare import conversation_list
-from steering.core.hooks import SteeringPlan
+from steering.core.hooks import SteeringPlan, steer
 from steering.core.limits import check_multiplier, model_context_length
 from steering.core.prompts import Message, build_messages, chat_prompt
 from steering.decode.generation import GenerationResult, SamplingSettings, check_prompt_budget, generate
+from steering.decode.scheduler import Request, Scheduler
 
 if TYPE_CHECKING:
     from steering.decode.fast_path import FastPath
-    from steering.decode.scheduler import Scheduler
     from steering.engine import Engine
 
 
@@ -23,8 +23,6 @@ def scheduler_for(engine: Engine, fast_path: FastPath | None) -> Scheduler:
     on the eager path, or in the fast path's static caches: CUDA graphs per batch bucket, or the compiled step
     for the buckets compiled at start and CUDA graphs for the others (compiled_batch.CompiledBatchSteps: no
     request waits behind a compile)."""
-    from steering.decode.scheduler import Scheduler
-
     app = engine.config.app
     return Scheduler(engine.lm, engine.limits, app.concurrency_per_model, app.max_queue, fast_path=fast_path)
 
@@ -106,9 +104,7 @@ def run_request(
         and set(kwargs) <= {"steer", "on_text", "stop_event"}
         and (kwargs.get("steer") is None or isinstance(kwargs["steer"], SteeringPlan))
     ):
-        from steering.decode.scheduler import Request  # one batch shared with other users
-
-        return engine.scheduler.run(
+        return engine.scheduler.run(  # one batch shared with other users
             Request(
                 conversations,
                 kwargs.get("steer"),
@@ -120,8 +116,6 @@ def run_request(
             )
         )
     if meter is not None:
-        from steering.core.hooks import steer
-
         fast = None
         kwargs["steering_context"] = meter.steering_context(steer)
     with lm.lock:

@@ -42,7 +42,7 @@ from steering.decode.decoder import StaticDecoder
 from steering.decode.generation import GenerationResult, SamplingSettings, SteeringSpec, generate
 from steering.decode.persistent import PersistentSteering
 
-__all__ = ["CompiledPieces", "CudaGraphSteps", "FastPath", "PersistentSteering", "enable_fast_path", "graphs_supported"]
+__all__ = ["CompiledPieces", "CudaGraphSteps", "FastPath", "PersistentSteering"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class FastPath:
 
             def counting(gm: Any, example_inputs: Any) -> Any:
                 self.compiles += 1
+                # torch._dynamo loads only once something compiles, not when the fast path is imported
                 from torch._dynamo.backends.registry import lookup_backend
 
                 return lookup_backend(inner)(gm, example_inputs)
@@ -126,7 +127,7 @@ class FastPath:
         Returns:
             A reset transformers.StaticCache of length cache_length(total).
         """
-        from transformers import StaticCache
+        from transformers import StaticCache  # transformers not loaded by importing the fast path (engine stays light)
 
         key = (batch, self.cache_length(total))
         cache = self._caches.pop(key, None)
@@ -180,7 +181,7 @@ class FastPath:
     def graph_count(self) -> int:
         """Graphs compiled so far (for the inductor backend: dynamo's unique-graph counter, process-wide)."""
         if self.compiled and self._backend == "inductor":
-            from torch._dynamo.utils import counters
+            from torch._dynamo.utils import counters  # loaded once something compiled, as above
 
             return int(counters["stats"]["unique_graphs"])
         return self.compiles
@@ -236,71 +237,3 @@ class FastPath:
         seconds = time.perf_counter() - start
         log.info("fast path warmed up in %.1f s", seconds)
         return seconds
-
-
-def model_devices(model: Any) -> set[str]:
-    """The devices a model's weights sit on: its accelerate `hf_device_map` values (a `device_map` load),
-    else the device of its first parameter. E.g. {"0", "1"} for a model split over two GPUs."""
-    mapping = getattr(model, "hf_device_map", None)
-    if isinstance(mapping, dict) and mapping:
-        return {str(device) for device in mapping.values()}
-    param = next(iter(model.parameters()), None)
-    return {str(param.device)} if param is not None else set()
-
-
-def graphs_supported(lm: Any) -> bool:
-    """CUDA graphs and the compiler: a CUDA model in 16/32 bits (bitsandbytes layers sync with the host) on one
-    GPU (a model split over several GPUs by `device_map` runs the eager path: the fast path keeps its steering
-    tensors and graphs on one device)."""
-    return lm.device.type == "cuda" and lm.quantization is None and len(model_devices(lm.model)) <= 1
-
-
-def enable_fast_path(
-    lm: Any,
-    compile: bool = True,
-    backend: str | None = None,
-    batch_buckets: Sequence[int] = (4,),
-    generate_batches: Sequence[int] = (3, 1),
-) -> FastPath:
-    """The LoadedModel's FastPath (made, warmed up and kept as `lm.fast_path` on the first call).
-
-    Used by the Engine: `model.compile` true gives static cache + torch.compile with
-    `model.compile_backend` (default inductor, with CUDA graphs). Inductor is used on CUDA with a
-    16/32-bit model only; elsewhere it is skipped (logged): static cache and persistent hooks only,
-    which give the same tokens as the eager path. A lighter backend ("eager": graph capture without code
-    generation, "aot_eager") compiles anywhere, e.g. for tests on the CPU. `compile=False` (the Engine's
-    default on CUDA, `model.cuda_graphs`) replays CUDA graphs of the eager decoding step, captured on
-    first use. A second Engine on the same model reuses its fast path (one set of hooks per model); a
-    different setting replaces it (the old hooks are removed). Compiled, the static batch's step is compiled at
-    start for `batch_buckets` rows (compiled_batch.py), FastPath.generate for `generate_batches` (inductor).
-    """
-    backend = backend or getattr(lm.settings, "compile_backend", None) or "inductor"
-    one_device = len(model_devices(lm.model)) <= 1
-    plain_ok = lm.quantization is None and one_device
-    use_compiler = compile and (graphs_supported(lm) if backend == "inductor" else plain_ok)
-    if compile and not use_compiler:
-        log.warning(
-            "model.compile: torch.compile with %s is used on CUDA with a 16/32-bit model only; "
-            "running %s with a static cache, without the compiler",
-            backend,
-            lm.describe(),
-        )
-    cuda_graphs = not compile and graphs_supported(lm)
-    existing = getattr(lm, "fast_path", None)
-    if existing is not None:
-        if (existing.compiled, existing._backend, existing.graphs is not None) == (use_compiler, backend, cuda_graphs):
-            return existing
-        existing.steering.remove()
-    lm.fast_path = None
-    fast = FastPath(lm.model, compile=use_compiler, backend=backend, cuda_graphs=cuda_graphs)
-    try:
-        with lm.lock:
-            if use_compiler and backend == "inductor":  # a minute of compiling before the first user, not during
-                fast.warm_up(lm.tokenizer, generate_batches)
-            if fast.batch_steps is not None:  # the scheduler's batch buckets, compiled before the first user
-                fast.batch_steps.warm_up(batch_buckets, (fast.bucket,))
-    except BaseException:
-        fast.steering.remove()  # no hooks left behind on the model
-        raise
-    lm.fast_path = fast
-    return fast
