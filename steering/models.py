@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from steering.config import EMBEDDED_MODEL, ModelSettings, model_slug
+from steering.core.layers import decoder_layers
 from steering.decode.cpu_linear import use_few_row_linear
 from steering.device import resolve_device, resolve_dtype, set_threads
 from steering.embedded import embedded_model_dir
@@ -91,7 +92,7 @@ def _quantization_config(settings: ModelSettings, dtype: torch.dtype) -> Any:
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
         raise SteeringError("8-bit/4-bit loading needs bitsandbytes; run: pip install bitsandbytes")
-    from transformers import BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig  # transformers loads with a model only (see TYPE_CHECKING above)
 
     if settings.load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -141,7 +142,7 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         >>> lm.num_layers, lm.hidden_size  # doctest: +SKIP
         (30, 576)
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # as above: with a model only
 
     check_transformers()
     set_threads(settings.threads)
@@ -193,8 +194,6 @@ def load_model(settings: ModelSettings) -> LoadedModel:
         use_few_row_linear(model)  # decoding steps at memory speed (see steering/decode/cpu_linear.py)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    from steering.core.layers import decoder_layers
-
     num_layers = len(decoder_layers(model))
     first_param = next(model.parameters())
     quant_name = "8-bit" if settings.load_in_8bit else "4-bit nf4" if settings.load_in_4bit else None

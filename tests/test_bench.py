@@ -204,9 +204,10 @@ def test_users_flag_refuses_zero_users(tmp_path):
 def test_users_section_on_the_synthetic_model_layout(capsys):
     """The --synthetic-7b users path (GPU) on a tiny model of the same layout on the CPU: runs, GPU targets shown."""
     from steering.bench.tables import format_users_table
-    from steering.bench.users import _synthetic_lm, run_users
+    from steering.bench.users import run_users
+    from steering.bench.users_setup import synthetic_lm
 
-    lm = _synthetic_lm(2, tiny_cpu=True)
+    lm = synthetic_lm(2, tiny_cpu=True)
     vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
     users = run_users(lm, [1, 2], 4, lambda layer: vector, base_layer=1, multiplier=4.0, repeats=1)
     assert [r["most_requests_in_batch"] for r in users["runs"]] == [1, 2]
@@ -220,10 +221,11 @@ def test_users_section_on_the_fast_paths_static_batch(tiny_tokenizer):
     """bench --users --fast-path: the scheduler batches in the fast path's static caches (CUDA graphs per bucket on
     a GPU; here the static cache on the CPU); every user still gets what it gets alone on that path."""
     from steering.bench.tables import format_users_table
-    from steering.bench.users import _synthetic_lm, run_users
+    from steering.bench.users import run_users
+    from steering.bench.users_setup import synthetic_lm
     from steering.decode.fast_path_setup import enable_fast_path
 
-    lm = _synthetic_lm(2, tiny_cpu=True)
+    lm = synthetic_lm(2, tiny_cpu=True)
     fast = enable_fast_path(lm, compile=False)
     try:
         vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))

@@ -350,12 +350,13 @@ def no_worker_left():  # registered first, so it runs after steering.decode.sche
 
 atexit.register(no_worker_left)
 import torch
-from steering.bench.users import _synthetic_lm, run_users
+from steering.bench.users import run_users
+from steering.bench.users_setup import synthetic_lm
 from steering.decode.generation import SamplingSettings
 from steering.decode.scheduler import Request, Scheduler
 
 torch.set_num_threads(1)
-lm = _synthetic_lm(2, tiny_cpu=True)
+lm = synthetic_lm(2, tiny_cpu=True)
 vector = torch.randn(lm.hidden_size, generator=torch.Generator().manual_seed(0))
 users = run_users(lm, [1, 2], 3, lambda layer: vector, base_layer=1, multiplier=2.0, repeats=1)
 left_open = Scheduler(lm)  # as an Engine's: never closed by the caller, its worker idle-waiting at exit

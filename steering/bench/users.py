@@ -9,21 +9,19 @@ user's 3 x tokens / its own time to the last token), p50 / p95 time to the first
 token, the scheduler's largest batch, and each user's tokens checked against the same request run alone
 (rows identical, and the share of token positions that agree).
 
-Runs on the configured model (CPU or `--device cuda`) or, with --synthetic-7b, on the random Llama-2-7B-shaped
-fp16 model on the GPU (users 1 / 4 / 16). The scheduler batches on the eager path (DynamicCache) by default; with
-`--fast-path` in the fast path's static caches (steering/decode/static_batch.py: CUDA graphs captured per batch
-bucket on a GPU; the static cache without graphs on a CPU), the reference then being the same path alone.
+Runs (users_setup.run_users_bench) on the configured model (CPU or `--device cuda`) or, with --synthetic-7b,
+on the random Llama-2-7B-shaped fp16 model on the GPU (users 1 / 4 / 16). The scheduler batches on the eager path
+(DynamicCache) by default; with `--fast-path` in the fast path's static caches (steering/decode/static_batch.py:
+CUDA graphs captured per batch bucket on a GPU; the static cache without graphs on a CPU), the reference then
+being the same path alone.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Sequence
 
 from steering.bench.common import log
-from steering.bench.cpu import vector_for
-from steering.bench.machine import machine_info
 from steering.bench.timing import median
 from steering.errors import SteeringError
 
@@ -51,7 +49,7 @@ TARGETS = {"cpu_4_users_vs_1": 2.0, "gpu_16_users_vs_1": 8.0, "gpu_p95_first_tok
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
-    import numpy as np
+    import numpy as np  # numpy too stays out of `steering bench --help` (the comment above)
 
     return float(np.percentile(np.asarray(values, dtype=float), q))
 
@@ -222,99 +220,3 @@ def run_users(
         steps = fast_path.batch_steps
         path += f", compiled ({steps.compiled_steps} compiled steps, {steps.plain_steps} plain)"
     return {"tokens": tokens, "panes_per_user": 3, "repeats": repeats, "runs": runs, "speedup": speedup, "path": path}
-
-
-def run_users_bench(args: Any, config: dict[str, Any], engine_factory: Any) -> dict[str, Any]:
-    """`bench --users N ...`: the users table on the configured model, or (--synthetic-7b) on the random
-    Llama-2-7B-shaped fp16 model on the GPU. Returns machine, model, steering and `users` (run_users)."""
-    import torch
-
-    results: dict[str, Any] = {"machine": machine_info(), "targets": TARGETS}
-    if args.threads:
-        from steering.device import set_threads
-
-        set_threads(args.threads)
-    if args.synthetic_7b:
-        lm = _synthetic_lm(args.layers_7b)
-        layer, multiplier = min(13, lm.num_layers - 1), 4.0
-        generator = torch.Generator().manual_seed(0)
-        base = torch.randn(lm.hidden_size, generator=generator) * 0.5
-
-        def vector_for_layer(layer: int) -> torch.Tensor:
-            return base
-
-        results["model"] = {"name": lm.name, "layers": lm.num_layers, "device": str(lm.device)}
-        results["steering"] = {"layer": layer, "multiplier": multiplier, "vector": "random, norm ~11"}
-    else:
-        engine = engine_factory(args, config)
-        lm = engine.lm
-        behavior = args.behavior or config.behavior
-        _, layer, kind = vector_for(engine, behavior)
-        multiplier = engine.defaults.multiplier
-
-        def vector_for_layer(layer: int) -> torch.Tensor:
-            return _layer_vector(engine, behavior, layer)
-
-        results["model"] = lm.describe()
-        results["steering"] = {
-            "layer": layer,
-            "multiplier": multiplier,
-            "vector": kind,
-        }
-    fast = None
-    if getattr(args, "fast_path", False):
-        from steering.decode.fast_path_setup import enable_fast_path
-
-        compiled = bool(getattr(args, "compile", False))  # --compile: the buckets of 3 x N rows compiled first
-        fast = getattr(lm, "fast_path", None) or enable_fast_path(lm, compiled, batch_buckets=(), generate_batches=())
-        if fast.batch_steps is not None:
-            results["steering"]["compile_s"] = round(fast.batch_steps.warm_rows([3 * n for n in args.users]), 1)
-    results["steering"]["scheduler"] = "eager" if fast is None else "fast path (static cache)"
-    results["users"] = run_users(
-        lm, args.users, args.tokens, vector_for_layer, layer, multiplier, repeats=args.repeats or 3, fast_path=fast
-    )
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    return results
-
-
-def _layer_vector(engine: Any, behavior: str, layer: int) -> Any:
-    import torch
-
-    try:
-        return engine.vectors_for(behavior).vector(layer)
-    except Exception:  # no vectors: a random direction at 10% of the hidden norm
-        generator = torch.Generator().manual_seed(layer)
-        vector = torch.randn(engine.lm.hidden_size, generator=generator)
-        return vector / vector.norm() * 0.1 * engine.hidden_norm(layer)
-
-
-def _synthetic_lm(layers: int, tiny_cpu: bool = False) -> Any:
-    """The random Llama-2-7B-shaped fp16 model on the GPU as a LoadedModel (byte-level chat tokenizer);
-    tiny_cpu: a tiny float32 model of the same layout on the CPU (the tests check the code path with it)."""
-    from dataclasses import replace
-
-    import torch
-
-    from steering.config import ModelSettings
-    from steering.models import LoadedModel
-    from steering.synthetic import LLAMA2_7B, TINY, make_byte_tokenizer, random_llama
-
-    if not tiny_cpu and not torch.cuda.is_available():
-        raise SystemExit("--users with --synthetic-7b needs a CUDA GPU")
-    shape = replace(TINY if tiny_cpu else LLAMA2_7B, layers=layers)
-    device, dtype = ("cpu", torch.float32) if tiny_cpu else ("cuda", torch.float16)
-    log(f"building a random Llama-2-7B-shaped model ({layers} layers, {dtype}) on {device}")
-    model = random_llama(shape, device, dtype)  # no EOS: fixed lengths
-    return LoadedModel(
-        model=model,
-        tokenizer=make_byte_tokenizer(),
-        name="synthetic-llama-2-7b",
-        slug="synthetic",
-        dtype=dtype,
-        device=torch.device(device),
-        quantization=None,
-        num_layers=layers,
-        hidden_size=shape.hidden,
-        load_seconds=0.0,
-        settings=ModelSettings(name="synthetic"),
-    )

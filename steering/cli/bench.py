@@ -15,7 +15,7 @@ from steering.bench.common import SECTIONS
 from steering.bench.cpu import run_cpu_bench
 from steering.bench.gpu import run_gpu_bench
 from steering.bench.tables import format_cpu_table, format_gpu_table, format_users_table
-from steering.bench.users import run_users_bench
+from steering.bench.users_setup import run_users_bench
 from steering.cli import loading
 from steering.cli.common import add_model_flags
 from steering.config import PROJECT_ROOT, Config

@@ -104,7 +104,7 @@ def mergeable(cache: Any) -> bool:
     """Whether a KV cache can be merged with another along the batch: every layer a plain DynamicLayer
     (full keys / values). Sliding-window or quantized cache layers are not merged: such a model's requests
     run one batch after another."""
-    from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import DynamicLayer  # transformers: loaded with a model, not by this module
 
     layers = getattr(cache, "layers", None) or []
     return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)

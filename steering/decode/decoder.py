@@ -71,7 +71,7 @@ class CachedDecoder:
         if self.cache_factory is not None:
             self.cache = self.cache_factory(rows, total)
         else:
-            from transformers import DynamicCache
+            from transformers import DynamicCache  # loaded with a model, not by importing the decoder
 
             self.cache = DynamicCache(config=self.model.config)
             if shared:
