@@ -12,7 +12,7 @@ import logging
 import pytest
 import torch
 from fixtures import make_tiny_lm
-from test_scheduler_static import alone, submit_together, user
+from scheduler_helpers import alone, submit_together, user
 
 from steering.decode import compiled_batch
 from steering.decode.fast_path import FastPath
