@@ -74,7 +74,7 @@ from steering.decode.prefill import Prefill
 from steering.decode.requests import ActiveRequest, Request, SchedulerStats, Ticket
 from steering.decode.running import RunningBatch
 from steering.decode.static_batch import StaticBatch
-from steering.decode.stepping import Stepping
+from steering.decode.stepping import Pending, Stepping
 from steering.errors import SteeringError
 
 __all__ = ["Request", "Scheduler", "SchedulerStats", "Ticket", "mergeable"]
@@ -107,6 +107,7 @@ class Scheduler(Admission, Prefill, Stepping):
         max_rows: on the fast path, the most rows in the batch (free slots of the largest bucket).
         max_length: on the fast path, the most cache columns (default: the limits' prompt + new tokens, at most
             the model's context).
+        lookahead: queue step k+1 before reading step k's tokens (steering/decode/stepping.py); None: on CUDA.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Scheduler(Admission, Prefill, Stepping):
         fast_path: Any = None,
         max_rows: int = 48,
         max_length: int | None = None,
+        lookahead: bool | None = None,
     ) -> None:
         if max_requests < 1 or max_waiting < 0:
             raise ValueError(f"max_requests must be >= 1 and max_waiting >= 0, got {max_requests}, {max_waiting}")
@@ -138,6 +140,9 @@ class Scheduler(Admission, Prefill, Stepping):
         # the running batch
         self._active: list[ActiveRequest] = []
         self._batch: RunningBatch | StaticBatch | None = None  # their rows: cache, next inputs, positions, mask
+        self._pending: Pending | None = None  # the step queued whose tokens are not read yet (lookahead)
+        device = next(lm.model.parameters()).device
+        self.lookahead = device.type == "cuda" if lookahead is None else bool(lookahead)
         self._closed = False
         self._can_merge: bool | None = None  # whether this model's caches merge along the batch (learned once)
         _OPEN.add(self)
@@ -234,14 +239,14 @@ class Scheduler(Admission, Prefill, Stepping):
             except BaseException as exc:  # noqa: BLE001 -- a batched step failed: fail its requests, go on
                 log.exception("batched generation step failed")
                 failed, self._active = self._active, []
-                self._batch = None
+                self._batch, self._pending = None, None
                 for active in failed:
                     self._finish(active, error=exc)
         # closed (or idle for 30 s): nothing may be left waiting; requests decoding end as stopped
         for ticket in waiting:
             self._finish_unstarted(ticket)
         leaving, self._active = self._active, []
-        self._batch = None
+        self._batch, self._pending = None, None
         for active in leaving:
             active.stopped = True
             self._finish(active)
