@@ -22,6 +22,8 @@ How a request runs (steps 3 and 4 as on the eager path; the fast path below):
 4. Finished (every row at end-of-turn or max_new_tokens), stopped (its stop event) or failed requests
    leave; their rows are removed from the cache and the batch shrinks (padding columns no longer
    needed by anyone are trimmed).
+   On CUDA (`lookahead`) step k+1 is queued before step k's tokens are read, as FastPath.generate does; what
+   each request gets stays the same (steering/decode/stepping.py says how ended rows discard the step in flight).
 
 Fairness: a request's tokens depend only on its own rows. The token choice (sampling.TokenChoice, the
 same as generate()'s) runs on the request's own logits with the request's own generator, seeded by its
