@@ -22,8 +22,11 @@ How a request runs (steps 3 and 4 as on the eager path; the fast path below):
 4. Finished (every row at end-of-turn or max_new_tokens), stopped (its stop event) or failed requests
    leave; their rows are removed from the cache and the batch shrinks (padding columns no longer
    needed by anyone are trimmed).
-   On CUDA (`lookahead`) step k+1 is queued before step k's tokens are read, as FastPath.generate does; what
+   With `lookahead=True` step k+1 is queued before step k's tokens are read, as FastPath.generate does; what
    each request gets stays the same (steering/decode/stepping.py says how ended rows discard the step in flight).
+   Off by default: on an H200 (7B shape, CUDA-graph static batch, 128 tokens) it gave one user 339 tok/s against
+   327 without (within the rounds' spread) and 4 / 16 users a slower aggregate with twice the p95 first-token
+   time (0.64 / 0.65 s against 0.29 / 0.35 s: a joining request's first read waits for the step in flight).
 
 Fairness: a request's tokens depend only on its own rows. The token choice (sampling.TokenChoice, the
 same as generate()'s) runs on the request's own logits with the request's own generator, seeded by its
@@ -109,7 +112,8 @@ class Scheduler(Admission, Prefill, Stepping):
         max_rows: on the fast path, the most rows in the batch (free slots of the largest bucket).
         max_length: on the fast path, the most cache columns (default: the limits' prompt + new tokens, at most
             the model's context).
-        lookahead: queue step k+1 before reading step k's tokens (steering/decode/stepping.py); None: on CUDA.
+        lookahead: queue step k+1 before reading step k's tokens (steering/decode/stepping.py); None: off
+            (measured no faster for one user and slower to a first token for several; see the module docstring).
     """
 
     def __init__(
@@ -143,8 +147,7 @@ class Scheduler(Admission, Prefill, Stepping):
         self._active: list[ActiveRequest] = []
         self._batch: RunningBatch | StaticBatch | None = None  # their rows: cache, next inputs, positions, mask
         self._pending: Pending | None = None  # the step queued whose tokens are not read yet (lookahead)
-        device = next(lm.model.parameters()).device
-        self.lookahead = device.type == "cuda" if lookahead is None else bool(lookahead)
+        self.lookahead = bool(lookahead)  # None: off (see the module docstring)
         self._closed = False
         self._can_merge: bool | None = None  # whether this model's caches merge along the batch (learned once)
         _OPEN.add(self)
