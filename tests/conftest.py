@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from fixtures import make_tiny_engine, make_tiny_model, make_tiny_tokenizer
+from fixtures import make_tiny_engine, make_tiny_lm, make_tiny_model, make_tiny_tokenizer
 
 SHIPPED = ("results", "vectors", "datasets", "config.yaml")  # what the tests must never write
 
@@ -46,6 +46,18 @@ def tiny_engine(tiny_tokenizer):
     """An Engine over a tiny random Llama (fixtures.make_tiny_engine, eager path, the project's config), one per
     test module."""
     return make_tiny_engine(tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def static_lm(tiny_tokenizer):
+    """A tiny LoadedModel with a fast path on the CPU (static cache, persistent hooks, no graphs, bucket 16), one
+    per test module; its hooks are removed afterwards. The static-cache scheduler tests run on it."""
+    from steering.decode.fast_path import FastPath
+
+    lm = make_tiny_lm(tiny_tokenizer)
+    lm.fast_path = FastPath(lm.model, compile=False, bucket=16)
+    yield lm
+    lm.fast_path.steering.remove()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -11,25 +11,20 @@ import time
 
 import pytest
 import torch
-from fixtures import make_tiny_lm
 
 import steering.decode.generation as generation_module
 import steering.decode.prefill as prefill_module
 from steering.core.hooks import SteeringPlan
-from steering.decode.fast_path import FastPath
 from steering.decode.generation import SamplingSettings, generate
 from steering.decode.scheduler import Request, Scheduler
-from steering.decode.stepping import host_tokens
+from steering.decode.tokens import host_tokens
 
 TEXT = "Hi there, tell me a long story please, with dragons, a castle and a brave knight in it."
 
 
 @pytest.fixture(scope="module")
-def lm(tiny_tokenizer):
-    lm = make_tiny_lm(tiny_tokenizer)
-    lm.fast_path = FastPath(lm.model, compile=False, bucket=16)  # static cache, persistent hooks, no graphs
-    yield lm
-    lm.fast_path.steering.remove()
+def lm(static_lm):
+    return static_lm  # conftest: static cache, persistent hooks, no graphs
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,8 @@ from steering.errors import SteeringError
 
 
 @pytest.fixture(scope="module")
-def lm(tiny_tokenizer):
-    lm = make_tiny_lm(tiny_tokenizer)
-    lm.fast_path = FastPath(lm.model, compile=False, bucket=16)  # static cache, persistent hooks, no graphs
-    yield lm
-    lm.fast_path.steering.remove()
+def lm(static_lm):
+    return static_lm  # conftest: static cache, persistent hooks, no graphs
 
 
 @pytest.fixture(scope="module")

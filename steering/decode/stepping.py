@@ -32,6 +32,7 @@ from steering.decode.generation import GenerationResult
 from steering.decode.requests import ActiveRequest, SchedulerStats, Ticket
 from steering.decode.running import RunningBatch
 from steering.decode.static_batch import StaticBatch
+from steering.decode.tokens import host_tokens
 
 
 @dataclass
@@ -45,25 +46,6 @@ class Pending:
     def holds(self, active: ActiveRequest) -> bool:
         """Whether the step chose tokens for this request."""
         return any(a is active for a, _, _ in self.spans)
-
-
-def host_tokens(chosen: torch.Tensor) -> Callable[[], list[int]]:
-    """Start bringing (rows,) chosen tokens to the host; returns the reader (a host list of ints).
-
-    On CUDA the copy goes to pinned memory with an event of its own, so reading waits for this step only,
-    not for a step queued after it; elsewhere the reader is a plain .tolist() (synchronous)."""
-    if chosen.device.type != "cuda":
-        return chosen.tolist
-    host = torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
-    host.copy_(chosen, non_blocking=True)
-    ready = torch.cuda.Event()
-    ready.record()
-
-    def read() -> list[int]:
-        ready.synchronize()
-        return host.tolist()
-
-    return read
 
 
 class Stepping:

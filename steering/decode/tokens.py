@@ -11,6 +11,26 @@ if TYPE_CHECKING:  # transformers' own types, for mypy; not imported at run time
     from transformers import PreTrainedTokenizerBase
 
 
+def host_tokens(chosen: torch.Tensor, into: torch.Tensor | None = None) -> Callable[[], list[int]]:
+    """Start bringing (rows,) chosen tokens to the host; returns the reader (a host list of ints).
+
+    On CUDA the copy goes to pinned memory (`into`, a pinned (rows,) tensor of chosen's dtype, or a new one)
+    with an event of its own, so reading waits for this step only, not for a step queued after it; elsewhere
+    the reader is a plain .tolist() (synchronous). Used by TokenReader and the Scheduler's lookahead."""
+    if chosen.device.type != "cuda":
+        return chosen.tolist
+    host = into if into is not None else torch.empty(chosen.shape, dtype=chosen.dtype, pin_memory=True)
+    host.copy_(chosen, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+
+    def read() -> list[int]:
+        ready.synchronize()
+        return host.tolist()
+
+    return read
+
+
 class TokenReader:
     """Runs a generation's steps and brings each step's chosen tokens to the host.
 
@@ -55,16 +75,8 @@ class TokenReader:
             return chosen.tolist
         if not self.buffers:
             self.buffers = [torch.empty(chosen.shape[0], dtype=torch.long, pin_memory=True) for _ in range(2)]
-        host = self.buffers[step % 2]  # step k+1 writes the other buffer; step k+2 comes after k is read
-        host.copy_(chosen, non_blocking=True)
-        ready = torch.cuda.Event()
-        ready.record()
-
-        def read() -> list[int]:
-            ready.synchronize()
-            return host.tolist()
-
-        return read
+        # step k+1 writes the other buffer; step k+2 comes after k is read
+        return host_tokens(chosen, self.buffers[step % 2])
 
 
 def decode_texts(tokenizer: PreTrainedTokenizerBase, generated: list[list[int]]) -> list[str]:
