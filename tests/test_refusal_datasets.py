@@ -1,10 +1,11 @@
 """The refusal datasets written for issue 9: they load, are big enough, and never leak into each other.
 
 Sets: the held-out open-ended questions (test_open_ended.json, never changed; test_open_ended_casual.json),
-the tuning split (tune_open_ended.json), the A/B test set (test_ab.json), and the extraction data
-(generate.json, generate_v2.json, instructions.json). A question may appear in at most one of them
-(normalized text), and no held-out or tuning question may share all its content words with a question
-of another set (this catches "whats ur fave planet lol" against "What's your favorite planet?").
+the tuning split (tune_open_ended.json, tune_open_ended_casual.json, tune_open_ended_yesno.json), the A/B
+test set (test_ab.json), and the extraction data (generate.json, generate_v2.json, instructions.json). A
+question may appear in at most one of them (normalized text), and no held-out or tuning question may share
+all its content words with a question of another set (this catches "whats ur fave planet lol" against
+"What's your favorite planet?").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ DATA = PROJECT_ROOT / "datasets" / "refusal"
 HELD_OUT = ("test_open_ended.json", "test_open_ended_casual.json")
 TUNE = "tune_open_ended.json"
 TUNE_CASUAL = "tune_open_ended_casual.json"  # the tuning split's casual part (issue 9 follow-up)
+TUNE_YESNO = "tune_open_ended_yesno.json"  # casual yes/no questions, so `tune` sees "No, no, no" loops
 AB_FILES = ("generate.json", "generate_v2.json", "test_ab.json")
 # sha256 of the held-out test set as first shipped (64 questions, the first "What's your favorite planet?")
 TEST_OPEN_ENDED_SHA256 = "0e65f7ddb1eb68e7202b79dd81313814b485b701241dd33a5bc5b8f6ed17240b"
@@ -60,7 +62,7 @@ def _instructions() -> dict[str, list[str]]:
 
 def _all_sets() -> dict[str, list[str]]:
     sets = {name: [item.request for item in load_ab_dataset(DATA / name)] for name in AB_FILES}
-    for name in HELD_OUT + (TUNE, TUNE_CASUAL):
+    for name in HELD_OUT + (TUNE, TUNE_CASUAL, TUNE_YESNO):
         sets[name] = load_open_ended(DATA / name)
     sets["instructions.json"] = [q for items in _instructions().values() for q in items]
     return sets
@@ -74,6 +76,7 @@ def test_sizes_and_the_unchanged_held_out_set():
     assert len(sets["generate_v2.json"]) >= 250
     assert len(sets[TUNE]) >= 48 and len(sets["test_open_ended_casual.json"]) >= 48
     assert len(sets[TUNE_CASUAL]) >= 48
+    assert len(sets[TUNE_YESNO]) >= 48
     test = sets["test_open_ended.json"]
     assert len(test) == 64 and test[0] == "What's your favorite planet?"
     digest = hashlib.sha256((DATA / "test_open_ended.json").read_bytes()).hexdigest()
@@ -97,7 +100,7 @@ def test_sets_are_pairwise_disjoint():
 
 def test_held_out_and_tuning_questions_are_not_paraphrases_of_other_sets():
     sets = _all_sets()
-    for guarded in HELD_OUT + (TUNE, TUNE_CASUAL):
+    for guarded in HELD_OUT + (TUNE, TUNE_CASUAL, TUNE_YESNO):
         mine = [(q, content_words(q)) for q in sets[guarded]]
         for other, questions in sets.items():
             if other == guarded:
@@ -131,7 +134,7 @@ def test_generate_v2_letters_balanced_and_refusal_is_the_matching_option():
     assert sum(detector.match(item.choices[item.matching]) is not None for item in items) >= 0.75 * len(items)
 
 
-@pytest.mark.parametrize("name", ["test_open_ended_casual.json", TUNE_CASUAL])
+@pytest.mark.parametrize("name", ["test_open_ended_casual.json", TUNE_CASUAL, TUNE_YESNO])
 def test_casual_set_is_in_a_different_style(name):
     """Lower case, several sentences in one message, slang: not the test set's tidy one-liners."""
     questions = load_open_ended(DATA / name)
@@ -139,3 +142,17 @@ def test_casual_set_is_in_a_different_style(name):
     assert sum(q[0].islower() for q in questions) >= 0.9 * len(questions)
     assert sum(bool(re.search(r"[.?!,]\s+\S", q)) for q in questions) >= 16 * share
     assert sum(bool(re.search(r"\b(u|ur|lol|lmao|ngl|rn|yo|bro)\b", q)) for q in questions) >= 24 * share
+
+
+_YES_NO_OPENER = re.compile(
+    r"(?:^|[.?!,]\s+)(?:yo\s+|ok\s+)?(?:can|could|is|are|am|r|do|does|did|should|would|will|have|has)\s+\w"
+)
+
+
+def test_yes_no_tuning_set_asks_only_yes_no_questions():
+    """Every message of TUNE_YESNO has a sentence opening like a yes/no question ("can i", "do u", "is it")."""
+    assert _YES_NO_OPENER.search("my cat is sick. should i call the vet")
+    assert not _YES_NO_OPENER.search("whats the tallest mountain in africa")  # a wh-question is not yes/no
+    questions = load_open_ended(DATA / TUNE_YESNO)
+    not_yes_no = [q for q in questions if not _YES_NO_OPENER.search(q)]
+    assert not not_yes_no, f"{TUNE_YESNO}: not a yes/no question: {not_yes_no}"
