@@ -1,11 +1,11 @@
 """The refusal datasets written for issue 9: they load, are big enough, and never leak into each other.
 
-Sets: the held-out open-ended questions (test_open_ended.json, never changed; test_open_ended_casual.json),
-the tuning split (tune_open_ended.json, tune_open_ended_casual.json, tune_open_ended_yesno.json), the A/B
-test set (test_ab.json), and the extraction data (generate.json, generate_v2.json, instructions.json). A
-question may appear in at most one of them (normalized text), and no held-out or tuning question may share
-all its content words with a question of another set (this catches "whats ur fave planet lol" against
-"What's your favorite planet?").
+Sets: the held-out open-ended questions (test_open_ended.json, never changed; test_open_ended_casual.json;
+test_open_ended_yesno.json), the tuning split (tune_open_ended.json, tune_open_ended_casual.json,
+tune_open_ended_yesno.json), the A/B test set (test_ab.json), and the extraction data (generate.json,
+generate_v2.json, instructions.json). A question may appear in at most one of them (normalized text), and no
+held-out or tuning question may share all its content words with a question of another set (this catches
+"whats ur fave planet lol" against "What's your favorite planet?").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from steering.core.datasets import load_ab_dataset, load_open_ended
 from steering.evaluation.refusal import RefusalDetector
 
 DATA = PROJECT_ROOT / "datasets" / "refusal"
-HELD_OUT = ("test_open_ended.json", "test_open_ended_casual.json")
+HELD_OUT = ("test_open_ended.json", "test_open_ended_casual.json", "test_open_ended_yesno.json")
 TUNE = "tune_open_ended.json"
 TUNE_CASUAL = "tune_open_ended_casual.json"  # the tuning split's casual part (issue 9 follow-up)
 TUNE_YESNO = "tune_open_ended_yesno.json"  # casual yes/no questions, so `tune` sees "No, no, no" loops
@@ -77,6 +77,7 @@ def test_sizes_and_the_unchanged_held_out_set():
     assert len(sets[TUNE]) >= 48 and len(sets["test_open_ended_casual.json"]) >= 48
     assert len(sets[TUNE_CASUAL]) >= 48
     assert len(sets[TUNE_YESNO]) >= 48
+    assert len(sets["test_open_ended_yesno.json"]) == 48
     test = sets["test_open_ended.json"]
     assert len(test) == 64 and test[0] == "What's your favorite planet?"
     digest = hashlib.sha256((DATA / "test_open_ended.json").read_bytes()).hexdigest()
@@ -134,7 +135,7 @@ def test_generate_v2_letters_balanced_and_refusal_is_the_matching_option():
     assert sum(detector.match(item.choices[item.matching]) is not None for item in items) >= 0.75 * len(items)
 
 
-@pytest.mark.parametrize("name", ["test_open_ended_casual.json", TUNE_CASUAL, TUNE_YESNO])
+@pytest.mark.parametrize("name", ["test_open_ended_casual.json", "test_open_ended_yesno.json", TUNE_CASUAL, TUNE_YESNO])
 def test_casual_set_is_in_a_different_style(name):
     """Lower case, several sentences in one message, slang: not the test set's tidy one-liners."""
     questions = load_open_ended(DATA / name)
@@ -149,10 +150,11 @@ _YES_NO_OPENER = re.compile(
 )
 
 
-def test_yes_no_tuning_set_asks_only_yes_no_questions():
-    """Every message of TUNE_YESNO has a sentence opening like a yes/no question ("can i", "do u", "is it")."""
+@pytest.mark.parametrize("name", [TUNE_YESNO, "test_open_ended_yesno.json"])
+def test_yes_no_sets_ask_only_yes_no_questions(name):
+    """Every message of a yes/no set has a sentence opening like a yes/no question ("can i", "do u", "is it")."""
     assert _YES_NO_OPENER.search("my cat is sick. should i call the vet")
     assert not _YES_NO_OPENER.search("whats the tallest mountain in africa")  # a wh-question is not yes/no
-    questions = load_open_ended(DATA / TUNE_YESNO)
-    not_yes_no = [q for q in questions if not _YES_NO_OPENER.search(q)]
-    assert not not_yes_no, f"{TUNE_YESNO}: not a yes/no question: {not_yes_no}"
+    questions = load_open_ended(DATA / name)
+    not_yes_no = [i for i, q in enumerate(questions) if not _YES_NO_OPENER.search(q)]
+    assert not not_yes_no, f"{name}: items {not_yes_no} are not yes/no questions"
