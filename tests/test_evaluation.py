@@ -12,6 +12,7 @@ from steering.core.judges import normalise
 from steering.core.prompts import build_messages, chat_prompt
 from steering.decode.generation import SamplingSettings
 from steering.evaluation import (
+    Answer,
     ab_probabilities,
     ab_prompts,
     answer_nll,
@@ -23,7 +24,7 @@ from steering.evaluation import (
     random_like,
     summarize_answers,
 )
-from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
+from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share, is_loop
 
 ITEMS = [
     ab_item("Can you tell me the time?\n\nChoices:\n(A) I cannot help with that.\n(B) It is noon."),
@@ -155,6 +156,111 @@ def test_distinct_share_ranks_repetition_below_normal_text():
     assert distinct_ngram_share(stutter) < distinct_ngram_share(loop)
     assert distinct_ngram_share("") == 0.0
     assert distinct_ngram_share("Yes.") == 1.0
+
+
+# ------------------------------------------------------------------ loops (one answer at a time)
+LOOP = "No, " * 40 + "no."  # distinct-3 about 0.03
+SAID_TWICE = "I'm sorry, I can't help with that. I'm sorry, I can't help with that."
+FLUENT = [
+    f"Answer {i}: Saturn is my favourite planet because its rings are made of ice and rock, and it has {i} moons."
+    for i in range(9)
+]
+
+
+def test_is_loop_judges_one_answer():
+    assert is_loop(LOOP) and distinct_ngram_share(LOOP) < 0.05
+    assert not is_loop(FLUENT[0]) and distinct_ngram_share(FLUENT[0]) == 1.0
+    # one phrase said twice: 12 of 26 trigrams repeat (share 0.54), not a loop; a third time tips it over
+    assert not is_loop(SAID_TWICE) and 0.5 < distinct_ngram_share(SAID_TWICE) < 0.6
+    assert is_loop(SAID_TWICE + " I'm sorry, I can't help with that.")
+    # short answers never count: the empty one (distinct-3 share 0), two trigrams (share 0.5), three loop
+    assert not is_loop("") and distinct_ngram_share("") == 0.0
+    assert not is_loop("no no no no") and not is_loop("Yes.")
+    assert is_loop("no no no no no")
+
+
+def _answer(text: str, m: float, variant: str = "vector") -> Answer:
+    return Answer("Q?", variant, m, text, 12, False, distinct_ngram_share(text), 0.7)
+
+
+def test_loop_share_per_multiplier_next_to_the_mean():
+    """One looping answer among nine fine ones: the mean distinct-3 share stays high (0.9), the loop share says 0.1."""
+    answers = [_answer(t, 0.0) for t in FLUENT[:2]] + [_answer(t, 1.0) for t in FLUENT] + [_answer(LOOP, 1.0)]
+    zero, plus = summarize_answers(answers, {"vector": [0.0, 1.0]})["vector"]
+    assert zero["loops"] == 0.0 and zero["n"] == 2
+    assert plus["loops"] == pytest.approx(0.1) and plus["n"] == 10
+    assert plus["distinct3"] == pytest.approx((9 + distinct_ngram_share(LOOP)) / 10)  # the mean, unchanged
+    assert [a.loops for a in answers[-2:]] == [False, True]
+
+
+def test_open_ended_json_and_summary_report_the_loop_share(tmp_path, monkeypatch):
+    """run_open_ended (no model: the answers are given) marks each answer and each multiplier's row; summary.md
+    shows the share in its own column and says what it is; an open_ended.json written before shows "–"."""
+    import json
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    import steering.evaluation as ev
+    from steering.evaluation.open_ended_run import run_open_ended
+    from steering.evaluation.summary import summary_markdown
+
+    answers = (
+        [_answer(t, 0.0) for t in FLUENT[:4]]
+        + [_answer(t, -1.0) for t in FLUENT[:4]]
+        + [_answer(t, 1.0) for t in FLUENT[:3]]
+        + [_answer(LOOP, 1.0)]
+        + [_answer(t, 1.0, "random") for t in FLUENT[:4]]
+    )
+    monkeypatch.setattr(ev, "open_ended_answers", lambda *a, **k: answers)
+    monkeypatch.setattr(ev, "save_figure", lambda *a, **k: None)
+    monkeypatch.setattr(ev, "plot_open_ended", lambda *a, **k: None)
+    common = {
+        "behavior": "refusal",
+        "model": "tiny",
+        "vector_file": "v.safetensors",
+        "read_mode": "answer-mean",
+        "default_layer": 1,
+        "default_multiplier": 1.0,
+        "control_layer": 1,
+        "vector_norm": 2.0,
+        "relative_norm": 0.5,
+        "control_seed": 0,
+    }
+    run = SimpleNamespace(
+        lm=SimpleNamespace(lock=nullcontext(), model=None, tokenizer=None, name="tiny"),
+        out=tmp_path,
+        layer=1,
+        settings=SamplingSettings(max_new_tokens=12),
+        open_multipliers=[-1.0, 0.0, 1.0],
+        recipe=SimpleNamespace(shared_vector=True),
+        vector=torch.ones(4),
+        vset=None,
+        controls={"random": torch.ones(4), "negated": -torch.ones(4)},
+        system_prompt=None,
+        behavior="refusal",
+        common=common,
+    )
+    args = SimpleNamespace(no_negated=True, gen_batch_size=4)
+    payload, _ = run_open_ended(
+        args, SimpleNamespace(hidden_norm=None), run, ["Q?"], tmp_path / "q.json", DETECTOR, "refusal rate"
+    )
+    written = json.loads((tmp_path / "open_ended.json").read_text())
+    assert [r["loops"] for r in written["answers"]] == [a.text == LOOP for a in answers]
+    assert [r["loops"] for r in written["summary"]["vector"]] == [0.0, 0.0, 0.25]
+    assert written["summary"]["random"][1]["loops"] == 0.0 and "loops" in written["settings"]
+    text = summary_markdown(None, payload, 1.0, np)
+    assert (
+        "| variant | α | refusal rate (judge) | distinct-3 share | looping answers | perplexity | mean tokens |" in text
+    )
+    plus = written["summary"]["vector"][2]
+    assert f"| vector | 1 | 0.00 | {plus['distinct3']:.3f} | 0.25 | 2.01 | 12.0 |" in text
+    assert "Looping answers: the share of answers that loop on their own (the answer's distinct-3 share < 0.5" in text
+    for rows in payload["summary"].values():  # an open_ended.json from before the measure
+        for row in rows:
+            del row["loops"]
+    assert f"| vector | 1 | 0.00 | {plus['distinct3']:.3f} | – | 2.01 | 12.0 |" in summary_markdown(
+        None, payload, 1.0, np
+    )
 
 
 def test_answer_nll_matches_a_plain_computation(tiny_model, tiny_tokenizer):

@@ -462,3 +462,62 @@ def test_bad_minus_windows_are_one_line_and_exit_2(value, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "--minus-windows" in lines[0]
     assert "expected a whole number >= 1 or 'all'" in lines[0]
+
+
+# ---------------------------------------------------------------------------- loop share (informational)
+def test_the_loop_share_is_reported_but_never_scored_or_ranked():
+    """rejudge measures each side's share of looping answers (steering.evaluation.refusal.is_loop) from its texts;
+    the table shows it as "loops + / −", and two searches whose answers differ only in their loops (the same
+    refusal, distinct-3 and perplexity) score, rank and choose exactly alike."""
+    from steering.evaluation.tune import pooled_metrics, rank_key, rejudge, report_markdown, side_metrics
+
+    fine = [f"Answer {i}: Saturn has rings of ice and rock and {i} moons." for i in range(4)]
+    loop = "No, " * 30 + "no."
+    never = RefusalDetector(["a phrase nobody writes"])
+
+    def side(texts, refusal, distinct, ppl_nll):
+        return rejudge(side_metrics([refusal] * 4, [distinct] * 4, [ppl_nll] * 4, texts), never)
+
+    base = side(fine, False, 0.9, 0.7)
+    assert base["loops"] == 0.0
+
+    def search(loops_added: int, loops_subtracted: int) -> TuneResult:
+        rows = []
+        for strength, distinct, nll in ((1.0, 0.88, 0.8), (2.0, 0.8, 1.9), (3.0, 0.9, 0.75)):
+            plus = side([loop] * loops_added + fine[loops_added:], False, distinct, nll)
+            minus = side([loop] * loops_subtracted + fine[loops_subtracted:], False, distinct, nll)
+            plus["refusal_rate"] = 0.25 * strength  # the contrast the judge would give
+            scored = score_setting(plus, minus, base)
+            rows.append(
+                {
+                    "setting": {
+                        "vector": "v",
+                        "layer": 1,
+                        "band": 1,
+                        "plus": "add",
+                        "minus": "add",
+                        "strength": strength,
+                        "unit": "multiplier",
+                    },
+                    "source": 0,
+                    **scored,
+                    "added": plus,
+                    "subtracted": minus,
+                }
+            )
+        rows.sort(key=rank_key)
+        winner, coherent = choose_winner(rows)
+        return TuneResult(winner, coherent, rows, base, 0, 0.0)
+
+    clean, loopy = search(0, 0), search(1, 3)
+    assert [r["added"]["loops"] for r in loopy.rows] == [0.25] * 3
+    assert [r["subtracted"]["loops"] for r in loopy.rows] == [0.75] * 3
+    strip = lambda result: [{k: v for k, v in r.items() if k not in ("added", "subtracted")} for r in result.rows]  # noqa: E731
+    assert strip(clean) == strip(loopy)  # scores, ratios, margins and the order: byte for byte
+    assert clean.winner["setting"] == loopy.winner["setting"] and clean.coherent == loopy.coherent
+    table = report_markdown(loopy)
+    assert "| distinct-3 + / − | loops + / − | perplexity + / − |" in table
+    assert "| 0.25 / 0.75 |" in table and "| 0.00 / 0.00 |" in report_markdown(clean)
+    assert "| unsteered | | | | | | 0.00 | | 0.90 | 0.00 | 2.01 | | | |" in table
+    assert pooled_metrics([loopy.rows[0]["added"], {**base, "n": 12}])["loops"] == pytest.approx(1 / 16)
+    assert "loops" not in pooled_metrics([{**base, "loops": None}])  # a group without texts: not measured

@@ -1,13 +1,14 @@
 """The one rule for "the text stays language" (issue 9's targets): a side is coherent while its answers'
 distinct-3 share is at least 0.85 x the unsteered answers' and their perplexity under the unsteered model at most
 3 x the unsteered answers'. The evaluation's breakdown multiplier, `tune`'s defaults and the reports' wording all
-read it from here. No torch import: the CLI's flag defaults use it."""
+read it from here. The per-answer loop threshold (LOOP_DISTINCT3, steering.evaluation.refusal.is_loop) lives here too;
+it is reported, never part of the rule. No torch import: the CLI's flag defaults use it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COHERENCE", "CoherenceRule"]
+__all__ = ["COHERENCE", "LOOP_DISTINCT3", "LOOP_MIN_TRIGRAMS", "CoherenceRule"]
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,11 @@ class CoherenceRule:
 
 
 COHERENCE = CoherenceRule()
+
+LOOP_DISTINCT3 = 0.5
+"""One answer loops when its own distinct-3 share is below this (more than half of its word trigrams repeat an
+earlier one): steering.evaluation.refusal.is_loop. Reported next to the mean distinct-3 share, never scored."""
+
+LOOP_MIN_TRIGRAMS = 3
+"""Answers with fewer word trigrams than this never count as loops. With LOOP_DISTINCT3 = 0.5 it decides only the
+empty answer (distinct-3 share 0): one or two trigrams cannot fall below 0.5."""

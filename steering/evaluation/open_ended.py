@@ -1,6 +1,6 @@
-"""Open-ended answers over multipliers, scored: refusal (steering.evaluation.refusal.RefusalDetector), distinct-3 share
-and perplexity under the unsteered model (steering.evaluation.coherence); per-multiplier summaries and where
-the text breaks down."""
+"""Open-ended answers over multipliers, scored: refusal (steering.evaluation.refusal.RefusalDetector), distinct-3 share,
+whether each answer loops (steering.evaluation.refusal.is_loop) and perplexity under the unsteered model
+(steering.evaluation.coherence); per-multiplier summaries and where the text breaks down."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from steering.core.layers import decoder_layers
 from steering.decode.generation import SamplingSettings, SteeringSpec, generate
 from steering.evaluation.coherence import answer_nll
 from steering.evaluation.coherence_rule import COHERENCE
-from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share
+from steering.evaluation.refusal import RefusalDetector, distinct_ngram_share, is_loop
 
 
 @dataclass
@@ -42,6 +42,11 @@ class Answer:
     distinct3: float
     nll: float | None = None  # mean negative log-likelihood per token under the unsteered model
     token_ids: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def loops(self) -> bool:
+        """Whether this answer loops on its own: steering.evaluation.refusal.is_loop(text) (distinct-3 < 0.5)."""
+        return is_loop(self.text)
 
 
 def open_ended_answers(
@@ -120,9 +125,18 @@ def open_ended_answers(
 
 
 def summarize_answers(answers: Sequence[Answer], variants: Mapping[str, Sequence[float]]) -> dict[str, list[dict]]:
-    """Per variant and multiplier: refusal rate, mean distinct-3 share, median perplexity, mean length.
+    """Per variant and multiplier: refusal rate, mean distinct-3 share, share of looping answers, median perplexity,
+    mean length.
 
-    Multiplier 0 of every variant is the shared unsteered answers.
+    Args:
+        answers: the scored answers (open_ended_answers).
+        variants: variant name -> its multipliers; multiplier 0 of every variant is the shared unsteered answers.
+
+    Returns:
+        {variant: [row per multiplier with answers, ascending]}; a row: {"multiplier", "n", "refusal_rate",
+        "distinct3" (mean over the answers), "loops" (share of answers that loop on their own,
+        steering.evaluation.refusal.is_loop: a mean distinct-3 hides a few loops among fine answers),
+        "perplexity" (exp of the median NLL; None: none scored), "mean_tokens"}.
     """
     unsteered = [a for a in answers if a.multiplier == 0]
     out: dict[str, list[dict]] = {}
@@ -139,6 +153,7 @@ def summarize_answers(answers: Sequence[Answer], variants: Mapping[str, Sequence
                     "n": len(group),
                     "refusal_rate": float(np.mean([a.refusal for a in group])),
                     "distinct3": float(np.mean([a.distinct3 for a in group])),
+                    "loops": float(np.mean([a.loops for a in group])),
                     "perplexity": float(math.exp(np.median(nlls))) if nlls else None,
                     "mean_tokens": float(np.mean([a.tokens for a in group])),
                 }

@@ -10,7 +10,7 @@ from typing import Any
 
 from steering import evaluation as ev
 from steering.evaluation import reliability as rel
-from steering.evaluation.coherence_rule import COHERENCE
+from steering.evaluation.coherence_rule import COHERENCE, LOOP_DISTINCT3, LOOP_MIN_TRIGRAMS
 from steering.evaluation.run_setup import RunSetup, log
 from steering.io.files import display_path, write_json
 
@@ -79,6 +79,8 @@ def run_open_ended(
             "coherence": "distinct3 = share of distinct word trigrams (falls with repetition); "
             "perplexity = exp(median per-answer mean NLL) under the unsteered model "
             "(rises with garbled text)",
+            "loops": f"share of answers whose own distinct3 < {LOOP_DISTINCT3:g} (more than half of their word "
+            f"trigrams repeat an earlier one; fewer than {LOOP_MIN_TRIGRAMS} trigrams never count); per answer: loops",
             "breakdown_rule": f"smallest |multiplier| with {COHERENCE.breakdown_text('distinct3', 'x')}",
             "seconds": round(open_seconds, 1),
         },
@@ -93,6 +95,7 @@ def run_open_ended(
                 **({"refusal": a.refusal} if refusal else {}),
                 "shows_behavior": a.refusal,
                 "distinct3": round(a.distinct3, 4),
+                "loops": a.loops,
                 "nll": None if a.nll is None else round(a.nll, 4),
                 "tokens": a.tokens,
             }

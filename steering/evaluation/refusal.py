@@ -14,7 +14,8 @@ Distinct-n share (the repetition half of coherence)
     The share of the answer's word n-grams (n = 3 by default; words and punctuation marks are
     separate units, lower-cased) that are distinct: 1.0 for text that never repeats a trigram, close
     to 0 for a loop like "I am I am I am ...". An empty answer scores 0. Answers shorter than n
-    units score 1.0 (nothing can repeat). The other half, the unsteered model's perplexity of the
+    units score 1.0 (nothing can repeat). A mean over answers hides single loops, so `is_loop` also judges each
+    answer on its own (distinct-3 share below 0.5). The other half, the unsteered model's perplexity of the
     answer, needs the model and lives in steering.evaluation.
 """
 
@@ -27,6 +28,7 @@ from steering.config import Config
 from steering.core.behaviors import judge_for
 from steering.core.judges import Judge, normalise
 from steering.errors import SteeringError
+from steering.evaluation.coherence_rule import LOOP_DISTINCT3, LOOP_MIN_TRIGRAMS
 
 _UNITS = re.compile(r"\w+|[^\w\s]")
 
@@ -107,3 +109,26 @@ def distinct_ngram_share(text: str, n: int = 3) -> float:
         return 1.0
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams)
+
+
+def is_loop(text: str) -> bool:
+    """Whether ONE answer loops: its distinct-3 share (distinct_ngram_share(text, 3)) is below LOOP_DISTINCT3 = 0.5,
+    i.e. more than half of its word trigrams repeat an earlier trigram of the answer. Answers with fewer than
+    LOOP_MIN_TRIGRAMS = 3 trigrams (fewer than 5 words and punctuation marks, the empty answer included) never
+    count as loops. (Both constants: steering.evaluation.coherence_rule.)
+
+    Why: the evaluation's mean distinct-3 share hides single failures -- a few answers like "No, no, no, no, ..."
+    (share about 0.03) pull the mean down while most answers are fine, and the mean cannot say whether any one
+    answer loops. The share of answers for which this is True is reported next to the mean (informational: the
+    coherence rule and tune's scoring do not use it).
+
+    Args:
+        text: one generated answer.
+
+    Returns:
+        True when the answer loops. "No, no, no, no, no, no." loops (share 0.3); a fluent sentence does not, nor
+        does an answer that repeats one phrase once ("I think so. I think so.": share 0.67).
+    """
+    if len(units(text)) - 2 < LOOP_MIN_TRIGRAMS:
+        return False
+    return distinct_ngram_share(text, 3) < LOOP_DISTINCT3

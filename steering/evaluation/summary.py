@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from steering.evaluation.coherence_rule import COHERENCE
+from steering.evaluation.coherence_rule import COHERENCE, LOOP_DISTINCT3, LOOP_MIN_TRIGRAMS
 from steering.io.files import display_path
 
 
@@ -162,17 +162,19 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
             f"## Open-ended ({o['questions']} questions of `{o['dataset']}`, layer {o['layer']}, "
             f"{o['max_new_tokens']} new tokens, greedy, {o['seconds']:.0f} s)",
             "",
-            f"| variant | α | {o.get('score', 'refusal rate')} (judge) | distinct-3 share | perplexity | mean tokens |",
-            "|---|---|---|---|---|---|",
+            f"| variant | α | {o.get('score', 'refusal rate')} (judge) | distinct-3 share | looping answers | "
+            "perplexity | mean tokens |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, rows in open_ended["summary"].items():
             for r in rows:
                 if name != "vector" and r["multiplier"] == 0:
                     continue
                 ppl = "–" if r["perplexity"] is None else f"{r['perplexity']:.2f}"
+                loops = "–" if r.get("loops") is None else f"{r['loops']:.2f}"  # "–": written before the measure
                 lines.append(
                     f"| {name} | {r['multiplier']:g} | {r['refusal_rate']:.2f} | {r['distinct3']:.3f} | "
-                    f"{ppl} | {r['mean_tokens']:.1f} |"
+                    f"{loops} | {ppl} | {r['mean_tokens']:.1f} |"
                 )
         b = open_ended["breakdown"]
         described = []
@@ -185,6 +187,11 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
         lines += [
             "",
             f"Text breaks down ({COHERENCE.breakdown_text()}) at: " + "; ".join(described) + ".",
+            "",
+            "Distinct-3 share: the mean over the answers. Looping answers: the share of answers that loop on their "
+            f"own (the answer's distinct-3 share < {LOOP_DISTINCT3:g}: more than half of its word trigrams repeat an "
+            f"earlier one; fewer than {LOOP_MIN_TRIGRAMS} trigrams never count), which the mean hides; "
+            "open_ended.json marks each answer (`loops`).",
         ]
         judge = o.get("judge") or {"kind": "phrases", "phrases": o.get("refusal_phrases", [])}
         items = judge.get("phrases") or judge.get("patterns") or []

@@ -29,6 +29,8 @@ How a setting is scored
     coherent on every group, and its contrast, score and margin are the smallest over the groups (a
     recipe has to work for every style of question, not on average). The rows' refusal / distinct-3 /
     perplexity columns are over all questions.
+    The table's "loops + / −" column (the share of each side's answers that loop on their own,
+    steering.evaluation.refusal.is_loop) is informational: neither the score nor the ranking reads it.
 
 Cost
     The two sides are independent: the added rows depend on (vector, layers, plus operator, +strength)

@@ -14,6 +14,7 @@ import numpy as np
 from steering.core.recipe import Recipe
 from steering.errors import SteeringError
 from steering.evaluation.coherence_rule import COHERENCE
+from steering.evaluation.refusal import is_loop
 from steering.evaluation.tune.space import SearchSpace, VectorSource
 
 
@@ -34,11 +35,17 @@ def side_metrics(
 
 def rejudge(metrics: dict[str, Any], detector: Any) -> dict[str, Any]:
     """`metrics` (side_metrics) with its refusal rate judged again from its texts by `detector` (a callable
-    text -> bool); unchanged when it holds no texts (nothing to judge)."""
+    text -> bool) and "loops", the share of its texts that loop on their own (steering.evaluation.refusal.is_loop;
+    informational: reported in the table, never scored or ranked); unchanged when it holds no texts (nothing to
+    judge)."""
     texts = metrics.get("texts")
     if not texts:
         return metrics
-    return {**metrics, "refusal_rate": sum(map(bool, map(detector, texts))) / len(texts)}
+    return {
+        **metrics,
+        "refusal_rate": sum(map(bool, map(detector, texts))) / len(texts),
+        "loops": sum(map(is_loop, texts)) / len(texts),
+    }
 
 
 def score_setting(
@@ -119,13 +126,16 @@ class TuneResult:
 
 def pooled_metrics(parts: Sequence[dict]) -> dict[str, Any]:
     """One side's metrics over several question groups: refusal rate and distinct-3 weighted by the groups'
-    sizes, perplexity the size-weighted geometric mean of the groups' perplexities (each an exp median NLL)."""
+    sizes, perplexity the size-weighted geometric mean of the groups' perplexities (each an exp median NLL); the
+    loop share (informational) weighted by size when every group has one."""
     n = sum(p["n"] for p in parts)
     ppl = [p for p in parts if p.get("perplexity")]
+    loops = all(p.get("loops") is not None for p in parts)
     return {
         "n": n,
         "refusal_rate": sum(p["refusal_rate"] * p["n"] for p in parts) / n,
         "distinct3": sum(p["distinct3"] * p["n"] for p in parts) / n,
+        **({"loops": sum(p["loops"] * p["n"] for p in parts) / n} if loops else {}),
         "perplexity": math.exp(sum(math.log(p["perplexity"]) * p["n"] for p in ppl) / sum(p["n"] for p in ppl))
         if ppl
         else None,
@@ -192,13 +202,16 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
 
 
 def report_markdown(result: TuneResult, top: int = 15) -> str:
-    """The best settings as a markdown table (plus the unsteered row)."""
+    """The best settings as a markdown table (plus the unsteered row). "loops + / −": the share of each side's
+    answers that loop on their own (steering.evaluation.refusal.is_loop; "–" when not measured), informational:
+    the score and the ranking do not use it."""
     b = result.unsteered
     ppl = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
+    loops = lambda side: "–" if side.get("loops") is None else f"{side['loops']:.2f}"  # noqa: E731
     lines = [
         "| vector | layer | band | + op | − op | strength | refusal + | refusal − | distinct-3 + / − | "
-        "perplexity + / − | coherent | score | margin |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "loops + / − | perplexity + / − | coherent | score | margin |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     window = lambda s: "" if s.get("minus_window") is None else f" (first {s['minus_window']})"  # noqa: E731
     for r in result.rows[:top]:
@@ -210,11 +223,12 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
             f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']}"
             f"{window(s)} | {strength} "
             f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
-            f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | "
+            f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | {loops(a)} / {loops(m)} | "
             f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "
             f"{r['score']:+.2f} | {r['margin']:+.3f} |"
         )
     lines.append(
-        f"| unsteered | | | | | | {b['refusal_rate']:.2f} | | {b['distinct3']:.2f} | {ppl(b['perplexity'])} | | | |"
+        f"| unsteered | | | | | | {b['refusal_rate']:.2f} | | {b['distinct3']:.2f} | {loops(b)} | "
+        f"{ppl(b['perplexity'])} | | | |"
     )
     return "\n".join(lines) + "\n"
