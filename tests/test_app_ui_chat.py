@@ -178,6 +178,10 @@ def test_each_answer_carries_the_settings_that_made_it():
     assert shown[0][1]["content"] == "Nope.\n\n<sub>+α = +2 · layer 9 · refusal</sub>"
     assert shown[0][3]["content"].endswith("<sub>+α = +5 · layer 11 · mine.safetensors</sub>")
     assert conversations([done])[0][1]["content"] == "Nope."  # the model never sees a caption
+    # a recipe whose subtracted side has its own strength (strength_minus 2 at strength 1.5): that pane says so
+    own = turn(multiplier=1.5, minus_ratio=2.0 / 1.5)
+    assert own.caption(2) == "−α = −1.5 × 1.33 on this side = −2 · layer 9 · refusal"
+    assert own.caption(0) == "+α = +1.5 · layer 9 · refusal"
 
 
 def test_uploads_leave_gradios_cache_for_a_private_folder(tmp_path):
@@ -210,6 +214,8 @@ def test_norm_note_describes_the_recipe_the_panes_use():
     assert "−α adds −α × the vector, split over the 3 layers" in band
     edge = norm_note(engine, vector, 29, 1.0, Recipe(layer=9, strength=1.0, band=3, minus="ablate"))
     assert "layers 28–29" in edge and "−α removes the part along the vector at each layer" in edge
+    own = norm_note(engine, vector, 16, 1.5, Recipe(layer=16, strength=1.5, band=3, plus="clamp", strength_minus=2.0))
+    assert "−α adds −1.33α × the vector, split over the 3 layers" in own
     single = norm_note(engine, vector, 9, 2.0, Recipe(layer=9, strength=2.0))
     assert "Applied at layer 9: +α adds α × the vector; −α adds −α × the vector." in single
 

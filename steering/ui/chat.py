@@ -41,6 +41,7 @@ class Turn:
     status: str = "running"  # running, done, stopped, failed
     new_tokens: list[int] = field(default_factory=list)
     error: str = ""
+    minus_ratio: float = 1.0  # the recipe's subtracted-side factor (Recipe.minus_ratio: strength_minus / strength)
 
     def finish(self, texts: Sequence[str], new_tokens: Sequence[int], stopped: bool) -> None:
         """The generation's final texts and token counts per pane (a stopped turn stays as it was shown)."""
@@ -64,13 +65,13 @@ class Turn:
         return self.status == "done" or (self.status == "stopped" and any(self.answers))
 
     def caption(self, pane: int) -> str:
-        """What made pane `pane`'s answer: α, layer and vector, and why it ended early if it did."""
+        """What made pane `pane`'s answer: α, layer and vector, and why it ended early if it did. When the recipe
+        steers the subtracted side at its own strength (`minus_ratio` != 1), that pane says what was applied."""
         value = SIGNS[pane] * self.multiplier
-        parts = (
-            ["α = 0 (unsteered)"]
-            if value == 0
-            else [f"{'+' if SIGNS[pane] > 0 else '−'}α = {signed(value)}", f"layer {self.layer}", self.vector]
-        )
+        alpha = f"{'+' if SIGNS[pane] > 0 else '−'}α = {signed(value)}"
+        if value < 0 and self.minus_ratio != 1.0:
+            alpha += f" × {self.minus_ratio:.3g} on this side = {signed(round(value * self.minus_ratio, 4))}"
+        parts = ["α = 0 (unsteered)"] if value == 0 else [alpha, f"layer {self.layer}", self.vector]
         return " · ".join([*parts, *self.status_note(pane)])
 
     def status_note(self, pane: int) -> list[str]:

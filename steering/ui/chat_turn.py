@@ -71,6 +71,7 @@ def stream_turn(
     turn = DemoTurn(
         text, settings.multiplier, settings.layer, name + mix_words, sampling.max_new_tokens, prompts=prompts
     )
+    turn.minus_ratio = ctx.engine.recipe().minus_ratio()  # the recipe Engine.compare steers the panes with
     with outbox.lock:  # atomic against Stop: either cancelled before it shows, or shown and then stopped
         wanted = outbox.wanted(ticket)
         if wanted:

@@ -157,10 +157,12 @@ def norm_note(engine: Any, vector: torch.Tensor, layer: int, alpha: float, recip
         if recipe.minus_window is None
         else f" at the first {recipe.minus_window} positions from the end of your message only"
     )
+    ratio = recipe.minus_ratio()  # strength_minus / strength: the subtracted side's own strength
+    minus = "−α" if ratio == 1.0 else f"−{ratio:.3g}α"
     return (
         f"Vector size at layer {int(layer)}: **{rel:.2f}×** a typical hidden state there, so α = "
         f"{float(alpha):g} means **{rel * abs(float(alpha)):.2f}×**. Applied at {where}: +α "
-        f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a='−α')}{window}. Too much garbles the text "
+        f"{ops[recipe.plus].format(a='α')}; −α {ops[recipe.minus].format(a=minus)}{window}. Too much garbles the text "
         "(the Results in the README say where for the shipped vectors)."
     )
 

@@ -168,17 +168,32 @@ def explainer_image(num_layers: int, layer: int, titles: Sequence[str] | None = 
 def save_explainer(
     path: str | Path,
     num_layers: int = 30,
-    layer: int = 13,
+    layer: int | None = None,
     titles: Sequence[str] = ("Refuses more (+α)", UNSTEERED_TITLE, "Refuses less (−α)"),
-    band: Sequence[int] = (12, 13, 14),
+    band: Sequence[int] | None = None,
 ) -> Path:
-    """Write the picture as a PNG (the README's docs/how-steering-works.png: SmolLM2-135M, 30 layers, the
-    shipped refusal recipe's layers 12-14 around 13)."""
+    """Write the picture as a PNG (the README's docs/how-steering-works.png: SmolLM2-135M, 30 layers).
+
+    Args: path: the PNG to write; num_layers: decoder layers drawn; layer / band: the anchor layer and every
+    steered layer (None: the shipped refusal recipe's, read from
+    vectors/refusal/smollm2-135m-instruct.defaults.json, so the picture follows `tune`); titles: the three panes.
+    Returns: the path written. Raises: SteeringError when layer is None and the defaults file cannot be read.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: as in explainer_figure
 
+    if layer is None:
+        from steering.config import PROJECT_ROOT
+        from steering.errors import SteeringError
+        from steering.io.recipe_defaults import load_defaults
+
+        shipped = load_defaults(PROJECT_ROOT / "vectors" / "refusal" / "smollm2-135m-instruct.defaults.json")
+        if shipped is None:
+            raise SteeringError("save_explainer: no shipped refusal defaults file; pass layer= and band=")
+        layer = shipped.recipe.layer
+        band = shipped.recipe.layers(num_layers) if band is None else band
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = explainer_figure(num_layers, layer, titles, band)
+    fig = explainer_figure(num_layers, layer, titles, band or ())
     FigureCanvasAgg(fig).print_png(str(path))
     return path
 
