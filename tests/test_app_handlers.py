@@ -381,3 +381,22 @@ def test_send_shows_its_busy_label_on_every_turn(handlers, chat, vector_file, en
         for update in (updates[0][3], updates[-1][3]):
             postprocess_update_dict(chat.tab.send_btn, update)
     wait_unlocked(engine)
+
+
+def test_a_broken_recipe_fails_the_turn_in_the_panes(handlers, vector_file, engine, monkeypatch):
+    """The subtracted pane's caption reads the recipe (its own strength); a defaults file that cannot be read
+    fails the turn in the panes with its one-line message, like the comparison itself, and the app keeps serving."""
+    from steering.errors import SteeringError
+
+    def broken(*args, **kwargs):
+        raise SteeringError("smollm2-135m-instruct.defaults.json: recipe.band: expected an integer >= 1, found 0")
+
+    monkeypatch.setattr(engine, "recipe", broken)
+    monkeypatch.setattr(engine, "compare", broken)
+    turns: list = []
+    last = drain(send(handlers, "Hi", turns, inputs(vector_file)))[-1]
+    assert all("recipe.band: expected an integer >= 1, found 0" in pane[-1]["content"] for pane in last[:3])
+    assert [t.status for t in turns] == ["failed"] and last[3]["interactive"] is True
+    monkeypatch.undo()
+    drain(send(handlers, "Again", turns, inputs(vector_file)))
+    assert [t.status for t in turns] == ["failed", "done"]

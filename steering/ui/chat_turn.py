@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from steering.decode.generation import stream
+from steering.errors import SteeringError
 from steering.ui.chat import Outbox
 from steering.ui.checks import public_message
 from steering.ui.context import AppContext
@@ -71,7 +72,10 @@ def stream_turn(
     turn = DemoTurn(
         text, settings.multiplier, settings.layer, name + mix_words, sampling.max_new_tokens, prompts=prompts
     )
-    turn.minus_ratio = ctx.engine.recipe().minus_ratio()  # the recipe Engine.compare steers the panes with
+    try:  # the subtracted side's own strength, for its caption: the recipe Engine.compare steers the panes with
+        turn.minus_ratio = ctx.engine.recipe().minus_ratio()
+    except SteeringError:  # a broken defaults file: Engine.compare below fails and the panes say why
+        pass
     with outbox.lock:  # atomic against Stop: either cancelled before it shows, or shown and then stopped
         wanted = outbox.wanted(ticket)
         if wanted:
