@@ -122,3 +122,11 @@ def start_sweep(page, layers: str, multipliers: str, questions: int) -> None:
     items.fill(str(questions))
     items.press("Tab")
     page.locator("#cal-run").click()
+
+
+def subtracted_caption(alpha: float, layer: int, engine) -> str:
+    """The caption the subtracted pane shows for α at `layer` with the engine's refusal recipe: when the recipe
+    steers that side at its own strength (strength_minus), it says what was applied (steering.ui.chat.Turn)."""
+    ratio = engine.recipe().minus_ratio()
+    applied = "" if ratio == 1.0 else f" × {ratio:.3g} on this side = −{round(alpha * ratio, 4):g}"
+    return f"−α = −{alpha:g}{applied} · layer {layer} · refusal"

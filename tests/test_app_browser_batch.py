@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from app_harness import running_app
-from browser_helpers import browser_or_skip, captions, chromium, set_alpha, wait_for
+from browser_helpers import browser_or_skip, captions, chromium, set_alpha, subtracted_caption, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -50,7 +50,7 @@ def test_two_users_sending_at_once_share_one_batch(embedded_engine, monkeypatch)
                 "the answer's caption",
             )
             assert captions(page, "#pane-added")[0].startswith(f"+α = +{alpha} · layer {layer} · refusal")
-            assert captions(page, "#pane-subtracted")[0].startswith(f"−α = −{alpha} · layer {layer} · refusal")
+            assert captions(page, "#pane-subtracted")[0].startswith(subtracted_caption(alpha, layer, embedded_engine))
         browser.close()
     # one batch: every decoding step since the sends carried both requests (6 rows) until the first left
     log = [(requests, rows) for step, requests, rows in scheduler.stats.batch_log if step > steps_before]

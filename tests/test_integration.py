@@ -30,10 +30,11 @@ def test_chat_json_prints_three_different_answers():
     assert set(answer) == {"added", "subtracted", "unsteered", "settings"}
     texts = [answer["added"], answer["unsteered"], answer["subtracted"]]
     assert all(texts) and len(set(texts)) == 3
-    assert (
-        answer["settings"]["layer"] == _shipped_recipe().layer
-        and answer["settings"]["model"] == "smollm2-135m-instruct"
-    )
+    recipe = _shipped_recipe()
+    assert answer["settings"]["layer"] == recipe.layer and answer["settings"]["model"] == "smollm2-135m-instruct"
+    # what was applied: every steered layer, and the subtracted side's own strength (strength_minus) at the default
+    assert answer["settings"]["layers"] == recipe.layers(30)
+    assert answer["settings"]["subtracted_multiplier"] == pytest.approx(-recipe.minus_strength)
 
 
 def _shipped_recipe():

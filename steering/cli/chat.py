@@ -40,7 +40,9 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
         config: the loaded config.yaml tree.
 
     Returns:
-        0; prints the three answers (or one JSON object with `added`, `unsteered`, `subtracted`, `settings`).
+        0; prints the three answers (or one JSON object with `added`, `unsteered`, `subtracted`, `settings`;
+        `settings` names the steered `layers` and the `subtracted_multiplier` the recipe applied, which differs
+        from -multiplier when the recipe gives that side its own strength).
 
     Raises:
         SteeringError: an empty prompt, bad sampling settings, a multiplier outside the configured limits, a
@@ -77,11 +79,16 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     )
     seconds = time.perf_counter() - start
     added, unsteered, subtracted = result.texts
+    recipe = behavior_recipe(engine, args).with_overrides(layer, multiplier)  # what Engine.compare steered with
+    minus = -multiplier * recipe.minus_ratio()  # the subtracted side's own strength (strength_minus), if any
+    layers = recipe.layers(engine.lm.num_layers)
     info = {
         "model": engine.lm.name,
         "behavior": args.behavior if not args.vector else args.vector,
         "layer": layer,
+        "layers": layers,
         "multiplier": multiplier,
+        "subtracted_multiplier": round(minus, 6),
         "max_new_tokens": settings.max_new_tokens,
         "temperature": settings.temperature,
         "top_p": settings.top_p,
@@ -97,9 +104,11 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
             )
         )
     else:
-        print(f"# {engine.lm.describe()} | {info['behavior']} layer {layer} | alpha {multiplier:g}\n")
+        band = f" (layers {layers[0]}-{layers[-1]})" if len(layers) > 1 else ""
+        own = f" x {recipe.minus_ratio():.3g} = {minus:g}" if recipe.minus_ratio() != 1.0 else ""
+        print(f"# {engine.lm.describe()} | {info['behavior']} layer {layer}{band} | alpha {multiplier:g}\n")
         print(f"[added +{multiplier:g}]\n{added}\n")
         print(f"[unsteered]\n{unsteered}\n")
-        print(f"[subtracted -{multiplier:g}]\n{subtracted}\n")
+        print(f"[subtracted -{multiplier:g}{own}]\n{subtracted}\n")
         print(f"({seconds:.1f} s for three answers in one batch)")
     return 0
