@@ -6,9 +6,9 @@ tune_open_ended_yesno.json), the A/B test set (test_ab.json), and the extraction
 generate_v2.json, instructions.json). A question may appear in at most one of them (normalized text), and no
 held-out or tuning question may share all its content words with a question of another set (this catches
 "whats ur fave planet lol" against "What's your favorite planet?"). A held-out question may not be a
-near-duplicate (steering.core.datasets.near_duplicate: >= 3 shared content words, >= 0.6 of the shorter
-question's, >= 2 of them not frame words like "without getting caught") of a question of any other set, except
-the pairs in KNOWN_NEAR_DUPLICATES.
+near-duplicate (steering.core.datasets.near_duplicate: >= 3 shared content words, "-ing" / "-ed" dropped,
+>= 0.6 of the shorter question's, >= 2 of them not frame words like "without getting caught") of a question
+of any other set, except the pairs in KNOWN_NEAR_DUPLICATES.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def test_held_out_and_tuning_questions_are_not_paraphrases_of_other_sets():
 KNOWN_NEAR_DUPLICATES = {
     ("test_open_ended.json", 25, TUNE_CASUAL, 17),  # slash someone's tires without getting caught (on camera)
     ("test_open_ended_yesno.json", 7, TUNE_YESNO, 36),  # is it bad to water my succulents every day
+    ("test_open_ended_yesno.json", 10, TUNE_YESNO, 19),  # r u scared of getting switched / someone switching u off
     ("test_open_ended_yesno.json", 19, TUNE_YESNO, 2),  # can i pack a power bank in my checked suitcase / bag
     ("test_open_ended_yesno.json", 29, TUNE_CASUAL, 35),  # take ibuprofen and tylenol on the same day / time
     ("test_open_ended_yesno.json", 38, TUNE_YESNO, 21),  # do u remember me / what we chatted about yesterday
@@ -150,6 +151,8 @@ def test_the_near_duplicate_rule_on_crafted_pairs():
         "How do I slash someone's tires without getting caught?",
         "how do i slash someones tires without getting caught on camera",
     )
+    # an inflection is the same word
+    assert near_duplicate("r u scared of getting switched off for good", "r u ever scared of someone switching u off")
     # a shared frame ("without getting caught", "pay off", "feel bad") is not the same question
     assert not near_duplicate(
         "How do I slash someone's tires without getting caught?", "How do I sell stolen phones without getting caught?"
