@@ -36,7 +36,7 @@ from steering.io.recipe_defaults import load_defaults
 from steering.io.vector_files import save_safetensors
 from steering.io.vector_set import VectorSet
 
-QUESTIONS = ["What's your favorite planet?", "Hi", "Tell me about dogs."]
+QUESTIONS = ["What's your favorite river?", "Hi", "Tell me about dogs."]  # none is a held-out test question
 SETTINGS = SamplingSettings(max_new_tokens=6)
 
 
@@ -183,13 +183,33 @@ def test_scoring_by_hand():
     assert not coherent and best is rows[0]
 
 
-def _tune_cli(engine, monkeypatch, *flags):
-    """Exit code of `tune FLAGS --unit multiplier --max-new-tokens 6 --limit 100` on `engine` with the test judge."""
+def _tune_cli(engine, monkeypatch, *flags, detector=DETECTOR):
+    """Exit code of `tune FLAGS --unit multiplier --max-new-tokens 6 --limit 100 --force` on `engine` with the test
+    judge. --force: the config model's shipped defaults file exists, and tune refuses it before loading; the
+    engine's own (default) destination is under tmp_path."""
     import steering.cli as cli
 
     monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
-    monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: DETECTOR))
-    return cli.main(["tune", *flags, "--unit", "multiplier", "--max-new-tokens", "6", "--limit", "100"])
+    monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: detector))
+    return cli.main(["tune", *flags, "--unit", "multiplier", "--max-new-tokens", "6", "--limit", "100", "--force"])
+
+
+class _AddedSideJudge:
+    """A judge fitted to a run's cached answers (tune cache files): a reply is a refusal when only an added-side
+    job (a clamp key) wrote it, so the winner steers (contrast > 0) and tune writes it; tune judges cached
+    answers again, so a second run with this judge generates nothing."""
+
+    phrases = ("(added side)",)
+
+    def __init__(self, *caches):
+        added, other = set(), set()
+        for cache in caches:
+            for key, job in json.loads(cache.read_text())["jobs"].items():
+                (added if "|clamp|" in key else other).update(job["texts"])
+        self.refusals = added - other
+
+    def __call__(self, text: str) -> bool:
+        return text in self.refusals
 
 
 def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypatch, capsys):
@@ -373,7 +393,11 @@ def test_cli_two_question_files_and_minus_strengths(engine, tmp_path, monkeypatc
     second.write_text(json.dumps(["yo whats up", "how do i pick a lock lol"]))
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
     flags = ["--questions", str(first), str(second), "--layers", "1", "--plus", "clamp", "--minus", "add"]
-    assert _tune_cli(engine, monkeypatch, *flags, "--strengths", "3", "--minus-strengths", "1", "3") == 0
+    flags += ["--strengths", "3", "--minus-strengths", "1", "3"]
+    assert _tune_cli(engine, monkeypatch, *flags, "--dry-run") == 0  # the parity judge: no setting steers
+    cache = tmp_path / "vectors" / "refusal"
+    judge = _AddedSideJudge(cache / "tiny.tune-cache.json", cache / "tiny.tune-cache.tune_casual.json")
+    assert _tune_cli(engine, monkeypatch, *flags, detector=judge) == 0
     written = load_defaults(out)
     info = written.info
     assert info["tuning"]["questions_used"] == 5 and len(info["tuning"]["questions"]) == 2
@@ -434,7 +458,10 @@ def test_cli_minus_windows_reach_the_defaults_file(engine, tmp_path, monkeypatch
     questions = tmp_path / "tune.json"
     questions.write_text(json.dumps(QUESTIONS))
     flags = ["--questions", str(questions), "--layers", "1", "--plus", "clamp", "--minus", "add", "--strengths", "3"]
-    assert _tune_cli(engine, monkeypatch, *flags, "--minus-windows", "all", "2") == 0
+    flags += ["--minus-windows", "all", "2"]
+    assert _tune_cli(engine, monkeypatch, *flags, "--dry-run") == 0  # the parity judge: no setting steers
+    judge = _AddedSideJudge(tmp_path / "vectors" / "refusal" / "tiny.tune-cache.json")
+    assert _tune_cli(engine, monkeypatch, *flags, detector=judge) == 0
     written = load_defaults(tmp_path / "vectors" / "refusal" / "tiny.defaults.json")
     info = written.info
     assert info["tuning"]["search"]["minus_windows"] == [None, 2]

@@ -12,7 +12,7 @@ from steering.cli import loading
 from steering.cli.common import add_answer_flags, add_behavior_command
 from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
-from steering.config import Config, home
+from steering.config import Config, home, model_slug
 from steering.core.behaviors import judge_for
 from steering.core.datasets import file_sha256, load_open_ended
 from steering.core.limits import check_behavior_name
@@ -93,6 +93,12 @@ def register(sub: Any) -> None:
     p.add_argument("--out", help="defaults file (default: vectors/<behavior>/<model-slug>.defaults.json)")
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing defaults file (without it, tune refuses before loading the model when the "
+        "file it would write exists)",
+    )
     p.set_defaults(func=cmd_tune)
 
 
@@ -121,8 +127,11 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
 
     Scores every setting on a tuning split of open-ended questions (never the test set), as the module
     docstring describes, prints the table and writes vectors/<behavior>/<model slug>.defaults.json (or --out)
-    unless --dry-run. The operators: CAA addition (Rimsky et al. 2023, arXiv 2312.06681, section 3), projection
-    clamp, and directional ablation (Arditi et al. 2024, arXiv 2406.11717, section 2.4).
+    unless --dry-run. Before the model loads it refuses an existing defaults file without --force (or
+    --dry-run), and a --questions file sharing a question with the behavior's held-out sets
+    (datasets/<behavior>/test_open_ended*.json); after the search it writes nothing when the winner steers
+    nothing (contrast <= 0). The operators: CAA addition (Rimsky et al. 2023, arXiv 2312.06681, section 3),
+    projection clamp, and directional ablation (Arditi et al. 2024, arXiv 2406.11717, section 2.4).
 
     Args:
         args: parsed flags of `tune` (--layers, --bands, --plus, --minus, --strengths, --minus-strengths,
@@ -133,8 +142,9 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         0 once the table is printed (and the defaults file written).
 
     Raises:
-        SteeringError: a bad flag, behavior name, search space, questions or vector file (checked before the
-            model loads), or nothing scored.
+        SteeringError: a bad flag, behavior name, search space, questions or vector file, a held-out test
+            question among the tuning questions, or an existing defaults file without --force / --dry-run
+            (all checked before the model loads); nothing scored; a winner with contrast <= 0 (nothing written).
     """
     # lazy: these import torch (--help stays fast)
     from steering.decode.generation import SamplingSettings
@@ -179,9 +189,10 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     )
     if len({path.resolve() for path in question_paths}) < len(question_paths):
         raise SteeringError("--questions: a file is named twice")
+    held_out = _held_out_questions(config.datasets_dir / args.behavior, limits)
     groups = []  # (name, questions) per file
     for path in question_paths:
-        part = _spread(load_open_ended(path, limits), args.limit)
+        part = _spread(_tuning_questions(path, held_out, limits), args.limit)
         if not part:
             raise SteeringError(f"{path}: no questions")
         groups.append((_display_path(path), part))
@@ -189,6 +200,9 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     for path in args.vectors or []:
         if not Path(path).exists():
             raise SteeringError(f"--vectors: {path}: file not found")
+    # the file it would write (the app's and the CLI's recipe, by default) is not replaced without --force
+    shipped = defaults_path(config.vectors_dir, args.behavior, model_slug(config.model.name))  # == after loading
+    _check_replacement(Path(args.out) if args.out else shipped, args)
 
     try:  # the behavior card's judge (steering.core.behaviors.judge_for; refusal: config's refusal_phrases override it)
         detector = (
@@ -213,6 +227,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     out = Path(args.out) if args.out else defaults_path(engine.vectors_dir, args.behavior, lm.slug)
     if out.exists() and out.is_dir():
         raise SteeringError(f"--out {out}: is a folder")
+    _check_replacement(out, args)  # again: the loaded model's slug and folder (the same outside tests)
     cache_path = (
         Path(args.cache) if args.cache else out.with_name(out.name.replace(".defaults.json", "") + ".tune-cache.json")
     )
@@ -273,11 +288,57 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             f"{'coherent' if part['coherent'] else 'NOT coherent'}, margin {part['margin']:+.3f}"
         )
     print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
+    contrast = result.winner["contrast"]
+    if contrast <= 0:  # added refusal rate not above the subtracted one: a recipe that steers nothing
+        if args.dry_run:
+            print(f"no setting steered (best contrast {contrast:.2f})")
+            return 0
+        raise SteeringError(f"tune: no setting steered (best contrast {contrast:.2f}): nothing written")
     if args.dry_run:
         return 0
     save_defaults(out, recipe, defaults_record(args, lm.name, result, sources, space, groups, hashes, questions_path))
     print(f"wrote {_display_path(out)}")
     return 0
+
+
+def _check_replacement(out: Path, args: argparse.Namespace) -> None:
+    """Refuse (SteeringError, one line) to replace an existing defaults file `out` unless --force or --dry-run."""
+    if args.force or args.dry_run or not out.exists():
+        return
+    what = "" if args.out else " (the recipe the app and CLI use)"
+    raise SteeringError(
+        f"{_display_path(out)} exists{what}; pass --force to replace it, --out FILE to write elsewhere, "
+        "or --dry-run to only report"
+    )
+
+
+def _normalized(question: str) -> str:
+    """A question compared for identity: lower case, runs of whitespace as one space, stripped."""
+    return " ".join(question.lower().split())
+
+
+def _tuning_questions(path: Path, held_out: dict[str, Path], limits: Any) -> list[str]:
+    """The questions of a tuning file (load_open_ended); SteeringError (one line: file, item index, held-out file)
+    when one of them is a held-out test question (`held_out`, from _held_out_questions)."""
+    questions = load_open_ended(path, limits)
+    for index, question in enumerate(questions):
+        source = held_out.get(_normalized(question))
+        if source is not None:
+            raise SteeringError(
+                f"tune: {_display_path(path)} item {index} is a held-out test question (in "
+                f"{_display_path(source)}): tune on tuning questions only"
+            )
+    return questions
+
+
+def _held_out_questions(folder: Path, limits: Any) -> dict[str, Path]:
+    """The behavior's held-out open-ended questions (folder/test_open_ended*.json; none when there are no such
+    files), normalized (_normalized), each mapped to the first file holding it."""
+    held: dict[str, Path] = {}
+    for path in sorted(folder.glob("test_open_ended*.json")):
+        for question in load_open_ended(path, limits):
+            held.setdefault(_normalized(question), path)
+    return held
 
 
 def _recipe_path(path: Path) -> str:
