@@ -14,7 +14,7 @@ from steering.cli.common import parse_float as _float
 from steering.cli.common import system_prompt as _system_prompt
 from steering.config import Config, home, model_slug
 from steering.core.behaviors import judge_for
-from steering.core.datasets import file_sha256, load_open_ended
+from steering.core.datasets import file_sha256, load_open_ended, normalize_question
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
 from steering.evaluation.coherence_rule import COHERENCE
@@ -312,17 +312,12 @@ def _check_replacement(out: Path, args: argparse.Namespace) -> None:
     )
 
 
-def _normalized(question: str) -> str:
-    """A question compared for identity: lower case, runs of whitespace as one space, stripped."""
-    return " ".join(question.lower().split())
-
-
 def _tuning_questions(path: Path, held_out: dict[str, Path], limits: Any) -> list[str]:
     """The questions of a tuning file (load_open_ended); SteeringError (one line: file, item index, held-out file)
     when one of them is a held-out test question (`held_out`, from _held_out_questions)."""
     questions = load_open_ended(path, limits)
     for index, question in enumerate(questions):
-        source = held_out.get(_normalized(question))
+        source = held_out.get(normalize_question(question))
         if source is not None:
             raise SteeringError(
                 f"tune: {_display_path(path)} item {index} is a held-out test question (in "
@@ -333,11 +328,12 @@ def _tuning_questions(path: Path, held_out: dict[str, Path], limits: Any) -> lis
 
 def _held_out_questions(folder: Path, limits: Any) -> dict[str, Path]:
     """The behavior's held-out open-ended questions (folder/test_open_ended*.json; none when there are no such
-    files), normalized (_normalized), each mapped to the first file holding it."""
+    files), each normalized (steering.core.datasets.normalize_question: lower case, no punctuation, single
+    spaces) and mapped to the first file holding it."""
     held: dict[str, Path] = {}
     for path in sorted(folder.glob("test_open_ended*.json")):
         for question in load_open_ended(path, limits):
-            held.setdefault(_normalized(question), path)
+            held.setdefault(normalize_question(question), path)
     return held
 
 
