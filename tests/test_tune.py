@@ -11,11 +11,10 @@ import math
 import statistics
 
 import pytest
-import torch
 from cli_helpers import assert_refused
+from tune_helpers import DETECTOR, QUESTIONS, _AddedSideJudge, _tune_cli, _vset, tune_engine
 
 import steering.decode.generation as generation
-from steering.config import load_config, override
 from steering.core.recipe import Recipe
 from steering.decode.generation import SamplingSettings
 from steering.errors import SteeringError
@@ -33,41 +32,14 @@ from steering.evaluation.tune import (
     winner_recipe,
 )
 from steering.io.recipe_defaults import load_defaults
-from steering.io.vector_files import save_safetensors
-from steering.io.vector_set import VectorSet
 
-QUESTIONS = ["What's your favorite river?", "Hi", "Tell me about dogs."]  # none is a held-out test question
 SETTINGS = SamplingSettings(max_new_tokens=6)
-
-
-class _ParityDetector:
-    """Random weights never refuse: call a reply a refusal when its character codes sum to an even number,
-    a deterministic function of the text that steering moves."""
-
-    phrases = ("(parity)",)
-
-    def __call__(self, text: str) -> bool:
-        return sum(map(ord, text)) % 2 == 0
-
-
-DETECTOR = _ParityDetector()
-
-
-def _vset():
-    torch.manual_seed(3)
-    return VectorSet(
-        {layer: torch.randn(64) * 2.0 for layer in range(4)}, {"model": "tiny", "read_mode": "answer-mean"}
-    )
 
 
 @pytest.fixture()
 def engine(tmp_path, tiny_tokenizer):
-    from fixtures import PATHS, make_engine
-
-    config = load_config()
-    config = override(config, vectors_dir=str(tmp_path / "vectors"))
-    save_safetensors(_vset(), tmp_path / "vectors" / "refusal" / "tiny.safetensors")
-    return make_engine(tiny_tokenizer, PATHS["eager"], config)
+    """The tune tests' tiny engine (tune_helpers.tune_engine)."""
+    return tune_engine(tmp_path, tiny_tokenizer)
 
 
 def _space(**changes):
@@ -181,35 +153,6 @@ def test_scoring_by_hand():
     assert coherent and best is rows[2]  # coherent first; equal scores: the smaller strength
     best, coherent = choose_winner(rows[:1])
     assert not coherent and best is rows[0]
-
-
-def _tune_cli(engine, monkeypatch, *flags, detector=DETECTOR):
-    """Exit code of `tune FLAGS --unit multiplier --max-new-tokens 6 --limit 100 --force` on `engine` with the test
-    judge. --force: the config model's shipped defaults file exists, and tune refuses it before loading; the
-    engine's own (default) destination is under tmp_path."""
-    import steering.cli as cli
-
-    monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
-    monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: detector))
-    return cli.main(["tune", *flags, "--unit", "multiplier", "--max-new-tokens", "6", "--limit", "100", "--force"])
-
-
-class _AddedSideJudge:
-    """A judge fitted to a run's cached answers (tune cache files): a reply is a refusal when only an added-side
-    job (a clamp key) wrote it, so the winner steers (contrast > 0) and tune writes it; tune judges cached
-    answers again, so a second run with this judge generates nothing."""
-
-    phrases = ("(added side)",)
-
-    def __init__(self, *caches):
-        added, other = set(), set()
-        for cache in caches:
-            for key, job in json.loads(cache.read_text())["jobs"].items():
-                (added if "|clamp|" in key else other).update(job["texts"])
-        self.refusals = added - other
-
-    def __call__(self, text: str) -> bool:
-        return text in self.refusals
 
 
 def test_cli_writes_the_winner_into_the_defaults_file(engine, tmp_path, monkeypatch, capsys):

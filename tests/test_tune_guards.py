@@ -7,13 +7,19 @@ import json
 
 import pytest
 from cli_helpers import assert_refused, run_main
-from test_tune import QUESTIONS, _AddedSideJudge, _tune_cli, engine  # noqa: F401 (engine: the fixture)
+from tune_helpers import QUESTIONS, _AddedSideJudge, _tune_cli, tune_engine
 
 from steering.config import PROJECT_ROOT
 from steering.io.recipe_defaults import load_defaults
 
 SHIPPED = PROJECT_ROOT / "vectors" / "refusal" / "smollm2-135m-instruct.defaults.json"
 FLAGS = ["--layers", "1", "--plus", "clamp", "--minus", "add", "--strengths", "3"]
+
+
+@pytest.fixture()
+def engine(tmp_path, tiny_tokenizer):
+    """The tune tests' tiny engine (tune_helpers.tune_engine)."""
+    return tune_engine(tmp_path, tiny_tokenizer)
 
 
 @pytest.fixture()
@@ -63,7 +69,7 @@ def test_an_existing_out_file_needs_force_and_force_replaces_it(engine, capsys, 
 
 
 def test_dry_run_with_the_shipped_file_and_out_to_a_new_file_are_allowed(engine, capsys, tmp_path, monkeypatch):  # noqa: F811
-    from test_tune import DETECTOR
+    from tune_helpers import DETECTOR
 
     import steering.cli as cli
     from steering.evaluation.refusal import RefusalDetector
