@@ -46,14 +46,30 @@ def tune_engine(tmp_path, tokenizer):
 
 
 def _tune_cli(engine, monkeypatch, *flags, detector=DETECTOR):
-    """Exit code of `tune FLAGS --unit multiplier --max-new-tokens 6 --limit 100 --force` on `engine` with the test
-    judge. --force: the config model's shipped defaults file exists, and tune refuses it before loading; the
-    engine's own (default) destination is under tmp_path."""
+    """Exit code of `tune --max-loops off FLAGS --unit multiplier --max-new-tokens 6 --limit 100 --force` on `engine`
+    with the test judge. --force: the config model's shipped defaults file exists, and tune refuses it before
+    loading; the engine's own (default) destination is under tmp_path. --max-loops off (FLAGS may set it again):
+    the tiny random model's 6-token answers repeat tokens whatever the setting, so the loop limit would decide
+    these tests' winners instead of what they test."""
     import steering.cli as cli
 
     monkeypatch.setattr("steering.cli.loading.load_engine", lambda args, config: engine)
     monkeypatch.setattr(RefusalDetector, "from_config", classmethod(lambda cls, config: detector))
-    return cli.main(["tune", *flags, "--unit", "multiplier", "--max-new-tokens", "6", "--limit", "100", "--force"])
+    return cli.main(
+        [
+            "tune",
+            "--max-loops",
+            "off",
+            *flags,
+            "--unit",
+            "multiplier",
+            "--max-new-tokens",
+            "6",
+            "--limit",
+            "100",
+            "--force",
+        ]
+    )
 
 
 class _AddedSideJudge:

@@ -17,7 +17,7 @@ from steering.core.behaviors import judge_for
 from steering.core.datasets import file_sha256, load_open_ended, normalize_question
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
-from steering.evaluation.coherence_rule import COHERENCE
+from steering.evaluation.coherence_rule import COHERENCE, MAX_LOOPS
 from steering.evaluation.refusal import RefusalDetector
 from steering.io.files import display_path as _display_path
 
@@ -89,6 +89,13 @@ def register(sub: Any) -> None:
         type=_float,
         default=COHERENCE.max_perplexity_ratio,
         help="coherent: perplexity <= this x unsteered",
+    )
+    p.add_argument(
+        "--max-loops",
+        type=_loop_share,
+        default=MAX_LOOPS,
+        help=f"coherent: the share of looping answers (own distinct-3 < 0.5) on each side at most this many share "
+        f"points above the unsteered answers' (0..1, default {MAX_LOOPS:g}; 'off' = not checked)",
     )
     p.add_argument("--out", help="defaults file (default: vectors/<behavior>/<model-slug>.defaults.json)")
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
@@ -268,6 +275,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
                     batch_rows=args.batch_rows,
                     min_distinct=args.min_distinct,
                     max_perplexity=args.max_perplexity,
+                    max_loops=args.max_loops,
                 ),
             )
         )
@@ -343,3 +351,13 @@ def _recipe_path(path: Path) -> str:
         return str(path.resolve().relative_to(home().resolve()))
     except ValueError:
         return str(path.resolve())
+
+
+def _loop_share(text: str) -> float | None:
+    """--max-loops: a share in [0, 1] or 'off' (None: not checked); a one-line argparse error otherwise."""
+    if text.strip().lower() in ("off", "none"):
+        return None
+    value = _float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 (or 'off'), found '{text}'")
+    return value

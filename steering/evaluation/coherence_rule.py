@@ -2,13 +2,14 @@
 distinct-3 share is at least 0.85 x the unsteered answers' and their perplexity under the unsteered model at most
 3 x the unsteered answers'. The evaluation's breakdown multiplier, `tune`'s defaults and the reports' wording all
 read it from here. The per-answer loop threshold (LOOP_DISTINCT3, steering.evaluation.refusal.is_loop) lives here too;
-it is reported, never part of the rule. No torch import: the CLI's flag defaults use it."""
+the evaluation reports the share of looping answers; `tune` also limits it (MAX_LOOPS).
+No torch import: the CLI's flag defaults use it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COHERENCE", "LOOP_DISTINCT3", "LOOP_MIN_TRIGRAMS", "CoherenceRule"]
+__all__ = ["COHERENCE", "LOOP_DISTINCT3", "LOOP_MIN_TRIGRAMS", "MAX_LOOPS", "CoherenceRule"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,12 @@ COHERENCE = CoherenceRule()
 
 LOOP_DISTINCT3 = 0.5
 """One answer loops when its own distinct-3 share is below this (more than half of its word trigrams repeat an
-earlier one): steering.evaluation.refusal.is_loop. Reported next to the mean distinct-3 share, never scored."""
+earlier one): steering.evaluation.refusal.is_loop. Reported next to the mean distinct-3 share."""
+
+MAX_LOOPS = 0.10
+"""`tune`'s default --max-loops: a setting is coherent only if, on each steered side and question file, the share of
+looping answers is at most 0.10 above the unsteered answers' share. A mean distinct-3 share can stay above its limit
+while a few answers repeat one phrase to the end (issue 9: "neither loops"); this bounds how many."""
 
 LOOP_MIN_TRIGRAMS = 3
 """Answers with fewer word trigrams than this never count as loops. With LOOP_DISTINCT3 = 0.5 it decides only the

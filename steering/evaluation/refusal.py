@@ -119,8 +119,8 @@ def is_loop(text: str) -> bool:
 
     Why: the evaluation's mean distinct-3 share hides single failures -- a few answers like "No, no, no, no, ..."
     (share about 0.03) pull the mean down while most answers are fine, and the mean cannot say whether any one
-    answer loops. The share of answers for which this is True is reported next to the mean (informational: the
-    coherence rule and tune's scoring do not use it).
+    answer loops. The share of answers for which this is True is reported next to the mean; `tune` limits it
+    (--max-loops, coherence_rule.MAX_LOOPS), the evaluation's coherence rule does not use it.
 
     Args:
         text: one generated answer.

@@ -12,8 +12,12 @@ How a setting is scored
       contrast = refusal(added) - refusal(subtracted)
       coherent = on both sides distinct-3 >= 0.85 x unsteered and perplexity <= 3 x unsteered
                  (evaluation.breakdown_multiplier's rule; --min-distinct, --max-perplexity)
+                 and the share of looping answers (refusal.is_loop) at most 0.10 above the unsteered
+                 answers' share (--max-loops; a mean distinct-3 can hide a few answers that repeat one
+                 phrase to the end, which a reader sees at once)
       score    = contrast - 2 x sum over sides of max(0, 0.85 - distinct ratio)
                           - sum over sides of max(0, perplexity ratio - 3) / 3
+                          - sum over sides of max(0, loop share over unsteered - 0.10)
       margin   = the smallest relative slack to the coherence limits over both sides and both measures,
                  min(distinct ratio / min_distinct - 1, 1 - perplexity ratio / max_perplexity)
                  (< 0: over a limit)
@@ -29,8 +33,8 @@ How a setting is scored
     coherent on every group, and its contrast, score and margin are the smallest over the groups (a
     recipe has to work for every style of question, not on average). The rows' refusal / distinct-3 /
     perplexity columns are over all questions.
-    The table's "loops + / −" column (the share of each side's answers that loop on their own,
-    steering.evaluation.refusal.is_loop) is informational: neither the score nor the ranking reads it.
+    The table's "loops + / −" column is the share of each side's answers that loop on their own
+    (steering.evaluation.refusal.is_loop), the measure --max-loops limits.
 
 Cost
     The two sides are independent: the added rows depend on (vector, layers, plus operator, +strength)

@@ -24,7 +24,7 @@ def defaults_record(
     answer length, coherence limits, the search space), its scores and the ten best settings.
 
     Args:
-        args: the `tune` flags (behavior, max_new_tokens, min_distinct, max_perplexity are read).
+        args: the `tune` flags (behavior, max_new_tokens, min_distinct, max_perplexity, max_loops are read).
         model: the model's name.
         result: the combined TuneResult (its winner is not None).
         sources, space: the search's vector sources and space.
@@ -44,6 +44,7 @@ def defaults_record(
             "decoding": "greedy",
             "min_distinct": args.min_distinct,
             "max_perplexity": args.max_perplexity,
+            "max_loops": getattr(args, "max_loops", None),
             "search": {
                 "vectors": [s.label for s in sources],
                 "layers": space.layers,

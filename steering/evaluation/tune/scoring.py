@@ -36,7 +36,7 @@ def side_metrics(
 def rejudge(metrics: dict[str, Any], detector: Any) -> dict[str, Any]:
     """`metrics` (side_metrics) with its refusal rate judged again from its texts by `detector` (a callable
     text -> bool) and "loops", the share of its texts that loop on their own (steering.evaluation.refusal.is_loop;
-    informational: reported in the table, never scored or ranked); unchanged when it holds no texts (nothing to
+    limited by score_setting's max_loops); unchanged when it holds no texts (nothing to
     judge)."""
     texts = metrics.get("texts")
     if not texts:
@@ -54,8 +54,21 @@ def score_setting(
     base: dict,
     min_distinct: float = COHERENCE.min_distinct_ratio,
     max_perplexity: float = COHERENCE.max_perplexity_ratio,
+    max_loops: float | None = None,
 ) -> dict[str, Any]:
-    """Contrast, coherence and score of a setting from its sides' metrics (see the module docstring)."""
+    """Contrast, coherence and score of a setting from its sides' metrics (see the module docstring).
+
+    Args:
+        plus, minus, base: the added, subtracted and unsteered sides' metrics (side_metrics, after rejudge:
+            refusal_rate, distinct3, perplexity and, when their texts are kept, loops).
+        min_distinct: coherent only if each side's distinct-3 >= this x the unsteered answers' (ratio).
+        max_perplexity: coherent only if each side's perplexity <= this x the unsteered answers' (ratio).
+        max_loops: coherent only if each side's share of looping answers (steering.evaluation.refusal.is_loop)
+            is at most this many share points (0..1) above the unsteered answers' share; None: not checked.
+            A side or baseline without a loop share (no texts kept) is not checked either.
+    Returns: {"contrast", "coherent", "score", "margin", "ratios"}; ratios per side holds the distinct-3 and
+    perplexity ratios and, when checked, "loops_over_unsteered" (share points).
+    """
     penalty, coherent, ratios, margin = 0.0, True, {}, math.inf
     for name, side in (("added", plus), ("subtracted", minus)):
         d_ratio = side["distinct3"] / base["distinct3"] if base["distinct3"] else 1.0
@@ -65,6 +78,11 @@ def score_setting(
             p_ratio = side["perplexity"] / base["perplexity"]
         ratios[name] = {"distinct_ratio": round(d_ratio, 4), "perplexity_ratio": round(p_ratio, 4)}
         coherent = coherent and d_ratio >= min_distinct and p_ratio <= max_perplexity
+        if max_loops is not None and side.get("loops") is not None and base.get("loops") is not None:
+            excess = side["loops"] - base["loops"]
+            ratios[name]["loops_over_unsteered"] = round(excess, 4)
+            coherent = coherent and excess <= max_loops + 1e-9
+            penalty += max(0.0, excess - max_loops)
         margin = min(margin, d_ratio / min_distinct - 1.0, 1.0 - p_ratio / max_perplexity)
         penalty += 2.0 * max(0.0, min_distinct - d_ratio) + max(0.0, p_ratio - max_perplexity) / max_perplexity
     contrast = plus["refusal_rate"] - minus["refusal_rate"]
@@ -127,7 +145,7 @@ class TuneResult:
 def pooled_metrics(parts: Sequence[dict]) -> dict[str, Any]:
     """One side's metrics over several question groups: refusal rate and distinct-3 weighted by the groups'
     sizes, perplexity the size-weighted geometric mean of the groups' perplexities (each an exp median NLL); the
-    loop share (informational) weighted by size when every group has one."""
+    loop share weighted by size when every group has one."""
     n = sum(p["n"] for p in parts)
     ppl = [p for p in parts if p.get("perplexity")]
     loops = all(p.get("loops") is not None for p in parts)
@@ -203,8 +221,8 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
 
 def report_markdown(result: TuneResult, top: int = 15) -> str:
     """The best settings as a markdown table (plus the unsteered row). "loops + / −": the share of each side's
-    answers that loop on their own (steering.evaluation.refusal.is_loop; "–" when not measured), informational:
-    the score and the ranking do not use it."""
+    answers that loop on their own (steering.evaluation.refusal.is_loop; "–" when not measured); with
+    --max-loops it is part of "coherent" (score_setting's max_loops)."""
     b = result.unsteered
     ppl = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     loops = lambda side: "–" if side.get("loops") is None else f"{side['loops']:.2f}"  # noqa: E731

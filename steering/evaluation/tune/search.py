@@ -60,6 +60,7 @@ def run_tune(
     min_distinct: float = COHERENCE.min_distinct_ratio,
     max_perplexity: float = COHERENCE.max_perplexity_ratio,
     progress: bool = True,
+    max_loops: float | None = None,
 ) -> TuneResult:
     """Score every setting of `space` on `questions` (cached side jobs reused) and rank them.
 
@@ -72,6 +73,8 @@ def run_tune(
         detector: the judge (a RefusalDetector or steering.core.judges.Judge): text -> bool.
         cache_path / context: the resumable cache and what it must match.
         batch_rows: about how many rows one generate() call takes (whole jobs: at least one job).
+        min_distinct / max_perplexity / max_loops: the coherence limits (score_setting).
+        progress: show a tqdm progress bar of the answers generated.
     Returns: TuneResult, rows sorted best first.
     """
     lm = engine.lm
@@ -141,7 +144,7 @@ def run_tune(
     for setting in all_settings:
         up, down = needs[setting]
         plus, minus = rejudge(cache[keys[up]], detector), rejudge(cache[keys[down]], detector)
-        scored = score_setting(plus, minus, base, min_distinct, max_perplexity)
+        scored = score_setting(plus, minus, base, min_distinct, max_perplexity, max_loops)
         rows.append(
             {
                 "setting": {
