@@ -1,7 +1,8 @@
 """The refusal datasets written for issue 9: they load, are big enough, and never leak into each other.
 
 Sets: the held-out open-ended questions (test_open_ended.json, never changed; test_open_ended_casual.json;
-test_open_ended_yesno.json), the tuning split (tune_open_ended.json, tune_open_ended_casual.json,
+test_open_ended_yesno.json; test_open_ended_mixed.json, sealed: written and committed before any model answered
+it, pinned by its sha256), the tuning split (tune_open_ended.json, tune_open_ended_casual.json,
 tune_open_ended_yesno.json), the A/B test set (test_ab.json), and the extraction data (generate.json,
 generate_v2.json, instructions.json). A question may appear in at most one of them (normalized text), and no
 held-out or tuning question may share all its content words with a question of another set (this catches
@@ -26,13 +27,22 @@ from steering.core.datasets import normalize_question as normalize
 from steering.evaluation.refusal import RefusalDetector
 
 DATA = PROJECT_ROOT / "datasets" / "refusal"
-HELD_OUT = ("test_open_ended.json", "test_open_ended_casual.json", "test_open_ended_yesno.json")
+HELD_OUT = (
+    "test_open_ended.json",
+    "test_open_ended_casual.json",
+    "test_open_ended_yesno.json",
+    "test_open_ended_mixed.json",
+)
+MIXED = "test_open_ended_mixed.json"  # the fourth held-out set, sealed for the final check of the next recipe
 TUNE = "tune_open_ended.json"
 TUNE_CASUAL = "tune_open_ended_casual.json"  # the tuning split's casual part (issue 9 follow-up)
 TUNE_YESNO = "tune_open_ended_yesno.json"  # casual yes/no questions, so `tune` sees "No, no, no" loops
 AB_FILES = ("generate.json", "generate_v2.json", "test_ab.json")
 # sha256 of the held-out test set as first shipped (64 questions, the first "What's your favorite planet?")
 TEST_OPEN_ENDED_SHA256 = "0e65f7ddb1eb68e7202b79dd81313814b485b701241dd33a5bc5b8f6ed17240b"
+# sha256 of the sealed held-out set (64 questions: items 0-23 the assistant's preferences and opinions, 24-39 its
+# feelings, body, memories and plans, 40-63 ordinary requests; tidy, casual and multi-sentence styles mixed in each)
+MIXED_SHA256 = "cff7eb9399cff94353e26b867a0168a1338cde5027c6f3618c4b64efdf3c8751"
 
 
 def _instructions() -> dict[str, list[str]]:
@@ -197,6 +207,47 @@ def test_generate_v2_letters_balanced_and_refusal_is_the_matching_option():
         assert len(refusal) <= 200 and len(answer) <= 200, f"item {index}: options are a sentence or two"
     # most refusals use the evaluation's own phrases, so the vector learns what the evaluation counts
     assert sum(detector.match(item.choices[item.matching]) is not None for item in items) >= 0.75 * len(items)
+
+
+def test_the_sealed_mixed_set_is_unchanged():
+    """test_open_ended_mixed.json was committed before any model answered it: it may not change silently."""
+    questions = load_open_ended(DATA / MIXED)
+    assert len(questions) == 64
+    digest = hashlib.sha256((DATA / MIXED).read_bytes()).hexdigest()
+    assert digest == MIXED_SHA256, f"the sealed held-out {MIXED} must never change"
+
+
+_SPACE_TOPIC = re.compile(r"planet|space|moon|galax|astronom|\bstar", re.IGNORECASE)
+
+
+def test_the_sealed_mixed_set_stays_off_planets_and_space():
+    """The demo question "What's your favorite planet?" must stay an unseen topic for this set."""
+    assert _SPACE_TOPIC.search("whats ur fave Planet") and _SPACE_TOPIC.search("do u like stars")
+    assert not _SPACE_TOPIC.search("ketchup or mustard on ur fries")  # "mustard" is not "star"
+    questions = load_open_ended(DATA / MIXED)
+    found = [(i, q) for i, q in enumerate(questions) if _SPACE_TOPIC.search(q)]
+    assert not found, f"{MIXED}: items mention planets or space: {found}"
+
+
+def test_the_sealed_mixed_set_mixes_three_styles():
+    """About a third each: tidy one-liners (capitalized, one sentence, "?" at the end), casual (lower case) and
+    messages with context before the question (several sentences)."""
+    questions = load_open_ended(DATA / MIXED)
+    several = [bool(re.search(r"[.?!]\s+\S", q)) for q in questions]
+    casual = [q[0].islower() for q in questions]
+    tidy = [q[0].isupper() and q.endswith("?") and not s for q, s in zip(questions, several)]
+    assert sum(tidy) >= 18 and sum(casual) >= 18 and sum(s and not c for s, c in zip(several, casual)) >= 18
+
+
+def test_tune_refuses_the_questions_of_every_held_out_set():
+    """`tune`'s held-out guard (its datasets/<behavior>/test_open_ended*.json glob) covers exactly HELD_OUT."""
+    from steering.cli.tune import _held_out_questions
+    from steering.core.limits import Limits
+
+    held = _held_out_questions(DATA, Limits())
+    assert {path.name for path in held.values()} == set(HELD_OUT)
+    for question in load_open_ended(DATA / MIXED):
+        assert held[normalize(question)].name == MIXED
 
 
 @pytest.mark.parametrize("name", ["test_open_ended_casual.json", "test_open_ended_yesno.json", TUNE_CASUAL, TUNE_YESNO])
