@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from steering import evaluation as ev
-    from steering.cli.evaluate import _summary_markdown
+    from steering.evaluation.summary import summary_markdown
     from steering.config import load_config
     from steering.core.recipe import Recipe
     from steering.evaluation import reliability as rel
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ab_path = folder / "ab_sweep.json"
     ab = json.loads(ab_path.read_text(encoding="utf-8")) if ab_path.exists() else None
-    text = _summary_markdown(ab, payload, s["seconds"] + ((ab or {}).get("settings", {}).get("seconds") or 0), np)
+    text = summary_markdown(ab, payload, s["seconds"] + ((ab or {}).get("settings", {}).get("seconds") or 0), np)
     text += "\n".join(rel.markdown(reliability)) + "\n"
     text += f"\nJudge re-applied to the stored answers: {s['rejudged']}.\n"
     write_text(folder / "summary.md", text)
