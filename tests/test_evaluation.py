@@ -361,3 +361,62 @@ def test_the_package_imports_its_modules_on_first_use():
     assert sorted(evaluation.__all__) == sorted(evaluation._EXPORTS)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         evaluation.nothing  # noqa: B018
+
+
+def test_summary_says_which_strength_the_subtracted_rows_applied():
+    """With a recipe whose subtracted side has its own strength (strength_minus), the open-ended table labels the
+    vector rows of negative α with the strength applied (α x strength_minus / strength) and names the recipe; the
+    controls and the positive rows keep the slider value; a recipe without it adds no label."""
+    import numpy as np
+
+    from steering.evaluation.summary import summary_markdown
+
+    def payload(recipe):
+        def row(m):
+            return {
+                "multiplier": m,
+                "refusal_rate": 0.0,
+                "distinct3": 0.9,
+                "loops": 0.0,
+                "perplexity": 2.0,
+                "mean_tokens": 10.0,
+            }
+
+        settings = {
+            "behavior": "refusal",
+            "model": "tiny",
+            "vector_file": "v.safetensors",
+            "read_mode": "answer-mean",
+            "default_layer": 16,
+            "default_multiplier": 1.5,
+            "control_layer": 16,
+            "vector_norm": 2.0,
+            "relative_norm": 0.5,
+            "control_seed": 0,
+            "questions": 2,
+            "dataset": "q.json",
+            "layer": 16,
+            "max_new_tokens": 8,
+            "seconds": 1.0,
+            "recipe": recipe,
+        }
+        summary = {"vector": [row(-3.0), row(-1.5), row(0.0), row(1.5)], "negated": [row(0.0), row(-1.5)]}
+        return {"settings": settings, "summary": summary, "breakdown": {}}
+
+    recipe = {
+        "layer": 16,
+        "strength": 1.5,
+        "unit": "multiplier",
+        "band": 3,
+        "plus": "clamp",
+        "minus": "add",
+        "strength_minus": 2.0,
+        "minus_window": 6,
+    }
+    text = summary_markdown(None, payload(recipe), 1.0, np)
+    assert "| vector | -1.5 (applied -2) |" in text and "| vector | -3 (applied -4) |" in text
+    assert "| vector | 1.5 |" in text and "| negated | -1.5 |" in text  # the control is not the recipe's
+    assert "Recipe of the vector rows: band of 3 around layer 16, +clamp / -add (first 6 positions)" in text
+    assert "strength_minus / strength = 1.33 × that" in text
+    plain = summary_markdown(None, payload({**recipe, "strength_minus": None}), 1.0, np)
+    assert "applied" not in plain and "| vector | -1.5 |" in plain

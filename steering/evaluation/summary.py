@@ -153,6 +153,14 @@ def _ab_markdown(ab: dict | None, np: Any) -> list[str]:
     return lines
 
 
+def _minus_ratio(recipe: dict | None) -> float:
+    """The recipe's subtracted-side factor (strength_minus / |strength|; steering.core.recipe.Recipe.minus_ratio): the
+    vector rows of negative α apply α x this, so the table says so (1.0 without a recipe or a separate strength)."""
+    if not recipe or recipe.get("strength_minus") is None or not recipe.get("strength"):
+        return 1.0
+    return float(recipe["strength_minus"]) / abs(float(recipe["strength"]))
+
+
 def _open_markdown(open_ended: dict | None) -> list[str]:
     lines: list[str] = []
     if open_ended:
@@ -166,14 +174,22 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
             "perplexity | mean tokens |",
             "|---|---|---|---|---|---|---|",
         ]
+        ratio = _minus_ratio(o.get("recipe"))
+        if o.get("recipe"):
+            from steering.core.recipe import Recipe
+
+            lines[-2:-2] = ["", f"Recipe of the vector rows: {Recipe.from_dict(o['recipe']).describe()}."]
         for name, rows in open_ended["summary"].items():
             for r in rows:
                 if name != "vector" and r["multiplier"] == 0:
                     continue
                 ppl = "–" if r["perplexity"] is None else f"{r['perplexity']:.2f}"
                 loops = "–" if r.get("loops") is None else f"{r['loops']:.2f}"  # "–": written before the measure
+                alpha = f"{r['multiplier']:g}"
+                if name == "vector" and r["multiplier"] < 0 and ratio != 1.0:
+                    alpha += f" (applied {r['multiplier'] * ratio:g})"
                 lines.append(
-                    f"| {name} | {r['multiplier']:g} | {r['refusal_rate']:.2f} | {r['distinct3']:.3f} | "
+                    f"| {name} | {alpha} | {r['refusal_rate']:.2f} | {r['distinct3']:.3f} | "
                     f"{loops} | {ppl} | {r['mean_tokens']:.1f} |"
                 )
         b = open_ended["breakdown"]
@@ -193,6 +209,12 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
             f"earlier one; fewer than {LOOP_MIN_TRIGRAMS} trigrams never count), which the mean hides; "
             "open_ended.json marks each answer (`loops`).",
         ]
+        if ratio != 1.0:
+            lines += [
+                "",
+                f"α is the app's slider value; the recipe steers its subtracted side at strength_minus / strength = "
+                f'{ratio:.3g} × that ("applied"), the rows\' α in open_ended.json is the slider value.',
+            ]
         judge = o.get("judge") or {"kind": "phrases", "phrases": o.get("refusal_phrases", [])}
         items = judge.get("phrases") or judge.get("patterns") or []
         lines += [
