@@ -437,9 +437,10 @@ def test_bad_minus_windows_are_one_line_and_exit_2(value, capsys):
 # ---------------------------------------------------------------------------- loop share without --max-loops
 def test_the_loop_share_is_reported_but_never_scored_or_ranked():
     """Without a loop limit (score_setting's max_loops None; `tune --max-loops off`; the limit itself:
-    tests/test_tune_loops.py) rejudge measures each side's share of looping answers (steering.evaluation.refusal.is_loop) from its texts;
-    the table shows it as "loops + / −", and two searches whose answers differ only in their loops (the same
-    refusal, distinct-3 and perplexity) score, rank and choose exactly alike."""
+    tests/test_tune_loops.py) rejudge measures each side's share of looping answers
+    (steering.evaluation.refusal.is_loop) from its texts; the table shows it as "loops + / −", and two searches whose
+    answers differ only in their loops (the same refusal, distinct-3 and perplexity) score, rank and choose exactly
+    alike."""
     from steering.evaluation.tune import pooled_metrics, rank_key, rejudge, report_markdown, side_metrics
 
     fine = [f"Answer {i}: Saturn has rings of ice and rock and {i} moons." for i in range(4)]
