@@ -71,7 +71,8 @@ def test_cli_records_the_limit_and_off_turns_it_off(engine, tmp_path, monkeypatc
     out = tmp_path / "vectors" / "refusal" / "tiny.defaults.json"
     assert _tune_cli(engine, monkeypatch, *flags, "--max-loops", "0.2", detector=judge) == 0
     assert load_defaults(out).info["tuning"]["max_loops"] == 0.2
-    assert _tune_cli(engine, monkeypatch, *flags, "--max-loops", "off", "--force", detector=judge) == 0
+    # the same single setting again: --no-incumbent, else tune keeps the file it equals (test_tune_incumbent.py)
+    assert _tune_cli(engine, monkeypatch, *flags, "--max-loops", "off", "--no-incumbent", detector=judge) == 0
     assert load_defaults(out).info["tuning"]["max_loops"] is None
     from steering.cli.parser import build_parser
 

@@ -4,6 +4,7 @@ checks made before the model loads, one search per question file, the report and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,12 @@ def register(sub: Any) -> None:
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")
     p.add_argument(
+        "--no-incumbent",
+        action="store_true",
+        help="do not score the recipe of the defaults file being replaced (default: it is scored with the search, "
+        "shown as '(current)', and kept when it scores best)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="replace an existing defaults file (without it, tune refuses before loading the model when the "
@@ -161,14 +168,11 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         SearchSpace,
         VectorSource,
         combine_groups,
-        defaults_record,
         questions_hash,
-        report_markdown,
         run_tune,
         side_jobs,
-        winner_recipe,
     )
-    from steering.io.recipe_defaults import defaults_path, save_defaults
+    from steering.io.recipe_defaults import defaults_path
     from steering.io.vector_store import vector_path
 
     check_behavior_name(args.behavior)
@@ -219,8 +223,8 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
     engine = loading.load_engine(args, config)
     lm = engine.lm
-    if not args.layers:
-        anchor = engine.config_defaults.layer
+    if not args.layers:  # around the behavior's current anchor layer: its tuned defaults file's, else config.yaml's
+        anchor = engine.recipe(args.behavior).layer
         space.layers = sorted({min(max(anchor + d, 0), lm.num_layers - 1) for d in (-2, 0, 2)})
     space.check(lm.num_layers)
     sources = []
@@ -235,6 +239,9 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     if out.exists() and out.is_dir():
         raise SteeringError(f"--out {out}: is a folder")
     _check_replacement(out, args)  # again: the loaded model's slug and folder (the same outside tests)
+    replaced = _read_replaced(out)
+    if replaced is not None and not args.no_incumbent:
+        _add_incumbent(space, sources, replaced, out, lm.num_layers)
     cache_path = (
         Path(args.cache) if args.cache else out.with_name(out.name.replace(".defaults.json", "") + ".tune-cache.json")
     )
@@ -280,6 +287,26 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             )
         )
     result = combine_groups(results)
+    return _report_and_write(args, result, sources, space, groups, hashes, questions_path, out, replaced, lm.name)
+
+
+def _report_and_write(
+    args: argparse.Namespace,
+    result: Any,
+    sources: list,
+    space: Any,
+    groups: list,
+    hashes: list[str],
+    questions_path: Path,
+    out: Path,
+    replaced: dict[str, Any] | None,
+    model_name: str,
+) -> int:
+    """Print the table and the winner; write the defaults file unless --dry-run, the winner steers nothing
+    (SteeringError) or the winner is the current recipe (the file is kept). Returns 0."""
+    from steering.evaluation.tune import defaults_record, report_markdown, winner_recipe
+    from steering.io.recipe_defaults import save_defaults
+
     print(report_markdown(result), end="")
     if result.winner is None:
         raise SteeringError("tune: nothing was scored")
@@ -302,11 +329,51 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             print(f"no setting steered (best contrast {contrast:.2f})")
             return 0
         raise SteeringError(f"tune: no setting steered (best contrast {contrast:.2f}): nothing written")
+    if result.winner["setting"].get("incumbent"):
+        print(f"the current recipe in {_display_path(out)} scores best: the file is kept as it is")
+        return 0
     if args.dry_run:
         return 0
-    save_defaults(out, recipe, defaults_record(args, lm.name, result, sources, space, groups, hashes, questions_path))
+    record = defaults_record(args, model_name, result, sources, space, groups, hashes, questions_path)
+    if replaced is not None:  # the replaced file's recipe and history are kept, not lost
+        record["replaced"] = replaced
+    save_defaults(out, recipe, record)
     print(f"wrote {_display_path(out)}")
     return 0
+
+
+def _read_replaced(out: Path) -> dict[str, Any] | None:
+    """The JSON of the defaults file a run would replace (None when there is none or it is not a JSON object)."""
+    if not out.is_file():
+        return None
+    try:
+        data = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _add_incumbent(space: Any, sources: list, replaced: dict[str, Any], out: Path, num_layers: int) -> None:
+    """Score the replaced file's recipe with the search (space.extra), when its vector file is one of `sources`
+    and it fits the model; otherwise say on stderr why it is not compared."""
+    from steering.core.recipe import Recipe
+
+    try:
+        recipe = Recipe.from_dict(replaced.get("recipe"), where=f"{_display_path(out)}: recipe")
+        recipe.layers(num_layers)
+    except SteeringError as exc:
+        print(f"# tune: the current recipe is not compared ({exc})", file=sys.stderr)
+        return
+    index = next((i for i, source in enumerate(sources) if source.path == recipe.vector), None)
+    if index is None:
+        print(
+            f"# tune: the current recipe's vectors ({recipe.vector or 'the behavior file'}) are not among --vectors: "
+            "not compared",
+            file=sys.stderr,
+        )
+        return
+    space.extra.append((index, recipe))
+    print(f"# tune: the current recipe ({recipe.describe()}) is scored too (--no-incumbent: not)", file=sys.stderr)
 
 
 def _check_replacement(out: Path, args: argparse.Namespace) -> None:

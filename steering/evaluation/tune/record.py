@@ -56,6 +56,8 @@ def defaults_record(
                 **({"minus_windows": space.minus_windows} if space.minus_windows else {}),
                 "unit": space.unit,
                 "shared_vector": space.shared_vector,
+                # the recipe of the file this run replaced, scored with the search (tune's --no-incumbent: not)
+                **({"incumbent": [r.to_dict() for _, r in space.extra]} if getattr(space, "extra", None) else {}),
             },
         },
         "scores": {k: result.winner[k] for k in ("contrast", "coherent", "score", "margin", "ratios")}

@@ -213,7 +213,7 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
         minus=s["minus"],
         vector=source.path,
         method=source.method,
-        shared_vector=space.shared_vector,
+        shared_vector=s.get("shared_vector", space.shared_vector),
         strength_minus=None if minus is None or minus == s["strength"] else minus,
         minus_window=s.get("minus_window"),
     )
@@ -222,7 +222,8 @@ def winner_recipe(row: dict, sources: Sequence[VectorSource], space: SearchSpace
 def report_markdown(result: TuneResult, top: int = 15) -> str:
     """The best settings as a markdown table (plus the unsteered row). "loops + / −": the share of each side's
     answers that loop on their own (steering.evaluation.refusal.is_loop; "–" when not measured); with
-    --max-loops it is part of "coherent" (score_setting's max_loops)."""
+    --max-loops it is part of "coherent" (score_setting's max_loops). The incumbent (the recipe of the defaults file
+    a run would replace, marked "(current)") is shown even when it ranks below `top`."""
     b = result.unsteered
     ppl = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     loops = lambda side: "–" if side.get("loops") is None else f"{side['loops']:.2f}"  # noqa: E731
@@ -232,13 +233,16 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     window = lambda s: "" if s.get("minus_window") is None else f" (first {s['minus_window']})"  # noqa: E731
-    for r in result.rows[:top]:
+    current = lambda s: " (current)" if s.get("incumbent") else ""  # noqa: E731
+    shown = list(result.rows[:top])
+    shown += [r for r in result.rows[top:] if r["setting"].get("incumbent")]
+    for r in shown:
         s, a, m = r["setting"], r["added"], r["subtracted"]
         strength = (
             f"{s['strength']:g}" if s.get("strength_minus") is None else f"{s['strength']:g} / {s['strength_minus']:g}"
         )
         lines.append(
-            f"| {s['vector']} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']}"
+            f"| {s['vector']}{current(s)} | {s['layer']} | {s['band']} | {s['plus']} | {s['minus']}"
             f"{window(s)} | {strength} "
             f"{'×norm' if s['unit'] == 'relative' else '×v'} | {a['refusal_rate']:.2f} | "
             f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | {loops(a)} / {loops(m)} | "

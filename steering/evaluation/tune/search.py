@@ -88,7 +88,8 @@ def run_tune(
     pending = [job for job in jobs if keys[job] not in cache]
     want_base = "unsteered" not in cache
     started = time.perf_counter()
-    norm = engine.hidden_norm if space.unit == "relative" else None
+    relative = space.unit == "relative" or any(job.unit == "relative" for job in jobs)  # an incumbent's own unit
+    norm = engine.hidden_norm if relative else None
 
     def vector_id(job: SideJob, layer: int) -> tuple[int, int]:
         return job.source, job.layer if job.shared else layer
@@ -156,7 +157,9 @@ def run_tune(
                     "strength": setting.strength,
                     "strength_minus": setting.strength_minus,
                     **({} if setting.minus_window is None else {"minus_window": setting.minus_window}),
-                    "unit": space.unit,
+                    "unit": setting.unit or space.unit,
+                    **({} if setting.shared is None else {"shared_vector": setting.shared}),
+                    **({"incumbent": True} if setting.incumbent else {}),
                 },
                 "source": setting.source,
                 **scored,

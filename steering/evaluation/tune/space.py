@@ -82,6 +82,10 @@ class SearchSpace:
     minus_strengths: list[float] | None = None  # subtracted-side strengths; None = the same as `strengths`
     # subtracted-side windows (Recipe.minus_window; None in the list = every position); None = [None]
     minus_windows: list[int | None] | None = None
+    # recipes scored next to the product above, each (vector source index, Recipe): the "incumbent", the recipe in
+    # the defaults file a run would replace, so a rerun only replaces it with a setting that scores better on the
+    # same questions
+    extra: list[tuple[int, Recipe]] = field(default_factory=list)
 
     def check(self, num_layers: int | None = None) -> SearchSpace:
         """One-line SteeringError naming the first bad entry."""
@@ -136,10 +140,21 @@ class Setting:
     strength: float
     strength_minus: float | None = None  # the subtracted side's own strength (None: `strength`)
     minus_window: int | None = None  # the subtracted side's window (None: every position)
+    unit: str | None = None  # an extra setting's own unit (None: the space's)
+    shared: bool | None = None  # an extra setting's own shared_vector (None: the space's)
+    incumbent: bool = False  # the recipe of the defaults file a run would replace (SearchSpace.extra)
 
 
 def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[Setting, tuple[SideJob, SideJob]]]:
-    """Every setting of the space and the two side jobs it needs (shared between settings)."""
+    """Every setting of the space and the two side jobs it needs (shared between settings): the product of the
+    space's lists, then each of `space.extra` (marked incumbent; when the product already holds the same setting,
+    that setting is marked instead of adding a second one).
+
+    Args:
+        space: the search space (its lists and its extra recipes).
+        n_sources: how many vector sources the search has (the product runs over all of them).
+    Returns: (settings in order, {setting: (added-side job, subtracted-side job)}).
+    """
     settings: list[Setting] = []
     jobs: dict[Setting, tuple[SideJob, SideJob]] = {}
     for source in range(n_sources):
@@ -173,4 +188,60 @@ def side_jobs(space: SearchSpace, n_sources: int) -> tuple[list[Setting], dict[S
                                     )
                                     settings.append(setting)
                                     jobs[setting] = (up, down)
+    for source, recipe in space.extra:
+        _add_extra(settings, jobs, space, source, recipe)
     return settings, jobs
+
+
+def _add_extra(
+    settings: list[Setting],
+    jobs: dict[Setting, tuple[SideJob, SideJob]],
+    space: SearchSpace,
+    source: int,
+    recipe: Recipe,
+) -> None:
+    """Add `recipe` (an incumbent) to `settings` / `jobs`, or mark the equal product setting as the incumbent."""
+    same_kind = recipe.unit == space.unit and recipe.shared_vector == space.shared_vector
+    ablate = recipe.minus == "ablate"
+    down_s = None if ablate or recipe.strength_minus is None else float(recipe.strength_minus)
+    setting = Setting(
+        source,
+        recipe.layer,
+        recipe.band,
+        recipe.plus,
+        recipe.minus,
+        float(recipe.strength),
+        down_s,
+        recipe.minus_window,
+        None if same_kind else recipe.unit,
+        None if same_kind else recipe.shared_vector,
+    )
+    # the product writes strength_minus only with --minus-strengths: compare both spellings of "the same strength"
+    twins = [setting] + (
+        [Setting(**{**setting.__dict__, "strength_minus": float(recipe.strength)})]
+        if down_s is None and not ablate
+        else []
+    )
+    twins += [Setting(**{**setting.__dict__, "strength_minus": None})] if down_s == float(recipe.strength) else []
+    for index, existing in enumerate(settings):
+        if existing in twins:
+            marked = Setting(**{**existing.__dict__, "incumbent": True})
+            settings[index] = marked
+            jobs[marked] = jobs.pop(existing)
+            return
+    unit = recipe.unit
+    amount = float(recipe.strength) if down_s is None else down_s
+    up = SideJob(source, recipe.layer, recipe.band, recipe.plus, float(recipe.strength), unit, recipe.shared_vector)
+    down = SideJob(
+        source,
+        recipe.layer,
+        recipe.band,
+        recipe.minus,
+        -1.0 if ablate else -amount,
+        unit,
+        recipe.shared_vector,
+        recipe.minus_window,
+    )
+    marked = Setting(**{**setting.__dict__, "incumbent": True})
+    settings.append(marked)
+    jobs[marked] = (up, down)
