@@ -235,6 +235,42 @@ def test_measured_breakdown_reads_this_behavior_and_models_evaluation(tmp_path):
     assert measured_breakdown(tmp_path, "refusal", "m") == 2.5  # unreadable: logged, the next file is used
 
 
+def test_breakdown_from_an_evaluation_of_another_recipe_is_not_used(tmp_path):
+    """A results file made with an earlier recipe (the refusal defaults moved from layer 13 to the band around
+    16) is skipped for the "too strong" preset: the next file with the current recipe is used, else twice the
+    default. A file without a recorded recipe cannot be checked and is skipped too."""
+    from steering.core.recipe import Recipe
+
+    current = Recipe(layer=16, strength=1.5, band=3, plus="clamp", minus="add", strength_minus=2.0, minus_window=6)
+    old = Recipe(layer=13, strength=1.5, band=3, plus="clamp", minus="add")
+
+    def write(path, recipe, alpha):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        settings = {"behavior": "refusal", "model": "m"}
+        if recipe is not None:
+            settings["recipe"] = recipe.to_dict()
+        path.write_text(json.dumps({"settings": settings, "breakdown": {"positive": {"multiplier": alpha}}}))
+
+    class Engine:
+        lm = type("LM", (), {"slug": "m"})()
+        defaults = type("D", (), {"multiplier": 1.0})()
+
+        def recipe(self, behavior):
+            return current
+
+    per_behavior, general = tmp_path / "eval" / "refusal" / "open_ended.json", tmp_path / "eval" / "open_ended.json"
+    write(per_behavior, old, 2.0)  # stale: made at layer 13
+    write(general, current, 4.5)
+    assert measured_breakdown(tmp_path, "refusal", "m", current) == 4.5
+    assert measured_breakdown(tmp_path, "refusal", "m") == 2.0  # no recipe given: not checked
+    assert [p.alpha for p in behavior_presets(Engine(), "refusal", tmp_path)] == [0.75, 1.5, 4.5]
+    write(general, None, 4.5)  # no recorded recipe either: no measured point, twice the default
+    strong = behavior_presets(Engine(), "refusal", tmp_path)[2]
+    assert strong.alpha == 3.0 and "no measured breakdown" in strong.why
+    write(per_behavior, current, 3.5)  # made with the current recipe: used
+    assert behavior_presets(Engine(), "refusal", tmp_path)[2].alpha == 3.5
+
+
 def test_steered_layers_are_the_recipes(tiny_engine):
     from steering.ui.presets import steered_layers
 
@@ -243,7 +279,10 @@ def test_steered_layers_are_the_recipes(tiny_engine):
 
 
 def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
-    """The shipped files: refusal's SmolLM2 default is 1.5 and results/eval saw the text break at |α| = 3."""
+    """The shipped files: refusal's SmolLM2 default is 1.5 and results/eval, made with that recipe, saw the text
+    break at |α| = 3."""
+    from steering.core.recipe import Recipe
+
     config = load_config()
     defaults = json.loads((config.vectors_dir / "refusal" / "smollm2-135m-instruct.defaults.json").read_text())
 
@@ -251,7 +290,7 @@ def test_shipped_model_presets_use_its_tuned_default_and_measured_breakdown():
         lm = type("LM", (), {"slug": "smollm2-135m-instruct"})()
 
         def recipe(self, behavior):
-            return type("R", (), {"strength": defaults["recipe"]["strength"]})()
+            return Recipe.from_dict(defaults["recipe"])
 
     alphas = [p.alpha for p in behavior_presets(Fake(), "refusal", config.results_dir)]
     assert alphas == [0.75, 1.5, 3.0]

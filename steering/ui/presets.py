@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steering.core.recipe import Recipe
 from steering.errors import SteeringError
 
 
@@ -26,12 +27,24 @@ class Preset:
         return f"{self.name} (α = {self.alpha:g})"
 
 
-def measured_breakdown(results_dir: str | Path, behavior: str, model_slug: str) -> float | None:
+def measured_breakdown(
+    results_dir: str | Path, behavior: str, model_slug: str, recipe: Recipe | None = None
+) -> float | None:
     """The smallest |α| at which the evaluation saw the text break down for this behavior and model.
 
     Read from results_dir/eval/<behavior>/open_ended.json, else results_dir/eval/open_ended.json, when the
-    file's settings name this behavior and model (`python -m steering evaluate` writes them). None when no
-    such file exists, it says the text held up over its whole range, or it cannot be read (logged).
+    file's settings name this behavior and model (`python -m steering evaluate` writes them) and, when
+    `recipe` is given, the recipe the file was made with (settings.recipe) is that recipe: a file made with
+    an earlier recipe (another layer, band or operator) says nothing about where the current one breaks, so
+    it is skipped and the next file is tried.
+
+    Args:
+        results_dir: the results folder (config results_dir).
+        behavior: the behavior's name.
+        model_slug: the loaded model's slug (LM.slug).
+        recipe: the behavior's current recipe (Engine.recipe(behavior)); None = the recorded recipe is not checked.
+    Returns: the breakdown |α|, or None when no such file exists, it says the text held up over its whole
+        range, or it cannot be read (logged).
     """
     evaluations = Path(results_dir) / "eval"
     for path in (evaluations / behavior / "open_ended.json", evaluations / "open_ended.json"):
@@ -42,12 +55,25 @@ def measured_breakdown(results_dir: str | Path, behavior: str, model_slug: str) 
             settings = data.get("settings") or {}
             if settings.get("behavior") != behavior or settings.get("model") != model_slug:
                 continue
+            if recipe is not None and not _same_recipe(settings.get("recipe"), recipe):
+                logging.getLogger(__name__).info("α presets: %s was made with another recipe; skipped", path)
+                continue
             found = [abs(float(side["multiplier"])) for side in (data.get("breakdown") or {}).values() if side]
         except (OSError, ValueError, TypeError, AttributeError, KeyError) as exc:
             logging.getLogger(__name__).warning("α presets: cannot read %s: %s", path.name, exc)
             continue
         return min(found) if found else None
     return None
+
+
+def _same_recipe(recorded: Any, recipe: Recipe) -> bool:
+    """Whether a results file's settings.recipe (a mapping; None in files older than recorded recipes) is `recipe`."""
+    if recorded is None:
+        return False
+    try:
+        return Recipe.from_dict(recorded, where="settings.recipe") == recipe
+    except SteeringError:
+        return False
 
 
 def presets(default: float, breakdown: float | None) -> list[Preset]:
@@ -86,9 +112,14 @@ def steered_layers(engine: Any, behavior: str | None) -> list[int]:
 
 
 def behavior_presets(engine: Any, behavior: str | None, results_dir: str | Path) -> list[Preset]:
-    """presets() for the loaded model and a behavior (the engine's defaults when the recipe cannot be read)."""
+    """presets() for the loaded model and a behavior (the engine's defaults when the recipe cannot be read).
+
+    The "too strong" preset uses the measured breakdown point only from an evaluation made with the
+    behavior's current recipe (measured_breakdown's `recipe`); without a readable recipe, none is used."""
     try:
-        default = engine.recipe(behavior).strength if behavior else engine.defaults.multiplier
+        recipe = engine.recipe(behavior) if behavior else None
     except SteeringError:
-        default = engine.defaults.multiplier
-    return presets(default, measured_breakdown(results_dir, behavior, engine.lm.slug) if behavior else None)
+        recipe = None
+    default = recipe.strength if recipe is not None else engine.defaults.multiplier
+    breakdown = measured_breakdown(results_dir, behavior, engine.lm.slug, recipe) if behavior and recipe else None
+    return presets(default, breakdown)
