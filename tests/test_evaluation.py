@@ -416,7 +416,11 @@ def test_summary_says_which_strength_the_subtracted_rows_applied():
     text = summary_markdown(None, payload(recipe), 1.0, np)
     assert "| vector | -1.5 (applied -2) |" in text and "| vector | -3 (applied -4) |" in text
     assert "| vector | 1.5 |" in text and "| negated | -1.5 |" in text  # the control is not the recipe's
-    assert "Recipe of the vector rows: band of 3 around layer 16, +clamp / -add (first 6 positions)" in text
+    assert (
+        "greedy, 1 s)\n\nRecipe of the vector rows: band of 3 around layer 16, +clamp / -add (first 6 positions)"
+        in text
+    )
+    assert "(CAA multiplier).\n\n| variant | α |" in text  # a paragraph of its own: the table still renders
     assert "strength_minus / strength = 1.33 × that" in text
     plain = summary_markdown(None, payload({**recipe, "strength_minus": None}), 1.0, np)
     assert "applied" not in plain and "| vector | -1.5 |" in plain

@@ -178,7 +178,7 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
         if o.get("recipe"):
             from steering.core.recipe import Recipe
 
-            lines[-2:-2] = ["", f"Recipe of the vector rows: {Recipe.from_dict(o['recipe']).describe()}."]
+            lines[-2:-2] = [f"Recipe of the vector rows: {Recipe.from_dict(o['recipe']).describe()}.", ""]
         for name, rows in open_ended["summary"].items():
             for r in rows:
                 if name != "vector" and r["multiplier"] == 0:
