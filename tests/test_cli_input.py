@@ -523,3 +523,30 @@ def test_config_help_says_where_the_default_file_is(monkeypatch, tmp_path):
         assert squeeze(f"here: {tmp_path / 'config.yaml'})") in text, name
     monkeypatch.setenv("LLAMA_STEERING_HOME", str(tmp_path / "missing"))
     assert squeeze("missing: not a folder") in squeeze(build_parser().commands["chat"].format_help())
+
+
+@pytest.mark.parametrize("alpha", ["1.5", "-1.5"])
+def test_chat_labels_each_pane_with_the_strength_it_applied(capsys, tmp_path, cli_loads_tiny, alpha):
+    """A recipe with its own subtracted strength (strength_minus 2 at strength 1.5): the pane steered by a negative
+    row says what it applied ("-1.5 x 1.33 = -2"), whichever pane that is; a negative --multiplier does not print
+    "+-1.5" / "--1.5", and the JSON's added / subtracted multipliers are the applied ones."""
+    from steering.core.recipe import Recipe
+    from steering.io.recipe_defaults import save_defaults
+
+    config = _config(tmp_path)
+    _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
+    recipe = Recipe(layer=1, strength=1.5, unit="multiplier", plus="clamp", minus="add", strength_minus=2.0)
+    save_defaults(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.defaults.json", recipe)
+    argv = ["chat", "--prompt", "hi", "--max-new-tokens", "3", "--multiplier", alpha, "--config", str(config)]
+    code, out, err = run_main(capsys, *argv)
+    assert code == 0, err
+    negative = "-1.5 x 1.33 = -2"
+    if alpha == "1.5":
+        assert "[added +1.5]" in out and f"[subtracted {negative}]" in out
+    else:
+        assert f"[added {negative}]" in out and "[subtracted +1.5]" in out
+    assert "+-" not in out and "--1.5" not in out
+    code, out, err = run_main(capsys, *argv, "--json")
+    settings = json.loads(out)["settings"]
+    expected = (1.5, -2.0) if alpha == "1.5" else (-2.0, 1.5)
+    assert (settings["added_multiplier"], settings["subtracted_multiplier"]) == expected

@@ -90,3 +90,25 @@ def test_no_incumbent_leaves_it_out(engine, tmp_path, monkeypatch, capsys):
     assert _tune_cli(engine, monkeypatch, *flags, "--no-incumbent") == 0
     printed = capsys.readouterr()
     assert "(current)" not in printed.out and "scored too" not in printed.err
+
+
+def test_a_tie_keeps_the_incumbent():
+    """Equal score and contrast: the incumbent ranks first even with the smaller coherence margin (a reviewer's
+    4-question search replaced the shipped recipe on such a tie)."""
+    from steering.evaluation.tune import choose_winner, rank_key
+
+    rows = [
+        {"setting": {"strength": 0.2}, "score": 1.0, "contrast": 1.0, "margin": 0.176, "coherent": True},
+        {
+            "setting": {"strength": 1.5, "incumbent": True},
+            "score": 1.0,
+            "contrast": 1.0,
+            "margin": 0.157,
+            "coherent": True,
+        },
+        {"setting": {"strength": 0.3}, "score": 0.9, "contrast": 0.9, "margin": 0.3, "coherent": True},
+    ]
+    winner, coherent = choose_winner(sorted(rows, key=rank_key))
+    assert coherent and winner["setting"].get("incumbent")
+    better = {**rows[0], "score": 1.01, "contrast": 1.01}
+    assert not choose_winner(sorted([better, rows[1]], key=rank_key))[0]["setting"].get("incumbent")

@@ -80,7 +80,9 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     seconds = time.perf_counter() - start
     added, unsteered, subtracted = result.texts
     recipe = behavior_recipe(engine, args).with_overrides(layer, multiplier)  # what Engine.compare steered with
-    minus = -multiplier * recipe.minus_ratio()  # the subtracted side's own strength (strength_minus), if any
+    ratio = recipe.minus_ratio()  # rows of negative strength steer at |s| x ratio (the recipe's strength_minus)
+    applied = lambda s: s * ratio if s < 0 else s  # noqa: E731  (what Recipe.plan steers a row of strength s with)
+    minus = applied(-multiplier)
     layers = recipe.layers(engine.lm.num_layers)
     info = {
         "model": engine.lm.name,
@@ -88,6 +90,7 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
         "layer": layer,
         "layers": layers,
         "multiplier": multiplier,
+        "added_multiplier": round(applied(multiplier), 6),
         "subtracted_multiplier": round(minus, 6),
         "max_new_tokens": settings.max_new_tokens,
         "temperature": settings.temperature,
@@ -105,10 +108,13 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
         )
     else:
         band = f" (layers {layers[0]}-{layers[-1]})" if len(layers) > 1 else ""
-        own = f" x {recipe.minus_ratio():.3g} = {minus:g}" if recipe.minus_ratio() != 1.0 else ""
+
+        def label(s: float) -> str:  # "+1.5", "-1.5 x 1.33 = -2" (a negative row at the recipe's own strength)
+            return f"{s:+g}" + (f" x {ratio:.3g} = {applied(s):+g}" if s < 0 and ratio != 1.0 else "")
+
         print(f"# {engine.lm.describe()} | {info['behavior']} layer {layer}{band} | alpha {multiplier:g}\n")
-        print(f"[added +{multiplier:g}]\n{added}\n")
+        print(f"[added {label(multiplier)}]\n{added}\n")
         print(f"[unsteered]\n{unsteered}\n")
-        print(f"[subtracted -{multiplier:g}{own}]\n{subtracted}\n")
+        print(f"[subtracted {label(-multiplier)}]\n{subtracted}\n")
         print(f"({seconds:.1f} s for three answers in one batch)")
     return 0

@@ -96,13 +96,16 @@ def score_setting(
 
 
 def rank_key(row: dict) -> tuple:
-    """Sort key, best first: higher score, then higher contrast, then larger coherence margin, then smaller
-    strength, then smaller subtracted-side strength (rows scored before the margin existed count as margin 0)."""
+    """Sort key, best first: higher score, then higher contrast, then the incumbent (the recipe of the file a run
+    would replace: a different setting replaces it only by scoring better, not on a tie), then larger coherence
+    margin, then smaller strength, then smaller subtracted-side strength (rows scored before the margin existed
+    count as margin 0)."""
     s = row["setting"]
     minus = s.get("strength_minus")
     return (
         -row["score"],
         -row["contrast"],
+        not s.get("incumbent", False),
         -row.get("margin", 0.0),
         s["strength"],
         s["strength"] if minus is None else minus,
@@ -110,8 +113,8 @@ def rank_key(row: dict) -> tuple:
 
 
 def choose_winner(rows: Sequence[dict]) -> tuple[dict | None, bool]:
-    """The best row (highest score among coherent ones; ties: larger coherence margin, then smaller strength;
-    see rank_key) and whether it is coherent."""
+    """The best row (highest score among coherent ones; ties: the incumbent, then larger coherence margin, then
+    smaller strength; see rank_key) and whether it is coherent."""
     if not rows:
         return None, False
     coherent = [r for r in rows if r["coherent"]]
