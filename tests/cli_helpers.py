@@ -47,3 +47,20 @@ def assert_refused(capsys, argv, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def assert_flag_refused(capsys, argv, *fragments: str) -> str:
+    """steering.cli.main(argv) stops in argparse (a flag's type check, before any model loads) with exit 2 and one
+    stderr line `error: ...` containing every fragment; returns that line."""
+    import pytest
+
+    from steering.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -11,7 +11,7 @@ import math
 import statistics
 
 import pytest
-from cli_helpers import assert_refused
+from cli_helpers import assert_flag_refused, assert_refused
 from tune_helpers import DETECTOR, QUESTIONS, _AddedSideJudge, _tune_cli, _vset, tune_engine
 
 import steering.decode.generation as generation
@@ -424,14 +424,10 @@ def test_cli_minus_windows_reach_the_defaults_file(engine, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("value", ["0", "x", "-3"])
 def test_bad_minus_windows_are_one_line_and_exit_2(value, capsys):
-    from steering.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:  # argparse's type check: before the model loads
-        main(["tune", "--minus-windows", value])
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "--minus-windows" in lines[0]
-    assert "expected a whole number >= 1 or 'all'" in lines[0]
+    # argparse's type check: before the model loads
+    assert_flag_refused(
+        capsys, ["tune", "--minus-windows", value], "--minus-windows", "expected a whole number >= 1 or 'all'"
+    )
 
 
 # ---------------------------------------------------------------------------- loop share without --max-loops

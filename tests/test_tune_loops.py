@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import assert_flag_refused
 from tune_helpers import QUESTIONS, _AddedSideJudge, _tune_cli, tune_engine
 
 from steering.evaluation.coherence_rule import MAX_LOOPS
@@ -81,10 +82,4 @@ def test_cli_records_the_limit_and_off_turns_it_off(engine, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "x"])
 def test_bad_max_loops_is_one_line_and_exit_2(value, capsys):
-    from steering.cli import main
-
-    with pytest.raises(SystemExit) as exit_info:  # argparse's type check: before the model loads
-        main(["tune", "--max-loops", value])
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "--max-loops" in lines[0]
+    assert_flag_refused(capsys, ["tune", "--max-loops", value], "--max-loops")  # before the model loads
