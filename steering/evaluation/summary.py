@@ -153,14 +153,6 @@ def _ab_markdown(ab: dict | None, np: Any) -> list[str]:
     return lines
 
 
-def _minus_ratio(recipe: dict | None) -> float:
-    """The recipe's subtracted-side factor (strength_minus / |strength|; steering.core.recipe.Recipe.minus_ratio): the
-    vector rows of negative α apply α x this, so the table says so (1.0 without a recipe or a separate strength)."""
-    if not recipe or recipe.get("strength_minus") is None or not recipe.get("strength"):
-        return 1.0
-    return float(recipe["strength_minus"]) / abs(float(recipe["strength"]))
-
-
 def _open_markdown(open_ended: dict | None) -> list[str]:
     lines: list[str] = []
     if open_ended:
@@ -174,11 +166,13 @@ def _open_markdown(open_ended: dict | None) -> list[str]:
             "perplexity | mean tokens |",
             "|---|---|---|---|---|---|---|",
         ]
-        ratio = _minus_ratio(o.get("recipe"))
+        ratio = 1.0  # the recipe's subtracted-side factor: its vector rows of negative α apply α x this
         if o.get("recipe"):
             from steering.core.recipe import Recipe
 
-            lines[-2:-2] = [f"Recipe of the vector rows: {Recipe.from_dict(o['recipe']).describe()}.", ""]
+            recipe = Recipe.from_dict(o["recipe"])
+            ratio = recipe.minus_ratio()
+            lines[-2:-2] = [f"Recipe of the vector rows: {recipe.describe()}.", ""]
         for name, rows in open_ended["summary"].items():
             for r in rows:
                 if name != "vector" and r["multiplier"] == 0:
