@@ -18,7 +18,7 @@ from steering.core.behaviors import judge_for
 from steering.core.datasets import file_sha256, load_open_ended, normalize_question
 from steering.core.limits import check_behavior_name
 from steering.errors import SteeringError
-from steering.evaluation.coherence_rule import COHERENCE, MAX_LOOPS
+from steering.evaluation.coherence_rule import COHERENCE, DEMO_MIN_DISTINCT3, MAX_LOOPS
 from steering.evaluation.refusal import RefusalDetector
 from steering.io.files import display_path as _display_path
 
@@ -98,6 +98,14 @@ def register(sub: Any) -> None:
         help=f"coherent: the share of looping answers (own distinct-3 < 0.5) on each side at most this many share "
         f"points above the unsteered answers' (0..1, default {MAX_LOOPS:g}; 'off' = not checked)",
     )
+    p.add_argument(
+        "--demo",
+        nargs="+",
+        metavar="PROMPT",
+        help='prompts a demo shows first (e.g. "What\'s your favorite planet?"): the winner is the best coherent '
+        "setting whose added answer to each shows the behavior, subtracted answer does not, and neither loops "
+        f"(distinct-3 >= {DEMO_MIN_DISTINCT3:g}); none passing: the best coherent setting, with a warning",
+    )
     p.add_argument("--out", help="defaults file (default: vectors/<behavior>/<model-slug>.defaults.json)")
     p.add_argument("--cache", help="cache file (default: next to --out, <model-slug>.tune-cache.json)")
     p.add_argument("--dry-run", action="store_true", help="report only; do not write the defaults file")
@@ -167,6 +175,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         DEFAULT_STRENGTHS,
         SearchSpace,
         VectorSource,
+        apply_demo,
         combine_groups,
         questions_hash,
         run_tune,
@@ -208,6 +217,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             raise SteeringError(f"{path}: no questions")
         groups.append((_display_path(path), part))
     questions_path = question_paths[0]
+    demo = _demo_prompts(args.demo, held_out, limits)
     for path in args.vectors or []:
         if not Path(path).exists():
             raise SteeringError(f"--vectors: {path}: file not found")
@@ -287,7 +297,31 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             )
         )
     result = combine_groups(results)
-    return _report_and_write(args, result, sources, space, groups, hashes, questions_path, out, replaced, lm.name)
+    if demo:  # one more run over the demo prompts (its own cache), then the winner among the demo-ready settings
+        demo_cache = cache_path.with_name(f"{cache_path.stem}.demo.json")
+        context = {**context, "questions_sha256": questions_hash(demo)}
+        print(
+            f"# tune: {len(demo)} demo prompt(s), {n_settings} settings; cache {_display_path(demo_cache)}",
+            file=sys.stderr,
+        )
+        demo_run = run_tune(
+            engine,
+            demo,
+            sources,
+            space,
+            settings,
+            detector,
+            demo_cache,
+            context,
+            system_prompt,
+            batch_rows=args.batch_rows,
+            min_distinct=args.min_distinct,
+            max_perplexity=args.max_perplexity,
+            max_loops=args.max_loops,
+        )
+        result = apply_demo(result, demo_run, detector)
+        result.generated_rows += demo_run.generated_rows
+    return _report_and_write(args, result, sources, space, groups, hashes, questions_path, out, replaced, lm.name, demo)
 
 
 def _report_and_write(
@@ -301,10 +335,11 @@ def _report_and_write(
     out: Path,
     replaced: dict[str, Any] | None,
     model_name: str,
+    demo: list[str] | None = None,
 ) -> int:
     """Print the table and the winner; write the defaults file unless --dry-run, the winner steers nothing
     (SteeringError) or the winner is the current recipe (the file is kept). Returns 0."""
-    from steering.evaluation.tune import defaults_record, report_markdown, winner_recipe
+    from steering.evaluation.tune import defaults_record, demo_summary, report_markdown, winner_recipe
     from steering.io.recipe_defaults import save_defaults
 
     print(report_markdown(result), end="")
@@ -322,6 +357,16 @@ def _report_and_write(
             f"  {name}: score {part['score']:+.2f}, contrast {part['contrast']:.2f}, "
             f"{'coherent' if part['coherent'] else 'NOT coherent'}, margin {part['margin']:+.3f}"
         )
+    if demo:
+        verdict = result.winner.get("demo") or {}
+        for index, prompt in enumerate(demo):
+            print(f"  demo {prompt!r}:\n    + {verdict['added'][index]!r}\n    − {verdict['subtracted'][index]!r}")
+        if not verdict.get("ready"):
+            print(
+                f"warning: no coherent setting passed the demo prompts ({verdict.get('failed')}): the best coherent "
+                "setting is shown",
+                file=sys.stderr,
+            )
     print(f"({result.generated_rows} answers generated, {result.seconds:.0f} s)", file=sys.stderr)
     contrast = result.winner["contrast"]
     if contrast <= 0:  # added refusal rate not above the subtracted one: a recipe that steers nothing
@@ -335,6 +380,8 @@ def _report_and_write(
     if args.dry_run:
         return 0
     record = defaults_record(args, model_name, result, sources, space, groups, hashes, questions_path)
+    if demo:
+        record["demo"] = demo_summary(result, demo)
     if replaced is not None:  # the replaced file's recipe and history are kept, not lost
         record["replaced"] = replaced
     save_defaults(out, recipe, record)
@@ -399,6 +446,32 @@ def _tuning_questions(path: Path, held_out: dict[str, Path], limits: Any) -> lis
                 f"{_display_path(source)}): tune on tuning questions only"
             )
     return questions
+
+
+def _demo_prompts(prompts: list[str] | None, held_out: dict[str, Path], limits: Any) -> list[str]:
+    """The --demo prompts, stripped ([] without --demo); SteeringError (one line: which prompt, what is wrong) for an
+    empty or over-long one or a repeat. A held-out test question is allowed (the demo question may be one: it picks
+    among settings, it scores none) and named on stderr, so that its set's numbers can be reported with that said."""
+    cleaned: list[str] = []
+    for index, prompt in enumerate(prompts or []):
+        text = prompt.strip()
+        if not text:
+            raise SteeringError(f"--demo: prompt {index} is empty")
+        if len(text) > limits.max_dataset_item_chars:
+            raise SteeringError(
+                f"--demo: prompt {index} is {len(text)} characters long; the limit is {limits.max_dataset_item_chars}"
+            )
+        if normalize_question(text) in {normalize_question(p) for p in cleaned}:
+            raise SteeringError(f"--demo: prompt {index} repeats an earlier one: {text!r}")
+        source = held_out.get(normalize_question(text))
+        if source is not None:
+            print(
+                f"# tune: demo prompt {index} ({text!r}) is a held-out question of {_display_path(source)}: it picks "
+                "among settings, so report that set's numbers with this said",
+                file=sys.stderr,
+            )
+        cleaned.append(text)
+    return cleaned
 
 
 def _held_out_questions(folder: Path, limits: Any) -> dict[str, Path]:

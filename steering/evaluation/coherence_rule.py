@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COHERENCE", "LOOP_DISTINCT3", "LOOP_MIN_TRIGRAMS", "MAX_LOOPS", "CoherenceRule"]
+__all__ = ["COHERENCE", "DEMO_MIN_DISTINCT3", "LOOP_DISTINCT3", "LOOP_MIN_TRIGRAMS", "MAX_LOOPS", "CoherenceRule"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,9 @@ while a few answers repeat one phrase to the end (issue 9: "neither loops"); thi
 LOOP_MIN_TRIGRAMS = 3
 """Answers with fewer word trigrams than this never count as loops. With LOOP_DISTINCT3 = 0.5 it decides only the
 empty answer (distinct-3 share 0): one or two trigrams cannot fall below 0.5."""
+
+DEMO_MIN_DISTINCT3 = 0.75
+"""A demo answer (`tune --demo`, the app's first question) does not loop when its own distinct-3 share is at least
+this: stricter than LOOP_DISTINCT3, because one answer is read whole by someone judging the demo at a glance, and
+an answer that circles back on its first sentence (issue 9's planet answer at 0.44) reads as broken well before half
+its trigrams repeat."""

@@ -28,6 +28,9 @@ How a setting is scored
     subtracted-side one (the recipe's `strength_minus`); without it both sides use the same strength.
     Subtracted-side windows (--minus-windows 8 all): every subtracted-side job is also run steering only the
     first N positions from the end of the instruction (the recipe's `minus_window`; 'all' = every position, CAA).
+    Demo prompts (--demo "What's your favorite planet?"): the winner must also show the contrast on them at a
+    glance -- added answer judged a refusal, subtracted not, neither looping (distinct-3 >= 0.75) -- when any
+    coherent setting does (steering.evaluation.tune.demo); they pick among settings, they do not score them.
     Several question files (--questions A B, e.g. the tuning split and its casual part): each file is a
     group, scored on its own against its own unsteered answers; a setting is coherent only when it is
     coherent on every group, and its contrast, score and margin are the smallest over the groups (a
@@ -55,11 +58,13 @@ Modules, one job each (every public name is re-exported here):
   cache    the resumable state: finished side jobs in a JSON file, keyed by what the answers depend on
   search   run_tune: generate the pending side jobs in batches, score and rank every setting
   record   what the defaults file records of the search besides the recipe
+  demo     --demo: the prompts a demo shows first as a condition on the winner (demo-ready settings)
 """
 
 from __future__ import annotations
 
 from steering.evaluation.tune.cache import CACHE_VERSION, load_cache, questions_hash, save_cache
+from steering.evaluation.tune.demo import apply_demo, demo_summary, demo_verdict
 from steering.evaluation.tune.record import defaults_record
 from steering.evaluation.tune.scoring import (
     TuneResult,
@@ -93,9 +98,12 @@ __all__ = [
     "SideJob",
     "TuneResult",
     "VectorSource",
+    "apply_demo",
     "choose_winner",
     "combine_groups",
     "defaults_record",
+    "demo_summary",
+    "demo_verdict",
     "load_cache",
     "pooled_metrics",
     "questions_hash",

@@ -226,14 +226,16 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
     """The best settings as a markdown table (plus the unsteered row). "loops + / −": the share of each side's
     answers that loop on their own (steering.evaluation.refusal.is_loop; "–" when not measured); with
     --max-loops it is part of "coherent" (score_setting's max_loops). The incumbent (the recipe of the defaults file
-    a run would replace, marked "(current)") is shown even when it ranks below `top`."""
+    a run would replace, marked "(current)") is shown even when it ranks below `top`. With --demo
+    (steering.evaluation.tune.demo) a "demo" column says whether the setting's demo answers passed."""
     b = result.unsteered
     ppl = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     loops = lambda side: "–" if side.get("loops") is None else f"{side['loops']:.2f}"  # noqa: E731
+    demo = any("demo" in r for r in result.rows)
     lines = [
         "| vector | layer | band | + op | − op | strength | refusal + | refusal − | distinct-3 + / − | "
-        "loops + / − | perplexity + / − | coherent | score | margin |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "loops + / − | perplexity + / − | coherent | score | margin |" + (" demo |" if demo else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if demo else ""),
     ]
     window = lambda s: "" if s.get("minus_window") is None else f" (first {s['minus_window']})"  # noqa: E731
     current = lambda s: " (current)" if s.get("incumbent") else ""  # noqa: E731
@@ -251,9 +253,10 @@ def report_markdown(result: TuneResult, top: int = 15) -> str:
             f"{m['refusal_rate']:.2f} | {a['distinct3']:.2f} / {m['distinct3']:.2f} | {loops(a)} / {loops(m)} | "
             f"{ppl(a['perplexity'])} / {ppl(m['perplexity'])} | {'yes' if r['coherent'] else 'no'} | "
             f"{r['score']:+.2f} | {r['margin']:+.3f} |"
+            + ((" yes |" if r.get("demo", {}).get("ready") else " no |") if demo else "")
         )
     lines.append(
         f"| unsteered | | | | | | {b['refusal_rate']:.2f} | | {b['distinct3']:.2f} | {loops(b)} | "
-        f"{ppl(b['perplexity'])} | | | |"
+        f"{ppl(b['perplexity'])} | | | |" + (" |" if demo else "")
     )
     return "\n".join(lines) + "\n"
