@@ -64,18 +64,14 @@ def test_planet_question_shows_the_contrast_at_the_shipped_defaults(planet_answe
     assert "planet" in answer["subtracted"].lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9, open: at the shipped defaults (band 15-17, -add 2 on the first 6 positions) the subtracted "
-    "planet answer loops ('a planet of dreams, a planet of imagination, and a planet of wonder' again and again: "
-    "distinct-3 0.44); strict: the day it passes, remove this mark",
-)
 def test_neither_planet_answer_loops_at_the_shipped_defaults(planet_answer):
-    """Issue 9: neither steered planet answer loops (distinct-3 >= 0.75)."""
+    """Issue 9: neither steered planet answer loops (its own distinct-3 >= 0.75, the rule `tune --demo` chose the
+    shipped recipe by: steering.evaluation.tune.demo)."""
+    from steering.evaluation.coherence_rule import DEMO_MIN_DISTINCT3
     from steering.evaluation.refusal import distinct_ngram_share
 
     for side in ("added", "subtracted"):
-        assert distinct_ngram_share(planet_answer[side]) >= 0.75, (side, planet_answer[side])
+        assert distinct_ngram_share(planet_answer[side]) >= DEMO_MIN_DISTINCT3 == 0.75, (side, planet_answer[side])
 
 
 def test_shipped_results_reproduce(tmp_path):
