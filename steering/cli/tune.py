@@ -259,6 +259,25 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     n_settings = len(side_jobs(space, len(sources))[0])
     results, hashes = [], []
+
+    def search(questions: list[str], cache: Path, context: dict[str, Any]) -> Any:
+        """run_tune of this search on `questions`, with its own cache file and context."""
+        return run_tune(
+            engine,
+            questions,
+            sources,
+            space,
+            settings,
+            detector,
+            cache,
+            context,
+            system_prompt,
+            batch_rows=args.batch_rows,
+            min_distinct=args.min_distinct,
+            max_perplexity=args.max_perplexity,
+            max_loops=args.max_loops,
+        )
+
     for index, (path, (name, part)) in enumerate(zip(question_paths, groups)):
         # each file its own cache (the first: --cache, so a one-file run keeps earlier caches usable)
         group_cache = cache_path if index == 0 else cache_path.with_name(f"{cache_path.stem}.{path.stem}.json")
@@ -279,21 +298,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         results.append(
             (
                 name,
-                run_tune(
-                    engine,
-                    part,
-                    sources,
-                    space,
-                    settings,
-                    detector,
-                    group_cache,
-                    context,
-                    system_prompt,
-                    batch_rows=args.batch_rows,
-                    min_distinct=args.min_distinct,
-                    max_perplexity=args.max_perplexity,
-                    max_loops=args.max_loops,
-                ),
+                search(part, group_cache, context),
             )
         )
     result = combine_groups(results)
@@ -304,21 +309,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
             f"# tune: {len(demo)} demo prompt(s), {n_settings} settings; cache {_display_path(demo_cache)}",
             file=sys.stderr,
         )
-        demo_run = run_tune(
-            engine,
-            demo,
-            sources,
-            space,
-            settings,
-            detector,
-            demo_cache,
-            context,
-            system_prompt,
-            batch_rows=args.batch_rows,
-            min_distinct=args.min_distinct,
-            max_perplexity=args.max_perplexity,
-            max_loops=args.max_loops,
-        )
+        demo_run = search(demo, demo_cache, context)
         result = apply_demo(result, demo_run, detector)
         result.generated_rows += demo_run.generated_rows
     return _report_and_write(args, result, sources, space, groups, hashes, questions_path, out, replaced, lm.name, demo)
