@@ -550,3 +550,18 @@ def test_chat_labels_each_pane_with_the_strength_it_applied(capsys, tmp_path, cl
     settings = json.loads(out)["settings"]
     expected = (1.5, -2.0) if alpha == "1.5" else (-2.0, 1.5)
     assert (settings["added_multiplier"], settings["subtracted_multiplier"]) == expected
+
+
+def test_chat_strips_the_prompt_as_the_app_does(capsys, tmp_path, cli_loads_tiny):
+    """`chat --prompt " hi "` answers exactly what `--prompt hi` answers (the app strips a message before sending it;
+    a trailing space is another token sequence and changed the planet answers)."""
+    config = _config(tmp_path)
+    _vector_file(tmp_path / "vectors" / "refusal" / "smollm2-135m-instruct.safetensors", layers=range(4), size=64)
+    answers = []
+    for prompt in ("hi", "  hi \n"):
+        code, out, err = run_main(
+            capsys, "chat", "--prompt", prompt, "--max-new-tokens", "4", "--json", "--config", config
+        )
+        assert code == 0, err
+        answers.append({side: json.loads(out)[side] for side in ("added", "unsteered", "subtracted")})
+    assert answers[0] == answers[1]

@@ -126,7 +126,7 @@ def test_cli_allows_a_held_out_demo_question_and_says_so(engine, tmp_path, monke
 
 @pytest.mark.parametrize(
     "prompts, fragment",
-    [(["  "], "--demo: prompt 0 is empty"), (["Hi there", "hi there!"], "--demo: prompt 1 repeats an earlier one")],
+    [(["  "], "--demo: prompt 0 is empty"), (["Hi there", " Hi there"], "--demo: prompt 1 repeats an earlier one")],
 )
 def test_bad_demo_prompts_are_one_line_before_the_model_loads(prompts, fragment, capsys, tmp_path, monkeypatch):
     monkeypatch.setattr("steering.cli.loading.load_engine", lambda *a: pytest.fail("the model was loaded"))

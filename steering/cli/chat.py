@@ -48,7 +48,8 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
         SteeringError: an empty prompt, bad sampling settings, a multiplier outside the configured limits, a
             missing vector file or layer, or a prompt over the token budget.
     """
-    if not args.prompt.strip():
+    prompt = args.prompt.strip()  # as the app sends a message: the same answers for the same text
+    if not prompt:
         raise SteeringError("--prompt is empty")
     settings = sampling_settings(args, config)  # checked before the model loads
     if args.vector:
@@ -66,10 +67,10 @@ def cmd_chat(args: argparse.Namespace, config: Config) -> int:
         "--multiplier" if args.multiplier is not None else "the default multiplier",
     )
     # the token budget (config limits:, the model's context) before generating
-    engine.check_request([{"role": "user", "content": args.prompt}], settings, system_prompt(args, config))
+    engine.check_request([{"role": "user", "content": prompt}], settings, system_prompt(args, config))
     start = time.perf_counter()
     result = engine.compare(
-        [{"role": "user", "content": args.prompt}],
+        [{"role": "user", "content": prompt}],
         vector,
         layer,
         multiplier,

@@ -452,7 +452,7 @@ def _demo_prompts(prompts: list[str] | None, held_out: dict[str, Path], limits: 
             raise SteeringError(
                 f"--demo: prompt {index} is {len(text)} characters long; the limit is {limits.max_dataset_item_chars}"
             )
-        if normalize_question(text) in {normalize_question(p) for p in cleaned}:
+        if text in cleaned:  # exact: "what's…" and "What's…" are different token sequences with different answers
             raise SteeringError(f"--demo: prompt {index} repeats an earlier one: {text!r}")
         source = held_out.get(normalize_question(text))
         if source is not None:
