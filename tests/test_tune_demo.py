@@ -110,6 +110,7 @@ def test_cli_picks_by_the_demo_records_it_and_resumes(engine, tmp_path, monkeypa
     assert "(0 answers generated" in printed.err  # everything from the two caches
     info = load_defaults(folder / "tiny.defaults.json").info
     assert info["demo"]["prompts"] == [demo]
+    assert all("demo_ready" in row for row in info["top"])  # the rows that passed rank first; the file says which
     # the recorded answers are the winner's own demo answers, and the verdict is the rule applied to them
     recorded = {side: {"texts": info["demo"][side]} for side in ("added", "subtracted")}
     verdict = demo_verdict(recorded, judge)
@@ -141,3 +142,26 @@ def test_an_over_long_demo_prompt_is_refused(capsys, tmp_path, monkeypatch):
     questions.write_text(json.dumps(QUESTIONS))
     line = assert_refused(capsys, ["tune", "--questions", str(questions), "--dry-run", "--demo", "x" * 100_000])
     assert "--demo: prompt 0 is 100000 characters long; the limit is" in line
+
+
+def test_an_over_budget_demo_prompt_is_refused_before_the_search(engine, tmp_path, monkeypatch, capsys):
+    """The token budget (config limits.max_prompt_tokens) of a demo prompt is checked right after the model loads,
+    before any answer is generated (a reviewer's 5 000-token prompt passed the character check and ran)."""
+    import steering.decode.generation as generation
+
+    questions = tmp_path / "tune.json"
+    questions.write_text(json.dumps(QUESTIONS))
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: pytest.fail("an answer was generated"))
+    long_prompt = "x" * (engine.config.limits.max_prompt_tokens + 10)  # under the character limit, over the tokens
+    flags = ["--questions", str(questions), "--layers", "1", "--plus", "clamp", "--minus", "add", "--strengths", "3"]
+    assert _tune_cli(engine, monkeypatch, *flags, "--demo", "Hi there", long_prompt, "--dry-run") != 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: --demo: prompt 1: "), lines
+
+
+def test_repeated_flag_values_are_searched_once(engine, tmp_path, monkeypatch, capsys):
+    questions = tmp_path / "tune.json"
+    questions.write_text(json.dumps(QUESTIONS))
+    flags = ["--questions", str(questions), "--layers", "1", "1", "--plus", "clamp", "clamp", "--minus", "add"]
+    assert _tune_cli(engine, monkeypatch, *flags, "--strengths", "3", "3", "--no-incumbent", "--dry-run") == 0
+    assert ", 1 settings;" in capsys.readouterr().err

@@ -137,6 +137,11 @@ def _window(text: str) -> int | None:
     return value
 
 
+def _unique(values: Any) -> list:
+    """The values in their first order, each once (a flag value given twice is searched once)."""
+    return list(dict.fromkeys(values))
+
+
 def _spread(items: list, limit: int) -> list:
     """`limit` items spread evenly over the list (all of them for limit >= len)."""
     if limit >= len(items):
@@ -191,15 +196,16 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         raise SteeringError(f"tune: --unit must be one of {', '.join(DEFAULT_STRENGTHS)}, found '{unit}'")
     strengths = args.strengths or DEFAULT_STRENGTHS.get(unit, [])
     space = SearchSpace(
-        layers=list(args.layers or []) or [0],
-        bands=list(args.bands),
-        plus=list(args.plus),
-        minus=list(args.minus),
-        strengths=list(strengths),
+        # a value given twice is searched once (dict.fromkeys keeps the first order)
+        layers=_unique(args.layers or []) or [0],
+        bands=_unique(args.bands),
+        plus=_unique(args.plus),
+        minus=_unique(args.minus),
+        strengths=_unique(strengths),
         unit=unit,
         shared_vector=not args.own_vectors,
-        minus_strengths=list(args.minus_strengths) if args.minus_strengths else None,
-        minus_windows=list(args.minus_windows) if args.minus_windows else None,
+        minus_strengths=_unique(args.minus_strengths) if args.minus_strengths else None,
+        minus_windows=_unique(args.minus_windows) if args.minus_windows else None,
     )
     space.check()  # before the slow model load
     question_paths = (
@@ -233,6 +239,12 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         raise SteeringError(f"config evaluation.refusal_phrases: {exc}") from None
     engine = loading.load_engine(args, config)
     lm = engine.lm
+    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    for index, prompt in enumerate(demo):  # the token budget too, before the search (not hours later)
+        try:
+            engine.check_request([{"role": "user", "content": prompt}], settings, _system_prompt(args, config))
+        except SteeringError as exc:
+            raise SteeringError(f"--demo: prompt {index}: {exc}") from None
     if not args.layers:  # around the behavior's current anchor layer: its tuned defaults file's, else config.yaml's
         anchor = engine.recipe(args.behavior).layer
         space.layers = sorted({min(max(anchor + d, 0), lm.num_layers - 1) for d in (-2, 0, 2)})
@@ -256,7 +268,6 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         Path(args.cache) if args.cache else out.with_name(out.name.replace(".defaults.json", "") + ".tune-cache.json")
     )
     system_prompt = _system_prompt(args, config)
-    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=0.0)
     n_settings = len(side_jobs(space, len(sources))[0])
     results, hashes = [], []
 
@@ -312,6 +323,7 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> int:
         demo_run = search(demo, demo_cache, context)
         result = apply_demo(result, demo_run, detector)
         result.generated_rows += demo_run.generated_rows
+        result.seconds += demo_run.seconds
     return _report_and_write(args, result, sources, space, groups, hashes, questions_path, out, replaced, lm.name, demo)
 
 

@@ -88,6 +88,7 @@ def defaults_record(
                 "contrast": r["contrast"],
                 "margin": r["margin"],
                 "coherent": r["coherent"],
+                **({"demo_ready": r["demo"]["ready"]} if "demo" in r else {}),  # --demo: such rows rank first
             }
             for r in result.rows[:10]
         ],
