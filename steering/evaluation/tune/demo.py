@@ -9,14 +9,13 @@ the demo prompts: greedy, the same answer length, its own cache), so the check c
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any, Sequence
 
 from steering.errors import SteeringError
 from steering.evaluation.coherence_rule import DEMO_MIN_DISTINCT3
 from steering.evaluation.refusal import distinct_ngram_share
-from steering.evaluation.tune.scoring import TuneResult, rank_key
+from steering.evaluation.tune.scoring import TuneResult, rank_key, setting_key
 
 
 def demo_verdict(row: dict, detector: Any, min_distinct: float = DEMO_MIN_DISTINCT3) -> dict[str, Any]:
@@ -68,7 +67,7 @@ def apply_demo(
     Raises:
         SteeringError: a setting of `result` missing from `demo` (the two runs searched different spaces).
     """
-    key = lambda row: json.dumps(row["setting"], sort_keys=True)  # noqa: E731
+    key = setting_key
     verdicts = {key(row): demo_verdict(row, detector, min_distinct) for row in demo.rows}
     rows = []
     for row in result.rows:

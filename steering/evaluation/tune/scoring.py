@@ -164,6 +164,11 @@ def pooled_metrics(parts: Sequence[dict]) -> dict[str, Any]:
     }
 
 
+def setting_key(row: dict) -> str:
+    """A result row's setting as a string key: the same setting in runs over other questions has the same key."""
+    return json.dumps(row["setting"], sort_keys=True)
+
+
 def combine_groups(results: Sequence[tuple[str, TuneResult]]) -> TuneResult:
     """One ranking from runs of the same search on several question groups (files): a setting is coherent
     only when it is coherent on every group; its contrast, score and margin are the smallest over the groups;
@@ -171,7 +176,7 @@ def combine_groups(results: Sequence[tuple[str, TuneResult]]) -> TuneResult:
     Raises: SteeringError when the runs did not score the same settings."""
     if len(results) == 1:
         return results[0][1]
-    key = lambda row: json.dumps(row["setting"], sort_keys=True)  # noqa: E731
+    key = setting_key
     by_group = {name: {key(r): r for r in result.rows} for name, result in results}
     first = results[0][1]
     rows = []
